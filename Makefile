@@ -1,0 +1,22 @@
+GO      ?= go
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -X github.com/batchpipe/batchpipe/cmd.version=$(VERSION)
+
+.PHONY: build test bench demo clean
+
+build:
+	$(GO) build -ldflags '$(LDFLAGS)' -o bin/batchpipe .
+
+test:
+	$(GO) vet ./...
+	$(GO) test -race -count=1 ./...
+
+bench: build
+	$(GO) test -run '^$$' -bench . -benchmem ./batcher ./sources ./sinks
+	./testdata/bench.sh
+
+demo: build
+	./bin/batchpipe -n 4 -t 1s file - < testdata/sample.ndjson
+
+clean:
+	rm -rf bin bench

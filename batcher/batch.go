@@ -1,0 +1,216 @@
+// Package batcher groups records into batches and delivers them to a sink:
+// one goroutine owns the open batch, a bounded queue feeds a fixed set of
+// delivery workers, and every record read ends up delivered, dead-lettered
+// or counted as undelivered.
+package batcher
+
+import (
+	"fmt"
+	"time"
+)
+
+// A Record is one input record. Data excludes the delimiter.
+//
+// A source that cannot take a record whole (one longer than the record
+// limit) sends it with Err set instead, and the record takes the failure
+// path on its own.
+type Record struct {
+	Data []byte
+	Meta *Meta // source metadata; nil for stdin
+	Err  error
+}
+
+// A TooLargeError is a record longer than the record limit. The source
+// skips its bytes, so it cannot be dead-lettered: it counts as undelivered.
+type TooLargeError struct {
+	Size  int64 // bytes in the record, without the delimiter
+	Limit int64
+}
+
+func (e *TooLargeError) Error() string {
+	return fmt.Sprintf("record of %d bytes is larger than the record limit (%d bytes)", e.Size, e.Limit)
+}
+
+// Meta describes where a record came from, for sources that know more than
+// a byte stream does (Kafka).
+type Meta struct {
+	Topic     string
+	Partition int32
+	Offset    int64
+	Key       []byte
+	Headers   []Header
+	Timestamp time.Time
+}
+
+// A Header is one Kafka record header.
+type Header struct {
+	Key   string
+	Value []byte
+}
+
+// Reason says why a batch was flushed.
+type Reason uint8
+
+const (
+	ReasonSize   Reason = iota // it held --max-records records
+	ReasonBytes                // the next record would have pushed it past --max-bytes
+	ReasonLinger               // its oldest record waited --linger
+	ReasonEOF                  // input ended
+	ReasonSignal               // a shutdown signal arrived
+	ReasonFlush                // an explicit flush (SIGUSR1)
+	numReasons
+)
+
+var reasonNames = [numReasons]string{"size", "bytes", "linger", "eof", "signal", "flush"}
+
+func (r Reason) String() string {
+	if r < numReasons {
+		return reasonNames[r]
+	}
+	return fmt.Sprintf("Reason(%d)", r)
+}
+
+// Pos locates a record in the input: its 1-based number and the byte offset
+// of its first byte.
+type Pos struct {
+	Record int64
+	Offset int64
+}
+
+func (p Pos) String() string {
+	return fmt.Sprintf("record %d (byte offset %d)", p.Record, p.Offset)
+}
+
+// A Batch is a run of consecutive records. Its records are stored back to
+// back in one buffer, each followed by the delimiter, so the "lines" body of
+// a batch is the buffer itself and building a batch allocates nothing per
+// record.
+type Batch struct {
+	Seq    int64  // 1, 2, 3… in flush order
+	Reason Reason // why it was flushed
+	First  Pos    // position of its first record
+	Delim  byte
+
+	// Attempt is the delivery attempt in progress, from 1.
+	Attempt int
+
+	buf  []byte
+	ends []int   // ends[i] is the index in buf of record i's delimiter
+	meta []*Meta // nil unless some record has metadata
+}
+
+// Len is the number of records.
+func (b *Batch) Len() int { return len(b.ends) }
+
+// Size is the number of bytes: records plus one delimiter each.
+func (b *Batch) Size() int { return len(b.buf) }
+
+// Bytes returns the records joined and terminated by the delimiter, exactly
+// as they were read. The caller must not modify or keep it.
+func (b *Batch) Bytes() []byte { return b.buf }
+
+// Record returns record i without its delimiter.
+func (b *Batch) Record(i int) []byte {
+	start := 0
+	if i > 0 {
+		start = b.ends[i-1] + 1
+	}
+	return b.buf[start:b.ends[i]:b.ends[i]]
+}
+
+// Meta returns record i's metadata, or nil.
+func (b *Batch) Meta(i int) *Meta {
+	if b.meta == nil {
+		return nil
+	}
+	return b.meta[i]
+}
+
+// Pos returns the position of record i.
+func (b *Batch) Pos(i int) Pos {
+	start := 0
+	if i > 0 {
+		start = b.ends[i-1] + 1
+	}
+	return Pos{Record: b.First.Record + int64(i), Offset: b.First.Offset + int64(start)}
+}
+
+// Slice returns records [i, j) as a batch sharing b's memory, for sinks that
+// split a batch (an HTTP 413). It keeps b's Seq, Reason and Attempt.
+func (b *Batch) Slice(i, j int) *Batch {
+	s := *b
+	start := 0
+	if i > 0 {
+		start = b.ends[i-1] + 1
+	}
+	end := start
+	if j > i {
+		end = b.ends[j-1] + 1
+	}
+	s.buf = b.buf[start:end:end]
+	s.ends = make([]int, j-i)
+	for k := range s.ends {
+		s.ends[k] = b.ends[i+k] - start
+	}
+	if b.meta != nil {
+		s.meta = b.meta[i:j:j]
+	}
+	s.First = b.Pos(i)
+	return &s
+}
+
+// Pick returns a new batch holding copies of the listed records, in order.
+func (b *Batch) Pick(idx []int) *Batch {
+	p := &Batch{Seq: b.Seq, Reason: b.Reason, Delim: b.Delim, Attempt: b.Attempt}
+	if len(idx) > 0 {
+		p.First = b.Pos(idx[0])
+	}
+	for _, i := range idx {
+		p.buf = append(p.buf, b.Record(i)...)
+		p.buf = append(p.buf, b.Delim)
+		p.ends = append(p.ends, len(p.buf)-1)
+		if b.meta != nil {
+			p.meta = append(p.meta, b.meta[i])
+		}
+	}
+	return p
+}
+
+// String describes the batch for logs and errors.
+func (b *Batch) String() string {
+	n := b.Len()
+	if n == 0 {
+		return fmt.Sprintf("batch %d (empty)", b.Seq)
+	}
+	last := b.First.Record + int64(n) - 1
+	if m := b.Meta(0); m != nil {
+		lm := b.Meta(n - 1)
+		if n == 1 {
+			return fmt.Sprintf("batch %d (%s[%d] offset %d)", b.Seq, m.Topic, m.Partition, m.Offset)
+		}
+		return fmt.Sprintf("batch %d (%d records, %s[%d] offset %d … %s[%d] offset %d)",
+			b.Seq, n, m.Topic, m.Partition, m.Offset, lm.Topic, lm.Partition, lm.Offset)
+	}
+	if n == 1 {
+		return fmt.Sprintf("batch %d (%s)", b.Seq, b.First)
+	}
+	return fmt.Sprintf("batch %d (records %d-%d, byte offset %d)", b.Seq, b.First.Record, last, b.First.Offset)
+}
+
+// reset empties b for reuse, keeping its buffers.
+func (b *Batch) reset() {
+	*b = Batch{buf: b.buf[:0], ends: b.ends[:0], Delim: b.Delim}
+}
+
+// add appends one record.
+func (b *Batch) add(r *Record) {
+	if r.Meta != nil && b.meta == nil {
+		b.meta = make([]*Meta, len(b.ends), cap(b.ends))
+	}
+	b.buf = append(b.buf, r.Data...)
+	b.buf = append(b.buf, b.Delim)
+	b.ends = append(b.ends, len(b.buf)-1)
+	if b.meta != nil {
+		b.meta = append(b.meta, r.Meta)
+	}
+}

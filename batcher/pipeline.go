@@ -1,0 +1,563 @@
+package batcher
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"time"
+)
+
+// Config holds the batching and delivery settings. The zero value of a
+// field means its default, given beside it.
+type Config struct {
+	MaxRecords int           // flush at this many records; default 1000
+	MaxBytes   int           // flush before a batch would pass this size; default 1 MiB
+	Linger     time.Duration // flush once the oldest record waited this long; 0: never
+	Delim      byte          // record delimiter; 0 is NUL, so set it
+
+	// PerRecordOverhead is counted toward MaxBytes for every record on top
+	// of its bytes, for sinks whose cost per record is more than its bytes
+	// (command-line arguments).
+	PerRecordOverhead int
+
+	Parallel   int           // batches delivered at once; default 1
+	Retries    int           // attempts after the first; 0: none
+	Backoff    time.Duration // first retry waits up to this; default 500ms
+	MaxBackoff time.Duration // no retry waits longer; default 30s
+
+	// ShutdownTimeout bounds the drain after Stop; then deliveries in
+	// flight are abandoned. 0: no bound.
+	ShutdownTimeout time.Duration
+
+	// DeadLetter keeps batches that cannot be delivered. Without one, the
+	// first such batch stops the run.
+	DeadLetter DeadLetter
+
+	// Logger gets a warning per retry and dead letter and, at debug level,
+	// a line per batch. Default: silent.
+	Logger *slog.Logger
+
+	// OnSettled, if set, is called once per batch when its fate is known.
+	OnSettled func(Settlement)
+}
+
+// A Settlement is the fate of one batch.
+type Settlement struct {
+	Batch    *Batch // valid only during the call
+	Outcome  Outcome
+	Duration time.Duration // from the first attempt to the last
+	Err      error
+}
+
+// Outcome is how a batch ended.
+type Outcome uint8
+
+const (
+	Delivered    Outcome = iota // every record delivered
+	Partial                     // delivered except records dead-lettered
+	DeadLettered                // written to the dead letter
+	Failed                      // not delivered (some records may be dead-lettered)
+	Abandoned                   // the run stopped before it could be delivered
+)
+
+func (o Outcome) String() string {
+	return [...]string{"delivered", "partial", "dead-lettered", "failed", "abandoned"}[o]
+}
+
+// Validate reports settings that make no sense.
+func (c *Config) Validate() error {
+	switch {
+	case c.MaxRecords < 0:
+		return fmt.Errorf("max records must be at least 1, not %d", c.MaxRecords)
+	case c.MaxBytes < 0:
+		return fmt.Errorf("max bytes must be positive, not %d", c.MaxBytes)
+	case c.Linger < 0:
+		return fmt.Errorf("linger must not be negative, not %v", c.Linger)
+	case c.Parallel < 0:
+		return fmt.Errorf("parallel must be at least 1, not %d", c.Parallel)
+	case c.Retries < 0:
+		return fmt.Errorf("retries must not be negative, not %d", c.Retries)
+	case c.Backoff < 0 || c.MaxBackoff < 0:
+		return errors.New("backoff must not be negative")
+	case c.ShutdownTimeout < 0:
+		return fmt.Errorf("shutdown timeout must not be negative, not %v", c.ShutdownTimeout)
+	}
+	return nil
+}
+
+func (c Config) withDefaults() Config {
+	if c.MaxRecords == 0 {
+		c.MaxRecords = 1000
+	}
+	if c.MaxBytes == 0 {
+		c.MaxBytes = 1 << 20
+	}
+	if c.Parallel == 0 {
+		c.Parallel = 1
+	}
+	if c.Backoff == 0 {
+		c.Backoff = 500 * time.Millisecond
+	}
+	if c.MaxBackoff == 0 {
+		c.MaxBackoff = 30 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return c
+}
+
+// ErrShutdownTimeout is the cause of deliveries abandoned when the drain
+// after Stop took longer than Config.ShutdownTimeout.
+var ErrShutdownTimeout = errors.New("shutdown timeout passed")
+
+// A DeliveryError is the first batch that could be neither delivered nor
+// dead-lettered; it stopped the run.
+type DeliveryError struct {
+	Batch string // which batch and where its records are
+	Err   error
+}
+
+func (e *DeliveryError) Error() string { return e.Batch + ": " + e.Err.Error() }
+func (e *DeliveryError) Unwrap() error { return e.Err }
+
+// A Pipeline reads records from Source, batches them and delivers the
+// batches to Sink. A Pipeline runs once.
+type Pipeline struct {
+	Source Source
+	Sink   Sink
+	Config
+
+	// Stop, when closed, stops reading: the open batch is flushed and
+	// everything read is delivered before Run returns (the first SIGTERM).
+	Stop <-chan struct{}
+	// Flush flushes the open batch on every receive (SIGUSR1).
+	Flush <-chan struct{}
+
+	c        counters
+	failOnce sync.Once
+	failed   chan struct{} // closed on the first undeliverable batch
+	mu       sync.Mutex
+	firstErr error       // the first record or batch not delivered
+	free     chan *Batch // recycled batches
+}
+
+// Stats returns the counters so far; it may be called while Run runs.
+func (p *Pipeline) Stats() Stats { return p.c.snapshot() }
+
+// Run runs the pipeline until input ends or Stop is closed and everything
+// read is delivered, dead-lettered or known to be undelivered. Cancelling ctx
+// abandons deliveries in flight at once.
+//
+// The error is the first delivery failure, the source's read error, or why
+// deliveries were abandoned; Stats says how many records each left behind.
+func (p *Pipeline) Run(ctx context.Context) (Stats, error) {
+	cfg := p.Config.withDefaults()
+	p.Config = cfg
+	if err := cfg.Validate(); err != nil {
+		return Stats{}, err
+	}
+	p.c.start = time.Now()
+	p.failed = make(chan struct{})
+	p.free = make(chan *Batch, cfg.Parallel+2)
+
+	dctx, abandon := context.WithCancelCause(ctx)
+	defer abandon(nil)
+	sctx, stopSource := context.WithCancel(ctx)
+	defer stopSource()
+
+	chunks := make(chan []Record)
+	srcErr := make(chan error, 1)
+	go func() {
+		defer close(chunks)
+		srcErr <- p.Source.Run(sctx, chunks)
+	}()
+
+	// One batch in the queue and one open at the aggregator bound memory to
+	// (Parallel+2) batches.
+	queue := make(chan *Batch, 1)
+	var workers sync.WaitGroup
+	for range cfg.Parallel {
+		workers.Go(func() {
+			for b := range queue {
+				p.handle(dctx, b)
+				p.release(b)
+			}
+		})
+	}
+
+	a := aggregator{p: p, cfg: &cfg, queue: queue, ctx: dctx}
+	a.timer = time.NewTimer(time.Hour)
+	a.timer.Stop()
+	defer a.timer.Stop()
+
+	in, stop, failed, done := chunks, p.Stop, p.failed, ctx.Done()
+	var drainTimer *time.Timer
+	stopping := false
+	for in != nil {
+		select {
+		case recs, ok := <-in:
+			if !ok {
+				in = nil
+				break
+			}
+			for i := range recs {
+				a.add(&recs[i])
+			}
+		case <-a.timer.C:
+			a.flush(ReasonLinger)
+		case <-p.Flush:
+			a.flush(ReasonFlush)
+		case <-stop:
+			stop, stopping = nil, true
+			stopSource()
+			if cfg.ShutdownTimeout > 0 {
+				drainTimer = time.AfterFunc(cfg.ShutdownTimeout, func() { abandon(ErrShutdownTimeout) })
+			}
+		case <-failed:
+			failed = nil
+			stopSource()
+		case <-done:
+			done = nil
+			stopSource()
+		}
+	}
+	readErr := <-srcErr
+	if errors.Is(readErr, context.Canceled) && sctx.Err() != nil {
+		readErr = nil // we stopped it
+	}
+	switch {
+	case stopping:
+		a.flush(ReasonSignal)
+	default:
+		a.flush(ReasonEOF)
+	}
+	close(queue)
+	workers.Wait()
+	if drainTimer != nil {
+		drainTimer.Stop()
+	}
+
+	var closeErr error
+	if c, ok := p.Sink.(Closer); ok {
+		closeErr = c.Close()
+	}
+	st := p.c.snapshot()
+
+	var errs []error
+	if err := p.firstError(); err != nil {
+		errs = append(errs, err)
+	}
+	if cause := context.Cause(dctx); cause != nil {
+		errs = append(errs, fmt.Errorf("deliveries abandoned: %w", cause))
+	}
+	if readErr != nil {
+		errs = append(errs, fmt.Errorf("read: %w", readErr))
+	}
+	if closeErr != nil {
+		errs = append(errs, closeErr)
+	}
+	return st, errors.Join(errs...)
+}
+
+// aggregator owns the open batch. Only the Run goroutine touches it.
+type aggregator struct {
+	p     *Pipeline
+	cfg   *Config
+	queue chan<- *Batch
+	ctx   context.Context // deliveries; done when abandoned
+	timer *time.Timer
+
+	open   *Batch
+	seq    int64
+	pos    Pos // position of the next record
+	weight int // open batch's bytes plus per-record overhead
+}
+
+func (a *aggregator) add(r *Record) {
+	p := a.p
+	size := len(r.Data) + 1
+	pos := a.pos
+	a.pos.Record++
+	if r.Err != nil {
+		var tl *TooLargeError
+		if errors.As(r.Err, &tl) {
+			size = int(tl.Size) + 1
+		}
+		a.pos.Offset += int64(size)
+		p.c.read.Add(1)
+		p.c.bytesRead.Add(int64(size))
+		p.reject(pos, r.Err)
+		return
+	}
+	a.pos.Offset += int64(size)
+	p.c.read.Add(1)
+	p.c.bytesRead.Add(int64(size))
+
+	w := size + a.cfg.PerRecordOverhead
+	if a.open != nil && a.open.Len() > 0 && a.weight+w > a.cfg.MaxBytes {
+		a.flush(ReasonBytes)
+	}
+	if a.open == nil {
+		a.open = a.p.get(a.cfg.Delim)
+	}
+	b := a.open
+	if b.Len() == 0 {
+		b.First = pos
+		if a.cfg.Linger > 0 {
+			a.timer.Reset(a.cfg.Linger)
+		}
+	}
+	b.add(r)
+	a.weight += w
+	switch {
+	case b.Len() >= a.cfg.MaxRecords:
+		a.flush(ReasonSize)
+	case a.weight+1+a.cfg.PerRecordOverhead > a.cfg.MaxBytes:
+		// Not even an empty record fits: waiting would gain nothing.
+		a.flush(ReasonBytes)
+	}
+}
+
+// flush hands the open batch to the workers, waiting while the queue is
+// full: that wait is the backpressure that pauses reading.
+func (a *aggregator) flush(why Reason) {
+	b := a.open
+	if b == nil || b.Len() == 0 {
+		return
+	}
+	a.open = nil
+	a.weight = 0
+	a.timer.Stop()
+	a.seq++
+	b.Seq, b.Reason = a.seq, why
+	p := a.p
+	n := int64(b.Len())
+	p.c.batches.Add(1)
+	p.c.reasons[why].Add(1)
+	p.c.inFlight.Add(n)
+	select {
+	case a.queue <- b:
+	case <-p.failed:
+		p.settle(b, Abandoned, 0, errors.New("not attempted: an earlier batch failed"))
+		p.release(b)
+	case <-a.ctx.Done():
+		p.settle(b, Abandoned, 0, context.Cause(a.ctx))
+		p.release(b)
+	}
+}
+
+// handle delivers one batch, with retries, and settles it.
+func (p *Pipeline) handle(ctx context.Context, b *Batch) {
+	if p.isFailed() {
+		p.settle(b, Abandoned, 0, errors.New("not attempted: an earlier batch failed"))
+		return
+	}
+	if ctx.Err() != nil {
+		p.settle(b, Abandoned, 0, context.Cause(ctx))
+		return
+	}
+	start := time.Now()
+	err := p.deliver(ctx, b)
+	took := time.Since(start)
+	var rej *RejectError
+	switch {
+	case err == nil:
+		p.settle(b, Delivered, took, nil)
+	case errors.As(err, &rej):
+		idx := make([]int, len(rej.Records))
+		for i, r := range rej.Records {
+			idx[i] = r.Index
+		}
+		bad := b.Pick(idx)
+		if p.deadLetter(ctx, bad, err) {
+			p.settle(b, Partial, took, err)
+		} else {
+			p.fail(bad.String(), err)
+			p.settle(b, Failed, took, err)
+		}
+	case ctx.Err() != nil:
+		p.settle(b, Abandoned, took, fmt.Errorf("%w (last error: %v)", context.Cause(ctx), err))
+	case p.deadLetter(ctx, b, err):
+		p.settle(b, DeadLettered, took, err)
+	default:
+		p.fail(b.String(), err)
+		p.settle(b, Failed, took, err)
+	}
+}
+
+// deliver makes up to 1+Retries attempts, with exponential backoff and full
+// jitter between them.
+func (p *Pipeline) deliver(ctx context.Context, b *Batch) error {
+	var wait *time.Timer
+	for attempt := 1; ; attempt++ {
+		b.Attempt = attempt
+		err := p.Sink.Deliver(ctx, b)
+		if err == nil || IsPermanent(err) || attempt > p.Retries || ctx.Err() != nil {
+			return err
+		}
+		var rej *RejectError
+		if errors.As(err, &rej) {
+			return err
+		}
+		d := p.backoff(attempt)
+		if hint, ok := retryAfterHint(err); ok {
+			d = min(hint, p.MaxBackoff)
+		}
+		p.Logger.Warn("retrying", "batch", b.String(), "attempt", attempt, "wait", d, "err", err)
+		p.c.retries.Add(1)
+		if wait == nil {
+			wait = time.NewTimer(d)
+			defer wait.Stop()
+		} else {
+			wait.Reset(d)
+		}
+		select {
+		case <-wait.C:
+		case <-ctx.Done():
+			return err
+		}
+	}
+}
+
+// backoff is the wait before retry n (from 1): uniform in
+// [0, min(MaxBackoff, Backoff×2^(n-1))].
+func (p *Pipeline) backoff(n int) time.Duration {
+	d := p.MaxBackoff
+	if n < 32 && p.Backoff<<(n-1) < d && p.Backoff<<(n-1) > 0 {
+		d = p.Backoff << (n - 1)
+	}
+	return time.Duration(rand.Int64N(int64(d) + 1))
+}
+
+// deadLetter writes b to the dead letter, if there is one, and counts it.
+func (p *Pipeline) deadLetter(ctx context.Context, b *Batch, reason error) bool {
+	if p.DeadLetter == nil {
+		return false
+	}
+	if err := p.DeadLetter.Write(ctx, b, reason); err != nil {
+		p.Logger.Error("dead letter", "batch", b.String(), "err", err)
+		return false
+	}
+	p.Logger.Warn("dead-lettered", "batch", b.String(), "records", b.Len(), "reason", reason)
+	p.c.deadLettered.Add(int64(b.Len()))
+	return true
+}
+
+// reject handles a record the source could not take whole.
+func (p *Pipeline) reject(pos Pos, err error) {
+	p.c.undelivered.Add(1)
+	if p.DeadLetter != nil {
+		// Its bytes are gone, so there is nothing to dead-letter; the run
+		// goes on and ends non-zero.
+		p.Logger.Error("record not delivered", "record", pos.String(), "err", err)
+		p.noteFailure(pos.String(), err)
+		return
+	}
+	p.fail(pos.String(), err)
+}
+
+// fail records a failure and stops reading.
+func (p *Pipeline) fail(where string, err error) {
+	p.noteFailure(where, err)
+	p.failOnce.Do(func() { close(p.failed) })
+}
+
+// noteFailure keeps the first failure for Run's error.
+func (p *Pipeline) noteFailure(where string, err error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.firstErr == nil {
+		p.firstErr = &DeliveryError{Batch: where, Err: err}
+	}
+}
+
+func (p *Pipeline) firstError() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.firstErr
+}
+
+func (p *Pipeline) isFailed() bool {
+	select {
+	case <-p.failed:
+		return true
+	default:
+		return false
+	}
+}
+
+// settle counts b's records by outcome, tells the source and the sink, and
+// logs the batch.
+func (p *Pipeline) settle(b *Batch, o Outcome, took time.Duration, err error) {
+	n := int64(b.Len())
+	p.c.inFlight.Add(-n)
+	// Dead-lettered records were counted when written.
+	var rejected int64
+	if rej := (*RejectError)(nil); errors.As(err, &rej) {
+		rejected = int64(len(rej.Records))
+	}
+	switch o {
+	case Delivered:
+		p.c.delivered.Add(n)
+		p.c.batchesDone.Add(1)
+		p.c.bytesDelivered.Add(int64(b.Size()))
+	case Partial:
+		p.c.delivered.Add(n - rejected)
+	case Failed:
+		if rejected > 0 {
+			p.c.delivered.Add(n - rejected)
+			p.c.undelivered.Add(rejected)
+		} else {
+			p.c.undelivered.Add(n)
+		}
+	case Abandoned:
+		p.c.undelivered.Add(n)
+	}
+	if o == Delivered || o == Partial || o == DeadLettered {
+		if a, ok := p.Source.(Acker); ok {
+			a.Ack(b)
+		}
+	}
+	p.notify(b, o, took, err)
+}
+
+func (p *Pipeline) notify(b *Batch, o Outcome, took time.Duration, err error) {
+	if s, ok := p.Sink.(Settler); ok {
+		s.Settled(b.Seq)
+	}
+	if p.Logger.Enabled(context.Background(), slog.LevelDebug) {
+		p.Logger.Debug("batch", "seq", b.Seq, "records", b.Len(), "bytes", b.Size(),
+			"reason", b.Reason.String(), "attempts", b.Attempt, "duration", took, "outcome", o.String(), "err", err)
+	}
+	if p.OnSettled != nil {
+		p.OnSettled(Settlement{Batch: b, Outcome: o, Duration: took, Err: err})
+	}
+}
+
+// get returns an empty batch, recycled when one is free.
+func (p *Pipeline) get(delim byte) *Batch {
+	select {
+	case b := <-p.free:
+		b.Delim = delim
+		return b
+	default:
+		return &Batch{Delim: delim}
+	}
+}
+
+// release recycles b unless a huge record left it much larger than a
+// batch should be.
+func (p *Pipeline) release(b *Batch) {
+	if cap(b.buf) > 2*p.MaxBytes {
+		return
+	}
+	b.reset()
+	select {
+	case p.free <- b:
+	default:
+	}
+}

@@ -1,0 +1,124 @@
+package batcher
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// A Source reads records and sends them on out in chunks, so the cost of a
+// channel send is paid per read rather than per record.
+//
+// Run returns nil when input ends, ctx.Err() when ctx is cancelled, and any
+// other error when reading fails. It must not close out, and every send must
+// also select on ctx.Done().
+//
+// out is unbuffered and its receiver copies what it needs from a chunk
+// before it accepts the next one, so once a send has completed the source
+// may reuse the memory of every chunk sent before it.
+type Source interface {
+	Run(ctx context.Context, out chan<- []Record) error
+}
+
+// An Acker is a Source that wants to know when records are done with:
+// delivered or dead-lettered. Ack may be called from several goroutines and
+// in any order; records never acked were not delivered.
+type Acker interface {
+	Ack(b *Batch)
+}
+
+// A Sink delivers batches. Deliver may be called from several goroutines at
+// once (one per --parallel worker) and must not keep b or its memory after
+// it returns. b.Attempt counts the attempts at this batch.
+//
+// Errors are retried unless marked with Permanent. A sink that delivered all
+// but some records returns a *RejectError naming them.
+type Sink interface {
+	Deliver(ctx context.Context, b *Batch) error
+}
+
+// A Closer is a Sink with work to finish once all deliveries are over.
+type Closer interface {
+	Close() error
+}
+
+// A Settler is a Sink that wants to know when no further attempt will be
+// made at a batch, whether it was delivered, dead-lettered, abandoned or
+// never attempted. Settled is called exactly once for every batch Seq.
+type Settler interface {
+	Settled(seq int64)
+}
+
+// A DeadLetter keeps records that could not be delivered, so they can be
+// replayed. Write must return only once the records are stored durably.
+type DeadLetter interface {
+	Write(ctx context.Context, b *Batch, reason error) error
+}
+
+// Permanent marks err as one that retrying cannot fix.
+func Permanent(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &permanentError{err}
+}
+
+type permanentError struct{ err error }
+
+func (e *permanentError) Error() string { return e.err.Error() }
+func (e *permanentError) Unwrap() error { return e.err }
+
+// IsPermanent reports whether err, or an error it wraps, was marked with
+// Permanent.
+func IsPermanent(err error) bool {
+	var p *permanentError
+	return errors.As(err, &p)
+}
+
+// RetryAfter marks err as retryable no sooner than d from now (an HTTP
+// Retry-After). The wait is still capped by the maximum backoff.
+func RetryAfter(err error, d time.Duration) error {
+	if err == nil {
+		return nil
+	}
+	return &retryAfterError{err, d}
+}
+
+type retryAfterError struct {
+	err error
+	d   time.Duration
+}
+
+func (e *retryAfterError) Error() string { return e.err.Error() }
+func (e *retryAfterError) Unwrap() error { return e.err }
+
+// retryAfterHint returns the wait asked for by err, if any.
+func retryAfterHint(err error) (time.Duration, bool) {
+	var r *retryAfterError
+	if errors.As(err, &r) {
+		return r.d, true
+	}
+	return 0, false
+}
+
+// A RejectError says that a sink delivered every record of the batch except
+// the ones listed, which it will never accept (a record that is not JSON, a
+// record too large for the endpoint). They are not retried: they go to the
+// dead letter, or count as undelivered.
+type RejectError struct {
+	Records []Rejected
+}
+
+// Rejected is one record a sink refused, by index in the batch it was given.
+type Rejected struct {
+	Index int
+	Err   error
+}
+
+func (e *RejectError) Error() string {
+	if len(e.Records) == 1 {
+		return fmt.Sprintf("1 record rejected: %v", e.Records[0].Err)
+	}
+	return fmt.Sprintf("%d records rejected, the first: %v", len(e.Records), e.Records[0].Err)
+}

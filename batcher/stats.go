@@ -1,0 +1,64 @@
+package batcher
+
+import (
+	"sync/atomic"
+	"time"
+)
+
+// Stats counts what a run did. Read = Delivered + DeadLettered + Undelivered
+// once the run is over.
+type Stats struct {
+	Read         int64 // records received from the source
+	BytesRead    int64 // their bytes, delimiters included
+	Delivered    int64 // records delivered
+	DeadLettered int64 // records written to the dead letter
+	Undelivered  int64 // records neither delivered nor dead-lettered
+	InFlight     int64 // records flushed and not yet settled
+
+	Batches        int64 // batches flushed
+	BatchesDone    int64 // batches delivered in full
+	BytesDelivered int64
+	Retries        int64 // delivery attempts after the first
+
+	Reasons map[string]int64 // batches flushed, by reason
+	Elapsed time.Duration
+}
+
+// counters are the live, concurrently updated form of Stats.
+type counters struct {
+	start          time.Time
+	read           atomic.Int64
+	bytesRead      atomic.Int64
+	delivered      atomic.Int64
+	deadLettered   atomic.Int64
+	undelivered    atomic.Int64
+	inFlight       atomic.Int64
+	batches        atomic.Int64
+	batchesDone    atomic.Int64
+	bytesDelivered atomic.Int64
+	retries        atomic.Int64
+	reasons        [numReasons]atomic.Int64
+}
+
+func (c *counters) snapshot() Stats {
+	s := Stats{
+		Read:           c.read.Load(),
+		BytesRead:      c.bytesRead.Load(),
+		Delivered:      c.delivered.Load(),
+		DeadLettered:   c.deadLettered.Load(),
+		Undelivered:    c.undelivered.Load(),
+		InFlight:       c.inFlight.Load(),
+		Batches:        c.batches.Load(),
+		BatchesDone:    c.batchesDone.Load(),
+		BytesDelivered: c.bytesDelivered.Load(),
+		Retries:        c.retries.Load(),
+		Reasons:        make(map[string]int64),
+		Elapsed:        time.Since(c.start),
+	}
+	for r := range numReasons {
+		if n := c.reasons[r].Load(); n > 0 {
+			s.Reasons[r.String()] = n
+		}
+	}
+	return s
+}

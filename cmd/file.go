@@ -1,0 +1,58 @@
+package cmd
+
+import (
+	"github.com/batchpipe/batchpipe/batcher"
+	"github.com/batchpipe/batchpipe/sinks"
+	"github.com/spf13/cobra"
+)
+
+const fileExamples = `  # append batches to a file, fsynced before they count as delivered
+  tail -F app.log | batchpipe -n 500 -t 2s file --fsync batched.log
+
+  # one file per batch, written atomically; directories are created
+  batchpipe -n 1000 file --per-batch 'out/{date}/{seq}.ndjson' < events.ndjson
+
+  # to stdout
+  seq 10 | batchpipe -n 3 file -`
+
+func newFileCmd(o *options) *cobra.Command {
+	var perBatch string
+	var fsync bool
+	c := &cobra.Command{
+		Use:   "file [flags] PATH | file --per-batch TEMPLATE",
+		Short: "Append batches to a file or stdout, or write one file per batch",
+		Long: `Append each batch (records joined and terminated by the delimiter) to PATH,
+created with mode 0644 if missing; PATH - is stdout.
+
+With --per-batch, each batch goes to a file of its own named from TEMPLATE,
+where {seq} is the batch number, {time} the UTC time (20060102T150405Z) and
+{date} the UTC date (2006-01-02). Each is written to a temporary file in the
+same directory, fsynced and linked into place, so a reader never sees a
+partial file; missing directories are created, and an existing file is never
+overwritten (the batch fails instead).`,
+		Example: fileExamples,
+		RunE: func(c *cobra.Command, args []string) error {
+			switch {
+			case perBatch != "" && len(args) > 0:
+				return usagef("file: give PATH or --per-batch, not both")
+			case perBatch == "" && len(args) != 1:
+				return usagef("file: give one PATH (- for stdout) or --per-batch TEMPLATE")
+			case perBatch == "" && args[0] == "-" && fsync:
+				return usagef("file: --fsync makes no sense with stdout")
+			}
+			return o.run(func() (batcher.Sink, error) {
+				switch {
+				case perBatch != "":
+					return sinks.NewPerBatch(perBatch)
+				case args[0] == "-":
+					return sinks.NewWriter(o.streams.Out, "stdout"), nil
+				default:
+					return sinks.OpenFile(args[0], fsync)
+				}
+			})
+		},
+	}
+	c.Flags().StringVar(&perBatch, "per-batch", "", "write each batch to its own file named from this template ({seq}, {time}, {date})")
+	c.Flags().BoolVar(&fsync, "fsync", false, "fsync the file after each batch before it counts as delivered")
+	return c
+}

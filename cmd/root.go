@@ -1,0 +1,160 @@
+// Package cmd turns batchpipe's command line into a configured pipeline.
+package cmd
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+)
+
+// version is set at build time: -ldflags "-X github.com/batchpipe/batchpipe/cmd.version=…".
+var version = "dev"
+
+// Streams are the process's standard streams, passed in so tests can
+// replace them.
+type Streams struct {
+	In  io.Reader
+	Out io.Writer
+	Err io.Writer
+}
+
+// options are the flags every subcommand shares.
+type options struct {
+	streams Streams
+	signals <-chan os.Signal
+
+	maxRecords      int
+	maxBytes        byteSize
+	maxRecordBytes  byteSize
+	linger          time.Duration
+	null            bool
+	delimiter       string
+	parallel        int
+	retries         int
+	backoff         time.Duration
+	maxBackoff      time.Duration
+	deadLetter      string
+	shutdownTimeout time.Duration
+	quiet           bool
+	verbose         bool
+}
+
+// A usageError is a mistake on the command line: exit 2, with a hint.
+type usageError struct{ err error }
+
+func (e *usageError) Error() string { return e.err.Error() }
+func (e *usageError) Unwrap() error { return e.err }
+
+func usagef(format string, a ...any) error {
+	return &usageError{fmt.Errorf(format, a...)}
+}
+
+const rootHelp = `batchpipe groups a stream of records into batches and delivers each batch
+to a sink: a file, a command or an HTTP endpoint. A batch is flushed when it
+holds --max-records records, when the next record would take it past
+--max-bytes, when its oldest record has waited --linger, at end of input, on
+SIGTERM/SIGINT (after which everything read is delivered) and on SIGUSR1.
+
+Records are read from stdin, one per line (or per NUL with -0, or per any
+byte with -d), and pass through byte for byte.
+
+Exit status:
+  0    every record read was delivered
+  1    records were not delivered (the message says how many and why)
+  2    usage error: bad flag or value, sink unusable at start
+  3    the run completed, but records were dead-lettered (--dead-letter)
+  130  stopped by SIGINT, 143 by SIGTERM, after delivering everything read
+       (a second signal abandons deliveries in flight: exit 1)`
+
+const rootExamples = `  # append the lines of a growing log in batches of 500, at least every 2s
+  tail -F app.log | batchpipe -n 500 -t 2s file batched.log
+
+  # one file per batch of 1000 records, each written atomically
+  batchpipe -n 1000 file --per-batch 'out/{seq}.ndjson' < events.ndjson
+
+  # NUL-separated file names in batches of 100, to stdout
+  find . -print0 | batchpipe -0 -n 100 file -`
+
+func newRoot(o *options) *cobra.Command {
+	root := &cobra.Command{
+		Use:           "batchpipe [flags] SINK [sink flags]",
+		Short:         "Batch a stream of records and deliver every batch",
+		Long:          rootHelp,
+		Example:       rootExamples,
+		Version:       version,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.SetIn(o.streams.In)
+	root.SetOut(o.streams.Out)
+	root.SetErr(o.streams.Err)
+	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
+		return &usageError{err}
+	})
+	root.Args = func(c *cobra.Command, args []string) error {
+		if len(args) > 0 {
+			return usagef("unknown sink %q (sinks: file)", args[0])
+		}
+		return usagef("no sink given (sinks: file); see batchpipe --help")
+	}
+
+	f := root.PersistentFlags()
+	f.SortFlags = false
+	o.maxBytes = 1 << 20
+	o.maxRecordBytes = 64 << 20
+	f.IntVarP(&o.maxRecords, "max-records", "n", 1000, "flush a batch when it holds this many records")
+	f.VarP(&o.maxBytes, "max-bytes", "b", "flush before a batch would pass this size, records plus delimiters (64KiB, 4MB…)")
+	f.DurationVarP(&o.linger, "linger", "t", time.Second, "flush a batch once its oldest record has waited this long (0: never)")
+	f.BoolVarP(&o.null, "null", "0", false, "records end with NUL instead of newline")
+	f.StringVarP(&o.delimiter, "delimiter", "d", "", "records end with this single byte (\\n, \\t, \\0 or one character)")
+	f.Var(&o.maxRecordBytes, "max-record-bytes", "refuse a record longer than this (it is not delivered; exit 1)")
+	f.IntVarP(&o.parallel, "parallel", "j", 1, "batches delivered at once")
+	f.IntVar(&o.retries, "retries", 3, "re-deliver a failed batch up to this many times, with backoff")
+	f.DurationVar(&o.backoff, "backoff", 500*time.Millisecond, "first retry waits up to this long; doubles each retry, with full jitter")
+	f.DurationVar(&o.maxBackoff, "max-backoff", 30*time.Second, "no retry waits longer than this")
+	f.StringVar(&o.deadLetter, "dead-letter", "", "append batches that still fail after retries to this file, as they were read, and carry on (exit 3)")
+	f.DurationVar(&o.shutdownTimeout, "shutdown-timeout", 30*time.Second, "after SIGTERM/SIGINT, abandon deliveries still running after this long (0: wait)")
+	f.BoolVarP(&o.quiet, "quiet", "q", false, "no summary line at exit")
+	f.BoolVarP(&o.verbose, "verbose", "v", false, "log a line for every batch")
+
+	root.AddCommand(newFileCmd(o))
+	return root
+}
+
+// Main runs batchpipe with args (without the program name) and returns the
+// exit status. Signals come from sigs: SIGINT/SIGTERM stop it, SIGUSR1
+// flushes.
+func Main(args []string, streams Streams, sigs <-chan os.Signal) int {
+	o := &options{streams: streams, signals: sigs}
+	root := newRoot(o)
+	root.SetArgs(args)
+	err := root.Execute()
+	if err == nil {
+		return exitOK
+	}
+	var code exitError
+	if errors.As(err, &code) {
+		return int(code)
+	}
+	fmt.Fprintf(streams.Err, "batchpipe: %v\n", err)
+	var ue *usageError
+	if errors.As(err, &ue) || isCobraUsage(err) {
+		fmt.Fprintln(streams.Err, "Run 'batchpipe --help' for usage.")
+		return exitUsage
+	}
+	return exitFailed
+}
+
+// isCobraUsage recognises the errors cobra returns for a bad command line
+// without a type of its own.
+func isCobraUsage(err error) bool {
+	s := err.Error()
+	return strings.HasPrefix(s, "unknown command") || strings.HasPrefix(s, "unknown flag") ||
+		strings.HasPrefix(s, "unknown shorthand flag") || strings.Contains(s, "accepts ") ||
+		strings.Contains(s, "requires at least") || strings.Contains(s, "invalid argument")
+}

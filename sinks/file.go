@@ -1,0 +1,225 @@
+// Package sinks holds the batch destinations: files, commands and HTTP
+// endpoints.
+package sinks
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/batchpipe/batchpipe/batcher"
+)
+
+// File appends every batch to one file, or to a writer such as stdout.
+type File struct {
+	path  string
+	f     *os.File  // nil when writing to w
+	w     io.Writer // stdout
+	fsync bool
+
+	mu sync.Mutex // one batch at a time, so batches never interleave
+}
+
+var (
+	_ batcher.Sink   = (*File)(nil)
+	_ batcher.Closer = (*File)(nil)
+)
+
+// OpenFile opens path for appending, creating it with mode 0644. Errors
+// here are found before any input is read.
+func OpenFile(path string, fsync bool) (*File, error) {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("file sink: %w", err)
+	}
+	return &File{path: path, f: f, fsync: fsync}, nil
+}
+
+// NewWriter returns a sink that writes batches to w (stdout), named name in
+// errors.
+func NewWriter(w io.Writer, name string) *File {
+	return &File{path: name, w: w}
+}
+
+// Deliver writes the batch with a single write. If that fails part-way in a
+// regular file, the file is cut back to where the batch began, so a retry
+// does not leave half a batch behind it.
+func (s *File) Deliver(ctx context.Context, b *batcher.Batch) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.f == nil {
+		if _, err := s.w.Write(b.Bytes()); err != nil {
+			return fmt.Errorf("file sink: write %s: %w", s.path, err)
+		}
+		return nil
+	}
+	var start int64 = -1
+	if fi, err := s.f.Stat(); err == nil && fi.Mode().IsRegular() {
+		start = fi.Size()
+	}
+	if _, err := s.f.Write(b.Bytes()); err != nil {
+		if start >= 0 {
+			if terr := s.f.Truncate(start); terr != nil {
+				err = errors.Join(err, fmt.Errorf("cut back to %d bytes: %w", start, terr))
+			}
+		}
+		return fmt.Errorf("file sink: write %s: %w", s.path, err)
+	}
+	if s.fsync {
+		if err := s.f.Sync(); err != nil {
+			return fmt.Errorf("file sink: fsync %s: %w", s.path, err)
+		}
+	}
+	return nil
+}
+
+// Close closes the file.
+func (s *File) Close() error {
+	if s.f == nil {
+		return nil
+	}
+	if err := s.f.Close(); err != nil {
+		return fmt.Errorf("file sink: close %s: %w", s.path, err)
+	}
+	return nil
+}
+
+// PerBatch writes each batch to a file of its own, named from a template,
+// so that a reader never sees a partial file and no file is overwritten.
+type PerBatch struct {
+	tmpl string
+	now  func() time.Time
+}
+
+var _ batcher.Sink = (*PerBatch)(nil)
+
+// NewPerBatch checks the template. It must name a file, and hold {seq} or
+// {time} unless one batch is all that is wanted.
+func NewPerBatch(tmpl string) (*PerBatch, error) {
+	if tmpl == "" || strings.HasSuffix(tmpl, "/") {
+		return nil, fmt.Errorf("per-batch template %q does not name a file", tmpl)
+	}
+	if err := checkTemplate(tmpl); err != nil {
+		return nil, err
+	}
+	return &PerBatch{tmpl: tmpl, now: time.Now}, nil
+}
+
+// checkTemplate refuses unknown placeholders, which are most likely typos.
+func checkTemplate(tmpl string) error {
+	rest := tmpl
+	for {
+		i := strings.IndexByte(rest, '{')
+		if i < 0 {
+			return nil
+		}
+		j := strings.IndexByte(rest[i:], '}')
+		if j < 0 {
+			return fmt.Errorf("per-batch template %q: unclosed {", tmpl)
+		}
+		switch name := rest[i+1 : i+j]; name {
+		case "seq", "time", "date":
+		default:
+			return fmt.Errorf("per-batch template %q: unknown placeholder {%s} (known: {seq}, {time}, {date})", tmpl, name)
+		}
+		rest = rest[i+j+1:]
+	}
+}
+
+// Name returns the file name for batch b.
+func (s *PerBatch) Name(b *batcher.Batch) string {
+	t := s.now().UTC()
+	return strings.NewReplacer(
+		"{seq}", strconv.FormatInt(b.Seq, 10),
+		"{time}", t.Format("20060102T150405Z"),
+		"{date}", t.Format("2006-01-02"),
+	).Replace(s.tmpl)
+}
+
+// Deliver writes b to a temporary file beside its final name, syncs it and
+// links it into place, which fails rather than replace an existing file.
+func (s *PerBatch) Deliver(ctx context.Context, b *batcher.Batch) error {
+	name := s.Name(b)
+	if err := writeNew(name, b.Bytes()); err != nil {
+		return fmt.Errorf("file sink: %s: %w", name, err)
+	}
+	return nil
+}
+
+func writeNew(name string, data []byte) (err error) {
+	dir := filepath.Dir(name)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return batcher.Permanent(err)
+	}
+	if _, err := os.Lstat(name); err == nil {
+		return batcher.Permanent(fmt.Errorf("%w: not overwriting it", fs.ErrExist))
+	}
+	tmp, err := os.CreateTemp(dir, "."+filepath.Base(name)+".tmp*")
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err != nil {
+			tmp.Close()
+			os.Remove(tmp.Name())
+		}
+	}()
+	if err := tmp.Chmod(0o644); err != nil {
+		return err
+	}
+	if _, err := tmp.Write(data); err != nil {
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	// A hard link never replaces an existing name, unlike rename.
+	if err := os.Link(tmp.Name(), name); err != nil {
+		if errors.Is(err, fs.ErrExist) {
+			return batcher.Permanent(fmt.Errorf("%w: not overwriting it", fs.ErrExist))
+		}
+		if !errors.Is(err, syscall.EPERM) && !errors.Is(err, syscall.ENOTSUP) {
+			return err
+		}
+		// No hard links here: rename, having checked for the name above.
+		if err := os.Rename(tmp.Name(), name); err != nil {
+			return err
+		}
+	} else if err := os.Remove(tmp.Name()); err != nil {
+		return err
+	}
+	return syncDir(dir)
+}
+
+// syncDir makes a new directory entry durable.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil && !errors.Is(err, syscall.EINVAL) {
+		return err
+	}
+	return nil
+}
+
+var _ batcher.DeadLetter = (*File)(nil)
+
+// Write appends b as a dead letter: its records exactly as read, so the file
+// is valid input for a replay run. The reason is logged by the caller.
+func (s *File) Write(ctx context.Context, b *batcher.Batch, reason error) error {
+	return s.Deliver(ctx, b)
+}

@@ -1,0 +1,213 @@
+// Package sources holds the record sources: a delimited byte stream and
+// Kafka.
+package sources
+
+import (
+	"bytes"
+	"context"
+	"io"
+
+	"github.com/batchpipe/batchpipe/batcher"
+)
+
+// Stream reads records separated by a one-byte delimiter from a reader
+// (stdin). Bytes pass through untouched: no line-length limit, no decoding,
+// no CR stripping; a final record without a delimiter is still a record.
+type Stream struct {
+	R     io.Reader
+	Delim byte
+
+	// MaxRecordBytes is the longest record accepted; a longer one is
+	// skipped and sent as a *batcher.TooLargeError. Default 64 MiB.
+	MaxRecordBytes int
+	// ReadSize is the size of each read. Default 256 KiB.
+	ReadSize int
+}
+
+var _ batcher.Source = (*Stream)(nil)
+
+// nbufs read buffers circulate: one being read into, one being framed and
+// sent, one still referenced by the chunk the receiver is working on.
+const nbufs = 3
+
+type readResult struct {
+	buf []byte
+	n   int
+	err error
+}
+
+// Run reads until EOF or ctx is done. Reads happen on their own goroutine,
+// so a read blocked on a quiet pipe does not keep Run from returning; that
+// goroutine ends with the next read's return.
+func (s *Stream) Run(ctx context.Context, out chan<- []batcher.Record) error {
+	size := s.ReadSize
+	if size <= 0 {
+		size = 256 << 10
+	}
+	limit := s.MaxRecordBytes
+	if limit <= 0 {
+		limit = 64 << 20
+	}
+
+	free := make(chan []byte, nbufs)
+	for range nbufs {
+		free <- make([]byte, size)
+	}
+	reads := make(chan readResult)
+	go func() {
+		for {
+			var buf []byte
+			select {
+			case buf = <-free:
+			case <-ctx.Done():
+				return
+			}
+			n, err := s.R.Read(buf)
+			select {
+			case reads <- readResult{buf, n, err}:
+			case <-ctx.Done():
+				return
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
+
+	f := framer{delim: s.Delim, limit: limit}
+	// held is the buffer behind the last chunk sent: the receiver may still
+	// be copying from it until it accepts the next chunk.
+	var held []byte
+	for {
+		var r readResult
+		select {
+		case r = <-reads:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		recs := f.frame(r.buf[:r.n])
+		if r.err != nil && r.err != io.EOF {
+			// Records already framed were read; deliver them with the error.
+			if len(recs) > 0 {
+				select {
+				case out <- recs:
+				case <-ctx.Done():
+				}
+			}
+			return r.err
+		}
+		if r.err == io.EOF {
+			recs = f.finish(recs)
+		}
+		if len(recs) == 0 {
+			free <- r.buf // nothing refers to it: its bytes went to the carry
+		} else {
+			select {
+			case out <- recs:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+			f.sent()
+			if held != nil {
+				free <- held
+			}
+			held = r.buf
+		}
+		if r.err == io.EOF {
+			return nil
+		}
+	}
+}
+
+// framer splits buffers into records. A record that spans reads is
+// assembled in a carry buffer, which is handed to the chunk with it: at most
+// one allocation per read, not per record.
+type framer struct {
+	delim byte
+	limit int
+
+	carry   []byte
+	partial bool  // carry holds the start of a record
+	skip    int64 // >0: bytes of an oversized record skipped so far
+	recs    [2][]batcher.Record
+}
+
+// frame returns the complete records in p, in a slice reused every other
+// chunk.
+func (f *framer) frame(p []byte) []batcher.Record {
+	recs := f.recs[0][:0]
+	for len(p) > 0 {
+		i := bytes.IndexByte(p, f.delim)
+		if i < 0 {
+			f.extend(p)
+			break
+		}
+		seg := p[:i]
+		p = p[i+1:]
+		switch {
+		case f.skip > 0:
+			recs = append(recs, f.tooLarge(int64(len(seg))))
+		case f.partial:
+			f.extend(seg)
+			if f.skip > 0 {
+				recs = append(recs, f.tooLarge(0))
+				continue
+			}
+			recs = append(recs, f.takeCarry())
+		case len(seg) > f.limit:
+			recs = append(recs, batcher.Record{Err: &batcher.TooLargeError{Size: int64(len(seg)), Limit: int64(f.limit)}})
+		default:
+			recs = append(recs, batcher.Record{Data: seg})
+		}
+	}
+	f.recs[0] = recs
+	return recs
+}
+
+// extend adds the start or middle of a record to the carry, or counts it as
+// skipped once the record is known to be too large.
+func (f *framer) extend(p []byte) {
+	if f.skip > 0 {
+		f.skip += int64(len(p))
+		return
+	}
+	if len(f.carry)+len(p) > f.limit {
+		f.skip = int64(len(f.carry) + len(p))
+		f.carry = f.carry[:0]
+		f.partial = false
+		return
+	}
+	f.carry = append(f.carry, p...)
+	f.partial = true
+}
+
+func (f *framer) tooLarge(more int64) batcher.Record {
+	size := f.skip + more
+	f.skip = 0
+	return batcher.Record{Err: &batcher.TooLargeError{Size: size, Limit: int64(f.limit)}}
+}
+
+// takeCarry returns the assembled record and leaves the carry empty.
+func (f *framer) takeCarry() batcher.Record {
+	r := batcher.Record{Data: f.carry}
+	f.carry, f.partial = nil, false
+	return r
+}
+
+// sent is called once a chunk has been accepted: the record slice it used
+// may be reused after the next one.
+func (f *framer) sent() {
+	f.recs[0], f.recs[1] = f.recs[1], f.recs[0]
+}
+
+// finish adds the last record, which had no delimiter.
+func (f *framer) finish(recs []batcher.Record) []batcher.Record {
+	switch {
+	case f.skip > 0:
+		recs = append(recs, f.tooLarge(0))
+	case f.partial:
+		recs = append(recs, f.takeCarry())
+	}
+	f.recs[0] = recs
+	return recs
+}
