@@ -189,7 +189,8 @@ func (p *Pipeline) Run(ctx context.Context) (Stats, error) {
 		})
 	}
 
-	a := aggregator{p: p, cfg: &cfg, queue: queue, ctx: dctx}
+	a := aggregator{p: p, cfg: &cfg, queue: queue, ctx: dctx,
+		debug: cfg.Logger.Enabled(ctx, slog.LevelDebug)}
 	a.timer = time.NewTimer(time.Hour)
 	a.timer.Stop()
 	defer a.timer.Stop()
@@ -206,6 +207,9 @@ func (p *Pipeline) Run(ctx context.Context) (Stats, error) {
 			}
 			for i := range recs {
 				a.add(&recs[i])
+			}
+			if a.debug {
+				cfg.Logger.Debug("read", "records", len(recs), "total", a.pos.Record)
 			}
 		case <-a.timer.C:
 			a.flush(ReasonLinger)
@@ -270,6 +274,7 @@ type aggregator struct {
 	queue chan<- *Batch
 	ctx   context.Context // deliveries; done when abandoned
 	timer *time.Timer
+	debug bool // log every chunk read
 
 	open   *Batch
 	seq    int64

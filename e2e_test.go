@@ -1,0 +1,229 @@
+package main
+
+// End-to-end tests: the binary is built once and driven as a user would,
+// through real pipes, files and signals. The test binary doubles as the
+// child process for the exec sink: with BATCHPIPE_TEST_CHILD set it acts out
+// that role instead of running tests (the os/exec test pattern).
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// bin is the batchpipe binary under test.
+var bin string
+
+func TestMain(m *testing.M) {
+	if role := os.Getenv("BATCHPIPE_TEST_CHILD"); role != "" {
+		os.Exit(child(role, os.Args[1:]))
+	}
+	dir, err := os.MkdirTemp("", "batchpipe-e2e")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	bin = filepath.Join(dir, "batchpipe")
+	build := exec.Command("go", "build", "-o", bin, ".")
+	build.Stderr = os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "build:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// children maps a role to what the test binary does when run as a child.
+var children = map[string]func(args []string) int{
+	// cat copies stdin to stdout.
+	"cat": func([]string) int {
+		if _, err := io.Copy(os.Stdout, os.Stdin); err != nil {
+			return 1
+		}
+		return 0
+	},
+}
+
+func child(role string, args []string) int {
+	f, ok := children[role]
+	if !ok {
+		fmt.Fprintf(os.Stderr, "unknown child role %q\n", role)
+		return 99
+	}
+	return f(args)
+}
+
+// childCmd returns the argv that runs the test binary in role.
+func childCmd(t *testing.T, role string) []string {
+	t.Helper()
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return []string{"env", "BATCHPIPE_TEST_CHILD=" + role, self}
+}
+
+// result is what a finished run left behind.
+type result struct {
+	stdout, stderr string
+	code           int
+}
+
+// run runs batchpipe to completion with stdin as input.
+func run(t *testing.T, stdin io.Reader, args ...string) result {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	c := exec.CommandContext(ctx, bin, args...)
+	c.Stdin = stdin
+	var out, errb bytes.Buffer
+	c.Stdout, c.Stderr = &out, &errb
+	err := c.Run()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatalf("run %v: %v", args, err)
+	}
+	return result{out.String(), errb.String(), code}
+}
+
+// proc is a running batchpipe with its stdin as a pipe and its stderr read
+// line by line, so a test can wait for what it says.
+type proc struct {
+	t      *testing.T
+	cmd    *exec.Cmd
+	stdin  io.WriteCloser
+	stdout bytes.Buffer // written by the exec package; read after wait
+
+	mu     sync.Mutex
+	lines  []string
+	newLn  chan struct{} // closed and replaced on every stderr line
+	waited chan struct{}
+	code   int
+}
+
+func start(t *testing.T, args ...string) *proc {
+	t.Helper()
+	p := &proc{t: t, newLn: make(chan struct{}), waited: make(chan struct{})}
+	p.cmd = exec.Command(bin, args...)
+	p.cmd.Stdout = &p.stdout
+	var err error
+	if p.stdin, err = p.cmd.StdinPipe(); err != nil {
+		t.Fatal(err)
+	}
+	stderr, err := p.cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			p.mu.Lock()
+			p.lines = append(p.lines, sc.Text())
+			close(p.newLn)
+			p.newLn = make(chan struct{})
+			p.mu.Unlock()
+		}
+		err := p.cmd.Wait()
+		if ee, ok := err.(*exec.ExitError); ok {
+			p.code = ee.ExitCode()
+		}
+		close(p.waited)
+	}()
+	t.Cleanup(func() {
+		select {
+		case <-p.waited:
+		default:
+			p.cmd.Process.Kill()
+			<-p.waited
+		}
+	})
+	return p
+}
+
+// write sends s to batchpipe's stdin.
+func (p *proc) write(s string) {
+	p.t.Helper()
+	if _, err := io.WriteString(p.stdin, s); err != nil {
+		p.t.Fatalf("write stdin: %v", err)
+	}
+}
+
+// waitFor blocks until a stderr line contains want, and returns it.
+func (p *proc) waitFor(want string) string {
+	p.t.Helper()
+	timeout := time.NewTimer(time.Minute)
+	defer timeout.Stop()
+	seen := 0
+	for {
+		p.mu.Lock()
+		lines, next := p.lines, p.newLn
+		p.mu.Unlock()
+		for ; seen < len(lines); seen++ {
+			if strings.Contains(lines[seen], want) {
+				return lines[seen]
+			}
+		}
+		select {
+		case <-next:
+		case <-p.waited:
+			p.mu.Lock()
+			n := len(p.lines)
+			p.mu.Unlock()
+			if n == seen {
+				p.t.Fatalf("batchpipe exited (%d) before saying %q; stderr:\n%s", p.code, want, p.stderr())
+			}
+		case <-timeout.C:
+			p.t.Fatalf("batchpipe did not say %q within a minute; stderr:\n%s", want, p.stderr())
+		}
+	}
+}
+
+func (p *proc) signal(s syscall.Signal) {
+	p.t.Helper()
+	if err := p.cmd.Process.Signal(s); err != nil {
+		p.t.Fatalf("signal %v: %v", s, err)
+	}
+}
+
+// wait waits for batchpipe to exit and returns its exit status.
+func (p *proc) wait() int {
+	p.t.Helper()
+	select {
+	case <-p.waited:
+	case <-time.After(time.Minute):
+		p.t.Fatalf("batchpipe did not exit within a minute; stderr:\n%s", p.stderr())
+	}
+	return p.code
+}
+
+func (p *proc) stderr() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return strings.Join(p.lines, "\n")
+}
+
+func readFile(t *testing.T, name string) string {
+	t.Helper()
+	b, err := os.ReadFile(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
