@@ -178,4 +178,3 @@ func (o *options) report(st batcher.Stats, runErr error, sig os.Signal) error {
 	}
 	return nil
 }
-
