@@ -117,9 +117,16 @@ type proc struct {
 
 func start(t *testing.T, args ...string) *proc {
 	t.Helper()
-	p := &proc{t: t, newLn: make(chan struct{}), waited: make(chan struct{})}
-	p.cmd = exec.Command(bin, args...)
-	p.cmd.Stdout = &p.stdout
+	return startCmd(t, exec.Command(bin, args...))
+}
+
+// startCmd starts c, whose stdout goes to proc.stdout unless already set.
+func startCmd(t *testing.T, c *exec.Cmd) *proc {
+	t.Helper()
+	p := &proc{t: t, newLn: make(chan struct{}), waited: make(chan struct{}), cmd: c}
+	if c.Stdout == nil {
+		c.Stdout = &p.stdout
+	}
 	var err error
 	if p.stdin, err = p.cmd.StdinPipe(); err != nil {
 		t.Fatal(err)

@@ -190,7 +190,7 @@ func (p *Pipeline) Run(ctx context.Context) (Stats, error) {
 	}
 
 	a := aggregator{p: p, cfg: &cfg, queue: queue, ctx: dctx,
-		debug: cfg.Logger.Enabled(ctx, slog.LevelDebug)}
+		debug: cfg.Logger.Enabled(ctx, slog.LevelDebug), pos: Pos{Record: 1}}
 	a.timer = time.NewTimer(time.Hour)
 	a.timer.Stop()
 	defer a.timer.Stop()
@@ -209,7 +209,7 @@ func (p *Pipeline) Run(ctx context.Context) (Stats, error) {
 				a.add(&recs[i])
 			}
 			if a.debug {
-				cfg.Logger.Debug("read", "records", len(recs), "total", a.pos.Record)
+				cfg.Logger.Debug("read", "records", len(recs), "total", a.pos.Record-1)
 			}
 		case <-a.timer.C:
 			a.flush(ReasonLinger)
@@ -240,16 +240,21 @@ func (p *Pipeline) Run(ctx context.Context) (Stats, error) {
 		a.flush(ReasonEOF)
 	}
 	close(queue)
-	workers.Wait()
+	stuck := p.waitWorkers(dctx, &workers)
 	if drainTimer != nil {
 		drainTimer.Stop()
 	}
 
 	var closeErr error
-	if c, ok := p.Sink.(Closer); ok {
+	if c, ok := p.Sink.(Closer); ok && !stuck {
 		closeErr = c.Close()
 	}
 	st := p.c.snapshot()
+	if stuck {
+		// Deliveries still running are given up: count them as such.
+		st.Undelivered += st.InFlight
+		st.InFlight = 0
+	}
 
 	var errs []error
 	if err := p.firstError(); err != nil {
@@ -265,6 +270,34 @@ func (p *Pipeline) Run(ctx context.Context) (Stats, error) {
 		errs = append(errs, closeErr)
 	}
 	return st, errors.Join(errs...)
+}
+
+// abandonGrace is how long Run waits, once deliveries are abandoned, for a
+// sink to notice. A sink stuck in a system call (a write to a pipe nobody
+// reads) is then left behind, so that a second signal always ends the run.
+const abandonGrace = 5 * time.Second
+
+// waitWorkers waits for the workers to finish, or for abandonGrace after
+// deliveries are abandoned; it reports whether some were still running.
+func (p *Pipeline) waitWorkers(dctx context.Context, workers *sync.WaitGroup) bool {
+	done := make(chan struct{})
+	go func() {
+		workers.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return false
+	case <-dctx.Done():
+	}
+	grace := time.NewTimer(abandonGrace)
+	defer grace.Stop()
+	select {
+	case <-done:
+		return false
+	case <-grace.C:
+		return true
+	}
 }
 
 // aggregator owns the open batch. Only the Run goroutine touches it.

@@ -96,11 +96,12 @@ func newRoot(o *options) *cobra.Command {
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return &usageError{err}
 	})
-	root.Args = func(c *cobra.Command, args []string) error {
+	root.Args = cobra.ArbitraryArgs
+	root.RunE = func(c *cobra.Command, args []string) error {
 		if len(args) > 0 {
 			return usagef("unknown sink %q (sinks: file)", args[0])
 		}
-		return usagef("no sink given (sinks: file); see batchpipe --help")
+		return usagef("no sink given (sinks: file)")
 	}
 
 	f := root.PersistentFlags()

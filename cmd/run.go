@@ -130,6 +130,7 @@ func (o *options) run(openSink func() (batcher.Sink, error)) error {
 					first = s
 					stopped <- s
 					close(stop)
+					fmt.Fprintf(o.streams.Err, "batchpipe: %v: delivering what was read (%v again to abandon it)\n", s, s)
 				default:
 					abandon(fmt.Errorf("second signal (%v)", s))
 				}

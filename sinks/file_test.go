@@ -1,0 +1,157 @@
+package sinks
+
+import (
+	"context"
+	"errors"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/batchpipe/batchpipe/batcher"
+)
+
+// deliverAll runs records through a real pipeline into sink, so tests see
+// batches exactly as the core builds them.
+func deliverAll(t *testing.T, sink batcher.Sink, maxRecords int, records ...string) batcher.Stats {
+	t.Helper()
+	recs := make([]batcher.Record, len(records))
+	for i, r := range records {
+		recs[i].Data = []byte(r)
+	}
+	p := &batcher.Pipeline{Source: sliceSource(recs), Sink: sink,
+		Config: batcher.Config{MaxRecords: maxRecords, Delim: '\n'}}
+	st, err := p.Run(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+type sliceSource []batcher.Record
+
+func (s sliceSource) Run(ctx context.Context, out chan<- []batcher.Record) error {
+	select {
+	case out <- s:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func TestFileAppends(t *testing.T) {
+	name := filepath.Join(t.TempDir(), "out.log")
+	if err := os.WriteFile(name, []byte("before\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s, err := OpenFile(name, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	deliverAll(t, s, 2, "a", "b\r", "\xff")
+	if got, _ := os.ReadFile(name); string(got) != "before\na\nb\r\n\xff\n" {
+		t.Fatalf("file holds %q", got)
+	}
+}
+
+func TestFileCreatesWith0644(t *testing.T) {
+	name := filepath.Join(t.TempDir(), "new")
+	s, err := OpenFile(name, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	fi, err := os.Stat(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The umask may take bits away, never add them.
+	if fi.Mode().Perm()&^0o644 != 0 {
+		t.Fatalf("mode %v", fi.Mode())
+	}
+}
+
+func TestFileOpenErrorsNameThePath(t *testing.T) {
+	dir := t.TempDir()
+	for _, name := range []string{dir, filepath.Join(dir, "missing", "x")} {
+		_, err := OpenFile(name, false)
+		if err == nil || !strings.Contains(err.Error(), name) {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+}
+
+func TestPerBatchWritesOneFileEach(t *testing.T) {
+	dir := t.TempDir()
+	s, err := NewPerBatch(filepath.Join(dir, "sub", "{date}", "b-{seq}.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.now = func() time.Time { return time.Date(2026, 11, 23, 10, 4, 5, 0, time.UTC) }
+	deliverAll(t, s, 2, "a", "b", "c")
+	for name, want := range map[string]string{"b-1.txt": "a\nb\n", "b-2.txt": "c\n"} {
+		got, err := os.ReadFile(filepath.Join(dir, "sub", "2026-11-23", name))
+		if err != nil || string(got) != want {
+			t.Errorf("%s: %q %v", name, got, err)
+		}
+	}
+	left, _ := filepath.Glob(filepath.Join(dir, "sub", "2026-11-23", ".*"))
+	if len(left) != 0 {
+		t.Errorf("temporary files left: %v", left)
+	}
+}
+
+func TestPerBatchTimeName(t *testing.T) {
+	s, _ := NewPerBatch("x/{time}-{seq}")
+	s.now = func() time.Time { return time.Date(2026, 11, 23, 10, 4, 5, 0, time.FixedZone("X", 3600)) }
+	if got := s.Name(&batcher.Batch{Seq: 7}); got != "x/20261123T090405Z-7" {
+		t.Fatal(got)
+	}
+}
+
+func TestPerBatchNeverOverwrites(t *testing.T) {
+	dir := t.TempDir()
+	name := filepath.Join(dir, "1.txt")
+	os.WriteFile(name, []byte("keep"), 0o644)
+	s, _ := NewPerBatch(filepath.Join(dir, "{seq}.txt"))
+	p := &batcher.Pipeline{Source: sliceSource{{Data: []byte("new")}}, Sink: s,
+		Config: batcher.Config{Delim: '\n', Retries: 3}}
+	st, err := p.Run(context.Background())
+	if !errors.Is(err, fs.ErrExist) || st.Undelivered != 1 || st.Retries != 0 {
+		t.Fatalf("err %v stats %+v", err, st)
+	}
+	if got, _ := os.ReadFile(name); string(got) != "keep" {
+		t.Fatalf("overwritten: %q", got)
+	}
+}
+
+func TestPerBatchTemplateErrors(t *testing.T) {
+	for _, tmpl := range []string{"", "dir/", "{sequence}.txt", "{seq"} {
+		if _, err := NewPerBatch(tmpl); err == nil {
+			t.Errorf("%q accepted", tmpl)
+		}
+	}
+}
+
+func BenchmarkFileAppend(b *testing.B) {
+	s, err := OpenFile(filepath.Join(b.TempDir(), "out"), false)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	line := strings.Repeat("x", 99)
+	recs := make([]batcher.Record, 1000)
+	for i := range recs {
+		recs[i].Data = []byte(line)
+	}
+	b.SetBytes(100 * 1000)
+	b.ReportAllocs()
+	for b.Loop() {
+		p := &batcher.Pipeline{Source: sliceSource(recs), Sink: s, Config: batcher.Config{Delim: '\n'}}
+		if _, err := p.Run(context.Background()); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

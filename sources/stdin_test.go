@@ -1,0 +1,195 @@
+package sources
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"strings"
+	"testing"
+	"testing/iotest"
+
+	"github.com/batchpipe/batchpipe/batcher"
+)
+
+// frame runs a Stream over r and returns the records it sent, copied as
+// they arrive (the source reuses its memory), and the errors of records it
+// could not take whole.
+func frame(t testing.TB, s *Stream) (recs []string, bad []error, err error) {
+	out := make(chan []batcher.Record)
+	done := make(chan error, 1)
+	go func() {
+		done <- s.Run(context.Background(), out)
+		close(out)
+	}()
+	for chunk := range out {
+		for _, r := range chunk {
+			if r.Err != nil {
+				bad = append(bad, r.Err)
+				recs = append(recs, "<too large>")
+				continue
+			}
+			recs = append(recs, string(r.Data))
+		}
+	}
+	return recs, bad, <-done
+}
+
+func TestFraming(t *testing.T) {
+	tests := []struct {
+		name  string
+		in    string
+		delim byte
+		want  []string
+	}{
+		{"empty", "", '\n', nil},
+		{"one empty record", "\n", '\n', []string{""}},
+		{"lines", "a\nbb\nccc\n", '\n', []string{"a", "bb", "ccc"}},
+		{"no trailing delimiter", "a\nb", '\n', []string{"a", "b"}},
+		{"empty records", "\n\na\n\n", '\n', []string{"", "", "a", ""}},
+		{"CR kept", "a\r\nb\r\n", '\n', []string{"a\r", "b\r"}},
+		{"invalid UTF-8 kept", "\xff\xfe\n\xc3\x28\n", '\n', []string{"\xff\xfe", "\xc3\x28"}},
+		{"NUL delimiter", "a b\nc\x00d\x00", 0, []string{"a b\nc", "d"}},
+		{"NUL inside a line", "a\x00b\n", '\n', []string{"a\x00b"}},
+		{"tab delimiter", "a\tb", '\t', []string{"a", "b"}},
+	}
+	readers := map[string]func(string) io.Reader{
+		"whole":    func(s string) io.Reader { return strings.NewReader(s) },
+		"one byte": func(s string) io.Reader { return iotest.OneByteReader(strings.NewReader(s)) },
+		"half":     func(s string) io.Reader { return iotest.HalfReader(strings.NewReader(s)) },
+		"data+EOF": func(s string) io.Reader { return iotest.DataErrReader(strings.NewReader(s)) },
+	}
+	for _, tt := range tests {
+		for rname, mk := range readers {
+			for _, size := range []int{1, 2, 3, 4096} {
+				recs, bad, err := frame(t, &Stream{R: mk(tt.in), Delim: tt.delim, ReadSize: size})
+				if err != nil || bad != nil {
+					t.Fatalf("%s/%s/%d: err %v bad %v", tt.name, rname, size, err, bad)
+				}
+				if strings.Join(recs, "|") != strings.Join(tt.want, "|") || len(recs) != len(tt.want) {
+					t.Errorf("%s/%s/%d: got %q, want %q", tt.name, rname, size, recs, tt.want)
+				}
+			}
+		}
+	}
+}
+
+func TestHugeRecord(t *testing.T) {
+	line := bytes.Repeat([]byte("0123456789"), 5<<20) // 50 MB
+	in := append(append(append([]byte("a\n"), line...), '\n'), "b\n"...)
+	recs, bad, err := frame(t, &Stream{R: bytes.NewReader(in), Delim: '\n'})
+	if err != nil || bad != nil || len(recs) != 3 || recs[1] != string(line) || recs[2] != "b" {
+		t.Fatalf("err %v bad %v, %d records", err, bad, len(recs))
+	}
+}
+
+func TestTooLargeRecordIsSkipped(t *testing.T) {
+	for _, size := range []int{3, 16, 4096} {
+		in := "ok\n" + strings.Repeat("x", 100) + "\nfine\n" + strings.Repeat("y", 11)
+		recs, bad, err := frame(t, &Stream{R: strings.NewReader(in), Delim: '\n', MaxRecordBytes: 10, ReadSize: size})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := []string{"ok", "<too large>", "fine", "<too large>"}; strings.Join(recs, ",") != strings.Join(want, ",") {
+			t.Fatalf("read size %d: got %q, want %q", size, recs, want)
+		}
+		var tl *batcher.TooLargeError
+		if !errors.As(bad[0], &tl) || tl.Size != 100 || tl.Limit != 10 {
+			t.Fatalf("read size %d: %v", size, bad[0])
+		}
+		if !errors.As(bad[1], &tl) || tl.Size != 11 {
+			t.Fatalf("read size %d: %v", size, bad[1])
+		}
+	}
+}
+
+func TestReadErrorAfterRecords(t *testing.T) {
+	r := io.MultiReader(strings.NewReader("a\nb\npartial"), iotest.ErrReader(errors.New("input/output error")))
+	recs, _, err := frame(t, &Stream{R: r, Delim: '\n'})
+	if err == nil || err.Error() != "input/output error" {
+		t.Fatalf("err %v", err)
+	}
+	if strings.Join(recs, ",") != "a,b" {
+		t.Fatalf("records read before the error not sent: %q", recs)
+	}
+}
+
+func TestStopsOnCancelWhileReadBlocks(t *testing.T) {
+	pr, pw := io.Pipe()
+	defer pw.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	out := make(chan []batcher.Record)
+	done := make(chan error)
+	go func() { done <- (&Stream{R: pr, Delim: '\n'}).Run(ctx, out) }()
+	pw.Write([]byte("a\n"))
+	if got := <-out; string(got[0].Data) != "a" {
+		t.Fatalf("%q", got[0].Data)
+	}
+	cancel() // the read of the next line is blocked
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Fatalf("err %v", err)
+	}
+}
+
+// FuzzFraming checks that framing and then joining with the delimiter gives
+// back the input, whatever the bytes and read sizes.
+func FuzzFraming(f *testing.F) {
+	f.Add([]byte("a\nb\n"), byte('\n'), uint8(1))
+	f.Add([]byte("a\x00b"), byte(0), uint8(3))
+	f.Add([]byte("\n\n\r\n\xff"), byte('\n'), uint8(2))
+	f.Fuzz(func(t *testing.T, in []byte, delim byte, size uint8) {
+		recs, bad, err := frame(t, &Stream{R: bytes.NewReader(in), Delim: delim, ReadSize: int(size%64) + 1})
+		if err != nil || bad != nil {
+			t.Fatal(err, bad)
+		}
+		var joined []byte
+		for _, r := range recs {
+			joined = append(append(joined, r...), delim)
+		}
+		want := in
+		if len(in) > 0 && in[len(in)-1] != delim {
+			want = append(bytes.Clone(in), delim) // the last record gains its delimiter
+		}
+		if !bytes.Equal(joined, want) {
+			t.Fatalf("joined %q, input %q", joined, in)
+		}
+	})
+}
+
+// BenchmarkStream frames 100-byte lines from memory: one op is one record.
+func BenchmarkStream(b *testing.B) {
+	line := append(bytes.Repeat([]byte("x"), 99), '\n')
+	in := bytes.Repeat(line, 10000)
+	b.SetBytes(100)
+	b.ReportAllocs()
+	r := &repeatReader{data: in, left: b.N * 100}
+	s := &Stream{R: r, Delim: '\n'}
+	out := make(chan []batcher.Record)
+	go func() {
+		s.Run(context.Background(), out)
+		close(out)
+	}()
+	n := 0
+	for chunk := range out {
+		n += len(chunk)
+	}
+	if n != b.N {
+		b.Fatalf("%d records, want %d", n, b.N)
+	}
+}
+
+type repeatReader struct {
+	data []byte
+	off  int
+	left int
+}
+
+func (r *repeatReader) Read(p []byte) (int, error) {
+	if r.left == 0 {
+		return 0, io.EOF
+	}
+	n := copy(p[:min(len(p), r.left)], r.data[r.off:])
+	r.off = (r.off + n) % len(r.data)
+	r.left -= n
+	return n, nil
+}
