@@ -205,9 +205,7 @@ func (p *Pipeline) Run(ctx context.Context) (Stats, error) {
 				in = nil
 				break
 			}
-			for i := range recs {
-				a.add(&recs[i])
-			}
+			a.addChunk(recs)
 			if a.debug {
 				cfg.Logger.Debug("read", "records", len(recs), "total", a.pos.Record-1)
 			}
@@ -315,25 +313,36 @@ type aggregator struct {
 	weight int // open batch's bytes plus per-record overhead
 }
 
+// addChunk adds a chunk's records. The read counters are bumped once per
+// chunk, before the records are added: atomics per record would cost more
+// than the rest of the work together.
+func (a *aggregator) addChunk(recs []Record) {
+	bytes := 0
+	for i := range recs {
+		bytes += len(recs[i].Data) + 1
+	}
+	a.p.c.read.Add(int64(len(recs)))
+	a.p.c.bytesRead.Add(int64(bytes))
+	for i := range recs {
+		a.add(&recs[i])
+	}
+}
+
 func (a *aggregator) add(r *Record) {
-	p := a.p
 	size := len(r.Data) + 1
 	pos := a.pos
 	a.pos.Record++
 	if r.Err != nil {
 		var tl *TooLargeError
 		if errors.As(r.Err, &tl) {
+			a.p.c.bytesRead.Add(tl.Size - int64(len(r.Data)))
 			size = int(tl.Size) + 1
 		}
 		a.pos.Offset += int64(size)
-		p.c.read.Add(1)
-		p.c.bytesRead.Add(int64(size))
-		p.reject(pos, r.Err)
+		a.p.reject(pos, r.Err)
 		return
 	}
 	a.pos.Offset += int64(size)
-	p.c.read.Add(1)
-	p.c.bytesRead.Add(int64(size))
 
 	w := size + a.cfg.PerRecordOverhead
 	if a.open != nil && a.open.Len() > 0 && a.weight+w > a.cfg.MaxBytes {
