@@ -16,7 +16,9 @@ bench: build
 	./testdata/bench.sh
 
 demo: build
-	./bin/batchpipe -n 4 -t 1s file - < testdata/sample.ndjson
+	rm -rf bin/demo
+	./bin/batchpipe -n 250 file --per-batch 'bin/demo/batch-{seq}.ndjson' < testdata/sample.ndjson
+	wc -l bin/demo/*.ndjson
 
 clean:
 	rm -rf bin bench
