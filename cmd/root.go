@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/batchpipe/batchpipe/batcher"
 	"github.com/spf13/cobra"
 )
 
@@ -42,6 +43,10 @@ type options struct {
 	shutdownTimeout time.Duration
 	quiet           bool
 	verbose         bool
+
+	// runHook, in tests, replaces running the pipeline once the flags are
+	// checked.
+	runHook func(batcher.Config, func() (batcher.Sink, error)) error
 }
 
 // A usageError is a mistake on the command line: exit 2, with a hint.

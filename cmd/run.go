@@ -89,6 +89,9 @@ func (o *options) run(openSink func() (batcher.Sink, error)) error {
 	if err != nil {
 		return err
 	}
+	if o.runHook != nil {
+		return o.runHook(cfg, openSink)
+	}
 	if o.deadLetter != "" {
 		dl, err := sinks.OpenFile(o.deadLetter, true)
 		if err != nil {
