@@ -576,12 +576,12 @@ func (p *Pipeline) notify(b *Batch, o Outcome, took time.Duration, err error) {
 	if s, ok := p.Sink.(Settler); ok {
 		s.Settled(b.Seq)
 	}
+	if p.OnSettled != nil {
+		p.OnSettled(Settlement{Batch: b, Outcome: o, Duration: took, Err: err})
+	}
 	if p.Logger.Enabled(context.Background(), slog.LevelDebug) {
 		p.Logger.Debug("batch", "seq", b.Seq, "records", b.Len(), "bytes", b.Size(),
 			"reason", b.Reason.String(), "attempts", b.Attempt, "duration", took, "outcome", o.String(), "err", err)
-	}
-	if p.OnSettled != nil {
-		p.OnSettled(Settlement{Batch: b, Outcome: o, Duration: took, Err: err})
 	}
 }
 

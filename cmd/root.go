@@ -22,6 +22,10 @@ type Streams struct {
 	In  io.Reader
 	Out io.Writer
 	Err io.Writer
+
+	// ErrIsTerminal says a person is watching stderr: progress and colour
+	// are for them only.
+	ErrIsTerminal bool
 }
 
 // options are the flags every subcommand shares.
@@ -43,6 +47,12 @@ type options struct {
 	shutdownTimeout time.Duration
 	quiet           bool
 	verbose         bool
+	logFormat       string
+	progress        string
+	statsFile       string
+	metricsAddr     string
+
+	sink string // the subcommand's name
 
 	// runHook, in tests, replaces running the pipeline once the flags are
 	// checked.
@@ -67,6 +77,9 @@ SIGTERM/SIGINT (after which everything read is delivered) and on SIGUSR1.
 
 Records are read from stdin, one per line (or per NUL with -0, or per any
 byte with -d), and pass through byte for byte.
+
+Every flag can also be set from the environment as BATCHPIPE_<FLAG>, e.g.
+BATCHPIPE_MAX_RECORDS=500 for --max-records; a flag on the command line wins.
 
 Exit status:
   0    every record read was delivered
@@ -98,12 +111,18 @@ func newRoot(o *options) *cobra.Command {
 	root.SetIn(o.streams.In)
 	root.SetOut(o.streams.Out)
 	root.SetErr(o.streams.Err)
-	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
-		return &usageError{err}
-	})
+	root.SetFlagErrorFunc(suggestFlag)
+	root.PersistentPreRunE = func(c *cobra.Command, args []string) error {
+		o.sink = c.Name()
+		return flagsFromEnv(c)
+	}
 	root.Args = cobra.ArbitraryArgs
+	root.SuggestionsMinimumDistance = 2
 	root.RunE = func(c *cobra.Command, args []string) error {
 		if len(args) > 0 {
+			if s := c.SuggestionsFor(args[0]); len(s) > 0 {
+				return usagef("unknown sink %q (did you mean %s?)", args[0], s[0])
+			}
 			return usagef("unknown sink %q (sinks: file)", args[0])
 		}
 		return usagef("no sink given (sinks: file)")
@@ -111,6 +130,7 @@ func newRoot(o *options) *cobra.Command {
 
 	f := root.PersistentFlags()
 	f.SortFlags = false
+	root.Flags().SortFlags = false
 	o.maxBytes = 1 << 20
 	o.maxRecordBytes = 64 << 20
 	f.IntVarP(&o.maxRecords, "max-records", "n", 1000, "flush a batch when it holds this many records")
@@ -127,6 +147,10 @@ func newRoot(o *options) *cobra.Command {
 	f.DurationVar(&o.shutdownTimeout, "shutdown-timeout", 30*time.Second, "after SIGTERM/SIGINT, abandon deliveries still running after this long (0: wait)")
 	f.BoolVarP(&o.quiet, "quiet", "q", false, "no summary line at exit")
 	f.BoolVarP(&o.verbose, "verbose", "v", false, "log a line for every batch")
+	f.StringVar(&o.logFormat, "log-format", "text", "log lines as text or json")
+	f.StringVar(&o.progress, "progress", "auto", "status line on stderr: auto (when it is a terminal), always or never")
+	f.StringVar(&o.statsFile, "stats-file", "", "write the run's counters as JSON to this file at exit and on SIGUSR2")
+	f.StringVar(&o.metricsAddr, "metrics-addr", "", "serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9464)")
 
 	root.AddCommand(newFileCmd(o))
 	return root

@@ -3,11 +3,16 @@ package cmd
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
+	"strings"
+	"sync"
 	"syscall"
+	"time"
 
 	"github.com/batchpipe/batchpipe/batcher"
+	"github.com/batchpipe/batchpipe/monitor"
 	"github.com/batchpipe/batchpipe/sinks"
 	"github.com/batchpipe/batchpipe/sources"
 )
@@ -36,13 +41,19 @@ func (o *options) config() (batcher.Config, error) {
 	case o.shutdownTimeout < 0:
 		return cfg, usagef("--shutdown-timeout must not be negative, not %v", o.shutdownTimeout)
 	}
+	switch o.progress {
+	case "auto", "always", "never":
+	default:
+		return cfg, usagef("--progress takes auto, always or never, not %q", o.progress)
+	}
+	switch o.logFormat {
+	case "text", "json":
+	default:
+		return cfg, usagef("--log-format takes text or json, not %q", o.logFormat)
+	}
 	delim, err := o.delim()
 	if err != nil {
 		return cfg, err
-	}
-	level := slog.LevelWarn
-	if o.verbose {
-		level = slog.LevelDebug
 	}
 	return batcher.Config{
 		MaxRecords:      o.maxRecords,
@@ -54,8 +65,19 @@ func (o *options) config() (batcher.Config, error) {
 		Backoff:         o.backoff,
 		MaxBackoff:      o.maxBackoff,
 		ShutdownTimeout: o.shutdownTimeout,
-		Logger:          slog.New(slog.NewTextHandler(o.streams.Err, &slog.HandlerOptions{Level: level})),
 	}, nil
+}
+
+// logger writes warnings, and with -v a line per batch, to w.
+func (o *options) logger(w io.Writer) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: slog.LevelWarn}
+	if o.verbose {
+		opts.Level = slog.LevelDebug
+	}
+	if o.logFormat == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
 }
 
 func (o *options) delim() (byte, error) {
@@ -83,7 +105,8 @@ func (o *options) delim() (byte, error) {
 
 // run checks the flags, opens the sink, and runs the pipeline from stdin to
 // it. Signals: the first SIGINT/SIGTERM stops reading and drains, a second
-// abandons what is in flight; SIGUSR1 flushes the open batch.
+// abandons what is in flight; SIGUSR1 flushes the open batch; SIGUSR2
+// writes the stats file.
 func (o *options) run(openSink func() (batcher.Sink, error)) error {
 	cfg, err := o.config()
 	if err != nil {
@@ -107,8 +130,27 @@ func (o *options) run(openSink func() (batcher.Sink, error)) error {
 	p := &batcher.Pipeline{
 		Source: &sources.Stream{R: o.streams.In, Delim: cfg.Delim, MaxRecordBytes: int(o.maxRecordBytes)},
 		Sink:   sink,
-		Config: cfg,
 	}
+
+	errw := o.streams.Err
+	var progress *monitor.Progress
+	if o.progress == "always" || o.progress == "auto" && o.streams.ErrIsTerminal {
+		_, noColor := os.LookupEnv("NO_COLOR")
+		progress = &monitor.Progress{W: o.streams.Err, Stats: p.Stats, Color: o.streams.ErrIsTerminal && !noColor}
+		errw = progress.Log()
+	}
+	cfg.Logger = o.logger(errw)
+	if o.metricsAddr != "" {
+		m := monitor.NewMetrics(o.sink, p.Stats, nil)
+		addr, stop, err := m.Serve(o.metricsAddr)
+		if err != nil {
+			return &usageError{err}
+		}
+		defer stop()
+		cfg.OnSettled = m.Observe
+		fmt.Fprintf(errw, "batchpipe: metrics at http://%s/metrics\n", addr)
+	}
+	p.Config = cfg
 
 	stop := make(chan struct{})
 	flush := make(chan struct{}, 1)
@@ -117,8 +159,8 @@ func (o *options) run(openSink func() (batcher.Sink, error)) error {
 	defer abandon(nil)
 	stopped := make(chan os.Signal, 1) // the signal that stopped the run
 	done := make(chan struct{})
-	defer close(done)
-	go func() {
+	var signals sync.WaitGroup
+	signals.Go(func() {
 		var first os.Signal
 		for {
 			select {
@@ -129,11 +171,14 @@ func (o *options) run(openSink func() (batcher.Sink, error)) error {
 					case flush <- struct{}{}:
 					default: // a flush is already pending
 					}
+				case s == syscall.SIGUSR2:
+					o.writeStats(errw, p.Stats(), nil, nil)
+					cfg.Logger.Debug("stats file written", "path", o.statsFile)
 				case first == nil:
 					first = s
 					stopped <- s
 					close(stop)
-					fmt.Fprintf(o.streams.Err, "batchpipe: %v: delivering what was read (%v again to abandon it)\n", s, s)
+					fmt.Fprintf(errw, "batchpipe: %v: delivering what was read (%v again to abandon it)\n", s, s)
 				default:
 					abandon(fmt.Errorf("second signal (%v)", s))
 				}
@@ -141,9 +186,19 @@ func (o *options) run(openSink func() (batcher.Sink, error)) error {
 				return
 			}
 		}
-	}()
+	})
 
+	var drawing sync.WaitGroup
+	pctx, stopDrawing := context.WithCancel(ctx)
+	if progress != nil {
+		drawing.Go(func() { progress.Run(pctx) })
+	}
 	st, runErr := p.Run(ctx)
+	stopDrawing()
+	drawing.Wait()
+	close(done)
+	signals.Wait()
+
 	var sig os.Signal
 	select {
 	case sig = <-stopped:
@@ -152,33 +207,82 @@ func (o *options) run(openSink func() (batcher.Sink, error)) error {
 	return o.report(st, runErr, sig)
 }
 
-// report prints the summary and the failure, if any, and picks the exit
-// status: the one place that decides it.
-func (o *options) report(st batcher.Stats, runErr error, sig os.Signal) error {
-	w := o.streams.Err
-	if !o.quiet {
-		fmt.Fprintf(w, "batchpipe: %d records (%s) read, %d delivered in %d batches, %d dead-lettered, %d undelivered, %d retries, %s\n",
-			st.Read, humanBytes(st.BytesRead), st.Delivered, st.BatchesDone, st.DeadLettered, st.Undelivered, st.Retries,
-			st.Elapsed.Round(1e6))
+// writeStats writes the stats file, if one was asked for; status is nil
+// while the run goes on.
+func (o *options) writeStats(w io.Writer, st batcher.Stats, status *int, runErr error) {
+	if o.statsFile == "" {
+		return
 	}
+	r := monitor.NewReport(o.sink, st)
+	r.Running = status == nil
+	r.ExitStatus = status
+	if runErr != nil {
+		r.Error = runErr.Error()
+	}
+	if err := monitor.WriteFile(o.statsFile, r); err != nil {
+		fmt.Fprintf(w, "batchpipe: %v\n", err)
+	}
+}
+
+// exitStatus decides the exit status: the one place that does.
+func exitStatus(st batcher.Stats, runErr error, sig os.Signal) int {
 	switch {
 	case st.Undelivered > 0 || runErr != nil:
+		return exitFailed
+	case sig != nil:
+		if s, ok := sig.(syscall.Signal); ok {
+			return exitSignal + int(s)
+		}
+		return exitFailed
+	case st.DeadLettered > 0:
+		return exitDeadLettered
+	}
+	return exitOK
+}
+
+// report prints the summary and what went wrong, writes the stats file, and
+// returns the exit status as an error (nil for 0).
+func (o *options) report(st batcher.Stats, runErr error, sig os.Signal) error {
+	w := o.streams.Err
+	code := exitStatus(st, runErr, sig)
+	if !o.quiet {
+		fmt.Fprintln(w, summary(st))
+	}
+	switch code {
+	case exitFailed:
 		if st.Undelivered > 0 {
 			fmt.Fprintf(w, "batchpipe: %d of %d records not delivered\n", st.Undelivered, st.Read)
 		}
 		if runErr != nil {
 			fmt.Fprintf(w, "batchpipe: %v\n", runErr)
 		}
-		return exitError(exitFailed)
-	case sig != nil:
-		var n int
-		if s, ok := sig.(syscall.Signal); ok {
-			n = int(s)
-		}
-		return exitError(exitSignal + n)
-	case st.DeadLettered > 0:
+	case exitDeadLettered:
 		fmt.Fprintf(w, "batchpipe: completed, %d records dead-lettered to %s\n", st.DeadLettered, o.deadLetter)
-		return exitError(exitDeadLettered)
 	}
-	return nil
+	o.writeStats(w, st, &code, runErr)
+	if code == exitOK {
+		return nil
+	}
+	return exitError(code)
+}
+
+// summary is the line printed at exit.
+func summary(st batcher.Stats) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "batchpipe: %d records (%s) read in %s", st.Read, humanBytes(st.BytesRead), st.Elapsed.Round(time.Millisecond))
+	if s := st.Elapsed.Seconds(); s > 0 && st.Read > 0 {
+		fmt.Fprintf(&b, " (%s records/s)", monitor.Count(int64(float64(st.Read)/s)))
+	}
+	fmt.Fprintf(&b, ", %d delivered in %d batches", st.Delivered, st.BatchesDone)
+	var reasons []string
+	for _, r := range []string{"size", "bytes", "linger", "eof", "signal", "flush"} {
+		if n := st.Reasons[r]; n > 0 {
+			reasons = append(reasons, fmt.Sprintf("%d %s", n, r))
+		}
+	}
+	if len(reasons) > 0 {
+		fmt.Fprintf(&b, " (flushed: %s)", strings.Join(reasons, ", "))
+	}
+	fmt.Fprintf(&b, ", %d dead-lettered, %d undelivered, %d retries", st.DeadLettered, st.Undelivered, st.Retries)
+	return b.String()
 }

@@ -1,0 +1,66 @@
+package monitor
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/batchpipe/batchpipe/batcher"
+)
+
+func TestCount(t *testing.T) {
+	for n, want := range map[int64]string{0: "0", 999: "999", 1000: "1k", 12345: "12.3k", 4_560_000: "4.56M", 2_000_000_000: "2G"} {
+		if got := Count(n); got != want {
+			t.Errorf("Count(%d) = %q, want %q", n, got, want)
+		}
+	}
+}
+
+func TestProgressLine(t *testing.T) {
+	p := &Progress{Color: true}
+	line := p.line(batcher.Stats{Read: 5000, Delivered: 4000, BatchesDone: 4, InFlight: 1000, Retries: 2, DeadLettered: 3, Undelivered: 1}, 2500, 42)
+	for _, want := range []string{"read 5k (2.5k/s)", "delivered 4k in 4 batches", "in flight 1k", "retries 2",
+		"\x1b[33mdead-lettered 3\x1b[0m", "\x1b[31mfailed 1\x1b[0m", "lag 42"} {
+		if !strings.Contains(line, want) {
+			t.Errorf("%q lacks %q", line, want)
+		}
+	}
+	if line := (&Progress{}).line(batcher.Stats{Read: 1}, 0, -1); strings.Contains(line, "lag") || strings.Contains(line, "\x1b") {
+		t.Errorf("%q", line)
+	}
+}
+
+func TestProgressRedrawsAndErases(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var out bytes.Buffer
+		p := &Progress{W: &out, Stats: func() batcher.Stats { return batcher.Stats{Read: 100} }}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() {
+			p.Run(ctx)
+			close(done)
+		}()
+		time.Sleep(time.Second + time.Millisecond)
+		synctest.Wait()
+		// Ten redraws a second, no more.
+		if n := strings.Count(out.String(), "read 100"); n != 10 {
+			t.Errorf("%d redraws in a second", n)
+		}
+		p.Log().Write([]byte("warning\n"))
+		cancel()
+		<-done
+		if !strings.HasSuffix(out.String(), "\r\x1b[Kwarning\n\r\x1b[K") {
+			t.Errorf("log line not on a clean line, or status not erased: %q", out.String()[len(out.String())-40:])
+		}
+	})
+}
+
+func TestNewReport(t *testing.T) {
+	r := NewReport("file", batcher.Stats{Read: 10, Elapsed: 2 * time.Second})
+	if r.RecordsPerSecond != 5 || r.FlushReasons == nil || r.Sink != "file" {
+		t.Fatalf("%+v", r)
+	}
+}
