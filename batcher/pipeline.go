@@ -323,9 +323,63 @@ func (a *aggregator) addChunk(recs []Record) {
 	}
 	a.p.c.read.Add(int64(len(recs)))
 	a.p.c.bytesRead.Add(int64(bytes))
-	for i := range recs {
-		a.add(&recs[i])
+	for i := 0; i < len(recs); {
+		n := a.addRun(recs[i:])
+		if n == 0 {
+			a.add(&recs[i])
+			n = 1
+		}
+		i += n
 	}
+}
+
+// addRun is add's fast path. A source that frames a buffer hands over
+// records that lie back to back in it, each followed by the delimiter:
+// exactly the batch's layout. addRun copies the longest such run at the
+// start of recs that fits in the open batch without a flush in one copy,
+// and returns its length; 0 leaves the first record to add.
+func (a *aggregator) addRun(recs []Record) int {
+	b := a.open
+	if b == nil || b.Len() == 0 || b.meta != nil {
+		return 0 // a new batch starts in add: its timer and position
+	}
+	delim, over := a.cfg.Delim, a.cfg.PerRecordOverhead
+	room := a.cfg.MaxRecords - b.Len() - 1 // add takes the record that fills it
+	weight, total, n := a.weight, 0, 0
+	for n < room && n < len(recs) {
+		r := &recs[n]
+		d := r.Data
+		w := len(d) + 1 + over
+		// Taken only if it cannot trigger a flush, and is followed by the
+		// delimiter; any but the first must start right after the last.
+		if r.Err != nil || r.Meta != nil || weight+w+1+over > a.cfg.MaxBytes ||
+			cap(d) <= len(d) || d[:len(d)+1][len(d)] != delim {
+			break
+		}
+		if n > 0 {
+			prev := recs[n-1].Data
+			if len(d) == 0 || cap(prev) <= len(prev)+1 || &prev[:len(prev)+2][len(prev)+1] != &d[0] {
+				break
+			}
+		}
+		weight += w
+		total += len(d) + 1
+		n++
+	}
+	if n == 0 {
+		return 0
+	}
+	start := len(b.buf)
+	b.buf = append(b.buf, recs[0].Data[:total]...)
+	end := start
+	for i := range n {
+		end += len(recs[i].Data) + 1
+		b.ends = append(b.ends, end-1)
+	}
+	a.weight = weight
+	a.pos.Record += int64(n)
+	a.pos.Offset += int64(total)
+	return n
 }
 
 func (a *aggregator) add(r *Record) {

@@ -136,29 +136,37 @@ type framer struct {
 // chunk.
 func (f *framer) frame(p []byte) []batcher.Record {
 	recs := f.recs[0][:0]
-	for len(p) > 0 {
+	// Only the first record can continue one begun in an earlier read.
+	if f.skip > 0 || f.partial {
 		i := bytes.IndexByte(p, f.delim)
 		if i < 0 {
 			f.extend(p)
+			f.recs[0] = recs
+			return recs
+		}
+		f.extend(p[:i])
+		if f.skip > 0 {
+			recs = append(recs, f.tooLarge(0))
+		} else {
+			recs = append(recs, f.takeCarry())
+		}
+		p = p[i+1:]
+	}
+	delim, limit := f.delim, f.limit
+	for {
+		i := bytes.IndexByte(p, delim)
+		if i < 0 {
 			break
 		}
-		seg := p[:i]
-		p = p[i+1:]
-		switch {
-		case f.skip > 0:
-			recs = append(recs, f.tooLarge(int64(len(seg))))
-		case f.partial:
-			f.extend(seg)
-			if f.skip > 0 {
-				recs = append(recs, f.tooLarge(0))
-				continue
-			}
-			recs = append(recs, f.takeCarry())
-		case len(seg) > f.limit:
-			recs = append(recs, batcher.Record{Err: &batcher.TooLargeError{Size: int64(len(seg)), Limit: int64(f.limit)}})
-		default:
-			recs = append(recs, batcher.Record{Data: seg})
+		if i > limit {
+			recs = append(recs, batcher.Record{Err: &batcher.TooLargeError{Size: int64(i), Limit: int64(limit)}})
+		} else {
+			recs = append(recs, batcher.Record{Data: p[:i]})
 		}
+		p = p[i+1:]
+	}
+	if len(p) > 0 {
+		f.extend(p)
 	}
 	f.recs[0] = recs
 	return recs

@@ -193,3 +193,26 @@ func (r *repeatReader) Read(p []byte) (int, error) {
 	r.left -= n
 	return n, nil
 }
+
+type discardSink struct{}
+
+func (discardSink) Deliver(context.Context, *batcher.Batch) error { return nil }
+
+// BenchmarkStreamPipeline frames 100-byte lines and batches them by 1000,
+// the whole path but the I/O: one op is one record.
+func BenchmarkStreamPipeline(b *testing.B) {
+	line := append(bytes.Repeat([]byte("x"), 99), '\n')
+	in := bytes.Repeat(line, 10000)
+	b.SetBytes(100)
+	b.ReportAllocs()
+	p := &batcher.Pipeline{
+		Source: &Stream{R: &repeatReader{data: in, left: b.N * 100}, Delim: '\n'},
+		Sink:   discardSink{},
+		Config: batcher.Config{MaxRecords: 1000, Delim: '\n'},
+	}
+	st, err := p.Run(context.Background())
+	if err != nil || st.Delivered != int64(b.N) {
+		b.Fatalf("%v %+v", err, st)
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "records/s")
+}
