@@ -183,6 +183,14 @@ func (p *proc) write(s string) {
 // waitFor blocks until a stderr line contains want, and returns it.
 func (p *proc) waitFor(want string) string {
 	p.t.Helper()
+	return p.waitLine(want, func(line string) bool { return strings.Contains(line, want) })
+}
+
+// waitLine blocks until a stderr line satisfies ok, and returns it; what
+// describes the line in failures.
+func (p *proc) waitLine(what string, ok func(string) bool) string {
+	p.t.Helper()
+	want := what
 	timeout := time.NewTimer(time.Minute)
 	defer timeout.Stop()
 	seen := 0
@@ -191,7 +199,7 @@ func (p *proc) waitFor(want string) string {
 		lines, next := p.lines, p.newLn
 		p.mu.Unlock()
 		for ; seen < len(lines); seen++ {
-			if strings.Contains(lines[seen], want) {
+			if ok(lines[seen]) {
 				return lines[seen]
 			}
 		}
