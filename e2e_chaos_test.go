@@ -49,7 +49,7 @@ func TestSignalsAtRandomMomentsLoseNothing(t *testing.T) {
 		if round%2 == 1 {
 			sig, code = syscall.SIGINT, 130
 		}
-		j := []string{"1", "4"}[round%2]
+		j := []string{"1", "4"}[round/2%2]
 		t.Run(fmt.Sprintf("%d-%v-j%s", round, sig, j), func(t *testing.T) {
 			out := filepath.Join(t.TempDir(), "out")
 			p := start(t, "-v", "-n", "100", "-j", j, "-t", "5ms", "file", out)
