@@ -123,9 +123,9 @@ func newRoot(o *options) *cobra.Command {
 			if s := c.SuggestionsFor(args[0]); len(s) > 0 {
 				return usagef("unknown sink %q (did you mean %s?)", args[0], s[0])
 			}
-			return usagef("unknown sink %q (sinks: file)", args[0])
+			return usagef("unknown sink %q (sinks: file, http)", args[0])
 		}
-		return usagef("no sink given (sinks: file)")
+		return usagef("no sink given (sinks: file, http)")
 	}
 
 	f := root.PersistentFlags()
@@ -153,6 +153,7 @@ func newRoot(o *options) *cobra.Command {
 	f.StringVar(&o.metricsAddr, "metrics-addr", "", "serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9464)")
 
 	root.AddCommand(newFileCmd(o))
+	root.AddCommand(newHTTPCmd(o))
 	return root
 }
 

@@ -115,24 +115,6 @@ func TestFormatBodyLinesIsNotCopied(t *testing.T) {
 	}
 }
 
-func TestFormatEncodeDoesNotAllocate(t *testing.T) {
-	b := readInput(t, "records", '\n')
-	good := make([]int, 0, b.Len())
-	for i := range b.Len() {
-		if checkJSON(b.Record(i)) == nil {
-			good = append(good, i)
-		}
-	}
-	b = b.Pick(good)
-	for _, f := range []Format{Lines, NDJSON, JSON} {
-		var buf []byte
-		f.Body(&buf, b)
-		if n := testing.AllocsPerRun(100, func() { f.Body(&buf, b) }); n != 0 {
-			t.Errorf("%v: %v allocations per batch with a reused buffer", f, n)
-		}
-	}
-}
-
 func TestParseFormat(t *testing.T) {
 	for f := range numFormats {
 		got, err := ParseFormat(f.String())

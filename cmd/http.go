@@ -1,0 +1,93 @@
+package cmd
+
+import (
+	"net/http"
+	"time"
+
+	"github.com/batchpipe/batchpipe/batcher"
+	"github.com/batchpipe/batchpipe/sinks"
+	"github.com/spf13/cobra"
+)
+
+const httpExamples = `  # insert NDJSON rows into ClickHouse, 10000 per INSERT
+  batchpipe -n 10000 -t 1s http --format ndjson 'http://localhost:8123/?query=INSERT%20INTO%20logs%20FORMAT%20JSONEachRow' < logs.ndjson
+
+  # Influx line protocol into VictoriaMetrics, gzipped
+  tail -F metrics.lp | batchpipe -n 5000 http --gzip http://localhost:8428/write
+
+  # JSON arrays of 100 events with a bearer token; rejected events kept for replay
+  batchpipe -n 100 --dead-letter rejected.ndjson http --format json -H "Authorization: Bearer $TOKEN" https://api.example.com/events < events.ndjson
+
+  # one PUT per batch, 4 at a time, to a server with a private CA that wants a client certificate
+  batchpipe -j 4 http -X PUT --cacert ca.pem --cert client.pem --key client-key.pem 'https://store.internal:8443/logs/{seq}.log' < app.log`
+
+const httpHelp = `Send each batch as the body of one HTTP request to URL (default POST), with
+up to -j requests in flight over kept-alive connections.
+
+Body (--format): lines (default) is the records as read, each ended by the
+delimiter; ndjson is one JSON value per line; json is a JSON array of the
+records. With ndjson and json a record that is not valid JSON is rejected on
+its own, naming its position, and the rest of the batch is sent; ndjson turns
+line breaks inside a record (pretty-printed JSON read with -0) into spaces and
+changes nothing else. The Content-Type is text/plain, application/x-ndjson or
+application/json unless --content-type says otherwise.
+
+A 2xx response is success. Connection errors, timeouts, 408, 429 and 5xx
+(but 501 and 505) are retried (--retries, --backoff), waiting as long as the
+response's Retry-After asks, up to --max-backoff. Any other status, including
+a redirect, is not retried: the batch goes to --dead-letter or stops the run.
+A 413 splits the batch in half and sends each half, down to single records;
+a record too large alone is rejected. Errors quote the status and the start
+of the response body.
+
+{seq} in URL is replaced by the batch number (the halves of a split batch get
+{seq}-1 and {seq}-2). A user:password@ in URL is sent as basic auth. Errors
+show URL only as scheme://host/…, and header values never appear, so tokens
+stay out of logs.
+
+https uses the system's CAs, or those in --cacert; --cert and --key give a
+client certificate for mutual TLS.`
+
+func newHTTPCmd(o *options) *cobra.Command {
+	var cfg sinks.HTTPConfig
+	var headers []string
+	c := &cobra.Command{
+		Use:     "http [flags] URL",
+		Short:   "Send each batch as one HTTP request",
+		Long:    httpHelp,
+		Example: httpExamples,
+		RunE: func(c *cobra.Command, args []string) error {
+			if len(args) != 1 {
+				return usagef("http: give one URL")
+			}
+			cfg.URL = args[0]
+			cfg.Header = http.Header{}
+			for i, h := range headers {
+				name, value, err := sinks.ParseHeader(h)
+				if err != nil {
+					return usagef("http: header %d (-H): %v", i+1, err)
+				}
+				cfg.Header.Add(name, value)
+			}
+			cfg.Parallel = o.parallel
+			cfg.UserAgent = "batchpipe/" + version
+			if cfg.Timeout <= 0 {
+				return usagef("http: --timeout must be positive, not %v", cfg.Timeout)
+			}
+			return o.run(func() (batcher.Sink, error) { return sinks.NewHTTP(cfg) })
+		},
+	}
+	f := c.Flags()
+	f.SortFlags = false
+	f.StringVarP(&cfg.Method, "method", "X", "POST", "request method")
+	f.StringArrayVarP(&headers, "header", "H", nil, "add a header to every request, 'Name: value' (repeatable)")
+	f.Var(&cfg.Format, "format", "body format: lines, ndjson or json")
+	f.StringVar(&cfg.ContentType, "content-type", "", "Content-Type of the body (default: the format's)")
+	f.BoolVar(&cfg.Gzip, "gzip", false, "compress bodies (Content-Encoding: gzip)")
+	f.DurationVar(&cfg.Timeout, "timeout", 30*time.Second, "give up on a request after this long, and retry it")
+	f.StringVar(&cfg.CACert, "cacert", "", "trust the CA certificates in this PEM file instead of the system's")
+	f.StringVar(&cfg.Cert, "cert", "", "client certificate (PEM) for mutual TLS")
+	f.StringVar(&cfg.Key, "key", "", "private key (PEM) of --cert")
+	f.BoolVar(&cfg.Insecure, "insecure", false, "do not verify the server's certificate")
+	return c
+}

@@ -1,0 +1,570 @@
+package sinks
+
+import (
+	"cmp"
+	"compress/gzip"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/batchpipe/batchpipe/batcher"
+)
+
+// HTTPConfig configures an HTTP sink. A zero field means the default given
+// beside it.
+type HTTPConfig struct {
+	// URL is the http or https endpoint. {seq} in it is replaced by the
+	// batch's sequence number; the parts of a batch split after a 413 get
+	// {seq}-1 and {seq}-2 (and so on down), so they do not overwrite each
+	// other. User info (user:password@) is sent as basic auth.
+	URL string
+
+	Method      string      // default POST
+	Header      http.Header // sent with every request; a Host entry sets the Host
+	Format      Format      // body format; default Lines
+	ContentType string      // default: the format's; conflicts with a Content-Type header
+	Gzip        bool        // compress bodies and send Content-Encoding: gzip
+	UserAgent   string      // unless Header has one; default "batchpipe"
+
+	// Timeout bounds each request, from connecting to reading the
+	// response. Default 30s.
+	Timeout time.Duration
+	// Parallel is how many requests may be in flight (-j), to size the
+	// pool of kept-alive connections. Default 1.
+	Parallel int
+
+	CACert   string // PEM file of the CAs to trust instead of the system roots
+	Cert     string // PEM client certificate, for mutual TLS; needs Key
+	Key      string // PEM private key of Cert
+	Insecure bool   // do not verify the server's certificate
+}
+
+// HTTP sends each batch as the body of one request.
+//
+// A 2xx response is success. Connection errors, timeouts, 408, 429 and 5xx
+// other than 501 and 505 are retried, after the response's Retry-After if
+// it has one; any other status is permanent. A 413 splits the batch in
+// half and sends each half, down to single records, which are rejected if
+// still too large. Redirects are not followed: a 3xx is permanent, as a
+// POST turned into a GET would count as delivered.
+//
+// Errors name the endpoint as scheme://host/… so that passwords and
+// tokens in the URL stay out of logs; header values never appear.
+type HTTP struct {
+	url      string // template, with {seq}
+	hasSeq   bool
+	endpoint string // for errors: without user info, path or query
+	method   string
+	host     string // a Host header
+	header   http.Header
+	format   Format
+	gzip     bool
+	timeout  time.Duration
+	client   *http.Client
+	now      func() time.Time // for Retry-After dates
+
+	scratch sync.Pool // *scratch
+}
+
+var (
+	_ batcher.Sink   = (*HTTP)(nil)
+	_ batcher.Closer = (*HTTP)(nil)
+)
+
+// NewHTTP checks cfg and prepares the client. Its errors are usage errors,
+// found before any input is read.
+func NewHTTP(cfg HTTPConfig) (*HTTP, error) {
+	if cfg.Method == "" {
+		cfg.Method = http.MethodPost
+	}
+	if cfg.Timeout == 0 {
+		cfg.Timeout = 30 * time.Second
+	}
+	if cfg.Parallel < 1 {
+		cfg.Parallel = 1
+	}
+	if cfg.Timeout < 0 {
+		return nil, fmt.Errorf("http sink: timeout must be positive, not %v", cfg.Timeout)
+	}
+	if cfg.Format >= numFormats {
+		return nil, fmt.Errorf("http sink: unknown format %v", cfg.Format)
+	}
+	u, err := url.Parse(strings.ReplaceAll(cfg.URL, "{seq}", "1"))
+	if err != nil {
+		// url.Error quotes the whole URL, password included.
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return nil, fmt.Errorf("http sink: bad URL: %v", err)
+	}
+	endpoint := redactURL(u)
+	switch {
+	case u.Scheme != "http" && u.Scheme != "https":
+		return nil, fmt.Errorf("http sink: URL %s: want an http:// or https:// URL", endpoint)
+	case u.Host == "":
+		return nil, fmt.Errorf("http sink: URL %s has no host", endpoint)
+	case u.Fragment != "":
+		return nil, fmt.Errorf("http sink: URL %s has a #fragment, which is never sent", endpoint)
+	}
+	if _, err := http.NewRequest(cfg.Method, "http://localhost/", nil); err != nil {
+		return nil, fmt.Errorf("http sink: method %q is not a valid HTTP method", cfg.Method)
+	}
+	tlsConf, err := cfg.tlsConfig(u.Scheme == "https")
+	if err != nil {
+		return nil, err
+	}
+
+	header := cfg.Header.Clone()
+	if header == nil {
+		header = http.Header{}
+	}
+	host := header.Get("Host")
+	header.Del("Host") // the client ignores it: it goes in Request.Host
+	switch {
+	case cfg.ContentType != "" && header.Get("Content-Type") != "":
+		return nil, errors.New("http sink: the content type is given twice: as a header and with --content-type")
+	case cfg.ContentType != "":
+		header.Set("Content-Type", cfg.ContentType)
+	case header.Get("Content-Type") == "":
+		header.Set("Content-Type", cfg.Format.ContentType())
+	}
+	if cfg.Gzip {
+		if header.Get("Content-Encoding") != "" {
+			return nil, errors.New("http sink: --gzip sets Content-Encoding: give no such header")
+		}
+		header.Set("Content-Encoding", "gzip")
+	}
+	if header.Get("User-Agent") == "" {
+		ua := cfg.UserAgent
+		if ua == "" {
+			ua = "batchpipe"
+		}
+		header.Set("User-Agent", ua)
+	}
+
+	tr := &http.Transport{
+		Proxy:                 http.ProxyFromEnvironment,
+		DialContext:           (&net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		TLSClientConfig:       tlsConf,
+		ForceAttemptHTTP2:     true,
+		TLSHandshakeTimeout:   10 * time.Second,
+		IdleConnTimeout:       90 * time.Second,
+		ExpectContinueTimeout: time.Second,
+		// One idle connection kept per worker: the default of 2 would make
+		// -j 4 open and close a connection per request.
+		MaxIdleConns:        cfg.Parallel + 4,
+		MaxIdleConnsPerHost: cfg.Parallel + 4,
+	}
+	return &HTTP{
+		url:      cfg.URL,
+		hasSeq:   strings.Contains(cfg.URL, "{seq}"),
+		endpoint: endpoint,
+		method:   cfg.Method,
+		host:     host,
+		header:   header,
+		format:   cfg.Format,
+		gzip:     cfg.Gzip,
+		timeout:  cfg.Timeout,
+		client: &http.Client{
+			Transport: tr,
+			CheckRedirect: func(*http.Request, []*http.Request) error {
+				return http.ErrUseLastResponse
+			},
+		},
+		now: time.Now,
+	}, nil
+}
+
+func (cfg *HTTPConfig) tlsConfig(https bool) (*tls.Config, error) {
+	switch {
+	case !https && (cfg.CACert != "" || cfg.Cert != "" || cfg.Key != "" || cfg.Insecure):
+		return nil, errors.New("http sink: --cacert, --cert, --key and --insecure need an https:// URL")
+	case !https:
+		return nil, nil
+	case (cfg.Cert == "") != (cfg.Key == ""):
+		return nil, errors.New("http sink: --cert and --key go together")
+	case cfg.Insecure && cfg.CACert != "":
+		return nil, errors.New("http sink: --insecure and --cacert contradict each other: give one")
+	}
+	c := &tls.Config{InsecureSkipVerify: cfg.Insecure}
+	if cfg.CACert != "" {
+		pem, err := os.ReadFile(cfg.CACert)
+		if err != nil {
+			return nil, fmt.Errorf("http sink: CA certificates: %w", err)
+		}
+		c.RootCAs = x509.NewCertPool()
+		if !c.RootCAs.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("http sink: CA certificates: no PEM certificate in %s", cfg.CACert)
+		}
+	}
+	if cfg.Cert != "" {
+		cert, err := tls.LoadX509KeyPair(cfg.Cert, cfg.Key)
+		if err != nil {
+			return nil, fmt.Errorf("http sink: client certificate %s, key %s: %w", cfg.Cert, cfg.Key, err)
+		}
+		c.Certificates = []tls.Certificate{cert}
+	}
+	return c, nil
+}
+
+// redactURL names an endpoint without what may be secret: the password in
+// the user info, and tokens that some services put in the path or query
+// (webhook URLs, api_key=).
+func redactURL(u *url.URL) string {
+	s := u.Scheme + "://" + u.Host
+	if (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Opaque != "" {
+		s += "/…"
+	}
+	return s
+}
+
+// ParseHeader splits a 'Name: value' header as given to -H. Its errors
+// never quote the value, which may be a token.
+func ParseHeader(s string) (name, value string, err error) {
+	name, value, ok := strings.Cut(s, ":")
+	if !ok {
+		return "", "", errors.New("want 'Name: value', found no colon")
+	}
+	name = strings.TrimSpace(name)
+	if !isToken(name) {
+		return "", "", fmt.Errorf("%q is not a valid header name", name)
+	}
+	value = strings.TrimSpace(value)
+	if strings.ContainsAny(value, "\r\n\x00") {
+		return "", "", fmt.Errorf("the value of %s holds a line break or NUL", name)
+	}
+	return name, value, nil
+}
+
+// isToken reports whether s is an RFC 9110 token, as header names are.
+func isToken(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c <= ' ' || c >= 0x7f || strings.IndexByte(`"(),/:;<=>?@[\]{}`, c) >= 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// Deliver sends b as one request, or as several if the server says it is
+// too large.
+func (s *HTTP) Deliver(ctx context.Context, b *batcher.Batch) error {
+	rej, err := s.send(ctx, b, 0, "", false)
+	if err != nil {
+		return err
+	}
+	if len(rej) > 0 {
+		// In input order, as they will be dead-lettered.
+		slices.SortFunc(rej, func(a, b batcher.Rejected) int { return cmp.Compare(a.Index, b.Index) })
+		return &batcher.RejectError{Records: rej}
+	}
+	return nil
+}
+
+// send posts b, which starts at record base of the batch given to Deliver,
+// and returns the records rejected, by index in that batch. A 413 splits b;
+// part is the {seq} suffix of the part it is. Once split, a permanent
+// failure of one part rejects just its records, since other parts may have
+// been delivered already.
+func (s *HTTP) send(ctx context.Context, b *batcher.Batch, base int, part string, split bool) ([]batcher.Rejected, error) {
+	sc := s.getScratch()
+	body, rej := s.format.Body(&sc.body, b)
+	for i := range rej {
+		rej[i].Index += base
+	}
+	if len(rej) == b.Len() {
+		s.putScratch(sc)
+		return rej, nil
+	}
+	u := s.url
+	if s.hasSeq {
+		u = strings.ReplaceAll(u, "{seq}", strconv.FormatInt(b.Seq, 10)+part)
+	}
+	status, err := s.post(ctx, sc, u, body)
+	s.putScratch(sc)
+	switch {
+	case err == nil:
+		return rej, nil
+	case status != http.StatusRequestEntityTooLarge:
+		if split && batcher.IsPermanent(err) {
+			return rejectRest(b, base, rej, err), nil
+		}
+		return nil, err
+	}
+
+	// 413: halve, unless a single record is left (format rejects aside).
+	n := b.Len()
+	if n-len(rej) == 1 {
+		i := 0
+		for j := range rej {
+			if rej[j].Index-base == i {
+				i++
+			}
+		}
+		return append(rej, batcher.Rejected{Index: base + i,
+			Err: fmt.Errorf("%s (%d bytes) is too large for the endpoint: %w", recordName(b, i), len(b.Record(i)), err)}), nil
+	}
+	mid := n / 2
+	r1, err := s.send(ctx, b.Slice(0, mid), base, part+"-1", true)
+	if err != nil {
+		return nil, err
+	}
+	r2, err := s.send(ctx, b.Slice(mid, n), base+mid, part+"-2", true)
+	if err != nil {
+		return nil, err
+	}
+	return append(r1, r2...), nil
+}
+
+// rejectRest adds to rej, which is in index order, every other record of b.
+func rejectRest(b *batcher.Batch, base int, rej []batcher.Rejected, err error) []batcher.Rejected {
+	all := make([]batcher.Rejected, 0, b.Len())
+	for i := range b.Len() {
+		if len(rej) > 0 && rej[0].Index == base+i {
+			all = append(all, rej[0])
+			rej = rej[1:]
+			continue
+		}
+		all = append(all, batcher.Rejected{Index: base + i, Err: err})
+	}
+	return all
+}
+
+// post makes one request and returns the response's status (0 if none).
+func (s *HTTP) post(ctx context.Context, sc *scratch, u string, body []byte) (int, error) {
+	if s.gzip {
+		var err error
+		if body, err = sc.compress(body); err != nil {
+			return 0, fmt.Errorf("http sink: gzip: %w", err)
+		}
+	}
+	rctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(rctx, s.method, u, nil)
+	if err != nil {
+		return 0, batcher.Permanent(s.requestError(ctx, rctx, err))
+	}
+	req.Header = s.header.Clone()
+	if s.host != "" {
+		req.Host = s.host
+	}
+	// The transport may go on reading the body after Do returns (when the
+	// response comes before the body is sent), but body is memory that is
+	// reused once Deliver returns: cut the readers off first.
+	rb := &reqBodies{data: body}
+	req.Body, req.ContentLength = rb.open(), int64(len(body))
+	req.GetBody = func() (io.ReadCloser, error) { return rb.open(), nil }
+	defer rb.release()
+
+	resp, err := s.client.Do(req)
+	if err != nil {
+		return 0, s.requestError(ctx, rctx, err)
+	}
+	code := resp.StatusCode
+	if code >= 200 && code < 300 {
+		// Read the body so the connection can be reused; a failure here
+		// changes nothing, the server has said yes.
+		io.CopyN(io.Discard, resp.Body, maxDrain)
+		resp.Body.Close()
+		return code, nil
+	}
+	var snippet [512]byte
+	n, _ := io.ReadFull(resp.Body, snippet[:])
+	more, _ := io.CopyN(io.Discard, resp.Body, maxDrain)
+	resp.Body.Close()
+	err = &statusError{
+		method:    s.method,
+		endpoint:  s.endpoint,
+		status:    resp.Status,
+		code:      code,
+		body:      string(snippet[:n]),
+		truncated: more > 0,
+	}
+	switch {
+	case code == http.StatusRequestEntityTooLarge:
+		return code, batcher.Permanent(err)
+	case retryable(code):
+		if d, ok := retryAfter(resp.Header.Get("Retry-After"), s.now()); ok {
+			return code, batcher.RetryAfter(err, d)
+		}
+		return code, err
+	default:
+		return code, batcher.Permanent(err)
+	}
+}
+
+// maxDrain bounds how much of a response body is read to keep its
+// connection; past it, closing the connection is cheaper.
+const maxDrain = 4 << 20
+
+// retryable reports whether a status may succeed on a later attempt.
+func retryable(code int) bool {
+	switch code {
+	case http.StatusRequestTimeout, http.StatusTooManyRequests:
+		return true
+	case http.StatusNotImplemented, http.StatusHTTPVersionNotSupported:
+		return false
+	}
+	return code >= 500 && code < 600
+}
+
+// retryAfter reads a Retry-After value: delay-seconds or an HTTP-date.
+func retryAfter(v string, now time.Time) (time.Duration, bool) {
+	v = strings.TrimSpace(v)
+	if v == "" {
+		return 0, false
+	}
+	if n, err := strconv.ParseUint(v, 10, 64); err == nil {
+		const most = 1 << 32 // seconds, far past any --max-backoff
+		return time.Duration(min(n, most)) * time.Second, true
+	}
+	if t, err := http.ParseTime(v); err == nil {
+		return max(t.Sub(now), 0), true
+	}
+	return 0, false
+}
+
+// requestError describes a request that got no response. The url.Error
+// that the client returns quotes the URL, so it is unwrapped.
+func (s *HTTP) requestError(ctx, rctx context.Context, err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		err = ue.Err
+	}
+	if ctx.Err() == nil && errors.Is(rctx.Err(), context.DeadlineExceeded) {
+		err = fmt.Errorf("no response within %v (--timeout): %w", s.timeout, err)
+	}
+	err = fmt.Errorf("http sink: %s %s: %w", s.method, s.endpoint, err)
+	// Retrying cannot fix a certificate the client rejects, a handshake the
+	// server refuses, or a server that does not speak TLS.
+	var cv *tls.CertificateVerificationError
+	var rh tls.RecordHeaderError
+	var op *net.OpError
+	if errors.As(err, &cv) || errors.As(err, &rh) ||
+		errors.As(err, &op) && op.Op == "remote error" { // a TLS alert from the server
+		return batcher.Permanent(err)
+	}
+	return err
+}
+
+// A statusError is a response other than 2xx.
+type statusError struct {
+	method, endpoint string
+	status           string // "503 Service Unavailable"
+	code             int
+	body             string // its first 512 bytes
+	truncated        bool
+}
+
+func (e *statusError) Error() string {
+	s := fmt.Sprintf("http sink: %s %s: %s", e.method, e.endpoint, e.status)
+	body := strings.TrimSpace(e.body)
+	if body == "" {
+		return s
+	}
+	if e.truncated {
+		body += "…"
+	}
+	return s + ": " + strconv.Quote(body)
+}
+
+// reqBodies hands out readers over one request body until release, after
+// which they fail instead of reading memory that may be reused.
+type reqBodies struct {
+	mu   sync.Mutex
+	data []byte
+	done bool
+}
+
+var errBodyReleased = errors.New("request body read after the request ended")
+
+func (g *reqBodies) open() io.ReadCloser { return &reqBody{g: g} }
+
+func (g *reqBodies) release() {
+	g.mu.Lock()
+	g.done = true
+	g.mu.Unlock()
+}
+
+type reqBody struct {
+	g   *reqBodies
+	off int
+}
+
+func (b *reqBody) Read(p []byte) (int, error) {
+	b.g.mu.Lock()
+	defer b.g.mu.Unlock()
+	if b.g.done {
+		return 0, errBodyReleased
+	}
+	if b.off >= len(b.g.data) {
+		return 0, io.EOF
+	}
+	n := copy(p, b.g.data[b.off:])
+	b.off += n
+	return n, nil
+}
+
+func (b *reqBody) Close() error { return nil }
+
+// scratch is the memory one request needs, kept in a pool: the encoded
+// body, the compressed body and a gzip writer.
+type scratch struct {
+	body []byte
+	gz   []byte
+	zw   *gzip.Writer
+}
+
+func (s *HTTP) getScratch() *scratch {
+	if sc, ok := s.scratch.Get().(*scratch); ok {
+		return sc
+	}
+	return new(scratch)
+}
+
+func (s *HTTP) putScratch(sc *scratch) { s.scratch.Put(sc) }
+
+// Write collects the gzip writer's output.
+func (sc *scratch) Write(p []byte) (int, error) {
+	sc.gz = append(sc.gz, p...)
+	return len(p), nil
+}
+
+func (sc *scratch) compress(body []byte) ([]byte, error) {
+	sc.gz = sc.gz[:0]
+	if sc.zw == nil {
+		sc.zw = gzip.NewWriter(sc)
+	} else {
+		sc.zw.Reset(sc)
+	}
+	if _, err := sc.zw.Write(body); err != nil {
+		return nil, err
+	}
+	if err := sc.zw.Close(); err != nil {
+		return nil, err
+	}
+	return sc.gz, nil
+}
+
+// Close closes the connections kept alive.
+func (s *HTTP) Close() error {
+	s.client.CloseIdleConnections()
+	return nil
+}
