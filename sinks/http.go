@@ -1,6 +1,7 @@
 package sinks
 
 import (
+	"bytes"
 	"cmp"
 	"compress/gzip"
 	"context"
@@ -11,12 +12,14 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"net/url"
 	"os"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/batchpipe/batchpipe/batcher"
@@ -167,6 +170,9 @@ func NewHTTP(cfg HTTPConfig) (*HTTP, error) {
 		// -j 4 open and close a connection per request.
 		MaxIdleConns:        cfg.Parallel + 4,
 		MaxIdleConnsPerHost: cfg.Parallel + 4,
+		// A typical batch and its headers then go out in one write, not
+		// in 32 KiB pieces through a buffer allocated per request.
+		WriteBufferSize: 256 << 10,
 	}
 	return &HTTP{
 		url:      cfg.URL,
@@ -285,7 +291,10 @@ func (s *HTTP) Deliver(ctx context.Context, b *batcher.Batch) error {
 // been delivered already.
 func (s *HTTP) send(ctx context.Context, b *batcher.Batch, base int, part string, split bool) ([]batcher.Rejected, error) {
 	sc := s.getScratch()
-	body, rej := s.format.Body(&sc.body, b)
+	// Even lines are copied: the transport may read the body after Deliver
+	// returns, when the batch's memory is no longer the sink's (see post).
+	body, rej := s.format.Encode(sc.body[:0], b)
+	sc.body = body
 	for i := range rej {
 		rej[i].Index += base
 	}
@@ -298,7 +307,6 @@ func (s *HTTP) send(ctx context.Context, b *batcher.Batch, base int, part string
 		u = strings.ReplaceAll(u, "{seq}", strconv.FormatInt(b.Seq, 10)+part)
 	}
 	status, err := s.post(ctx, sc, u, body)
-	s.putScratch(sc)
 	switch {
 	case err == nil:
 		return rej, nil
@@ -348,15 +356,34 @@ func rejectRest(b *batcher.Batch, base int, rej []batcher.Rejected, err error) [
 }
 
 // post makes one request and returns the response's status (0 if none).
+// It takes sc, whose memory holds body, and returns it to the pool once the
+// transport is done with it.
 func (s *HTTP) post(ctx context.Context, sc *scratch, u string, body []byte) (int, error) {
 	if s.gzip {
 		var err error
 		if body, err = sc.compress(body); err != nil {
+			s.putScratch(sc)
 			return 0, fmt.Errorf("http sink: gzip: %w", err)
 		}
 	}
-	rctx, cancel := context.WithTimeout(ctx, s.timeout)
-	defer cancel()
+	// The transport may still read the body after Do returns, when the
+	// response or an error comes before the body is sent. So sc goes back
+	// to the pool only if the trace says the body was sent in full, which
+	// happens last as there is no GetBody to send it again; otherwise it is
+	// left to the garbage collector.
+	var sent atomic.Bool
+	trace := &httptrace.ClientTrace{WroteRequest: func(i httptrace.WroteRequestInfo) {
+		if i.Err == nil {
+			sent.Store(true)
+		}
+	}}
+	rctx, cancel := context.WithTimeout(httptrace.WithClientTrace(ctx, trace), s.timeout)
+	defer func() {
+		cancel()
+		if sent.Load() {
+			s.putScratch(sc)
+		}
+	}()
 	req, err := http.NewRequestWithContext(rctx, s.method, u, nil)
 	if err != nil {
 		return 0, batcher.Permanent(s.requestError(ctx, rctx, err))
@@ -365,13 +392,12 @@ func (s *HTTP) post(ctx context.Context, sc *scratch, u string, body []byte) (in
 	if s.host != "" {
 		req.Host = s.host
 	}
-	// The transport may go on reading the body after Do returns (when the
-	// response comes before the body is sent), but body is memory that is
-	// reused once Deliver returns: cut the readers off first.
-	rb := &reqBodies{data: body}
-	req.Body, req.ContentLength = rb.open(), int64(len(body))
-	req.GetBody = func() (io.ReadCloser, error) { return rb.open(), nil }
-	defer rb.release()
+	// A NopCloser'd bytes.Reader is a body net/http knows to be in memory:
+	// it sends headers and body in one write.
+	req.Body, req.ContentLength = io.NopCloser(bytes.NewReader(body)), int64(len(body))
+	if len(body) == 0 {
+		req.Body = http.NoBody
+	}
 
 	resp, err := s.client.Do(req)
 	if err != nil {
@@ -484,45 +510,6 @@ func (e *statusError) Error() string {
 	}
 	return s + ": " + strconv.Quote(body)
 }
-
-// reqBodies hands out readers over one request body until release, after
-// which they fail instead of reading memory that may be reused.
-type reqBodies struct {
-	mu   sync.Mutex
-	data []byte
-	done bool
-}
-
-var errBodyReleased = errors.New("request body read after the request ended")
-
-func (g *reqBodies) open() io.ReadCloser { return &reqBody{g: g} }
-
-func (g *reqBodies) release() {
-	g.mu.Lock()
-	g.done = true
-	g.mu.Unlock()
-}
-
-type reqBody struct {
-	g   *reqBodies
-	off int
-}
-
-func (b *reqBody) Read(p []byte) (int, error) {
-	b.g.mu.Lock()
-	defer b.g.mu.Unlock()
-	if b.g.done {
-		return 0, errBodyReleased
-	}
-	if b.off >= len(b.g.data) {
-		return 0, io.EOF
-	}
-	n := copy(p, b.g.data[b.off:])
-	b.off += n
-	return n, nil
-}
-
-func (b *reqBody) Close() error { return nil }
 
 // scratch is the memory one request needs, kept in a pool: the encoded
 // body, the compressed body and a gzip writer.

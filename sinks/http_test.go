@@ -702,3 +702,37 @@ func BenchmarkHTTP(b *testing.B) {
 		}
 	}
 }
+
+// TestHTTPEarlyResponseDoesNotReuseBody has the server refuse large bodies
+// without reading them, so the transport is still sending when the
+// response arrives, while other deliveries reuse pooled memory. Under the
+// race detector, reusing a body still being sent is caught (in most runs:
+// it depends on the pool and the scheduler, never on the code being right).
+func TestHTTPEarlyResponseDoesNotReuseBody(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.ContentLength > 1<<20 {
+			http.Error(w, "too large", http.StatusBadRequest) // body unread
+			return
+		}
+		io.Copy(io.Discard, r.Body)
+	}))
+	defer srv.Close()
+	srv.Config.ErrorLog = discardLog()
+	s := newHTTP(t, HTTPConfig{URL: srv.URL, Parallel: 4})
+	big := batchOf(t, '\n', bytes.Repeat([]byte("b"), 4<<20))
+	small := batchOf(t, '\n', lines("s1", "s2", "s3")...)
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() {
+			for range 10 {
+				if err := s.Deliver(context.Background(), big); err == nil || !batcher.IsPermanent(err) && !strings.Contains(err.Error(), "connection") && !strings.Contains(err.Error(), "broken pipe") {
+					t.Errorf("large body: got %v, want a 400 or a broken connection", err)
+				}
+				if err := s.Deliver(context.Background(), small); err != nil {
+					t.Errorf("small body: %v", err)
+				}
+			}
+		})
+	}
+	wg.Wait()
+}
