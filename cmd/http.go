@@ -33,8 +33,8 @@ changes nothing else. The Content-Type is text/plain, application/x-ndjson or
 application/json unless --content-type says otherwise.
 
 A 2xx response is success. Connection errors, timeouts, 408, 429 and 5xx
-(but 501 and 505) are retried (--retries, --backoff), waiting as long as the
-response's Retry-After asks, up to --max-backoff. Any other status, including
+other than 501 and 505 are retried (--retries, --backoff), waiting as long
+as the response's Retry-After asks, up to --max-backoff. Any other status, including
 a redirect, is not retried: the batch goes to --dead-letter or stops the run.
 A 413 splits the batch in half and sends each half, down to single records;
 a record too large alone is rejected. Errors quote the status and the start

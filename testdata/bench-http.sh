@@ -6,7 +6,7 @@
 # and -j 4, next to the same run by a minimal Go client (testdata/httpbench
 # post: read lines, post bodies of 1000 over keep-alive; the practical
 # limit) and by parallel --pipe -N 1000 -j 4 curl, which is slow enough to
-# be run on 100,000 lines. Each Go run is repeated 3 times; the best counts.
+# be run on 100,000 lines. The Go runs take the best of 3 rounds.
 set -euo pipefail
 
 bin=${1:?usage: bench-http.sh BIN}
@@ -32,17 +32,18 @@ echo "http sink: 1,000,000 lines of $(awk '{ n += length($0) + 1 } END { printf 
 
 now() { date +%s.%N; }
 
-# best SECONDS-OF-3 CMD...: the shortest of three runs, stdin from $input.
-best() {
-	local b= t0 t1
-	for _ in 1 2 3; do
-		t0=$(now)
-		"$@" <"$input" >/dev/null
-		t1=$(now)
-		b=$(awk -v a="$t0" -v z="$t1" -v b="$b" 'BEGIN { d = z - a; print (b == "" || d < b) ? d : b }')
-	done
-	echo "$b"
+# timed CMD...: sets T to the seconds one run takes, stdin from $work/1m;
+# a failed run stops the script rather than give a figure.
+timed() {
+	local t0 t1
+	t0=$(now)
+	"$@" <"$work/1m" >/dev/null || { echo "bench-http: $* failed" >&2; exit 1; }
+	t1=$(now)
+	T=$(awk -v a="$t0" -v z="$t1" 'BEGIN { print z - a }')
 }
+
+# min A B: the smaller, A if B is empty.
+min() { awk -v a="$1" -v b="$2" 'BEGIN { print (b == "" || a < b) ? a : b }'; }
 
 # report NAME SECONDS RECORDS
 report() {
@@ -50,11 +51,15 @@ report() {
 		printf "  %-34s %7.3fs %9.0f requests/s %11.0f records/s\n", n, s, r / 1000 / s, r / s }'
 }
 
-input=$work/1m
-bp1=$(best "$bin" -q -n 1000 -j 1 http "$url")
-bp4=$(best "$bin" -q -n 1000 -j 4 http "$url")
-go1=$(best "$work/httpbench" post -n 1000 -j 1 "$url")
-go4=$(best "$work/httpbench" post -n 1000 -j 4 "$url")
+# Three rounds, each running every contender once, so that a busy moment
+# on the machine does not favour one of them; the best of each counts.
+bp1= bp4= go1= go4=
+for _ in 1 2 3; do
+	timed "$bin" -q -n 1000 -j 1 http "$url" && bp1=$(min "$T" "$bp1")
+	timed "$work/httpbench" post -n 1000 -j 1 "$url" && go1=$(min "$T" "$go1")
+	timed "$bin" -q -n 1000 -j 4 http "$url" && bp4=$(min "$T" "$bp4")
+	timed "$work/httpbench" post -n 1000 -j 4 "$url" && go4=$(min "$T" "$go4")
+done
 report "batchpipe http -j 1" "$bp1" 1000000
 report "batchpipe http -j 4" "$bp4" 1000000
 report "minimal Go client, 1 in flight" "$go1" 1000000
@@ -72,7 +77,7 @@ fi
 pc=
 if command -v parallel >/dev/null && command -v curl >/dev/null; then
 	t0=$(now)
-	parallel --will-cite --pipe -N 1000 -j 4 curl -sS -o /dev/null --data-binary @- "$url" <"$work/100k"
+	parallel --will-cite --pipe -N 1000 -j 4 curl -sS --fail -o /dev/null --data-binary @- "$url" <"$work/100k"
 	t1=$(now)
 	pc=$(awk -v a="$t0" -v z="$t1" 'BEGIN { print z - a }')
 	report "parallel --pipe -N 1000 -j 4 curl" "$pc" 100000
