@@ -258,3 +258,35 @@ func TestPerBatchNeverShowsPartialFile(t *testing.T) {
 		}
 	}
 }
+
+func TestSymlinkedOutputRefused(t *testing.T) {
+	dir := t.TempDir()
+	target, link := filepath.Join(dir, "target"), filepath.Join(dir, "link")
+	if err := os.Symlink(target, link); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{{"file", link}, {"--dead-letter", link, "file", "-"}} {
+		r := run(t, strings.NewReader("a\n"), args...)
+		if r.code != 2 || !strings.Contains(r.stderr, link+" is a symbolic link") {
+			t.Errorf("%q: exit %d: %s", args, r.code, r.stderr)
+		}
+	}
+	if r := run(t, strings.NewReader("a\n"), "--follow-symlinks", "file", link); r.code != 0 || readFile(t, target) != "a\n" {
+		t.Fatalf("--follow-symlinks: exit %d: %s", r.code, r.stderr)
+	}
+}
+
+func TestFileFormatNDJSON(t *testing.T) {
+	dir := t.TempDir()
+	out, dead := filepath.Join(dir, "out"), filepath.Join(dir, "dead")
+	r := run(t, strings.NewReader("{\"a\":1}\nnot json\n[1,\n2]\n"), "--dead-letter", dead, "file", "--format", "ndjson", out)
+	if r.code != 3 {
+		t.Fatalf("exit %d: %s", r.code, r.stderr)
+	}
+	if got := readFile(t, out); got != "{\"a\":1}\n" {
+		t.Errorf("out %q", got)
+	}
+	if got := readFile(t, dead); got != "not json\n[1,\n2]\n" {
+		t.Errorf("dead letter %q", got)
+	}
+}

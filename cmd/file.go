@@ -17,7 +17,7 @@ const fileExamples = `  # append batches to a file, fsynced before they count as
 
 func newFileCmd(o *options) *cobra.Command {
 	var perBatch string
-	var fsync bool
+	var opt sinks.FileOptions
 	c := &cobra.Command{
 		Use:   "file [flags] PATH | file --per-batch TEMPLATE",
 		Short: "Append batches to a file or stdout, or write one file per batch",
@@ -37,22 +37,24 @@ overwritten (the batch fails instead).`,
 				return usagef("file: give PATH or --per-batch, not both")
 			case perBatch == "" && len(args) != 1:
 				return usagef("file: give one PATH (- for stdout) or --per-batch TEMPLATE")
-			case perBatch == "" && args[0] == "-" && fsync:
+			case perBatch == "" && args[0] == "-" && opt.Fsync:
 				return usagef("file: --fsync makes no sense with stdout")
 			}
 			return o.run(func() (batcher.Sink, error) {
 				switch {
 				case perBatch != "":
-					return sinks.NewPerBatch(perBatch)
+					return sinks.NewPerBatch(perBatch, opt.Format)
 				case args[0] == "-":
-					return sinks.NewWriter(o.streams.Out, "stdout"), nil
+					return sinks.NewWriter(o.streams.Out, "stdout", opt.Format), nil
 				default:
-					return sinks.OpenFile(args[0], fsync)
+					opt.FollowSymlinks = o.followSymlinks
+					return sinks.OpenFile(args[0], opt)
 				}
 			})
 		},
 	}
 	c.Flags().StringVar(&perBatch, "per-batch", "", "write each batch to its own file named from this template ({seq}, {time}, {date})")
-	c.Flags().BoolVar(&fsync, "fsync", false, "fsync the file after each batch before it counts as delivered")
+	c.Flags().BoolVar(&opt.Fsync, "fsync", false, "fsync the file after each batch before it counts as delivered")
+	c.Flags().Var(&opt.Format, "format", "body format: lines (records as read), ndjson (one JSON value per line) or json (an array per batch)")
 	return c
 }

@@ -44,6 +44,7 @@ type options struct {
 	backoff         time.Duration
 	maxBackoff      time.Duration
 	deadLetter      string
+	followSymlinks  bool
 	shutdownTimeout time.Duration
 	quiet           bool
 	verbose         bool
@@ -144,6 +145,7 @@ func newRoot(o *options) *cobra.Command {
 	f.DurationVar(&o.backoff, "backoff", 500*time.Millisecond, "first retry waits up to this long; doubles each retry, with full jitter")
 	f.DurationVar(&o.maxBackoff, "max-backoff", 30*time.Second, "no retry waits longer than this")
 	f.StringVar(&o.deadLetter, "dead-letter", "", "append batches that still fail after retries to this file, as they were read, and carry on (exit 3)")
+	f.BoolVar(&o.followSymlinks, "follow-symlinks", false, "write through a symbolic link at the output or dead-letter path (refused by default)")
 	f.DurationVar(&o.shutdownTimeout, "shutdown-timeout", 30*time.Second, "after SIGTERM/SIGINT, abandon deliveries still running after this long (0: wait)")
 	f.BoolVarP(&o.quiet, "quiet", "q", false, "no summary line at exit")
 	f.BoolVarP(&o.verbose, "verbose", "v", false, "log a line for every batch")

@@ -116,7 +116,7 @@ func (o *options) run(openSink func() (batcher.Sink, error)) error {
 		return o.runHook(cfg, openSink)
 	}
 	if o.deadLetter != "" {
-		dl, err := sinks.OpenFile(o.deadLetter, true)
+		dl, err := sinks.OpenFile(o.deadLetter, sinks.FileOptions{Fsync: true, FollowSymlinks: o.followSymlinks})
 		if err != nil {
 			return &usageError{fmt.Errorf("dead letter: %w", err)}
 		}

@@ -25,8 +25,18 @@ type File struct {
 	f     *os.File  // nil when writing to w
 	w     io.Writer // stdout
 	fsync bool
+	body  Format
 
-	mu sync.Mutex // one batch at a time, so batches never interleave
+	mu  sync.Mutex // one batch at a time, so batches never interleave
+	buf []byte     // body of the batch being written, for formats that build one
+}
+
+// FileOptions are the file sink's settings; the zero value appends records
+// as they were read, without fsync, and refuses a symbolic link.
+type FileOptions struct {
+	Fsync          bool   // fsync after each batch, before it counts as delivered
+	Format         Format // body format; default Lines
+	FollowSymlinks bool   // write through a symbolic link at the path
 }
 
 var (
@@ -35,19 +45,28 @@ var (
 )
 
 // OpenFile opens path for appending, creating it with mode 0644. Errors
-// here are found before any input is read.
-func OpenFile(path string, fsync bool) (*File, error) {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+// here are found before any input is read. A symbolic link is refused
+// unless opt.FollowSymlinks: appending through a link planted at a
+// predictable path writes wherever it points.
+func OpenFile(path string, opt FileOptions) (*File, error) {
+	flags := os.O_WRONLY | os.O_APPEND | os.O_CREATE
+	if !opt.FollowSymlinks {
+		flags |= syscall.O_NOFOLLOW
+	}
+	f, err := os.OpenFile(path, flags, 0o644)
+	if errors.Is(err, syscall.ELOOP) {
+		return nil, fmt.Errorf("file sink: %s is a symbolic link (give --follow-symlinks to write through it)", path)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("file sink: %w", err)
 	}
-	return &File{path: path, f: f, fsync: fsync}, nil
+	return &File{path: path, f: f, fsync: opt.Fsync, body: opt.Format}, nil
 }
 
 // NewWriter returns a sink that writes batches to w (stdout), named name in
 // errors.
-func NewWriter(w io.Writer, name string) *File {
-	return &File{path: name, w: w}
+func NewWriter(w io.Writer, name string, f Format) *File {
+	return &File{path: name, w: w, body: f}
 }
 
 // Deliver writes the batch with a single write. If that fails part-way in a
@@ -56,8 +75,27 @@ func NewWriter(w io.Writer, name string) *File {
 func (s *File) Deliver(ctx context.Context, b *batcher.Batch) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	body, rej := s.body.Body(&s.buf, b)
+	if err := s.write(body); err != nil {
+		return err
+	}
+	return rejected(rej)
+}
+
+// rejected turns a format's rejected records into the sink's error.
+func rejected(rej []batcher.Rejected) error {
+	if len(rej) == 0 {
+		return nil
+	}
+	return &batcher.RejectError{Records: rej}
+}
+
+func (s *File) write(body []byte) error {
+	if len(body) == 0 {
+		return nil
+	}
 	if s.f == nil {
-		if _, err := s.w.Write(b.Bytes()); err != nil {
+		if _, err := s.w.Write(body); err != nil {
 			return fmt.Errorf("file sink: write %s: %w", s.path, err)
 		}
 		return nil
@@ -66,7 +104,7 @@ func (s *File) Deliver(ctx context.Context, b *batcher.Batch) error {
 	if fi, err := s.f.Stat(); err == nil && fi.Mode().IsRegular() {
 		start = fi.Size()
 	}
-	if _, err := s.f.Write(b.Bytes()); err != nil {
+	if _, err := s.f.Write(body); err != nil {
 		if start >= 0 {
 			if terr := s.f.Truncate(start); terr != nil {
 				err = errors.Join(err, fmt.Errorf("cut back to %d bytes: %w", start, terr))
@@ -97,6 +135,7 @@ func (s *File) Close() error {
 // so that a reader never sees a partial file and no file is overwritten.
 type PerBatch struct {
 	tmpl string
+	body Format
 	now  func() time.Time
 }
 
@@ -104,14 +143,14 @@ var _ batcher.Sink = (*PerBatch)(nil)
 
 // NewPerBatch checks the template. It must name a file, and hold {seq} or
 // {time} unless one batch is all that is wanted.
-func NewPerBatch(tmpl string) (*PerBatch, error) {
+func NewPerBatch(tmpl string, f Format) (*PerBatch, error) {
 	if tmpl == "" || strings.HasSuffix(tmpl, "/") {
 		return nil, fmt.Errorf("per-batch template %q does not name a file", tmpl)
 	}
 	if err := checkTemplate(tmpl); err != nil {
 		return nil, err
 	}
-	return &PerBatch{tmpl: tmpl, now: time.Now}, nil
+	return &PerBatch{tmpl: tmpl, body: f, now: time.Now}, nil
 }
 
 // checkTemplate refuses unknown placeholders, which are most likely typos.
@@ -148,11 +187,16 @@ func (s *PerBatch) Name(b *batcher.Batch) string {
 // Deliver writes b to a temporary file beside its final name, syncs it and
 // links it into place, which fails rather than replace an existing file.
 func (s *PerBatch) Deliver(ctx context.Context, b *batcher.Batch) error {
+	var buf []byte
+	body, rej := s.body.Body(&buf, b)
+	if len(body) == 0 {
+		return rejected(rej) // every record rejected: no file
+	}
 	name := s.Name(b)
-	if err := writeNew(name, b.Bytes()); err != nil {
+	if err := writeNew(name, body); err != nil {
 		return fmt.Errorf("file sink: %s: %w", name, err)
 	}
-	return nil
+	return rejected(rej)
 }
 
 func writeNew(name string, data []byte) (err error) {
@@ -221,5 +265,7 @@ var _ batcher.DeadLetter = (*File)(nil)
 // Write appends b as a dead letter: its records exactly as read, so the file
 // is valid input for a replay run. The reason is logged by the caller.
 func (s *File) Write(ctx context.Context, b *batcher.Batch, reason error) error {
-	return s.Deliver(ctx, b)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.write(b.Bytes())
 }

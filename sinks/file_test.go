@@ -46,7 +46,7 @@ func TestFileAppends(t *testing.T) {
 	if err := os.WriteFile(name, []byte("before\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	s, err := OpenFile(name, true)
+	s, err := OpenFile(name, FileOptions{Fsync: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -58,7 +58,7 @@ func TestFileAppends(t *testing.T) {
 
 func TestFileCreatesWith0644(t *testing.T) {
 	name := filepath.Join(t.TempDir(), "new")
-	s, err := OpenFile(name, false)
+	s, err := OpenFile(name, FileOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -76,7 +76,7 @@ func TestFileCreatesWith0644(t *testing.T) {
 func TestFileOpenErrorsNameThePath(t *testing.T) {
 	dir := t.TempDir()
 	for _, name := range []string{dir, filepath.Join(dir, "missing", "x")} {
-		_, err := OpenFile(name, false)
+		_, err := OpenFile(name, FileOptions{})
 		if err == nil || !strings.Contains(err.Error(), name) {
 			t.Errorf("%s: %v", name, err)
 		}
@@ -85,7 +85,7 @@ func TestFileOpenErrorsNameThePath(t *testing.T) {
 
 func TestPerBatchWritesOneFileEach(t *testing.T) {
 	dir := t.TempDir()
-	s, err := NewPerBatch(filepath.Join(dir, "sub", "{date}", "b-{seq}.txt"))
+	s, err := NewPerBatch(filepath.Join(dir, "sub", "{date}", "b-{seq}.txt"), Lines)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -104,7 +104,7 @@ func TestPerBatchWritesOneFileEach(t *testing.T) {
 }
 
 func TestPerBatchTimeName(t *testing.T) {
-	s, _ := NewPerBatch("x/{time}-{seq}")
+	s, _ := NewPerBatch("x/{time}-{seq}", Lines)
 	s.now = func() time.Time { return time.Date(2026, 11, 23, 10, 4, 5, 0, time.FixedZone("X", 3600)) }
 	if got := s.Name(&batcher.Batch{Seq: 7}); got != "x/20261123T090405Z-7" {
 		t.Fatal(got)
@@ -115,7 +115,7 @@ func TestPerBatchNeverOverwrites(t *testing.T) {
 	dir := t.TempDir()
 	name := filepath.Join(dir, "1.txt")
 	os.WriteFile(name, []byte("keep"), 0o644)
-	s, _ := NewPerBatch(filepath.Join(dir, "{seq}.txt"))
+	s, _ := NewPerBatch(filepath.Join(dir, "{seq}.txt"), Lines)
 	p := &batcher.Pipeline{Source: sliceSource{{Data: []byte("new")}}, Sink: s,
 		Config: batcher.Config{Delim: '\n', Retries: 3}}
 	st, err := p.Run(context.Background())
@@ -129,14 +129,14 @@ func TestPerBatchNeverOverwrites(t *testing.T) {
 
 func TestPerBatchTemplateErrors(t *testing.T) {
 	for _, tmpl := range []string{"", "dir/", "{sequence}.txt", "{seq"} {
-		if _, err := NewPerBatch(tmpl); err == nil {
+		if _, err := NewPerBatch(tmpl, Lines); err == nil {
 			t.Errorf("%q accepted", tmpl)
 		}
 	}
 }
 
 func BenchmarkFileAppend(b *testing.B) {
-	s, err := OpenFile(filepath.Join(b.TempDir(), "out"), false)
+	s, err := OpenFile(filepath.Join(b.TempDir(), "out"), FileOptions{})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -154,4 +154,56 @@ func BenchmarkFileAppend(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+func TestFileRefusesSymlinkUnlessTold(t *testing.T) {
+	dir := t.TempDir()
+	target := filepath.Join(dir, "target")
+	link := filepath.Join(dir, "link")
+	if err := os.Symlink(target, link); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := OpenFile(link, FileOptions{}); err == nil || !strings.Contains(err.Error(), "symbolic link") {
+		t.Fatalf("symlink opened: %v", err)
+	}
+	if _, err := os.Stat(target); err == nil {
+		t.Fatal("target created through the link")
+	}
+	s, err := OpenFile(link, FileOptions{FollowSymlinks: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	deliverAll(t, s, 10, "a")
+	if got, _ := os.ReadFile(target); string(got) != "a\n" {
+		t.Fatalf("target holds %q", got)
+	}
+}
+
+func TestFileFormats(t *testing.T) {
+	dir := t.TempDir()
+	name := filepath.Join(dir, "out.json")
+	s, err := OpenFile(name, FileOptions{Format: JSON})
+	if err != nil {
+		t.Fatal(err)
+	}
+	recs := []batcher.Record{{Data: []byte(`{"a":1}`)}, {Data: []byte(`nope`)}, {Data: []byte(`2`)}}
+	dl := &memDeadLetter{}
+	p := &batcher.Pipeline{Source: sliceSource(recs), Sink: s, Config: batcher.Config{Delim: '\n', DeadLetter: dl}}
+	st, err := p.Run(context.Background())
+	if err != nil || st.Delivered != 2 || st.DeadLettered != 1 {
+		t.Fatalf("err %v stats %+v", err, st)
+	}
+	if got, _ := os.ReadFile(name); string(got) != `[{"a":1},2]`+"\n" {
+		t.Fatalf("file holds %q", got)
+	}
+	if string(dl.data) != "nope\n" {
+		t.Fatalf("dead letter holds %q", dl.data)
+	}
+}
+
+type memDeadLetter struct{ data []byte }
+
+func (d *memDeadLetter) Write(ctx context.Context, b *batcher.Batch, reason error) error {
+	d.data = append(d.data, b.Bytes()...)
+	return nil
 }
