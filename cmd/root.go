@@ -97,7 +97,10 @@ const rootExamples = `  # append the lines of a growing log in batches of 500, a
   batchpipe -n 1000 file --per-batch 'out/{seq}.ndjson' < events.ndjson
 
   # NUL-separated file names in batches of 100, to stdout
-  find . -print0 | batchpipe -0 -n 100 file -`
+  find . -print0 | batchpipe -0 -n 100 file -
+
+  # count the lines of each batch of 3 with a command
+  seq 10 | batchpipe -n 3 exec -- wc -l`
 
 func newRoot(o *options) *cobra.Command {
 	root := &cobra.Command{
@@ -124,9 +127,9 @@ func newRoot(o *options) *cobra.Command {
 			if s := c.SuggestionsFor(args[0]); len(s) > 0 {
 				return usagef("unknown sink %q (did you mean %s?)", args[0], s[0])
 			}
-			return usagef("unknown sink %q (sinks: file, http)", args[0])
+			return usagef("unknown sink %q (sinks: file, exec, http)", args[0])
 		}
-		return usagef("no sink given (sinks: file, http)")
+		return usagef("no sink given (sinks: file, exec, http)")
 	}
 
 	f := root.PersistentFlags()
@@ -156,6 +159,7 @@ func newRoot(o *options) *cobra.Command {
 
 	root.AddCommand(newFileCmd(o))
 	root.AddCommand(newHTTPCmd(o))
+	root.AddCommand(newExecCmd(o))
 	return root
 }
 

@@ -103,6 +103,12 @@ func (o *options) delim() (byte, error) {
 	return o.delimiter[0], nil
 }
 
+// A limitedSink cannot take batches of any size (a command line): its
+// limits tighten --max-bytes and count a cost per record toward it.
+type limitedSink interface {
+	BatchLimits() (maxBytes, perRecordOverhead int)
+}
+
 // run checks the flags, opens the sink, and runs the pipeline from stdin to
 // it. Signals: the first SIGINT/SIGTERM stops reading and drains, a second
 // abandons what is in flight; SIGUSR1 flushes the open batch; SIGUSR2
@@ -126,6 +132,12 @@ func (o *options) run(openSink func() (batcher.Sink, error)) error {
 	sink, err := openSink()
 	if err != nil {
 		return &usageError{err}
+	}
+	if l, ok := sink.(limitedSink); ok {
+		if maxBytes, overhead := l.BatchLimits(); maxBytes > 0 {
+			cfg.MaxBytes = min(cfg.MaxBytes, maxBytes)
+			cfg.PerRecordOverhead = overhead
+		}
 	}
 	p := &batcher.Pipeline{
 		Source: &sources.Stream{R: o.streams.In, Delim: cfg.Delim, MaxRecordBytes: int(o.maxRecordBytes)},

@@ -1,0 +1,112 @@
+package cmd
+
+import (
+	"time"
+
+	"github.com/batchpipe/batchpipe/batcher"
+	"github.com/batchpipe/batchpipe/sinks"
+	"github.com/spf13/cobra"
+)
+
+const execHelp = `Run CMD once per batch, with the batch on its standard input: the records
+joined and terminated by the delimiter, exactly as read. No shell is involved
+unless CMD is one (sh -c '…'). CMD is looked up in $PATH at start; if it
+cannot be run, batchpipe exits 2 before reading any input.
+
+A batch is delivered when CMD exits with status 0, whether or not it read
+all its input. A non-zero status, death by a signal or passing --timeout is a
+failure: the batch is retried (--retries), then dead-lettered (--dead-letter)
+or the run stops.
+
+Each run's environment is batchpipe's plus:
+  BATCHPIPE_SEQ       batch number: 1, 2, 3…
+  BATCHPIPE_RECORDS   records given to the command
+  BATCHPIPE_BYTES     their bytes, one delimiter each included
+  BATCHPIPE_REASON    why the batch was flushed: size, bytes, linger, eof,
+                      signal or flush
+  BATCHPIPE_ATTEMPT   delivery attempt, from 1
+and, when every record comes from one Kafka partition, BATCHPIPE_TOPIC,
+BATCHPIPE_PARTITION, BATCHPIPE_FIRST_OFFSET and BATCHPIPE_LAST_OFFSET.
+
+Output: CMD's stdout goes to batchpipe's stdout and its stderr to stderr,
+failed attempts' included. With -j 1 stdout passes straight through. With
+-j above 1 each run's stdout is held until the run ends and then written in
+one piece (256 KiB per run in memory, the rest in a temporary file), and
+stderr is passed on in whole lines, so runs never mix within a line.
+--keep-order writes the runs' stdout in batch order; a run then waits to
+start while its batch is 2×-j or more batches ahead of the oldest batch
+whose output has not been written yet.
+
+--args passes the records as arguments instead (stdin is /dev/null). They
+are appended to ARGS; or, if some of ARGS hold {}, each of those is repeated
+once per record with {} replaced by it:
+  exec --args -- cp -t /backup         →  cp -t /backup R1 R2 R3
+  exec --args -- tar -cf x.tar -- {}   →  tar -cf x.tar -- R1 R2 R3
+  exec --args -- echo id={}            →  echo id=R1 id=R2 id=R3
+With -n 1 this is xargs -I {}. Batches are also cut so the command line
+stays within the system's limit (a quarter of the stack limit, less the
+environment). A record that cannot be an argument (one holding a NUL byte,
+or longer than 128 KiB) is rejected on its own: dead-lettered or counted as
+undelivered, while the rest of its batch runs.
+
+Each run has a process group of its own, so a terminal's Ctrl-C reaches only
+batchpipe. On --timeout, the group gets SIGTERM, then SIGKILL after
+--kill-after. On the first SIGINT/SIGTERM running commands are left to
+finish; past --shutdown-timeout they get SIGTERM and, --kill-after later,
+SIGKILL; a second signal SIGKILLs them at once.`
+
+const execExamples = `  # count the lines of each batch of 3
+  seq 10 | batchpipe -n 3 exec -- wc -l
+
+  # what each run is told
+  seq 5 | batchpipe -n 2 exec -- sh -c 'echo "batch $BATCHPIPE_SEQ: $BATCHPIPE_RECORDS records ($BATCHPIPE_REASON)"'
+
+  # 4 at once, output in input order
+  seq 100 | batchpipe -n 10 -j 4 exec --keep-order -- paste -sd+
+
+  # xargs style: records become arguments
+  printf '%s\n' a b c d e | batchpipe -n 2 exec --args -- echo files:
+
+  # batch 2 fails every time: retried once, then its records go to failed.txt (exit 3)
+  seq 6 | batchpipe -n 2 --retries 1 --backoff 10ms --dead-letter failed.txt exec --timeout 10s -- sh -c 'test $BATCHPIPE_SEQ != 2'`
+
+func newExecCmd(o *options) *cobra.Command {
+	var args, keepOrder bool
+	var timeout, killAfter time.Duration
+	c := &cobra.Command{
+		Use:     "exec [flags] -- CMD [ARGS...]",
+		Short:   "Run a command per batch, the batch on its stdin or as its arguments",
+		Long:    execHelp,
+		Example: execExamples,
+		RunE: func(c *cobra.Command, argv []string) error {
+			switch {
+			case len(argv) == 0:
+				return usagef("exec: no command given: batchpipe exec [flags] -- CMD [ARGS...]")
+			case timeout < 0:
+				return usagef("exec: --timeout must not be negative, not %v", timeout)
+			case killAfter <= 0:
+				return usagef("exec: --kill-after must be positive, not %v", killAfter)
+			}
+			return o.run(func() (batcher.Sink, error) {
+				return sinks.NewExec(sinks.ExecConfig{
+					Argv:      argv,
+					Args:      args,
+					Timeout:   timeout,
+					KillAfter: killAfter,
+					Parallel:  o.parallel,
+					KeepOrder: keepOrder,
+					Stdout:    o.streams.Out,
+					Stderr:    o.streams.Err,
+				})
+			})
+		},
+	}
+	f := c.Flags()
+	// Everything from CMD on is the command's, even without --.
+	f.SetInterspersed(false)
+	f.BoolVar(&args, "args", false, "pass records as arguments (appended, or in place of {}) instead of on stdin")
+	f.BoolVarP(&keepOrder, "keep-order", "k", false, "with -j above 1, write the runs' output in batch order")
+	f.DurationVar(&timeout, "timeout", 0, "fail a run that takes longer than this (0: no limit)")
+	f.DurationVar(&killAfter, "kill-after", 5*time.Second, "SIGKILL a run this long after SIGTERM (timeout, shutdown)")
+	return c
+}
