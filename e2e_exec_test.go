@@ -1,0 +1,557 @@
+//go:build linux
+
+package main
+
+import (
+	"fmt"
+	"hash/fnv"
+	"io"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+func init() {
+	for role, f := range execChildren {
+		children[role] = f
+	}
+}
+
+// execChildren are the roles the exec sink's tests run.
+var execChildren = map[string]func(args []string) int{
+	// report prints, on stdout and stderr, what the run was given.
+	"report": func([]string) int {
+		in, err := io.ReadAll(os.Stdin)
+		if err != nil {
+			return 1
+		}
+		line := fmt.Sprintf("seq=%s records=%s bytes=%s reason=%s attempt=%s stdin=%q\n",
+			os.Getenv("BATCHPIPE_SEQ"), os.Getenv("BATCHPIPE_RECORDS"), os.Getenv("BATCHPIPE_BYTES"),
+			os.Getenv("BATCHPIPE_REASON"), os.Getenv("BATCHPIPE_ATTEMPT"), in)
+		os.Stdout.WriteString(line)
+		os.Stderr.WriteString("report " + line)
+		return 0
+	},
+	// flaky SEED fails 30% of attempts, by a hash of SEED, the batch and
+	// the attempt, so that a run of the test is repeatable; otherwise it
+	// copies stdin to stdout.
+	"flaky": func(args []string) int {
+		in, err := io.ReadAll(os.Stdin)
+		if err != nil {
+			return 1
+		}
+		h := fnv.New64a()
+		fmt.Fprintf(h, "%s:%s:%s", args[0], os.Getenv("BATCHPIPE_SEQ"), os.Getenv("BATCHPIPE_ATTEMPT"))
+		if h.Sum64()%100 < 30 {
+			fmt.Fprintf(os.Stderr, "flaky: failing batch %s\n", os.Getenv("BATCHPIPE_SEQ"))
+			return 1
+		}
+		os.Stdout.Write(in)
+		return 0
+	},
+	// gate LOCKFILE says it started, waits for a shared lock on LOCKFILE
+	// (held exclusively by the test), then copies stdin to stdout.
+	"gate": func(args []string) int {
+		fmt.Fprintf(os.Stderr, "gate: started batch %s\n", os.Getenv("BATCHPIPE_SEQ"))
+		f, err := os.Open(args[0])
+		if err != nil {
+			return 1
+		}
+		if err := syscall.Flock(int(f.Fd()), syscall.LOCK_SH); err != nil {
+			return 1
+		}
+		if _, err := io.Copy(os.Stdout, os.Stdin); err != nil {
+			return 1
+		}
+		return 0
+	},
+	// hang starts a grandchild that ignores SIGTERM, and both hang.
+	"hang": func([]string) int {
+		self, _ := os.Executable()
+		gc := exec.Command(self)
+		gc.Env = append(os.Environ(), "BATCHPIPE_TEST_CHILD=ignore-term")
+		// It holds the stderr pipe batchpipe reads, not the test's stdout.
+		gc.Stderr = os.Stderr
+		if err := gc.Start(); err != nil {
+			return 1
+		}
+		fmt.Fprintf(os.Stderr, "hang: pid=%d\n", os.Getpid())
+		time.Sleep(time.Hour)
+		return 0
+	},
+	"ignore-term": func([]string) int {
+		signal.Ignore(syscall.SIGTERM)
+		fmt.Fprintf(os.Stderr, "ignore-term: pid=%d\n", os.Getpid())
+		time.Sleep(time.Hour)
+		return 0
+	},
+	// reverse copies stdin to stdout, later the earlier its batch is among
+	// each four, so that runs in parallel finish out of order.
+	"reverse": func([]string) int {
+		seq, _ := strconv.Atoi(os.Getenv("BATCHPIPE_SEQ"))
+		time.Sleep(time.Duration(4-(seq-1)%4) * 15 * time.Millisecond)
+		if _, err := io.Copy(os.Stdout, os.Stdin); err != nil {
+			return 1
+		}
+		return 0
+	},
+	// spew writes spewLines lines to stdout and a tenth as many to stderr,
+	// each in two writes, to tempt interleaving.
+	"spew": func([]string) int {
+		seq := os.Getenv("BATCHPIPE_SEQ")
+		for i := range spewLines {
+			fmt.Fprintf(os.Stdout, "out seq=%s i=%d ", seq, i)
+			os.Stdout.WriteString(spewTail)
+			if i%10 == 0 {
+				fmt.Fprintf(os.Stderr, "err seq=%s i=%d ", seq, i)
+				os.Stderr.WriteString(spewTail)
+			}
+		}
+		return 0
+	},
+	// exit0 exits 0 without reading stdin.
+	"exit0": func([]string) int { return 0 },
+	// fail says why on stderr and exits 3.
+	"fail": func([]string) int {
+		io.Copy(io.Discard, os.Stdin)
+		os.Stderr.WriteString("fail: starting\nfail: disk full\n")
+		return 3
+	},
+	// args prints its arguments, one line per run.
+	"args": func(args []string) int {
+		fmt.Printf("seq=%s records=%s args=%q\n", os.Getenv("BATCHPIPE_SEQ"), os.Getenv("BATCHPIPE_RECORDS"), args)
+		return 0
+	},
+	// countargs prints how many arguments it got and their bytes.
+	"countargs": func(args []string) int {
+		n := 0
+		for _, a := range args {
+			n += len(a)
+		}
+		fmt.Printf("%d %d\n", len(args), n)
+		return 0
+	},
+}
+
+const spewLines = 4000
+
+var spewTail = strings.Repeat("x", 60) + "\n"
+
+// execArgs is batchpipe's command line for flags, then exec, then the child
+// in role, then the child's arguments.
+func execArgs(t *testing.T, flags []string, role string, childArgs ...string) []string {
+	t.Helper()
+	args := append(slices.Clone(flags), "--")
+	argv := childCmd(t, role)
+	// A race-enabled binary sleeps a second before a clean exit, unless
+	// told not to.
+	argv = slices.Insert(argv, 1, "GORACE=atexit_sleep_ms=0")
+	args = append(args, argv...)
+	return append(args, childArgs...)
+}
+
+func lines(n int, format string) string {
+	var b strings.Builder
+	for i := range n {
+		fmt.Fprintf(&b, format+"\n", i)
+	}
+	return b.String()
+}
+
+func sortedLines(s string) []string {
+	l := strings.Split(strings.TrimSuffix(s, "\n"), "\n")
+	if s == "" {
+		l = nil
+	}
+	slices.Sort(l)
+	return l
+}
+
+var summaryRe = regexp.MustCompile(`(\d+) records \(.*\) read, (\d+) delivered in \d+ batches, (\d+) dead-lettered, (\d+) undelivered, (\d+) retries`)
+
+// summary returns read, delivered, dead-lettered, undelivered and retries
+// from the summary line.
+func summary(t *testing.T, stderr string) [5]int {
+	t.Helper()
+	m := summaryRe.FindStringSubmatch(stderr)
+	if m == nil {
+		t.Fatalf("no summary line in stderr:\n%s", stderr)
+	}
+	var n [5]int
+	for i := range n {
+		n[i], _ = strconv.Atoi(m[i+1])
+	}
+	return n
+}
+
+func TestExecBatchBoundaries(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		flags []string
+		in    string
+		want  string
+	}{
+		{"size", []string{"-n", "3", "-t", "0"}, "1\n2\n3\n4\n5\n6\n7\n",
+			`seq=1 records=3 bytes=6 reason=size attempt=1 stdin="1\n2\n3\n"
+seq=2 records=3 bytes=6 reason=size attempt=1 stdin="4\n5\n6\n"
+seq=3 records=1 bytes=2 reason=eof attempt=1 stdin="7\n"
+`},
+		{"bytes", []string{"-n", "100", "-b", "10", "-t", "0"}, "aaaa\nbbbb\ncccc\n",
+			`seq=1 records=2 bytes=10 reason=bytes attempt=1 stdin="aaaa\nbbbb\n"
+seq=2 records=1 bytes=5 reason=eof attempt=1 stdin="cccc\n"
+`},
+		{"nul", []string{"-0", "-n", "2", "-t", "0"}, "a\nb\x00c\x00d\x00",
+			`seq=1 records=2 bytes=6 reason=size attempt=1 stdin="a\nb\x00c\x00"
+seq=2 records=1 bytes=2 reason=eof attempt=1 stdin="d\x00"
+`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := run(t, strings.NewReader(tc.in), execArgs(t, append(tc.flags, "exec"), "report")...)
+			if r.code != 0 {
+				t.Fatalf("exit %d; stderr:\n%s", r.code, r.stderr)
+			}
+			if r.stdout != tc.want {
+				t.Errorf("runs saw:\n%s\nwant:\n%s", r.stdout, tc.want)
+			}
+		})
+	}
+	t.Run("linger", func(t *testing.T) {
+		p := start(t, execArgs(t, []string{"-n", "100", "-t", "100ms", "exec"}, "report")...)
+		p.write("a\nb\n")
+		got := p.waitFor("report seq=1")
+		if want := `report seq=1 records=2 bytes=4 reason=linger attempt=1 stdin="a\nb\n"`; got != want {
+			t.Errorf("first run saw %s, want %s", got, want)
+		}
+		p.write("c\n")
+		p.stdin.Close()
+		if code := p.wait(); code != 0 {
+			t.Fatalf("exit %d; stderr:\n%s", code, p.stderr())
+		}
+		if !strings.Contains(p.stdout.String(), `seq=2 records=1 bytes=2`) {
+			t.Errorf("second batch not run: %s", p.stdout.String())
+		}
+	})
+}
+
+func TestExecRetriesDeliverEverything(t *testing.T) {
+	in := lines(150, "record %03d")
+	r := run(t, strings.NewReader(in), execArgs(t,
+		[]string{"-n", "7", "-j", "3", "--retries", "10", "--backoff", "1ms", "--max-backoff", "4ms", "exec"}, "flaky", "seed-1")...)
+	if r.code != 0 {
+		t.Fatalf("exit %d; stderr:\n%s", r.code, r.stderr)
+	}
+	if got, want := sortedLines(r.stdout), sortedLines(in); !slices.Equal(got, want) {
+		t.Fatalf("delivered %d records, want the %d read", len(got), len(want))
+	}
+	n := summary(t, r.stderr)
+	if n[0] != 150 || n[1] != 150 || n[4] == 0 {
+		t.Errorf("summary: %v; want 150 read, 150 delivered, some retries", n)
+	}
+}
+
+func TestExecDeadLetterReplay(t *testing.T) {
+	in := lines(150, "record %03d")
+	dl := filepath.Join(t.TempDir(), "failed.txt")
+	r := run(t, strings.NewReader(in), execArgs(t,
+		[]string{"-n", "7", "-j", "3", "--retries", "0", "--dead-letter", dl, "exec"}, "flaky", "seed-2")...)
+	if r.code != 3 {
+		t.Fatalf("exit %d, want 3; stderr:\n%s", r.code, r.stderr)
+	}
+	failed := readFile(t, dl)
+	got := append(sortedLines(r.stdout), sortedLines(failed)...)
+	slices.Sort(got)
+	if !slices.Equal(got, sortedLines(in)) {
+		t.Fatalf("delivered (%d) and dead-lettered (%d) records are not the input", len(sortedLines(r.stdout)), len(sortedLines(failed)))
+	}
+	n := summary(t, r.stderr)
+	if n[1] != len(sortedLines(r.stdout)) || n[2] != len(sortedLines(failed)) || n[2] == 0 || n[3] != 0 {
+		t.Errorf("summary %v does not match %d delivered, %d dead-lettered", n, len(sortedLines(r.stdout)), len(sortedLines(failed)))
+	}
+
+	// Replay what failed.
+	dl2 := filepath.Join(t.TempDir(), "failed2.txt")
+	replay := run(t, strings.NewReader(failed), execArgs(t, []string{"--dead-letter", dl2, "exec"}, "cat")...)
+	if replay.code != 0 {
+		t.Fatalf("replay: exit %d; stderr:\n%s", replay.code, replay.stderr)
+	}
+	got = append(sortedLines(r.stdout), sortedLines(replay.stdout)...)
+	slices.Sort(got)
+	if !slices.Equal(got, sortedLines(in)) {
+		t.Errorf("the run and its replay did not deliver the input")
+	}
+}
+
+func TestExecFailureMessage(t *testing.T) {
+	r := run(t, strings.NewReader("a\nb\nc\n"), execArgs(t, []string{"-n", "2", "--retries", "0", "exec"}, "fail")...)
+	if r.code != 1 {
+		t.Fatalf("exit %d, want 1; stderr:\n%s", r.code, r.stderr)
+	}
+	// The pipeline names the batch, the sink the command and its end.
+	want := regexp.MustCompile(`batchpipe: batch 1 \(.*\): exec sink: env: exit status 3; stderr: "fail: disk full"`)
+	if !want.MatchString(r.stderr) {
+		t.Errorf("stderr lacks %s:\n%s", want, r.stderr)
+	}
+}
+
+func TestExecTimeoutKillsGroup(t *testing.T) {
+	p := start(t, execArgs(t, []string{"--retries", "0", "exec", "--timeout", "2s", "--kill-after", "200ms"}, "hang")...)
+	p.write("x\n")
+	p.stdin.Close()
+	var pidfds []int
+	for _, who := range []string{"hang: pid=", "ignore-term: pid="} {
+		line := p.waitFor(who)
+		pid, err := strconv.Atoi(line[strings.Index(line, "=")+1:])
+		if err != nil {
+			t.Fatalf("%q: %v", line, err)
+		}
+		fd, err := pidfdOpen(pid)
+		if err != nil {
+			t.Fatalf("pidfd_open %d: %v", pid, err)
+		}
+		t.Cleanup(func() {
+			// Should batchpipe have left it behind, do not leave it too.
+			pidfdKill(fd)
+			syscall.Close(fd)
+		})
+		pidfds = append(pidfds, fd)
+	}
+	if code := p.wait(); code != 1 {
+		t.Fatalf("exit %d, want 1; stderr:\n%s", code, p.stderr())
+	}
+	if !strings.Contains(p.stderr(), "timed out after 2s") {
+		t.Errorf("no timeout in the error:\n%s", p.stderr())
+	}
+	for i, fd := range pidfds {
+		// SIGKILL was sent before batchpipe exited; death follows at once.
+		if !exited(t, fd, 10*time.Second) {
+			t.Errorf("%s still running after batchpipe exited", []string{"child", "grandchild"}[i])
+		}
+	}
+}
+
+func pidfdOpen(pid int) (int, error) {
+	const sysPidfdOpen = 434
+	fd, _, errno := syscall.Syscall(sysPidfdOpen, uintptr(pid), 0, 0)
+	if errno != 0 {
+		return -1, errno
+	}
+	return int(fd), nil
+}
+
+func pidfdKill(fd int) {
+	const sysPidfdSendSignal = 424
+	syscall.Syscall6(sysPidfdSendSignal, uintptr(fd), uintptr(syscall.SIGKILL), 0, 0, 0, 0)
+}
+
+// exited waits up to d for the process behind pidfd to end (a zombie has).
+func exited(t *testing.T, pidfd int, d time.Duration) bool {
+	t.Helper()
+	ep, err := syscall.EpollCreate1(syscall.EPOLL_CLOEXEC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Close(ep)
+	ev := syscall.EpollEvent{Events: syscall.EPOLLIN, Fd: int32(pidfd)}
+	if err := syscall.EpollCtl(ep, syscall.EPOLL_CTL_ADD, pidfd, &ev); err != nil {
+		t.Fatal(err)
+	}
+	events := make([]syscall.EpollEvent, 1)
+	deadline := time.Now().Add(d)
+	for {
+		n, err := syscall.EpollWait(ep, events, int(time.Until(deadline).Milliseconds()))
+		if err == syscall.EINTR {
+			continue
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n > 0
+	}
+}
+
+func TestExecKeepOrder(t *testing.T) {
+	in := lines(24, "record %02d")
+	r := run(t, strings.NewReader(in), execArgs(t, []string{"-n", "1", "-j", "4", "exec", "--keep-order"}, "reverse")...)
+	if r.code != 0 {
+		t.Fatalf("exit %d; stderr:\n%s", r.code, r.stderr)
+	}
+	if r.stdout != in {
+		t.Errorf("output out of order:\n%s", r.stdout)
+	}
+}
+
+func TestExecParallelOutputKeptTogether(t *testing.T) {
+	const batches = 6
+	r := run(t, strings.NewReader(lines(batches, "%d")), execArgs(t, []string{"-n", "1", "-j", "4", "exec"}, "spew")...)
+	if r.code != 0 {
+		t.Fatalf("exit %d; stderr:\n%s", r.code, r.stderr)
+	}
+	// Every run's stdout is one block of whole lines, in the order written.
+	lineRe := regexp.MustCompile(`^out seq=(\d+) i=(\d+) ` + strings.TrimSuffix(spewTail, "\n") + `$`)
+	seen := map[string]bool{}
+	cur, next := "", 0
+	for _, l := range strings.Split(strings.TrimSuffix(r.stdout, "\n"), "\n") {
+		m := lineRe.FindStringSubmatch(l)
+		if m == nil {
+			t.Fatalf("mangled stdout line %.100q", l)
+		}
+		if m[1] != cur {
+			if next != 0 && next != spewLines {
+				t.Fatalf("run %s's output cut off after %d lines", cur, next)
+			}
+			if seen[m[1]] {
+				t.Fatalf("run %s's output split in pieces", m[1])
+			}
+			seen[m[1]], cur, next = true, m[1], 0
+		}
+		if m[2] != strconv.Itoa(next) {
+			t.Fatalf("run %s: line %s where %d was due", cur, m[2], next)
+		}
+		next++
+	}
+	if len(seen) != batches || next != spewLines {
+		t.Fatalf("output of %d runs, the last with %d lines; want %d runs of %d", len(seen), next, batches, spewLines)
+	}
+	errRe := regexp.MustCompile(`^err seq=\d+ i=\d+ ` + strings.TrimSuffix(spewTail, "\n") + `$`)
+	n := 0
+	for _, l := range strings.Split(r.stderr, "\n") {
+		if strings.HasPrefix(l, "batchpipe:") || l == "" {
+			continue
+		}
+		if !errRe.MatchString(l) {
+			t.Fatalf("mangled stderr line %.100q", l)
+		}
+		n++
+	}
+	if n != batches*spewLines/10 {
+		t.Errorf("%d stderr lines, want %d", n, batches*spewLines/10)
+	}
+}
+
+func TestExecCommandNotFound(t *testing.T) {
+	in, err := os.CreateTemp(t.TempDir(), "in")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in.Close()
+	if _, err := in.WriteString("a\nb\n"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := in.Seek(0, io.SeekStart); err != nil {
+		t.Fatal(err)
+	}
+	// The file's offset is shared with batchpipe: any read would move it.
+	r := run(t, in, "exec", "--", "batchpipe-no-such-command", "x")
+	if r.code != 2 {
+		t.Fatalf("exit %d, want 2; stderr:\n%s", r.code, r.stderr)
+	}
+	if !strings.Contains(r.stderr, `cannot run "batchpipe-no-such-command"`) {
+		t.Errorf("stderr does not name the command:\n%s", r.stderr)
+	}
+	if off, err := in.Seek(0, io.SeekCurrent); err != nil || off != 0 {
+		t.Errorf("stdin read up to offset %d (%v) before the error", off, err)
+	}
+}
+
+func TestExecSIGTERMLetsRunsFinish(t *testing.T) {
+	gate := filepath.Join(t.TempDir(), "gate")
+	lock, err := os.Create(gate)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lock.Close()
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
+		t.Fatal(err)
+	}
+	p := start(t, execArgs(t, []string{"-v", "-n", "2", "-j", "2", "exec"}, "gate", gate)...)
+	p.write("a\nb\nc\nd\n")
+	p.waitFor("gate: started batch 1")
+	p.waitFor("gate: started batch 2")
+	p.signal(syscall.SIGTERM)
+	p.waitFor("stopping")
+	// Both commands are still waiting at the gate: let them through.
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_UN); err != nil {
+		t.Fatal(err)
+	}
+	if code := p.wait(); code != 143 {
+		t.Fatalf("exit %d, want 143; stderr:\n%s", code, p.stderr())
+	}
+	if got := sortedLines(p.stdout.String()); !slices.Equal(got, []string{"a", "b", "c", "d"}) {
+		t.Errorf("delivered %q", got)
+	}
+}
+
+func TestExecChildExitsWithoutReading(t *testing.T) {
+	// Far more than a pipe holds, so writing it meets a closed pipe.
+	in := lines(100000, "record %06d")
+	r := run(t, strings.NewReader(in), execArgs(t, []string{"-n", "1000000", "-b", "8MiB", "--retries", "0", "exec"}, "exit0")...)
+	if r.code != 0 {
+		t.Fatalf("exit %d; stderr:\n%s", r.code, r.stderr)
+	}
+	if n := summary(t, r.stderr); n[1] != 100000 {
+		t.Errorf("summary %v: want 100000 delivered", n)
+	}
+}
+
+func TestExecArgs(t *testing.T) {
+	t.Run("appended", func(t *testing.T) {
+		r := run(t, strings.NewReader("a\nb c\n\nd\n"), execArgs(t, []string{"-n", "3", "exec", "--args"}, "args", "first")...)
+		want := "seq=1 records=3 args=[\"first\" \"a\" \"b c\" \"\"]\nseq=2 records=1 args=[\"first\" \"d\"]\n"
+		if r.code != 0 || r.stdout != want {
+			t.Errorf("exit %d, output\n%s\nwant\n%s\nstderr:\n%s", r.code, r.stdout, want, r.stderr)
+		}
+	})
+	t.Run("placeholder", func(t *testing.T) {
+		r := run(t, strings.NewReader("1\n2\n"), execArgs(t, []string{"exec", "--args"}, "args", "-x", "<{}>", "end")...)
+		want := "seq=1 records=2 args=[\"-x\" \"<1>\" \"<2>\" \"end\"]\n"
+		if r.code != 0 || r.stdout != want {
+			t.Errorf("exit %d, output\n%s\nwant\n%s\nstderr:\n%s", r.code, r.stdout, want, r.stderr)
+		}
+	})
+	t.Run("rejected", func(t *testing.T) {
+		dl := filepath.Join(t.TempDir(), "failed")
+		long := strings.Repeat("y", 200<<10)
+		in := "a\nb\x00c\n" + long + "\nd\n"
+		r := run(t, strings.NewReader(in), execArgs(t, []string{"-n", "10", "--dead-letter", dl, "exec", "--args"}, "args")...)
+		if r.code != 3 {
+			t.Fatalf("exit %d, want 3; stderr:\n%s", r.code, r.stderr)
+		}
+		if want := "seq=1 records=2 args=[\"a\" \"d\"]\n"; r.stdout != want {
+			t.Errorf("output %s, want %s", r.stdout, want)
+		}
+		if got := readFile(t, dl); got != "b\x00c\n"+long+"\n" {
+			t.Errorf("dead letter holds %.40q…", got)
+		}
+		if want := "NUL byte"; !strings.Contains(r.stderr, want) {
+			t.Errorf("stderr does not say %q:\n%.2000s", want, r.stderr)
+		}
+	})
+	t.Run("cut to the system limit", func(t *testing.T) {
+		// 8 MB of arguments: more than any command line takes.
+		in := lines(8000, "%01000d")
+		r := run(t, strings.NewReader(in), execArgs(t, []string{"-n", "100000", "-b", "64MiB", "exec", "--args"}, "countargs")...)
+		if r.code != 0 {
+			t.Fatalf("exit %d; stderr:\n%.2000s", r.code, r.stderr)
+		}
+		runs, args := 0, 0
+		for _, l := range strings.Split(strings.TrimSpace(r.stdout), "\n") {
+			var n, size int
+			if _, err := fmt.Sscan(l, &n, &size); err != nil {
+				t.Fatalf("%q: %v", l, err)
+			}
+			runs++
+			args += n
+		}
+		if args != 8000 || runs < 2 {
+			t.Errorf("%d arguments in %d runs, want 8000 in several", args, runs)
+		}
+	})
+}

@@ -1,0 +1,514 @@
+package sinks
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"os/signal"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/batchpipe/batchpipe/batcher"
+)
+
+// TestExecHelperProcess is not a test: it is the child process the tests
+// below run, acting out the role in BATCHPIPE_EXEC_HELPER.
+func TestExecHelperProcess(t *testing.T) {
+	role := os.Getenv("BATCHPIPE_EXEC_HELPER")
+	if role == "" {
+		return
+	}
+	code := 0
+	switch role {
+	case "cat":
+		io.Copy(os.Stdout, os.Stdin)
+	case "fail":
+		os.Stderr.WriteString("helper: reading\nhelper: no space left on device\n\n")
+		code = 4
+	case "suicide":
+		syscall.Kill(os.Getpid(), syscall.SIGKILL)
+	case "exit0":
+	case "trap-term":
+		// Report SIGTERM and exit 0: stopped all the same.
+		c := make(chan os.Signal, 1)
+		signal.Notify(c, syscall.SIGTERM)
+		os.Stderr.WriteString("ready\n")
+		<-c
+		os.Stderr.WriteString("got SIGTERM\n")
+	case "ignore-term":
+		signal.Ignore(syscall.SIGTERM)
+		os.Stderr.WriteString("ready\n")
+		time.Sleep(time.Hour)
+	}
+	os.Exit(code)
+}
+
+// helper returns a config that runs this test binary in role.
+func helper(t *testing.T, role string) ExecConfig {
+	t.Helper()
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ExecConfig{
+		Argv: []string{self, "-test.run=^TestExecHelperProcess$"},
+		// A race-enabled binary sleeps a second before a clean exit
+		// unless told not to.
+		Env:    append(os.Environ(), "BATCHPIPE_EXEC_HELPER="+role, "GORACE=atexit_sleep_ms=0"),
+		Stdout: io.Discard,
+		Stderr: io.Discard,
+	}
+}
+
+func newExec(t *testing.T, cfg ExecConfig) *Exec {
+	t.Helper()
+	s, err := NewExec(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// records is a source that sends one chunk.
+type records []batcher.Record
+
+func (r records) Run(ctx context.Context, out chan<- []batcher.Record) error {
+	select {
+	case out <- r:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// sinkFunc adapts a function to batcher.Sink.
+type sinkFunc func(ctx context.Context, b *batcher.Batch) error
+
+func (f sinkFunc) Deliver(ctx context.Context, b *batcher.Batch) error { return f(ctx, b) }
+
+// batches runs recs through a pipeline with cfg, calling f for every batch.
+func batches(t *testing.T, cfg batcher.Config, recs []batcher.Record, f func(b *batcher.Batch)) {
+	t.Helper()
+	var mu sync.Mutex
+	cfg.Delim = '\n'
+	p := &batcher.Pipeline{Source: records(recs), Config: cfg, Sink: sinkFunc(func(ctx context.Context, b *batcher.Batch) error {
+		mu.Lock()
+		defer mu.Unlock()
+		f(b)
+		return nil
+	})}
+	if _, err := p.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestNewExecCommandNotFound(t *testing.T) {
+	for _, name := range []string{"batchpipe-no-such-command", "./no-such-file", "/etc/passwd"} {
+		_, err := NewExec(ExecConfig{Argv: []string{name}, Stdout: io.Discard, Stderr: io.Discard})
+		if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("cannot run %q", name)) {
+			t.Errorf("%s: error %v, want it to say the command cannot run", name, err)
+		}
+	}
+}
+
+func TestExecEnviron(t *testing.T) {
+	meta := func(topic string, part int32, off int64) *batcher.Meta {
+		return &batcher.Meta{Topic: topic, Partition: part, Offset: off}
+	}
+	for _, tc := range []struct {
+		name  string
+		metas []*batcher.Meta
+		want  []string
+	}{
+		{"stdin", []*batcher.Meta{nil, nil}, nil},
+		{"one partition", []*batcher.Meta{meta("hits", 3, 17), meta("hits", 3, 18), meta("hits", 3, 20)},
+			[]string{"BATCHPIPE_TOPIC=hits", "BATCHPIPE_PARTITION=3", "BATCHPIPE_FIRST_OFFSET=17", "BATCHPIPE_LAST_OFFSET=20"}},
+		{"two partitions", []*batcher.Meta{meta("hits", 3, 17), meta("hits", 4, 2)}, nil},
+		{"two topics", []*batcher.Meta{meta("hits", 3, 17), meta("misses", 3, 18)}, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := newExec(t, ExecConfig{Argv: []string{"true"}, Env: []string{"HOME=/h"}, Stdout: io.Discard, Stderr: io.Discard})
+			var recs []batcher.Record
+			for i, m := range tc.metas {
+				recs = append(recs, batcher.Record{Data: fmt.Appendf(nil, "r%d", i), Meta: m})
+			}
+			var got []string
+			batches(t, batcher.Config{}, recs, func(b *batcher.Batch) {
+				b.Attempt = 2
+				got = s.environ(b, b.Len(), b.Size())
+			})
+			want := append([]string{"HOME=/h", "BATCHPIPE_SEQ=1",
+				fmt.Sprintf("BATCHPIPE_RECORDS=%d", len(recs)), fmt.Sprintf("BATCHPIPE_BYTES=%d", 3*len(recs)),
+				"BATCHPIPE_REASON=eof", "BATCHPIPE_ATTEMPT=2"}, tc.want...)
+			if !slices.Equal(got, want) {
+				t.Errorf("environment\n%q\nwant\n%q", got, want)
+			}
+		})
+	}
+}
+
+func TestArgvBuild(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		argv    []string
+		records []string
+		want    []string
+		rejects []int
+	}{
+		{"appended", []string{"echo", "-n"}, []string{"a", "b c", ""}, []string{"echo", "-n", "a", "b c", ""}, nil},
+		{"in place", []string{"cp", "{}", "/dest"}, []string{"a", "b"}, []string{"cp", "a", "b", "/dest"}, nil},
+		{"in text", []string{"echo", "--id={}", "x{}y{}"}, []string{"1", "2"}, []string{"echo", "--id=1", "--id=2", "x1y1", "x2y2"}, nil},
+		{"not in the command", []string{"{}x"}, []string{"1"}, []string{"{}x", "1"}, nil},
+		{"a record with {}", []string{"echo", "<{}>"}, []string{"{}"}, []string{"echo", "<{}>"}, nil},
+		{"NUL", []string{"echo"}, []string{"a", "b\x00", "c"}, []string{"echo", "a", "c"}, []int{1}},
+		{"too long", []string{"echo"}, []string{"a", strings.Repeat("x", maxArgStrlen), strings.Repeat("x", maxArgStrlen-1)},
+			[]string{"echo", "a", strings.Repeat("x", maxArgStrlen-1)}, []int{1}},
+		{"too long in place", []string{"echo", "-{}"}, []string{strings.Repeat("x", maxArgStrlen-1)}, []string{"echo"}, []int{0}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a, err := newArgv("/bin/"+tc.argv[0], tc.argv, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var recs []batcher.Record
+			for _, r := range tc.records {
+				recs = append(recs, batcher.Record{Data: []byte(r)})
+			}
+			batches(t, batcher.Config{MaxBytes: 1 << 30}, recs, func(b *batcher.Batch) {
+				got, rej := a.build(b)
+				if !slices.Equal(got, tc.want) {
+					t.Errorf("argv %.200q, want %.200q", got, tc.want)
+				}
+				var rejects []int
+				if rej != nil {
+					for _, r := range rej.Records {
+						rejects = append(rejects, r.Index)
+					}
+				}
+				if !slices.Equal(rejects, tc.rejects) {
+					t.Errorf("rejected %v, want %v (%v)", rejects, tc.rejects, rej)
+				}
+				if err := a.check(got); err != nil {
+					t.Error(err)
+				}
+			})
+		})
+	}
+}
+
+// The limits BatchLimits gives the batcher keep every command line within
+// room, and fill it well.
+func TestArgvLimitsHold(t *testing.T) {
+	// A big environment leaves ~100 KiB, so that batches are cut often.
+	env := []string{"BIG=" + strings.Repeat("e", argLimit()-100<<10)}
+	rng := rand.New(rand.NewPCG(1, 2))
+	for _, argv := range [][]string{
+		{"echo"},
+		{"echo", "-x", "{}"},
+		{"echo", "--a={}", "fixed", "{}{}-{}"},
+	} {
+		a, err := newArgv("/bin/echo", argv, env)
+		if err != nil {
+			t.Fatal(err)
+		}
+		maxBytes, overhead := a.batchLimits()
+		var recs []batcher.Record
+		for range 3000 {
+			recs = append(recs, batcher.Record{Data: bytes.Repeat([]byte("r"), rng.IntN(300))})
+		}
+		n, runs := 0, 0
+		var used []int
+		batches(t, batcher.Config{MaxRecords: 1 << 20, MaxBytes: maxBytes, PerRecordOverhead: overhead}, recs, func(b *batcher.Batch) {
+			got, rej := a.build(b)
+			if rej != nil {
+				t.Fatalf("%q: rejected %v", argv, rej)
+			}
+			if err := a.check(got); err != nil {
+				t.Fatalf("%q: %v", argv, err)
+			}
+			size := -a.fixedArgs
+			for _, s := range got {
+				size += len(s) + 1 + ptrSize
+			}
+			used = append(used, size)
+			n += b.Len()
+			runs++
+		})
+		if n != len(recs) || runs < 3 {
+			t.Fatalf("%q: %d records in %d runs", argv, n, runs)
+		}
+		for _, u := range used[:len(used)-1] {
+			if u < a.room*9/10 {
+				t.Errorf("%q: a run used %d of %d bytes", argv, u, a.room)
+			}
+		}
+	}
+}
+
+func TestArgvNoRoom(t *testing.T) {
+	env := []string{"BIG=" + strings.Repeat("e", argLimit())}
+	if _, err := newArgv("/bin/echo", []string{"echo"}, env); err == nil || !strings.Contains(err.Error(), "no room for records") {
+		t.Errorf("error %v, want no room", err)
+	}
+}
+
+func TestLineWriter(t *testing.T) {
+	var writes []string
+	w := &lineWriter{w: writerFunc(func(p []byte) (int, error) {
+		writes = append(writes, string(p))
+		return len(p), nil
+	})}
+	for _, p := range []string{"ab", "c\nde", "f\n\n", "g"} {
+		w.Write([]byte(p))
+	}
+	w.finish()
+	if want := []string{"abc\n", "def\n\n", "g\n"}; !slices.Equal(writes, want) {
+		t.Errorf("writes %q, want %q", writes, want)
+	}
+	if got := w.lastLine(); got != `; stderr: "g"` {
+		t.Errorf("last line %s", got)
+	}
+
+	writes = nil
+	w = &lineWriter{w: writes2(&writes)}
+	long := strings.Repeat("z", maxStderrLine)
+	w.Write([]byte(long[:10]))
+	w.Write([]byte(long[10:]))
+	w.Write([]byte("tail\n   \n"))
+	if want := []string{long, "tail\n   \n"}; !slices.Equal(writes, want) {
+		t.Errorf("a long line passed on as %d writes", len(writes))
+	}
+	if got := w.lastLine(); got != `; stderr: "tail"` {
+		t.Errorf("last line %s", got)
+	}
+}
+
+type writerFunc func(p []byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
+
+func writes2(w *[]string) io.Writer {
+	return writerFunc(func(p []byte) (int, error) {
+		*w = append(*w, string(p))
+		return len(p), nil
+	})
+}
+
+func TestHeldOutputSpills(t *testing.T) {
+	var want bytes.Buffer
+	h := &heldOutput{}
+	for i := range 30000 {
+		line := fmt.Appendf(nil, "line %d\n", i)
+		want.Write(line)
+		if _, err := h.Write(line); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if h.file == nil || len(h.mem) > heldOutputMemory {
+		t.Errorf("%d bytes held in memory, file %v", len(h.mem), h.file)
+	}
+	var got bytes.Buffer
+	if _, err := h.WriteTo(&got); err != nil {
+		t.Fatal(err)
+	}
+	h.Close()
+	if !bytes.Equal(got.Bytes(), want.Bytes()) {
+		t.Errorf("wrote back %d bytes, want %d", got.Len(), want.Len())
+	}
+}
+
+func TestOrderer(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var emitted []string
+		o := newOrderer(2, func(h *heldOutput) { emitted = append(emitted, string(h.mem)) })
+		out := func(s string) *heldOutput { return &heldOutput{mem: []byte(s)} }
+
+		started := make(chan int64, 10)
+		for seq := int64(1); seq <= 4; seq++ {
+			go func() {
+				if err := o.wait(t.Context(), seq); err != nil {
+					t.Error(err)
+				}
+				started <- seq
+			}()
+		}
+		synctest.Wait()
+		if got := len(started); got != 2 {
+			t.Fatalf("%d runs started with a window of 2", got)
+		}
+		o.add(2, out("2a"))
+		o.add(2, out("2b"))
+		o.settle(2)
+		o.add(1, out("1"))
+		synctest.Wait()
+		if len(emitted) != 0 || len(started) != 2 {
+			t.Fatalf("emitted %q and started %d before batch 1 settled", emitted, len(started))
+		}
+		o.settle(1)
+		synctest.Wait()
+		if want := []string{"1", "2a", "2b"}; !slices.Equal(emitted, want) {
+			t.Errorf("emitted %q, want %q", emitted, want)
+		}
+		if len(started) != 4 {
+			t.Errorf("%d runs started once batches 1 and 2 were written", len(started))
+		}
+		o.add(4, out("4"))
+		o.settle(4)
+		if len(emitted) != 3 {
+			t.Fatalf("batch 4's output written before batch 3 settled")
+		}
+		o.settle(3) // never attempted, but settled all the same
+		if want := []string{"1", "2a", "2b", "4"}; !slices.Equal(emitted, want) {
+			t.Errorf("emitted %q, want %q", emitted, want)
+		}
+
+		ctx, cancel := context.WithCancelCause(t.Context())
+		cause := errors.New("abandoned")
+		done := make(chan error)
+		go func() { done <- o.wait(ctx, 100) }()
+		synctest.Wait()
+		cancel(cause)
+		if err := <-done; err != cause {
+			t.Errorf("wait returned %v, want the cause", err)
+		}
+	})
+}
+
+// syncBuffer is a buffer written by a run's copying goroutines.
+type syncBuffer struct {
+	mu    sync.Mutex
+	b     bytes.Buffer
+	ready chan struct{} // closed once "ready\n" was written
+	once  sync.Once
+}
+
+func newSyncBuffer() *syncBuffer { return &syncBuffer{ready: make(chan struct{})} }
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.b.Write(p)
+	if strings.Contains(s.b.String(), "ready\n") {
+		s.once.Do(func() { close(s.ready) })
+	}
+	return len(p), nil
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func TestExecFailures(t *testing.T) {
+	for _, tc := range []struct {
+		role, want string
+	}{
+		{"fail", `exit status 4; stderr: "helper: no space left on device"`},
+		{"suicide", `killed by signal 9 (killed)`},
+	} {
+		t.Run(tc.role, func(t *testing.T) {
+			s := newExec(t, helper(t, tc.role))
+			err := s.Deliver(t.Context(), &batcher.Batch{Seq: 1, Attempt: 1})
+			if err == nil || !strings.Contains(err.Error(), tc.want) || batcher.IsPermanent(err) {
+				t.Errorf("error %v, want a retryable one with %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// A command that exits 0 without reading its input has delivered it.
+func TestExecExitWithoutReading(t *testing.T) {
+	s := newExec(t, helper(t, "exit0"))
+	var recs []batcher.Record
+	line := bytes.Repeat([]byte("x"), 1000)
+	for range 1000 { // far more than a pipe holds
+		recs = append(recs, batcher.Record{Data: line})
+	}
+	p := &batcher.Pipeline{Source: records(recs), Sink: s,
+		Config: batcher.Config{Delim: '\n', MaxRecords: 1000, MaxBytes: 4 << 20}}
+	st, err := p.Run(t.Context())
+	if err != nil || st.Delivered != 1000 {
+		t.Errorf("delivered %d, error %v", st.Delivered, err)
+	}
+}
+
+func TestExecStdinAndOutput(t *testing.T) {
+	for _, parallel := range []int{1, 3} {
+		t.Run(fmt.Sprint("j", parallel), func(t *testing.T) {
+			out := newSyncBuffer()
+			cfg := helper(t, "cat")
+			cfg.Stdout, cfg.Parallel, cfg.KeepOrder = out, parallel, true
+			s := newExec(t, cfg)
+			var recs []batcher.Record
+			var want bytes.Buffer
+			for i := range 50 {
+				r := fmt.Appendf(nil, "record %d", i)
+				recs = append(recs, batcher.Record{Data: r})
+				want.Write(append(r, '\n'))
+			}
+			p := &batcher.Pipeline{Source: records(recs), Sink: s,
+				Config: batcher.Config{Delim: '\n', MaxRecords: 7, Parallel: parallel}}
+			if _, err := p.Run(t.Context()); err != nil {
+				t.Fatal(err)
+			}
+			if out.String() != want.String() {
+				t.Errorf("output\n%s\nwant\n%s", out, want.String())
+			}
+		})
+	}
+}
+
+func TestExecTimeout(t *testing.T) {
+	cfg := helper(t, "ignore-term")
+	cfg.Timeout, cfg.KillAfter = 300*time.Millisecond, 50*time.Millisecond
+	s := newExec(t, cfg)
+	start := time.Now()
+	err := s.Deliver(t.Context(), &batcher.Batch{Seq: 1, Attempt: 1})
+	if err == nil || !strings.Contains(err.Error(), "timed out after 300ms") {
+		t.Fatalf("error %v, want a timeout", err)
+	}
+	if took := time.Since(start); took < 350*time.Millisecond {
+		t.Errorf("killed after %v: SIGTERM was ignored, so SIGKILL was due after 350ms", took)
+	}
+}
+
+// Deliveries abandoned after the shutdown timeout get SIGTERM; after a
+// second signal, SIGKILL at once.
+func TestExecAbandoned(t *testing.T) {
+	for _, tc := range []struct {
+		cause   error
+		gotTerm bool
+	}{
+		{batcher.ErrShutdownTimeout, true},
+		{errors.New("second signal (interrupt)"), false},
+	} {
+		t.Run(tc.cause.Error(), func(t *testing.T) {
+			stderr := newSyncBuffer()
+			cfg := helper(t, "trap-term")
+			cfg.Stderr = stderr
+			s := newExec(t, cfg)
+			ctx, cancel := context.WithCancelCause(t.Context())
+			done := make(chan error)
+			go func() { done <- s.Deliver(ctx, &batcher.Batch{Seq: 1, Attempt: 1}) }()
+			<-stderr.ready
+			cancel(tc.cause)
+			err := <-done
+			if err == nil || !errors.Is(err, tc.cause) {
+				t.Errorf("error %v, want %v", err, tc.cause)
+			}
+			if got := strings.Contains(stderr.String(), "got SIGTERM"); got != tc.gotTerm {
+				t.Errorf("child got SIGTERM: %v, want %v; stderr:\n%s", got, tc.gotTerm, stderr)
+			}
+		})
+	}
+}
