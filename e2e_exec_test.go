@@ -489,6 +489,31 @@ func TestExecSIGTERMLetsRunsFinish(t *testing.T) {
 	}
 }
 
+func TestExecShutdownTimeoutStopsRuns(t *testing.T) {
+	gate := filepath.Join(t.TempDir(), "gate")
+	lock, err := os.Create(gate)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lock.Close()
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
+		t.Fatal(err)
+	}
+	p := start(t, execArgs(t, []string{"-n", "2", "--shutdown-timeout", "200ms", "exec"}, "gate", gate)...)
+	p.write("a\nb\n")
+	p.waitFor("gate: started batch 1")
+	p.signal(syscall.SIGTERM)
+	// The gate stays shut: the run is stopped once the drain times out.
+	if code := p.wait(); code != 1 {
+		t.Fatalf("exit %d, want 1; stderr:\n%s", code, p.stderr())
+	}
+	for _, want := range []string{"2 of 2 records not delivered", "shutdown timeout passed"} {
+		if !strings.Contains(p.stderr(), want) {
+			t.Errorf("stderr does not say %q:\n%s", want, p.stderr())
+		}
+	}
+}
+
 func TestExecChildExitsWithoutReading(t *testing.T) {
 	// Far more than a pipe holds, so writing it meets a closed pipe.
 	in := lines(100000, "record %06d")

@@ -512,3 +512,42 @@ func TestExecAbandoned(t *testing.T) {
 		})
 	}
 }
+
+// BenchmarkExec measures the cost of a run beyond the command's own: one
+// batch of 100 short records per run, to true (which reads nothing) or cat.
+func BenchmarkExec(b *testing.B) {
+	var recs []batcher.Record
+	for i := range 100 {
+		recs = append(recs, batcher.Record{Data: fmt.Appendf(nil, "%d", i)})
+	}
+	var batch *batcher.Batch
+	p := &batcher.Pipeline{Source: records(recs), Config: batcher.Config{Delim: '\n'},
+		Sink: sinkFunc(func(ctx context.Context, bt *batcher.Batch) error {
+			batch = bt.Slice(0, bt.Len())
+			return nil
+		})}
+	if _, err := p.Run(context.Background()); err != nil {
+		b.Fatal(err)
+	}
+	for _, bc := range []struct {
+		name string
+		cfg  ExecConfig
+	}{
+		{"stdin", ExecConfig{Argv: []string{"true"}}},
+		{"args", ExecConfig{Argv: []string{"true"}, Args: true}},
+		{"stdin-j2", ExecConfig{Argv: []string{"true"}, Parallel: 2}},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			bc.cfg.Stdout, bc.cfg.Stderr = io.Discard, io.Discard
+			s, err := NewExec(bc.cfg)
+			if err != nil {
+				b.Fatal(err)
+			}
+			for b.Loop() {
+				if err := s.Deliver(context.Background(), batch); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
