@@ -175,19 +175,31 @@ func sortedLines(s string) []string {
 	return l
 }
 
-var summaryRe = regexp.MustCompile(`(\d+) records \(.*\) read, (\d+) delivered in \d+ batches, (\d+) dead-lettered, (\d+) undelivered, (\d+) retries`)
+var summaryRes = [5]*regexp.Regexp{
+	regexp.MustCompile(`batchpipe: (\d+) records \(`),
+	regexp.MustCompile(` (\d+) delivered`),
+	regexp.MustCompile(` (\d+) dead-lettered`),
+	regexp.MustCompile(` (\d+) undelivered`),
+	regexp.MustCompile(` (\d+) retries`),
+}
 
 // summary returns read, delivered, dead-lettered, undelivered and retries
 // from the summary line.
 func summary(t *testing.T, stderr string) [5]int {
 	t.Helper()
-	m := summaryRe.FindStringSubmatch(stderr)
-	if m == nil {
-		t.Fatalf("no summary line in stderr:\n%s", stderr)
+	var line string
+	for l := range strings.SplitSeq(stderr, "\n") {
+		if strings.HasPrefix(l, "batchpipe: ") && strings.Contains(l, " undelivered") {
+			line = l
+		}
 	}
 	var n [5]int
-	for i := range n {
-		n[i], _ = strconv.Atoi(m[i+1])
+	for i, re := range summaryRes {
+		m := re.FindStringSubmatch(line)
+		if m == nil {
+			t.Fatalf("no %s in the summary line; stderr:\n%s", re, stderr)
+		}
+		n[i], _ = strconv.Atoi(m[1])
 	}
 	return n
 }
@@ -471,12 +483,12 @@ func TestExecSIGTERMLetsRunsFinish(t *testing.T) {
 	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
 		t.Fatal(err)
 	}
-	p := start(t, execArgs(t, []string{"-v", "-n", "2", "-j", "2", "exec"}, "gate", gate)...)
+	p := start(t, execArgs(t, []string{"-n", "2", "-j", "2", "exec"}, "gate", gate)...)
 	p.write("a\nb\nc\nd\n")
 	p.waitFor("gate: started batch 1")
 	p.waitFor("gate: started batch 2")
 	p.signal(syscall.SIGTERM)
-	p.waitFor("stopping")
+	p.waitFor("delivering what was read")
 	// Both commands are still waiting at the gate: let them through.
 	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_UN); err != nil {
 		t.Fatal(err)

@@ -1,6 +1,7 @@
 package cmd
 
 import (
+	"io"
 	"time"
 
 	"github.com/batchpipe/batchpipe/batcher"
@@ -96,7 +97,7 @@ func newExecCmd(o *options) *cobra.Command {
 					Parallel:  o.parallel,
 					KeepOrder: keepOrder,
 					Stdout:    o.streams.Out,
-					Stderr:    o.streams.Err,
+					Stderr:    diagWriter{o},
 				})
 			})
 		},
@@ -109,4 +110,17 @@ func newExecCmd(o *options) *cobra.Command {
 	f.DurationVar(&timeout, "timeout", 0, "fail a run that takes longer than this (0: no limit)")
 	f.DurationVar(&killAfter, "kill-after", 5*time.Second, "SIGKILL a run this long after SIGTERM (timeout, shutdown)")
 	return c
+}
+
+// diagWriter writes where the run's diagnostics go. That is known only once
+// the run has set up its progress line, after the sink is opened; commands
+// write only later.
+type diagWriter struct{ o *options }
+
+func (d diagWriter) Write(p []byte) (int, error) {
+	var w io.Writer = d.o.streams.Err
+	if d.o.diag != nil {
+		w = d.o.diag
+	}
+	return w.Write(p)
 }

@@ -54,6 +54,9 @@ type options struct {
 	metricsAddr     string
 
 	sink string // the subcommand's name
+	// diag is where diagnostics go once a run has started: stderr, or
+	// through the progress line when there is one.
+	diag io.Writer
 
 	// runHook, in tests, replaces running the pipeline once the flags are
 	// checked.

@@ -152,6 +152,7 @@ func (o *options) run(openSink func() (batcher.Sink, error)) error {
 		errw = progress.Log()
 	}
 	cfg.Logger = o.logger(errw)
+	o.diag = errw
 	if o.metricsAddr != "" {
 		m := monitor.NewMetrics(o.sink, p.Stats, nil)
 		addr, stop, err := m.Serve(o.metricsAddr)
