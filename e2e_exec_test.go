@@ -3,6 +3,7 @@
 package main
 
 import (
+	"bytes"
 	"fmt"
 	"hash/fnv"
 	"io"
@@ -591,4 +592,70 @@ func TestExecArgs(t *testing.T) {
 			t.Errorf("%d arguments in %d runs, want 8000 in several", args, runs)
 		}
 	})
+}
+
+// The examples in exec --help work when pasted into a shell.
+func TestExecHelpExamplesWork(t *testing.T) {
+	help := run(t, nil, "exec", "--help").stdout
+	_, examples, ok := strings.Cut(help, "Examples:\n")
+	if !ok {
+		t.Fatalf("no examples in:\n%s", help)
+	}
+	dir := t.TempDir()
+	if err := os.Symlink(bin, filepath.Join(dir, "batchpipe")); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{
+		"wc -l":        "3\n3\n3\n1\n",
+		"files:":       "files: a b\nfiles: c d\nfiles: e\n",
+		"echo \"batch": "batch 1: 2 records (size)\nbatch 2: 2 records (size)\nbatch 3: 1 records (eof)\n",
+	}
+	var sums strings.Builder
+	for i := range 10 {
+		for j := 1; j <= 10; j++ {
+			if j > 1 {
+				sums.WriteByte('+')
+			}
+			fmt.Fprint(&sums, i*10+j)
+		}
+		sums.WriteByte('\n')
+	}
+	want["paste"] = sums.String()
+	n := 0
+	for line := range strings.SplitSeq(examples, "\n") {
+		if line != "" && !strings.HasPrefix(line, "  ") {
+			break // the flags
+		}
+		line = strings.TrimSpace(line)
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		n++
+		c := exec.Command("sh", "-c", line)
+		c.Dir = dir
+		c.Env = append(os.Environ(), "PATH="+dir+":"+os.Getenv("PATH"))
+		var out, errb bytes.Buffer
+		c.Stdout, c.Stderr = &out, &errb
+		err := c.Run()
+		code := c.ProcessState.ExitCode()
+		wantCode := 0
+		if strings.Contains(line, "--dead-letter") {
+			wantCode = 3
+		}
+		if code != wantCode {
+			t.Errorf("%s: exit %d (%v), want %d; stderr:\n%s", line, code, err, wantCode, errb.String())
+			continue
+		}
+		for key, w := range want {
+			if strings.Contains(line, key) && out.String() != w {
+				t.Errorf("%s: output\n%s\nwant\n%s", line, out.String(), w)
+			}
+		}
+	}
+	if got := readFile(t, filepath.Join(dir, "failed.txt")); got != "3\n4\n" {
+		t.Errorf("failed.txt holds %q, want batch 2's records", got)
+	}
+	if n < 3 || n > 5 {
+		t.Errorf("%d examples, want 3 to 5", n)
+	}
 }

@@ -15,9 +15,9 @@ unless CMD is one (sh -c '…'). CMD is looked up in $PATH at start; if it
 cannot be run, batchpipe exits 2 before reading any input.
 
 A batch is delivered when CMD exits with status 0, whether or not it read
-all its input. A non-zero status, death by a signal or passing --timeout is a
-failure: the batch is retried (--retries), then dead-lettered (--dead-letter)
-or the run stops.
+all its input. A non-zero status, death by a signal or a run longer than
+--timeout is a failure: the batch is retried (--retries), then dead-lettered
+(--dead-letter) or the run stops.
 
 Each run's environment is batchpipe's plus:
   BATCHPIPE_SEQ       batch number: 1, 2, 3…

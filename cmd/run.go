@@ -109,6 +109,17 @@ type limitedSink interface {
 	BatchLimits() (maxBytes, perRecordOverhead int)
 }
 
+// withSinkLimits tightens cfg to the batches sink can take.
+func withSinkLimits(cfg batcher.Config, sink batcher.Sink) batcher.Config {
+	if l, ok := sink.(limitedSink); ok {
+		if maxBytes, overhead := l.BatchLimits(); maxBytes > 0 {
+			cfg.MaxBytes = min(cfg.MaxBytes, maxBytes)
+			cfg.PerRecordOverhead = overhead
+		}
+	}
+	return cfg
+}
+
 // run checks the flags, opens the sink, and runs the pipeline from stdin to
 // it. Signals: the first SIGINT/SIGTERM stops reading and drains, a second
 // abandons what is in flight; SIGUSR1 flushes the open batch; SIGUSR2
@@ -133,12 +144,7 @@ func (o *options) run(openSink func() (batcher.Sink, error)) error {
 	if err != nil {
 		return &usageError{err}
 	}
-	if l, ok := sink.(limitedSink); ok {
-		if maxBytes, overhead := l.BatchLimits(); maxBytes > 0 {
-			cfg.MaxBytes = min(cfg.MaxBytes, maxBytes)
-			cfg.PerRecordOverhead = overhead
-		}
-	}
+	cfg = withSinkLimits(cfg, sink)
 	p := &batcher.Pipeline{
 		Source: &sources.Stream{R: o.streams.In, Delim: cfg.Delim, MaxRecordBytes: int(o.maxRecordBytes)},
 		Sink:   sink,

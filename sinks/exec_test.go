@@ -8,6 +8,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"os"
+	"os/exec"
 	"os/signal"
 	"slices"
 	"strings"
@@ -89,11 +90,6 @@ func (r records) Run(ctx context.Context, out chan<- []batcher.Record) error {
 		return ctx.Err()
 	}
 }
-
-// sinkFunc adapts a function to batcher.Sink.
-type sinkFunc func(ctx context.Context, b *batcher.Batch) error
-
-func (f sinkFunc) Deliver(ctx context.Context, b *batcher.Batch) error { return f(ctx, b) }
 
 // batches runs recs through a pipeline with cfg, calling f for every batch.
 func batches(t *testing.T, cfg batcher.Config, recs []batcher.Record, f func(b *batcher.Batch)) {
@@ -516,19 +512,19 @@ func TestExecAbandoned(t *testing.T) {
 // BenchmarkExec measures the cost of a run beyond the command's own: one
 // batch of 100 short records per run, to true (which reads nothing) or cat.
 func BenchmarkExec(b *testing.B) {
-	var recs []batcher.Record
+	var recs [][]byte
 	for i := range 100 {
-		recs = append(recs, batcher.Record{Data: fmt.Appendf(nil, "%d", i)})
+		recs = append(recs, fmt.Appendf(nil, "%d", i))
 	}
-	var batch *batcher.Batch
-	p := &batcher.Pipeline{Source: records(recs), Config: batcher.Config{Delim: '\n'},
-		Sink: sinkFunc(func(ctx context.Context, bt *batcher.Batch) error {
-			batch = bt.Slice(0, bt.Len())
-			return nil
-		})}
-	if _, err := p.Run(context.Background()); err != nil {
-		b.Fatal(err)
-	}
+	batch := batchOf(b, '\n', recs...)
+	// The floor: the same command run bare, nothing around it.
+	b.Run("bare", func(b *testing.B) {
+		for b.Loop() {
+			if err := exec.Command("true").Run(); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 	for _, bc := range []struct {
 		name string
 		cfg  ExecConfig
