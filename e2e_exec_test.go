@@ -659,3 +659,18 @@ func TestExecHelpExamplesWork(t *testing.T) {
 		t.Errorf("%d examples, want 3 to 5", n)
 	}
 }
+
+func TestExecFormatJSON(t *testing.T) {
+	dir := t.TempDir()
+	dead := filepath.Join(dir, "dead")
+	r := run(t, strings.NewReader("1\nnope\n{\"a\":2}\n"), append([]string{"-n", "10", "--dead-letter", dead, "exec", "--format", "json", "--"}, childCmd(t, "cat")...)...)
+	if r.code != 3 {
+		t.Fatalf("exit %d: %s", r.code, r.stderr)
+	}
+	if r.stdout != "[1,{\"a\":2}]\n" {
+		t.Errorf("child read %q", r.stdout)
+	}
+	if got := readFile(t, dead); got != "nope\n" {
+		t.Errorf("dead letter %q", got)
+	}
+}

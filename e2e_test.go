@@ -80,7 +80,8 @@ func childCmd(t *testing.T, role string) []string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return []string{"env", "BATCHPIPE_TEST_CHILD=" + role, self}
+	// A race-enabled binary sleeps a second at exit unless told not to.
+	return []string{"env", "BATCHPIPE_TEST_CHILD=" + role, "GORACE=atexit_sleep_ms=0", self}
 }
 
 // result is what a finished run left behind.

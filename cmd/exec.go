@@ -74,6 +74,7 @@ const execExamples = `  # count the lines of each batch of 3
 func newExecCmd(o *options) *cobra.Command {
 	var args, keepOrder bool
 	var timeout, killAfter time.Duration
+	var format sinks.Format
 	c := &cobra.Command{
 		Use:     "exec [flags] -- CMD [ARGS...]",
 		Short:   "Run a command per batch, the batch on its stdin or as its arguments",
@@ -85,6 +86,8 @@ func newExecCmd(o *options) *cobra.Command {
 				return usagef("exec: no command given: batchpipe exec [flags] -- CMD [ARGS...]")
 			case timeout < 0:
 				return usagef("exec: --timeout must not be negative, not %v", timeout)
+			case args && format != sinks.Lines:
+				return usagef("exec: --format is for stdin; with --args records are arguments")
 			case killAfter <= 0:
 				return usagef("exec: --kill-after must be positive, not %v", killAfter)
 			}
@@ -92,6 +95,7 @@ func newExecCmd(o *options) *cobra.Command {
 				return sinks.NewExec(sinks.ExecConfig{
 					Argv:      argv,
 					Args:      args,
+					Format:    format,
 					Timeout:   timeout,
 					KillAfter: killAfter,
 					Parallel:  o.parallel,
@@ -105,6 +109,7 @@ func newExecCmd(o *options) *cobra.Command {
 	f := c.Flags()
 	// Everything from CMD on is the command's, even without --.
 	f.SetInterspersed(false)
+	f.Var(&format, "format", "stdin body: lines (records as read), ndjson or json; records a format rejects go alone to --dead-letter")
 	f.BoolVar(&args, "args", false, "pass records as arguments (appended, or in place of {}) instead of on stdin")
 	f.BoolVarP(&keepOrder, "keep-order", "k", false, "with -j above 1, write the runs' output in batch order")
 	f.DurationVar(&timeout, "timeout", 0, "fail a run that takes longer than this (0: no limit)")

@@ -24,6 +24,10 @@ type ExecConfig struct {
 	// Argv is the command and its arguments; Argv[0] is looked up in $PATH.
 	Argv []string
 
+	// Format lays out the batch on stdin; default Lines, the records as
+	// read. Not used with Args.
+	Format Format
+
 	// Args passes records as arguments instead of on stdin: appended to
 	// Argv, or, when some arguments hold {}, each of those repeated once per
 	// record with {} replaced by it.
@@ -64,7 +68,8 @@ type Exec struct {
 	order   *orderer      // nil unless --keep-order with -j > 1
 	emitErr error         // first failure to write a held output; under emitMu
 
-	args *argv // nil unless --args
+	args   *argv  // nil unless --args
+	format Format // of stdin
 }
 
 var (
@@ -99,6 +104,7 @@ func NewExec(cfg ExecConfig) (*Exec, error) {
 		timeout:   cfg.Timeout,
 		killAfter: cfg.KillAfter,
 		env:       cfg.Env,
+		format:    cfg.Format,
 		outw:      cfg.Stdout,
 		stderr:    &lockedWriter{w: cfg.Stderr},
 	}
@@ -158,7 +164,16 @@ func (s *Exec) Deliver(ctx context.Context, b *batcher.Batch) error {
 			return err
 		}
 	} else {
-		r.stdin = b.Bytes()
+		var buf []byte
+		body, bad := s.format.Body(&buf, b)
+		if len(bad) > 0 {
+			rej = &batcher.RejectError{Records: bad}
+			if len(bad) == b.Len() {
+				return rej
+			}
+			r.records -= len(bad)
+		}
+		r.stdin, r.bytes = body, len(body)
 	}
 	r.stdout = s.stdout
 	var held *heldOutput
