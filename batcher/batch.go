@@ -6,6 +6,7 @@ package batcher
 
 import (
 	"fmt"
+	"slices"
 	"time"
 )
 
@@ -207,6 +208,7 @@ func (b *Batch) add(r *Record) {
 	if r.Meta != nil && b.meta == nil {
 		b.meta = make([]*Meta, len(b.ends), cap(b.ends))
 	}
+	b.buf = slices.Grow(b.buf, len(r.Data)+1) // one allocation for a huge record
 	b.buf = append(b.buf, r.Data...)
 	b.buf = append(b.buf, b.Delim)
 	b.ends = append(b.ends, len(b.buf)-1)

@@ -185,6 +185,13 @@ func (f *framer) extend(p []byte) {
 		f.partial = false
 		return
 	}
+	if n := len(f.carry) + len(p); n > cap(f.carry) {
+		// Double, rather than append's gentle growth for large slices: a
+		// 50 MB line would otherwise be copied over and over.
+		grown := make([]byte, len(f.carry), max(2*cap(f.carry), n, 4096))
+		copy(grown, f.carry)
+		f.carry = grown
+	}
 	f.carry = append(f.carry, p...)
 	f.partial = true
 }
