@@ -295,6 +295,7 @@ func TestFlushChannel(t *testing.T) {
 		p := &Pipeline{Source: src, Sink: sink, Flush: flush, Config: cfg(Config{MaxRecords: 100, Linger: time.Hour})}
 		go p.Run(context.Background())
 		src.in <- recs("a")
+		synctest.Wait() // the record is in the open batch
 		flush <- struct{}{}
 		synctest.Wait()
 		if got := sink.got(); len(got) != 1 || got[0].reason != ReasonFlush {
