@@ -2,7 +2,9 @@ GO      ?= go
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/batchpipe/batchpipe/cmd.version=$(VERSION)
 
-.PHONY: build test bench demo clean
+.PHONY: build test bench demo clean chaos fuzz
+
+FUZZTIME ?= 10s
 
 build:
 	$(GO) build -ldflags '$(LDFLAGS)' -o bin/batchpipe .
@@ -22,3 +24,10 @@ demo: build
 
 clean:
 	rm -rf bin bench
+
+chaos: build
+	./testdata/chaos.sh bin/batchpipe
+
+fuzz:
+	$(GO) test -run '^$$' -fuzz FuzzFraming -fuzztime $(FUZZTIME) ./sources
+	$(GO) test -run '^$$' -fuzz FuzzFormat -fuzztime $(FUZZTIME) ./sinks

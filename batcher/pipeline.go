@@ -646,7 +646,9 @@ func (p *Pipeline) get(delim byte) *Batch {
 		b.Delim = delim
 		return b
 	default:
-		return &Batch{Delim: delim}
+		// Sized for a full batch up front: grown by append, it would end
+		// up to a quarter larger than MaxBytes, and leave garbage behind.
+		return &Batch{Delim: delim, buf: make([]byte, 0, min(p.MaxBytes, 8<<20))}
 	}
 }
 

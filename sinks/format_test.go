@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/batchpipe/batchpipe/batcher"
 )
@@ -147,4 +149,64 @@ func BenchmarkFormat(b *testing.B) {
 			b.ReportMetric(float64(b.N)*float64(batch.Len())/b.Elapsed().Seconds(), "records/s")
 		})
 	}
+}
+
+// FuzzFormat checks that encoding never panics, that every record is
+// either in the body or rejected, and that ndjson and json bodies are
+// valid JSON whose values are the accepted records'.
+func FuzzFormat(f *testing.F) {
+	f.Add([]byte("{\"a\":1}\n[1,2]\n\"x\"\n"), byte('\n'))
+	f.Add([]byte("nope\n{\n\"b\"\n}\n\xff\n"), byte('\n'))
+	f.Add([]byte("1\x002\x00{\"c\":\n3}\x00"), byte(0))
+	f.Fuzz(func(t *testing.T, in []byte, delim byte) {
+		recs := bytes.Split(bytes.TrimSuffix(in, []byte{delim}), []byte{delim})
+		if len(recs) == 0 || len(recs) > 200 {
+			return
+		}
+		b := batchOf(t, delim, recs...)
+		for _, format := range []Format{NDJSON, JSON} {
+			body, rej := format.Encode(nil, b)
+			bad := map[int]bool{}
+			for _, r := range rej {
+				if bad[r.Index] || r.Index < 0 || r.Index >= b.Len() || r.Err == nil {
+					t.Fatalf("%v: bad rejection %+v", format, r)
+				}
+				bad[r.Index] = true
+			}
+			var accepted [][]byte
+			for i := range b.Len() {
+				valid := json.Valid(b.Record(i)) && utf8.Valid(b.Record(i)) // JSON text is UTF-8 (RFC 8259)
+				if valid == bad[i] {
+					t.Fatalf("%v: record %q valid=%v rejected=%v", format, b.Record(i), valid, bad[i])
+				}
+				if valid {
+					accepted = append(accepted, b.Record(i))
+				}
+			}
+			var values []json.RawMessage
+			if format == JSON {
+				if len(accepted) > 0 && json.Unmarshal(body, &values) != nil {
+					t.Fatalf("json body is not a JSON array: %q", body)
+				}
+			} else {
+				for line := range bytes.Lines(body) {
+					if !json.Valid(line) || bytes.Count(line, []byte("\n")) != 1 {
+						t.Fatalf("ndjson line %q", line)
+					}
+					values = append(values, line)
+				}
+			}
+			if len(values) != len(accepted) {
+				t.Fatalf("%v: %d values for %d accepted records", format, len(values), len(accepted))
+			}
+			for i, v := range values {
+				var x, y any
+				json.Unmarshal(v, &x)
+				json.Unmarshal(accepted[i], &y)
+				if !reflect.DeepEqual(x, y) {
+					t.Fatalf("%v: value %q is not record %q", format, v, accepted[i])
+				}
+			}
+		}
+	})
 }
