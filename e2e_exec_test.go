@@ -85,20 +85,20 @@ var execChildren = map[string]func(args []string) int{
 			return 1
 		}
 		fmt.Fprintf(os.Stderr, "hang: pid=%d\n", os.Getpid())
-		time.Sleep(time.Hour)
+		<-time.NewTimer(time.Hour).C // until killed
 		return 0
 	},
 	"ignore-term": func([]string) int {
 		signal.Ignore(syscall.SIGTERM)
 		fmt.Fprintf(os.Stderr, "ignore-term: pid=%d\n", os.Getpid())
-		time.Sleep(time.Hour)
+		<-time.NewTimer(time.Hour).C // until killed
 		return 0
 	},
 	// reverse copies stdin to stdout, later the earlier its batch is among
 	// each four, so that runs in parallel finish out of order.
 	"reverse": func([]string) int {
 		seq, _ := strconv.Atoi(os.Getenv("BATCHPIPE_SEQ"))
-		time.Sleep(time.Duration(4-(seq-1)%4) * 15 * time.Millisecond)
+		<-time.NewTimer(time.Duration(4-(seq-1)%4) * 15 * time.Millisecond).C // work that takes a while
 		if _, err := io.Copy(os.Stdout, os.Stdin); err != nil {
 			return 1
 		}

@@ -105,6 +105,10 @@ func (s *fakeSink) got() []sent {
 	return slices.Clone(s.batches)
 }
 
+// advance moves a synctest bubble's fake clock on by d: it returns once
+// every other goroutine in the bubble is blocked and d has passed.
+func advance(d time.Duration) { <-time.NewTimer(d).C }
+
 func recs(ss ...string) []Record {
 	r := make([]Record, len(ss))
 	for i, s := range ss {
@@ -140,13 +144,13 @@ func TestLingerFlushesOldestRecordOnTime(t *testing.T) {
 			done <- st
 		}()
 		src.in <- recs("a")
-		time.Sleep(3 * time.Second) // fake time: the second record is younger
+		advance(3 * time.Second) // fake time: the second record is younger
 		src.in <- recs("b")
 		synctest.Wait()
 		if got := sink.got(); len(got) != 0 {
 			t.Fatalf("flushed before the linger: %+v", got)
 		}
-		time.Sleep(2 * time.Second)
+		advance(2 * time.Second)
 		synctest.Wait()
 		got := sink.got()
 		if len(got) != 1 || got[0].at != 5*time.Second || got[0].reason != ReasonLinger ||
@@ -154,14 +158,14 @@ func TestLingerFlushesOldestRecordOnTime(t *testing.T) {
 			t.Fatalf("want [a b] flushed for linger at 5s, got %+v", got)
 		}
 		// The next batch's linger starts with its own first record.
-		time.Sleep(time.Second)
+		advance(time.Second)
 		src.in <- recs("c")
-		time.Sleep(4 * time.Second)
+		advance(4 * time.Second)
 		synctest.Wait()
 		if n := len(sink.got()); n != 1 {
 			t.Fatalf("second batch flushed early: %d batches", n)
 		}
-		time.Sleep(time.Second)
+		advance(time.Second)
 		synctest.Wait()
 		if got := sink.got(); len(got) != 2 || got[1].at != 11*time.Second {
 			t.Fatalf("second batch: %+v", got)
@@ -246,7 +250,7 @@ func TestNoTimerLeftAfterFlush(t *testing.T) {
 		p := &Pipeline{Source: src, Sink: sink, Config: cfg(Config{MaxRecords: 2, Linger: time.Second})}
 		go p.Run(context.Background())
 		src.in <- recs("a", "b") // flushed for size: the linger timer must be off
-		time.Sleep(10 * time.Second)
+		advance(10 * time.Second)
 		synctest.Wait()
 		got := sink.got()
 		if len(got) != 1 || got[0].reason != ReasonSize {

@@ -43,7 +43,7 @@ func TestProgressRedrawsAndErases(t *testing.T) {
 			p.Run(ctx)
 			close(done)
 		}()
-		time.Sleep(time.Second + time.Millisecond)
+		advance(time.Second + time.Millisecond)
 		synctest.Wait()
 		// Ten redraws a second, no more.
 		if n := strings.Count(out.String(), "read 100"); n != 10 {
@@ -57,6 +57,9 @@ func TestProgressRedrawsAndErases(t *testing.T) {
 		}
 	})
 }
+
+// advance moves a synctest bubble's fake clock on by d.
+func advance(d time.Duration) { <-time.NewTimer(d).C }
 
 func TestNewReport(t *testing.T) {
 	r := NewReport("file", batcher.Stats{Read: 10, Elapsed: 2 * time.Second})

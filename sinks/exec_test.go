@@ -48,7 +48,7 @@ func TestExecHelperProcess(t *testing.T) {
 	case "ignore-term":
 		signal.Ignore(syscall.SIGTERM)
 		os.Stderr.WriteString("ready\n")
-		time.Sleep(time.Hour)
+		<-time.NewTimer(time.Hour).C // until killed
 	}
 	os.Exit(code)
 }
