@@ -1,0 +1,267 @@
+package sources
+
+import (
+	"sort"
+	"sync"
+
+	"github.com/batchpipe/batchpipe/batcher"
+)
+
+// A tracker follows, for every partition being read, the records handed to
+// the pipeline and which of them are done with (delivered or dead-lettered),
+// so that the offset committed for a partition never passes a record that is
+// not. Acks arrive in any order; a batch never acked holds its partitions at
+// its first record.
+//
+// Records are matched by the identity of their *batcher.Meta, not by offset:
+// a partition revoked in a rebalance and assigned again gets a new state, and
+// a late ack for a record read under the old one must not count for the copy
+// read again under the new one.
+type tracker struct {
+	mu         sync.Mutex
+	parts      map[topicPartition]*partState
+	incomplete int  // current partitions with records below their end not yet sent
+	active     bool // an assignment is in force (group mode: between Setup and Cleanup)
+	sentTotal  int64
+}
+
+type topicPartition struct {
+	topic string
+	part  int32
+}
+
+// partState is one assignment of one partition.
+type partState struct {
+	tp      topicPartition
+	pending []*batcher.Meta // sent and not yet done with, in offset order from head
+	done    []bool          // done[i]: pending[i] is done with
+	head    int
+
+	next      int64 // offset after the last record sent; where reading starts before any
+	acked     int64 // every record sent below this offset is done with
+	committed int64 // the last offset committed, or where reading started
+	end       int64 // end offset captured at assignment (--until-end); -1: none
+	hwm       int64 // latest high watermark seen
+	sent      int64 // records sent
+	revoked   bool
+}
+
+func newTracker() *tracker {
+	return &tracker{parts: make(map[topicPartition]*partState)}
+}
+
+// complete reports whether the end offset of every partition assigned now has
+// been reached: every record below it was sent.
+func (st *partState) complete() bool { return st.end >= 0 && st.next >= st.end }
+
+// assign starts tracking a partition read from start. end is the offset to
+// stop at (-1: none) and hwm the high watermark known now. A state already
+// held for the partition is revoked.
+func (t *tracker) assign(topic string, part int32, start, end, hwm int64) *partState {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	tp := topicPartition{topic, part}
+	if old := t.parts[tp]; old != nil {
+		t.revokeLocked(old)
+	}
+	st := &partState{tp: tp, next: start, acked: start, committed: start, end: end, hwm: max(hwm, start)}
+	t.parts[tp] = st
+	if st.end >= 0 && !st.complete() {
+		t.incomplete++
+	}
+	t.active = true
+	return st
+}
+
+// get returns the current state of a partition, or nil.
+func (t *tracker) get(topic string, part int32) *partState {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.parts[topicPartition{topic, part}]
+}
+
+// sent records that recs, all of st's partition and in offset order, are
+// about to be handed to the pipeline. It returns false, and records nothing,
+// if st was revoked meanwhile: the records must then be dropped.
+func (t *tracker) sent(st *partState, recs []batcher.Record, hwm int64) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if st.revoked {
+		return false
+	}
+	if st.head > 0 && st.head >= len(st.pending)/2 {
+		n := copy(st.pending, st.pending[st.head:])
+		copy(st.done, st.done[st.head:])
+		clear(st.pending[n:])
+		st.pending, st.done, st.head = st.pending[:n], st.done[:n], 0
+	}
+	wasComplete := st.complete()
+	for i := range recs {
+		m := recs[i].Meta
+		st.pending = append(st.pending, m)
+		st.done = append(st.done, false)
+		st.next = m.Offset + 1
+	}
+	st.sent += int64(len(recs))
+	t.sentTotal += int64(len(recs))
+	st.hwm = max(st.hwm, hwm, st.next)
+	if st.end >= 0 && !wasComplete && st.complete() {
+		t.incomplete--
+	}
+	return true
+}
+
+// metaLister is what ack needs of a *batcher.Batch.
+type metaLister interface {
+	Len() int
+	Meta(i int) *batcher.Meta
+}
+
+// ack marks the records of b done with. Records of a revoked assignment are
+// ignored.
+func (t *tracker) ack(b metaLister) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var (
+		st  *partState
+		cur topicPartition
+		j   = -1 // index in st.pending of the last record found
+	)
+	for i := range b.Len() {
+		m := b.Meta(i)
+		if m == nil {
+			continue
+		}
+		if st == nil || cur.topic != m.Topic || cur.part != m.Partition {
+			cur = topicPartition{m.Topic, m.Partition}
+			st, j = t.parts[cur], -1
+			if st == nil {
+				st = &partState{revoked: true} // nothing to mark: skip this partition's records
+			}
+		}
+		if st.revoked {
+			continue
+		}
+		// A batch's records of one partition are consecutive in the order
+		// they were sent, so the next one is almost always just after.
+		if k := j + 1; k >= st.head && k < len(st.pending) && st.pending[k] == m {
+			j = k
+		} else if j = st.find(m); j < 0 {
+			continue
+		}
+		st.done[j] = true
+		if j == st.head {
+			st.advance()
+		}
+	}
+}
+
+// find returns the index of m in pending, or -1.
+func (st *partState) find(m *batcher.Meta) int {
+	p := st.pending[st.head:]
+	k := sort.Search(len(p), func(i int) bool { return p[i].Offset >= m.Offset })
+	if k < len(p) && p[k] == m {
+		return st.head + k
+	}
+	return -1
+}
+
+// advance moves the watermark past the records at the head that are done.
+func (st *partState) advance() {
+	for st.head < len(st.pending) && st.done[st.head] {
+		st.pending[st.head] = nil
+		st.head++
+	}
+	if st.head == len(st.pending) {
+		st.pending, st.done, st.head = st.pending[:0], st.done[:0], 0
+		st.acked = st.next
+		return
+	}
+	// Offsets may have gaps: the first record not done with is the bound.
+	st.acked = st.pending[st.head].Offset
+}
+
+// A commit is an offset to commit for a partition: the next one to read.
+type commit struct {
+	st     *partState
+	offset int64
+}
+
+// commits returns the offsets that moved since the last commit, for the
+// partitions assigned now.
+func (t *tracker) commits() []commit {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var cs []commit
+	for _, st := range t.parts {
+		if !st.revoked && st.acked > st.committed {
+			cs = append(cs, commit{st, st.acked})
+		}
+	}
+	return cs
+}
+
+// committed records that the commits succeeded.
+func (t *tracker) committed(cs []commit) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, c := range cs {
+		c.st.committed = max(c.st.committed, c.offset)
+	}
+}
+
+// revokeAll ends the current assignment (a rebalance, or shutdown). With
+// keep, the states stay readable for Lag but take no more records or acks.
+func (t *tracker) revokeAll(keep bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for tp, st := range t.parts {
+		t.revokeLocked(st)
+		if !keep {
+			delete(t.parts, tp)
+		}
+	}
+	t.active = false
+}
+
+func (t *tracker) revokeLocked(st *partState) {
+	if st.revoked {
+		return
+	}
+	if st.end >= 0 && !st.complete() {
+		t.incomplete--
+	}
+	st.revoked = true
+}
+
+// complete reports whether an assignment is in force and every record below
+// the end offsets of its partitions was sent.
+func (t *tracker) complete() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.active && t.incomplete == 0
+}
+
+// lag returns, per topic, how many records of the partitions assigned now
+// are not done with: up to the captured end offset with one, else up to the
+// latest high watermark.
+func (t *tracker) lag() map[string]int64 {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	lag := make(map[string]int64)
+	for _, st := range t.parts {
+		target := st.hwm
+		if st.end >= 0 {
+			target = st.end
+		}
+		lag[st.tp.topic] += max(0, target-st.acked)
+	}
+	return lag
+}
+
+// total returns how many records were sent.
+func (t *tracker) total() int64 {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.sentTotal
+}

@@ -1,0 +1,339 @@
+package sources
+
+import (
+	"math/rand/v2"
+	"sync"
+	"testing"
+
+	"github.com/batchpipe/batchpipe/batcher"
+)
+
+// metas is a batch as ack sees it.
+type metas []*batcher.Meta
+
+func (m metas) Len() int                 { return len(m) }
+func (m metas) Meta(i int) *batcher.Meta { return m[i] }
+
+// records makes records of topic/part at the given offsets.
+func records(topic string, part int32, offsets ...int64) []batcher.Record {
+	recs := make([]batcher.Record, len(offsets))
+	for i, o := range offsets {
+		recs[i] = batcher.Record{Meta: &batcher.Meta{Topic: topic, Partition: part, Offset: o}}
+	}
+	return recs
+}
+
+func span(from, to int64) []int64 {
+	var o []int64
+	for i := from; i < to; i++ {
+		o = append(o, i)
+	}
+	return o
+}
+
+// batch picks the metas of recs[i:j].
+func batch(recs []batcher.Record, i, j int) metas {
+	var b metas
+	for _, r := range recs[i:j] {
+		b = append(b, r.Meta)
+	}
+	return b
+}
+
+func acked(t *testing.T, tr *tracker, st *partState) int64 {
+	t.Helper()
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	return st.acked
+}
+
+func TestTrackerInOrder(t *testing.T) {
+	tr := newTracker()
+	st := tr.assign("t", 0, 100, -1, 0)
+	recs := records("t", 0, span(100, 130)...)
+	tr.sent(st, recs, 0)
+	if got := acked(t, tr, st); got != 100 {
+		t.Fatalf("before any ack: watermark %d, want 100", got)
+	}
+	tr.ack(batch(recs, 0, 10))
+	if got := acked(t, tr, st); got != 110 {
+		t.Fatalf("after the first batch: watermark %d, want 110", got)
+	}
+	tr.ack(batch(recs, 10, 30))
+	if got := acked(t, tr, st); got != 130 {
+		t.Fatalf("after all: watermark %d, want 130", got)
+	}
+}
+
+func TestTrackerOutOfOrder(t *testing.T) {
+	tr := newTracker()
+	st := tr.assign("t", 0, 0, -1, 0)
+	recs := records("t", 0, span(0, 30)...)
+	tr.sent(st, recs, 0)
+	tr.ack(batch(recs, 20, 30))
+	tr.ack(batch(recs, 10, 20))
+	if got := acked(t, tr, st); got != 0 {
+		t.Fatalf("first batch not acked: watermark %d, want 0", got)
+	}
+	tr.ack(batch(recs, 0, 10))
+	if got := acked(t, tr, st); got != 30 {
+		t.Fatalf("all acked: watermark %d, want 30", got)
+	}
+}
+
+func TestTrackerFailedBatchBlocks(t *testing.T) {
+	tr := newTracker()
+	st := tr.assign("t", 0, 0, -1, 0)
+	recs := records("t", 0, span(0, 30)...)
+	tr.sent(st, recs, 0)
+	tr.ack(batch(recs, 0, 10))
+	tr.ack(batch(recs, 20, 30)) // 10-19 failed
+	if got := acked(t, tr, st); got != 10 {
+		t.Fatalf("watermark %d, want 10: the failed batch's first offset", got)
+	}
+	cs := tr.commits()
+	if len(cs) != 1 || cs[0].offset != 10 {
+		t.Fatalf("commits %+v, want one at offset 10", cs)
+	}
+}
+
+// Offsets need not be consecutive (compaction, transaction markers): the
+// watermark is the first record not done with, not a count.
+func TestTrackerOffsetGaps(t *testing.T) {
+	tr := newTracker()
+	st := tr.assign("t", 0, 0, -1, 0)
+	recs := records("t", 0, 0, 1, 5, 6, 9)
+	tr.sent(st, recs, 0)
+	tr.ack(batch(recs, 0, 2))
+	if got := acked(t, tr, st); got != 5 {
+		t.Fatalf("watermark %d, want 5 (next record after the gap)", got)
+	}
+	tr.ack(batch(recs, 3, 5))
+	if got := acked(t, tr, st); got != 5 {
+		t.Fatalf("watermark %d, want 5 while offset 5 is not done", got)
+	}
+	tr.ack(batch(recs, 2, 3))
+	if got := acked(t, tr, st); got != 10 {
+		t.Fatalf("watermark %d, want 10", got)
+	}
+}
+
+func TestTrackerBatchesMixPartitions(t *testing.T) {
+	tr := newTracker()
+	a := tr.assign("t", 0, 0, -1, 0)
+	b := tr.assign("t", 1, 50, -1, 0)
+	c := tr.assign("u", 0, 7, -1, 0)
+	ra := records("t", 0, span(0, 10)...)
+	rb := records("t", 1, span(50, 60)...)
+	rc := records("u", 0, span(7, 17)...)
+	tr.sent(a, ra, 0)
+	tr.sent(b, rb, 0)
+	tr.sent(c, rc, 0)
+	// Batch 1: a[0:5] b[0:5] c[0:5]; batch 2 the rest, interleaved.
+	b1 := append(append(batch(ra, 0, 5), batch(rb, 0, 5)...), batch(rc, 0, 5)...)
+	b2 := append(append(batch(rc, 5, 10), batch(ra, 5, 10)...), batch(rb, 5, 10)...)
+	tr.ack(b2)
+	for _, st := range []*partState{a, b, c} {
+		if got, want := acked(t, tr, st), st.committed; got != want {
+			t.Fatalf("%v: watermark %d after the second batch alone, want %d", st.tp, got, want)
+		}
+	}
+	tr.ack(b1)
+	for st, want := range map[*partState]int64{a: 10, b: 60, c: 17} {
+		if got := acked(t, tr, st); got != want {
+			t.Fatalf("%v: watermark %d, want %d", st.tp, got, want)
+		}
+	}
+	lag := tr.lag()
+	if lag["t"] != 0 || lag["u"] != 0 {
+		t.Fatalf("lag %v, want none", lag)
+	}
+}
+
+// A partition revoked and assigned again: a late ack for a record read under
+// the old assignment must not move the new one, even at the same offsets.
+func TestTrackerRevocation(t *testing.T) {
+	tr := newTracker()
+	old := tr.assign("t", 0, 0, -1, 0)
+	oldRecs := records("t", 0, span(0, 20)...)
+	tr.sent(old, oldRecs, 0)
+	tr.ack(batch(oldRecs, 0, 5))
+	tr.revokeAll(false)
+	if cs := tr.commits(); len(cs) != 0 {
+		t.Fatalf("commits %+v after revocation, want none", cs)
+	}
+	tr.ack(batch(oldRecs, 5, 10)) // no assignment at all: ignored
+	if tr.sent(old, records("t", 0, 20), 0) {
+		t.Fatal("a revoked assignment took more records")
+	}
+
+	cur := tr.assign("t", 0, 5, -1, 0)
+	newRecs := records("t", 0, span(5, 20)...)
+	tr.sent(cur, newRecs, 0)
+	tr.ack(batch(oldRecs, 5, 20))
+	if got := acked(t, tr, cur); got != 5 {
+		t.Fatalf("a late ack of the old assignment moved the new one to %d", got)
+	}
+	if cs := tr.commits(); len(cs) != 0 {
+		t.Fatalf("commits %+v, want none", cs)
+	}
+	tr.ack(batch(newRecs, 0, 15))
+	if got := acked(t, tr, cur); got != 20 {
+		t.Fatalf("watermark %d, want 20", got)
+	}
+}
+
+func TestTrackerAssignReplaces(t *testing.T) {
+	tr := newTracker()
+	old := tr.assign("t", 0, 0, 10, 10)
+	cur := tr.assign("t", 0, 0, 10, 10)
+	if !old.revoked || cur.revoked {
+		t.Fatal("assigning a partition again did not revoke its old state")
+	}
+	if tr.incomplete != 1 {
+		t.Fatalf("%d partitions incomplete, want 1", tr.incomplete)
+	}
+}
+
+func TestTrackerCommits(t *testing.T) {
+	tr := newTracker()
+	a := tr.assign("t", 0, 0, -1, 0)
+	b := tr.assign("t", 1, 0, -1, 0)
+	ra, rb := records("t", 0, span(0, 10)...), records("t", 1, span(0, 10)...)
+	tr.sent(a, ra, 0)
+	tr.sent(b, rb, 0)
+	tr.ack(batch(ra, 0, 10))
+	cs := tr.commits()
+	if len(cs) != 1 || cs[0].st != a || cs[0].offset != 10 {
+		t.Fatalf("commits %+v, want t[0] at 10", cs)
+	}
+	tr.committed(cs)
+	if cs := tr.commits(); len(cs) != 0 {
+		t.Fatalf("commits %+v after committing, want none", cs)
+	}
+}
+
+func TestTrackerUntilEnd(t *testing.T) {
+	tr := newTracker()
+	if tr.complete() {
+		t.Fatal("complete before any assignment")
+	}
+	empty := tr.assign("t", 0, 40, 40, 40)
+	_ = empty
+	if !tr.complete() {
+		t.Fatal("an empty partition alone is not complete")
+	}
+	st := tr.assign("t", 1, 0, 10, 10)
+	if tr.complete() {
+		t.Fatal("complete with records below the end unsent")
+	}
+	recs := records("t", 1, span(0, 10)...)
+	tr.sent(st, recs[:9], 12)
+	if tr.complete() {
+		t.Fatal("complete one record short of the end")
+	}
+	tr.sent(st, recs[9:], 12)
+	if !tr.complete() {
+		t.Fatal("not complete with every record below the end sent")
+	}
+	if lag := tr.lag(); lag["t"] != 10 {
+		t.Fatalf("lag %v, want 10 until acked (measured to the end, not the newer high watermark)", lag)
+	}
+	tr.ack(batch(recs, 0, 10))
+	if lag := tr.lag(); lag["t"] != 0 {
+		t.Fatalf("lag %v, want 0", lag)
+	}
+	tr.revokeAll(true)
+	if tr.complete() {
+		t.Fatal("complete with no assignment in force")
+	}
+	if lag := tr.lag(); lag["t"] != 0 {
+		t.Fatalf("kept states: lag %v, want t:0", lag)
+	}
+}
+
+func TestTrackerLagToHighWatermark(t *testing.T) {
+	tr := newTracker()
+	st := tr.assign("t", 0, 0, -1, 100)
+	recs := records("t", 0, span(0, 10)...)
+	tr.sent(st, recs, 150)
+	tr.ack(batch(recs, 0, 10))
+	if lag := tr.lag(); lag["t"] != 140 {
+		t.Fatalf("lag %v, want 140", lag)
+	}
+}
+
+// Acks from many goroutines in random order, some records sent while others
+// are acked: in the end the watermark is past everything.
+func TestTrackerConcurrentAcks(t *testing.T) {
+	tr := newTracker()
+	const parts, per, size = 4, 5000, 50
+	var batches []metas
+	states := make([]*partState, parts)
+	for p := range parts {
+		states[p] = tr.assign("t", int32(p), 0, per, per)
+	}
+	all := make([][]batcher.Record, parts)
+	for p := range parts {
+		all[p] = records("t", int32(p), span(0, per)...)
+	}
+	// Batches mix partitions, as the aggregator does.
+	for i := 0; i < per; i += size {
+		var b metas
+		for p := range parts {
+			b = append(b, batch(all[p], i, i+size)...)
+		}
+		batches = append(batches, b)
+	}
+	for p := range parts {
+		tr.sent(states[p], all[p], 0)
+	}
+	rand.Shuffle(len(batches), func(i, j int) { batches[i], batches[j] = batches[j], batches[i] })
+	var wg sync.WaitGroup
+	work := make(chan metas)
+	for range 8 {
+		wg.Go(func() {
+			for b := range work {
+				tr.ack(b)
+			}
+		})
+	}
+	for _, b := range batches {
+		work <- b
+	}
+	close(work)
+	wg.Wait()
+	for p, st := range states {
+		if got := acked(t, tr, st); got != per {
+			t.Fatalf("partition %d: watermark %d, want %d", p, got, per)
+		}
+	}
+	if !tr.complete() || tr.total() != parts*per {
+		t.Fatalf("complete %v, total %d", tr.complete(), tr.total())
+	}
+}
+
+// The pending list is compacted as the head moves, so memory follows what
+// is in flight, not what was read.
+func TestTrackerCompacts(t *testing.T) {
+	tr := newTracker()
+	st := tr.assign("t", 0, 0, -1, 0)
+	var prev []batcher.Record
+	for i := range int64(1000) {
+		recs := records("t", 0, span(i*10, i*10+10)...)
+		tr.sent(st, recs, 0)
+		if prev != nil {
+			tr.ack(batch(prev, 0, 10))
+		}
+		prev = recs
+	}
+	tr.mu.Lock()
+	n := cap(st.pending)
+	tr.mu.Unlock()
+	if n > 64 {
+		t.Fatalf("pending list grew to %d entries with 20 in flight", n)
+	}
+	if got := acked(t, tr, st); got != 9990 {
+		t.Fatalf("watermark %d, want 9990", got)
+	}
+}
