@@ -73,6 +73,13 @@ func (t *tracker) assign(topic string, part int32, start, end, hwm int64) *partS
 	return st
 }
 
+// activate marks an assignment in force, even one of no partitions.
+func (t *tracker) activate() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.active = true
+}
+
 // get returns the current state of a partition, or nil.
 func (t *tracker) get(topic string, part int32) *partState {
 	t.mu.Lock()

@@ -1,0 +1,801 @@
+package sources
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/IBM/sarama"
+	"github.com/batchpipe/batchpipe/batcher"
+)
+
+// From says where reading a partition starts.
+type From struct {
+	Kind   FromKind
+	Offset int64     // FromOffset
+	Time   time.Time // FromTime: the first record at or after it
+}
+
+// FromKind is the kind of starting point.
+type FromKind uint8
+
+const (
+	FromOldest FromKind = iota // the oldest record kept
+	FromNewest                 // records produced from now on
+	FromOffset                 // an offset, the same in every partition
+	FromTime                   // the first record with a timestamp at or after a time
+)
+
+// ParseFrom parses oldest, newest, an offset or an RFC 3339 time.
+func ParseFrom(s string) (From, error) {
+	switch s {
+	case "oldest", "beginning", "earliest":
+		return From{Kind: FromOldest}, nil
+	case "newest", "end", "latest":
+		return From{Kind: FromNewest}, nil
+	}
+	if n, err := strconv.ParseInt(s, 10, 64); err == nil {
+		if n < 0 {
+			return From{}, fmt.Errorf("offset %d is negative", n)
+		}
+		return From{Kind: FromOffset, Offset: n}, nil
+	}
+	if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
+		return From{Kind: FromTime, Time: t}, nil
+	}
+	return From{}, fmt.Errorf("%q is not oldest, newest, an offset or an RFC 3339 time (2024-05-01T10:00:00Z)", s)
+}
+
+func (f From) String() string {
+	switch f.Kind {
+	case FromNewest:
+		return "newest"
+	case FromOffset:
+		return strconv.FormatInt(f.Offset, 10)
+	case FromTime:
+		return f.Time.Format(time.RFC3339Nano)
+	}
+	return "oldest"
+}
+
+// KafkaConfig says what the Kafka source reads. The zero value of a field
+// means its default, given beside it.
+type KafkaConfig struct {
+	Topics []string
+	// Partitions limits reading to these partitions of every topic; nil:
+	// all. Not with Group, where the group assigns partitions.
+	Partitions []int32
+	// From is where reading starts; with Group, only in partitions where
+	// the group has no committed offset.
+	From From
+	// Group, if set, is the consumer group to read as. Offsets are committed
+	// only once every record below them is delivered or dead-lettered.
+	Group string
+	// UntilEnd captures the end offset of each partition when it is
+	// assigned; once every record below it has been sent, Run returns nil.
+	UntilEnd bool
+	// Limit stops reading after this many records; 0: no limit.
+	Limit int64
+	// Envelope makes each record a JSON object with its metadata.
+	Envelope bool
+	// CommitInterval is how often delivered offsets are committed with
+	// Group; they are also committed at rebalance and in Close. Default 1s.
+	CommitInterval time.Duration
+	// Timeout is how long the brokers may stay unreachable before Run
+	// fails. Default 30s.
+	Timeout time.Duration
+	// Logger gets rebalances and broker trouble; default: silent.
+	Logger *slog.Logger
+}
+
+// maxChunk bounds the records sent to the pipeline at once.
+const maxChunk = 2048
+
+// Kafka reads records from Kafka: without a group, every partition of its
+// topics from a chosen offset; with one, the partitions the group assigns,
+// committing offsets as records are delivered.
+//
+// The client, the readers and the group session live from OpenKafka to
+// Close, longer than Run: after Run returns, the pipeline still delivers
+// what it read, and Close commits the offsets of what was delivered.
+type Kafka struct {
+	cfg    KafkaConfig
+	client sarama.Client
+	log    *slog.Logger
+	track  *tracker
+
+	life   context.Context // done in Close
+	stop   context.CancelFunc
+	chunks chan chunk      // partition readers → Run
+	change chan struct{}   // an assignment changed: Run checks for the end
+	fatal  chan error      // buffer of one: the first error that stops Run
+	ends   map[topicPartition]int64
+	wg     sync.WaitGroup
+	once   sync.Once // starts reading, at the first Run
+
+	reachedEnd atomic.Bool
+
+	// Without a group.
+	consumer sarama.Consumer
+	parts    []*partState
+
+	// With a group. mu serialises commits with the session changes.
+	group     sarama.ConsumerGroup
+	mu        sync.Mutex
+	sess      sarama.ConsumerGroupSession
+	closing   bool
+	closeOnce sync.Once
+}
+
+var (
+	_ batcher.Source = (*Kafka)(nil)
+	_ batcher.Acker  = (*Kafka)(nil)
+)
+
+// A chunk is records of one partition, in offset order.
+type chunk struct {
+	st   *partState
+	recs []batcher.Record
+	hwm  int64
+}
+
+// OpenKafka checks that the topics (and partitions) exist and, without a
+// group, finds where each partition starts and ends. Its errors are the
+// user's to fix. The client stays the caller's to close, after Close.
+func OpenKafka(client sarama.Client, cfg KafkaConfig) (*Kafka, error) {
+	if len(cfg.Topics) == 0 {
+		return nil, errors.New("kafka: no topic given")
+	}
+	if cfg.Group != "" && cfg.Partitions != nil {
+		return nil, errors.New("kafka: partitions are assigned by the group: give a group or partitions, not both")
+	}
+	if cfg.CommitInterval <= 0 {
+		cfg.CommitInterval = time.Second
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = 30 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	k := &Kafka{
+		cfg:    cfg,
+		client: client,
+		log:    cfg.Logger,
+		track:  newTracker(),
+		chunks: make(chan chunk),
+		change: make(chan struct{}, 1),
+		fatal:  make(chan error, 1),
+		ends:   make(map[topicPartition]int64),
+	}
+	k.life, k.stop = context.WithCancel(context.Background())
+
+	for _, topic := range cfg.Topics {
+		parts, err := client.Partitions(topic)
+		if errors.Is(err, sarama.ErrUnknownTopicOrPartition) {
+			return nil, fmt.Errorf("kafka: topic %q does not exist", topic)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("kafka: topic %q: %w", topic, err)
+		}
+		if cfg.Group != "" {
+			continue
+		}
+		if cfg.Partitions != nil {
+			have := make(map[int32]bool, len(parts))
+			for _, p := range parts {
+				have[p] = true
+			}
+			for _, p := range cfg.Partitions {
+				if !have[p] {
+					return nil, fmt.Errorf("kafka: topic %q has no partition %d (it has %d)", topic, p, len(parts))
+				}
+			}
+			parts = cfg.Partitions
+		}
+		for _, p := range parts {
+			start, hwm, err := k.startOffset(topic, p)
+			if err != nil {
+				return nil, err
+			}
+			end := int64(-1)
+			if cfg.UntilEnd {
+				end = hwm
+			}
+			k.parts = append(k.parts, k.track.assign(topic, p, start, end, hwm))
+		}
+	}
+	if cfg.Group != "" {
+		group, err := sarama.NewConsumerGroupFromClient(cfg.Group, client)
+		if err != nil {
+			return nil, fmt.Errorf("kafka: group %q: %w", cfg.Group, err)
+		}
+		k.group = group
+	}
+	return k, nil
+}
+
+// startOffset returns where reading a partition starts, per From, and its
+// high watermark now.
+func (k *Kafka) startOffset(topic string, p int32) (start, hwm int64, err error) {
+	newest, err := k.client.GetOffset(topic, p, sarama.OffsetNewest)
+	if err != nil {
+		return 0, 0, fmt.Errorf("kafka: %s[%d]: end offset: %w", topic, p, err)
+	}
+	oldest := func() (int64, error) {
+		o, err := k.client.GetOffset(topic, p, sarama.OffsetOldest)
+		if err != nil {
+			return 0, fmt.Errorf("kafka: %s[%d]: start offset: %w", topic, p, err)
+		}
+		return o, nil
+	}
+	switch f := k.cfg.From; f.Kind {
+	case FromNewest:
+		return newest, newest, nil
+	case FromOffset:
+		o, err := oldest()
+		if err != nil {
+			return 0, 0, err
+		}
+		start = min(max(f.Offset, o), newest)
+		if start != f.Offset {
+			k.log.Warn("kafka: offset out of range, starting at the nearest", "topic", topic, "partition", p,
+				"offset", f.Offset, "oldest", o, "newest", newest, "start", start)
+		}
+		return start, newest, nil
+	case FromTime:
+		o, err := k.client.GetOffset(topic, p, f.Time.UnixMilli())
+		if err != nil {
+			return 0, 0, fmt.Errorf("kafka: %s[%d]: offset at %v: %w", topic, p, f.Time, err)
+		}
+		if o < 0 { // no record that recent
+			o = newest
+		}
+		return o, newest, nil
+	default:
+		o, err := oldest()
+		return o, newest, err
+	}
+}
+
+// Run sends the records read to out until ctx is done, reading fails, or
+// with UntilEnd or Limit, reading is complete. Readers keep running after
+// it returns, until Close; nothing is sent on out after it returns.
+func (k *Kafka) Run(ctx context.Context, out chan<- []batcher.Record) error {
+	k.once.Do(k.start)
+	var sent int64
+	for {
+		if k.cfg.UntilEnd && k.track.complete() {
+			k.reachedEnd.Store(true)
+			return nil
+		}
+		if k.cfg.Limit > 0 && sent >= k.cfg.Limit {
+			return nil
+		}
+		select {
+		case c := <-k.chunks:
+			recs := c.recs
+			if k.cfg.Limit > 0 {
+				recs = recs[:min(int64(len(recs)), k.cfg.Limit-sent)]
+			}
+			// Tracked before it is sent, so that no ack can come first.
+			if !k.track.sent(c.st, recs, c.hwm) {
+				continue // its partition was revoked: the new owner reads it
+			}
+			select {
+			case out <- recs:
+				sent += int64(len(recs))
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		case <-k.change:
+		case err := <-k.fatal:
+			return err
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// Ack marks the records of b delivered or dead-lettered.
+func (k *Kafka) Ack(b *batcher.Batch) { k.track.ack(b) }
+
+// Lag returns, per topic, the records not yet delivered in the partitions
+// this process reads: up to the end offsets with UntilEnd, else up to the
+// latest high watermark seen.
+func (k *Kafka) Lag() map[string]int64 { return k.track.lag() }
+
+// Read returns how many records were handed to the pipeline.
+func (k *Kafka) Read() int64 { return k.track.total() }
+
+// ReachedEnd reports whether Run returned because, with UntilEnd, every
+// record below the end offsets was read.
+func (k *Kafka) ReachedEnd() bool { return k.reachedEnd.Load() }
+
+// start starts the readers: a partition consumer per partition, or the
+// group session loop and its committer; and the broker watch.
+func (k *Kafka) start() {
+	k.wg.Go(k.watch)
+	if k.group != nil {
+		k.wg.Go(k.consumeGroup)
+		k.wg.Go(k.commitLoop)
+		k.wg.Go(func() {
+			for err := range k.group.Errors() {
+				k.log.Warn("kafka: consumer group", "group", k.cfg.Group, "err", err)
+			}
+		})
+		return
+	}
+	consumer, err := sarama.NewConsumerFromClient(k.client)
+	if err != nil {
+		k.fail(fmt.Errorf("kafka: consumer: %w", err))
+		return
+	}
+	k.consumer = consumer
+	for _, st := range k.parts {
+		if st.complete() {
+			continue // nothing below its end offset: nothing to read
+		}
+		pc, err := consumer.ConsumePartition(st.tp.topic, st.tp.part, st.next)
+		if err != nil {
+			k.fail(fmt.Errorf("kafka: %s[%d]: consume from offset %d: %w", st.tp.topic, st.tp.part, st.next, err))
+			return
+		}
+		k.wg.Go(func() {
+			k.read(k.life, st, pc.Messages(), pc.HighWaterMarkOffset)
+			pc.AsyncClose()
+		})
+		k.wg.Go(func() {
+			for err := range pc.Errors() {
+				if errors.Is(err.Err, sarama.ErrOffsetOutOfRange) {
+					k.fail(fmt.Errorf("kafka: %s[%d]: %w: records were deleted before they were read",
+						err.Topic, err.Partition, err.Err))
+					continue
+				}
+				k.log.Warn("kafka: read", "topic", err.Topic, "partition", err.Partition, "err", err.Err)
+			}
+		})
+	}
+}
+
+// read sends the records of one partition to Run in chunks of what is
+// ready, until the partition's end offset, msgs closes or ctx is done.
+func (k *Kafka) read(ctx context.Context, st *partState, msgs <-chan *sarama.ConsumerMessage, hwm func() int64) {
+	end := st.end // set once, at assignment
+	for {
+		var m *sarama.ConsumerMessage
+		var ok bool
+		select {
+		case m, ok = <-msgs:
+			if !ok {
+				return
+			}
+		case <-ctx.Done():
+			return
+		}
+		n := min(len(msgs)+1, maxChunk)
+		c := newChunk(st, n, k.cfg.Envelope)
+		finished := false
+	fill:
+		for {
+			if end >= 0 && m.Offset >= end {
+				finished = true
+				break
+			}
+			c.add(m)
+			if end >= 0 && m.Offset+1 >= end {
+				finished = true
+				break
+			}
+			if len(c.recs) == n {
+				break
+			}
+			select {
+			case m, ok = <-msgs:
+				if !ok {
+					break fill
+				}
+			default:
+				break fill
+			}
+		}
+		if len(c.recs) > 0 {
+			c.finish()
+			select {
+			case k.chunks <- chunk{st: st, recs: c.recs, hwm: hwm()}:
+			case <-ctx.Done():
+				return
+			}
+		}
+		if finished || !ok {
+			return
+		}
+	}
+}
+
+// chunkBuilder turns consumer messages into records. Metadata is allocated
+// per chunk, not per record; so is the envelope buffer.
+type chunkBuilder struct {
+	recs     []batcher.Record
+	metas    []batcher.Meta
+	envelope bool
+	buf      []byte
+	ends     []int
+}
+
+func newChunk(st *partState, n int, envelope bool) *chunkBuilder {
+	return &chunkBuilder{
+		recs:     make([]batcher.Record, 0, n),
+		metas:    make([]batcher.Meta, 0, n),
+		envelope: envelope,
+	}
+}
+
+func (c *chunkBuilder) add(m *sarama.ConsumerMessage) {
+	c.metas = append(c.metas, batcher.Meta{
+		Topic:     m.Topic,
+		Partition: m.Partition,
+		Offset:    m.Offset,
+		Key:       m.Key,
+		Timestamp: m.Timestamp,
+	})
+	meta := &c.metas[len(c.metas)-1]
+	if len(m.Headers) > 0 {
+		meta.Headers = make([]batcher.Header, len(m.Headers))
+		for i, h := range m.Headers {
+			meta.Headers[i] = batcher.Header{Key: string(h.Key), Value: h.Value}
+		}
+	}
+	if !c.envelope {
+		c.recs = append(c.recs, batcher.Record{Data: m.Value, Meta: meta})
+		return
+	}
+	c.buf = appendEnvelope(c.buf, meta, m.Key, m.Value, m.Key == nil, m.Value == nil)
+	c.ends = append(c.ends, len(c.buf))
+	c.recs = append(c.recs, batcher.Record{Meta: meta})
+}
+
+// finish points the records at their envelopes, now that the buffer has
+// stopped moving.
+func (c *chunkBuilder) finish() {
+	if !c.envelope {
+		return
+	}
+	start := 0
+	for i, end := range c.ends {
+		c.recs[i].Data = c.buf[start:end:end]
+		start = end
+	}
+}
+
+// fail stops Run with err, unless it already stopped with another.
+func (k *Kafka) fail(err error) {
+	select {
+	case k.fatal <- err:
+	default:
+	}
+}
+
+// watch fails Run when no broker has answered for Timeout.
+func (k *Kafka) watch() {
+	every := min(max(k.cfg.Timeout/4, 100*time.Millisecond), 5*time.Second)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	last := time.Now()
+	warned := false
+	for {
+		select {
+		case <-k.life.Done():
+			return
+		case <-t.C:
+		}
+		err := k.client.RefreshMetadata(k.cfg.Topics...)
+		if err == nil {
+			if warned {
+				k.log.Warn("kafka: brokers reachable again")
+				warned = false
+			}
+			last = time.Now()
+			continue
+		}
+		if k.life.Err() != nil {
+			return
+		}
+		down := time.Since(last)
+		if down >= k.cfg.Timeout {
+			k.fail(fmt.Errorf("kafka: no broker answered for %v (--kafka-timeout): %w", down.Round(time.Second), err))
+			return
+		}
+		if !warned {
+			k.log.Warn("kafka: brokers unreachable, retrying", "err", err)
+			warned = true
+		}
+	}
+}
+
+// Close commits the offsets of what was delivered (with a group), leaves
+// the group and stops reading. Call it once the pipeline has delivered
+// everything it will; the client stays open.
+func (k *Kafka) Close() error {
+	var err error
+	k.closeOnce.Do(func() {
+		if k.group != nil {
+			k.mu.Lock()
+			k.closing = true
+			if k.sess != nil {
+				err = k.commitLocked(k.sess)
+			}
+			k.mu.Unlock()
+		}
+		k.stop()
+		if k.group != nil {
+			if cerr := k.group.Close(); cerr != nil && err == nil {
+				err = fmt.Errorf("kafka: leave group %q: %w", k.cfg.Group, cerr)
+			}
+		}
+		k.wg.Wait()
+		if k.consumer != nil {
+			k.consumer.Close()
+		}
+	})
+	return err
+}
+
+// consumeGroup keeps a session of the group going until Close: a session
+// ends at every rebalance.
+func (k *Kafka) consumeGroup() {
+	var wait *time.Timer
+	for k.life.Err() == nil {
+		err := k.group.Consume(k.life, k.cfg.Topics, groupHandler{k})
+		if k.life.Err() != nil || errors.Is(err, sarama.ErrClosedConsumerGroup) {
+			return
+		}
+		if err == nil {
+			continue
+		}
+		k.log.Warn("kafka: join group, retrying", "group", k.cfg.Group, "err", err)
+		if wait == nil {
+			wait = time.NewTimer(time.Second)
+			defer wait.Stop()
+		} else {
+			wait.Reset(time.Second)
+		}
+		select {
+		case <-wait.C:
+		case <-k.life.Done():
+			return
+		}
+	}
+}
+
+// commitLoop commits delivered offsets every CommitInterval.
+func (k *Kafka) commitLoop() {
+	t := time.NewTicker(k.cfg.CommitInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-k.life.Done():
+			return
+		case <-t.C:
+		}
+		k.mu.Lock()
+		if k.sess != nil && !k.closing {
+			if err := k.commitLocked(k.sess); err != nil {
+				k.log.Warn("kafka: commit, retrying", "group", k.cfg.Group, "err", err)
+			}
+		}
+		k.mu.Unlock()
+	}
+}
+
+// groupHandler is the Kafka source as sarama's group handler.
+type groupHandler struct{ k *Kafka }
+
+// Setup finds where each assigned partition starts: the group's committed
+// offset, or From where there is none.
+func (h groupHandler) Setup(sess sarama.ConsumerGroupSession) error {
+	k := h.k
+	claims := sess.Claims()
+	committed, err := k.fetchCommitted(claims)
+	if err != nil {
+		return err
+	}
+	var assigned []string
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	for _, topic := range sortedKeys(claims) {
+		for _, p := range claims[topic] {
+			tp := topicPartition{topic, p}
+			start, hwm, err := k.startOffset(topic, p)
+			if err != nil {
+				return err
+			}
+			if c, ok := committed[tp]; ok && c >= 0 {
+				start = c
+			} else {
+				// Where sarama starts the claim.
+				sess.MarkOffset(topic, p, start, "")
+			}
+			end := int64(-1)
+			if k.cfg.UntilEnd {
+				// The end captured at the first assignment holds, so that
+				// records produced meanwhile do not move it.
+				e, ok := k.ends[tp]
+				if !ok {
+					e = hwm
+					k.ends[tp] = e
+				}
+				end = e
+			}
+			k.track.assign(topic, p, start, end, hwm)
+			assigned = append(assigned, fmt.Sprintf("%s[%d]@%d", topic, p, start))
+		}
+	}
+	k.track.activate()
+	k.sess = sess
+	k.log.Debug("kafka: assigned", "group", k.cfg.Group, "generation", sess.GenerationID(),
+		"partitions", strings.Join(assigned, " "))
+	k.changed()
+	return nil
+}
+
+// Cleanup commits what was delivered before the partitions go to their new
+// owners; acks arriving later for them are ignored.
+func (h groupHandler) Cleanup(sess sarama.ConsumerGroupSession) error {
+	k := h.k
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if !k.closing {
+		if err := k.commitLocked(sess); err != nil {
+			k.log.Warn("kafka: commit at rebalance", "group", k.cfg.Group, "err", err)
+		}
+	}
+	k.track.revokeAll(k.closing)
+	k.sess = nil
+	k.log.Debug("kafka: revoked", "group", k.cfg.Group, "generation", sess.GenerationID())
+	k.changed()
+	return nil
+}
+
+// ConsumeClaim reads one partition. It returns only when the session ends:
+// in sarama a handler that returns ends the session of every partition.
+func (h groupHandler) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sarama.ConsumerGroupClaim) error {
+	k := h.k
+	if st := k.track.get(claim.Topic(), claim.Partition()); st != nil {
+		k.read(sess.Context(), st, claim.Messages(), claim.HighWaterMarkOffset)
+	}
+	<-sess.Context().Done()
+	return nil
+}
+
+func (k *Kafka) changed() {
+	select {
+	case k.change <- struct{}{}:
+	default:
+	}
+}
+
+// fetchCommitted returns the group's committed offsets for the claims; -1
+// where there is none.
+func (k *Kafka) fetchCommitted(claims map[string][]int32) (map[topicPartition]int64, error) {
+	coord, err := k.client.Coordinator(k.cfg.Group)
+	if err != nil {
+		return nil, fmt.Errorf("kafka: group %q coordinator: %w", k.cfg.Group, err)
+	}
+	req := sarama.NewOffsetFetchRequest(k.client.Config().Version, k.cfg.Group, claims)
+	resp, err := coord.FetchOffset(req)
+	if err != nil {
+		return nil, fmt.Errorf("kafka: group %q: fetch committed offsets: %w", k.cfg.Group, err)
+	}
+	if resp.Err != sarama.ErrNoError {
+		return nil, fmt.Errorf("kafka: group %q: fetch committed offsets: %w", k.cfg.Group, resp.Err)
+	}
+	out := make(map[topicPartition]int64)
+	for topic, parts := range claims {
+		for _, p := range parts {
+			b := resp.GetBlock(topic, p)
+			if b == nil {
+				return nil, fmt.Errorf("kafka: group %q: no committed offset in the answer for %s[%d]", k.cfg.Group, topic, p)
+			}
+			if b.Err != sarama.ErrNoError {
+				return nil, fmt.Errorf("kafka: group %q: committed offset of %s[%d]: %w", k.cfg.Group, topic, p, b.Err)
+			}
+			out[topicPartition{topic, p}] = b.Offset
+		}
+	}
+	return out, nil
+}
+
+// commitLocked commits the offsets delivered since the last commit, under
+// sess's generation, so that a member that lost its partitions cannot
+// commit for them. It waits for the coordinator's answer. k.mu is held.
+func (k *Kafka) commitLocked(sess sarama.ConsumerGroupSession) error {
+	cs := k.track.commits()
+	if len(cs) == 0 {
+		return nil
+	}
+	req := newCommitRequest(k.client.Config().Version, k.cfg.Group, sess.MemberID(), sess.GenerationID())
+	for _, c := range cs {
+		req.AddBlockWithLeaderEpoch(c.st.tp.topic, c.st.tp.part, c.offset, -1, 0, "")
+	}
+	coord, err := k.client.Coordinator(k.cfg.Group)
+	if err != nil {
+		return fmt.Errorf("kafka: group %q coordinator: %w", k.cfg.Group, err)
+	}
+	resp, err := coord.CommitOffset(req)
+	if err != nil {
+		k.client.RefreshCoordinator(k.cfg.Group)
+		return fmt.Errorf("kafka: group %q: commit offsets: %w", k.cfg.Group, err)
+	}
+	var ok []commit
+	var errs []error
+	for _, c := range cs {
+		kerr, found := resp.Errors[c.st.tp.topic][c.st.tp.part]
+		switch {
+		case !found:
+			errs = append(errs, fmt.Errorf("%s[%d]: no answer", c.st.tp.topic, c.st.tp.part))
+		case kerr != sarama.ErrNoError:
+			if errors.Is(kerr, sarama.ErrNotCoordinatorForConsumer) || errors.Is(kerr, sarama.ErrConsumerCoordinatorNotAvailable) {
+				k.client.RefreshCoordinator(k.cfg.Group)
+			}
+			errs = append(errs, fmt.Errorf("%s[%d] at offset %d: %w", c.st.tp.topic, c.st.tp.part, c.offset, kerr))
+		default:
+			ok = append(ok, c)
+		}
+	}
+	k.track.committed(ok)
+	if k.log.Enabled(context.Background(), slog.LevelDebug) {
+		for _, c := range ok {
+			k.log.Debug("kafka: committed", "group", k.cfg.Group, "topic", c.st.tp.topic, "partition", c.st.tp.part, "offset", c.offset)
+		}
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("kafka: group %q: commit offsets: %w", k.cfg.Group, errors.Join(errs...))
+	}
+	return nil
+}
+
+// newCommitRequest builds an offset commit at the version sarama's own
+// offset manager would use for v.
+func newCommitRequest(v sarama.KafkaVersion, group, member string, generation int32) *sarama.OffsetCommitRequest {
+	r := &sarama.OffsetCommitRequest{
+		Version:                 1,
+		ConsumerGroup:           group,
+		ConsumerID:              member,
+		ConsumerGroupGeneration: generation,
+	}
+	switch {
+	case v.IsAtLeast(sarama.V2_4_0_0):
+		r.Version = 8
+	case v.IsAtLeast(sarama.V2_3_0_0):
+		r.Version = 7
+	case v.IsAtLeast(sarama.V2_1_0_0):
+		r.Version = 6
+	case v.IsAtLeast(sarama.V2_0_0_0):
+		r.Version = 4
+	case v.IsAtLeast(sarama.V0_11_0_0):
+		r.Version = 3
+	case v.IsAtLeast(sarama.V0_9_0_0):
+		r.Version = 2
+	}
+	if r.Version >= 2 && r.Version < 5 {
+		r.RetentionTime = -1 // the broker's default
+	}
+	return r
+}
+
+func sortedKeys(m map[string][]int32) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}

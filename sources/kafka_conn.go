@@ -1,0 +1,193 @@
+package sources
+
+import (
+	"crypto/sha256"
+	"crypto/sha512"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/IBM/sarama"
+	"github.com/xdg-go/scram"
+)
+
+// KafkaConn says how to reach a Kafka cluster: brokers, client id, TLS and
+// SASL. The Kafka source and the Kafka dead letter share one connection.
+type KafkaConn struct {
+	Brokers  []string // host:port
+	ClientID string   // default "batchpipe"
+
+	TLS      bool   // implied by CAFile and CertFile
+	CAFile   string // PEM roots; default: the system's
+	CertFile string // PEM client certificate, with KeyFile
+	KeyFile  string
+
+	SASL     string // "", "plain", "scram-sha-256" or "scram-sha-512"
+	User     string
+	Password string
+
+	// DialTimeout bounds each connection attempt, so that brokers that do
+	// not answer are reported within seconds. Default 5s.
+	DialTimeout time.Duration
+	// SessionTimeout is the consumer group session timeout: how long the
+	// group waits for a member that stopped answering before handing its
+	// partitions to the others. Default 10s.
+	SessionTimeout time.Duration
+}
+
+// KafkaVersion is the protocol version spoken: Kafka 2.1 (2018) and later
+// brokers understand it, and it has what offset commits with generations and
+// record headers need.
+var KafkaVersion = sarama.V2_1_0_0
+
+// Config returns the client configuration: the connection settings, and the
+// consumer and producer settings batchpipe relies on.
+func (c *KafkaConn) Config() (*sarama.Config, error) {
+	if len(c.Brokers) == 0 {
+		return nil, errors.New("kafka: no brokers given")
+	}
+	cfg := sarama.NewConfig()
+	cfg.Version = KafkaVersion
+	cfg.ClientID = c.ClientID
+	if cfg.ClientID == "" {
+		cfg.ClientID = "batchpipe"
+	}
+
+	cfg.Net.DialTimeout = c.DialTimeout
+	if cfg.Net.DialTimeout <= 0 {
+		cfg.Net.DialTimeout = 5 * time.Second
+	}
+	// Fail fast at start: a wrong address is a usage error, not a wait.
+	cfg.Metadata.Retry.Max = 2
+	cfg.Metadata.Retry.Backoff = 250 * time.Millisecond
+	// A typo in --topic must not create a topic.
+	cfg.Metadata.AllowAutoTopicCreation = false
+	cfg.Metadata.Full = false
+
+	// Offsets are committed by the source, only once records are delivered.
+	cfg.Consumer.Offsets.AutoCommit.Enable = false
+	cfg.Consumer.Offsets.Initial = sarama.OffsetOldest
+	cfg.Consumer.Return.Errors = true
+	// Bigger fetches and buffers: fewer round trips and channel hand-offs
+	// per record. Memory stays bounded: per partition, one fetch and
+	// ChannelBufferSize messages.
+	cfg.Consumer.Fetch.Default = 4 << 20
+	cfg.ChannelBufferSize = 1024
+	if c.SessionTimeout > 0 {
+		cfg.Consumer.Group.Session.Timeout = c.SessionTimeout
+		cfg.Consumer.Group.Heartbeat.Interval = max(c.SessionTimeout/3, 10*time.Millisecond)
+	}
+	cfg.Consumer.Group.Rebalance.Retry.Backoff = 250 * time.Millisecond
+
+	// The dead letter: durable once every in-sync replica has it.
+	cfg.Producer.Return.Successes = true
+	cfg.Producer.RequiredAcks = sarama.WaitForAll
+
+	if c.TLS || c.CAFile != "" || c.CertFile != "" {
+		tc, err := c.tlsConfig()
+		if err != nil {
+			return nil, err
+		}
+		cfg.Net.TLS.Enable = true
+		cfg.Net.TLS.Config = tc
+	}
+	if err := c.sasl(cfg); err != nil {
+		return nil, err
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("kafka: %w", err)
+	}
+	return cfg, nil
+}
+
+func (c *KafkaConn) tlsConfig() (*tls.Config, error) {
+	tc := &tls.Config{MinVersion: tls.VersionTLS12}
+	if c.CAFile != "" {
+		pem, err := os.ReadFile(c.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("kafka: CA file: %w", err)
+		}
+		tc.RootCAs = x509.NewCertPool()
+		if !tc.RootCAs.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("kafka: CA file %s: no PEM certificate in it", c.CAFile)
+		}
+	}
+	switch {
+	case c.CertFile != "" && c.KeyFile != "":
+		cert, err := tls.LoadX509KeyPair(c.CertFile, c.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("kafka: client certificate: %w", err)
+		}
+		tc.Certificates = []tls.Certificate{cert}
+	case c.CertFile != "" || c.KeyFile != "":
+		return nil, errors.New("kafka: a client certificate needs both the certificate and the key file")
+	}
+	return tc, nil
+}
+
+func (c *KafkaConn) sasl(cfg *sarama.Config) error {
+	if c.SASL == "" {
+		if c.User != "" {
+			return errors.New("kafka: a user name without a SASL mechanism")
+		}
+		return nil
+	}
+	if c.User == "" {
+		return fmt.Errorf("kafka: SASL %s needs a user name", c.SASL)
+	}
+	cfg.Net.SASL.Enable = true
+	cfg.Net.SASL.Handshake = true
+	cfg.Net.SASL.Version = sarama.SASLHandshakeV1
+	cfg.Net.SASL.User = c.User
+	cfg.Net.SASL.Password = c.Password
+	switch strings.ToLower(c.SASL) {
+	case "plain":
+		cfg.Net.SASL.Mechanism = sarama.SASLTypePlaintext
+	case "scram-sha-256":
+		cfg.Net.SASL.Mechanism = sarama.SASLTypeSCRAMSHA256
+		cfg.Net.SASL.SCRAMClientGeneratorFunc = func() sarama.SCRAMClient { return &scramClient{hash: scram.HashGeneratorFcn(sha256.New)} }
+	case "scram-sha-512":
+		cfg.Net.SASL.Mechanism = sarama.SASLTypeSCRAMSHA512
+		cfg.Net.SASL.SCRAMClientGeneratorFunc = func() sarama.SCRAMClient { return &scramClient{hash: scram.HashGeneratorFcn(sha512.New)} }
+	default:
+		return fmt.Errorf("kafka: unknown SASL mechanism %q (plain, scram-sha-256, scram-sha-512)", c.SASL)
+	}
+	return nil
+}
+
+// Connect connects to the cluster and loads its metadata. Its error says
+// which brokers could not be reached; it never holds credentials.
+func (c *KafkaConn) Connect() (sarama.Client, error) {
+	cfg, err := c.Config()
+	if err != nil {
+		return nil, err
+	}
+	client, err := sarama.NewClient(c.Brokers, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("kafka: connect to %s: %w", strings.Join(c.Brokers, ","), err)
+	}
+	return client, nil
+}
+
+// scramClient adapts xdg-go/scram, a maintained SCRAM implementation
+// (RFC 5802, with SASLprep), to sarama.
+type scramClient struct {
+	hash scram.HashGeneratorFcn
+	conv *scram.ClientConversation
+}
+
+func (s *scramClient) Begin(user, password, authzID string) error {
+	c, err := s.hash.NewClient(user, password, authzID)
+	if err != nil {
+		return err
+	}
+	s.conv = c.NewConversation()
+	return nil
+}
+
+func (s *scramClient) Step(challenge string) (string, error) { return s.conv.Step(challenge) }
+func (s *scramClient) Done() bool                            { return s.conv.Done() }

@@ -1,0 +1,169 @@
+package sources
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/IBM/sarama"
+	"github.com/batchpipe/batchpipe/batcher"
+	"github.com/twmb/franz-go/pkg/kfake"
+)
+
+// newCluster starts an in-process Kafka cluster with topic of parts
+// partitions.
+func newCluster(t *testing.T, opts ...kfake.Opt) *kfake.Cluster {
+	t.Helper()
+	opts = append([]kfake.Opt{kfake.NumBrokers(1), kfake.GroupMinSessionTimeout(100 * time.Millisecond)}, opts...)
+	c, err := kfake.NewCluster(opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	return c
+}
+
+func connect(t *testing.T, c *kfake.Cluster) sarama.Client {
+	t.Helper()
+	conn := KafkaConn{Brokers: c.ListenAddrs(), SessionTimeout: time.Second}
+	client, err := conn.Connect()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { client.Close() })
+	return client
+}
+
+// produce writes n records to each of the listed partitions of topic; the
+// value of record i of partition p is "topic/p/i".
+func produce(t *testing.T, c *kfake.Cluster, topic string, parts []int32, n int) {
+	t.Helper()
+	cfg := sarama.NewConfig()
+	cfg.Version = KafkaVersion
+	cfg.Producer.Partitioner = sarama.NewManualPartitioner
+	cfg.Producer.Return.Successes = true
+	cfg.Producer.MaxMessageBytes = 8 << 20
+	p, err := sarama.NewSyncProducer(c.ListenAddrs(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	var msgs []*sarama.ProducerMessage
+	for _, part := range parts {
+		for i := range n {
+			msgs = append(msgs, &sarama.ProducerMessage{Topic: topic, Partition: part,
+				Value: sarama.StringEncoder(fmt.Sprintf("%s/%d/%d", topic, part, i))})
+			if len(msgs) == 5000 {
+				if err := p.SendMessages(msgs); err != nil {
+					t.Fatal(err)
+				}
+				msgs = msgs[:0]
+			}
+		}
+	}
+	if err := p.SendMessages(msgs); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// collect is a sink that counts the records it was given.
+type collect struct {
+	mu   sync.Mutex
+	seen map[string]int
+	fail func(b *batcher.Batch) error // nil: deliver everything
+}
+
+func (c *collect) Deliver(ctx context.Context, b *batcher.Batch) error {
+	if c.fail != nil {
+		if err := c.fail(b); err != nil {
+			return err
+		}
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.seen == nil {
+		c.seen = make(map[string]int)
+	}
+	for i := range b.Len() {
+		c.seen[string(b.Record(i))]++
+	}
+	return nil
+}
+
+func TestKafkaUntilEnd(t *testing.T) {
+	c := newCluster(t, kfake.SeedTopics(4, "t"))
+	client := connect(t, c)
+	produce(t, c, "t", []int32{0, 1, 2, 3}, 1000)
+
+	k, err := OpenKafka(client, KafkaConfig{Topics: []string{"t"}, UntilEnd: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sink := &collect{}
+	p := &batcher.Pipeline{Source: k, Sink: sink, Config: batcher.Config{MaxRecords: 100, Delim: '\n', Parallel: 4}}
+	st, err := p.Run(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := k.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if st.Delivered != 4000 || len(sink.seen) != 4000 {
+		t.Fatalf("delivered %d, %d distinct; want 4000", st.Delivered, len(sink.seen))
+	}
+	if lag := k.Lag(); lag["t"] != 0 {
+		t.Fatalf("lag %v", lag)
+	}
+}
+
+// committedOffsets returns the group's committed offsets of topic.
+func committedOffsets(t *testing.T, client sarama.Client, group, topic string, parts int32) map[int32]int64 {
+	t.Helper()
+	admin, err := sarama.NewClusterAdminFromClient(client)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ps []int32
+	for p := range parts {
+		ps = append(ps, p)
+	}
+	resp, err := admin.ListConsumerGroupOffsets(group, map[string][]int32{topic: ps})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := make(map[int32]int64)
+	for _, p := range ps {
+		out[p] = resp.GetBlock(topic, p).Offset
+	}
+	return out
+}
+
+func TestKafkaGroupUntilEnd(t *testing.T) {
+	c := newCluster(t, kfake.SeedTopics(4, "t"))
+	client := connect(t, c)
+	produce(t, c, "t", []int32{0, 1, 2, 3}, 1000)
+
+	k, err := OpenKafka(client, KafkaConfig{Topics: []string{"t"}, Group: "g", UntilEnd: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sink := &collect{}
+	p := &batcher.Pipeline{Source: k, Sink: sink, Config: batcher.Config{MaxRecords: 100, Delim: '\n', Parallel: 4}}
+	st, err := p.Run(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := k.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if st.Delivered != 4000 || len(sink.seen) != 4000 {
+		t.Fatalf("delivered %d, %d distinct; want 4000", st.Delivered, len(sink.seen))
+	}
+	for p, o := range committedOffsets(t, client, "g", "t", 4) {
+		if o != 1000 {
+			t.Errorf("partition %d: committed %d, want 1000", p, o)
+		}
+	}
+}
