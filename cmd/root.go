@@ -11,6 +11,7 @@ import (
 
 	"github.com/batchpipe/batchpipe/batcher"
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 )
 
 // version is set at build time: -ldflags "-X github.com/batchpipe/batchpipe/cmd.version=…".
@@ -32,6 +33,8 @@ type Streams struct {
 type options struct {
 	streams Streams
 	signals <-chan os.Signal
+	flags   *pflag.FlagSet // the root's persistent flags, to ask which were set
+	kafka   kafkaOptions
 
 	maxRecords      int
 	maxBytes        byteSize
@@ -82,13 +85,22 @@ SIGTERM/SIGINT (after which everything read is delivered) and on SIGUSR1.
 Records are read from stdin, one per line (or per NUL with -0, or per any
 byte with -d), and pass through byte for byte.
 
+With --topic, records are read from Kafka instead: each record is a message
+value (or, with --envelope json, a JSON object holding it and its metadata).
+Without --group every partition is read from --from; with --group the
+partitions are shared with the group's other members, and an offset is
+committed only once every record before it was delivered or dead-lettered,
+so a restart after a crash re-reads at most what was in flight. With
+--until-end, batchpipe stops at the end offsets seen at start and exits
+once everything below them is delivered (and committed).
+
 Every flag can also be set from the environment as BATCHPIPE_<FLAG>, e.g.
 BATCHPIPE_MAX_RECORDS=500 for --max-records; a flag on the command line wins.
 
 Exit status:
   0    every record read was delivered
   1    records were not delivered (the message says how many and why)
-  2    usage error: bad flag or value, sink unusable at start
+  2    usage error: bad flag or value, sink or Kafka unusable at start
   3    the run completed, but records were dead-lettered (--dead-letter)
   130  stopped by SIGINT, 143 by SIGTERM, after delivering everything read
        (a second signal abandons deliveries in flight: exit 1)`
@@ -103,7 +115,13 @@ const rootExamples = `  # append the lines of a growing log in batches of 500, a
   find . -print0 | batchpipe -0 -n 100 file -
 
   # count the lines of each batch of 3 with a command
-  seq 10 | batchpipe -n 3 exec -- wc -l`
+  seq 10 | batchpipe -n 3 exec -- wc -l
+
+  # drain a Kafka topic to a file and exit
+  batchpipe --kafka-brokers localhost:9092 --topic orders --until-end -n 1000 file orders.ndjson
+
+  # consume as a group, committing offsets once batches are written
+  batchpipe --kafka-brokers b1:9092,b2:9092 --topic clicks --group loader -n 5000 -t 2s file clicks.log`
 
 func newRoot(o *options) *cobra.Command {
 	root := &cobra.Command{
@@ -150,7 +168,7 @@ func newRoot(o *options) *cobra.Command {
 	f.IntVar(&o.retries, "retries", 3, "re-deliver a failed batch up to this many times, with backoff")
 	f.DurationVar(&o.backoff, "backoff", 500*time.Millisecond, "first retry waits up to this long; doubles each retry, with full jitter")
 	f.DurationVar(&o.maxBackoff, "max-backoff", 30*time.Second, "no retry waits longer than this")
-	f.StringVar(&o.deadLetter, "dead-letter", "", "append batches that still fail after retries to this file, as they were read, and carry on (exit 3)")
+	f.StringVar(&o.deadLetter, "dead-letter", "", "append batches that still fail after retries to this file, as they were read, and carry on (exit 3); kafka:TOPIC produces them to a Kafka topic")
 	f.BoolVar(&o.followSymlinks, "follow-symlinks", false, "write through a symbolic link at the output or dead-letter path (refused by default)")
 	f.DurationVar(&o.shutdownTimeout, "shutdown-timeout", 30*time.Second, "after SIGTERM/SIGINT, abandon deliveries still running after this long (0: wait)")
 	f.BoolVarP(&o.quiet, "quiet", "q", false, "no summary line at exit")
@@ -159,6 +177,8 @@ func newRoot(o *options) *cobra.Command {
 	f.StringVar(&o.progress, "progress", "auto", "status line on stderr: auto (when it is a terminal), always or never")
 	f.StringVar(&o.statsFile, "stats-file", "", "write the run's counters as JSON to this file at exit and on SIGUSR2")
 	f.StringVar(&o.metricsAddr, "metrics-addr", "", "serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9464)")
+	o.kafka.addFlags(f)
+	o.flags = f
 
 	root.AddCommand(newFileCmd(o))
 	root.AddCommand(newHTTPCmd(o))

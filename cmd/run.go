@@ -2,6 +2,7 @@ package cmd
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -120,19 +121,60 @@ func withSinkLimits(cfg batcher.Config, sink batcher.Sink) batcher.Config {
 	return cfg
 }
 
-// run checks the flags, opens the sink, and runs the pipeline from stdin to
-// it. Signals: the first SIGINT/SIGTERM stops reading and drains, a second
-// abandons what is in flight; SIGUSR1 flushes the open batch; SIGUSR2
-// writes the stats file.
+// run checks the flags, opens the source (stdin or Kafka), the dead letter
+// and the sink, and runs the pipeline. Signals: the first SIGINT/SIGTERM
+// stops reading and drains, a second abandons what is in flight; SIGUSR1
+// flushes the open batch; SIGUSR2 writes the stats file.
 func (o *options) run(openSink func() (batcher.Sink, error)) error {
 	cfg, err := o.config()
 	if err != nil {
 		return err
 	}
+	if err := o.checkKafka(); err != nil {
+		return err
+	}
 	if o.runHook != nil {
 		return o.runHook(cfg, openSink)
 	}
-	if o.deadLetter != "" {
+	p := &batcher.Pipeline{
+		Source: &sources.Stream{R: o.streams.In, Delim: cfg.Delim, MaxRecordBytes: int(o.maxRecordBytes)},
+	}
+	errw := o.streams.Err
+	var progress *monitor.Progress
+	if o.progress == "always" || o.progress == "auto" && o.streams.ErrIsTerminal {
+		_, noColor := os.LookupEnv("NO_COLOR")
+		progress = &monitor.Progress{W: o.streams.Err, Stats: p.Stats, Color: o.streams.ErrIsTerminal && !noColor}
+		errw = progress.Log()
+	}
+	cfg.Logger = o.logger(errw)
+	o.diag = errw
+
+	dlTopic, dlKafka := strings.CutPrefix(o.deadLetter, "kafka:")
+	var kr *kafkaRun
+	if o.kafka.enabled() || dlKafka {
+		if kr, err = o.openKafka(cfg.Logger); err != nil {
+			return err
+		}
+		defer func() {
+			if kr != nil {
+				kr.finish()
+			}
+		}()
+		if kr.src != nil {
+			p.Source = kr.src
+			if progress != nil {
+				progress.Lag = kr.totalLag
+			}
+		}
+	}
+	switch {
+	case dlKafka:
+		dl, err := kr.deadLetter(dlTopic) // closed by kr.finish
+		if err != nil {
+			return err
+		}
+		cfg.DeadLetter = dl
+	case o.deadLetter != "":
 		dl, err := sinks.OpenFile(o.deadLetter, sinks.FileOptions{Fsync: true, FollowSymlinks: o.followSymlinks})
 		if err != nil {
 			return &usageError{fmt.Errorf("dead letter: %w", err)}
@@ -145,22 +187,13 @@ func (o *options) run(openSink func() (batcher.Sink, error)) error {
 		return &usageError{err}
 	}
 	cfg = withSinkLimits(cfg, sink)
-	p := &batcher.Pipeline{
-		Source: &sources.Stream{R: o.streams.In, Delim: cfg.Delim, MaxRecordBytes: int(o.maxRecordBytes)},
-		Sink:   sink,
-	}
-
-	errw := o.streams.Err
-	var progress *monitor.Progress
-	if o.progress == "always" || o.progress == "auto" && o.streams.ErrIsTerminal {
-		_, noColor := os.LookupEnv("NO_COLOR")
-		progress = &monitor.Progress{W: o.streams.Err, Stats: p.Stats, Color: o.streams.ErrIsTerminal && !noColor}
-		errw = progress.Log()
-	}
-	cfg.Logger = o.logger(errw)
-	o.diag = errw
+	p.Sink = sink
 	if o.metricsAddr != "" {
-		m := monitor.NewMetrics(o.sink, p.Stats, nil)
+		var lag func() []monitor.PartitionLag
+		if kr != nil && kr.src != nil {
+			lag = kr.partitionLag
+		}
+		m := monitor.NewMetrics(o.sink, p.Stats, lag)
 		addr, stop, err := m.Serve(o.metricsAddr)
 		if err != nil {
 			return &usageError{err}
@@ -223,7 +256,18 @@ func (o *options) run(openSink func() (batcher.Sink, error)) error {
 	case sig = <-stopped:
 	default:
 	}
-	return o.report(st, runErr, sig)
+	var extra []string
+	if kr != nil {
+		// Offsets are committed only now, once deliveries are over.
+		if err := kr.finish(); err != nil {
+			runErr = errors.Join(runErr, err)
+		}
+		if kr.src != nil {
+			extra = append(extra, kr.summary(len(o.kafka.topics)))
+		}
+		kr = nil
+	}
+	return o.report(st, runErr, sig, extra...)
 }
 
 // writeStats writes the stats file, if one was asked for; status is nil
@@ -260,12 +304,16 @@ func exitStatus(st batcher.Stats, runErr error, sig os.Signal) int {
 }
 
 // report prints the summary and what went wrong, writes the stats file, and
-// returns the exit status as an error (nil for 0).
-func (o *options) report(st batcher.Stats, runErr error, sig os.Signal) error {
+// returns the exit status as an error (nil for 0). Lines in extra (the
+// Kafka summary) follow the summary line.
+func (o *options) report(st batcher.Stats, runErr error, sig os.Signal, extra ...string) error {
 	w := o.streams.Err
 	code := exitStatus(st, runErr, sig)
 	if !o.quiet {
 		fmt.Fprintln(w, summary(st))
+		for _, l := range extra {
+			fmt.Fprintf(w, "batchpipe: %s\n", l)
+		}
 	}
 	switch code {
 	case exitFailed:

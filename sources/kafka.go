@@ -210,6 +210,7 @@ func OpenKafka(client sarama.Client, cfg KafkaConfig) (*Kafka, error) {
 				end = hwm
 			}
 			k.parts = append(k.parts, k.track.assign(topic, p, start, end, hwm))
+			k.log.Debug("kafka: reading", "partition", partName(topic, p, start, end))
 		}
 	}
 	if cfg.Group != "" {
@@ -311,6 +312,16 @@ func (k *Kafka) Ack(b *batcher.Batch) { k.track.ack(b) }
 // this process reads: up to the end offsets with UntilEnd, else up to the
 // latest high watermark seen.
 func (k *Kafka) Lag() map[string]int64 { return k.track.lag() }
+
+// A PartitionLag is the lag of one partition.
+type PartitionLag struct {
+	Topic     string
+	Partition int32
+	Lag       int64
+}
+
+// PartitionLag returns Lag per partition, for metrics.
+func (k *Kafka) PartitionLag() []PartitionLag { return k.track.partLag() }
 
 // Read returns how many records were handed to the pipeline.
 func (k *Kafka) Read() int64 { return k.track.total() }
@@ -635,13 +646,13 @@ func (h groupHandler) Setup(sess sarama.ConsumerGroupSession) error {
 				end = e
 			}
 			k.track.assign(topic, p, start, end, hwm)
-			assigned = append(assigned, fmt.Sprintf("%s[%d]@%d", topic, p, start))
+			assigned = append(assigned, partName(topic, p, start, end))
 		}
 	}
 	k.track.activate()
 	k.sess = sess
 	k.log.Debug("kafka: assigned", "group", k.cfg.Group, "generation", sess.GenerationID(),
-		"partitions", strings.Join(assigned, " "))
+		"count", len(assigned), "partitions", strings.Join(assigned, " "))
 	k.changed()
 	return nil
 }
@@ -789,6 +800,14 @@ func newCommitRequest(v sarama.KafkaVersion, group, member string, generation in
 		r.RetentionTime = -1 // the broker's default
 	}
 	return r
+}
+
+// partName describes a partition being read: topic[p]:start-end.
+func partName(topic string, p int32, start, end int64) string {
+	if end < 0 {
+		return fmt.Sprintf("%s[%d]:%d-", topic, p, start)
+	}
+	return fmt.Sprintf("%s[%d]:%d-%d", topic, p, start, end)
 }
 
 func sortedKeys(m map[string][]int32) []string {

@@ -72,10 +72,13 @@ func (c *KafkaConn) Config() (*sarama.Config, error) {
 	cfg.Consumer.Offsets.AutoCommit.Enable = false
 	cfg.Consumer.Offsets.Initial = sarama.OffsetOldest
 	cfg.Consumer.Return.Errors = true
+	// The longest a fetch waits for records: also how long stopping waits
+	// for the fetch in flight.
+	cfg.Consumer.MaxWaitTime = 250 * time.Millisecond
 	// Bigger fetches and buffers: fewer round trips and channel hand-offs
 	// per record. Memory stays bounded: per partition, one fetch and
 	// ChannelBufferSize messages.
-	cfg.Consumer.Fetch.Default = 4 << 20
+	cfg.Consumer.Fetch.Default = 1 << 20
 	cfg.ChannelBufferSize = 1024
 	if c.SessionTimeout > 0 {
 		cfg.Consumer.Group.Session.Timeout = c.SessionTimeout
@@ -159,14 +162,25 @@ func (c *KafkaConn) sasl(cfg *sarama.Config) error {
 	return nil
 }
 
-// Connect connects to the cluster and loads its metadata. Its error says
-// which brokers could not be reached; it never holds credentials.
-func (c *KafkaConn) Connect() (sarama.Client, error) {
+// Connect connects to the cluster and loads the metadata of topics, so
+// that brokers that cannot be reached (or refuse the credentials) are
+// reported now. Its error names the brokers; it never holds credentials.
+func (c *KafkaConn) Connect(topics ...string) (sarama.Client, error) {
 	cfg, err := c.Config()
 	if err != nil {
 		return nil, err
 	}
 	client, err := sarama.NewClient(c.Brokers, cfg)
+	if err == nil {
+		err = client.RefreshMetadata(topics...)
+		// A missing topic is for the caller to report, by name.
+		if errors.Is(err, sarama.ErrUnknownTopicOrPartition) {
+			err = nil
+		}
+		if err != nil {
+			client.Close()
+		}
+	}
 	if err != nil {
 		return nil, fmt.Errorf("kafka: connect to %s: %w", strings.Join(c.Brokers, ","), err)
 	}

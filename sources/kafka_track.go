@@ -249,6 +249,28 @@ func (t *tracker) complete() bool {
 	return t.active && t.incomplete == 0
 }
 
+// partLag returns lag's figures per partition, in topic and partition
+// order.
+func (t *tracker) partLag() []PartitionLag {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	out := make([]PartitionLag, 0, len(t.parts))
+	for _, st := range t.parts {
+		target := st.hwm
+		if st.end >= 0 {
+			target = st.end
+		}
+		out = append(out, PartitionLag{Topic: st.tp.topic, Partition: st.tp.part, Lag: max(0, target-st.acked)})
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Topic != out[j].Topic {
+			return out[i].Topic < out[j].Topic
+		}
+		return out[i].Partition < out[j].Partition
+	})
+	return out
+}
+
 // lag returns, per topic, how many records of the partitions assigned now
 // are not done with: up to the captured end offset with one, else up to the
 // latest high watermark.

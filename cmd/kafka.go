@@ -1,0 +1,269 @@
+package cmd
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/IBM/sarama"
+	"github.com/batchpipe/batchpipe/batcher"
+	"github.com/batchpipe/batchpipe/monitor"
+	"github.com/batchpipe/batchpipe/sinks"
+	"github.com/batchpipe/batchpipe/sources"
+	"github.com/spf13/pflag"
+)
+
+// Environment variables read for Kafka. The password is never a flag, so it
+// stays out of ps and shell history.
+const (
+	envBrokers  = "BATCHPIPE_KAFKA_BROKERS"
+	envPassword = "BATCHPIPE_KAFKA_PASSWORD"
+)
+
+// kafkaOptions are the flags of the Kafka source and dead letter.
+type kafkaOptions struct {
+	brokers        string
+	topics         []string
+	clientID       string
+	partitions     []int32
+	from           string
+	group          string
+	untilEnd       bool
+	limit          int64
+	envelope       string
+	commitInterval time.Duration
+	timeout        time.Duration
+	sessionTimeout time.Duration
+
+	tls      bool
+	caFile   string
+	certFile string
+	keyFile  string
+	sasl     string
+	user     string
+}
+
+func (k *kafkaOptions) addFlags(f *pflag.FlagSet) {
+	f.StringVar(&k.brokers, "kafka-brokers", "", "read from Kafka: comma-separated host:port list (default $"+envBrokers+")")
+	f.StringSliceVar(&k.topics, "topic", nil, "Kafka topic to read; repeat for several (selects the Kafka source)")
+	f.StringVar(&k.clientID, "client-id", "batchpipe", "Kafka client id")
+	f.Int32SliceVar(&k.partitions, "partitions", nil, "read only these partitions, e.g. 0,2 (not with --group)")
+	f.StringVar(&k.from, "from", "oldest", "start at oldest, newest, an offset or an RFC 3339 time; with --group only where nothing is committed")
+	f.StringVar(&k.group, "group", "", "read as this consumer group; offsets are committed once records are delivered")
+	f.BoolVar(&k.untilEnd, "until-end", false, "stop at the end offsets seen when each partition is assigned, once all below is delivered")
+	f.Int64Var(&k.limit, "limit", 0, "stop after reading this many Kafka records (-n is the batch size)")
+	f.StringVar(&k.envelope, "envelope", "", "json: each record is a JSON object with topic, partition, offset, timestamp, key, headers and value")
+	f.DurationVar(&k.commitInterval, "commit-interval", time.Second, "with --group, commit delivered offsets this often (and at rebalance and exit)")
+	f.DurationVar(&k.timeout, "kafka-timeout", 30*time.Second, "give up (exit 1) when no broker has answered for this long")
+	f.DurationVar(&k.sessionTimeout, "kafka-session-timeout", 10*time.Second, "with --group, how long the group waits for a member that stopped answering")
+	f.BoolVar(&k.tls, "kafka-tls", false, "connect to Kafka with TLS")
+	f.StringVar(&k.caFile, "kafka-cacert", "", "PEM file of CA certificates for Kafka TLS (implies --kafka-tls)")
+	f.StringVar(&k.certFile, "kafka-cert", "", "PEM client certificate for Kafka TLS, with --kafka-key")
+	f.StringVar(&k.keyFile, "kafka-key", "", "PEM client key for Kafka TLS")
+	f.StringVar(&k.sasl, "kafka-sasl", "", "SASL mechanism: plain, scram-sha-256 or scram-sha-512 (password from $"+envPassword+")")
+	f.StringVar(&k.user, "kafka-user", "", "SASL user name")
+}
+
+// enabled reports whether Kafka is the source.
+func (k *kafkaOptions) enabled() bool { return len(k.topics) > 0 }
+
+// checkKafka refuses Kafka flags that make no sense together or without
+// Kafka.
+func (o *options) checkKafka() error {
+	k := &o.kafka
+	changed := func(name string) bool {
+		f := o.flags.Lookup(name)
+		return f != nil && f.Changed
+	}
+	if !k.enabled() {
+		for _, name := range []string{"partitions", "from", "group", "until-end", "limit", "envelope", "commit-interval", "kafka-session-timeout"} {
+			if changed(name) {
+				return usagef("--%s reads Kafka: give --topic too", name)
+			}
+		}
+		return nil
+	}
+	switch {
+	case k.group != "" && len(k.partitions) > 0:
+		return usagef("--partitions and --group: the group assigns partitions; give one")
+	case k.limit < 0:
+		return usagef("--limit must not be negative, not %d", k.limit)
+	case k.envelope != "" && k.envelope != "json":
+		return usagef("--envelope takes json, not %q", k.envelope)
+	case k.commitInterval <= 0:
+		return usagef("--commit-interval must be positive, not %v", k.commitInterval)
+	case k.timeout <= 0:
+		return usagef("--kafka-timeout must be positive, not %v", k.timeout)
+	case changed("max-record-bytes"):
+		return usagef("--max-record-bytes is for stdin: Kafka records come whole")
+	}
+	for _, p := range k.partitions {
+		if p < 0 {
+			return usagef("--partitions: %d is not a partition", p)
+		}
+	}
+	if _, err := sources.ParseFrom(k.from); err != nil {
+		return usagef("--from: %v", err)
+	}
+	return nil
+}
+
+// kafkaConn returns the connection settings, or a usage error.
+func (o *options) kafkaConn() (*sources.KafkaConn, error) {
+	k := &o.kafka
+	brokers := k.brokers
+	if brokers == "" {
+		brokers = os.Getenv(envBrokers)
+	}
+	var list []string
+	for _, b := range strings.Split(brokers, ",") {
+		if b = strings.TrimSpace(b); b != "" {
+			list = append(list, b)
+		}
+	}
+	if len(list) == 0 {
+		return nil, usagef("Kafka needs brokers: give --kafka-brokers or set %s", envBrokers)
+	}
+	c := &sources.KafkaConn{
+		Brokers:        list,
+		ClientID:       k.clientID,
+		TLS:            k.tls,
+		CAFile:         k.caFile,
+		CertFile:       k.certFile,
+		KeyFile:        k.keyFile,
+		SASL:           k.sasl,
+		User:           k.user,
+		Password:       os.Getenv(envPassword),
+		DialTimeout:    min(k.timeout, 5*time.Second),
+		SessionTimeout: k.sessionTimeout,
+	}
+	if k.sasl != "" && c.Password == "" {
+		return nil, usagef("--kafka-sasl: set the password in %s", envPassword)
+	}
+	if _, err := c.Config(); err != nil {
+		return nil, &usageError{err}
+	}
+	return c, nil
+}
+
+// kafkaRun is what the Kafka parts of a run hold open.
+type kafkaRun struct {
+	client sarama.Client
+	src    *sources.Kafka // nil when Kafka only takes dead letters
+	dl     *sinks.KafkaDeadLetter
+}
+
+// openKafka connects and opens the source. Unreachable brokers and missing
+// topics are usage errors: nothing was read yet.
+func (o *options) openKafka(logger *slog.Logger) (*kafkaRun, error) {
+	conn, err := o.kafkaConn()
+	if err != nil {
+		return nil, err
+	}
+	topics := o.kafka.topics
+	if dl, ok := strings.CutPrefix(o.deadLetter, "kafka:"); ok {
+		topics = append(topics[:len(topics):len(topics)], dl)
+	}
+	client, err := conn.Connect(topics...)
+	if err != nil {
+		return nil, &usageError{err}
+	}
+	kr := &kafkaRun{client: client}
+	if !o.kafka.enabled() {
+		return kr, nil
+	}
+	k := &o.kafka
+	from, _ := sources.ParseFrom(k.from) // checked
+	src, err := sources.OpenKafka(client, sources.KafkaConfig{
+		Topics:         k.topics,
+		Partitions:     k.partitions,
+		From:           from,
+		Group:          k.group,
+		UntilEnd:       k.untilEnd,
+		Limit:          k.limit,
+		Envelope:       k.envelope == "json",
+		CommitInterval: k.commitInterval,
+		Timeout:        k.timeout,
+		Logger:         logger,
+	})
+	if err != nil {
+		client.Close()
+		return nil, &usageError{err}
+	}
+	kr.src = src
+	return kr, nil
+}
+
+// deadLetter opens the dead letter named kafka:TOPIC.
+func (kr *kafkaRun) deadLetter(topic string) (batcher.DeadLetter, error) {
+	dl, err := sinks.NewKafkaDeadLetter(kr.client, topic)
+	if err != nil {
+		return nil, &usageError{err}
+	}
+	kr.dl = dl
+	return dl, nil
+}
+
+// finish commits what was delivered and lets go of the cluster.
+func (kr *kafkaRun) finish() error {
+	var errs []error
+	if kr.dl != nil {
+		errs = append(errs, kr.dl.Close())
+	}
+	if kr.src != nil {
+		errs = append(errs, kr.src.Close())
+	}
+	kr.client.Close()
+	return errors.Join(errs...)
+}
+
+// totalLag is the lag of every topic read, for the progress line.
+func (kr *kafkaRun) totalLag() int64 {
+	var n int64
+	for _, l := range kr.src.Lag() {
+		n += l
+	}
+	return n
+}
+
+// partitionLag is the lag of each partition read, for metrics.
+func (kr *kafkaRun) partitionLag() []monitor.PartitionLag {
+	ls := kr.src.PartitionLag()
+	out := make([]monitor.PartitionLag, len(ls))
+	for i, l := range ls {
+		out[i] = monitor.PartitionLag{Topic: l.Topic, Partition: l.Partition, Lag: l.Lag}
+	}
+	return out
+}
+
+// summary is the Kafka line of the exit summary.
+func (kr *kafkaRun) summary(topics int) string {
+	lag := kr.src.Lag()
+	var total int64
+	names := make([]string, 0, len(lag))
+	for t, n := range lag {
+		total += n
+		names = append(names, t)
+	}
+	sort.Strings(names)
+	ts := "topics"
+	if topics == 1 {
+		ts = "topic"
+	}
+	if kr.src.ReachedEnd() && total == 0 {
+		return fmt.Sprintf("drained %d records from %d %s, lag 0", kr.src.Read(), topics, ts)
+	}
+	s := fmt.Sprintf("kafka: %d records read from %d %s, lag %d", kr.src.Read(), topics, ts, total)
+	if total > 0 && len(names) > 1 {
+		var parts []string
+		for _, t := range names {
+			parts = append(parts, fmt.Sprintf("%s %d", t, lag[t]))
+		}
+		s += " (" + strings.Join(parts, ", ") + ")"
+	}
+	return s
+}

@@ -1,0 +1,643 @@
+package main
+
+// End-to-end tests of the Kafka source: an in-process kfake cluster, the
+// batchpipe binary reading from it. Record i of partition p of a test topic
+// has offset i and the value "p/i/…", so a test can tell from a delivered
+// line where it came from.
+//
+// A test that must hold batchpipe mid-run has it write to a FIFO that the
+// test reads at its own pace: once the pipe is full, deliveries block, and
+// nothing moves until the test reads on.
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/IBM/sarama"
+	"github.com/twmb/franz-go/pkg/kfake"
+)
+
+// kafkaCluster starts a cluster with topic "t" of parts partitions, whose
+// groups accept short session timeouts.
+func kafkaCluster(t *testing.T, parts int32, opts ...kfake.Opt) (*kfake.Cluster, string) {
+	t.Helper()
+	opts = append([]kfake.Opt{
+		kfake.NumBrokers(1),
+		kfake.SeedTopics(parts, "t"),
+		kfake.GroupMinSessionTimeout(100 * time.Millisecond),
+	}, opts...)
+	c, err := kfake.NewCluster(opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	return c, c.ListenAddrs()[0]
+}
+
+const filler = "abcdefghijklmnopqrstuvwxyz0123456789"
+
+// value is the value of record i of partition p.
+func value(p int32, i int) string { return fmt.Sprintf("%d/%d/%s", p, i, filler) }
+
+// parseValue returns the partition and offset a delivered line came from.
+func parseValue(t *testing.T, line string) (int32, int64) {
+	t.Helper()
+	f := strings.SplitN(line, "/", 3)
+	if len(f) != 3 || f[2] != filler {
+		t.Fatalf("line %q is not a record produced by the test", line)
+	}
+	p, err1 := strconv.Atoi(f[0])
+	i, err2 := strconv.ParseInt(f[1], 10, 64)
+	if err1 != nil || err2 != nil {
+		t.Fatalf("line %q is not a record produced by the test", line)
+	}
+	return int32(p), i
+}
+
+// producer writes test records to a cluster.
+type producer struct {
+	t    *testing.T
+	p    sarama.SyncProducer
+	next map[int32]int // next record number per partition
+}
+
+func newProducer(t *testing.T, addr string) *producer {
+	t.Helper()
+	cfg := sarama.NewConfig()
+	cfg.Version = sarama.V2_1_0_0
+	cfg.Producer.Partitioner = sarama.NewManualPartitioner
+	cfg.Producer.Return.Successes = true
+	cfg.Producer.MaxMessageBytes = 8 << 20
+	p, err := sarama.NewSyncProducer([]string{addr}, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Close() })
+	return &producer{t: t, p: p, next: make(map[int32]int)}
+}
+
+// produce writes n more records to each partition listed, with a key and a
+// header each.
+func (pr *producer) produce(topic string, parts []int32, n int) {
+	pr.t.Helper()
+	var msgs []*sarama.ProducerMessage
+	flush := func() {
+		if err := pr.p.SendMessages(msgs); err != nil {
+			pr.t.Fatal(err)
+		}
+		msgs = msgs[:0]
+	}
+	for _, p := range parts {
+		for range n {
+			i := pr.next[p]
+			pr.next[p]++
+			msgs = append(msgs, &sarama.ProducerMessage{
+				Topic: topic, Partition: p,
+				Key:     sarama.StringEncoder("k" + strconv.Itoa(i)),
+				Value:   sarama.StringEncoder(value(p, i)),
+				Headers: []sarama.RecordHeader{{Key: []byte("h"), Value: []byte("v" + strconv.Itoa(i))}},
+			})
+			if len(msgs) == 10000 {
+				flush()
+			}
+		}
+	}
+	flush()
+}
+
+var parts4 = []int32{0, 1, 2, 3}
+
+// delivered is a multiset of delivered records by partition and offset.
+type delivered map[int32]map[int64]int
+
+func (d delivered) add(t *testing.T, lines ...string) {
+	t.Helper()
+	for _, l := range lines {
+		p, i := parseValue(t, l)
+		if d[p] == nil {
+			d[p] = make(map[int64]int)
+		}
+		d[p][i]++
+	}
+}
+
+func (d delivered) count() int {
+	n := 0
+	for _, m := range d {
+		for _, c := range m {
+			n += c
+		}
+	}
+	return n
+}
+
+func fileLines(t *testing.T, name string) []string {
+	t.Helper()
+	s := readFile(t, name)
+	if s == "" {
+		return nil
+	}
+	if !strings.HasSuffix(s, "\n") {
+		t.Fatalf("%s ends without a newline", name)
+	}
+	return strings.Split(strings.TrimSuffix(s, "\n"), "\n")
+}
+
+// wantExactly checks that d holds each record of counts (records per
+// partition, from offset from[p]) exactly once, and nothing else.
+func wantExactly(t *testing.T, d delivered, from map[int32]int64, counts map[int32]int) {
+	t.Helper()
+	for p, n := range counts {
+		for i := from[p]; i < int64(n); i++ {
+			if c := d[p][i]; c != 1 {
+				t.Fatalf("record %d/%d delivered %d times, want once", p, i, c)
+			}
+		}
+		for i := range d[p] {
+			if i < from[p] || i >= int64(n) {
+				t.Fatalf("record %d/%d delivered, want only offsets %d-%d", p, i, from[p], n-1)
+			}
+		}
+	}
+	for p := range d {
+		if _, ok := counts[p]; !ok {
+			t.Fatalf("records of partition %d delivered, want none", p)
+		}
+	}
+}
+
+func each(parts []int32, n int) map[int32]int {
+	m := make(map[int32]int)
+	for _, p := range parts {
+		m[p] = n
+	}
+	return m
+}
+
+// committedOffsets returns the group's committed offsets of topic t.
+func committedOffsets(t *testing.T, addr, group string, parts []int32) map[int32]int64 {
+	t.Helper()
+	cfg := sarama.NewConfig()
+	cfg.Version = sarama.V2_1_0_0
+	admin, err := sarama.NewClusterAdmin([]string{addr}, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close()
+	resp, err := admin.ListConsumerGroupOffsets(group, map[string][]int32{"t": parts})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := make(map[int32]int64)
+	for _, p := range parts {
+		out[p] = max(resp.GetBlock("t", p).Offset, 0) // none: reading starts at 0
+	}
+	return out
+}
+
+func TestKafkaDrainUntilEnd(t *testing.T) {
+	_, addr := kafkaCluster(t, 4)
+	newProducer(t, addr).produce("t", parts4, 25000)
+	out := filepath.Join(t.TempDir(), "out")
+	r := run(t, nil, "--kafka-brokers", addr, "--topic", "t", "--until-end", "-n", "1000", "-j", "4", "file", out)
+	if r.code != 0 {
+		t.Fatalf("exit %d:\n%s", r.code, r.stderr)
+	}
+	d := delivered{}
+	d.add(t, fileLines(t, out)...)
+	wantExactly(t, d, nil, each(parts4, 25000))
+	if !strings.Contains(r.stderr, "drained 100000 records from 1 topic, lag 0") {
+		t.Fatalf("no drained line:\n%s", r.stderr)
+	}
+}
+
+func TestKafkaDrainGroup(t *testing.T) {
+	_, addr := kafkaCluster(t, 4)
+	newProducer(t, addr).produce("t", parts4, 25000)
+	out := filepath.Join(t.TempDir(), "out")
+	r := run(t, nil, "--kafka-brokers", addr, "--topic", "t", "--group", "g", "--until-end", "-n", "1000", "-j", "4", "file", out)
+	if r.code != 0 {
+		t.Fatalf("exit %d:\n%s", r.code, r.stderr)
+	}
+	d := delivered{}
+	d.add(t, fileLines(t, out)...)
+	wantExactly(t, d, nil, each(parts4, 25000))
+	if !strings.Contains(r.stderr, "drained 100000 records from 1 topic, lag 0") {
+		t.Fatalf("no drained line:\n%s", r.stderr)
+	}
+	for p, o := range committedOffsets(t, addr, "g", parts4) {
+		if o != 25000 {
+			t.Errorf("partition %d: committed %d, want 25000", p, o)
+		}
+	}
+}
+
+func TestKafkaEmptyPartitions(t *testing.T) {
+	_, addr := kafkaCluster(t, 4)
+	newProducer(t, addr).produce("t", []int32{0, 2}, 500)
+	createTopic(t, addr, "empty", 3)
+	full := each([]int32{0, 2}, 500)
+	for _, tc := range []struct {
+		args []string
+		want map[int32]int
+	}{
+		{[]string{"--topic", "t"}, full},
+		{[]string{"--topic", "t", "--group", "g1"}, full},
+		{[]string{"--topic", "empty"}, nil},
+		{[]string{"--topic", "empty", "--group", "g2"}, nil},
+		{[]string{"--topic", "t", "--topic", "empty", "--group", "g3"}, full},
+	} {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			out := filepath.Join(t.TempDir(), "out")
+			args := append([]string{"--kafka-brokers", addr, "--until-end"}, tc.args...)
+			r := run(t, nil, append(args, "file", out)...)
+			if r.code != 0 {
+				t.Fatalf("exit %d:\n%s", r.code, r.stderr)
+			}
+			d := delivered{}
+			d.add(t, fileLines(t, out)...)
+			wantExactly(t, d, nil, tc.want)
+			if !strings.Contains(r.stderr, fmt.Sprintf("drained %d records", d.count())) {
+				t.Fatalf("no drained line:\n%s", r.stderr)
+			}
+		})
+	}
+}
+
+func createTopic(t *testing.T, addr, topic string, parts int32) {
+	t.Helper()
+	cfg := sarama.NewConfig()
+	cfg.Version = sarama.V2_1_0_0
+	admin, err := sarama.NewClusterAdmin([]string{addr}, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close()
+	if err := admin.CreateTopic(topic, &sarama.TopicDetail{NumPartitions: parts, ReplicationFactor: 1}, false); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A fifo is a named pipe that batchpipe writes to and the test reads at its
+// own pace. The test holds it open for writing too, so that opening it
+// never blocks and a sentinel written after batchpipe exits marks the end.
+type fifo struct {
+	t    *testing.T
+	path string
+	f    *os.File
+	r    *bufio.Reader
+}
+
+const sentinel = "\x00end of test fifo"
+
+func newFIFO(t *testing.T) *fifo {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "fifo")
+	if err := syscall.Mkfifo(path, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	return &fifo{t: t, path: path, f: f, r: bufio.NewReader(f)}
+}
+
+// read returns the next n lines.
+func (f *fifo) read(n int) []string {
+	f.t.Helper()
+	f.f.SetReadDeadline(time.Now().Add(time.Minute))
+	lines := make([]string, 0, n)
+	for len(lines) < n {
+		l, err := f.r.ReadString('\n')
+		if err != nil {
+			f.t.Fatalf("read fifo after %d lines: %v", len(lines), err)
+		}
+		lines = append(lines, strings.TrimSuffix(l, "\n"))
+	}
+	return lines
+}
+
+// rest returns every whole line left, once batchpipe has exited. A line cut
+// short by a kill is not a record delivered and is dropped.
+func (f *fifo) rest() []string {
+	f.t.Helper()
+	// The pipe may be full: write while reading.
+	werr := make(chan error, 1)
+	go func() {
+		_, err := io.WriteString(f.f, sentinel+"\n")
+		werr <- err
+	}()
+	lines, err := f.untilSentinel()
+	if err := errors.Join(err, <-werr); err != nil {
+		f.t.Fatal(err)
+	}
+	return lines
+}
+
+// readWhile reads every line until p exits, then the rest.
+func (f *fifo) readWhile(p *proc) []string {
+	f.t.Helper()
+	var lines []string
+	var err error
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		lines, err = f.untilSentinel()
+	}()
+	p.wait()
+	if _, werr := io.WriteString(f.f, sentinel+"\n"); werr != nil {
+		f.t.Fatal(werr)
+	}
+	<-done
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return lines
+}
+
+func (f *fifo) untilSentinel() ([]string, error) {
+	f.f.SetReadDeadline(time.Now().Add(time.Minute))
+	var lines []string
+	for {
+		l, err := f.r.ReadString('\n')
+		if err != nil {
+			return lines, fmt.Errorf("read fifo after %d lines: %w", len(lines), err)
+		}
+		l = strings.TrimSuffix(l, "\n")
+		if strings.Contains(l, sentinel) {
+			return lines, nil
+		}
+		lines = append(lines, l)
+	}
+}
+
+// A topic produced to while it is drained: the records produced after the
+// end offsets were captured are not read.
+func TestKafkaUntilEndStopsAtCapturedEnd(t *testing.T) {
+	for _, mode := range []struct {
+		name, ready string
+		args        []string
+	}{
+		{"plain", "kafka: reading", nil},
+		{"group", "kafka: assigned", []string{"--group", "g"}},
+	} {
+		t.Run(mode.name, func(t *testing.T) {
+			_, addr := kafkaCluster(t, 4)
+			pr := newProducer(t, addr)
+			pr.produce("t", parts4, 5000)
+			f := newFIFO(t)
+			args := append([]string{"-v", "--kafka-brokers", addr, "--topic", "t", "--until-end", "-n", "500"}, mode.args...)
+			p := start(t, append(args, "file", f.path)...)
+			p.waitFor(mode.ready)
+			pr.produce("t", parts4, 1000) // after the end offsets were captured
+			lines := f.readWhile(p)
+			if code := p.wait(); code != 0 {
+				t.Fatalf("exit %d:\n%s", code, p.stderr())
+			}
+			d := delivered{}
+			d.add(t, lines...)
+			wantExactly(t, d, nil, each(parts4, 5000))
+		})
+	}
+}
+
+// Stopped by SIGTERM part-way, a group member delivers what it read and
+// commits it; the next run starts exactly there.
+func TestKafkaGroupResume(t *testing.T) {
+	_, addr := kafkaCluster(t, 4)
+	newProducer(t, addr).produce("t", parts4, 10000)
+	f := newFIFO(t)
+	p := start(t, "-v", "--kafka-brokers", addr, "--topic", "t", "--group", "g", "-n", "500", "-j", "2", "file", f.path)
+	p.waitFor("kafka: assigned")
+	first := f.read(5000)
+	p.signal(syscall.SIGTERM)
+	rest := f.readWhile(p)
+	if code := p.wait(); code != 143 {
+		t.Fatalf("exit %d, want 143:\n%s", code, p.stderr())
+	}
+	d1 := delivered{}
+	d1.add(t, append(first, rest...)...)
+	committed := committedOffsets(t, addr, "g", parts4)
+	for _, part := range parts4 {
+		// Everything read was delivered and committed, nothing more.
+		if n := int64(len(d1[part])); committed[part] != n {
+			t.Fatalf("partition %d: committed %d, but %d records delivered", part, committed[part], n)
+		}
+	}
+	wantExactly(t, d1, nil, countsFrom(committed))
+
+	out := filepath.Join(t.TempDir(), "out")
+	r := run(t, nil, "--kafka-brokers", addr, "--topic", "t", "--group", "g", "--until-end", "-n", "500", "file", out)
+	if r.code != 0 {
+		t.Fatalf("restart: exit %d:\n%s", r.code, r.stderr)
+	}
+	d2 := delivered{}
+	d2.add(t, fileLines(t, out)...)
+	wantExactly(t, d2, committed, each(parts4, 10000))
+}
+
+func countsFrom(c map[int32]int64) map[int32]int {
+	m := make(map[int32]int)
+	for p, n := range c {
+		m[p] = int(n)
+	}
+	return m
+}
+
+// waitForLines blocks until ok holds for the stderr lines so far.
+func (p *proc) waitForLines(what string, ok func(lines []string) bool) {
+	p.t.Helper()
+	timeout := time.NewTimer(time.Minute)
+	defer timeout.Stop()
+	for {
+		p.mu.Lock()
+		lines, next := p.lines, p.newLn
+		p.mu.Unlock()
+		if ok(lines) {
+			return
+		}
+		select {
+		case <-next:
+		case <-p.waited:
+			p.t.Fatalf("batchpipe exited (%d) before %s; stderr:\n%s", p.code, what, p.stderr())
+		case <-timeout.C:
+			p.t.Fatalf("no %s within a minute; stderr:\n%s", what, p.stderr())
+		}
+	}
+}
+
+// logValue returns the value of key=value in a log line.
+func logValue(line, key string) (string, bool) {
+	i := strings.Index(line, " "+key+"=")
+	if i < 0 {
+		return "", false
+	}
+	v := line[i+len(key)+2:]
+	if j := strings.IndexByte(v, ' '); j >= 0 {
+		v = v[:j]
+	}
+	return v, true
+}
+
+// settled reports whether every batch logged as delivered is covered by the
+// offsets logged as committed: nothing acked waits for a commit.
+func settled(lines []string) bool {
+	var acked int64
+	committed := make(map[string]int64)
+	for _, l := range lines {
+		switch {
+		case strings.Contains(l, "msg=batch ") && strings.Contains(l, "outcome=delivered"):
+			n, _ := logValue(l, "records")
+			v, _ := strconv.ParseInt(n, 10, 64)
+			acked += v
+		case strings.Contains(l, "kafka: committed"):
+			part, _ := logValue(l, "partition")
+			off, _ := logValue(l, "offset")
+			v, _ := strconv.ParseInt(off, 10, 64)
+			committed[part] = v
+		}
+	}
+	var sum int64
+	for _, v := range committed {
+		sum += v
+	}
+	return acked > 0 && sum == acked
+}
+
+// kill -9 in the middle: after a restart every record is delivered at
+// least once, and the only duplicates are the batch that was in flight.
+// (With -j > 1, batches delivered out of order behind a slow one are not
+// committed either, and are delivered again too.)
+func TestKafkaCrashResume(t *testing.T) {
+	_, addr := kafkaCluster(t, 4)
+	newProducer(t, addr).produce("t", parts4, 10000)
+	f := newFIFO(t)
+	const n, j = 200, 1
+	p := start(t, "-v", "--kafka-brokers", addr, "--topic", "t", "--group", "g", "-n", strconv.Itoa(n), "-j", strconv.Itoa(j),
+		"--commit-interval", "20ms", "--kafka-session-timeout", "1s", "file", f.path)
+	first := f.read(3000)
+	// The pipe is full and deliveries are blocked: wait for the commits to
+	// catch up with them, then kill.
+	p.waitForLines("commits covering every delivered batch", settled)
+	p.signal(syscall.SIGKILL)
+	p.wait()
+	d1 := delivered{}
+	d1.add(t, append(first, f.rest()...)...)
+	committed := committedOffsets(t, addr, "g", parts4)
+
+	out := filepath.Join(t.TempDir(), "out")
+	r := run(t, nil, "--kafka-brokers", addr, "--topic", "t", "--group", "g", "--until-end", "-n", "500", "file", out)
+	if r.code != 0 {
+		t.Fatalf("restart: exit %d:\n%s", r.code, r.stderr)
+	}
+	d2 := delivered{}
+	d2.add(t, fileLines(t, out)...)
+	wantExactly(t, d2, committed, each(parts4, 10000))
+	dups := 0
+	for _, part := range parts4 {
+		for i := range int64(10000) {
+			total := d1[part][i] + d2[part][i]
+			if total == 0 {
+				t.Fatalf("record %d/%d never delivered", part, i)
+			}
+			if d1[part][i] > 1 {
+				t.Fatalf("record %d/%d delivered twice before the crash", part, i)
+			}
+			dups += total - 1
+		}
+	}
+	if dups > j*n {
+		t.Fatalf("%d records delivered twice, more than the %d of the batches in flight", dups, j*n)
+	}
+	t.Logf("%d records delivered before the crash, %d after, %d twice", d1.count(), d2.count(), dups)
+}
+
+// assignedCount returns the number of partitions in the last assignment
+// line, or -1.
+func assignedCount(lines []string) int {
+	for i := len(lines) - 1; i >= 0; i-- {
+		if strings.Contains(lines[i], "kafka: assigned") {
+			v, _ := logValue(lines[i], "count")
+			n, _ := strconv.Atoi(v)
+			return n
+		}
+	}
+	return -1
+}
+
+// Two members of one group split the partitions; when one is killed its
+// partitions go to the other, and every record is delivered.
+func TestKafkaGroupTwoMembers(t *testing.T) {
+	_, addr := kafkaCluster(t, 4)
+	newProducer(t, addr).produce("t", parts4, 10000)
+	args := []string{"-v", "--kafka-brokers", addr, "--topic", "t", "--group", "g", "-n", "200",
+		"--kafka-session-timeout", "1s", "--commit-interval", "50ms", "file"}
+	f1, f2 := newFIFO(t), newFIFO(t)
+	p1 := start(t, append(args, f1.path)...)
+	p1.waitFor("kafka: assigned")
+	p2 := start(t, append(args, f2.path)...)
+	// The pipes are not read yet, so neither can get far meanwhile.
+	p1.waitForLines("a share of two partitions", func(l []string) bool { return assignedCount(l) == 2 })
+	p2.waitForLines("a share of two partitions", func(l []string) bool { return assignedCount(l) == 2 })
+
+	p1.signal(syscall.SIGKILL)
+	p1.wait()
+	d := delivered{}
+	d.add(t, f1.rest()...)
+	// Reading lets p2 go on, with all four partitions once the group gives
+	// up on p1.
+	for !d.covers(parts4, 10000) {
+		d.add(t, f2.read(1)...)
+	}
+	p2.waitForLines("the partitions of the killed member", func(l []string) bool { return assignedCount(l) == 4 })
+	p2.signal(syscall.SIGTERM)
+	d.add(t, f2.readWhile(p2)...)
+	if code := p2.wait(); code != 143 {
+		t.Fatalf("exit %d, want 143:\n%s", code, p2.stderr())
+	}
+	t.Logf("%d records delivered, %d of them twice", d.count(), d.count()-40000)
+}
+
+// covers reports whether every record of parts up to n was delivered.
+func (d delivered) covers(parts []int32, n int) bool {
+	for _, p := range parts {
+		if len(d[p]) < n {
+			return false
+		}
+	}
+	return true
+}
+
+func TestKafkaUsage(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--until-end", "file", "-"}, "--until-end reads Kafka: give --topic too"},
+		{[]string{"--group", "g", "file", "-"}, "--group reads Kafka: give --topic too"},
+		{[]string{"--topic", "t", "file", "-"}, "Kafka needs brokers"},
+		{[]string{"--kafka-brokers", "127.0.0.1:1", "--topic", "t", "--group", "g", "--partitions", "0", "file", "-"}, "--partitions and --group"},
+		{[]string{"--kafka-brokers", "127.0.0.1:1", "--topic", "t", "--from", "yesterday", "file", "-"}, "--from"},
+		{[]string{"--kafka-brokers", "127.0.0.1:1", "--topic", "t", "--envelope", "xml", "file", "-"}, "--envelope takes json"},
+		{[]string{"--kafka-brokers", "127.0.0.1:1", "--topic", "t", "--kafka-sasl", "plain", "--kafka-user", "u", "file", "-"}, "BATCHPIPE_KAFKA_PASSWORD"},
+		{[]string{"--kafka-brokers", "127.0.0.1:1", "--topic", "t", "file", "-"}, "connect to 127.0.0.1:1"},
+	} {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			r := run(t, nil, tc.args...)
+			if r.code != 2 || !strings.Contains(r.stderr, tc.want) {
+				t.Fatalf("exit %d, stderr:\n%s\nwant exit 2 and %q", r.code, r.stderr, tc.want)
+			}
+		})
+	}
+}
