@@ -113,9 +113,9 @@ type Kafka struct {
 
 	life   context.Context // done in Close
 	stop   context.CancelFunc
-	chunks chan chunk      // partition readers → Run
-	change chan struct{}   // an assignment changed: Run checks for the end
-	fatal  chan error      // buffer of one: the first error that stops Run
+	chunks chan chunk    // partition readers → Run
+	change chan struct{} // an assignment changed: Run checks for the end
+	fatal  chan error    // buffer of one: the first error that stops Run
 	ends   map[topicPartition]int64
 	wg     sync.WaitGroup
 	once   sync.Once // starts reading, at the first Run
