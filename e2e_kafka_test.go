@@ -11,6 +11,7 @@ package main
 
 import (
 	"bufio"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -639,5 +640,267 @@ func TestKafkaUsage(t *testing.T) {
 				t.Fatalf("exit %d, stderr:\n%s\nwant exit 2 and %q", r.code, r.stderr, tc.want)
 			}
 		})
+	}
+}
+
+// batchFiles reads the files of a --per-batch run.
+func batchFiles(t *testing.T, dir string) []string {
+	t.Helper()
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var lines []string
+	for _, e := range entries {
+		if e.Name() == "5" {
+			continue // the obstacle
+		}
+		lines = append(lines, fileLines(t, filepath.Join(dir, e.Name()))...)
+	}
+	return lines
+}
+
+// A batch that fails for good with no dead letter stops the run, and no
+// offset is committed past a record that was not delivered.
+func TestKafkaFailedBatchBlocksCommits(t *testing.T) {
+	_, addr := kafkaCluster(t, 4)
+	newProducer(t, addr).produce("t", parts4, 2500)
+	dir := t.TempDir()
+	// Batch 5 cannot be written: its file exists.
+	if err := os.WriteFile(filepath.Join(dir, "5"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r := run(t, nil, "--kafka-brokers", addr, "--topic", "t", "--group", "g", "--until-end", "-n", "300", "-j", "4",
+		"file", "--per-batch", filepath.Join(dir, "{seq}"))
+	if r.code != 1 || !strings.Contains(r.stderr, "batch 5") {
+		t.Fatalf("exit %d, want 1 naming batch 5:\n%s", r.code, r.stderr)
+	}
+	d := delivered{}
+	d.add(t, batchFiles(t, dir)...)
+	committed := committedOffsets(t, addr, "g", parts4)
+	some := false
+	for _, p := range parts4 {
+		firstMissing := int64(0)
+		for d[p][firstMissing] > 0 {
+			firstMissing++
+		}
+		if committed[p] > firstMissing {
+			t.Errorf("partition %d: committed %d, past record %d which was not delivered", p, committed[p], firstMissing)
+		}
+		some = some || committed[p] > 0
+	}
+	if !some {
+		t.Errorf("nothing committed, though batches 1-4 were delivered")
+	}
+	if !strings.Contains(r.stderr, "lag ") {
+		t.Errorf("no lag in the summary:\n%s", r.stderr)
+	}
+}
+
+// With --dead-letter kafka:dlq the failed batch goes to the dlq topic, with
+// its keys and headers and the batchpipe ones, and the run completes.
+func TestKafkaDeadLetterTopic(t *testing.T) {
+	_, addr := kafkaCluster(t, 4)
+	newProducer(t, addr).produce("t", parts4, 2500)
+	createTopic(t, addr, "dlq", 1)
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "5"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r := run(t, nil, "--kafka-brokers", addr, "--topic", "t", "--group", "g", "--until-end", "-n", "300", "-j", "4",
+		"--dead-letter", "kafka:dlq", "file", "--per-batch", filepath.Join(dir, "{seq}"))
+	if r.code != 3 || !strings.Contains(r.stderr, "300 records dead-lettered to kafka:dlq") {
+		t.Fatalf("exit %d, want 3:\n%s", r.code, r.stderr)
+	}
+	d := delivered{}
+	d.add(t, batchFiles(t, dir)...)
+
+	dead := readTopic(t, addr, "dlq")
+	if len(dead) != 300 {
+		t.Fatalf("%d records in dlq, want 300", len(dead))
+	}
+	for _, m := range dead {
+		p, i := parseValue(t, string(m.Value))
+		if d[p][i] != 0 {
+			t.Fatalf("record %d/%d both delivered and dead-lettered", p, i)
+		}
+		d.add(t, string(m.Value))
+		h := headers(m)
+		want := map[string]string{
+			"h":                          "v" + strconv.FormatInt(i, 10),
+			"batchpipe-source-topic":     "t",
+			"batchpipe-source-partition": strconv.Itoa(int(p)),
+			"batchpipe-source-offset":    strconv.FormatInt(i, 10),
+			"batchpipe-attempts":         "1",
+		}
+		for k, v := range want {
+			if h[k] != v {
+				t.Fatalf("record %d/%d: header %s=%q, want %q", p, i, k, h[k], v)
+			}
+		}
+		if !strings.Contains(h["batchpipe-error"], "not overwriting") {
+			t.Fatalf("record %d/%d: batchpipe-error %q", p, i, h["batchpipe-error"])
+		}
+		if string(m.Key) != "k"+strconv.FormatInt(i, 10) {
+			t.Fatalf("record %d/%d: key %q", p, i, m.Key)
+		}
+	}
+	wantExactly(t, d, nil, each(parts4, 2500))
+	for p, o := range committedOffsets(t, addr, "g", parts4) {
+		if o != 2500 {
+			t.Errorf("partition %d: committed %d, want 2500: dead letters count as handled", p, o)
+		}
+	}
+}
+
+func headers(m *sarama.ConsumerMessage) map[string]string {
+	h := make(map[string]string)
+	for _, rh := range m.Headers {
+		h[string(rh.Key)] = string(rh.Value)
+	}
+	return h
+}
+
+// readTopic returns every record of topic.
+func readTopic(t *testing.T, addr, topic string) []*sarama.ConsumerMessage {
+	t.Helper()
+	cfg := sarama.NewConfig()
+	cfg.Version = sarama.V2_1_0_0
+	client, err := sarama.NewClient([]string{addr}, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	consumer, err := sarama.NewConsumerFromClient(client)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer consumer.Close()
+	parts, err := client.Partitions(topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var msgs []*sarama.ConsumerMessage
+	for _, p := range parts {
+		end, err := client.GetOffset(topic, p, sarama.OffsetNewest)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if end == 0 {
+			continue
+		}
+		pc, err := consumer.ConsumePartition(topic, p, sarama.OffsetOldest)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for m := range pc.Messages() {
+			msgs = append(msgs, m)
+			if m.Offset+1 >= end {
+				break
+			}
+		}
+		pc.Close()
+	}
+	return msgs
+}
+
+// Brokers gone mid-run for longer than --kafka-timeout: exit 1, saying so
+// and how much was left unread.
+func TestKafkaBrokerLost(t *testing.T) {
+	c, addr := kafkaCluster(t, 4)
+	newProducer(t, addr).produce("t", parts4, 50000)
+	f := newFIFO(t)
+	p := start(t, "-v", "--kafka-brokers", addr, "--topic", "t", "--group", "g", "-n", "500", "--kafka-timeout", "1s",
+		"file", f.path)
+	p.waitFor("kafka: assigned")
+	lines := f.read(1000)
+	c.Close()
+	lines = append(lines, f.readWhile(p)...)
+	if code := p.wait(); code != 1 {
+		t.Fatalf("exit %d, want 1:\n%s", code, p.stderr())
+	}
+	if !strings.Contains(p.stderr(), "no broker answered for") {
+		t.Fatalf("no word of the brokers in stderr:\n%s", p.stderr())
+	}
+	summary := p.waitFor("records read from 1 topic, lag ")
+	lag, _ := strconv.Atoi(summary[strings.LastIndex(summary, " ")+1:])
+	d := delivered{}
+	d.add(t, lines...)
+	if d.count() == 0 || lag == 0 || d.count()+lag != 200000 {
+		t.Fatalf("%d records delivered and a lag of %d, want a lag of the rest of 200000:\n%s", d.count(), lag, p.stderr())
+	}
+}
+
+// SASL with the password from the environment, brokers too; a wrong
+// password is a usage error that does not repeat it.
+func TestKafkaSASL(t *testing.T) {
+	_, addr := kafkaCluster(t, 1, kfake.EnableSASL(), kfake.Superuser("SCRAM-SHA-512", "loader", "s3cret-pass"))
+	t.Setenv("BATCHPIPE_KAFKA_BROKERS", addr)
+	t.Setenv("BATCHPIPE_KAFKA_PASSWORD", "not-the-pass")
+	args := []string{"--topic", "t", "--until-end", "--kafka-sasl", "scram-sha-512", "--kafka-user", "loader", "file", "-"}
+	r := run(t, nil, args...)
+	if r.code != 2 || strings.Contains(r.stderr, "not-the-pass") || !strings.Contains(r.stderr, "SASL user and password") {
+		t.Fatalf("wrong password: exit %d, stderr:\n%s", r.code, r.stderr)
+	}
+	t.Setenv("BATCHPIPE_KAFKA_PASSWORD", "s3cret-pass")
+	r = run(t, nil, args...)
+	if r.code != 0 || !strings.Contains(r.stderr, "drained 0 records") {
+		t.Fatalf("exit %d, stderr:\n%s", r.code, r.stderr)
+	}
+}
+
+// --envelope json: each record one JSON object with its metadata; a file
+// dead letter keeps the envelopes.
+func TestKafkaEnvelope(t *testing.T) {
+	_, addr := kafkaCluster(t, 2)
+	newProducer(t, addr).produce("t", []int32{0, 1}, 500)
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "2"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	dl := filepath.Join(t.TempDir(), "dead")
+	r := run(t, nil, "--kafka-brokers", addr, "--topic", "t", "--until-end", "--envelope", "json", "-n", "100",
+		"--dead-letter", dl, "file", "--per-batch", filepath.Join(dir, "{seq}"))
+	if r.code != 3 {
+		t.Fatalf("exit %d, want 3:\n%s", r.code, r.stderr)
+	}
+	type envelope struct {
+		Topic     string
+		Partition int32
+		Offset    int64
+		Timestamp time.Time
+		Key       string
+		Headers   []struct{ Key, Value string }
+		Value     string
+	}
+	seen := 0
+	for _, file := range []string{dl, ""} {
+		var lines []string
+		if file == "" {
+			entries, _ := os.ReadDir(dir)
+			for _, e := range entries {
+				lines = append(lines, fileLines(t, filepath.Join(dir, e.Name()))...)
+			}
+		} else {
+			lines = fileLines(t, file)
+			if len(lines) != 100 {
+				t.Fatalf("%d dead letters, want the 100 of batch 2", len(lines))
+			}
+		}
+		for _, l := range lines {
+			var e envelope
+			if err := json.Unmarshal([]byte(l), &e); err != nil {
+				t.Fatalf("%q: %v", l, err)
+			}
+			p, i := parseValue(t, e.Value)
+			if e.Topic != "t" || e.Partition != p || e.Offset != i || e.Key != "k"+strconv.FormatInt(i, 10) ||
+				len(e.Headers) != 1 || e.Headers[0].Value != "v"+strconv.FormatInt(i, 10) || time.Since(e.Timestamp) > time.Hour {
+				t.Fatalf("envelope %s does not match its record", l)
+			}
+			seen++
+		}
+	}
+	if seen != 1000 {
+		t.Fatalf("%d envelopes, want 1000", seen)
 	}
 }

@@ -541,7 +541,9 @@ func (k *Kafka) Close() error {
 			k.mu.Lock()
 			k.closing = true
 			if k.sess != nil {
-				err = k.commitLocked(k.sess)
+				if err = k.commitLocked(k.sess); err != nil {
+					err = fmt.Errorf("%w; delivered records not committed will be read again", err)
+				}
 			}
 			k.mu.Unlock()
 		}

@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"strings"
 	"time"
@@ -182,7 +183,12 @@ func (c *KafkaConn) Connect(topics ...string) (sarama.Client, error) {
 		}
 	}
 	if err != nil {
-		return nil, fmt.Errorf("kafka: connect to %s: %w", strings.Join(c.Brokers, ","), err)
+		hint := ""
+		if c.SASL != "" && errors.Is(err, io.EOF) {
+			// Some brokers hang up on bad credentials without a word.
+			hint = " (the broker closed the connection: are the SASL user and password right?)"
+		}
+		return nil, fmt.Errorf("kafka: connect to %s: %w%s", strings.Join(c.Brokers, ","), err, hint)
 	}
 	return client, nil
 }

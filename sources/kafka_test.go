@@ -2,6 +2,7 @@ package sources
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"testing"
@@ -165,5 +166,59 @@ func TestKafkaGroupUntilEnd(t *testing.T) {
 		if o != 1000 {
 			t.Errorf("partition %d: committed %d, want 1000", p, o)
 		}
+	}
+}
+
+// A batch that fails for good holds the committed offset of each of its
+// partitions at or before its first record there, even with later batches
+// delivered by other workers.
+func TestKafkaFailedBatchHoldsCommits(t *testing.T) {
+	c := newCluster(t, kfake.SeedTopics(4, "t"))
+	client := connect(t, c)
+	produce(t, c, "t", []int32{0, 1, 2, 3}, 2000)
+
+	k, err := OpenKafka(client, KafkaConfig{Topics: []string{"t"}, Group: "g", UntilEnd: true, CommitInterval: 10 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const failing = 7
+	var mu sync.Mutex
+	first := make(map[int32]int64) // the failing batch's first offset per partition
+	sink := &collect{fail: func(b *batcher.Batch) error {
+		if b.Seq != failing {
+			return nil
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		for i := b.Len() - 1; i >= 0; i-- {
+			first[b.Meta(i).Partition] = b.Meta(i).Offset
+		}
+		return batcher.Permanent(errors.New("refused"))
+	}}
+	p := &batcher.Pipeline{Source: k, Sink: sink, Config: batcher.Config{MaxRecords: 150, Delim: '\n', Parallel: 4}}
+	if _, err := p.Run(context.Background()); err == nil {
+		t.Fatal("the run succeeded despite a failed batch")
+	}
+	if err := k.Close(); err != nil {
+		t.Fatal(err)
+	}
+	committed := committedOffsets(t, client, "g", "t", 4)
+	if len(first) == 0 {
+		t.Fatal("the failing batch was never attempted")
+	}
+	var total int64
+	for part, off := range first {
+		if committed[part] > off {
+			t.Errorf("partition %d: committed %d, past %d, the failed batch's first record", part, committed[part], off)
+		}
+	}
+	for _, c := range committed {
+		total += max(c, 0)
+	}
+	if total < (failing-1)*150-4*150 {
+		t.Errorf("committed %d records in all, though batches 1-%d were delivered", total, failing-1)
+	}
+	if lag := k.Lag(); lag["t"] == 0 {
+		t.Errorf("no lag after a failed batch")
 	}
 }
