@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -220,5 +221,137 @@ func TestKafkaFailedBatchHoldsCommits(t *testing.T) {
 	}
 	if lag := k.Lag(); lag["t"] == 0 {
 		t.Errorf("no lag after a failed batch")
+	}
+}
+
+// drain reads everything k gives until Run returns, without a pipeline.
+func drain(t *testing.T, k *Kafka) []batcher.Record {
+	t.Helper()
+	out := make(chan []batcher.Record)
+	errc := make(chan error, 1)
+	go func() {
+		errc <- k.Run(context.Background(), out)
+		close(out)
+	}()
+	var recs []batcher.Record
+	for chunk := range out {
+		recs = append(recs, chunk...)
+	}
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	return recs
+}
+
+func TestKafkaFrom(t *testing.T) {
+	c := newCluster(t, kfake.SeedTopics(2, "t"))
+	client := connect(t, c)
+	produce(t, c, "t", []int32{0, 1}, 100)
+	future := time.Now().Add(time.Hour)
+	for _, tc := range []struct {
+		from  string
+		parts []int32
+		want  int // records read
+		first int64
+	}{
+		{"oldest", nil, 200, 0},
+		{"newest", nil, 0, 0},
+		{"60", nil, 80, 60},
+		{"60", []int32{1}, 40, 60},
+		{"1000", nil, 0, 0}, // past the end: starts at the end
+		{future.Format(time.RFC3339), nil, 0, 0},
+		{"2000-01-01T00:00:00Z", []int32{0}, 100, 0},
+	} {
+		t.Run(fmt.Sprintf("%s %v", tc.from, tc.parts), func(t *testing.T) {
+			from, err := ParseFrom(tc.from)
+			if err != nil {
+				t.Fatal(err)
+			}
+			k, err := OpenKafka(client, KafkaConfig{Topics: []string{"t"}, Partitions: tc.parts, From: from, UntilEnd: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer k.Close()
+			recs := drain(t, k)
+			if len(recs) != tc.want {
+				t.Fatalf("%d records, want %d", len(recs), tc.want)
+			}
+			for _, r := range recs {
+				if r.Meta.Offset < tc.first || (tc.parts != nil && r.Meta.Partition != tc.parts[0]) {
+					t.Fatalf("record %s[%d]@%d, want offsets from %d of partitions %v", r.Meta.Topic, r.Meta.Partition, r.Meta.Offset, tc.first, tc.parts)
+				}
+				if string(r.Data) != fmt.Sprintf("t/%d/%d", r.Meta.Partition, r.Meta.Offset) {
+					t.Fatalf("record %s[%d]@%d holds %q", r.Meta.Topic, r.Meta.Partition, r.Meta.Offset, r.Data)
+				}
+			}
+		})
+	}
+}
+
+func TestKafkaLimit(t *testing.T) {
+	c := newCluster(t, kfake.SeedTopics(4, "t"))
+	client := connect(t, c)
+	produce(t, c, "t", []int32{0, 1, 2, 3}, 1000)
+	k, err := OpenKafka(client, KafkaConfig{Topics: []string{"t"}, Group: "g", Limit: 1234})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sink := &collect{}
+	p := &batcher.Pipeline{Source: k, Sink: sink, Config: batcher.Config{MaxRecords: 100, Delim: '\n'}}
+	st, err := p.Run(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := k.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if st.Delivered != 1234 {
+		t.Fatalf("delivered %d, want 1234", st.Delivered)
+	}
+	var total int64
+	for _, o := range committedOffsets(t, client, "g", "t", 4) {
+		total += max(o, 0)
+	}
+	if total != 1234 {
+		t.Fatalf("committed %d records in all, want the 1234 delivered", total)
+	}
+}
+
+func TestKafkaOpenErrors(t *testing.T) {
+	c := newCluster(t, kfake.SeedTopics(2, "t"))
+	client := connect(t, c)
+	for _, tc := range []struct {
+		cfg  KafkaConfig
+		want string
+	}{
+		{KafkaConfig{}, "no topic"},
+		{KafkaConfig{Topics: []string{"nope"}}, `topic "nope" does not exist`},
+		{KafkaConfig{Topics: []string{"t"}, Partitions: []int32{2}}, `topic "t" has no partition 2`},
+		{KafkaConfig{Topics: []string{"t"}, Group: "g", Partitions: []int32{0}}, "not both"},
+	} {
+		if k, err := OpenKafka(client, tc.cfg); err == nil || !strings.Contains(err.Error(), tc.want) {
+			if k != nil {
+				k.Close()
+			}
+			t.Errorf("%+v: error %v, want %q", tc.cfg, err, tc.want)
+		}
+	}
+}
+
+func TestParseFrom(t *testing.T) {
+	for in, want := range map[string]string{
+		"oldest": "oldest", "beginning": "oldest", "newest": "newest", "end": "newest",
+		"0": "0", "42": "42", "2024-05-01T10:00:00Z": "2024-05-01T10:00:00Z",
+		"2024-05-01T10:00:00.5+02:00": "2024-05-01T10:00:00.5+02:00",
+	} {
+		f, err := ParseFrom(in)
+		if err != nil || f.String() != want {
+			t.Errorf("ParseFrom(%q) = %v, %v; want %s", in, f, err, want)
+		}
+	}
+	for _, bad := range []string{"", "-1", "yesterday", "2024-05-01"} {
+		if _, err := ParseFrom(bad); err == nil {
+			t.Errorf("ParseFrom(%q) accepted", bad)
+		}
 	}
 }
