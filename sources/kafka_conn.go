@@ -13,8 +13,15 @@ import (
 	"time"
 
 	"github.com/IBM/sarama"
+	"github.com/rcrowley/go-metrics"
 	"github.com/xdg-go/scram"
 )
+
+func init() {
+	// batchpipe reads none of sarama's metrics: they cost time per request
+	// and start a goroutine that never ends.
+	metrics.UseNilMetrics = true
+}
 
 // KafkaConn says how to reach a Kafka cluster: brokers, client id, TLS and
 // SASL. The Kafka source and the Kafka dead letter share one connection.

@@ -1,0 +1,150 @@
+package cmd
+
+import (
+	"bytes"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/batchpipe/batchpipe/batcher"
+	"github.com/batchpipe/batchpipe/sources"
+)
+
+// parseKafka runs the command line up to the point where the pipeline
+// would start, without connecting, and returns the options.
+func parseKafka(t *testing.T, args ...string) (*options, string, int) {
+	t.Helper()
+	var errb bytes.Buffer
+	o := &options{streams: Streams{In: strings.NewReader(""), Out: &bytes.Buffer{}, Err: &errb}}
+	o.runHook = func(batcher.Config, func() (batcher.Sink, error)) error { return nil }
+	root := newRoot(o)
+	root.SetArgs(args)
+	code := exitOK
+	if err := root.Execute(); err != nil {
+		code = exitFailed
+		if _, ok := err.(*usageError); ok || isCobraUsage(err) {
+			code = exitUsage
+		}
+		errb.WriteString(err.Error())
+	}
+	return o, errb.String(), code
+}
+
+func TestKafkaFlags(t *testing.T) {
+	t.Setenv(envPassword, "pw")
+	o, stderr, code := parseKafka(t, "--kafka-brokers", "b1:9092, b2:9092", "--topic", "a", "--topic", "b,c", "--group", "g",
+		"--from", "2024-05-01T10:00:00Z", "--until-end", "--limit", "10", "--envelope", "json", "--commit-interval", "250ms",
+		"--kafka-timeout", "3s", "--kafka-session-timeout", "2s", "--kafka-cacert", "ca.pem", "--kafka-sasl", "scram-sha-256",
+		"--kafka-user", "u", "--client-id", "me", "file", "-")
+	if code != exitOK {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	k := o.kafka
+	if !reflect.DeepEqual(k.topics, []string{"a", "b", "c"}) || k.group != "g" || !k.untilEnd || k.limit != 10 ||
+		k.envelope != "json" || k.commitInterval != 250*time.Millisecond || k.timeout != 3*time.Second {
+		t.Fatalf("options %+v", k)
+	}
+	// The connection, short of reading the CA file.
+	o.kafka.caFile = ""
+	conn, err := o.kafkaConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := sources.KafkaConn{Brokers: []string{"b1:9092", "b2:9092"}, ClientID: "me", SASL: "scram-sha-256", User: "u",
+		Password: "pw", DialTimeout: 3 * time.Second, SessionTimeout: 2 * time.Second}
+	if !reflect.DeepEqual(*conn, want) {
+		t.Fatalf("conn\n got %+v\nwant %+v", *conn, want)
+	}
+}
+
+func TestKafkaBrokersFromEnv(t *testing.T) {
+	t.Setenv(envBrokers, "k:9092")
+	o, stderr, code := parseKafka(t, "--topic", "t", "file", "-")
+	if code != exitOK {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	conn, err := o.kafkaConn()
+	if err != nil || !reflect.DeepEqual(conn.Brokers, []string{"k:9092"}) || conn.DialTimeout != 5*time.Second {
+		t.Fatalf("conn %+v, %v", conn, err)
+	}
+}
+
+func TestKafkaUsageErrors(t *testing.T) {
+	for _, tc := range []struct {
+		env  map[string]string
+		args []string
+		want string
+	}{
+		{nil, []string{"--until-end", "file", "-"}, "--until-end reads Kafka: give --topic too"},
+		{map[string]string{"BATCHPIPE_GROUP": "g"}, []string{"file", "-"}, "--group reads Kafka"},
+		{nil, []string{"--topic", "t", "--group", "g", "--partitions", "1", "file", "-"}, "--partitions and --group"},
+		{nil, []string{"--topic", "t", "--partitions", "-1", "file", "-"}, "not a partition"},
+		{nil, []string{"--topic", "t", "--limit", "-5", "file", "-"}, "--limit must not be negative"},
+		{nil, []string{"--topic", "t", "--envelope", "avro", "file", "-"}, "--envelope takes json"},
+		{nil, []string{"--topic", "t", "--from", "last tuesday", "file", "-"}, "--from"},
+		{nil, []string{"--topic", "t", "--commit-interval", "0", "file", "-"}, "--commit-interval must be positive"},
+		{nil, []string{"--topic", "t", "--kafka-timeout", "0", "file", "-"}, "--kafka-timeout must be positive"},
+		{nil, []string{"--topic", "t", "--max-record-bytes", "1K", "file", "-"}, "--max-record-bytes is for stdin"},
+	} {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			for k, v := range tc.env {
+				t.Setenv(k, v)
+			}
+			_, stderr, code := parseKafka(t, tc.args...)
+			if code != exitUsage || !strings.Contains(stderr, tc.want) {
+				t.Fatalf("exit %d, %q; want exit 2 and %q", code, stderr, tc.want)
+			}
+		})
+	}
+}
+
+func TestKafkaConnUsageErrors(t *testing.T) {
+	for _, tc := range []struct {
+		password string
+		args     []string
+		want     string
+	}{
+		{"", []string{"--topic", "t", "file", "-"}, "Kafka needs brokers"},
+		{"", []string{"--kafka-brokers", "b:1", "--topic", "t", "--kafka-sasl", "plain", "--kafka-user", "u", "file", "-"}, envPassword},
+		{"pw", []string{"--kafka-brokers", "b:1", "--topic", "t", "--kafka-sasl", "plain", "file", "-"}, "needs a user name"},
+		{"pw", []string{"--kafka-brokers", "b:1", "--topic", "t", "--kafka-sasl", "kerberos", "--kafka-user", "u", "file", "-"}, "unknown SASL mechanism"},
+		{"", []string{"--kafka-brokers", "b:1", "--topic", "t", "--kafka-cert", "c.pem", "file", "-"}, "both the certificate and the key"},
+	} {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			t.Setenv(envBrokers, "")
+			t.Setenv(envPassword, tc.password)
+			o, stderr, code := parseKafka(t, tc.args...)
+			if code != exitOK {
+				t.Fatalf("exit %d: %s", code, stderr)
+			}
+			_, err := o.kafkaConn()
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error %v, want %q", err, tc.want)
+			}
+			if tc.password != "" && strings.Contains(err.Error(), tc.password) {
+				t.Fatalf("the error repeats the password: %v", err)
+			}
+		})
+	}
+}
+
+// The Kafka examples of the root help parse.
+func TestKafkaExamplesParse(t *testing.T) {
+	n := 0
+	for line := range strings.Lines(rootExamples) {
+		line = strings.TrimSpace(line)
+		_, cmdline, ok := strings.Cut(line, "batchpipe ")
+		if !ok || strings.HasPrefix(line, "#") || !strings.Contains(line, "--topic") {
+			continue
+		}
+		n++
+		_, stderr, code := parseKafka(t, shellWords(t, cmdline)...)
+		if code != exitOK {
+			t.Errorf("example %q: exit %d: %s", line, code, stderr)
+		}
+	}
+	if n < 2 {
+		t.Errorf("%d Kafka examples, want 2", n)
+	}
+}
