@@ -209,7 +209,9 @@ func TestKafkaDrainUntilEnd(t *testing.T) {
 	_, addr := kafkaCluster(t, 4)
 	newProducer(t, addr).produce("t", parts4, 25000)
 	out := filepath.Join(t.TempDir(), "out")
-	r := run(t, nil, "--kafka-brokers", addr, "--topic", "t", "--until-end", "-n", "1000", "-j", "4", "file", out)
+	stats := filepath.Join(t.TempDir(), "stats.json")
+	r := run(t, nil, "--kafka-brokers", addr, "--topic", "t", "--until-end", "-n", "1000", "-j", "4",
+		"--stats-file", stats, "file", out)
 	if r.code != 0 {
 		t.Fatalf("exit %d:\n%s", r.code, r.stderr)
 	}
@@ -218,6 +220,16 @@ func TestKafkaDrainUntilEnd(t *testing.T) {
 	wantExactly(t, d, nil, each(parts4, 25000))
 	if !strings.Contains(r.stderr, "drained 100000 records from 1 topic, lag 0") {
 		t.Fatalf("no drained line:\n%s", r.stderr)
+	}
+	var report struct {
+		Read int64            `json:"records_read"`
+		Lag  map[string]int64 `json:"kafka_lag"`
+	}
+	if err := json.Unmarshal([]byte(readFile(t, stats)), &report); err != nil {
+		t.Fatal(err)
+	}
+	if lag, ok := report.Lag["t"]; !ok || lag != 0 || report.Read != 100000 {
+		t.Fatalf("stats file: %+v", report)
 	}
 }
 

@@ -35,6 +35,8 @@ type options struct {
 	signals <-chan os.Signal
 	flags   *pflag.FlagSet // the root's persistent flags, to ask which were set
 	kafka   kafkaOptions
+	// kafkaLag is the lag by topic while reading Kafka, for the stats file.
+	kafkaLag func() map[string]int64
 
 	maxRecords      int
 	maxBytes        byteSize

@@ -162,6 +162,7 @@ func (o *options) run(openSink func() (batcher.Sink, error)) error {
 		}()
 		if kr.src != nil {
 			p.Source = kr.src
+			o.kafkaLag = kr.src.Lag
 			if progress != nil {
 				progress.Lag = kr.totalLag
 			}
@@ -277,6 +278,9 @@ func (o *options) writeStats(w io.Writer, st batcher.Stats, status *int, runErr 
 		return
 	}
 	r := monitor.NewReport(o.sink, st)
+	if o.kafkaLag != nil {
+		r.Lag = o.kafkaLag()
+	}
 	r.Running = status == nil
 	r.ExitStatus = status
 	if runErr != nil {
