@@ -15,12 +15,17 @@ func envName(flag string) string {
 	return "BATCHPIPE_" + strings.ToUpper(strings.ReplaceAll(flag, "-", "_"))
 }
 
+// notFromEnv are flags whose variable means something else: the exec sink
+// gives its commands BATCHPIPE_TOPIC, and a batchpipe run by one must not
+// take it for --topic and read Kafka instead of its stdin.
+var notFromEnv = map[string]bool{"help": true, "version": true, "topic": true}
+
 // flagsFromEnv sets every flag not given on the command line from its
 // environment variable, if set: flags win over the environment.
 func flagsFromEnv(c *cobra.Command) error {
 	var err error
 	c.Flags().VisitAll(func(f *pflag.Flag) {
-		if err != nil || f.Changed || f.Name == "help" || f.Name == "version" {
+		if err != nil || f.Changed || notFromEnv[f.Name] {
 			return
 		}
 		v, ok := os.LookupEnv(envName(f.Name))

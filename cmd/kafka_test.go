@@ -148,3 +148,14 @@ func TestKafkaExamplesParse(t *testing.T) {
 		t.Errorf("%d Kafka examples, want 2", n)
 	}
 }
+
+// BATCHPIPE_TOPIC, which the exec sink gives its commands, does not turn a
+// batchpipe they run into a Kafka consumer.
+func TestTopicNotFromEnv(t *testing.T) {
+	t.Setenv("BATCHPIPE_TOPIC", "orders")
+	t.Setenv(envBrokers, "k:9092")
+	o, stderr, code := parseKafka(t, "file", "-")
+	if code != exitOK || o.kafka.enabled() {
+		t.Fatalf("exit %d, topics %v: %s", code, o.kafka.topics, stderr)
+	}
+}

@@ -98,6 +98,7 @@ once everything below them is delivered (and committed).
 
 Every flag can also be set from the environment as BATCHPIPE_<FLAG>, e.g.
 BATCHPIPE_MAX_RECORDS=500 for --max-records; a flag on the command line wins.
+(Not --topic: BATCHPIPE_TOPIC is what the exec sink tells its commands.)
 
 Exit status:
   0    every record read was delivered
