@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -967,4 +968,32 @@ func TestKafkaDeadLetterFromStdin(t *testing.T) {
 	if h := headers(dead[0]); h["batchpipe-attempts"] != "1" || !strings.Contains(h["batchpipe-error"], "not overwriting") {
 		t.Fatalf("headers %v", h)
 	}
+}
+
+// A broker that takes connections and never answers: exit 2 within
+// seconds, naming it.
+func TestKafkaSilentBrokerAtStart(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close()
+		}
+	}()
+	start := time.Now()
+	r := run(t, nil, "--kafka-brokers", ln.Addr().String(), "--topic", "t", "--kafka-timeout", "1s", "file", "-")
+	if r.code != 2 || !strings.Contains(r.stderr, "connect to "+ln.Addr().String()) {
+		t.Fatalf("exit %d:\n%s", r.code, r.stderr)
+	}
+	if took := time.Since(start); took > 5*time.Second {
+		t.Fatalf("took %v", took)
+	}
+	t.Log(r.stderr)
 }

@@ -38,8 +38,9 @@ type KafkaConn struct {
 	User     string
 	Password string
 
-	// DialTimeout bounds each connection attempt, so that brokers that do
-	// not answer are reported within seconds. Default 5s.
+	// DialTimeout bounds each connection attempt, and Connect's wait for
+	// an answer, so that brokers that do not answer are reported within
+	// seconds. Default 5s.
 	DialTimeout time.Duration
 	// SessionTimeout is the consumer group session timeout: how long the
 	// group waits for a member that stopped answering before handing its
@@ -174,20 +175,21 @@ func (c *KafkaConn) sasl(cfg *sarama.Config) error {
 // that brokers that cannot be reached (or refuse the credentials) are
 // reported now. Its error names the brokers; it never holds credentials.
 func (c *KafkaConn) Connect(topics ...string) (sarama.Client, error) {
-	cfg, err := c.Config()
+	// First a probe that waits for answers no longer than it waits to
+	// connect: a broker that accepts connections but never answers would
+	// otherwise hold the start for sarama's read timeout (30s), which the
+	// client itself needs for long requests.
+	probe, err := c.Config()
 	if err != nil {
 		return nil, err
 	}
-	client, err := sarama.NewClient(c.Brokers, cfg)
+	probe.Net.ReadTimeout = probe.Net.DialTimeout
+	probe.Metadata.Retry.Max = 0
+	client, err := c.open(probe, topics)
 	if err == nil {
-		err = client.RefreshMetadata(topics...)
-		// A missing topic is for the caller to report, by name.
-		if errors.Is(err, sarama.ErrUnknownTopicOrPartition) {
-			err = nil
-		}
-		if err != nil {
-			client.Close()
-		}
+		client.Close()
+		cfg, _ := c.Config() // as above: no error
+		client, err = c.open(cfg, topics)
 	}
 	if err != nil {
 		hint := ""
@@ -196,6 +198,21 @@ func (c *KafkaConn) Connect(topics ...string) (sarama.Client, error) {
 			hint = " (the broker closed the connection: are the SASL user and password right?)"
 		}
 		return nil, fmt.Errorf("kafka: connect to %s: %w%s", strings.Join(c.Brokers, ","), err, hint)
+	}
+	return client, nil
+}
+
+// open creates a client and loads the metadata of topics.
+func (c *KafkaConn) open(cfg *sarama.Config, topics []string) (sarama.Client, error) {
+	client, err := sarama.NewClient(c.Brokers, cfg)
+	if err != nil {
+		return nil, err
+	}
+	err = client.RefreshMetadata(topics...)
+	// A missing topic is for the caller to report, by name.
+	if err != nil && !errors.Is(err, sarama.ErrUnknownTopicOrPartition) {
+		client.Close()
+		return nil, err
 	}
 	return client, nil
 }

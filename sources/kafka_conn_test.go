@@ -2,8 +2,11 @@ package sources
 
 import (
 	"crypto/tls"
+	"net"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/batchpipe/batchpipe/internal/testcert"
 	"github.com/twmb/franz-go/pkg/kfake"
@@ -90,5 +93,48 @@ func TestKafkaConnConfigErrors(t *testing.T) {
 		if _, err := tc.conn.Config(); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%+v: error %v, want %q", tc.conn, err, tc.want)
 		}
+	}
+}
+
+// A broker that takes connections but never answers is reported within
+// the dial timeout, not sarama's 30-second read timeout.
+func TestKafkaConnSilentBroker(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var conns []net.Conn
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+		}
+	})
+	defer func() {
+		ln.Close()
+		wg.Wait()
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	conn := KafkaConn{Brokers: []string{ln.Addr().String()}, DialTimeout: 200 * time.Millisecond}
+	start := time.Now()
+	client, err := conn.Connect("t")
+	if err == nil {
+		client.Close()
+		t.Fatal("connected to a broker that never answers")
+	}
+	if took := time.Since(start); took > 5*time.Second {
+		t.Fatalf("took %v to give up", took)
+	}
+	if !strings.Contains(err.Error(), ln.Addr().String()) {
+		t.Fatalf("error %v does not name the broker", err)
 	}
 }
