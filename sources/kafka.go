@@ -626,13 +626,16 @@ func (h groupHandler) Setup(sess sarama.ConsumerGroupSession) error {
 	for _, topic := range sortedKeys(claims) {
 		for _, p := range claims[topic] {
 			tp := topicPartition{topic, p}
-			start, hwm, err := k.startOffset(topic, p)
-			if err != nil {
-				return err
-			}
+			var start, hwm int64
 			if c, ok := committed[tp]; ok && c >= 0 {
 				start = c
+				if hwm, err = k.client.GetOffset(topic, p, sarama.OffsetNewest); err != nil {
+					return fmt.Errorf("kafka: %s[%d]: end offset: %w", topic, p, err)
+				}
 			} else {
+				if start, hwm, err = k.startOffset(topic, p); err != nil {
+					return err
+				}
 				// Where sarama starts the claim.
 				sess.MarkOffset(topic, p, start, "")
 			}

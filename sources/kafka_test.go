@@ -355,3 +355,43 @@ func TestParseFrom(t *testing.T) {
 		}
 	}
 }
+
+// With a group, From applies only where nothing is committed.
+func TestKafkaGroupFrom(t *testing.T) {
+	c := newCluster(t, kfake.SeedTopics(1, "t"))
+	client := connect(t, c)
+	produce(t, c, "t", []int32{0}, 100)
+	runGroup := func(from From) []batcher.Record {
+		k, err := OpenKafka(client, KafkaConfig{Topics: []string{"t"}, Group: "g", From: from, UntilEnd: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []batcher.Record
+		var mu sync.Mutex
+		sink := &collect{fail: func(b *batcher.Batch) error {
+			mu.Lock()
+			defer mu.Unlock()
+			for i := range b.Len() {
+				got = append(got, batcher.Record{Meta: b.Meta(i)})
+			}
+			return nil
+		}}
+		p := &batcher.Pipeline{Source: k, Sink: sink, Config: batcher.Config{MaxRecords: 30, Delim: '\n'}}
+		if _, err := p.Run(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		if err := k.Close(); err != nil {
+			t.Fatal(err)
+		}
+		return got
+	}
+	got := runGroup(From{Kind: FromOffset, Offset: 60})
+	if len(got) != 40 || got[0].Meta.Offset != 60 {
+		t.Fatalf("first run: %d records from offset %d, want 40 from 60", len(got), got[0].Meta.Offset)
+	}
+	produce(t, c, "t", []int32{0}, 10)
+	got = runGroup(From{Kind: FromOldest})
+	if len(got) != 10 || got[0].Meta.Offset != 100 {
+		t.Fatalf("second run: %d records from offset %d, want 10 from the committed 100", len(got), got[0].Meta.Offset)
+	}
+}
