@@ -26,6 +26,24 @@ import (
 // bin is the batchpipe binary under test.
 var bin string
 
+// testSecrets are the passwords and tokens tests hand batchpipe. After the
+// suite, no output of any run may hold one.
+var testSecrets = []string{"TOKEN-e2e-1", "PASS-e2e-2", "s3cret-pass", "not-the-pass"}
+
+// outputs collects everything every run printed, for that check.
+var outputs struct {
+	sync.Mutex
+	bytes.Buffer
+}
+
+func keepOutput(s ...string) {
+	outputs.Lock()
+	defer outputs.Unlock()
+	for _, x := range s {
+		outputs.WriteString(x)
+	}
+}
+
 func TestMain(m *testing.M) {
 	if role := os.Getenv("BATCHPIPE_TEST_CHILD"); role != "" {
 		os.Exit(child(role, os.Args[1:]))
@@ -44,6 +62,13 @@ func TestMain(m *testing.M) {
 	}
 	code := m.Run()
 	os.RemoveAll(dir)
+	for _, secret := range testSecrets {
+		if i := bytes.Index(outputs.Bytes(), []byte(secret)); i >= 0 {
+			fmt.Fprintf(os.Stderr, "a test secret appeared in batchpipe's output: …%s…\n",
+				outputs.Bytes()[max(0, i-200):min(outputs.Len(), i+50)])
+			code = 1
+		}
+	}
 	if code == 0 {
 		if err := goleak.Find(); err != nil {
 			fmt.Fprintln(os.Stderr, "leaked goroutines:", err)
@@ -100,6 +125,7 @@ func run(t *testing.T, stdin io.Reader, args ...string) result {
 	var out, errb bytes.Buffer
 	c.Stdout, c.Stderr = &out, &errb
 	err := c.Run()
+	keepOutput(out.String(), errb.String())
 	code := 0
 	if ee, ok := err.(*exec.ExitError); ok {
 		code = ee.ExitCode()
@@ -160,6 +186,9 @@ func startCmd(t *testing.T, c *exec.Cmd) *proc {
 		if ee, ok := err.(*exec.ExitError); ok {
 			p.code = ee.ExitCode()
 		}
+		p.mu.Lock()
+		keepOutput(strings.Join(p.lines, "\n"), p.stdout.String())
+		p.mu.Unlock()
 		close(p.waited)
 	}()
 	t.Cleanup(func() {

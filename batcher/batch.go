@@ -200,7 +200,11 @@ func (b *Batch) String() string {
 
 // reset empties b for reuse, keeping its buffers.
 func (b *Batch) reset() {
-	*b = Batch{buf: b.buf[:0], ends: b.ends[:0], Delim: b.Delim}
+	clear(b.meta) // let the metadata go; keep the slice for the next batch
+	*b = Batch{buf: b.buf[:0], ends: b.ends[:0], meta: b.meta[:0:cap(b.meta)], Delim: b.Delim}
+	if cap(b.meta) == 0 {
+		b.meta = nil
+	}
 }
 
 // add appends one record.
