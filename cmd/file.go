@@ -25,8 +25,11 @@ func newFileCmd(o *options) *cobra.Command {
 created with mode 0644 if missing; PATH - is stdout.
 
 With --per-batch, each batch goes to a file of its own named from TEMPLATE,
-where {seq} is the batch number, {time} the UTC time (20060102T150405Z) and
-{date} the UTC date (2006-01-02). Each is written to a temporary file in the
+where {seq} is the batch number, {time} the UTC time (20060102T150405Z),
+{date} the UTC date (2006-01-02), and, reading Kafka, {topic} and
+{partition} those of the batch's records ("mixed" when they differ; a
+topic keeps only letters, digits, '.', '_' and '-', so no name climbs out
+of the template's directory). Each is written to a temporary file in the
 same directory, fsynced and linked into place, so a reader never sees a
 partial file; missing directories are created, and an existing file is never
 overwritten (the batch fails instead).`,
@@ -53,7 +56,7 @@ overwritten (the batch fails instead).`,
 			})
 		},
 	}
-	c.Flags().StringVar(&perBatch, "per-batch", "", "write each batch to its own file named from this template ({seq}, {time}, {date})")
+	c.Flags().StringVar(&perBatch, "per-batch", "", "write each batch to its own file named from this template ({seq}, {time}, {date}, {topic}, {partition})")
 	c.Flags().BoolVar(&opt.Fsync, "fsync", false, "fsync the file after each batch before it counts as delivered")
 	c.Flags().Var(&opt.Format, "format", "body format: lines (records as read), ndjson (one JSON value per line) or json (an array per batch)")
 	return c

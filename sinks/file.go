@@ -166,9 +166,9 @@ func checkTemplate(tmpl string) error {
 			return fmt.Errorf("per-batch template %q: unclosed {", tmpl)
 		}
 		switch name := rest[i+1 : i+j]; name {
-		case "seq", "time", "date":
+		case "seq", "time", "date", "topic", "partition":
 		default:
-			return fmt.Errorf("per-batch template %q: unknown placeholder {%s} (known: {seq}, {time}, {date})", tmpl, name)
+			return fmt.Errorf("per-batch template %q: unknown placeholder {%s} (known: {seq}, {time}, {date}, {topic}, {partition})", tmpl, name)
 		}
 		rest = rest[i+j+1:]
 	}
@@ -177,11 +177,42 @@ func checkTemplate(tmpl string) error {
 // Name returns the file name for batch b.
 func (s *PerBatch) Name(b *batcher.Batch) string {
 	t := s.now().UTC()
+	topic, partition := "none", "none"
+	if m := b.Meta(0); m != nil {
+		topic, partition = m.Topic, strconv.Itoa(int(m.Partition))
+		for i := 1; i < b.Len(); i++ {
+			if n := b.Meta(i); n.Topic != m.Topic {
+				topic, partition = "mixed", "mixed"
+				break
+			} else if n.Partition != m.Partition {
+				partition = "mixed"
+			}
+		}
+	}
 	return strings.NewReplacer(
 		"{seq}", strconv.FormatInt(b.Seq, 10),
 		"{time}", t.Format("20060102T150405Z"),
 		"{date}", t.Format("2006-01-02"),
+		"{topic}", pathSafe(topic),
+		"{partition}", partition,
 	).Replace(s.tmpl)
+}
+
+// pathSafe makes a value from the input fit for one path element: only
+// letters, digits, '.', '_' and '-' are kept, and "." and ".." become "_",
+// so a value can neither climb out of the template's directory nor make
+// a new one.
+func pathSafe(v string) string {
+	safe := []byte(v)
+	for i, c := range safe {
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '.' || c == '_' || c == '-') {
+			safe[i] = '_'
+		}
+	}
+	if s := string(safe); s != "" && s != "." && s != ".." {
+		return s
+	}
+	return "_"
 }
 
 // Deliver writes b to a temporary file beside its final name, syncs it and

@@ -207,3 +207,34 @@ func (d *memDeadLetter) Write(ctx context.Context, b *batcher.Batch, reason erro
 	d.data = append(d.data, b.Bytes()...)
 	return nil
 }
+
+func TestPathSafe(t *testing.T) {
+	for in, want := range map[string]string{
+		"orders": "orders", "a.b-c_d": "a.b-c_d", "..": "_", ".": "_", "": "_",
+		"../../etc": ".._.._etc", "a/b": "a_b", "x\x00y": "x_y", "é": "__",
+	} {
+		if got := pathSafe(in); got != want {
+			t.Errorf("pathSafe(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+func TestPerBatchTopicStaysInItsDirectory(t *testing.T) {
+	dir := t.TempDir()
+	s, err := NewPerBatch(filepath.Join(dir, "{topic}-{partition}-{seq}"), Lines)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for topic, want := range map[string]string{"orders": "orders-3-1", "../../x": ".._.._x-3-1", "..": "_-3-1"} {
+		recs := []batcher.Record{{Data: []byte("a"), Meta: &batcher.Meta{Topic: topic, Partition: 3}}}
+		p := &batcher.Pipeline{Source: sliceSource(recs), Sink: sinkFunc(func(ctx context.Context, b *batcher.Batch) error {
+			if got := s.Name(b); got != filepath.Join(dir, want) {
+				t.Errorf("topic %q: %q, want %q", topic, got, filepath.Join(dir, want))
+			}
+			return nil
+		}), Config: batcher.Config{Delim: '\n'}}
+		if _, err := p.Run(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
