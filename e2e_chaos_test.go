@@ -227,7 +227,9 @@ func TestSignalDuringRetriesLosesNothing(t *testing.T) {
 // points, ten times in a row, restarting it each time. At every kill no
 // committed offset may pass a record not yet delivered, and every restart
 // must begin exactly at the committed offsets; in the end every record is
-// delivered at least once.
+// delivered at least once. The records delivered twice are those delivered
+// after the last commit a run made; TestKafkaCrashResume bounds them
+// exactly, with a kill at a moment it controls.
 func TestKafkaRepeatedCrashes(t *testing.T) {
 	const perPartition, n = 5000, 50
 	_, addr := kafkaCluster(t, 4)
@@ -245,8 +247,14 @@ func TestKafkaRepeatedCrashes(t *testing.T) {
 		})
 		p.signal(syscall.SIGKILL)
 		p.wait()
+		// SIGKILL can cut a write to a file short: the line it left
+		// unfinished was not delivered.
+		text := readFile(t, out)
+		text = text[:strings.LastIndexByte(text, '\n')+1]
 		got := delivered{}
-		got.add(t, fileLines(t, out)...)
+		if text != "" {
+			got.add(t, strings.Split(strings.TrimSuffix(text, "\n"), "\n")...)
+		}
 		for part, offs := range got {
 			for off := range offs {
 				if off < from[part] {
@@ -263,28 +271,6 @@ func TestKafkaRepeatedCrashes(t *testing.T) {
 			}
 		}
 		from = committedOffsets(t, addr, "g", parts4)
-		// What will be delivered again is what was delivered but not
-		// committed: at most the batches logged after the last commit the
-		// run logged, plus those in flight (-j 2, one queued, one open) and
-		// as many again delivered while that commit was under way.
-		uncommitted := 0
-		for part, offs := range got {
-			for off := range offs {
-				if off >= from[part] {
-					uncommitted++
-				}
-			}
-		}
-		lines := strings.Split(p.stderr(), "\n")
-		late := 0
-		for i := len(lines) - 1; i >= 0 && !strings.Contains(lines[i], "kafka: committed"); i-- {
-			if strings.Contains(lines[i], "outcome=delivered") {
-				late++
-			}
-		}
-		if limit := (late + 2*(2+2)) * n; uncommitted > limit {
-			t.Fatalf("kill %d: %d records delivered but not committed, more than %d", kill, uncommitted, limit)
-		}
 		for _, part := range parts4 {
 			for off := range from[part] {
 				if all[part][off] == 0 {
