@@ -20,7 +20,7 @@ type Stream struct {
 	// MaxRecordBytes is the longest record accepted; a longer one is
 	// skipped and sent as a *batcher.TooLargeError. Default 64 MiB.
 	MaxRecordBytes int
-	// ReadSize is the size of each read. Default 256 KiB.
+	// ReadSize is the size of each read. Default 1 MiB.
 	ReadSize int
 }
 
@@ -29,6 +29,10 @@ var _ batcher.Source = (*Stream)(nil)
 // nbufs read buffers circulate: one being read into, one being framed and
 // sent, one still referenced by the chunk the receiver is working on.
 const nbufs = 3
+
+// maxFramed bounds the records sent in one chunk: a read of empty lines
+// would otherwise make a slice of 48-byte records for every byte.
+const maxFramed = 4096
 
 type readResult struct {
 	buf []byte
@@ -42,7 +46,7 @@ type readResult struct {
 func (s *Stream) Run(ctx context.Context, out chan<- []batcher.Record) error {
 	size := s.ReadSize
 	if size <= 0 {
-		size = 256 << 10
+		size = 1 << 20
 	}
 	limit := s.MaxRecordBytes
 	if limit <= 0 {
@@ -85,36 +89,47 @@ func (s *Stream) Run(ctx context.Context, out chan<- []batcher.Record) error {
 		case <-ctx.Done():
 			return ctx.Err()
 		}
-		recs := f.frame(r.buf[:r.n])
-		if r.err != nil && r.err != io.EOF {
-			// Records already framed were read; deliver them with the error.
+		// A buffer of short records goes out in several chunks, so the
+		// record slices stay small whatever the input.
+		p, sentAny := r.buf[:r.n], false
+		for {
+			var recs []batcher.Record
+			recs, p = f.frame(p)
+			if len(p) == 0 && r.err == io.EOF {
+				recs = f.finish(recs)
+			}
 			if len(recs) > 0 {
 				select {
 				case out <- recs:
 				case <-ctx.Done():
+					if r.err != nil && r.err != io.EOF {
+						return r.err
+					}
+					return ctx.Err()
+				}
+				f.sent()
+				if !sentAny {
+					// The receiver took a chunk of this buffer, so it is done
+					// with the one before.
+					if held != nil {
+						free <- held
+					}
+					held, sentAny = r.buf, true
 				}
 			}
-			return r.err
+			if len(p) == 0 {
+				break
+			}
 		}
-		if r.err == io.EOF {
-			recs = f.finish(recs)
-		}
-		if len(recs) == 0 {
+		if !sentAny {
 			free <- r.buf // nothing refers to it: its bytes went to the carry
-		} else {
-			select {
-			case out <- recs:
-			case <-ctx.Done():
-				return ctx.Err()
-			}
-			f.sent()
-			if held != nil {
-				free <- held
-			}
-			held = r.buf
 		}
-		if r.err == io.EOF {
-			return nil
+		if r.err != nil {
+			if r.err == io.EOF {
+				return nil
+			}
+			// Records already framed were read and have been sent.
+			return r.err
 		}
 	}
 }
@@ -132,9 +147,10 @@ type framer struct {
 	recs    [2][]batcher.Record
 }
 
-// frame returns the complete records in p, in a slice reused every other
-// chunk.
-func (f *framer) frame(p []byte) []batcher.Record {
+// frame returns the complete records at the start of p, at most maxFramed
+// of them, in a slice reused every other chunk, and the rest of p still to
+// be framed. An unfinished record at the end goes to the carry.
+func (f *framer) frame(p []byte) ([]batcher.Record, []byte) {
 	recs := f.recs[0][:0]
 	// Only the first record can continue one begun in an earlier read.
 	if f.skip > 0 || f.partial {
@@ -142,7 +158,7 @@ func (f *framer) frame(p []byte) []batcher.Record {
 		if i < 0 {
 			f.extend(p)
 			f.recs[0] = recs
-			return recs
+			return recs, nil
 		}
 		f.extend(p[:i])
 		if f.skip > 0 {
@@ -153,10 +169,14 @@ func (f *framer) frame(p []byte) []batcher.Record {
 		p = p[i+1:]
 	}
 	delim, limit := f.delim, f.limit
-	for {
+	for len(recs) < maxFramed {
 		i := bytes.IndexByte(p, delim)
 		if i < 0 {
-			break
+			if len(p) > 0 {
+				f.extend(p)
+			}
+			f.recs[0] = recs
+			return recs, nil
 		}
 		if i > limit {
 			recs = append(recs, batcher.Record{Err: &batcher.TooLargeError{Size: int64(i), Limit: int64(limit)}})
@@ -165,11 +185,8 @@ func (f *framer) frame(p []byte) []batcher.Record {
 		}
 		p = p[i+1:]
 	}
-	if len(p) > 0 {
-		f.extend(p)
-	}
 	f.recs[0] = recs
-	return recs
+	return recs, p
 }
 
 // extend adds the start or middle of a record to the carry, or counts it as

@@ -103,6 +103,49 @@ func TestTooLargeRecordIsSkipped(t *testing.T) {
 	}
 }
 
+// TestShortRecordsInChunks reads thousands of short records per read: they
+// go out in chunks of at most maxFramed, and none is lost or changed, also
+// where a record spans two reads.
+func TestShortRecordsInChunks(t *testing.T) {
+	var in bytes.Buffer
+	for i := range 5*maxFramed + 7 {
+		if i%3 == 0 {
+			in.WriteString("x")
+		}
+		in.WriteByte('\n')
+	}
+	in.WriteString("last, without a delimiter")
+	for _, r := range []io.Reader{bytes.NewReader(in.Bytes()), iotest.HalfReader(bytes.NewReader(in.Bytes()))} {
+		out := make(chan []batcher.Record)
+		done := make(chan error, 1)
+		go func() {
+			done <- (&Stream{R: r, Delim: '\n', ReadSize: 1 << 20}).Run(context.Background(), out)
+			close(out)
+		}()
+		var joined bytes.Buffer
+		chunks := 0
+		for chunk := range out {
+			if len(chunk) > maxFramed {
+				t.Errorf("chunk of %d records, more than %d", len(chunk), maxFramed)
+			}
+			chunks++
+			for _, rec := range chunk {
+				joined.Write(rec.Data)
+				joined.WriteByte('\n')
+			}
+		}
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+		if want := append(bytes.Clone(in.Bytes()), '\n'); !bytes.Equal(joined.Bytes(), want) {
+			t.Fatalf("joined records differ from the input (%d and %d bytes)", joined.Len(), len(want))
+		}
+		if chunks < 6 {
+			t.Fatalf("%d chunks for %d records", chunks, 5*maxFramed+8)
+		}
+	}
+}
+
 func TestReadErrorAfterRecords(t *testing.T) {
 	r := io.MultiReader(strings.NewReader("a\nb\npartial"), iotest.ErrReader(errors.New("input/output error")))
 	recs, _, err := frame(t, &Stream{R: r, Delim: '\n'})
