@@ -111,6 +111,40 @@ func TestUnwritablePathIsUsageError(t *testing.T) {
 	}
 }
 
+// TestFailedWriteIsCutBack fills a file up to a size limit mid-batch: the
+// part of the batch that was written is cut off again, so the file holds
+// whole batches only, and the batch goes to the dead letter.
+func TestFailedWriteIsCutBack(t *testing.T) {
+	dir := t.TempDir()
+	out, dead := filepath.Join(dir, "out"), filepath.Join(dir, "dead")
+	var in strings.Builder
+	for i := range 25 {
+		fmt.Fprintf(&in, "%099d\n", i)
+	}
+	// Batches of 1000 bytes: two fit under 2300, the third is cut short.
+	argv := append(childCmd(t, "fsize"), "2300", bin, "-n", "10", "--retries", "1", "--backoff", "1ms",
+		"--dead-letter", dead, "file", out)
+	c := exec.Command(argv[0], argv[1:]...)
+	c.Stdin = strings.NewReader(in.String())
+	var stderr bytes.Buffer
+	c.Stderr = &stderr
+	err := c.Run()
+	keepOutput(stderr.String())
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 3 {
+		t.Fatalf("%v, want exit 3:\n%s", err, stderr.String())
+	}
+	lines := strings.SplitAfter(in.String(), "\n")
+	if got, want := readFile(t, out), strings.Join(lines[:20], ""); got != want {
+		t.Fatalf("out holds %d bytes, want the first two batches (%d bytes)", len(got), len(want))
+	}
+	if got, want := readFile(t, dead), strings.Join(lines[20:], ""); got != want {
+		t.Fatalf("dead letter holds %q, want %q", got, want)
+	}
+	if !strings.Contains(stderr.String(), "file too large") {
+		t.Fatalf("the error is not reported:\n%s", stderr.String())
+	}
+}
+
 func TestUsageErrors(t *testing.T) {
 	for _, args := range [][]string{
 		{"-n", "0", "file", "-"},

@@ -14,6 +14,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -86,6 +88,31 @@ var children = map[string]func(args []string) int{
 			return 1
 		}
 		return 0
+	},
+	// fsize runs a program with a file size limit: fsize BYTES PROG ARGS...
+	// A write that crosses it is cut short with EFBIG.
+	"fsize": func(args []string) int {
+		limit, err := strconv.ParseUint(args[0], 10, 64)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 99
+		}
+		var lim syscall.Rlimit
+		if err := syscall.Getrlimit(syscall.RLIMIT_FSIZE, &lim); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 99
+		}
+		lim.Cur = limit
+		if err := syscall.Setrlimit(syscall.RLIMIT_FSIZE, &lim); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 99
+		}
+		env := slices.DeleteFunc(os.Environ(), func(kv string) bool {
+			return strings.HasPrefix(kv, "BATCHPIPE_TEST_CHILD=")
+		})
+		err = syscall.Exec(args[1], args[1:], env)
+		fmt.Fprintln(os.Stderr, err)
+		return 99
 	},
 }
 

@@ -100,12 +100,11 @@ func (s *File) write(body []byte) error {
 		}
 		return nil
 	}
-	var start int64 = -1
-	if fi, err := s.f.Stat(); err == nil && fi.Mode().IsRegular() {
-		start = fi.Size()
-	}
-	if _, err := s.f.Write(body); err != nil {
-		if start >= 0 {
+	if n, err := s.f.Write(body); err != nil {
+		// The batch began n bytes before the end: found after the failure,
+		// so a write that succeeds costs no extra system call.
+		if fi, serr := s.f.Stat(); n > 0 && serr == nil && fi.Mode().IsRegular() {
+			start := fi.Size() - int64(n)
 			if terr := s.f.Truncate(start); terr != nil {
 				err = errors.Join(err, fmt.Errorf("cut back to %d bytes: %w", start, terr))
 			}
