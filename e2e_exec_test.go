@@ -474,16 +474,28 @@ func TestExecCommandNotFound(t *testing.T) {
 	}
 }
 
-func TestExecSIGTERMLetsRunsFinish(t *testing.T) {
-	gate := filepath.Join(t.TempDir(), "gate")
+// shutGate returns the path of a file the "gate" child waits on, locked
+// until open is called.
+func shutGate(t *testing.T) (gate string, open func()) {
+	t.Helper()
+	gate = filepath.Join(t.TempDir(), "gate")
 	lock, err := os.Create(gate)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer lock.Close()
+	t.Cleanup(func() { lock.Close() })
 	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
 		t.Fatal(err)
 	}
+	return gate, func() {
+		if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_UN); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func TestExecSIGTERMLetsRunsFinish(t *testing.T) {
+	gate, open := shutGate(t)
 	p := start(t, execArgs(t, []string{"-n", "2", "-j", "2", "exec"}, "gate", gate)...)
 	p.write("a\nb\nc\nd\n")
 	p.waitFor("gate: started batch 1")
@@ -491,9 +503,7 @@ func TestExecSIGTERMLetsRunsFinish(t *testing.T) {
 	p.signal(syscall.SIGTERM)
 	p.waitFor("delivering what was read")
 	// Both commands are still waiting at the gate: let them through.
-	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_UN); err != nil {
-		t.Fatal(err)
-	}
+	open()
 	if code := p.wait(); code != 143 {
 		t.Fatalf("exit %d, want 143; stderr:\n%s", code, p.stderr())
 	}
@@ -503,15 +513,7 @@ func TestExecSIGTERMLetsRunsFinish(t *testing.T) {
 }
 
 func TestExecShutdownTimeoutStopsRuns(t *testing.T) {
-	gate := filepath.Join(t.TempDir(), "gate")
-	lock, err := os.Create(gate)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer lock.Close()
-	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
-		t.Fatal(err)
-	}
+	gate, _ := shutGate(t)
 	p := start(t, execArgs(t, []string{"-n", "2", "--shutdown-timeout", "200ms", "exec"}, "gate", gate)...)
 	p.write("a\nb\n")
 	p.waitFor("gate: started batch 1")

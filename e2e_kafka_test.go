@@ -185,8 +185,8 @@ func each(parts []int32, n int) map[int32]int {
 	return m
 }
 
-// committedOffsets returns the group's committed offsets of topic t.
-func committedOffsets(t *testing.T, addr, group string, parts []int32) map[int32]int64 {
+// clusterAdmin returns an admin client of the cluster at addr.
+func clusterAdmin(t *testing.T, addr string) sarama.ClusterAdmin {
 	t.Helper()
 	cfg := sarama.NewConfig()
 	cfg.Version = sarama.V2_1_0_0
@@ -194,6 +194,13 @@ func committedOffsets(t *testing.T, addr, group string, parts []int32) map[int32
 	if err != nil {
 		t.Fatal(err)
 	}
+	return admin
+}
+
+// committedOffsets returns the group's committed offsets of topic t.
+func committedOffsets(t *testing.T, addr, group string, parts []int32) map[int32]int64 {
+	t.Helper()
+	admin := clusterAdmin(t, addr)
 	defer admin.Close()
 	resp, err := admin.ListConsumerGroupOffsets(group, map[string][]int32{"t": parts})
 	if err != nil {
@@ -289,12 +296,7 @@ func TestKafkaEmptyPartitions(t *testing.T) {
 
 func createTopic(t *testing.T, addr, topic string, parts int32) {
 	t.Helper()
-	cfg := sarama.NewConfig()
-	cfg.Version = sarama.V2_1_0_0
-	admin, err := sarama.NewClusterAdmin([]string{addr}, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	admin := clusterAdmin(t, addr)
 	defer admin.Close()
 	if err := admin.CreateTopic(topic, &sarama.TopicDetail{NumPartitions: parts, ReplicationFactor: 1}, false); err != nil {
 		t.Fatal(err)

@@ -6,7 +6,6 @@ import (
 	"compress/gzip"
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -14,7 +13,6 @@ import (
 	"net/http"
 	"net/http/httptrace"
 	"net/url"
-	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -23,6 +21,7 @@ import (
 	"time"
 
 	"github.com/batchpipe/batchpipe/batcher"
+	"github.com/batchpipe/batchpipe/internal/tlsfiles"
 )
 
 // HTTPConfig configures an HTTP sink. A zero field means the default given
@@ -205,24 +204,11 @@ func (cfg *HTTPConfig) tlsConfig(https bool) (*tls.Config, error) {
 	case cfg.Insecure && cfg.CACert != "":
 		return nil, errors.New("http sink: --insecure and --cacert contradict each other: give one")
 	}
-	c := &tls.Config{InsecureSkipVerify: cfg.Insecure}
-	if cfg.CACert != "" {
-		pem, err := os.ReadFile(cfg.CACert)
-		if err != nil {
-			return nil, fmt.Errorf("http sink: CA certificates: %w", err)
-		}
-		c.RootCAs = x509.NewCertPool()
-		if !c.RootCAs.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("http sink: CA certificates: no PEM certificate in %s", cfg.CACert)
-		}
+	c, err := tlsfiles.Config(cfg.CACert, cfg.Cert, cfg.Key)
+	if err != nil {
+		return nil, fmt.Errorf("http sink: %w", err)
 	}
-	if cfg.Cert != "" {
-		cert, err := tls.LoadX509KeyPair(cfg.Cert, cfg.Key)
-		if err != nil {
-			return nil, fmt.Errorf("http sink: client certificate %s, key %s: %w", cfg.Cert, cfg.Key, err)
-		}
-		c.Certificates = []tls.Certificate{cert}
-	}
+	c.InsecureSkipVerify = cfg.Insecure
 	return c, nil
 }
 

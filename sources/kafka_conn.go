@@ -4,15 +4,14 @@ import (
 	"crypto/sha256"
 	"crypto/sha512"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"strings"
 	"time"
 
 	"github.com/IBM/sarama"
+	"github.com/batchpipe/batchpipe/internal/tlsfiles"
 	"github.com/rcrowley/go-metrics"
 	"github.com/xdg-go/scram"
 )
@@ -117,26 +116,9 @@ func (c *KafkaConn) Config() (*sarama.Config, error) {
 }
 
 func (c *KafkaConn) tlsConfig() (*tls.Config, error) {
-	tc := &tls.Config{MinVersion: tls.VersionTLS12}
-	if c.CAFile != "" {
-		pem, err := os.ReadFile(c.CAFile)
-		if err != nil {
-			return nil, fmt.Errorf("kafka: CA file: %w", err)
-		}
-		tc.RootCAs = x509.NewCertPool()
-		if !tc.RootCAs.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("kafka: CA file %s: no PEM certificate in it", c.CAFile)
-		}
-	}
-	switch {
-	case c.CertFile != "" && c.KeyFile != "":
-		cert, err := tls.LoadX509KeyPair(c.CertFile, c.KeyFile)
-		if err != nil {
-			return nil, fmt.Errorf("kafka: client certificate: %w", err)
-		}
-		tc.Certificates = []tls.Certificate{cert}
-	case c.CertFile != "" || c.KeyFile != "":
-		return nil, errors.New("kafka: a client certificate needs both the certificate and the key file")
+	tc, err := tlsfiles.Config(c.CAFile, c.CertFile, c.KeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("kafka: %w", err)
 	}
 	return tc, nil
 }

@@ -94,29 +94,43 @@ func (c *collect) Deliver(ctx context.Context, b *batcher.Batch) error {
 	return nil
 }
 
+// TestKafkaUntilEnd drains four partitions, alone and as a group; the
+// group commits the end of each.
 func TestKafkaUntilEnd(t *testing.T) {
-	c := newCluster(t, kfake.SeedTopics(4, "t"))
-	client := connect(t, c)
-	produce(t, c, "t", []int32{0, 1, 2, 3}, 1000)
+	for _, group := range []string{"", "g"} {
+		t.Run("group="+group, func(t *testing.T) {
+			c := newCluster(t, kfake.SeedTopics(4, "t"))
+			client := connect(t, c)
+			produce(t, c, "t", []int32{0, 1, 2, 3}, 1000)
 
-	k, err := OpenKafka(client, KafkaConfig{Topics: []string{"t"}, UntilEnd: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	sink := &collect{}
-	p := &batcher.Pipeline{Source: k, Sink: sink, Config: batcher.Config{MaxRecords: 100, Delim: '\n', Parallel: 4}}
-	st, err := p.Run(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := k.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if st.Delivered != 4000 || len(sink.seen) != 4000 {
-		t.Fatalf("delivered %d, %d distinct; want 4000", st.Delivered, len(sink.seen))
-	}
-	if lag := k.Lag(); lag["t"] != 0 {
-		t.Fatalf("lag %v", lag)
+			k, err := OpenKafka(client, KafkaConfig{Topics: []string{"t"}, Group: group, UntilEnd: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			sink := &collect{}
+			p := &batcher.Pipeline{Source: k, Sink: sink, Config: batcher.Config{MaxRecords: 100, Delim: '\n', Parallel: 4}}
+			st, err := p.Run(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := k.Close(); err != nil {
+				t.Fatal(err)
+			}
+			if st.Delivered != 4000 || len(sink.seen) != 4000 {
+				t.Fatalf("delivered %d, %d distinct; want 4000", st.Delivered, len(sink.seen))
+			}
+			if lag := k.Lag(); lag["t"] != 0 {
+				t.Fatalf("lag %v", lag)
+			}
+			if group == "" {
+				return
+			}
+			for p, o := range committedOffsets(t, client, group, "t", 4) {
+				if o != 1000 {
+					t.Errorf("partition %d: committed %d, want 1000", p, o)
+				}
+			}
+		})
 	}
 }
 
@@ -140,34 +154,6 @@ func committedOffsets(t *testing.T, client sarama.Client, group, topic string, p
 		out[p] = resp.GetBlock(topic, p).Offset
 	}
 	return out
-}
-
-func TestKafkaGroupUntilEnd(t *testing.T) {
-	c := newCluster(t, kfake.SeedTopics(4, "t"))
-	client := connect(t, c)
-	produce(t, c, "t", []int32{0, 1, 2, 3}, 1000)
-
-	k, err := OpenKafka(client, KafkaConfig{Topics: []string{"t"}, Group: "g", UntilEnd: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	sink := &collect{}
-	p := &batcher.Pipeline{Source: k, Sink: sink, Config: batcher.Config{MaxRecords: 100, Delim: '\n', Parallel: 4}}
-	st, err := p.Run(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := k.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if st.Delivered != 4000 || len(sink.seen) != 4000 {
-		t.Fatalf("delivered %d, %d distinct; want 4000", st.Delivered, len(sink.seen))
-	}
-	for p, o := range committedOffsets(t, client, "g", "t", 4) {
-		if o != 1000 {
-			t.Errorf("partition %d: committed %d, want 1000", p, o)
-		}
-	}
 }
 
 // A batch that fails for good holds the committed offset of each of its
