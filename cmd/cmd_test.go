@@ -2,6 +2,8 @@ package cmd
 
 import (
 	"bytes"
+	"errors"
+	"io"
 	"os"
 	"reflect"
 	"strings"
@@ -33,17 +35,25 @@ func parse(t *testing.T, args ...string) (batcher.Config, batcher.Sink, string, 
 		}
 		return nil
 	}
+	code := execute(o, args)
+	return cfg, sink, errb.String(), code
+}
+
+// execute runs the command line with o, writes its error to o's stderr and
+// returns the exit status it means.
+func execute(o *options, args []string) int {
 	root := newRoot(o)
 	root.SetArgs(args)
-	code := exitOK
-	if err := root.Execute(); err != nil {
-		code = exitFailed
-		if _, ok := err.(*usageError); ok || isCobraUsage(err) {
-			code = exitUsage
-		}
-		errb.WriteString(err.Error())
+	err := root.Execute()
+	if err == nil {
+		return exitOK
 	}
-	return cfg, sink, errb.String(), code
+	io.WriteString(o.streams.Err, err.Error())
+	var ue *usageError
+	if errors.As(err, &ue) || isCobraUsage(err) {
+		return exitUsage
+	}
+	return exitFailed
 }
 
 func TestFlagsToConfig(t *testing.T) {

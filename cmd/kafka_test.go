@@ -18,16 +18,7 @@ func parseKafka(t *testing.T, args ...string) (*options, string, int) {
 	var errb bytes.Buffer
 	o := &options{streams: Streams{In: strings.NewReader(""), Out: &bytes.Buffer{}, Err: &errb}}
 	o.runHook = func(batcher.Config, func() (batcher.Sink, error)) error { return nil }
-	root := newRoot(o)
-	root.SetArgs(args)
-	code := exitOK
-	if err := root.Execute(); err != nil {
-		code = exitFailed
-		if _, ok := err.(*usageError); ok || isCobraUsage(err) {
-			code = exitUsage
-		}
-		errb.WriteString(err.Error())
-	}
+	code := execute(o, args)
 	return o, errb.String(), code
 }
 
