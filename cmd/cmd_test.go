@@ -160,3 +160,18 @@ func TestExitStatus(t *testing.T) {
 		}
 	}
 }
+
+func TestSummaryCounts(t *testing.T) {
+	one := summary(batcher.Stats{Read: 1, BytesRead: 2, Delivered: 1, BatchesDone: 1, Retries: 1})
+	for _, want := range []string{"batchpipe: 1 record (2 B) read", "1 delivered in 1 batch,", "1 retry"} {
+		if !strings.Contains(one, want) {
+			t.Errorf("%q lacks %q", one, want)
+		}
+	}
+	many := summary(batcher.Stats{Read: 5, Delivered: 5, BatchesDone: 2, Retries: 3, Reasons: map[string]int64{"size": 1, "eof": 1}})
+	for _, want := range []string{"5 records", "in 2 batches (flushed: 1 size, 1 eof)", "3 retries"} {
+		if !strings.Contains(many, want) {
+			t.Errorf("%q lacks %q", many, want)
+		}
+	}
+}

@@ -340,11 +340,11 @@ func (o *options) report(st batcher.Stats, runErr error, sig os.Signal, extra ..
 // summary is the line printed at exit.
 func summary(st batcher.Stats) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "batchpipe: %d records (%s) read in %s", st.Read, humanBytes(st.BytesRead), st.Elapsed.Round(time.Millisecond))
+	fmt.Fprintf(&b, "batchpipe: %s (%s) read in %s", count(st.Read, "record", "records"), humanBytes(st.BytesRead), st.Elapsed.Round(time.Millisecond))
 	if s := st.Elapsed.Seconds(); s > 0 && st.Read > 0 {
 		fmt.Fprintf(&b, " (%s records/s)", monitor.Count(int64(float64(st.Read)/s)))
 	}
-	fmt.Fprintf(&b, ", %d delivered in %d batches", st.Delivered, st.BatchesDone)
+	fmt.Fprintf(&b, ", %d delivered in %s", st.Delivered, count(st.BatchesDone, "batch", "batches"))
 	var reasons []string
 	for _, r := range []string{"size", "bytes", "linger", "eof", "signal", "flush"} {
 		if n := st.Reasons[r]; n > 0 {
@@ -354,6 +354,14 @@ func summary(st batcher.Stats) string {
 	if len(reasons) > 0 {
 		fmt.Fprintf(&b, " (flushed: %s)", strings.Join(reasons, ", "))
 	}
-	fmt.Fprintf(&b, ", %d dead-lettered, %d undelivered, %d retries", st.DeadLettered, st.Undelivered, st.Retries)
+	fmt.Fprintf(&b, ", %d dead-lettered, %d undelivered, %s", st.DeadLettered, st.Undelivered, count(st.Retries, "retry", "retries"))
 	return b.String()
+}
+
+// count says "1 batch", "2 batches".
+func count(n int64, one, many string) string {
+	if n == 1 {
+		return "1 " + one
+	}
+	return fmt.Sprintf("%d %s", n, many)
 }

@@ -28,6 +28,9 @@ func TestProgressLine(t *testing.T) {
 			t.Errorf("%q lacks %q", line, want)
 		}
 	}
+	if line := p.line(batcher.Stats{Read: 1, Delivered: 1, BatchesDone: 1}, 1, -1); !strings.Contains(line, "delivered 1 in 1 batch ·") {
+		t.Errorf("%q: one batch is not %q", line, "1 batch")
+	}
 	if line := (&Progress{}).line(batcher.Stats{Read: 1}, 0, -1); strings.Contains(line, "lag") || strings.Contains(line, "\x1b") {
 		t.Errorf("%q", line)
 	}

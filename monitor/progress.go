@@ -80,8 +80,12 @@ func (p *Progress) Run(ctx context.Context) {
 // line renders the status; lag < 0 means none.
 func (p *Progress) line(st batcher.Stats, rate float64, lag int64) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "read %s (%s/s) · delivered %s in %s batches · in flight %s",
-		Count(st.Read), Count(int64(rate)), Count(st.Delivered), Count(st.BatchesDone), Count(st.InFlight))
+	batches := "batches"
+	if st.BatchesDone == 1 {
+		batches = "batch"
+	}
+	fmt.Fprintf(&b, "read %s (%s/s) · delivered %s in %s %s · in flight %s",
+		Count(st.Read), Count(int64(rate)), Count(st.Delivered), Count(st.BatchesDone), batches, Count(st.InFlight))
 	if st.Retries > 0 {
 		fmt.Fprintf(&b, " · retries %s", Count(st.Retries))
 	}
