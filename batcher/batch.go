@@ -7,6 +7,8 @@ package batcher
 import (
 	"fmt"
 	"slices"
+	"strconv"
+	"strings"
 	"time"
 )
 
@@ -98,6 +100,7 @@ type Batch struct {
 	buf  []byte
 	ends []int   // ends[i] is the index in buf of record i's delimiter
 	meta []*Meta // nil unless some record has metadata
+	pos  []Pos   // each record's position in a batch made by Pick; else nil
 }
 
 // Len is the number of records.
@@ -110,13 +113,17 @@ func (b *Batch) Size() int { return len(b.buf) }
 // as they were read. The caller must not modify or keep it.
 func (b *Batch) Bytes() []byte { return b.buf }
 
+// start is the index in buf of record i's first byte.
+func (b *Batch) start(i int) int {
+	if i == 0 {
+		return 0
+	}
+	return b.ends[i-1] + 1
+}
+
 // Record returns record i without its delimiter.
 func (b *Batch) Record(i int) []byte {
-	start := 0
-	if i > 0 {
-		start = b.ends[i-1] + 1
-	}
-	return b.buf[start:b.ends[i]:b.ends[i]]
+	return b.buf[b.start(i):b.ends[i]:b.ends[i]]
 }
 
 // Meta returns record i's metadata, or nil.
@@ -129,25 +136,21 @@ func (b *Batch) Meta(i int) *Meta {
 
 // Pos returns the position of record i.
 func (b *Batch) Pos(i int) Pos {
-	start := 0
-	if i > 0 {
-		start = b.ends[i-1] + 1
+	if b.pos != nil {
+		return b.pos[i]
 	}
-	return Pos{Record: b.First.Record + int64(i), Offset: b.First.Offset + int64(start)}
+	return Pos{Record: b.First.Record + int64(i), Offset: b.First.Offset + int64(b.start(i))}
 }
+
+// Picked reports whether b was made by Pick: some of a batch's records,
+// not necessarily consecutive.
+func (b *Batch) Picked() bool { return b.pos != nil }
 
 // Slice returns records [i, j) as a batch sharing b's memory, for sinks that
 // split a batch (an HTTP 413). It keeps b's Seq, Reason and Attempt.
 func (b *Batch) Slice(i, j int) *Batch {
 	s := *b
-	start := 0
-	if i > 0 {
-		start = b.ends[i-1] + 1
-	}
-	end := start
-	if j > i {
-		end = b.ends[j-1] + 1
-	}
+	start, end := b.start(i), b.start(j)
 	s.buf = b.buf[start:end:end]
 	s.ends = make([]int, j-i)
 	for k := range s.ends {
@@ -156,13 +159,17 @@ func (b *Batch) Slice(i, j int) *Batch {
 	if b.meta != nil {
 		s.meta = b.meta[i:j:j]
 	}
+	if b.pos != nil {
+		s.pos = b.pos[i:j:j]
+	}
 	s.First = b.Pos(i)
 	return &s
 }
 
 // Pick returns a new batch holding copies of the listed records, in order.
+// Each keeps its position in the input.
 func (b *Batch) Pick(idx []int) *Batch {
-	p := &Batch{Seq: b.Seq, Reason: b.Reason, Delim: b.Delim, Attempt: b.Attempt}
+	p := &Batch{Seq: b.Seq, Reason: b.Reason, Delim: b.Delim, Attempt: b.Attempt, pos: make([]Pos, 0, len(idx))}
 	if len(idx) > 0 {
 		p.First = b.Pos(idx[0])
 	}
@@ -170,6 +177,7 @@ func (b *Batch) Pick(idx []int) *Batch {
 		p.buf = append(p.buf, b.Record(i)...)
 		p.buf = append(p.buf, b.Delim)
 		p.ends = append(p.ends, len(p.buf)-1)
+		p.pos = append(p.pos, b.Pos(i))
 		if b.meta != nil {
 			p.meta = append(p.meta, b.meta[i])
 		}
@@ -194,6 +202,17 @@ func (b *Batch) String() string {
 	}
 	if n == 1 {
 		return fmt.Sprintf("batch %d (%s)", b.Seq, b.First)
+	}
+	if b.pos != nil && b.pos[n-1].Record-b.pos[0].Record != int64(n-1) {
+		// Not consecutive: name them, or the first few.
+		var names []string
+		for _, p := range b.pos[:min(n, 5)] {
+			names = append(names, strconv.FormatInt(p.Record, 10))
+		}
+		if n > 5 {
+			names = append(names, fmt.Sprintf("… %d", b.pos[n-1].Record))
+		}
+		return fmt.Sprintf("batch %d (%d records: %s)", b.Seq, n, strings.Join(names, ", "))
 	}
 	return fmt.Sprintf("batch %d (records %d-%d, byte offset %d)", b.Seq, b.First.Record, last, b.First.Offset)
 }

@@ -443,10 +443,10 @@ func (a *aggregator) flush(why Reason) {
 	select {
 	case a.queue <- b:
 	case <-p.failed:
-		p.settle(b, Abandoned, 0, errors.New("not attempted: an earlier batch failed"))
+		p.settle(b, Abandoned, 0, errors.New("not attempted: an earlier batch failed"), b.Len())
 		p.release(b)
 	case <-a.ctx.Done():
-		p.settle(b, Abandoned, 0, context.Cause(a.ctx))
+		p.settle(b, Abandoned, 0, context.Cause(a.ctx), b.Len())
 		p.release(b)
 	}
 }
@@ -454,55 +454,53 @@ func (a *aggregator) flush(why Reason) {
 // handle delivers one batch, with retries, and settles it.
 func (p *Pipeline) handle(ctx context.Context, b *Batch) {
 	if p.isFailed() {
-		p.settle(b, Abandoned, 0, errors.New("not attempted: an earlier batch failed"))
+		p.settle(b, Abandoned, 0, errors.New("not attempted: an earlier batch failed"), b.Len())
 		return
 	}
 	if ctx.Err() != nil {
-		p.settle(b, Abandoned, 0, context.Cause(ctx))
+		p.settle(b, Abandoned, 0, context.Cause(ctx), b.Len())
 		return
 	}
 	start := time.Now()
-	err := p.deliver(ctx, b)
+	left, err := p.deliver(ctx, b)
 	took := time.Since(start)
-	var rej *RejectError
 	switch {
 	case err == nil:
-		p.settle(b, Delivered, took, nil)
-	case errors.As(err, &rej):
-		idx := make([]int, len(rej.Records))
-		for i, r := range rej.Records {
-			idx[i] = r.Index
-		}
-		bad := b.Pick(idx)
-		if p.deadLetter(ctx, bad, err) {
-			p.settle(b, Partial, took, err)
-		} else {
-			p.fail(bad.String(), err)
-			p.settle(b, Failed, took, err)
-		}
+		p.settle(b, Delivered, took, nil, 0)
 	case ctx.Err() != nil:
-		p.settle(b, Abandoned, took, fmt.Errorf("%w (last error: %v)", context.Cause(ctx), err))
-	case p.deadLetter(ctx, b, err):
-		p.settle(b, DeadLettered, took, err)
+		p.settle(b, Abandoned, took, fmt.Errorf("%w (last error: %v)", context.Cause(ctx), err), left.Len())
+	case p.deadLetter(ctx, left, err):
+		if left.Len() < b.Len() {
+			p.settle(b, Partial, took, err, left.Len())
+		} else {
+			p.settle(b, DeadLettered, took, err, left.Len())
+		}
 	default:
-		p.fail(b.String(), err)
-		p.settle(b, Failed, took, err)
+		p.fail(left.String(), err)
+		p.settle(b, Failed, took, err, left.Len())
 	}
 }
 
 // deliver makes up to 1+Retries attempts, with exponential backoff and full
-// jitter between them.
-func (p *Pipeline) deliver(ctx context.Context, b *Batch) error {
+// jitter between them. An attempt that delivers part of the batch leaves
+// the rest to the next. It returns the last attempt's error and the records
+// it left undelivered.
+func (p *Pipeline) deliver(ctx context.Context, whole *Batch) (*Batch, error) {
 	var wait *time.Timer
+	b := whole
 	for attempt := 1; ; attempt++ {
-		b.Attempt = attempt
+		whole.Attempt, b.Attempt = attempt, attempt
 		err := p.Sink.Deliver(ctx, b)
-		if err == nil || IsPermanent(err) || attempt > p.Retries || ctx.Err() != nil {
-			return err
+		if err == nil {
+			return nil, nil
 		}
 		var rej *RejectError
-		if errors.As(err, &rej) {
-			return err
+		isRej := errors.As(err, &rej)
+		if isRej {
+			b = b.Pick(rej.indexes())
+		}
+		if IsPermanent(err) || isRej && !rej.again() || attempt > p.Retries || ctx.Err() != nil {
+			return b, err
 		}
 		d := p.backoff(attempt)
 		if hint, ok := retryAfterHint(err); ok {
@@ -519,7 +517,7 @@ func (p *Pipeline) deliver(ctx context.Context, b *Batch) error {
 		select {
 		case <-wait.C:
 		case <-ctx.Done():
-			return err
+			return b, err
 		}
 	}
 }
@@ -593,30 +591,18 @@ func (p *Pipeline) isFailed() bool {
 
 // settle counts b's records by outcome, tells the source and the sink, and
 // logs the batch.
-func (p *Pipeline) settle(b *Batch, o Outcome, took time.Duration, err error) {
+func (p *Pipeline) settle(b *Batch, o Outcome, took time.Duration, err error, left int) {
 	n := int64(b.Len())
 	p.c.inFlight.Add(-n)
-	// Dead-lettered records were counted when written.
-	var rejected int64
-	if rej := (*RejectError)(nil); errors.As(err, &rej) {
-		rejected = int64(len(rej.Records))
-	}
+	// Of the records left undelivered, dead-lettered ones were counted
+	// when written.
+	p.c.delivered.Add(n - int64(left))
 	switch o {
 	case Delivered:
-		p.c.delivered.Add(n)
 		p.c.batchesDone.Add(1)
 		p.c.bytesDelivered.Add(int64(b.Size()))
-	case Partial:
-		p.c.delivered.Add(n - rejected)
-	case Failed:
-		if rejected > 0 {
-			p.c.delivered.Add(n - rejected)
-			p.c.undelivered.Add(rejected)
-		} else {
-			p.c.undelivered.Add(n)
-		}
-	case Abandoned:
-		p.c.undelivered.Add(n)
+	case Failed, Abandoned:
+		p.c.undelivered.Add(int64(left))
 	}
 	if o == Delivered || o == Partial || o == DeadLettered {
 		if a, ok := p.Source.(Acker); ok {

@@ -531,7 +531,7 @@ func TestRejectedRecordsAloneAreDeadLettered(t *testing.T) {
 		sink.deliver = func(ctx context.Context, b *Batch) error {
 			for i := range b.Len() {
 				if string(b.Record(i)) == "bad" {
-					return &RejectError{Records: []Rejected{{i, errors.New("not JSON")}}}
+					return &RejectError{Records: []Rejected{{Index: i, Err: errors.New("not JSON")}}}
 				}
 			}
 			return nil
@@ -550,6 +550,50 @@ func TestRejectedRecordsAloneAreDeadLettered(t *testing.T) {
 			t.Fatalf("batch acked %d times", acks.acked)
 		}
 	})
+}
+
+// TestRejectedAgainRetriedAlone: a sink that delivered part of a batch
+// and could not deliver the rest this time gets the rest alone, with the
+// records' own positions, and the batch counts as delivered in full.
+func TestRejectedAgainRetriedAlone(t *testing.T) {
+	for _, retries := range []int{1, 0} {
+		synctest.Test(t, func(t *testing.T) {
+			sink := newSink()
+			var seen []string
+			sink.deliver = func(ctx context.Context, b *Batch) error {
+				seen = append(seen, b.String())
+				if b.Attempt > 1 {
+					return nil
+				}
+				return &RejectError{Records: []Rejected{
+					{Index: 1, Err: errors.New("503"), Again: true},
+					{Index: 3, Err: errors.New("503"), Again: true},
+				}}
+			}
+			acks := &ackSource{sliceSource: sliceSource{recs: recs("a", "b", "c", "d"), n: 4}}
+			dl := &memDL{}
+			p := &Pipeline{Source: acks, Sink: sink, Config: cfg(Config{DeadLetter: dl, Retries: retries})}
+			st, err := p.Run(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if st.Read != st.Delivered+st.DeadLettered+st.Undelivered {
+				t.Fatalf("counts do not add up: %+v", st)
+			}
+			if retries == 0 {
+				if st.Delivered != 2 || st.DeadLettered != 2 || !slices.Equal(dl.records, []string{"b", "d"}) {
+					t.Fatalf("stats %+v dead letters %v", st, dl.records)
+				}
+				return
+			}
+			if want := []string{"batch 1 (records 1-4, byte offset 0)", "batch 1 (2 records: 2, 4)"}; !slices.Equal(seen, want) {
+				t.Fatalf("attempts saw %q, want %q", seen, want)
+			}
+			if st.Delivered != 4 || st.DeadLettered != 0 || st.Retries != 1 || st.BatchesDone != 1 || acks.acked != 1 {
+				t.Fatalf("stats %+v, acked %d", st, acks.acked)
+			}
+		})
+	}
 }
 
 type ackSource struct {

@@ -103,9 +103,11 @@ func retryAfterHint(err error) (time.Duration, bool) {
 }
 
 // A RejectError says that a sink delivered every record of the batch except
-// the ones listed, which it will never accept (a record that is not JSON, a
-// record too large for the endpoint). They are not retried: they go to the
-// dead letter, or count as undelivered.
+// the ones listed: records it will never accept (one that is not JSON, one
+// too large for the endpoint), and records it could not deliver this time
+// (Again: a part of a split batch met a 503). If any is Again and retries
+// remain, the listed records are attempted again, on their own; what is
+// still rejected then goes to the dead letter, or counts as undelivered.
 type RejectError struct {
 	Records []Rejected
 }
@@ -114,6 +116,26 @@ type RejectError struct {
 type Rejected struct {
 	Index int
 	Err   error
+	Again bool // not delivered this time, but may be on another attempt
+}
+
+// again reports whether another attempt may deliver some of the records.
+func (e *RejectError) again() bool {
+	for _, r := range e.Records {
+		if r.Again {
+			return true
+		}
+	}
+	return false
+}
+
+// indexes lists the rejected records' indexes.
+func (e *RejectError) indexes() []int {
+	idx := make([]int, len(e.Records))
+	for i, r := range e.Records {
+		idx[i] = r.Index
+	}
+	return idx
 }
 
 func (e *RejectError) Error() string {

@@ -37,11 +37,12 @@ other than 501 and 505 are retried (--retries, --backoff), waiting as long
 as the response's Retry-After asks, up to --max-backoff. Any other status, including
 a redirect, is not retried: the batch goes to --dead-letter or stops the run.
 A 413 splits the batch in half and sends each half, down to single records;
-a record too large alone is rejected. Errors quote the status and the start
-of the response body.
+a record too large alone is rejected. If a part then fails, only its records
+are sent again. Errors quote the status and the start of the response body.
 
 {seq} in URL is replaced by the batch number (the halves of a split batch get
-{seq}-1 and {seq}-2). A user:password@ in URL is sent as basic auth. Errors
+{seq}-1 and {seq}-2, records sent again after a part failed {seq}-r2…). It
+starts at 1 in every run. A user:password@ in URL is sent as basic auth. Errors
 show URL only as scheme://host/…, and header values never appear, so tokens
 stay out of logs.
 

@@ -258,7 +258,13 @@ func isToken(s string) bool {
 // Deliver sends b as one request, or as several if the server says it is
 // too large.
 func (s *HTTP) Deliver(ctx context.Context, b *batcher.Batch) error {
-	rej, err := s.send(ctx, b, 0, "", false)
+	part := ""
+	if b.Picked() && b.Attempt > 1 {
+		// What parts of a split batch left, sent again: a {seq} name of its
+		// own, so as not to replace a part that went through.
+		part = "-r" + strconv.Itoa(b.Attempt)
+	}
+	rej, err := s.send(ctx, b, 0, part, false)
 	if err != nil {
 		return err
 	}
@@ -272,9 +278,9 @@ func (s *HTTP) Deliver(ctx context.Context, b *batcher.Batch) error {
 
 // send posts b, which starts at record base of the batch given to Deliver,
 // and returns the records rejected, by index in that batch. A 413 splits b;
-// part is the {seq} suffix of the part it is. Once split, a permanent
-// failure of one part rejects just its records, since other parts may have
-// been delivered already.
+// part is the {seq} suffix of the part it is. Once split, a failure of one
+// part rejects just its records, since other parts may have been delivered
+// already: for good if the failure is permanent, else to be sent again.
 func (s *HTTP) send(ctx context.Context, b *batcher.Batch, base int, part string, split bool) ([]batcher.Rejected, error) {
 	sc := s.getScratch()
 	// Even lines are copied: the transport may read the body after Deliver
@@ -297,7 +303,7 @@ func (s *HTTP) send(ctx context.Context, b *batcher.Batch, base int, part string
 	case err == nil:
 		return rej, nil
 	case status != http.StatusRequestEntityTooLarge:
-		if split && batcher.IsPermanent(err) {
+		if split {
 			return rejectRest(b, base, rej, err), nil
 		}
 		return nil, err
@@ -336,7 +342,7 @@ func rejectRest(b *batcher.Batch, base int, rej []batcher.Rejected, err error) [
 			rej = rej[1:]
 			continue
 		}
-		all = append(all, batcher.Rejected{Index: base + i, Err: err})
+		all = append(all, batcher.Rejected{Index: base + i, Err: err, Again: !batcher.IsPermanent(err)})
 	}
 	return all
 }

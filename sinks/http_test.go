@@ -457,6 +457,55 @@ func TestHTTP413Splits(t *testing.T) {
 	}
 }
 
+// TestHTTP413ThenRetryable splits a batch on a 413; one part then meets a
+// 503. Only that part's records are sent again, under a name of their own,
+// and every record is accepted exactly once.
+func TestHTTP413ThenRetryable(t *testing.T) {
+	var mu sync.Mutex
+	accepted := map[string]int{}
+	uris := map[string]bool{}
+	failed := false
+	srv := newServer(t, func(w http.ResponseWriter, r *http.Request, body []byte) {
+		mu.Lock()
+		defer mu.Unlock()
+		switch {
+		case len(body) > 8:
+			w.WriteHeader(http.StatusRequestEntityTooLarge)
+		case bytes.Contains(body, []byte("c")) && !failed:
+			failed = true
+			w.WriteHeader(http.StatusServiceUnavailable)
+		default:
+			if uris[r.RequestURI] {
+				t.Errorf("%s accepted twice: the second replaced the first", r.RequestURI)
+			}
+			uris[r.RequestURI] = true
+			for l := range bytes.Lines(body) {
+				accepted[string(l)]++
+			}
+		}
+	})
+	p := &batcher.Pipeline{
+		Source: recordSource(lines("a", "b", "c", "d", "e", "f", "g", "h")),
+		Sink:   newHTTP(t, HTTPConfig{URL: srv.URL + "/b/{seq}"}),
+		Config: batcher.Config{Delim: '\n', Retries: 2, Backoff: time.Millisecond},
+	}
+	st, err := p.Run(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Delivered != 8 || st.Retries != 1 || st.BatchesDone != 1 {
+		t.Errorf("stats %+v", st)
+	}
+	for _, r := range []string{"a", "b", "c", "d", "e", "f", "g", "h"} {
+		if accepted[r+"\n"] != 1 {
+			t.Errorf("record %s accepted %d times", r, accepted[r+"\n"])
+		}
+	}
+	if !uris["/b/1-r2"] {
+		t.Errorf("the part sent again went to %v, want /b/1-r2", uris)
+	}
+}
+
 func TestHTTP413WithRejectsAndPermanentPart(t *testing.T) {
 	// Bodies over 100 bytes are too large; one holding "poison" is a 400.
 	srv := newServer(t, func(w http.ResponseWriter, r *http.Request, body []byte) {
