@@ -182,7 +182,8 @@ func start(t *testing.T, args ...string) *proc {
 	return startCmd(t, exec.Command(bin, args...))
 }
 
-// startCmd starts c, whose stdout goes to proc.stdout unless already set.
+// startCmd starts c, whose stdout goes to proc.stdout and stdin comes from
+// proc.stdin, unless already set.
 func startCmd(t *testing.T, c *exec.Cmd) *proc {
 	t.Helper()
 	p := &proc{t: t, newLn: make(chan struct{}), waited: make(chan struct{}), cmd: c}
@@ -190,8 +191,10 @@ func startCmd(t *testing.T, c *exec.Cmd) *proc {
 		c.Stdout = &p.stdout
 	}
 	var err error
-	if p.stdin, err = p.cmd.StdinPipe(); err != nil {
-		t.Fatal(err)
+	if c.Stdin == nil {
+		if p.stdin, err = p.cmd.StdinPipe(); err != nil {
+			t.Fatal(err)
+		}
 	}
 	stderr, err := p.cmd.StderrPipe()
 	if err != nil {

@@ -5,6 +5,7 @@
 package batcher
 
 import (
+	"errors"
 	"fmt"
 	"slices"
 	"strconv"
@@ -22,6 +23,11 @@ type Record struct {
 	Meta *Meta // source metadata; nil for stdin
 	Err  error
 }
+
+// ErrCutShort is the error of a record that a stop cut short: its start was
+// read, its end was not. It counts as undelivered, and ends the run
+// non-zero, but does not stop the records read before it.
+var ErrCutShort = errors.New("stopped in the middle of a record")
 
 // A TooLargeError is a record longer than the record limit. The source
 // skips its bytes, so it cannot be dead-lettered: it counts as undelivered.

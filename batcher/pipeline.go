@@ -549,9 +549,10 @@ func (p *Pipeline) deadLetter(ctx context.Context, b *Batch, reason error) bool 
 // reject handles a record the source could not take whole.
 func (p *Pipeline) reject(pos Pos, err error) {
 	p.c.undelivered.Add(1)
-	if p.DeadLetter != nil {
+	if p.DeadLetter != nil || errors.Is(err, ErrCutShort) {
 		// Its bytes are gone, so there is nothing to dead-letter; the run
-		// goes on and ends non-zero.
+		// goes on and ends non-zero. (A record cut short by a stop comes
+		// last: what was read before it is still delivered.)
 		p.Logger.Error("record not delivered", "record", pos.String(), "err", err)
 		p.noteFailure(pos.String(), err)
 		return

@@ -11,8 +11,10 @@ import (
 // channel send is paid per read rather than per record.
 //
 // Run returns nil when input ends, ctx.Err() when ctx is cancelled, and any
-// other error when reading fails. It must not close out, and every send must
-// also select on ctx.Done().
+// other error when reading fails. It must not close out. The receiver takes
+// every chunk until Run returns, so when ctx is cancelled a source can still
+// send what it had read: a source that cannot read the same input again
+// (stdin) must, lest records go missing unsaid.
 //
 // out is unbuffered and its receiver copies what it needs from a chunk
 // before it accepts the next one, so once a send has completed the source

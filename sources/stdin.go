@@ -5,6 +5,7 @@ package sources
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 
 	"github.com/batchpipe/batchpipe/batcher"
@@ -42,7 +43,9 @@ type readResult struct {
 
 // Run reads until EOF or ctx is done. Reads happen on their own goroutine,
 // so a read blocked on a quiet pipe does not keep Run from returning; that
-// goroutine ends with the next read's return.
+// goroutine ends with the next read's return. When ctx is done, what was
+// read goes out before Run returns, and a record begun but not finished is
+// sent with an error: bytes taken from the input are never dropped unsaid.
 func (s *Stream) Run(ctx context.Context, out chan<- []batcher.Record) error {
 	size := s.ReadSize
 	if size <= 0 {
@@ -57,7 +60,8 @@ func (s *Stream) Run(ctx context.Context, out chan<- []batcher.Record) error {
 	for range nbufs {
 		free <- make([]byte, size)
 	}
-	reads := make(chan readResult)
+	// Room for every buffer, so the reader never waits to hand one over.
+	reads := make(chan readResult, nbufs)
 	go func() {
 		for {
 			var buf []byte
@@ -66,12 +70,11 @@ func (s *Stream) Run(ctx context.Context, out chan<- []batcher.Record) error {
 			case <-ctx.Done():
 				return
 			}
-			n, err := s.R.Read(buf)
-			select {
-			case reads <- readResult{buf, n, err}:
-			case <-ctx.Done():
+			if ctx.Err() != nil {
 				return
 			}
+			n, err := s.R.Read(buf)
+			reads <- readResult{buf, n, err}
 			if err != nil {
 				return
 			}
@@ -87,10 +90,19 @@ func (s *Stream) Run(ctx context.Context, out chan<- []batcher.Record) error {
 		select {
 		case r = <-reads:
 		case <-ctx.Done():
-			return ctx.Err()
+			select {
+			case r = <-reads: // read before the stop: it goes out too
+			default:
+				if rec, ok := f.cut(); ok {
+					out <- []batcher.Record{rec}
+				}
+				return ctx.Err()
+			}
 		}
 		// A buffer of short records goes out in several chunks, so the
-		// record slices stay small whatever the input.
+		// record slices stay small whatever the input. The sends do not
+		// give up when ctx is done: the receiver takes every chunk until
+		// Run returns.
 		p, sentAny := r.buf[:r.n], false
 		for {
 			var recs []batcher.Record
@@ -99,14 +111,7 @@ func (s *Stream) Run(ctx context.Context, out chan<- []batcher.Record) error {
 				recs = f.finish(recs)
 			}
 			if len(recs) > 0 {
-				select {
-				case out <- recs:
-				case <-ctx.Done():
-					if r.err != nil && r.err != io.EOF {
-						return r.err
-					}
-					return ctx.Err()
-				}
+				out <- recs
 				f.sent()
 				if !sentAny {
 					// The receiver took a chunk of this buffer, so it is done
@@ -230,6 +235,20 @@ func (f *framer) takeCarry() batcher.Record {
 // may be reused after the next one.
 func (f *framer) sent() {
 	f.recs[0], f.recs[1] = f.recs[1], f.recs[0]
+}
+
+// cut ends the input early: a record begun but not finished comes with an
+// error, as it cannot be delivered whole.
+func (f *framer) cut() (batcher.Record, bool) {
+	switch {
+	case f.skip > 0:
+		return f.tooLarge(0), true
+	case f.partial:
+		r := f.takeCarry()
+		r.Err = fmt.Errorf("%w: its first %d bytes were read, the rest was not", batcher.ErrCutShort, len(r.Data))
+		return r, true
+	}
+	return batcher.Record{}, false
 }
 
 // finish adds the last record, which had no delimiter.

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"slices"
 	"strings"
 	"testing"
 	"testing/iotest"
@@ -154,6 +155,68 @@ func TestReadErrorAfterRecords(t *testing.T) {
 	}
 	if strings.Join(recs, ",") != "a,b" {
 		t.Fatalf("records read before the error not sent: %q", recs)
+	}
+}
+
+// scriptReader returns its reads one by one; once they run out, a read
+// says so on blocked and waits for release, then returns io.EOF.
+type scriptReader struct {
+	reads            []string
+	blocked, release chan struct{}
+}
+
+func (r *scriptReader) Read(p []byte) (int, error) {
+	if len(r.reads) == 0 {
+		close(r.blocked)
+		<-r.release
+		return 0, io.EOF
+	}
+	n := copy(p, r.reads[0])
+	r.reads = r.reads[1:]
+	return n, nil
+}
+
+// TestStopSendsWhatWasRead cancels the stream while it holds a read not yet
+// framed and half a record: the read's records still go out, and the half
+// record comes with ErrCutShort, so no byte taken from the input is lost
+// unsaid.
+func TestStopSendsWhatWasRead(t *testing.T) {
+	r := &scriptReader{reads: []string{"a\n", "b\ncc"}, blocked: make(chan struct{}), release: make(chan struct{})}
+	defer close(r.release)
+	ctx, cancel := context.WithCancel(context.Background())
+	out := make(chan []batcher.Record)
+	done := make(chan error, 1)
+	go func() { done <- (&Stream{R: r, Delim: '\n'}).Run(ctx, out) }()
+	// The stream waits to send "a"; meanwhile "b\ncc" is read and the
+	// next read blocks.
+	<-r.blocked
+	cancel()
+	var got []string
+	var cut error
+	for {
+		select {
+		case chunk := <-out:
+			for _, rec := range chunk {
+				if rec.Err != nil {
+					cut = rec.Err
+					got = append(got, "cut:"+string(rec.Data))
+					continue
+				}
+				got = append(got, string(rec.Data))
+			}
+			continue
+		case err := <-done:
+			if !errors.Is(err, context.Canceled) {
+				t.Fatalf("err %v", err)
+			}
+		}
+		break
+	}
+	if want := []string{"a", "b", "cut:cc"}; !slices.Equal(got, want) {
+		t.Fatalf("sent %q, want %q", got, want)
+	}
+	if !errors.Is(cut, batcher.ErrCutShort) || !strings.Contains(cut.Error(), "first 2 bytes") {
+		t.Fatalf("cut record's error: %v", cut)
 	}
 }
 
