@@ -160,7 +160,8 @@ func (p *Pipeline) Run(ctx context.Context) (Stats, error) {
 	if err := cfg.Validate(); err != nil {
 		return Stats{}, err
 	}
-	p.c.start = time.Now()
+	now := time.Now()
+	p.c.start.Store(&now)
 	p.failed = make(chan struct{})
 	p.free = make(chan *Batch, cfg.Parallel+2)
 
@@ -195,8 +196,30 @@ func (p *Pipeline) Run(ctx context.Context) (Stats, error) {
 	a.timer.Stop()
 	defer a.timer.Stop()
 
+	// The shutdown timeout runs from the stop, even while the aggregator
+	// waits for room in the queue and cannot see it.
+	drained := make(chan struct{})
+	var watch sync.WaitGroup
+	watch.Go(func() {
+		select {
+		case <-p.Stop:
+		case <-drained:
+			return
+		}
+		stopSource()
+		if cfg.ShutdownTimeout <= 0 {
+			return
+		}
+		t := time.NewTimer(cfg.ShutdownTimeout)
+		defer t.Stop()
+		select {
+		case <-t.C:
+			abandon(ErrShutdownTimeout)
+		case <-drained:
+		}
+	})
+
 	in, stop, failed, done := chunks, p.Stop, p.failed, ctx.Done()
-	var drainTimer *time.Timer
 	stopping := false
 	for in != nil {
 		select {
@@ -215,16 +238,20 @@ func (p *Pipeline) Run(ctx context.Context) (Stats, error) {
 			a.flush(ReasonFlush)
 		case <-stop:
 			stop, stopping = nil, true
-			stopSource()
-			if cfg.ShutdownTimeout > 0 {
-				drainTimer = time.AfterFunc(cfg.ShutdownTimeout, func() { abandon(ErrShutdownTimeout) })
-			}
 		case <-failed:
 			failed = nil
 			stopSource()
 		case <-done:
 			done = nil
 			stopSource()
+		}
+	}
+	if !stopping {
+		// The stop may have ended the input before the loop saw it.
+		select {
+		case <-p.Stop:
+			stopping = true
+		default:
 		}
 	}
 	readErr := <-srcErr
@@ -239,9 +266,8 @@ func (p *Pipeline) Run(ctx context.Context) (Stats, error) {
 	}
 	close(queue)
 	stuck := p.waitWorkers(dctx, &workers)
-	if drainTimer != nil {
-		drainTimer.Stop()
-	}
+	close(drained)
+	watch.Wait()
 
 	var closeErr error
 	if c, ok := p.Sink.(Closer); ok && !stuck {

@@ -715,6 +715,63 @@ func TestShutdownTimeoutAbandons(t *testing.T) {
 	})
 }
 
+// TestStatsWhileStarting reads the counters as Run starts, as the status
+// line and the metrics do (the race detector checks it).
+func TestStatsWhileStarting(t *testing.T) {
+	p := &Pipeline{Source: &sliceSource{recs: recs("a", "b"), n: 1}, Sink: newSink(), Config: cfg(Config{})}
+	done := make(chan Stats)
+	go func() {
+		st, _ := p.Run(context.Background())
+		done <- st
+	}()
+	for {
+		select {
+		case st := <-done:
+			if st.Delivered != 2 || p.Stats().Elapsed <= 0 {
+				t.Fatalf("stats %+v", st)
+			}
+			return
+		default:
+			p.Stats()
+		}
+	}
+}
+
+// TestShutdownTimeoutUnderBackpressure stops a pipeline whose aggregator
+// waits for room in the queue: the shutdown timeout still runs from the
+// stop.
+func TestShutdownTimeoutUnderBackpressure(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		sink := newSink()
+		sink.deliver = func(ctx context.Context, b *Batch) error {
+			<-ctx.Done()
+			return ctx.Err()
+		}
+		stop := make(chan struct{})
+		p := &Pipeline{Source: &sliceSource{recs: recs("a", "b", "c"), n: 3}, Sink: sink, Stop: stop,
+			Config: cfg(Config{MaxRecords: 1, Parallel: 1, ShutdownTimeout: 30 * time.Second})}
+		type result struct {
+			st  Stats
+			err error
+		}
+		done := make(chan result)
+		start := time.Now()
+		go func() {
+			st, err := p.Run(context.Background())
+			done <- result{st, err}
+		}()
+		synctest.Wait() // a in the worker, b in the queue, c waiting for room
+		close(stop)
+		r := <-done
+		if !errors.Is(r.err, ErrShutdownTimeout) || time.Since(start) != 30*time.Second {
+			t.Fatalf("err %v after %v", r.err, time.Since(start))
+		}
+		if r.st.Read != 3 || r.st.Undelivered != 3 {
+			t.Fatalf("stats %+v", r.st)
+		}
+	})
+}
+
 func TestSourceErrorDeliversWhatWasRead(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		src := &chanSource{in: make(chan []Record, 1), err: errors.New("input/output error")}

@@ -26,7 +26,7 @@ type Stats struct {
 
 // counters are the live, concurrently updated form of Stats.
 type counters struct {
-	start          time.Time
+	start          atomic.Pointer[time.Time] // set by Run; Stats may be called before
 	read           atomic.Int64
 	bytesRead      atomic.Int64
 	delivered      atomic.Int64
@@ -53,7 +53,9 @@ func (c *counters) snapshot() Stats {
 		BytesDelivered: c.bytesDelivered.Load(),
 		Retries:        c.retries.Load(),
 		Reasons:        make(map[string]int64),
-		Elapsed:        time.Since(c.start),
+	}
+	if start := c.start.Load(); start != nil {
+		s.Elapsed = time.Since(*start)
 	}
 	for r := range numReasons {
 		if n := c.reasons[r].Load(); n > 0 {

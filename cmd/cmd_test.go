@@ -143,6 +143,7 @@ func TestExitStatus(t *testing.T) {
 		{batcher.Stats{Read: 5, Delivered: 4, Undelivered: 1}, nil, false, 1},
 		{batcher.Stats{Read: 5, Delivered: 4, Undelivered: 1}, nil, true, 1},
 		{batcher.Stats{Read: 5, Delivered: 4, DeadLettered: 1}, nil, false, 3},
+		{batcher.Stats{Read: 5, Delivered: 4, DeadLettered: 1}, nil, true, 3}, // dead letters first
 		{batcher.Stats{Read: 5, Delivered: 5}, nil, true, 143},
 	}
 	for _, tt := range tests {

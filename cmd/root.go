@@ -104,9 +104,11 @@ Exit status:
   0    every record read was delivered
   1    records were not delivered (the message says how many and why)
   2    usage error: bad flag or value, sink or Kafka unusable at start
-  3    the run completed, but records were dead-lettered (--dead-letter)
+  3    the run completed (or was stopped by a signal), but records were
+       dead-lettered (--dead-letter)
   130  stopped by SIGINT, 143 by SIGTERM, after delivering everything read
-       (a second signal abandons deliveries in flight: exit 1)`
+       (a second signal abandons deliveries in flight: exit 1; a record the
+       signal cut in half, its end still unread: exit 1)`
 
 const rootExamples = `  # append the lines of a growing log in batches of 500, at least every 2s
   tail -F app.log | batchpipe -n 500 -t 2s file batched.log

@@ -296,13 +296,14 @@ func exitStatus(st batcher.Stats, runErr error, sig os.Signal) int {
 	switch {
 	case st.Undelivered > 0 || runErr != nil:
 		return exitFailed
+	case st.DeadLettered > 0:
+		// Before the signal: the dead letters wait for a replay.
+		return exitDeadLettered
 	case sig != nil:
 		if s, ok := sig.(syscall.Signal); ok {
 			return exitSignal + int(s)
 		}
 		return exitFailed
-	case st.DeadLettered > 0:
-		return exitDeadLettered
 	}
 	return exitOK
 }
