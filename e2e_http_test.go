@@ -278,7 +278,8 @@ func TestHTTPSecretsNeverShown(t *testing.T) {
 			<-r.Context().Done()
 			return 0
 		case bytes.HasPrefix(body, []byte("bad")):
-			http.Error(w, "no", http.StatusBadRequest)
+			// Some error pages echo the request's headers.
+			http.Error(w, "no; you sent "+fmt.Sprint(r.Header), http.StatusBadRequest)
 			return 400
 		}
 		http.Error(w, "down", http.StatusServiceUnavailable)

@@ -63,6 +63,7 @@ type sent struct {
 	records []string
 	at      time.Duration // since the test began
 	attempt int
+	first   Pos
 }
 
 // fakeSink records batches; deliver, when set, decides each attempt.
@@ -89,7 +90,7 @@ func (s *fakeSink) Deliver(ctx context.Context, b *Batch) error {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.batches = append(s.batches, sent{b.Seq, b.Reason, recs, time.Since(s.start), b.Attempt})
+	s.batches = append(s.batches, sent{b.Seq, b.Reason, recs, time.Since(s.start), b.Attempt, b.First})
 	return nil
 }
 
@@ -243,17 +244,22 @@ func TestSizeAndBytesTriggers(t *testing.T) {
 	}
 }
 
-func TestNoTimerLeftAfterFlush(t *testing.T) {
+// TestLingerRestartsAfterSizeFlush: a batch flushed for its size takes its
+// linger with it; the next batch's first record waits a full linger of
+// its own, not what was left of the last one.
+func TestLingerRestartsAfterSizeFlush(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		src := &chanSource{in: make(chan []Record)}
 		sink := newSink()
 		p := &Pipeline{Source: src, Sink: sink, Config: cfg(Config{MaxRecords: 2, Linger: time.Second})}
 		go p.Run(context.Background())
-		src.in <- recs("a", "b") // flushed for size: the linger timer must be off
+		src.in <- recs("a", "b") // flushed for size at 0
+		advance(500 * time.Millisecond)
+		src.in <- recs("c") // due at 1.5s
 		advance(10 * time.Second)
 		synctest.Wait()
 		got := sink.got()
-		if len(got) != 1 || got[0].reason != ReasonSize {
+		if len(got) != 2 || got[0].reason != ReasonSize || got[1].reason != ReasonLinger || got[1].at != 1500*time.Millisecond {
 			t.Fatalf("%+v", got)
 		}
 		close(src.in)
@@ -654,7 +660,8 @@ func TestTooLargeRecord(t *testing.T) {
 				t.Fatalf("stats %+v", st)
 			}
 			// Offsets after the skipped record account for its bytes.
-			if got := sink.got(); got[1].records[0] != "b" {
+			// "a\n", then 100 skipped bytes and their delimiter.
+			if got := sink.got(); got[1].records[0] != "b" || got[1].first != (Pos{Record: 3, Offset: 103}) {
 				t.Fatalf("%+v", got)
 			}
 		})
@@ -780,7 +787,7 @@ func TestSourceErrorDeliversWhatWasRead(t *testing.T) {
 		sink := newSink()
 		p := &Pipeline{Source: src, Sink: sink, Config: cfg(Config{})}
 		st, err := p.Run(context.Background())
-		if err == nil || !strings.Contains(err.Error(), "read: input/output error") || st.Delivered != 1 {
+		if err == nil || !strings.Contains(err.Error(), "read, at byte offset 2 (record 2): input/output error") || st.Delivered != 1 {
 			t.Fatalf("err %v stats %+v", err, st)
 		}
 	})

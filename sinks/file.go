@@ -271,8 +271,10 @@ func writeNew(name string, data []byte) (err error) {
 		if err := os.Rename(tmp.Name(), name); err != nil {
 			return err
 		}
-	} else if err := os.Remove(tmp.Name()); err != nil {
-		return err
+	} else {
+		// The batch is in place: a temporary name left behind (it starts
+		// with a dot) is no reason to send the batch again.
+		os.Remove(tmp.Name())
 	}
 	return syncDir(dir)
 }

@@ -6,6 +6,7 @@ import (
 	"compress/gzip"
 	"context"
 	"crypto/tls"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -76,6 +77,8 @@ type HTTP struct {
 	timeout  time.Duration
 	client   *http.Client
 	now      func() time.Time // for Retry-After dates
+
+	secrets []string // header values and URL credentials, cut from quoted response bodies
 
 	scratch sync.Pool // *scratch
 }
@@ -189,8 +192,27 @@ func NewHTTP(cfg HTTPConfig) (*HTTP, error) {
 				return http.ErrUseLastResponse
 			},
 		},
-		now: time.Now,
+		now:     time.Now,
+		secrets: secrets(cfg.Header, u),
 	}, nil
+}
+
+// secrets lists what a server might echo back in an error page that must
+// not reach the logs: the header values and the URL's credentials, also as
+// the basic auth header carries them.
+func secrets(h http.Header, u *url.URL) []string {
+	var out []string
+	for _, vs := range h {
+		for _, v := range vs {
+			if len(v) >= 4 {
+				out = append(out, v)
+			}
+		}
+	}
+	if pass, ok := u.User.Password(); ok && pass != "" {
+		out = append(out, pass, base64.StdEncoding.EncodeToString([]byte(u.User.Username()+":"+pass)))
+	}
+	return out
 }
 
 func (cfg *HTTPConfig) tlsConfig(https bool) (*tls.Config, error) {
@@ -235,8 +257,8 @@ func ParseHeader(s string) (name, value string, err error) {
 		return "", "", fmt.Errorf("%q is not a valid header name", name)
 	}
 	value = strings.TrimSpace(value)
-	if strings.ContainsAny(value, "\r\n\x00") {
-		return "", "", fmt.Errorf("the value of %s holds a line break or NUL", name)
+	if i := strings.IndexFunc(value, func(c rune) bool { return c < ' ' && c != '\t' || c == 0x7f }); i >= 0 {
+		return "", "", fmt.Errorf("the value of %s holds a control character (%q), which no server accepts", name, value[i])
 	}
 	return name, value, nil
 }
@@ -412,7 +434,7 @@ func (s *HTTP) post(ctx context.Context, sc *scratch, u string, body []byte) (in
 		endpoint:  s.endpoint,
 		status:    resp.Status,
 		code:      code,
-		body:      string(snippet[:n]),
+		body:      s.redact(string(snippet[:n])),
 		truncated: more > 0,
 	}
 	switch {
@@ -426,6 +448,14 @@ func (s *HTTP) post(ctx context.Context, sc *scratch, u string, body []byte) (in
 	default:
 		return code, batcher.Permanent(err)
 	}
+}
+
+// redact cuts the secrets out of a response body quoted in an error.
+func (s *HTTP) redact(body string) string {
+	for _, v := range s.secrets {
+		body = strings.ReplaceAll(body, v, "[redacted]")
+	}
+	return body
 }
 
 // maxDrain bounds how much of a response body is read to keep its

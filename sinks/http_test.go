@@ -688,7 +688,9 @@ func TestParseHeader(t *testing.T) {
 		{"no colon", "", "", "found no colon"},
 		{"Bad Name: v", "", "", `"Bad Name" is not a valid header name`},
 		{": v", "", "", `"" is not a valid header name`},
-		{"X: a\nb", "", "", "line break"},
+		{"X: a\nb", "", "", "control character"},
+		{"X-Token: ab\x01cd", "", "", "control character"},
+		{"X: a\tb", "X", "a\tb", ""},
 	} {
 		name, value, err := ParseHeader(tc.in)
 		if name != tc.name || value != tc.value || (err == nil) != (tc.err == "") || err != nil && !strings.Contains(err.Error(), tc.err) {
