@@ -325,7 +325,7 @@ func TestHeldOutputSpills(t *testing.T) {
 func TestOrderer(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		var emitted []string
-		o := newOrderer(2, func(h *heldOutput) { emitted = append(emitted, string(h.mem)) })
+		o := newOrderer(2, func(_ int64, h *heldOutput) { emitted = append(emitted, string(h.mem)) })
 		out := func(s string) *heldOutput { return &heldOutput{mem: []byte(s)} }
 
 		started := make(chan int64, 10)
@@ -492,6 +492,26 @@ func TestExecTimeout(t *testing.T) {
 			t.Errorf("killed after %v: SIGTERM was ignored, so SIGKILL was due after %v", took, timeout+cfg.KillAfter)
 		}
 		return
+	}
+}
+
+// With -j above 1, a batch whose output cannot be written is not
+// delivered, and retrying it would not help.
+func TestExecOutputNotWritten(t *testing.T) {
+	cfg := helper(t, "cat")
+	cfg.Parallel = 2
+	cfg.Stdout = writerFunc(func(p []byte) (int, error) { return 0, syscall.EPIPE })
+	s := newExec(t, cfg)
+	for seq := int64(1); seq <= 2; seq++ {
+		b := batchOf(t, '\n', []byte("x"))
+		b.Seq = seq
+		err := s.Deliver(t.Context(), b)
+		if !errors.Is(err, syscall.EPIPE) || !batcher.IsPermanent(err) {
+			t.Errorf("batch %d: error %v, want a permanent EPIPE", seq, err)
+		}
+	}
+	if err := s.Close(); err != nil {
+		t.Errorf("Close: %v, though every failure failed its batch", err)
 	}
 }
 
