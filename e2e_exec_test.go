@@ -88,6 +88,21 @@ var execChildren = map[string]func(args []string) int{
 		<-time.NewTimer(time.Hour).C // until killed
 		return 0
 	},
+	// background starts a grandchild that holds its stderr and hangs, then
+	// copies stdin to stdout and exits 0.
+	"background": func([]string) int {
+		self, _ := os.Executable()
+		gc := exec.Command(self)
+		gc.Env = append(os.Environ(), "BATCHPIPE_TEST_CHILD=ignore-term")
+		gc.Stderr = os.Stderr
+		if err := gc.Start(); err != nil {
+			return 1
+		}
+		if _, err := io.Copy(os.Stdout, os.Stdin); err != nil {
+			return 1
+		}
+		return 0
+	},
 	"ignore-term": func([]string) int {
 		signal.Ignore(syscall.SIGTERM)
 		fmt.Fprintf(os.Stderr, "ignore-term: pid=%d\n", os.Getpid())
@@ -348,6 +363,94 @@ func TestExecTimeoutKillsGroup(t *testing.T) {
 			t.Errorf("%s still running after batchpipe exited", []string{"child", "grandchild"}[i])
 		}
 	}
+}
+
+// A command that exits 0 leaving a process in the background that holds
+// its stderr has delivered its batch, once --kill-after has passed; the
+// process is killed, not left to outlive batchpipe.
+func TestExecBackgroundKilled(t *testing.T) {
+	p := start(t, execArgs(t, []string{"-n", "2", "exec", "--kill-after", "200ms"}, "background")...)
+	p.write("a\nb\n")
+	p.stdin.Close()
+	line := p.waitFor("ignore-term: pid=")
+	pid, err := strconv.Atoi(line[strings.Index(line, "=")+1:])
+	if err != nil {
+		t.Fatalf("%q: %v", line, err)
+	}
+	fd, err := pidfdOpen(pid)
+	if err == syscall.ESRCH {
+		fd = -1 // gone already
+	} else if err != nil {
+		t.Fatalf("pidfd_open %d: %v", pid, err)
+	}
+	if code := p.wait(); code != 0 {
+		t.Fatalf("exit %d, want 0; stderr:\n%s", code, p.stderr())
+	}
+	if got := p.stdout.String(); got != "a\nb\n" {
+		t.Errorf("stdout %q", got)
+	}
+	if fd >= 0 {
+		defer syscall.Close(fd)
+		defer pidfdKill(fd) // should batchpipe have left it behind
+		// SIGKILL was sent before batchpipe exited; death follows at once.
+		if !exited(t, fd, 10*time.Second) {
+			t.Error("the background process outlived batchpipe")
+		}
+	}
+}
+
+// With -j above 1, output that cannot be written to stdout (a closed pipe,
+// a full disk) fails its batch, and batchpipe says so and exits 1 rather
+// than dying by SIGPIPE or counting the batch as delivered.
+func TestExecStdoutFails(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		flags  []string
+		stdout func(t *testing.T) *os.File
+	}{
+		{"closed pipe", nil, closedPipe},
+		{"full disk", nil, devFull},
+		{"closed pipe keep order", []string{"--keep-order"}, closedPipe},
+		{"full disk keep order", []string{"--keep-order"}, devFull},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			flags := append([]string{"-n", "10", "-j", "2", "exec"}, tc.flags...)
+			c := exec.Command(bin, execArgs(t, flags, "cat")...)
+			c.Stdout = tc.stdout(t)
+			p := startCmd(t, c)
+			c.Stdout.(*os.File).Close() // batchpipe has its own copy
+			p.write(lines(100, "%d"))
+			p.stdin.Close()
+			if code := p.wait(); code != 1 {
+				// -1: killed by a signal.
+				t.Fatalf("exit %d, want 1; stderr:\n%s", code, p.stderr())
+			}
+			n := summary(t, p.stderr())
+			if want := fmt.Sprintf("batchpipe: %d of 100 records not delivered", n[3]); n[3] == 0 || !strings.Contains(p.stderr(), want) {
+				t.Errorf("want %q; stderr:\n%s", want, p.stderr())
+			}
+			if !strings.Contains(p.stderr(), "not written") {
+				t.Errorf("no output not written in the errors:\n%s", p.stderr())
+			}
+		})
+	}
+}
+
+func closedPipe(t *testing.T) *os.File {
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Close()
+	return w
+}
+
+func devFull(t *testing.T) *os.File {
+	f, err := os.OpenFile("/dev/full", os.O_WRONLY, 0)
+	if err != nil {
+		t.Skip(err)
+	}
+	return f
 }
 
 func pidfdOpen(pid int) (int, error) {

@@ -14,6 +14,12 @@ import (
 func main() {
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGUSR1, syscall.SIGUSR2)
+	// Once SIGPIPE is notified, a write to a closed stdout or stderr fails
+	// with EPIPE instead of killing batchpipe, so the run can report what
+	// was not delivered. Nothing reads the channel: a full one drops the
+	// signal. (signal.Ignore would do too, but commands run would inherit
+	// it and report EPIPE instead of quietly dying as `cmd | head` expects.)
+	signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE)
 	streams := cmd.Streams{In: os.Stdin, Out: os.Stdout, Err: os.Stderr, ErrIsTerminal: isatty.IsTerminal(os.Stderr.Fd())}
 	os.Exit(cmd.Main(os.Args[1:], streams, sigs))
 }

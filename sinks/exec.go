@@ -37,7 +37,7 @@ type ExecConfig struct {
 	Timeout time.Duration
 	// KillAfter is how long a run has after SIGTERM before SIGKILL, and how
 	// long Wait waits for pipes a finished command left to its background
-	// processes. Default 5s.
+	// processes before it SIGKILLs them. Default 5s.
 	KillAfter time.Duration
 
 	// Parallel is the number of runs at once (-j). Above 1, each run's
@@ -67,6 +67,8 @@ type Exec struct {
 	stderr  *lockedWriter // batchpipe's stderr
 	order   *orderer      // nil unless --keep-order with -j > 1
 	emitErr error         // first failure to write a held output; under emitMu
+	lost    int           // outputs not written once their batch was settled; under emitMu
+	lostSeq int64         // the batch of the first of them
 
 	args   *argv  // nil unless --args
 	format Format // of stdin
@@ -116,7 +118,7 @@ func NewExec(cfg ExecConfig) (*Exec, error) {
 	}
 	switch {
 	case cfg.Parallel > 1 && cfg.KeepOrder:
-		s.order = newOrderer(int64(2*cfg.Parallel), s.emit)
+		s.order = newOrderer(int64(2*cfg.Parallel), s.emitSettled)
 	case cfg.Parallel <= 1:
 		// One run at a time: output passes straight through, live.
 		s.stdout = cfg.Stdout
@@ -183,10 +185,16 @@ func (s *Exec) Deliver(ctx context.Context, b *batcher.Batch) error {
 	}
 	err := s.run(ctx, b, &r)
 	if held != nil {
+		var werr error
 		if s.order != nil {
-			s.order.add(b.Seq, held)
+			werr = s.hold(b.Seq, held)
 		} else {
-			s.emit(held)
+			werr = s.emit(held)
+		}
+		if werr != nil {
+			// The command ran, but what it printed is lost: the batch is
+			// not delivered, whatever its exit status.
+			return werr
 		}
 	}
 	if err != nil {
@@ -205,26 +213,65 @@ func (s *Exec) Settled(seq int64) {
 	}
 }
 
-// Close reports a held output that could not be written.
+// Close reports outputs that could not be written after their batches
+// were settled; those of batches not yet settled failed their batches.
 func (s *Exec) Close() error {
 	s.emitMu.Lock()
 	defer s.emitMu.Unlock()
-	if s.emitErr != nil {
-		return fmt.Errorf("exec sink: write output of %s: %w", s.name, s.emitErr)
+	if s.lost > 0 {
+		return fmt.Errorf("exec sink: %s: output of %d runs not written, the first of batch %d: %w", s.name, s.lost, s.lostSeq, s.emitErr)
 	}
 	return nil
 }
 
 // emit writes one run's held output to stdout in one piece and frees it.
-func (s *Exec) emit(h *heldOutput) {
+// After a failure nothing more is written: a write cut short may have left
+// part of an output, and a closed pipe or full disk stays so. The error is
+// permanent, as retrying the command cannot mend stdout.
+func (s *Exec) emit(h *heldOutput) error {
 	s.emitMu.Lock()
 	defer s.emitMu.Unlock()
+	defer h.Close()
+	if h.empty() {
+		return nil // nothing to lose
+	}
 	if s.emitErr == nil {
 		if _, err := h.WriteTo(s.outw); err != nil {
 			s.emitErr = err
 		}
 	}
-	h.Close()
+	if s.emitErr != nil {
+		return batcher.Permanent(fmt.Errorf("exec sink: output of %s not written: %w", s.name, s.emitErr))
+	}
+	return nil
+}
+
+// hold passes an output to the orderer, or fails its batch if stdout
+// already failed, since it would not be written.
+func (s *Exec) hold(seq int64, h *heldOutput) error {
+	s.emitMu.Lock()
+	err := s.emitErr
+	s.emitMu.Unlock()
+	if err != nil && !h.empty() {
+		h.Close()
+		return batcher.Permanent(fmt.Errorf("exec sink: output of %s not written: %w", s.name, err))
+	}
+	s.order.add(seq, h)
+	return nil
+}
+
+// emitSettled writes an output for the orderer. Its batch is settled by
+// then, so a failure can only be counted for Close.
+func (s *Exec) emitSettled(seq int64, h *heldOutput) {
+	if s.emit(h) == nil {
+		return
+	}
+	s.emitMu.Lock()
+	defer s.emitMu.Unlock()
+	if s.lost == 0 {
+		s.lostSeq = seq
+	}
+	s.lost++
 }
 
 // run is one execution of the command.
@@ -293,9 +340,13 @@ func (s *Exec) run(ctx context.Context, b *batcher.Batch, r *run) error {
 	}
 	var ee *exec.ExitError
 	switch {
-	case err == nil, errors.Is(err, exec.ErrWaitDelay):
-		// Exit status 0 is success even if background processes it left
-		// kept its pipes open past the grace period.
+	case err == nil:
+		return nil
+	case errors.Is(err, exec.ErrWaitDelay):
+		// Exit status 0 is success even though processes it left in the
+		// background kept its pipes open past the grace period. They go
+		// now, or each would outlive batchpipe.
+		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 		return nil
 	case errors.As(err, &ee):
 		return fmt.Errorf("exec sink: %s: %s%s", s.name, exitStatus(ee), errw.lastLine())
@@ -483,6 +534,8 @@ func (h *heldOutput) WriteTo(w io.Writer) (int64, error) {
 	return total + m, err
 }
 
+func (h *heldOutput) empty() bool { return len(h.mem) == 0 && h.file == nil }
+
 // Close frees what h holds.
 func (h *heldOutput) Close() {
 	h.mem = nil
@@ -497,7 +550,7 @@ func (h *heldOutput) Close() {
 // at most window outputs are ever held.
 type orderer struct {
 	window int64
-	emit   func(*heldOutput)
+	emit   func(seq int64, h *heldOutput)
 
 	mu      sync.Mutex
 	next    int64 // oldest batch whose output is not yet written
@@ -506,7 +559,7 @@ type orderer struct {
 	moved   chan struct{}           // closed and replaced when next moves
 }
 
-func newOrderer(window int64, emit func(*heldOutput)) *orderer {
+func newOrderer(window int64, emit func(seq int64, h *heldOutput)) *orderer {
 	return &orderer{window: window, emit: emit, next: 1,
 		settled: make(map[int64]bool), outs: make(map[int64][]*heldOutput), moved: make(chan struct{})}
 }
@@ -545,7 +598,7 @@ func (o *orderer) settle(seq int64) {
 	moved := false
 	for o.settled[o.next] {
 		for _, h := range o.outs[o.next] {
-			o.emit(h)
+			o.emit(o.next, h)
 		}
 		delete(o.outs, o.next)
 		delete(o.settled, o.next)

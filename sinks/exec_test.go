@@ -325,7 +325,7 @@ func TestHeldOutputSpills(t *testing.T) {
 func TestOrderer(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		var emitted []string
-		o := newOrderer(2, func(h *heldOutput) { emitted = append(emitted, string(h.mem)) })
+		o := newOrderer(2, func(_ int64, h *heldOutput) { emitted = append(emitted, string(h.mem)) })
 		out := func(s string) *heldOutput { return &heldOutput{mem: []byte(s)} }
 
 		started := make(chan int64, 10)
@@ -465,16 +465,53 @@ func TestExecStdinAndOutput(t *testing.T) {
 }
 
 func TestExecTimeout(t *testing.T) {
-	cfg := helper(t, "ignore-term")
-	cfg.Timeout, cfg.KillAfter = 300*time.Millisecond, 50*time.Millisecond
-	s := newExec(t, cfg)
-	start := time.Now()
-	err := s.Deliver(t.Context(), &batcher.Batch{Seq: 1, Attempt: 1})
-	if err == nil || !strings.Contains(err.Error(), "timed out after 300ms") {
-		t.Fatalf("error %v, want a timeout", err)
+	// The timeout runs from the start, and a child slow to start (under
+	// -race, on a busy machine) may get SIGTERM before it ignores it. Only
+	// a child that said it was ready, which it does once it ignores
+	// SIGTERM, shows that SIGKILL came --kill-after later; until one does,
+	// try again with twice the time.
+	for timeout := 300 * time.Millisecond; ; timeout *= 2 {
+		stderr := newSyncBuffer()
+		cfg := helper(t, "ignore-term")
+		cfg.Stderr = stderr
+		cfg.Timeout, cfg.KillAfter = timeout, 50*time.Millisecond
+		s := newExec(t, cfg)
+		start := time.Now()
+		err := s.Deliver(t.Context(), &batcher.Batch{Seq: 1, Attempt: 1})
+		took := time.Since(start)
+		if want := fmt.Sprintf("timed out after %v", timeout); err == nil || !strings.Contains(err.Error(), want) {
+			t.Fatalf("error %v, want %q", err, want)
+		}
+		select {
+		case <-stderr.ready:
+		default:
+			t.Logf("the child was not ready within %v; again", timeout)
+			continue
+		}
+		if took < timeout+cfg.KillAfter {
+			t.Errorf("killed after %v: SIGTERM was ignored, so SIGKILL was due after %v", took, timeout+cfg.KillAfter)
+		}
+		return
 	}
-	if took := time.Since(start); took < 350*time.Millisecond {
-		t.Errorf("killed after %v: SIGTERM was ignored, so SIGKILL was due after 350ms", took)
+}
+
+// With -j above 1, a batch whose output cannot be written is not
+// delivered, and retrying it would not help.
+func TestExecOutputNotWritten(t *testing.T) {
+	cfg := helper(t, "cat")
+	cfg.Parallel = 2
+	cfg.Stdout = writerFunc(func(p []byte) (int, error) { return 0, syscall.EPIPE })
+	s := newExec(t, cfg)
+	for seq := int64(1); seq <= 2; seq++ {
+		b := batchOf(t, '\n', []byte("x"))
+		b.Seq = seq
+		err := s.Deliver(t.Context(), b)
+		if !errors.Is(err, syscall.EPIPE) || !batcher.IsPermanent(err) {
+			t.Errorf("batch %d: error %v, want a permanent EPIPE", seq, err)
+		}
+	}
+	if err := s.Close(); err != nil {
+		t.Errorf("Close: %v, though every failure failed its batch", err)
 	}
 }
 
