@@ -76,12 +76,7 @@ var execChildren = map[string]func(args []string) int{
 	},
 	// hang starts a grandchild that ignores SIGTERM, and both hang.
 	"hang": func([]string) int {
-		self, _ := os.Executable()
-		gc := exec.Command(self)
-		gc.Env = append(os.Environ(), "BATCHPIPE_TEST_CHILD=ignore-term")
-		// It holds the stderr pipe batchpipe reads, not the test's stdout.
-		gc.Stderr = os.Stderr
-		if err := gc.Start(); err != nil {
+		if startStraggler() != nil {
 			return 1
 		}
 		fmt.Fprintf(os.Stderr, "hang: pid=%d\n", os.Getpid())
@@ -91,11 +86,7 @@ var execChildren = map[string]func(args []string) int{
 	// background starts a grandchild that holds its stderr and hangs, then
 	// copies stdin to stdout and exits 0.
 	"background": func([]string) int {
-		self, _ := os.Executable()
-		gc := exec.Command(self)
-		gc.Env = append(os.Environ(), "BATCHPIPE_TEST_CHILD=ignore-term")
-		gc.Stderr = os.Stderr
-		if err := gc.Start(); err != nil {
+		if startStraggler() != nil {
 			return 1
 		}
 		if _, err := io.Copy(os.Stdout, os.Stdin); err != nil {
@@ -163,6 +154,19 @@ var spewTail = strings.Repeat("x", 60) + "\n"
 
 // execArgs is batchpipe's command line for flags, then exec, then the child
 // in role, then the child's arguments.
+// startStraggler starts a grandchild that ignores SIGTERM and hangs,
+// holding the stderr pipe batchpipe reads (not the test's stdout).
+func startStraggler() error {
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	gc := exec.Command(self)
+	gc.Env = append(os.Environ(), "BATCHPIPE_TEST_CHILD=ignore-term")
+	gc.Stderr = os.Stderr
+	return gc.Start()
+}
+
 func execArgs(t *testing.T, flags []string, role string, childArgs ...string) []string {
 	t.Helper()
 	args := append(slices.Clone(flags), "--")

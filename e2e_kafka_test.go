@@ -185,6 +185,21 @@ func each(parts []int32, n int) map[int32]int {
 	return m
 }
 
+// drainFrom restarts group g on topic t with --until-end and checks that it
+// delivers exactly the records from the committed offsets to perPartition.
+func drainFrom(t *testing.T, addr string, committed map[int32]int64, perPartition int) delivered {
+	t.Helper()
+	out := filepath.Join(t.TempDir(), "out")
+	r := run(t, nil, "--kafka-brokers", addr, "--topic", "t", "--group", "g", "--until-end", "-n", "500", "file", out)
+	if r.code != 0 {
+		t.Fatalf("restart: exit %d:\n%s", r.code, r.stderr)
+	}
+	d := delivered{}
+	d.add(t, fileLines(t, out)...)
+	wantExactly(t, d, committed, each(parts4, perPartition))
+	return d
+}
+
 // clusterAdmin returns an admin client of the cluster at addr.
 func clusterAdmin(t *testing.T, addr string) sarama.ClusterAdmin {
 	t.Helper()
@@ -450,14 +465,7 @@ func TestKafkaGroupResume(t *testing.T) {
 	}
 	wantExactly(t, d1, nil, countsFrom(committed))
 
-	out := filepath.Join(t.TempDir(), "out")
-	r := run(t, nil, "--kafka-brokers", addr, "--topic", "t", "--group", "g", "--until-end", "-n", "500", "file", out)
-	if r.code != 0 {
-		t.Fatalf("restart: exit %d:\n%s", r.code, r.stderr)
-	}
-	d2 := delivered{}
-	d2.add(t, fileLines(t, out)...)
-	wantExactly(t, d2, committed, each(parts4, 10000))
+	drainFrom(t, addr, committed, 10000)
 }
 
 func countsFrom(c map[int32]int64) map[int32]int {
@@ -570,14 +578,7 @@ func TestKafkaCrashResume(t *testing.T) {
 		}
 	}
 
-	out := filepath.Join(t.TempDir(), "out")
-	r := run(t, nil, "--kafka-brokers", addr, "--topic", "t", "--group", "g", "--until-end", "-n", "500", "file", out)
-	if r.code != 0 {
-		t.Fatalf("restart: exit %d:\n%s", r.code, r.stderr)
-	}
-	d2 := delivered{}
-	d2.add(t, fileLines(t, out)...)
-	wantExactly(t, d2, committed, each(parts4, 10000))
+	d2 := drainFrom(t, addr, committed, 10000)
 	dups := 0
 	for _, part := range parts4 {
 		for i := range int64(10000) {
