@@ -36,5 +36,6 @@ chaos: build
 
 fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzFraming -fuzztime $(FUZZTIME) ./sources
+	$(GO) test -run '^$$' -fuzz FuzzBlocksBatchLikeRecords -fuzztime $(FUZZTIME) ./batcher
 	$(GO) test -run '^$$' -fuzz FuzzJSONString -fuzztime $(FUZZTIME) ./sources
 	$(GO) test -run '^$$' -fuzz FuzzFormat -fuzztime $(FUZZTIME) ./sinks

@@ -18,10 +18,17 @@ import (
 // A source that cannot take a record whole (one longer than the record
 // limit) sends it with Err set instead, and the record takes the failure
 // path on its own.
+//
+// A Block record stands for a run of records as read: Data holds one or
+// more whole records, each followed by the delimiter, and Meta and Err are
+// nil. A stream source sends its reads this way; the aggregator finds the
+// records as it copies them into batches, which costs less than a Record
+// per record.
 type Record struct {
-	Data []byte
-	Meta *Meta // source metadata; nil for stdin
-	Err  error
+	Data  []byte
+	Meta  *Meta // source metadata; nil for stdin
+	Err   error
+	Block bool
 }
 
 // ErrCutShort is the error of a record that a stop cut short: its start was

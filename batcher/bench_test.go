@@ -1,25 +1,37 @@
 package batcher
 
 import (
+	"bytes"
 	"context"
 	"testing"
 )
 
-// repeatSource sends the same chunk until n records have gone out.
+// repeatSource sends the same chunk until n records have gone out; per,
+// if set, is the records in a chunk of one block of equal records.
 type repeatSource struct {
 	chunk []Record
 	n     int
+	per   int
 }
 
 func (s *repeatSource) Run(ctx context.Context, out chan<- []Record) error {
 	for s.n > 0 {
-		c := s.chunk[:min(len(s.chunk), s.n)]
+		c, per := s.chunk, s.per
+		switch {
+		case per == 0:
+			c = c[:min(len(c), s.n)]
+			per = len(c)
+		case s.n < per:
+			last := c[0]
+			last.Data = last.Data[:len(last.Data)/per*s.n]
+			c, per = []Record{last}, s.n
+		}
 		select {
 		case out <- c:
 		case <-ctx.Done():
 			return ctx.Err()
 		}
-		s.n -= len(c)
+		s.n -= per
 	}
 	return nil
 }
@@ -29,24 +41,31 @@ type discard struct{}
 func (discard) Deliver(context.Context, *Batch) error { return nil }
 
 // BenchmarkPipeline moves b.N records of 100 bytes through the aggregator
-// and workers to a sink that discards them: one op is one record.
+// and workers to a sink that discards them: one op is one record. Records
+// come one by one (as from Kafka) or in blocks (as from a stream).
 func BenchmarkPipeline(b *testing.B) {
 	for _, bc := range []struct {
 		name     string
 		batch, j int
-	}{{"n=1000/j=1", 1000, 1}, {"n=1000/j=4", 1000, 4}, {"n=10/j=1", 10, 1}} {
+		block    bool
+	}{
+		{"records/n=1000/j=1", 1000, 1, false}, {"records/n=1000/j=4", 1000, 4, false}, {"records/n=10/j=1", 10, 1, false},
+		{"blocks/n=1000/j=1", 1000, 1, true}, {"blocks/n=10/j=1", 10, 1, true},
+	} {
 		b.Run(bc.name, func(b *testing.B) {
-			chunk := make([]Record, 650) // about one 64 KiB pipe read of 100-byte lines
-			line := make([]byte, 99)
-			for i := range line {
-				line[i] = 'x'
-			}
+			line := append(bytes.Repeat([]byte{'x'}, 99), '\n')
+			// About one 64 KiB pipe read of 100-byte lines.
+			chunk := make([]Record, 650)
 			for i := range chunk {
-				chunk[i].Data = line
+				chunk[i].Data = line[:99]
+			}
+			src := &repeatSource{chunk: chunk, n: b.N}
+			if bc.block {
+				src = &repeatSource{chunk: []Record{{Data: bytes.Repeat(line, 650), Block: true}}, n: b.N, per: 650}
 			}
 			b.SetBytes(100)
 			b.ReportAllocs()
-			p := &Pipeline{Source: &repeatSource{chunk: chunk, n: b.N}, Sink: discard{},
+			p := &Pipeline{Source: src, Sink: discard{},
 				Config: Config{MaxRecords: bc.batch, Parallel: bc.j, Delim: '\n', MaxBytes: 1 << 20}}
 			b.ResetTimer()
 			st, err := p.Run(context.Background())

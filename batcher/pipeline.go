@@ -1,6 +1,7 @@
 package batcher
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -228,9 +229,10 @@ func (p *Pipeline) Run(ctx context.Context) (Stats, error) {
 				in = nil
 				break
 			}
+			before := a.pos.Record
 			a.addChunk(recs)
 			if a.debug {
-				cfg.Logger.Debug("read", "records", len(recs), "total", a.pos.Record-1)
+				cfg.Logger.Debug("read", "records", a.pos.Record-before, "total", a.pos.Record-1)
 			}
 		case <-a.timer.C:
 			a.flush(ReasonLinger)
@@ -339,73 +341,96 @@ type aggregator struct {
 	weight int // open batch's bytes plus per-record overhead
 }
 
-// addChunk adds a chunk's records. The read counters are bumped once per
-// chunk, before the records are added: atomics per record would cost more
-// than the rest of the work together.
+// addChunk adds a chunk's records. The read counters are bumped per chunk,
+// or per batch within a block, before the records can be flushed: atomics
+// per record would cost more than the rest of the work together.
 func (a *aggregator) addChunk(recs []Record) {
-	bytes := 0
+	n, size := 0, 0
 	for i := range recs {
-		bytes += len(recs[i].Data) + 1
-	}
-	a.p.c.read.Add(int64(len(recs)))
-	a.p.c.bytesRead.Add(int64(bytes))
-	for i := 0; i < len(recs); {
-		n := a.addRun(recs[i:])
-		if n == 0 {
-			a.add(&recs[i])
-			n = 1
+		if !recs[i].Block {
+			n++
+			size += len(recs[i].Data) + 1
 		}
-		i += n
+	}
+	a.p.c.read.Add(int64(n))
+	a.p.c.bytesRead.Add(int64(size))
+	for i := range recs {
+		if recs[i].Block {
+			a.addBlock(recs[i].Data)
+		} else {
+			a.add(&recs[i])
+		}
 	}
 }
 
-// addRun is add's fast path. A source that frames a buffer hands over
-// records that lie back to back in it, each followed by the delimiter:
-// exactly the batch's layout. addRun copies the longest such run at the
-// start of recs that fits in the open batch without a flush in one copy,
-// and returns its length; 0 leaves the first record to add.
-func (a *aggregator) addRun(recs []Record) int {
-	b := a.open
-	if b == nil || b.Len() == 0 || b.meta != nil {
-		return 0 // a new batch starts in add: its timer and position
-	}
+// addBlock adds the records of a block: it finds each one's end, starts and
+// flushes batches where add would, and copies each batch's share of the
+// block in one go. The block already has the batch's layout, records each
+// followed by the delimiter, so a batch's records are one run of it.
+func (a *aggregator) addBlock(data []byte) {
+	a.p.c.bytesRead.Add(int64(len(data)))
 	delim, over := a.cfg.Delim, a.cfg.PerRecordOverhead
-	room := a.cfg.MaxRecords - b.Len() - 1 // add takes the record that fills it
-	weight, total, n := a.weight, 0, 0
-	for n < room && n < len(recs) {
-		r := &recs[n]
-		d := r.Data
-		w := len(d) + 1 + over
-		// Taken only if it cannot trigger a flush, and is followed by the
-		// delimiter; any but the first must start right after the last.
-		if r.Err != nil || r.Meta != nil || weight+w+1+over > a.cfg.MaxBytes ||
-			cap(d) <= len(d) || d[:len(d)+1][len(d)] != delim {
-			break
+	maxRecords, maxBytes := a.cfg.MaxRecords, a.cfg.MaxBytes
+	var b *Batch
+	// data[run:off] goes to the end of b.buf, at base+run: a record ending
+	// at data[i] ends at b.buf[base+i].
+	run, base, off := 0, 0, 0
+	var counted int64 // records not yet added to the read counter
+	for off < len(data) {
+		if b == nil {
+			if a.open == nil {
+				a.open = a.p.get(delim)
+			}
+			b, run = a.open, off
+			base = len(b.buf) - off
 		}
-		if n > 0 {
-			prev := recs[n-1].Data
-			if len(d) == 0 || cap(prev) <= len(prev)+1 || &prev[:len(prev)+2][len(prev)+1] != &d[0] {
-				break
+		i := bytes.IndexByte(data[off:], delim)
+		if i < 0 {
+			panic("batcher: a block's last record has no delimiter")
+		}
+		size := i + 1
+		w := size + over
+		if len(b.ends) > 0 && a.weight+w > maxBytes {
+			a.flushPart(b, data[run:off], counted, ReasonBytes)
+			b, counted = nil, 0
+			continue
+		}
+		if len(b.ends) == 0 {
+			b.First = a.pos
+			if a.cfg.Linger > 0 {
+				a.timer.Reset(a.cfg.Linger)
 			}
 		}
-		weight += w
-		total += len(d) + 1
-		n++
+		off += size
+		b.ends = append(b.ends, base+off-1)
+		if b.meta != nil {
+			b.meta = append(b.meta, nil)
+		}
+		a.weight += w
+		a.pos.Record++
+		a.pos.Offset += int64(size)
+		counted++
+		switch {
+		case len(b.ends) >= maxRecords:
+			a.flushPart(b, data[run:off], counted, ReasonSize)
+			b, counted = nil, 0
+		case a.weight+1+over > maxBytes:
+			a.flushPart(b, data[run:off], counted, ReasonBytes)
+			b, counted = nil, 0
+		}
 	}
-	if n == 0 {
-		return 0
+	if b != nil {
+		b.buf = append(b.buf, data[run:off]...)
 	}
-	start := len(b.buf)
-	b.buf = append(b.buf, recs[0].Data[:total]...)
-	end := start
-	for i := range n {
-		end += len(recs[i].Data) + 1
-		b.ends = append(b.ends, end-1)
-	}
-	a.weight = weight
-	a.pos.Record += int64(n)
-	a.pos.Offset += int64(total)
-	return n
+	a.p.c.read.Add(counted)
+}
+
+// flushPart copies the open batch's share of a block into it, counts its
+// records read and flushes it.
+func (a *aggregator) flushPart(b *Batch, part []byte, counted int64, why Reason) {
+	b.buf = append(b.buf, part...)
+	a.p.c.read.Add(counted)
+	a.flush(why)
 }
 
 func (a *aggregator) add(r *Record) {

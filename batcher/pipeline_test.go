@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -126,6 +127,22 @@ func numbered(n int) []Record {
 	return r
 }
 
+// blocks joins records into blocks, as a stream source sends them: the
+// records of each block end with '\n', and a block holds at most n.
+func blocks(ss []string, n int) []Record {
+	var out []Record
+	for len(ss) > 0 {
+		k := min(n, len(ss))
+		var data []byte
+		for _, s := range ss[:k] {
+			data = append(append(data, s...), '\n')
+		}
+		out = append(out, Record{Data: data, Block: true})
+		ss = ss[k:]
+	}
+	return out
+}
+
 func cfg(c Config) Config {
 	c.Delim = '\n'
 	return c
@@ -223,25 +240,85 @@ func TestSizeAndBytesTriggers(t *testing.T) {
 			[][]string{{"a"}, {"b"}}, []Reason{ReasonSize, ReasonSize}},
 	}
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
+		for _, in := range []struct {
+			name string
+			recs []Record
+		}{{"records", recs(tt.in...)}, {"block", blocks(tt.in, len(tt.in))}, {"blocks of 2", blocks(tt.in, 2)}} {
+			t.Run(tt.name+"/"+in.name, func(t *testing.T) {
+				synctest.Test(t, func(t *testing.T) {
+					sink := newSink()
+					p := &Pipeline{Source: &sliceSource{recs: in.recs, n: 2}, Sink: sink, Config: cfg(tt.cfg)}
+					if _, err := p.Run(context.Background()); err != nil {
+						t.Fatal(err)
+					}
+					got := sink.got()
+					if len(got) != len(tt.want) {
+						t.Fatalf("got %d batches %+v, want %v", len(got), got, tt.want)
+					}
+					for i, b := range got {
+						if !slices.Equal(b.records, tt.want[i]) || b.reason != tt.reasons[i] || b.seq != int64(i+1) {
+							t.Errorf("batch %d: got %v %v seq %d, want %v %v", i, b.records, b.reason, b.seq, tt.want[i], tt.reasons[i])
+						}
+					}
+				})
+			})
+		}
+	}
+}
+
+// FuzzBlocksBatchLikeRecords checks that records sent in blocks make the
+// same batches, positions and counts as the same records sent one by one,
+// wherever the blocks are cut and whatever the limits.
+func FuzzBlocksBatchLikeRecords(f *testing.F) {
+	f.Add([]byte("a\nbb\n\nccc\ndddd\n"), uint64(5), uint8(2), uint16(0), uint8(0))
+	f.Add([]byte("one\ntwo\nthree\nfour\nfive\n"), uint64(0xff), uint8(0), uint16(9), uint8(3))
+	f.Add([]byte("\n\n\n\n\n\n"), uint64(1), uint8(4), uint16(3), uint8(0))
+	f.Fuzz(func(t *testing.T, in []byte, cuts uint64, maxRecords uint8, maxBytes uint16, over uint8) {
+		if len(in) == 0 || in[len(in)-1] != '\n' {
+			in = append(in, '\n')
+		}
+		lines := strings.SplitAfter(string(in), "\n")
+		lines = lines[:len(lines)-1] // after the last delimiter
+		var one, blocked []Record
+		var block []byte
+		for i, l := range lines {
+			one = append(one, Record{Data: []byte(strings.TrimSuffix(l, "\n"))})
+			block = append(block, l...)
+			if cuts>>(i%64)&1 == 1 || i == len(lines)-1 {
+				blocked = append(blocked, Record{Data: block, Block: true})
+				block = nil
+			}
+		}
+		c := cfg(Config{MaxRecords: int(maxRecords), MaxBytes: int(maxBytes), PerRecordOverhead: int(over % 16)})
+		run := func(rs []Record) ([]sent, Stats) {
+			var got []sent
+			var st Stats
 			synctest.Test(t, func(t *testing.T) {
 				sink := newSink()
-				p := &Pipeline{Source: &sliceSource{recs: recs(tt.in...), n: 2}, Sink: sink, Config: cfg(tt.cfg)}
-				if _, err := p.Run(context.Background()); err != nil {
+				p := &Pipeline{Source: &sliceSource{recs: rs, n: 3}, Sink: sink, Config: c}
+				var err error
+				if st, err = p.Run(context.Background()); err != nil {
 					t.Fatal(err)
 				}
-				got := sink.got()
-				if len(got) != len(tt.want) {
-					t.Fatalf("got %d batches %+v, want %v", len(got), got, tt.want)
-				}
-				for i, b := range got {
-					if !slices.Equal(b.records, tt.want[i]) || b.reason != tt.reasons[i] || b.seq != int64(i+1) {
-						t.Errorf("batch %d: got %v %v seq %d, want %v %v", i, b.records, b.reason, b.seq, tt.want[i], tt.reasons[i])
-					}
-				}
+				got = sink.got()
 			})
-		})
-	}
+			for i := range got {
+				got[i].at = 0
+			}
+			return got, st
+		}
+		want, wantStats := run(one)
+		got, gotStats := run(blocked)
+		if !slices.EqualFunc(got, want, func(a, b sent) bool {
+			return a.seq == b.seq && a.reason == b.reason && a.first == b.first && slices.Equal(a.records, b.records)
+		}) {
+			t.Fatalf("blocks made\n%+v\nrecords made\n%+v", got, want)
+		}
+		gotStats.Elapsed, wantStats.Elapsed = 0, 0
+		if !reflect.DeepEqual(gotStats, wantStats) {
+			t.Fatalf("stats %+v, want %+v", gotStats, wantStats)
+		}
+	})
 }
 
 // TestLingerRestartsAfterSizeFlush: a batch flushed for its size takes its

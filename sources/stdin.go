@@ -31,8 +31,9 @@ var _ batcher.Source = (*Stream)(nil)
 // sent, one still referenced by the chunk the receiver is working on.
 const nbufs = 3
 
-// maxFramed bounds the records sent in one chunk: a read of empty lines
-// would otherwise make a slice of 48-byte records for every byte.
+// maxFramed bounds the records sent in one chunk: a read where records
+// over a small limit alternate with short ones would otherwise make two
+// Records for every few bytes.
 const maxFramed = 4096
 
 type readResult struct {
@@ -99,10 +100,10 @@ func (s *Stream) Run(ctx context.Context, out chan<- []batcher.Record) error {
 				return ctx.Err()
 			}
 		}
-		// A buffer of short records goes out in several chunks, so the
-		// record slices stay small whatever the input. The sends do not
-		// give up when ctx is done: the receiver takes every chunk until
-		// Run returns.
+		// A buffer usually goes out in one chunk; one with many records
+		// over the limit in several, so that the record slices stay small
+		// whatever the input. The sends do not give up when ctx is done:
+		// the receiver takes every chunk until Run returns.
 		p, sentAny := r.buf[:r.n], false
 		for {
 			var recs []batcher.Record
@@ -152,17 +153,18 @@ type framer struct {
 	recs    [2][]batcher.Record
 }
 
-// frame returns the complete records at the start of p, at most maxFramed
-// of them, in a slice reused every other chunk, and the rest of p still to
-// be framed. An unfinished record at the end goes to the carry.
+// frame returns the records at the start of p, in a slice reused every
+// other chunk, and the rest of p still to be framed. Whole records go out
+// as blocks, as they were read: finding them is the aggregator's job. An
+// unfinished record at the end goes to the carry.
 func (f *framer) frame(p []byte) ([]batcher.Record, []byte) {
 	recs := f.recs[0][:0]
+	defer func() { f.recs[0] = recs }()
 	// Only the first record can continue one begun in an earlier read.
 	if f.skip > 0 || f.partial {
 		i := bytes.IndexByte(p, f.delim)
 		if i < 0 {
 			f.extend(p)
-			f.recs[0] = recs
 			return recs, nil
 		}
 		f.extend(p[:i])
@@ -173,25 +175,42 @@ func (f *framer) frame(p []byte) ([]batcher.Record, []byte) {
 		}
 		p = p[i+1:]
 	}
-	delim, limit := f.delim, f.limit
-	for len(recs) < maxFramed {
-		i := bytes.IndexByte(p, delim)
-		if i < 0 {
-			if len(p) > 0 {
-				f.extend(p)
-			}
-			f.recs[0] = recs
-			return recs, nil
+	last := bytes.LastIndexByte(p, f.delim)
+	if last < 0 {
+		if len(p) > 0 {
+			f.extend(p)
 		}
-		if i > limit {
-			recs = append(recs, batcher.Record{Err: &batcher.TooLargeError{Size: int64(i), Limit: int64(limit)}})
-		} else {
-			recs = append(recs, batcher.Record{Data: p[:i]})
-		}
-		p = p[i+1:]
+		return recs, nil
 	}
-	f.recs[0] = recs
-	return recs, p
+	if last <= f.limit {
+		// No record in it can be over the limit.
+		recs = append(recs, batcher.Record{Data: p[: last+1 : last+1], Block: true})
+	} else {
+		// Records over the limit are cut out of the blocks; at most
+		// maxFramed of each, so that a chunk stays small.
+		start, next := 0, 0
+		for next <= last && len(recs) < maxFramed-2 {
+			i := bytes.IndexByte(p[next:], f.delim)
+			if i > f.limit {
+				if next > start {
+					recs = append(recs, batcher.Record{Data: p[start:next:next], Block: true})
+				}
+				recs = append(recs, batcher.Record{Err: &batcher.TooLargeError{Size: int64(i), Limit: int64(f.limit)}})
+				start = next + i + 1
+			}
+			next += i + 1
+		}
+		if next > start {
+			recs = append(recs, batcher.Record{Data: p[start:next:next], Block: true})
+		}
+		if next <= last {
+			return recs, p[next:]
+		}
+	}
+	if rest := p[last+1:]; len(rest) > 0 {
+		f.extend(rest)
+	}
+	return recs, nil
 }
 
 // extend adds the start or middle of a record to the carry, or counts it as

@@ -24,7 +24,7 @@ func frame(t testing.TB, s *Stream) (recs []string, bad []error, err error) {
 		close(out)
 	}()
 	for chunk := range out {
-		for _, r := range chunk {
+		for _, r := range split(t, chunk, s.Delim) {
 			if r.Err != nil {
 				bad = append(bad, r.Err)
 				recs = append(recs, "<too large>")
@@ -34,6 +34,25 @@ func frame(t testing.TB, s *Stream) (recs []string, bad []error, err error) {
 		}
 	}
 	return recs, bad, <-done
+}
+
+// split returns a chunk's records with its blocks split into records, and
+// fails t where a block breaks its contract.
+func split(t testing.TB, chunk []batcher.Record, delim byte) []batcher.Record {
+	var recs []batcher.Record
+	for _, r := range chunk {
+		if !r.Block {
+			recs = append(recs, r)
+			continue
+		}
+		if len(r.Data) == 0 || r.Data[len(r.Data)-1] != delim || r.Meta != nil || r.Err != nil {
+			t.Fatalf("bad block %+v", r)
+		}
+		for rec := range bytes.SplitSeq(r.Data[:len(r.Data)-1], []byte{delim}) {
+			recs = append(recs, batcher.Record{Data: rec})
+		}
+	}
+	return recs
 }
 
 func TestFraming(t *testing.T) {
@@ -104,45 +123,58 @@ func TestTooLargeRecordIsSkipped(t *testing.T) {
 	}
 }
 
-// TestShortRecordsInChunks reads thousands of short records per read: they
-// go out in chunks of at most maxFramed, and none is lost or changed, also
-// where a record spans two reads.
+// TestShortRecordsInChunks reads thousands of short records per read, and
+// every third one over the limit: the chunks stay within maxFramed, so
+// their record slices stay small whatever the input, and no record is lost
+// or changed, also where one spans two reads.
 func TestShortRecordsInChunks(t *testing.T) {
 	var in bytes.Buffer
+	var want []string
 	for i := range 5*maxFramed + 7 {
-		if i%3 == 0 {
+		switch i % 3 {
+		case 0:
+			in.WriteString("xx")
+			want = append(want, "<too large>")
+		case 1:
 			in.WriteString("x")
+			want = append(want, "x")
+		default:
+			want = append(want, "")
 		}
 		in.WriteByte('\n')
 	}
-	in.WriteString("last, without a delimiter")
+	in.WriteString("z")
+	want = append(want, "z")
 	for _, r := range []io.Reader{bytes.NewReader(in.Bytes()), iotest.HalfReader(bytes.NewReader(in.Bytes()))} {
 		out := make(chan []batcher.Record)
 		done := make(chan error, 1)
 		go func() {
-			done <- (&Stream{R: r, Delim: '\n', ReadSize: 1 << 20}).Run(context.Background(), out)
+			done <- (&Stream{R: r, Delim: '\n', MaxRecordBytes: 1, ReadSize: 1 << 20}).Run(context.Background(), out)
 			close(out)
 		}()
-		var joined bytes.Buffer
+		var got []string
 		chunks := 0
 		for chunk := range out {
 			if len(chunk) > maxFramed {
 				t.Errorf("chunk of %d records, more than %d", len(chunk), maxFramed)
 			}
 			chunks++
-			for _, rec := range chunk {
-				joined.Write(rec.Data)
-				joined.WriteByte('\n')
+			for _, rec := range split(t, chunk, '\n') {
+				if rec.Err != nil {
+					got = append(got, "<too large>")
+				} else {
+					got = append(got, string(rec.Data))
+				}
 			}
 		}
 		if err := <-done; err != nil {
 			t.Fatal(err)
 		}
-		if want := append(bytes.Clone(in.Bytes()), '\n'); !bytes.Equal(joined.Bytes(), want) {
-			t.Fatalf("joined records differ from the input (%d and %d bytes)", joined.Len(), len(want))
+		if !slices.Equal(got, want) {
+			t.Fatalf("%d records differ from the input's %d", len(got), len(want))
 		}
-		if chunks < 6 {
-			t.Fatalf("%d chunks for %d records", chunks, 5*maxFramed+8)
+		if chunks < 4 {
+			t.Fatalf("%d chunks for %d records", chunks, len(want))
 		}
 	}
 }
@@ -196,7 +228,7 @@ func TestStopSendsWhatWasRead(t *testing.T) {
 	for {
 		select {
 		case chunk := <-out:
-			for _, rec := range chunk {
+			for _, rec := range split(t, chunk, '\n') {
 				if rec.Err != nil {
 					cut = rec.Err
 					got = append(got, "cut:"+string(rec.Data))
@@ -228,8 +260,8 @@ func TestStopsOnCancelWhileReadBlocks(t *testing.T) {
 	done := make(chan error)
 	go func() { done <- (&Stream{R: pr, Delim: '\n'}).Run(ctx, out) }()
 	pw.Write([]byte("a\n"))
-	if got := <-out; string(got[0].Data) != "a" {
-		t.Fatalf("%q", got[0].Data)
+	if got := split(t, <-out, '\n'); len(got) != 1 || string(got[0].Data) != "a" {
+		t.Fatalf("%+v", got)
 	}
 	cancel() // the read of the next line is blocked
 	if err := <-done; !errors.Is(err, context.Canceled) {
@@ -237,27 +269,31 @@ func TestStopsOnCancelWhileReadBlocks(t *testing.T) {
 	}
 }
 
-// FuzzFraming checks that framing and then joining with the delimiter gives
-// back the input, whatever the bytes and read sizes.
+// FuzzFraming checks that framing gives back the input's records, whatever
+// the bytes, read sizes and record limit.
 func FuzzFraming(f *testing.F) {
-	f.Add([]byte("a\nb\n"), byte('\n'), uint8(1))
-	f.Add([]byte("a\x00b"), byte(0), uint8(3))
-	f.Add([]byte("\n\n\r\n\xff"), byte('\n'), uint8(2))
-	f.Fuzz(func(t *testing.T, in []byte, delim byte, size uint8) {
-		recs, bad, err := frame(t, &Stream{R: bytes.NewReader(in), Delim: delim, ReadSize: int(size%64) + 1})
-		if err != nil || bad != nil {
-			t.Fatal(err, bad)
+	f.Add([]byte("a\nb\n"), byte('\n'), uint8(1), uint8(0))
+	f.Add([]byte("a\x00b"), byte(0), uint8(3), uint8(0))
+	f.Add([]byte("\n\n\r\n\xff"), byte('\n'), uint8(2), uint8(0))
+	f.Add([]byte("ok\ntoo long\nfine\n\nlonger still"), byte('\n'), uint8(63), uint8(4))
+	f.Fuzz(func(t *testing.T, in []byte, delim byte, size, limit uint8) {
+		s := &Stream{R: bytes.NewReader(in), Delim: delim, ReadSize: int(size%64) + 1, MaxRecordBytes: int(limit)}
+		recs, _, err := frame(t, s)
+		if err != nil {
+			t.Fatal(err)
 		}
-		var joined []byte
-		for _, r := range recs {
-			joined = append(append(joined, r...), delim)
+		var want []string
+		if len(in) > 0 {
+			for rec := range bytes.SplitSeq(bytes.TrimSuffix(in, []byte{delim}), []byte{delim}) {
+				if limit > 0 && len(rec) > int(limit) {
+					want = append(want, "<too large>")
+				} else {
+					want = append(want, string(rec))
+				}
+			}
 		}
-		want := in
-		if len(in) > 0 && in[len(in)-1] != delim {
-			want = append(bytes.Clone(in), delim) // the last record gains its delimiter
-		}
-		if !bytes.Equal(joined, want) {
-			t.Fatalf("joined %q, input %q", joined, in)
+		if !slices.Equal(recs, want) {
+			t.Fatalf("records %q, want %q", recs, want)
 		}
 	})
 }
@@ -277,7 +313,13 @@ func BenchmarkStream(b *testing.B) {
 	}()
 	n := 0
 	for chunk := range out {
-		n += len(chunk)
+		for _, r := range chunk {
+			if r.Block {
+				n += bytes.Count(r.Data, []byte{'\n'})
+			} else {
+				n++
+			}
+		}
 	}
 	if n != b.N {
 		b.Fatalf("%d records, want %d", n, b.N)
