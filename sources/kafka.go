@@ -121,6 +121,7 @@ type Kafka struct {
 	once   sync.Once // starts reading, at the first Run
 
 	reachedEnd atomic.Bool
+	handed     atomic.Int64 // records Run handed to the pipeline
 
 	// Without a group.
 	consumer sarama.Consumer
@@ -271,12 +272,12 @@ func (k *Kafka) startOffset(topic string, p int32) (start, hwm int64, err error)
 // it returns, until Close; nothing is sent on out after it returns.
 func (k *Kafka) Run(ctx context.Context, out chan<- []batcher.Record) error {
 	k.once.Do(k.start)
-	var sent int64
 	for {
 		if k.cfg.UntilEnd && k.track.complete() {
 			k.reachedEnd.Store(true)
 			return nil
 		}
+		sent := k.handed.Load()
 		if k.cfg.Limit > 0 && sent >= k.cfg.Limit {
 			return nil
 		}
@@ -287,12 +288,13 @@ func (k *Kafka) Run(ctx context.Context, out chan<- []batcher.Record) error {
 				recs = recs[:min(int64(len(recs)), k.cfg.Limit-sent)]
 			}
 			// Tracked before it is sent, so that no ack can come first.
+			// Records never sent stay pending: no commit passes them.
 			if !k.track.sent(c.st, recs, c.hwm) {
 				continue // its partition was revoked: the new owner reads it
 			}
 			select {
 			case out <- recs:
-				sent += int64(len(recs))
+				k.handed.Add(int64(len(recs)))
 			case <-ctx.Done():
 				return ctx.Err()
 			}
@@ -324,7 +326,7 @@ type PartitionLag struct {
 func (k *Kafka) PartitionLag() []PartitionLag { return k.track.partLag() }
 
 // Read returns how many records were handed to the pipeline.
-func (k *Kafka) Read() int64 { return k.track.total() }
+func (k *Kafka) Read() int64 { return k.handed.Load() }
 
 // ReachedEnd reports whether Run returned because, with UntilEnd, every
 // record below the end offsets was read.

@@ -381,3 +381,33 @@ func TestKafkaGroupFrom(t *testing.T) {
 		t.Fatalf("second run: %d records from offset %d, want 10 from the committed 100", len(got), got[0].Meta.Offset)
 	}
 }
+
+// Stopped while a chunk waits for the pipeline, Run counts as read only
+// the records it handed over; the ones it did not stay pending, so that no
+// commit passes them.
+func TestKafkaReadCountsHandedOver(t *testing.T) {
+	k := &Kafka{cfg: KafkaConfig{Group: "g"}, track: newTracker(), chunks: make(chan chunk),
+		change: make(chan struct{}, 1), fatal: make(chan error, 1)}
+	k.once.Do(func() {}) // no readers: the test plays them
+	st := k.track.assign("t", 0, 0, -1, 0)
+	ctx, cancel := context.WithCancel(context.Background())
+	out := make(chan []batcher.Record)
+	errc := make(chan error, 1)
+	go func() { errc <- k.Run(ctx, out) }()
+
+	first, second := records("t", 0, span(0, 10)...), records("t", 0, span(10, 20)...)
+	k.chunks <- chunk{st: st, recs: first}
+	handed := <-out
+	k.chunks <- chunk{st: st, recs: second} // taken, never handed: nobody reads out
+	cancel()
+	if err := <-errc; !errors.Is(err, context.Canceled) {
+		t.Fatalf("Run: %v", err)
+	}
+	if n := k.Read(); n != int64(len(handed)) {
+		t.Fatalf("Read says %d records, but %d were handed over", n, len(handed))
+	}
+	k.track.ack(batch(handed, 0, len(handed)))
+	if cs := k.track.commits(); len(cs) != 1 || cs[0].offset != 10 {
+		t.Fatalf("commits %+v, want one at 10, the first record not handed over", cs)
+	}
+}

@@ -22,7 +22,6 @@ type tracker struct {
 	parts      map[topicPartition]*partState
 	incomplete int  // current partitions with records below their end not yet sent
 	active     bool // an assignment is in force (group mode: between Setup and Cleanup)
-	sentTotal  int64
 }
 
 type topicPartition struct {
@@ -42,7 +41,6 @@ type partState struct {
 	committed int64 // the last offset committed, or where reading started
 	end       int64 // end offset captured at assignment (--until-end); -1: none
 	hwm       int64 // latest high watermark seen
-	sent      int64 // records sent
 	revoked   bool
 }
 
@@ -109,8 +107,6 @@ func (t *tracker) sent(st *partState, recs []batcher.Record, hwm int64) bool {
 		st.done = append(st.done, false)
 		st.next = m.Offset + 1
 	}
-	st.sent += int64(len(recs))
-	t.sentTotal += int64(len(recs))
 	st.hwm = max(st.hwm, hwm, st.next)
 	if st.end >= 0 && !wasComplete && st.complete() {
 		t.incomplete--
@@ -286,11 +282,4 @@ func (t *tracker) lag() map[string]int64 {
 		lag[st.tp.topic] += max(0, target-st.acked)
 	}
 	return lag
-}
-
-// total returns how many records were sent.
-func (t *tracker) total() int64 {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return t.sentTotal
 }

@@ -308,8 +308,8 @@ func TestTrackerConcurrentAcks(t *testing.T) {
 			t.Fatalf("partition %d: watermark %d, want %d", p, got, per)
 		}
 	}
-	if !tr.complete() || tr.total() != parts*per {
-		t.Fatalf("complete %v, total %d", tr.complete(), tr.total())
+	if !tr.complete() {
+		t.Fatal("not complete")
 	}
 }
 
