@@ -140,11 +140,15 @@ var (
 	_ batcher.Acker  = (*Kafka)(nil)
 )
 
-// A chunk is records of one partition, in offset order.
+// A chunk is records of one partition, in offset order. With toEnd,
+// nothing is left to read below the partition's end offset after them,
+// even if no record sits at end-1: a transaction marker may, or the
+// records there were compacted away or deleted.
 type chunk struct {
-	st   *partState
-	recs []batcher.Record
-	hwm  int64
+	st    *partState
+	recs  []batcher.Record
+	hwm   int64
+	toEnd bool
 }
 
 // OpenKafka checks that the topics (and partitions) exist and, without a
@@ -292,6 +296,12 @@ func (k *Kafka) Run(ctx context.Context, out chan<- []batcher.Record) error {
 			if !k.track.sent(c.st, recs, c.hwm) {
 				continue // its partition was revoked: the new owner reads it
 			}
+			if c.toEnd && len(recs) == len(c.recs) {
+				k.track.readToEnd(c.st)
+			}
+			if len(recs) == 0 {
+				continue
+			}
 			select {
 			case out <- recs:
 				k.handed.Add(int64(len(recs)))
@@ -399,7 +409,7 @@ func (k *Kafka) read(ctx context.Context, st *partState, msgs <-chan *sarama.Con
 	fill:
 		for {
 			if end >= 0 && m.Offset >= end {
-				finished = true
+				finished = true // the offsets before it hold no record
 				break
 			}
 			c.add(m)
@@ -419,10 +429,10 @@ func (k *Kafka) read(ctx context.Context, st *partState, msgs <-chan *sarama.Con
 				break fill
 			}
 		}
-		if len(c.recs) > 0 {
+		if len(c.recs) > 0 || finished {
 			c.finish()
 			select {
-			case k.chunks <- chunk{st: st, recs: c.recs, hwm: hwm()}:
+			case k.chunks <- chunk{st: st, recs: c.recs, hwm: hwm(), toEnd: finished}:
 			case <-ctx.Done():
 				return
 			}

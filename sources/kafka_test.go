@@ -12,6 +12,7 @@ import (
 	"github.com/IBM/sarama"
 	"github.com/batchpipe/batchpipe/batcher"
 	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
 )
 
 // newCluster starts an in-process Kafka cluster with topic of parts
@@ -409,5 +410,90 @@ func TestKafkaReadCountsHandedOver(t *testing.T) {
 	k.track.ack(batch(handed, 0, len(handed)))
 	if cs := k.track.commits(); len(cs) != 1 || cs[0].offset != 10 {
 		t.Fatalf("commits %+v, want one at 10, the first record not handed over", cs)
+	}
+}
+
+// produceTxn writes n records to partition part of topic in one committed
+// transaction: the partition then ends with a commit marker, an offset that
+// holds no record to read.
+func produceTxn(t *testing.T, c *kfake.Cluster, topic string, part int32, n int) {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...), kgo.TransactionalID("txn-"+t.Name()),
+		kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	if err := cl.BeginTransaction(); err != nil {
+		t.Fatal(err)
+	}
+	recs := make([]*kgo.Record, n)
+	for i := range recs {
+		recs[i] = &kgo.Record{Topic: topic, Partition: part, Value: fmt.Appendf(nil, "%s/%d/%d", topic, part, i)}
+	}
+	if err := cl.ProduceSync(context.Background(), recs...).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	if err := cl.EndTransaction(context.Background(), kgo.TryCommit); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// drainWithin is drain that fails the test if Run does not return within a
+// generous bound: the bugs it guards against hang forever.
+func drainWithin(t *testing.T, k *Kafka) []batcher.Record {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	out := make(chan []batcher.Record)
+	errc := make(chan error, 1)
+	go func() {
+		errc <- k.Run(ctx, out)
+		close(out)
+	}()
+	var recs []batcher.Record
+	for chunk := range out {
+		recs = append(recs, chunk...)
+	}
+	if err := <-errc; err != nil {
+		t.Fatalf("Run: %v, after %d records", err, len(recs))
+	}
+	return recs
+}
+
+// With UntilEnd, a record read at or past the end offset finishes its
+// partition, though no record sat at end-1 (here a transaction marker).
+func TestKafkaUntilEndPastMarker(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		from  From
+		after int // records produced once the end offset is captured
+		want  int
+	}{
+		{"records past the end", From{}, 5, 10},
+		{"start at the marker, records past the end", From{Kind: FromOffset, Offset: 10}, 5, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newCluster(t, kfake.SeedTopics(1, "t"))
+			client := connect(t, c)
+			produceTxn(t, c, "t", 0, 10) // offsets 0-9, the marker at 10
+			k, err := OpenKafka(client, KafkaConfig{Topics: []string{"t"}, From: tc.from, UntilEnd: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer k.Close()
+			if tc.after > 0 {
+				produce(t, c, "t", []int32{0}, tc.after)
+			}
+			recs := drainWithin(t, k)
+			if len(recs) != tc.want {
+				t.Fatalf("%d records, want %d", len(recs), tc.want)
+			}
+			for i, r := range recs {
+				if r.Meta.Offset != int64(10-tc.want+i) {
+					t.Fatalf("record %d at offset %d", i, r.Meta.Offset)
+				}
+			}
+		})
 	}
 }

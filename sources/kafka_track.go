@@ -114,6 +114,22 @@ func (t *tracker) sent(st *partState, recs []batcher.Record, hwm int64) bool {
 	return true
 }
 
+// readToEnd records that nothing is left to read below st's end offset,
+// though the last record sent is short of it: the offsets between hold
+// transaction markers, or records compacted away.
+func (t *tracker) readToEnd(st *partState) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if st.revoked || st.end < 0 || st.complete() {
+		return
+	}
+	st.next = st.end
+	if st.head == len(st.pending) {
+		st.acked = st.next // nothing in flight: no ack will move it
+	}
+	t.incomplete--
+}
+
 // metaLister is what ack needs of a *batcher.Batch.
 type metaLister interface {
 	Len() int

@@ -337,3 +337,38 @@ func TestTrackerCompacts(t *testing.T) {
 		t.Fatalf("watermark %d, want 9990", got)
 	}
 }
+
+// A partition whose last offsets below the end hold no record (a
+// transaction marker) is complete once that is known, and its watermark
+// reaches the end once every record sent is acked.
+func TestTrackerReadToEnd(t *testing.T) {
+	tr := newTracker()
+	st := tr.assign("t", 0, 0, 12, 12)
+	recs := records("t", 0, span(0, 10)...)
+	tr.sent(st, recs, 12)
+	tr.readToEnd(st)
+	if !tr.complete() {
+		t.Fatal("not complete once read to the end")
+	}
+	if got := acked(t, tr, st); got != 0 {
+		t.Fatalf("watermark %d before any ack, want 0", got)
+	}
+	tr.ack(batch(recs, 0, 10))
+	if got := acked(t, tr, st); got != 12 {
+		t.Fatalf("watermark %d, want 12: past the marker", got)
+	}
+
+	// Everything acked before the end is known: the watermark moves then.
+	idle := tr.assign("t", 1, 5, 6, 6)
+	tr.readToEnd(idle)
+	if got := acked(t, tr, idle); got != 6 || !tr.complete() {
+		t.Fatalf("watermark %d, complete %v; want 6, true", got, tr.complete())
+	}
+	if cs := tr.commits(); len(cs) != 2 {
+		t.Fatalf("commits %+v, want both partitions at their end", cs)
+	}
+	tr.readToEnd(idle) // again: nothing changes
+	if tr.incomplete != 0 {
+		t.Fatalf("%d partitions incomplete", tr.incomplete)
+	}
+}
