@@ -11,6 +11,7 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -26,6 +27,7 @@ import (
 
 	"github.com/IBM/sarama"
 	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
 )
 
 // kafkaCluster starts a cluster with topic "t" of parts partitions, whose
@@ -996,4 +998,66 @@ func TestKafkaSilentBrokerAtStart(t *testing.T) {
 		t.Fatalf("took %v", took)
 	}
 	t.Log(r.stderr)
+}
+
+// produceTxn writes n more records to each partition listed in one
+// committed transaction, so that each ends with a commit marker: an offset
+// that holds no record to read.
+func (pr *producer) produceTxn(addr, topic string, parts []int32, n int) {
+	pr.t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(addr), kgo.TransactionalID("txn"), kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	if err != nil {
+		pr.t.Fatal(err)
+	}
+	defer cl.Close()
+	if err := cl.BeginTransaction(); err != nil {
+		pr.t.Fatal(err)
+	}
+	var recs []*kgo.Record
+	for _, p := range parts {
+		for range n {
+			i := pr.next[p]
+			pr.next[p]++
+			recs = append(recs, &kgo.Record{Topic: topic, Partition: p, Value: []byte(value(p, i))})
+		}
+	}
+	if err := cl.ProduceSync(context.Background(), recs...).FirstErr(); err != nil {
+		pr.t.Fatal(err)
+	}
+	if err := cl.EndTransaction(context.Background(), kgo.TryCommit); err != nil {
+		pr.t.Fatal(err)
+	}
+}
+
+// A topic written in transactions ends with commit markers, which sarama
+// never delivers: the drain still ends, exit 0, with every offset up to the
+// end committed.
+func TestKafkaUntilEndTransactional(t *testing.T) {
+	for _, group := range []string{"", "g"} {
+		t.Run("group="+group, func(t *testing.T) {
+			_, addr := kafkaCluster(t, 4)
+			pr := newProducer(t, addr)
+			pr.produceTxn(addr, "t", parts4, 1000) // offsets 0-999, a marker at 1000
+			out := filepath.Join(t.TempDir(), "out")
+			args := []string{"--kafka-brokers", addr, "--topic", "t", "--until-end", "-n", "300", "file", out}
+			if group != "" {
+				args = append([]string{"--group", group}, args...)
+			}
+			r := run(t, nil, args...)
+			if r.code != 0 || !strings.Contains(r.stderr, "drained 4000 records from 1 topic, lag 0") {
+				t.Fatalf("exit %d:\n%s", r.code, r.stderr)
+			}
+			d := delivered{}
+			d.add(t, fileLines(t, out)...)
+			wantExactly(t, d, nil, each(parts4, 1000))
+			if group == "" {
+				return
+			}
+			for p, o := range committedOffsets(t, addr, group, parts4) {
+				if o != 1001 {
+					t.Errorf("partition %d: committed %d, want 1001, past the marker", p, o)
+				}
+			}
+		})
+	}
 }

@@ -388,10 +388,25 @@ func (k *Kafka) start() {
 	}
 }
 
+// tailWait is how long a partition read up to an end offset may wait for
+// a record before its leader is asked whether any is left below the end.
+const tailWait = 500 * time.Millisecond
+
 // read sends the records of one partition to Run in chunks of what is
 // ready, until the partition's end offset, msgs closes or ctx is done.
 func (k *Kafka) read(ctx context.Context, st *partState, msgs <-chan *sarama.ConsumerMessage, hwm func() int64) {
-	end := st.end // set once, at assignment
+	end := st.end    // set once, at assignment
+	next := st.start // the offset after the last record seen
+	var idle *time.Timer
+	var idleC <-chan time.Time
+	if end >= 0 {
+		// sarama skips transaction markers and compacted offsets without a
+		// word: if the last offsets below the end are such, no record ever
+		// says the end was reached, so an idle partition asks.
+		idle = time.NewTimer(tailWait)
+		defer idle.Stop()
+		idleC = idle.C
+	}
 	for {
 		var m *sarama.ConsumerMessage
 		var ok bool
@@ -400,6 +415,21 @@ func (k *Kafka) read(ctx context.Context, st *partState, msgs <-chan *sarama.Con
 			if !ok {
 				return
 			}
+		case <-idleC:
+			empty, err := k.nothingBelow(st.tp, next, end)
+			if err != nil {
+				k.log.Debug("kafka: look past the last record read", "topic", st.tp.topic, "partition", st.tp.part,
+					"offset", next, "err", err)
+			}
+			if !empty {
+				idle.Reset(tailWait)
+				continue
+			}
+			select {
+			case k.chunks <- chunk{st: st, hwm: hwm(), toEnd: true}:
+			case <-ctx.Done():
+			}
+			return
 		case <-ctx.Done():
 			return
 		}
@@ -413,7 +443,8 @@ func (k *Kafka) read(ctx context.Context, st *partState, msgs <-chan *sarama.Con
 				break
 			}
 			c.add(m)
-			if end >= 0 && m.Offset+1 >= end {
+			next = m.Offset + 1
+			if end >= 0 && next >= end {
 				finished = true
 				break
 			}
@@ -440,8 +471,71 @@ func (k *Kafka) read(ctx context.Context, st *partState, msgs <-chan *sarama.Con
 		if finished || !ok {
 			return
 		}
+		if idle != nil {
+			idle.Reset(tailWait)
+		}
 	}
 }
+
+// nothingBelow reports whether a partition holds no record to read from
+// offset from up to end, asking its leader directly: the offsets between
+// may hold only transaction markers, or records compacted away. It reports
+// false when in doubt; a record the consumer has yet to deliver is for the
+// reader to see.
+func (k *Kafka) nothingBelow(tp topicPartition, from, end int64) (bool, error) {
+	if from >= end {
+		return true, nil
+	}
+	leader, err := k.client.Leader(tp.topic, tp.part)
+	if err != nil {
+		return false, err
+	}
+	// Version 10 is what sarama's consumer uses at KafkaVersion; records
+	// of aborted transactions are read too, as the consumer reads them.
+	req := &sarama.FetchRequest{Version: 10, MaxBytes: probeBytes, Isolation: sarama.ReadUncommitted, SessionEpoch: -1}
+	req.AddBlock(tp.topic, tp.part, from, probeBytes, -1)
+	resp, err := leader.Fetch(req)
+	if err != nil {
+		return false, err
+	}
+	b := resp.GetBlock(tp.topic, tp.part)
+	if b == nil {
+		return false, sarama.ErrIncompleteResponse
+	}
+	if errors.Is(b.Err, sarama.ErrOffsetOutOfRange) {
+		// Deleted: a group's consumer starts at the oldest record kept.
+		oldest, err := k.client.GetOffset(tp.topic, tp.part, sarama.OffsetOldest)
+		if err != nil || oldest <= from {
+			return false, err
+		}
+		return k.nothingBelow(tp, oldest, end)
+	}
+	if b.Err != sarama.ErrNoError {
+		return false, b.Err
+	}
+	seen := from // every offset from from to seen holds no record to read
+	for _, rs := range b.RecordsSet {
+		rb := rs.RecordBatch
+		if rb == nil || rb.PartialTrailingRecord {
+			return false, nil // the old message format has no markers; a cut batch tells nothing
+		}
+		if !rb.Control {
+			for _, r := range rb.Records {
+				if rb.FirstOffset+r.OffsetDelta >= from {
+					return false, nil
+				}
+			}
+		}
+		if seen = max(seen, rb.LastOffset()+1); seen >= end {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// probeBytes bounds what nothingBelow fetches: a few markers, or the start
+// of the next batch of records.
+const probeBytes = 64 << 10
 
 // chunkBuilder turns consumer messages into records. Metadata is allocated
 // per chunk, not per record; so is the envelope buffer.

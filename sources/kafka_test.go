@@ -461,8 +461,9 @@ func drainWithin(t *testing.T, k *Kafka) []batcher.Record {
 	return recs
 }
 
-// With UntilEnd, a record read at or past the end offset finishes its
-// partition, though no record sat at end-1 (here a transaction marker).
+// With UntilEnd, a partition whose end offset no record reaches is still
+// finished: the last offset below the end holds a transaction marker, and
+// either a record past the end is read or the partition stays idle.
 func TestKafkaUntilEndPastMarker(t *testing.T) {
 	for _, tc := range []struct {
 		name  string
@@ -470,7 +471,9 @@ func TestKafkaUntilEndPastMarker(t *testing.T) {
 		after int // records produced once the end offset is captured
 		want  int
 	}{
+		{"marker at the end", From{}, 0, 10},
 		{"records past the end", From{}, 5, 10},
+		{"start at the marker", From{Kind: FromOffset, Offset: 10}, 0, 0},
 		{"start at the marker, records past the end", From{Kind: FromOffset, Offset: 10}, 5, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -495,5 +498,85 @@ func TestKafkaUntilEndPastMarker(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// The same as a group, which commits the end offset, past the marker.
+func TestKafkaGroupUntilEndPastMarker(t *testing.T) {
+	c := newCluster(t, kfake.SeedTopics(1, "t"))
+	client := connect(t, c)
+	produceTxn(t, c, "t", 0, 10)
+	for _, tc := range []struct {
+		group string
+		from  From
+		want  int64
+	}{
+		{"g1", From{}, 10},
+		{"g2", From{Kind: FromOffset, Offset: 10}, 0}, // as if an earlier run committed the last record
+	} {
+		t.Run(tc.group, func(t *testing.T) {
+			k, err := OpenKafka(client, KafkaConfig{Topics: []string{"t"}, Group: tc.group, From: tc.from, UntilEnd: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			p := &batcher.Pipeline{Source: k, Sink: &collect{}, Config: batcher.Config{MaxRecords: 3, Delim: '\n'}}
+			st, err := p.Run(ctx)
+			if cerr := k.Close(); err == nil {
+				err = cerr
+			}
+			if err != nil {
+				t.Fatalf("after %d records: %v", st.Delivered, err)
+			}
+			if st.Delivered != tc.want {
+				t.Fatalf("delivered %d, want %d", st.Delivered, tc.want)
+			}
+			if o := committedOffsets(t, client, tc.group, "t", 1)[0]; o != 11 {
+				t.Fatalf("committed %d, want 11, past the marker", o)
+			}
+		})
+	}
+}
+
+// Records deleted below the end before a group read them: sarama's group
+// consumer starts at the oldest record kept instead, and none is left below
+// the end, so the partition is finished.
+func TestKafkaGroupUntilEndAfterDeletion(t *testing.T) {
+	c := newCluster(t, kfake.SeedTopics(1, "t"))
+	client := connect(t, c)
+	produce(t, c, "t", []int32{0}, 10)
+	groupRun := func(cfg KafkaConfig) batcher.Stats {
+		t.Helper()
+		cfg.Topics, cfg.Group = []string{"t"}, "g"
+		k, err := OpenKafka(client, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		p := &batcher.Pipeline{Source: k, Sink: &collect{}, Config: batcher.Config{MaxRecords: 3, Delim: '\n'}}
+		st, err := p.Run(ctx)
+		if cerr := k.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			t.Fatalf("after %d records: %v", st.Delivered, err)
+		}
+		return st
+	}
+	groupRun(KafkaConfig{Limit: 3})
+	admin, err := sarama.NewClusterAdminFromClient(client)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := admin.DeleteRecords("t", map[int32]int64{0: 10}); err != nil {
+		t.Fatal(err)
+	}
+	if st := groupRun(KafkaConfig{UntilEnd: true}); st.Delivered != 0 {
+		t.Fatalf("delivered %d, want none", st.Delivered)
+	}
+	if o := committedOffsets(t, client, "g", "t", 1)[0]; o != 10 {
+		t.Fatalf("committed %d, want 10", o)
 	}
 }

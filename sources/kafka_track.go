@@ -36,6 +36,7 @@ type partState struct {
 	done    []bool          // done[i]: pending[i] is done with
 	head    int
 
+	start     int64 // where reading started
 	next      int64 // offset after the last record sent; where reading starts before any
 	acked     int64 // every record sent below this offset is done with
 	committed int64 // the last offset committed, or where reading started
@@ -62,7 +63,7 @@ func (t *tracker) assign(topic string, part int32, start, end, hwm int64) *partS
 	if old := t.parts[tp]; old != nil {
 		t.revokeLocked(old)
 	}
-	st := &partState{tp: tp, next: start, acked: start, committed: start, end: end, hwm: max(hwm, start)}
+	st := &partState{tp: tp, start: start, next: start, acked: start, committed: start, end: end, hwm: max(hwm, start)}
 	t.parts[tp] = st
 	if st.end >= 0 && !st.complete() {
 		t.incomplete++
