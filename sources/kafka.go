@@ -147,7 +147,6 @@ var (
 type chunk struct {
 	st    *partState
 	recs  []batcher.Record
-	hwm   int64
 	toEnd bool
 }
 
@@ -293,7 +292,7 @@ func (k *Kafka) Run(ctx context.Context, out chan<- []batcher.Record) error {
 			}
 			// Tracked before it is sent, so that no ack can come first.
 			// Records never sent stay pending: no commit passes them.
-			if !k.track.sent(c.st, recs, c.hwm) {
+			if !k.track.sent(c.st, recs) {
 				continue // its partition was revoked: the new owner reads it
 			}
 			if c.toEnd && len(recs) == len(c.recs) {
@@ -320,9 +319,11 @@ func (k *Kafka) Run(ctx context.Context, out chan<- []batcher.Record) error {
 // Ack marks the records of b delivered or dead-lettered.
 func (k *Kafka) Ack(b *batcher.Batch) { k.track.ack(b) }
 
-// Lag returns, per topic, the records not yet delivered in the partitions
-// this process reads: up to the end offsets with UntilEnd, else up to the
-// latest high watermark seen.
+// Lag returns, per topic, the records not yet delivered (or dead-lettered)
+// in the partitions this process reads: up to the end offsets with
+// UntilEnd, else up to the latest high watermark, which the consumer
+// brings with each fetch and the broker watch refreshes while it fetches
+// nothing (the pipeline stalled).
 func (k *Kafka) Lag() map[string]int64 { return k.track.lag() }
 
 // A PartitionLag is the lag of one partition.
@@ -395,6 +396,7 @@ const tailWait = 500 * time.Millisecond
 // read sends the records of one partition to Run in chunks of what is
 // ready, until the partition's end offset, msgs closes or ctx is done.
 func (k *Kafka) read(ctx context.Context, st *partState, msgs <-chan *sarama.ConsumerMessage, hwm func() int64) {
+	k.track.follow(st, hwm)
 	end := st.end    // set once, at assignment
 	next := st.start // the offset after the last record seen
 	var idle *time.Timer
@@ -426,7 +428,7 @@ func (k *Kafka) read(ctx context.Context, st *partState, msgs <-chan *sarama.Con
 				continue
 			}
 			select {
-			case k.chunks <- chunk{st: st, hwm: hwm(), toEnd: true}:
+			case k.chunks <- chunk{st: st, toEnd: true}:
 			case <-ctx.Done():
 			}
 			return
@@ -463,7 +465,7 @@ func (k *Kafka) read(ctx context.Context, st *partState, msgs <-chan *sarama.Con
 		if len(c.recs) > 0 || finished {
 			c.finish()
 			select {
-			case k.chunks <- chunk{st: st, recs: c.recs, hwm: hwm(), toEnd: finished}:
+			case k.chunks <- chunk{st: st, recs: c.recs, toEnd: finished}:
 			case <-ctx.Done():
 				return
 			}
@@ -537,6 +539,37 @@ func (k *Kafka) nothingBelow(tp topicPartition, from, end int64) (bool, error) {
 // of the next batch of records.
 const probeBytes = 64 << 10
 
+// refreshHighWatermarks asks the leaders for the high watermarks of the
+// partitions read, one request per broker. The consumer's own stop moving
+// while the pipeline is stalled: sarama fetches nothing for a partition
+// whose records are not taken.
+func (k *Kafka) refreshHighWatermarks() {
+	byLeader := make(map[*sarama.Broker][]topicPartition)
+	for _, tp := range k.track.unbounded() {
+		b, err := k.client.Leader(tp.topic, tp.part)
+		if err != nil {
+			continue // the watch and the consumer report unreachable brokers
+		}
+		byLeader[b] = append(byLeader[b], tp)
+	}
+	for b, tps := range byLeader {
+		req := sarama.NewOffsetRequest(KafkaVersion)
+		for _, tp := range tps {
+			req.AddBlock(tp.topic, tp.part, sarama.OffsetNewest, 1)
+		}
+		resp, err := b.GetAvailableOffsets(req)
+		if err != nil {
+			k.log.Debug("kafka: high watermarks", "broker", b.Addr(), "err", err)
+			continue
+		}
+		for _, tp := range tps {
+			if blk := resp.GetBlock(tp.topic, tp.part); blk != nil && blk.Err == sarama.ErrNoError && len(blk.Offsets) == 1 {
+				k.track.highWatermark(tp, blk.Offsets[0])
+			}
+		}
+	}
+}
+
 // chunkBuilder turns consumer messages into records. Metadata is allocated
 // per chunk, not per record; so is the envelope buffer.
 type chunkBuilder struct {
@@ -600,7 +633,8 @@ func (k *Kafka) fail(err error) {
 	}
 }
 
-// watch fails Run when no broker has answered for Timeout.
+// watch fails Run when no broker has answered for Timeout. Without
+// UntilEnd, it also refreshes the high watermarks that lag is measured to.
 func (k *Kafka) watch() {
 	every := min(max(k.cfg.Timeout/4, 100*time.Millisecond), 5*time.Second)
 	t := time.NewTicker(every)
@@ -620,6 +654,9 @@ func (k *Kafka) watch() {
 				warned = false
 			}
 			last = time.Now()
+			if !k.cfg.UntilEnd {
+				k.refreshHighWatermarks()
+			}
 			continue
 		}
 		if k.life.Err() != nil {

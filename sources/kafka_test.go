@@ -580,3 +580,29 @@ func TestKafkaGroupUntilEndAfterDeletion(t *testing.T) {
 		t.Fatalf("committed %d, want 10", o)
 	}
 }
+
+// While the pipeline takes nothing, lag still counts the records produced
+// meanwhile: sarama's consumer fetches nothing for a partition whose
+// records wait, so the high watermark is asked of the broker.
+func TestKafkaLagWhileStalled(t *testing.T) {
+	c := newCluster(t, kfake.SeedTopics(1, "t"))
+	client := connect(t, c)
+	produce(t, c, "t", []int32{0}, 100)
+	k, err := OpenKafka(client, KafkaConfig{Topics: []string{"t"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer k.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() { errc <- k.Run(ctx, make(chan []batcher.Record)) }() // nobody takes the records
+	defer func() { cancel(); <-errc }()
+	produce(t, c, "t", []int32{0}, 5000)
+	k.refreshHighWatermarks()
+	if lag := k.Lag(); lag["t"] != 5100 {
+		t.Fatalf("lag %v, want t:5100, every record produced", lag)
+	}
+	if pl := k.PartitionLag(); len(pl) != 1 || pl[0].Lag != 5100 {
+		t.Fatalf("partition lag %+v, want 5100", pl)
+	}
+}

@@ -41,8 +41,10 @@ type partState struct {
 	acked     int64 // every record sent below this offset is done with
 	committed int64 // the last offset committed, or where reading started
 	end       int64 // end offset captured at assignment (--until-end); -1: none
-	hwm       int64 // latest high watermark seen
+	hwm       int64 // latest high watermark known
 	revoked   bool
+
+	liveHWM func() int64 // the consumer's high watermark, as it moves; nil before reading starts
 }
 
 func newTracker() *tracker {
@@ -89,7 +91,7 @@ func (t *tracker) get(topic string, part int32) *partState {
 // sent records that recs, all of st's partition and in offset order, are
 // about to be handed to the pipeline. It returns false, and records nothing,
 // if st was revoked meanwhile: the records must then be dropped.
-func (t *tracker) sent(st *partState, recs []batcher.Record, hwm int64) bool {
+func (t *tracker) sent(st *partState, recs []batcher.Record) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if st.revoked {
@@ -108,11 +110,40 @@ func (t *tracker) sent(st *partState, recs []batcher.Record, hwm int64) bool {
 		st.done = append(st.done, false)
 		st.next = m.Offset + 1
 	}
-	st.hwm = max(st.hwm, hwm, st.next)
 	if st.end >= 0 && !wasComplete && st.complete() {
 		t.incomplete--
 	}
 	return true
+}
+
+// follow makes lag read st's high watermark from hwm, as it moves.
+func (t *tracker) follow(st *partState, hwm func() int64) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	st.liveHWM = hwm
+}
+
+// unbounded returns the partitions assigned now that are read without an
+// end offset: those whose lag is measured to the high watermark.
+func (t *tracker) unbounded() []topicPartition {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var tps []topicPartition
+	for tp, st := range t.parts {
+		if !st.revoked && st.end < 0 {
+			tps = append(tps, tp)
+		}
+	}
+	return tps
+}
+
+// highWatermark records a high watermark of a partition assigned now.
+func (t *tracker) highWatermark(tp topicPartition, hwm int64) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if st := t.parts[tp]; st != nil && !st.revoked {
+		st.hwm = max(st.hwm, hwm)
+	}
 }
 
 // readToEnd records that nothing is left to read below st's end offset,
@@ -269,11 +300,7 @@ func (t *tracker) partLag() []PartitionLag {
 	defer t.mu.Unlock()
 	out := make([]PartitionLag, 0, len(t.parts))
 	for _, st := range t.parts {
-		target := st.hwm
-		if st.end >= 0 {
-			target = st.end
-		}
-		out = append(out, PartitionLag{Topic: st.tp.topic, Partition: st.tp.part, Lag: max(0, target-st.acked)})
+		out = append(out, PartitionLag{Topic: st.tp.topic, Partition: st.tp.part, Lag: st.lag()})
 	}
 	sort.Slice(out, func(i, j int) bool {
 		if out[i].Topic != out[j].Topic {
@@ -292,11 +319,20 @@ func (t *tracker) lag() map[string]int64 {
 	defer t.mu.Unlock()
 	lag := make(map[string]int64)
 	for _, st := range t.parts {
-		target := st.hwm
-		if st.end >= 0 {
-			target = st.end
-		}
-		lag[st.tp.topic] += max(0, target-st.acked)
+		lag[st.tp.topic] += st.lag()
 	}
 	return lag
+}
+
+// lag is how many records of st are not done with: up to the end offset
+// with one, else up to the high watermark. t.mu is held.
+func (st *partState) lag() int64 {
+	target := st.end
+	if target < 0 {
+		target = max(st.hwm, st.next)
+		if st.liveHWM != nil {
+			target = max(target, st.liveHWM())
+		}
+	}
+	return max(0, target-st.acked)
 }

@@ -3,6 +3,7 @@ package sources
 import (
 	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/batchpipe/batchpipe/batcher"
@@ -51,7 +52,7 @@ func TestTrackerInOrder(t *testing.T) {
 	tr := newTracker()
 	st := tr.assign("t", 0, 100, -1, 0)
 	recs := records("t", 0, span(100, 130)...)
-	tr.sent(st, recs, 0)
+	tr.sent(st, recs)
 	if got := acked(t, tr, st); got != 100 {
 		t.Fatalf("before any ack: watermark %d, want 100", got)
 	}
@@ -69,7 +70,7 @@ func TestTrackerOutOfOrder(t *testing.T) {
 	tr := newTracker()
 	st := tr.assign("t", 0, 0, -1, 0)
 	recs := records("t", 0, span(0, 30)...)
-	tr.sent(st, recs, 0)
+	tr.sent(st, recs)
 	tr.ack(batch(recs, 20, 30))
 	tr.ack(batch(recs, 10, 20))
 	if got := acked(t, tr, st); got != 0 {
@@ -85,7 +86,7 @@ func TestTrackerFailedBatchBlocks(t *testing.T) {
 	tr := newTracker()
 	st := tr.assign("t", 0, 0, -1, 0)
 	recs := records("t", 0, span(0, 30)...)
-	tr.sent(st, recs, 0)
+	tr.sent(st, recs)
 	tr.ack(batch(recs, 0, 10))
 	tr.ack(batch(recs, 20, 30)) // 10-19 failed
 	if got := acked(t, tr, st); got != 10 {
@@ -103,7 +104,7 @@ func TestTrackerOffsetGaps(t *testing.T) {
 	tr := newTracker()
 	st := tr.assign("t", 0, 0, -1, 0)
 	recs := records("t", 0, 0, 1, 5, 6, 9)
-	tr.sent(st, recs, 0)
+	tr.sent(st, recs)
 	tr.ack(batch(recs, 0, 2))
 	if got := acked(t, tr, st); got != 5 {
 		t.Fatalf("watermark %d, want 5 (next record after the gap)", got)
@@ -126,9 +127,9 @@ func TestTrackerBatchesMixPartitions(t *testing.T) {
 	ra := records("t", 0, span(0, 10)...)
 	rb := records("t", 1, span(50, 60)...)
 	rc := records("u", 0, span(7, 17)...)
-	tr.sent(a, ra, 0)
-	tr.sent(b, rb, 0)
-	tr.sent(c, rc, 0)
+	tr.sent(a, ra)
+	tr.sent(b, rb)
+	tr.sent(c, rc)
 	// Batch 1: a[0:5] b[0:5] c[0:5]; batch 2 the rest, interleaved.
 	b1 := append(append(batch(ra, 0, 5), batch(rb, 0, 5)...), batch(rc, 0, 5)...)
 	b2 := append(append(batch(rc, 5, 10), batch(ra, 5, 10)...), batch(rb, 5, 10)...)
@@ -156,20 +157,20 @@ func TestTrackerRevocation(t *testing.T) {
 	tr := newTracker()
 	old := tr.assign("t", 0, 0, -1, 0)
 	oldRecs := records("t", 0, span(0, 20)...)
-	tr.sent(old, oldRecs, 0)
+	tr.sent(old, oldRecs)
 	tr.ack(batch(oldRecs, 0, 5))
 	tr.revokeAll(false)
 	if cs := tr.commits(); len(cs) != 0 {
 		t.Fatalf("commits %+v after revocation, want none", cs)
 	}
 	tr.ack(batch(oldRecs, 5, 10)) // no assignment at all: ignored
-	if tr.sent(old, records("t", 0, 20), 0) {
+	if tr.sent(old, records("t", 0, 20)) {
 		t.Fatal("a revoked assignment took more records")
 	}
 
 	cur := tr.assign("t", 0, 5, -1, 0)
 	newRecs := records("t", 0, span(5, 20)...)
-	tr.sent(cur, newRecs, 0)
+	tr.sent(cur, newRecs)
 	tr.ack(batch(oldRecs, 5, 20))
 	if got := acked(t, tr, cur); got != 5 {
 		t.Fatalf("a late ack of the old assignment moved the new one to %d", got)
@@ -200,8 +201,8 @@ func TestTrackerCommits(t *testing.T) {
 	a := tr.assign("t", 0, 0, -1, 0)
 	b := tr.assign("t", 1, 0, -1, 0)
 	ra, rb := records("t", 0, span(0, 10)...), records("t", 1, span(0, 10)...)
-	tr.sent(a, ra, 0)
-	tr.sent(b, rb, 0)
+	tr.sent(a, ra)
+	tr.sent(b, rb)
 	tr.ack(batch(ra, 0, 10))
 	cs := tr.commits()
 	if len(cs) != 1 || cs[0].st != a || cs[0].offset != 10 {
@@ -224,15 +225,16 @@ func TestTrackerUntilEnd(t *testing.T) {
 		t.Fatal("an empty partition alone is not complete")
 	}
 	st := tr.assign("t", 1, 0, 10, 10)
+	tr.follow(st, func() int64 { return 12 })
 	if tr.complete() {
 		t.Fatal("complete with records below the end unsent")
 	}
 	recs := records("t", 1, span(0, 10)...)
-	tr.sent(st, recs[:9], 12)
+	tr.sent(st, recs[:9])
 	if tr.complete() {
 		t.Fatal("complete one record short of the end")
 	}
-	tr.sent(st, recs[9:], 12)
+	tr.sent(st, recs[9:])
 	if !tr.complete() {
 		t.Fatal("not complete with every record below the end sent")
 	}
@@ -252,14 +254,39 @@ func TestTrackerUntilEnd(t *testing.T) {
 	}
 }
 
+// Lag is measured to the latest high watermark known: the consumer's, as
+// it moves, or one the broker gave, even while nothing more is sent.
 func TestTrackerLagToHighWatermark(t *testing.T) {
 	tr := newTracker()
 	st := tr.assign("t", 0, 0, -1, 100)
 	recs := records("t", 0, span(0, 10)...)
-	tr.sent(st, recs, 150)
+	tr.sent(st, recs)
 	tr.ack(batch(recs, 0, 10))
+	if lag := tr.lag(); lag["t"] != 90 {
+		t.Fatalf("lag %v, want 90", lag)
+	}
+	var consumer atomic.Int64
+	consumer.Store(150)
+	tr.follow(st, consumer.Load)
 	if lag := tr.lag(); lag["t"] != 140 {
-		t.Fatalf("lag %v, want 140", lag)
+		t.Fatalf("lag %v, want 140, to the consumer's high watermark", lag)
+	}
+	tr.highWatermark(topicPartition{"t", 0}, 200) // the consumer stopped fetching
+	if lag := tr.lag(); lag["t"] != 190 {
+		t.Fatalf("lag %v, want 190, to the broker's high watermark", lag)
+	}
+	consumer.Store(210)
+	if pl := tr.partLag(); len(pl) != 1 || pl[0].Lag != 200 {
+		t.Fatalf("partition lag %+v, want 200", pl)
+	}
+
+	bounded := tr.assign("u", 0, 0, 10, 10)
+	tr.follow(bounded, consumer.Load)
+	if lag := tr.lag(); lag["u"] != 10 {
+		t.Fatalf("lag %v, want u:10, to the end offset", lag)
+	}
+	if tps := tr.unbounded(); len(tps) != 1 || tps[0] != (topicPartition{"t", 0}) {
+		t.Fatalf("unbounded %v, want t[0] alone", tps)
 	}
 }
 
@@ -286,7 +313,7 @@ func TestTrackerConcurrentAcks(t *testing.T) {
 		batches = append(batches, b)
 	}
 	for p := range parts {
-		tr.sent(states[p], all[p], 0)
+		tr.sent(states[p], all[p])
 	}
 	rand.Shuffle(len(batches), func(i, j int) { batches[i], batches[j] = batches[j], batches[i] })
 	var wg sync.WaitGroup
@@ -321,7 +348,7 @@ func TestTrackerCompacts(t *testing.T) {
 	var prev []batcher.Record
 	for i := range int64(1000) {
 		recs := records("t", 0, span(i*10, i*10+10)...)
-		tr.sent(st, recs, 0)
+		tr.sent(st, recs)
 		if prev != nil {
 			tr.ack(batch(prev, 0, 10))
 		}
@@ -345,7 +372,7 @@ func TestTrackerReadToEnd(t *testing.T) {
 	tr := newTracker()
 	st := tr.assign("t", 0, 0, 12, 12)
 	recs := records("t", 0, span(0, 10)...)
-	tr.sent(st, recs, 12)
+	tr.sent(st, recs)
 	tr.readToEnd(st)
 	if !tr.complete() {
 		t.Fatal("not complete once read to the end")
