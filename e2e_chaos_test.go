@@ -304,8 +304,9 @@ func TestKafkaRepeatedCrashes(t *testing.T) {
 
 // TestKafkaBrokerRestartMidDrain stops the only broker in the middle of a
 // group drain and starts it again from its data directory. The drain must
-// complete with every record delivered, or exit 1 with a true count; no
-// committed offset may pass a record not delivered.
+// complete with every record delivered, or exit 1 with a true count (of
+// records not delivered, or of offsets a late rejoin left short of the
+// end); no committed offset may pass a record not delivered.
 func TestKafkaBrokerRestartMidDrain(t *testing.T) {
 	const perPartition = 2500
 	data := t.TempDir()
@@ -356,7 +357,7 @@ func TestKafkaBrokerRestartMidDrain(t *testing.T) {
 			}
 		}
 	case 1:
-		if !strings.Contains(p.stderr(), "not delivered") {
+		if !strings.Contains(p.stderr(), "not delivered") && !strings.Contains(p.stderr(), "committed short of the end offsets") {
 			t.Fatalf("exit 1 without a count:\n%s", p.stderr())
 		}
 		t.Logf("gave up with a count: %s", p.stderr())

@@ -1061,3 +1061,101 @@ func TestKafkaUntilEndTransactional(t *testing.T) {
 		})
 	}
 }
+
+// idleMember is a group member that takes its partitions and reads
+// nothing; it reports the partitions of t of its first assignment.
+type idleMember struct{ claims chan []int32 }
+
+func (m idleMember) Setup(s sarama.ConsumerGroupSession) error {
+	select {
+	case m.claims <- s.Claims()["t"]:
+	default:
+	}
+	return nil
+}
+
+func (idleMember) Cleanup(sarama.ConsumerGroupSession) error { return nil }
+
+func (idleMember) ConsumeClaim(s sarama.ConsumerGroupSession, _ sarama.ConsumerGroupClaim) error {
+	<-s.Context().Done()
+	return nil
+}
+
+// joinGroup adds an idle member to group until the test ends, and returns
+// the partitions of t it was given.
+func joinGroup(t *testing.T, addr, group string) []int32 {
+	t.Helper()
+	cfg := sarama.NewConfig()
+	cfg.Version = sarama.V2_1_0_0
+	cfg.Consumer.Offsets.AutoCommit.Enable = false
+	cfg.Consumer.Group.Session.Timeout = time.Second
+	cfg.Consumer.Group.Heartbeat.Interval = 300 * time.Millisecond
+	g, err := sarama.NewConsumerGroup([]string{addr}, group, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := idleMember{claims: make(chan []int32, 1)}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for ctx.Err() == nil {
+			if err := g.Consume(ctx, []string{"t"}, m); err != nil {
+				return
+			}
+		}
+	}()
+	t.Cleanup(func() {
+		cancel()
+		g.Close()
+		<-done
+	})
+	select {
+	case claims := <-m.claims:
+		return claims
+	case <-time.After(time.Minute):
+		t.Fatal("the new member got no partitions within a minute")
+		return nil
+	}
+}
+
+// A member joins while a group drain delivers its last batch: the
+// partitions the drain gets back in the rebalance start again from their
+// committed offsets, below the end, with nothing left to read them. The
+// run must fail, naming them, rather than exit 0 as drained; the ones the
+// new member took are for it to finish.
+func TestKafkaUntilEndRebalanceAtTheEnd(t *testing.T) {
+	_, addr := kafkaCluster(t, 4)
+	newProducer(t, addr).produce("t", parts4, 2500)
+	f := newFIFO(t)
+	// One batch of everything, flushed only once the drain is read; its
+	// write fills the pipe and waits there for the test.
+	p := start(t, "-v", "--kafka-brokers", addr, "--topic", "t", "--group", "g", "--until-end", "-n", "100000", "-b", "64M",
+		"-t", "0", "--kafka-session-timeout", "1s", "file", f.path)
+	f.read(1)
+	taken := joinGroup(t, addr, "g")
+	assigned := func(lines []string) []string {
+		var as []string
+		for _, l := range lines {
+			if strings.Contains(l, "kafka: assigned") {
+				as = append(as, l)
+			}
+		}
+		return as
+	}
+	p.waitForLines("the assignment after the rebalance", func(lines []string) bool { return len(assigned(lines)) >= 2 })
+	f.readWhile(p)
+	if code := p.wait(); code != 1 {
+		t.Fatalf("exit %d, want 1:\n%s", code, p.stderr())
+	}
+	as := assigned(strings.Split(p.stderr(), "\n"))
+	last := as[len(as)-1]
+	for _, part := range parts4 {
+		named := strings.Contains(p.stderr(), fmt.Sprintf("t[%d] at 0 of 2500", part))
+		if ours := strings.Contains(last, fmt.Sprintf("t[%d]:", part)); named != ours {
+			t.Errorf("partition %d: named %v in the error, but held at the end %v (the other member took %v):\n%s",
+				part, named, ours, taken, p.stderr())
+		}
+	}
+	t.Log(grepLines(p.stderr(), "committed short"))
+}

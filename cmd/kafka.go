@@ -215,7 +215,13 @@ func (kr *kafkaRun) finish() error {
 		errs = append(errs, kr.dl.Close())
 	}
 	if kr.src != nil {
-		errs = append(errs, kr.src.Close())
+		err := kr.src.Close()
+		if err == nil {
+			// A failed commit was reported: only after a clean one do the
+			// offsets tell whether the drain holds.
+			err = kr.src.CheckDrain()
+		}
+		errs = append(errs, err)
 	}
 	kr.client.Close()
 	return errors.Join(errs...)

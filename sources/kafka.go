@@ -276,7 +276,7 @@ func (k *Kafka) startOffset(topic string, p int32) (start, hwm int64, err error)
 func (k *Kafka) Run(ctx context.Context, out chan<- []batcher.Record) error {
 	k.once.Do(k.start)
 	for {
-		if k.cfg.UntilEnd && k.track.complete() {
+		if k.cfg.UntilEnd && k.track.drain() {
 			k.reachedEnd.Store(true)
 			return nil
 		}
@@ -342,6 +342,28 @@ func (k *Kafka) Read() int64 { return k.handed.Load() }
 // ReachedEnd reports whether Run returned because, with UntilEnd, every
 // record below the end offsets was read.
 func (k *Kafka) ReachedEnd() bool { return k.reachedEnd.Load() }
+
+// CheckDrain returns, after Close, an error if Run drained the partitions
+// (UntilEnd, with a group) and the group's offset of one this process still
+// held at the end is short of its end offset: a rebalance gave it back
+// while its last records were delivered, and they were not committed. The
+// next run reads them again. A partition the rebalance gave to another
+// member is that member's to finish.
+func (k *Kafka) CheckDrain() error {
+	if k.group == nil || !k.reachedEnd.Load() {
+		return nil
+	}
+	short := k.track.shortOfEnd()
+	if len(short) == 0 {
+		return nil
+	}
+	parts := make([]string, len(short))
+	for i, c := range short {
+		parts[i] = fmt.Sprintf("%s[%d] at %d of %d", c.st.tp.topic, c.st.tp.part, c.offset, c.st.end)
+	}
+	return fmt.Errorf("kafka: group %q: committed short of the end offsets: %s; the records from there will be read again",
+		k.cfg.Group, strings.Join(parts, ", "))
+}
 
 // start starts the readers: a partition consumer per partition, or the
 // group session loop and its committer; and the broker watch.

@@ -117,6 +117,9 @@ func TestKafkaUntilEnd(t *testing.T) {
 			if err := k.Close(); err != nil {
 				t.Fatal(err)
 			}
+			if err := k.CheckDrain(); err != nil {
+				t.Fatal(err)
+			}
 			if st.Delivered != 4000 || len(sink.seen) != 4000 {
 				t.Fatalf("delivered %d, %d distinct; want 4000", st.Delivered, len(sink.seen))
 			}

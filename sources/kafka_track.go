@@ -22,6 +22,8 @@ type tracker struct {
 	parts      map[topicPartition]*partState
 	incomplete int  // current partitions with records below their end not yet sent
 	active     bool // an assignment is in force (group mode: between Setup and Cleanup)
+
+	drained map[topicPartition]bool // partitions read to their end when Run returned
 }
 
 type topicPartition struct {
@@ -48,7 +50,7 @@ type partState struct {
 }
 
 func newTracker() *tracker {
-	return &tracker{parts: make(map[topicPartition]*partState)}
+	return &tracker{parts: make(map[topicPartition]*partState), drained: make(map[topicPartition]bool)}
 }
 
 // complete reports whether the end offset of every partition assigned now has
@@ -291,6 +293,44 @@ func (t *tracker) complete() bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return t.active && t.incomplete == 0
+}
+
+// drain is complete, remembering, if so, the partitions assigned now as
+// read to their end.
+func (t *tracker) drain() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if !t.active || t.incomplete > 0 {
+		return false
+	}
+	for tp, st := range t.parts {
+		if !st.revoked {
+			t.drained[tp] = true
+		}
+	}
+	return true
+}
+
+// shortOfEnd returns, once reading is over, the partitions drained and
+// held to the end (the ones whose states were kept) whose committed offset
+// is below their end offset, in topic and partition order.
+func (t *tracker) shortOfEnd() []commit {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var cs []commit
+	for tp, st := range t.parts {
+		if t.drained[tp] && st.end >= 0 && st.committed < st.end {
+			cs = append(cs, commit{st, st.committed})
+		}
+	}
+	sort.Slice(cs, func(i, j int) bool {
+		a, b := cs[i].st.tp, cs[j].st.tp
+		if a.topic != b.topic {
+			return a.topic < b.topic
+		}
+		return a.part < b.part
+	})
+	return cs
 }
 
 // partLag returns lag's figures per partition, in topic and partition

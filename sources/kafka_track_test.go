@@ -399,3 +399,34 @@ func TestTrackerReadToEnd(t *testing.T) {
 		t.Fatalf("%d partitions incomplete", tr.incomplete)
 	}
 }
+
+// A drained partition that a rebalance took away is not this process's to
+// vouch for; one it got back, starting again below the end, is short of
+// it; one it got only after the drain was never drained.
+func TestTrackerShortOfEnd(t *testing.T) {
+	tr := newTracker()
+	kept := tr.assign("t", 0, 0, 10, 10)
+	gone := tr.assign("t", 1, 0, 10, 10)
+	done := tr.assign("t", 2, 0, 10, 10)
+	recs := make(map[*partState][]batcher.Record)
+	for _, st := range []*partState{kept, gone, done} {
+		recs[st] = records("t", st.tp.part, span(0, 10)...)
+		tr.sent(st, recs[st])
+	}
+	if !tr.drain() {
+		t.Fatal("not drained with every record sent")
+	}
+	tr.ack(batch(recs[done], 0, 10))
+	tr.ack(batch(recs[kept], 0, 3))
+	tr.committed(tr.commits())
+
+	tr.revokeAll(false) // a rebalance
+	tr.assign("t", 0, 3, 10, 10)
+	tr.assign("t", 2, 10, 10, 10)
+	tr.assign("t", 3, 0, 10, 10) // new to this process
+	tr.revokeAll(true)           // closing: the states stay
+	cs := tr.shortOfEnd()
+	if len(cs) != 1 || cs[0].st.tp != (topicPartition{"t", 0}) || cs[0].offset != 3 {
+		t.Fatalf("short of the end: %+v, want t[0] at 3", cs)
+	}
+}
