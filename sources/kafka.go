@@ -902,7 +902,7 @@ func (k *Kafka) commitLocked(sess sarama.ConsumerGroupSession) error {
 	if len(cs) == 0 {
 		return nil
 	}
-	req := newCommitRequest(k.client.Config().Version, k.cfg.Group, sess.MemberID(), sess.GenerationID())
+	req := newCommitRequest(k.cfg.Group, sess.MemberID(), sess.GenerationID())
 	for _, c := range cs {
 		req.AddBlockWithLeaderEpoch(c.st.tp.topic, c.st.tp.part, c.offset, -1, 0, "")
 	}
@@ -943,33 +943,15 @@ func (k *Kafka) commitLocked(sess sarama.ConsumerGroupSession) error {
 	return nil
 }
 
-// newCommitRequest builds an offset commit at the version sarama's own
-// offset manager would use for v.
-func newCommitRequest(v sarama.KafkaVersion, group, member string, generation int32) *sarama.OffsetCommitRequest {
-	r := &sarama.OffsetCommitRequest{
-		Version:                 1,
+// newCommitRequest builds an offset commit at version 6, the one sarama's
+// own offset manager uses at KafkaVersion, the only version spoken.
+func newCommitRequest(group, member string, generation int32) *sarama.OffsetCommitRequest {
+	return &sarama.OffsetCommitRequest{
+		Version:                 6,
 		ConsumerGroup:           group,
 		ConsumerID:              member,
 		ConsumerGroupGeneration: generation,
 	}
-	switch {
-	case v.IsAtLeast(sarama.V2_4_0_0):
-		r.Version = 8
-	case v.IsAtLeast(sarama.V2_3_0_0):
-		r.Version = 7
-	case v.IsAtLeast(sarama.V2_1_0_0):
-		r.Version = 6
-	case v.IsAtLeast(sarama.V2_0_0_0):
-		r.Version = 4
-	case v.IsAtLeast(sarama.V0_11_0_0):
-		r.Version = 3
-	case v.IsAtLeast(sarama.V0_9_0_0):
-		r.Version = 2
-	}
-	if r.Version >= 2 && r.Version < 5 {
-		r.RetentionTime = -1 // the broker's default
-	}
-	return r
 }
 
 // partName describes a partition being read: topic[p]:start-end.
