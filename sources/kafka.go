@@ -458,7 +458,7 @@ func (k *Kafka) read(ctx context.Context, st *partState, msgs <-chan *sarama.Con
 			return
 		}
 		n := min(len(msgs)+1, maxChunk)
-		c := newChunk(st, n, k.cfg.Envelope)
+		c := newChunk(n, k.cfg.Envelope)
 		finished := false
 	fill:
 		for {
@@ -602,7 +602,7 @@ type chunkBuilder struct {
 	ends     []int
 }
 
-func newChunk(st *partState, n int, envelope bool) *chunkBuilder {
+func newChunk(n int, envelope bool) *chunkBuilder {
 	return &chunkBuilder{
 		recs:     make([]batcher.Record, 0, n),
 		metas:    make([]batcher.Meta, 0, n),
