@@ -237,14 +237,7 @@ func (kr *kafkaRun) totalLag() int64 {
 }
 
 // partitionLag is the lag of each partition read, for metrics.
-func (kr *kafkaRun) partitionLag() []monitor.PartitionLag {
-	ls := kr.src.PartitionLag()
-	out := make([]monitor.PartitionLag, len(ls))
-	for i, l := range ls {
-		out[i] = monitor.PartitionLag{Topic: l.Topic, Partition: l.Partition, Lag: l.Lag}
-	}
-	return out
-}
+func (kr *kafkaRun) partitionLag() []monitor.PartitionLag { return kr.src.PartitionLag() }
 
 // summary is the Kafka line of the exit summary.
 func (kr *kafkaRun) summary(topics int) string {

@@ -13,7 +13,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
-// PartitionLag is one Kafka partition's consumer lag.
+// PartitionLag is one Kafka partition's consumer lag: the Kafka source
+// reports it in this form.
 type PartitionLag struct {
 	Topic     string
 	Partition int32

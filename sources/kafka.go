@@ -14,6 +14,7 @@ import (
 
 	"github.com/IBM/sarama"
 	"github.com/batchpipe/batchpipe/batcher"
+	"github.com/batchpipe/batchpipe/monitor"
 )
 
 // From says where reading a partition starts.
@@ -326,15 +327,8 @@ func (k *Kafka) Ack(b *batcher.Batch) { k.track.ack(b) }
 // nothing (the pipeline stalled).
 func (k *Kafka) Lag() map[string]int64 { return k.track.lag() }
 
-// A PartitionLag is the lag of one partition.
-type PartitionLag struct {
-	Topic     string
-	Partition int32
-	Lag       int64
-}
-
 // PartitionLag returns Lag per partition, for metrics.
-func (k *Kafka) PartitionLag() []PartitionLag { return k.track.partLag() }
+func (k *Kafka) PartitionLag() []monitor.PartitionLag { return k.track.partLag() }
 
 // Read returns how many records were handed to the pipeline.
 func (k *Kafka) Read() int64 { return k.handed.Load() }

@@ -5,6 +5,7 @@ import (
 	"sync"
 
 	"github.com/batchpipe/batchpipe/batcher"
+	"github.com/batchpipe/batchpipe/monitor"
 )
 
 // A tracker follows, for every partition being read, the records handed to
@@ -335,12 +336,12 @@ func (t *tracker) shortOfEnd() []commit {
 
 // partLag returns lag's figures per partition, in topic and partition
 // order.
-func (t *tracker) partLag() []PartitionLag {
+func (t *tracker) partLag() []monitor.PartitionLag {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	out := make([]PartitionLag, 0, len(t.parts))
+	out := make([]monitor.PartitionLag, 0, len(t.parts))
 	for _, st := range t.parts {
-		out = append(out, PartitionLag{Topic: st.tp.topic, Partition: st.tp.part, Lag: st.lag()})
+		out = append(out, monitor.PartitionLag{Topic: st.tp.topic, Partition: st.tp.part, Lag: st.lag()})
 	}
 	sort.Slice(out, func(i, j int) bool {
 		if out[i].Topic != out[j].Topic {
