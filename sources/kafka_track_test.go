@@ -1,6 +1,7 @@
 package sources
 
 import (
+	"fmt"
 	"math/rand/v2"
 	"sync"
 	"sync/atomic"
@@ -290,49 +291,97 @@ func TestTrackerLagToHighWatermark(t *testing.T) {
 	}
 }
 
-// Acks from many goroutines in random order, some records sent while others
-// are acked: in the end the watermark is past everything.
+// Sends and acks at once, from many goroutines: each partition's records
+// are sent in chunks of random sizes, a few batches ahead of the acks, as
+// the pipeline bounds what is in flight, while eight workers ack, out of
+// order, the batches whose records were all sent, and commit. No commit
+// may ever pass a record not acked, and in the end all is committed.
 func TestTrackerConcurrentAcks(t *testing.T) {
 	tr := newTracker()
-	const parts, per, size = 4, 5000, 50
-	var batches []metas
+	const parts, per, size, window = 4, 5000, 50, 4
 	states := make([]*partState, parts)
+	all := make([][]batcher.Record, parts)
+	slots := make([]chan struct{}, parts) // batches a partition has in flight
 	for p := range parts {
 		states[p] = tr.assign("t", int32(p), 0, per, per)
-	}
-	all := make([][]batcher.Record, parts)
-	for p := range parts {
 		all[p] = records("t", int32(p), span(0, per)...)
+		slots[p] = make(chan struct{}, window)
 	}
-	// Batches mix partitions, as the aggregator does.
-	for i := 0; i < per; i += size {
-		var b metas
+	// Batch i holds records i*size to (i+1)*size of every partition: the
+	// aggregator mixes partitions. It is acked once all are sent.
+	batches := make([]metas, per/size)
+	unsent := make([]atomic.Int32, len(batches)) // partitions yet to send batch i's records
+	for i := range batches {
 		for p := range parts {
-			b = append(b, batch(all[p], i, i+size)...)
+			batches[i] = append(batches[i], batch(all[p], i*size, (i+1)*size)...)
 		}
-		batches = append(batches, b)
+		unsent[i].Store(parts)
 	}
+	work := make(chan metas, len(batches))
+	var done [parts][per]atomic.Bool // set before the record's ack
+	var passed atomic.Value          // the first commit seen past a record not acked
+	var senders, ackers sync.WaitGroup
 	for p := range parts {
-		tr.sent(states[p], all[p])
-	}
-	rand.Shuffle(len(batches), func(i, j int) { batches[i], batches[j] = batches[j], batches[i] })
-	var wg sync.WaitGroup
-	work := make(chan metas)
-	for range 8 {
-		wg.Go(func() {
-			for b := range work {
-				tr.ack(b)
+		senders.Go(func() {
+			rng := rand.New(rand.NewPCG(1, uint64(p)))
+			for n := 0; n < per; {
+				if n%size == 0 {
+					slots[p] <- struct{}{}
+				}
+				m := min(n+1+rng.IntN(size), (n/size+1)*size)
+				tr.sent(states[p], all[p][n:m])
+				if m%size == 0 && unsent[m/size-1].Add(-1) == 0 {
+					work <- batches[m/size-1]
+				}
+				n = m
 			}
 		})
 	}
-	for _, b := range batches {
-		work <- b
+	ack := func(b metas) {
+		for _, m := range b {
+			done[m.Partition][m.Offset].Store(true)
+		}
+		tr.ack(b)
+		for _, s := range slots {
+			<-s
+		}
+		cs := tr.commits()
+		for _, c := range cs {
+			for o := range c.offset {
+				if !done[c.st.tp.part][o].Load() {
+					passed.CompareAndSwap(nil, fmt.Sprintf("commit t[%d] at %d, past record %d", c.st.tp.part, c.offset, o))
+				}
+			}
+		}
+		tr.committed(cs)
+		tr.lag()
 	}
+	for range 8 {
+		ackers.Go(func() {
+			for b := range work {
+				select {
+				case later, ok := <-work: // if there is one, ack it first
+					if ok {
+						ack(later)
+					}
+				default:
+				}
+				ack(b)
+			}
+		})
+	}
+	senders.Wait()
 	close(work)
-	wg.Wait()
+	ackers.Wait()
+	if p := passed.Load(); p != nil {
+		t.Fatalf("%s, not acked", p)
+	}
 	for p, st := range states {
 		if got := acked(t, tr, st); got != per {
 			t.Fatalf("partition %d: watermark %d, want %d", p, got, per)
+		}
+		if st.committed != per || len(st.pending) != 0 {
+			t.Fatalf("partition %d: committed %d with %d pending, want %d with none", p, st.committed, len(st.pending), per)
 		}
 	}
 	if !tr.complete() {
