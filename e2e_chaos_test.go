@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"flag"
 	"fmt"
 	"hash/fnv"
 	"io"
@@ -223,6 +224,9 @@ func TestSignalDuringRetriesLosesNothing(t *testing.T) {
 	}
 }
 
+// crashSeed replays TestKafkaRepeatedCrashes's kill points.
+var crashSeed = flag.Uint64("crash-seed", 0, "seed of TestKafkaRepeatedCrashes's kill points (0: a new one, logged)")
+
 // TestKafkaRepeatedCrashes kills a group consumer with SIGKILL at random
 // points, ten times in a row, restarting it each time. At every kill no
 // committed offset may pass a record not yet delivered, and every restart
@@ -232,6 +236,12 @@ func TestSignalDuringRetriesLosesNothing(t *testing.T) {
 // exactly, with a kill at a moment it controls.
 func TestKafkaRepeatedCrashes(t *testing.T) {
 	const perPartition, n = 5000, 50
+	s := *crashSeed
+	if s == 0 {
+		s = rand.Uint64()
+	}
+	t.Logf("seed %d: -crash-seed %d picks the same kill points", s, s)
+	rng := rand.New(rand.NewPCG(s, 0))
 	_, addr := kafkaCluster(t, 4)
 	newProducer(t, addr).produce("t", parts4, perPartition)
 	all := delivered{}
@@ -241,7 +251,7 @@ func TestKafkaRepeatedCrashes(t *testing.T) {
 		out := filepath.Join(dir, fmt.Sprintf("out%d", kill))
 		p := start(t, "-v", "--kafka-brokers", addr, "--topic", "t", "--group", "g", "-n", strconv.Itoa(n), "-j", "2",
 			"-t", "0", "--commit-interval", "10ms", "--kafka-session-timeout", "1s", "file", out)
-		k := 1 + rand.IntN(30)
+		k := 1 + rng.IntN(30)
 		p.waitLine(fmt.Sprintf("%d batches delivered", k), func(string) bool {
 			return strings.Count(p.stderr(), "outcome=delivered") >= k
 		})
