@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"flag"
 	"fmt"
 	"hash/fnv"
 	"io"
@@ -223,6 +224,9 @@ func TestSignalDuringRetriesLosesNothing(t *testing.T) {
 	}
 }
 
+// crashSeed replays TestKafkaRepeatedCrashes's kill points.
+var crashSeed = flag.Uint64("crash-seed", 0, "seed of TestKafkaRepeatedCrashes's kill points (0: a new one, logged)")
+
 // TestKafkaRepeatedCrashes kills a group consumer with SIGKILL at random
 // points, ten times in a row, restarting it each time. At every kill no
 // committed offset may pass a record not yet delivered, and every restart
@@ -232,6 +236,12 @@ func TestSignalDuringRetriesLosesNothing(t *testing.T) {
 // exactly, with a kill at a moment it controls.
 func TestKafkaRepeatedCrashes(t *testing.T) {
 	const perPartition, n = 5000, 50
+	s := *crashSeed
+	if s == 0 {
+		s = rand.Uint64()
+	}
+	t.Logf("seed %d: -crash-seed %d picks the same kill points", s, s)
+	rng := rand.New(rand.NewPCG(s, 0))
 	_, addr := kafkaCluster(t, 4)
 	newProducer(t, addr).produce("t", parts4, perPartition)
 	all := delivered{}
@@ -241,7 +251,7 @@ func TestKafkaRepeatedCrashes(t *testing.T) {
 		out := filepath.Join(dir, fmt.Sprintf("out%d", kill))
 		p := start(t, "-v", "--kafka-brokers", addr, "--topic", "t", "--group", "g", "-n", strconv.Itoa(n), "-j", "2",
 			"-t", "0", "--commit-interval", "10ms", "--kafka-session-timeout", "1s", "file", out)
-		k := 1 + rand.IntN(30)
+		k := 1 + rng.IntN(30)
 		p.waitLine(fmt.Sprintf("%d batches delivered", k), func(string) bool {
 			return strings.Count(p.stderr(), "outcome=delivered") >= k
 		})
@@ -304,8 +314,9 @@ func TestKafkaRepeatedCrashes(t *testing.T) {
 
 // TestKafkaBrokerRestartMidDrain stops the only broker in the middle of a
 // group drain and starts it again from its data directory. The drain must
-// complete with every record delivered, or exit 1 with a true count; no
-// committed offset may pass a record not delivered.
+// complete with every record delivered, or exit 1 with a true count (of
+// records not delivered, or of offsets a late rejoin left short of the
+// end); no committed offset may pass a record not delivered.
 func TestKafkaBrokerRestartMidDrain(t *testing.T) {
 	const perPartition = 2500
 	data := t.TempDir()
@@ -356,7 +367,7 @@ func TestKafkaBrokerRestartMidDrain(t *testing.T) {
 			}
 		}
 	case 1:
-		if !strings.Contains(p.stderr(), "not delivered") {
+		if !strings.Contains(p.stderr(), "not delivered") && !strings.Contains(p.stderr(), "committed short of the end offsets") {
 			t.Fatalf("exit 1 without a count:\n%s", p.stderr())
 		}
 		t.Logf("gave up with a count: %s", p.stderr())

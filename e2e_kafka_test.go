@@ -11,6 +11,7 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -26,6 +27,7 @@ import (
 
 	"github.com/IBM/sarama"
 	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
 )
 
 // kafkaCluster starts a cluster with topic "t" of parts partitions, whose
@@ -996,4 +998,164 @@ func TestKafkaSilentBrokerAtStart(t *testing.T) {
 		t.Fatalf("took %v", took)
 	}
 	t.Log(r.stderr)
+}
+
+// produceTxn writes n more records to each partition listed in one
+// committed transaction, so that each ends with a commit marker: an offset
+// that holds no record to read.
+func (pr *producer) produceTxn(addr, topic string, parts []int32, n int) {
+	pr.t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(addr), kgo.TransactionalID("txn"), kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	if err != nil {
+		pr.t.Fatal(err)
+	}
+	defer cl.Close()
+	if err := cl.BeginTransaction(); err != nil {
+		pr.t.Fatal(err)
+	}
+	var recs []*kgo.Record
+	for _, p := range parts {
+		for range n {
+			i := pr.next[p]
+			pr.next[p]++
+			recs = append(recs, &kgo.Record{Topic: topic, Partition: p, Value: []byte(value(p, i))})
+		}
+	}
+	if err := cl.ProduceSync(context.Background(), recs...).FirstErr(); err != nil {
+		pr.t.Fatal(err)
+	}
+	if err := cl.EndTransaction(context.Background(), kgo.TryCommit); err != nil {
+		pr.t.Fatal(err)
+	}
+}
+
+// A topic written in transactions ends with commit markers, which sarama
+// never delivers: the drain still ends, exit 0, with every offset up to the
+// end committed.
+func TestKafkaUntilEndTransactional(t *testing.T) {
+	for _, group := range []string{"", "g"} {
+		t.Run("group="+group, func(t *testing.T) {
+			_, addr := kafkaCluster(t, 4)
+			pr := newProducer(t, addr)
+			pr.produceTxn(addr, "t", parts4, 1000) // offsets 0-999, a marker at 1000
+			out := filepath.Join(t.TempDir(), "out")
+			args := []string{"--kafka-brokers", addr, "--topic", "t", "--until-end", "-n", "300", "file", out}
+			if group != "" {
+				args = append([]string{"--group", group}, args...)
+			}
+			r := run(t, nil, args...)
+			if r.code != 0 || !strings.Contains(r.stderr, "drained 4000 records from 1 topic, lag 0") {
+				t.Fatalf("exit %d:\n%s", r.code, r.stderr)
+			}
+			d := delivered{}
+			d.add(t, fileLines(t, out)...)
+			wantExactly(t, d, nil, each(parts4, 1000))
+			if group == "" {
+				return
+			}
+			for p, o := range committedOffsets(t, addr, group, parts4) {
+				if o != 1001 {
+					t.Errorf("partition %d: committed %d, want 1001, past the marker", p, o)
+				}
+			}
+		})
+	}
+}
+
+// idleMember is a group member that takes its partitions and reads
+// nothing; it reports the partitions of t of its first assignment.
+type idleMember struct{ claims chan []int32 }
+
+func (m idleMember) Setup(s sarama.ConsumerGroupSession) error {
+	select {
+	case m.claims <- s.Claims()["t"]:
+	default:
+	}
+	return nil
+}
+
+func (idleMember) Cleanup(sarama.ConsumerGroupSession) error { return nil }
+
+func (idleMember) ConsumeClaim(s sarama.ConsumerGroupSession, _ sarama.ConsumerGroupClaim) error {
+	<-s.Context().Done()
+	return nil
+}
+
+// joinGroup adds an idle member to group until the test ends, and returns
+// the partitions of t it was given.
+func joinGroup(t *testing.T, addr, group string) []int32 {
+	t.Helper()
+	cfg := sarama.NewConfig()
+	cfg.Version = sarama.V2_1_0_0
+	cfg.Consumer.Offsets.AutoCommit.Enable = false
+	cfg.Consumer.Group.Session.Timeout = time.Second
+	cfg.Consumer.Group.Heartbeat.Interval = 300 * time.Millisecond
+	g, err := sarama.NewConsumerGroup([]string{addr}, group, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := idleMember{claims: make(chan []int32, 1)}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for ctx.Err() == nil {
+			if err := g.Consume(ctx, []string{"t"}, m); err != nil {
+				return
+			}
+		}
+	}()
+	t.Cleanup(func() {
+		cancel()
+		g.Close()
+		<-done
+	})
+	select {
+	case claims := <-m.claims:
+		return claims
+	case <-time.After(time.Minute):
+		t.Fatal("the new member got no partitions within a minute")
+		return nil
+	}
+}
+
+// A member joins while a group drain delivers its last batch: the
+// partitions the drain gets back in the rebalance start again from their
+// committed offsets, below the end, with nothing left to read them. The
+// run must fail, naming them, rather than exit 0 as drained; the ones the
+// new member took are for it to finish.
+func TestKafkaUntilEndRebalanceAtTheEnd(t *testing.T) {
+	_, addr := kafkaCluster(t, 4)
+	newProducer(t, addr).produce("t", parts4, 2500)
+	f := newFIFO(t)
+	// One batch of everything, flushed only once the drain is read; its
+	// write fills the pipe and waits there for the test.
+	p := start(t, "-v", "--kafka-brokers", addr, "--topic", "t", "--group", "g", "--until-end", "-n", "100000", "-b", "64M",
+		"-t", "0", "--kafka-session-timeout", "1s", "file", f.path)
+	f.read(1)
+	taken := joinGroup(t, addr, "g")
+	assigned := func(lines []string) []string {
+		var as []string
+		for _, l := range lines {
+			if strings.Contains(l, "kafka: assigned") {
+				as = append(as, l)
+			}
+		}
+		return as
+	}
+	p.waitForLines("the assignment after the rebalance", func(lines []string) bool { return len(assigned(lines)) >= 2 })
+	f.readWhile(p)
+	if code := p.wait(); code != 1 {
+		t.Fatalf("exit %d, want 1:\n%s", code, p.stderr())
+	}
+	as := assigned(strings.Split(p.stderr(), "\n"))
+	last := as[len(as)-1]
+	for _, part := range parts4 {
+		named := strings.Contains(p.stderr(), fmt.Sprintf("t[%d] at 0 of 2500", part))
+		if ours := strings.Contains(last, fmt.Sprintf("t[%d]:", part)); named != ours {
+			t.Errorf("partition %d: named %v in the error, but held at the end %v (the other member took %v):\n%s",
+				part, named, ours, taken, p.stderr())
+		}
+	}
+	t.Log(grepLines(p.stderr(), "committed short"))
 }

@@ -215,7 +215,13 @@ func (kr *kafkaRun) finish() error {
 		errs = append(errs, kr.dl.Close())
 	}
 	if kr.src != nil {
-		errs = append(errs, kr.src.Close())
+		err := kr.src.Close()
+		if err == nil {
+			// A failed commit was reported: only after a clean one do the
+			// offsets tell whether the drain holds.
+			err = kr.src.CheckDrain()
+		}
+		errs = append(errs, err)
 	}
 	kr.client.Close()
 	return errors.Join(errs...)
@@ -231,14 +237,7 @@ func (kr *kafkaRun) totalLag() int64 {
 }
 
 // partitionLag is the lag of each partition read, for metrics.
-func (kr *kafkaRun) partitionLag() []monitor.PartitionLag {
-	ls := kr.src.PartitionLag()
-	out := make([]monitor.PartitionLag, len(ls))
-	for i, l := range ls {
-		out[i] = monitor.PartitionLag{Topic: l.Topic, Partition: l.Partition, Lag: l.Lag}
-	}
-	return out
-}
+func (kr *kafkaRun) partitionLag() []monitor.PartitionLag { return kr.src.PartitionLag() }
 
 // summary is the Kafka line of the exit summary.
 func (kr *kafkaRun) summary(topics int) string {

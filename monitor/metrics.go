@@ -13,7 +13,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
-// PartitionLag is one Kafka partition's consumer lag.
+// PartitionLag is one Kafka partition's consumer lag: the Kafka source
+// reports it in this form.
 type PartitionLag struct {
 	Topic     string
 	Partition int32
@@ -116,7 +117,7 @@ func (c *statsCollector) descs() map[string]*prometheus.Desc {
 		"inFlight":    c.desc("batchpipe_records_in_flight", "Records in batches not yet settled."),
 		"batches":     c.desc("batchpipe_batches_total", "Batches flushed, by reason.", "reason"),
 		"retries":     c.desc("batchpipe_retries_total", "Delivery attempts after the first."),
-		"lag":         c.desc("batchpipe_kafka_lag", "Records in the partition not yet read.", "topic", "partition"),
+		"lag":         c.desc("batchpipe_kafka_lag", "Records in the partition not yet delivered or dead-lettered (up to the end offset with --until-end).", "topic", "partition"),
 	}
 }
 

@@ -14,6 +14,7 @@ import (
 
 	"github.com/IBM/sarama"
 	"github.com/batchpipe/batchpipe/batcher"
+	"github.com/batchpipe/batchpipe/monitor"
 )
 
 // From says where reading a partition starts.
@@ -121,6 +122,7 @@ type Kafka struct {
 	once   sync.Once // starts reading, at the first Run
 
 	reachedEnd atomic.Bool
+	handed     atomic.Int64 // records Run handed to the pipeline
 
 	// Without a group.
 	consumer sarama.Consumer
@@ -139,11 +141,14 @@ var (
 	_ batcher.Acker  = (*Kafka)(nil)
 )
 
-// A chunk is records of one partition, in offset order.
+// A chunk is records of one partition, in offset order. With toEnd,
+// nothing is left to read below the partition's end offset after them,
+// even if no record sits at end-1: a transaction marker may, or the
+// records there were compacted away or deleted.
 type chunk struct {
-	st   *partState
-	recs []batcher.Record
-	hwm  int64
+	st    *partState
+	recs  []batcher.Record
+	toEnd bool
 }
 
 // OpenKafka checks that the topics (and partitions) exist and, without a
@@ -271,12 +276,12 @@ func (k *Kafka) startOffset(topic string, p int32) (start, hwm int64, err error)
 // it returns, until Close; nothing is sent on out after it returns.
 func (k *Kafka) Run(ctx context.Context, out chan<- []batcher.Record) error {
 	k.once.Do(k.start)
-	var sent int64
 	for {
-		if k.cfg.UntilEnd && k.track.complete() {
+		if k.cfg.UntilEnd && k.track.drain() {
 			k.reachedEnd.Store(true)
 			return nil
 		}
+		sent := k.handed.Load()
 		if k.cfg.Limit > 0 && sent >= k.cfg.Limit {
 			return nil
 		}
@@ -287,12 +292,19 @@ func (k *Kafka) Run(ctx context.Context, out chan<- []batcher.Record) error {
 				recs = recs[:min(int64(len(recs)), k.cfg.Limit-sent)]
 			}
 			// Tracked before it is sent, so that no ack can come first.
-			if !k.track.sent(c.st, recs, c.hwm) {
+			// Records never sent stay pending: no commit passes them.
+			if !k.track.sent(c.st, recs) {
 				continue // its partition was revoked: the new owner reads it
+			}
+			if c.toEnd && len(recs) == len(c.recs) {
+				k.track.readToEnd(c.st)
+			}
+			if len(recs) == 0 {
+				continue
 			}
 			select {
 			case out <- recs:
-				sent += int64(len(recs))
+				k.handed.Add(int64(len(recs)))
 			case <-ctx.Done():
 				return ctx.Err()
 			}
@@ -308,27 +320,44 @@ func (k *Kafka) Run(ctx context.Context, out chan<- []batcher.Record) error {
 // Ack marks the records of b delivered or dead-lettered.
 func (k *Kafka) Ack(b *batcher.Batch) { k.track.ack(b) }
 
-// Lag returns, per topic, the records not yet delivered in the partitions
-// this process reads: up to the end offsets with UntilEnd, else up to the
-// latest high watermark seen.
+// Lag returns, per topic, the records not yet delivered (or dead-lettered)
+// in the partitions this process reads: up to the end offsets with
+// UntilEnd, else up to the latest high watermark, which the consumer
+// brings with each fetch and the broker watch refreshes while it fetches
+// nothing (the pipeline stalled).
 func (k *Kafka) Lag() map[string]int64 { return k.track.lag() }
 
-// A PartitionLag is the lag of one partition.
-type PartitionLag struct {
-	Topic     string
-	Partition int32
-	Lag       int64
-}
-
 // PartitionLag returns Lag per partition, for metrics.
-func (k *Kafka) PartitionLag() []PartitionLag { return k.track.partLag() }
+func (k *Kafka) PartitionLag() []monitor.PartitionLag { return k.track.partLag() }
 
 // Read returns how many records were handed to the pipeline.
-func (k *Kafka) Read() int64 { return k.track.total() }
+func (k *Kafka) Read() int64 { return k.handed.Load() }
 
 // ReachedEnd reports whether Run returned because, with UntilEnd, every
 // record below the end offsets was read.
 func (k *Kafka) ReachedEnd() bool { return k.reachedEnd.Load() }
+
+// CheckDrain returns, after Close, an error if Run drained the partitions
+// (UntilEnd, with a group) and the group's offset of one this process still
+// held at the end is short of its end offset: a rebalance gave it back
+// while its last records were delivered, and they were not committed. The
+// next run reads them again. A partition the rebalance gave to another
+// member is that member's to finish.
+func (k *Kafka) CheckDrain() error {
+	if k.group == nil || !k.reachedEnd.Load() {
+		return nil
+	}
+	short := k.track.shortOfEnd()
+	if len(short) == 0 {
+		return nil
+	}
+	parts := make([]string, len(short))
+	for i, c := range short {
+		parts[i] = fmt.Sprintf("%s[%d] at %d of %d", c.st.tp.topic, c.st.tp.part, c.offset, c.st.end)
+	}
+	return fmt.Errorf("kafka: group %q: committed short of the end offsets: %s; the records from there will be read again",
+		k.cfg.Group, strings.Join(parts, ", "))
+}
 
 // start starts the readers: a partition consumer per partition, or the
 // group session loop and its committer; and the broker watch.
@@ -376,10 +405,26 @@ func (k *Kafka) start() {
 	}
 }
 
+// tailWait is how long a partition read up to an end offset may wait for
+// a record before its leader is asked whether any is left below the end.
+const tailWait = 500 * time.Millisecond
+
 // read sends the records of one partition to Run in chunks of what is
 // ready, until the partition's end offset, msgs closes or ctx is done.
 func (k *Kafka) read(ctx context.Context, st *partState, msgs <-chan *sarama.ConsumerMessage, hwm func() int64) {
-	end := st.end // set once, at assignment
+	k.track.follow(st, hwm)
+	end := st.end    // set once, at assignment
+	next := st.start // the offset after the last record seen
+	var idle *time.Timer
+	var idleC <-chan time.Time
+	if end >= 0 {
+		// sarama skips transaction markers and compacted offsets without a
+		// word: if the last offsets below the end are such, no record ever
+		// says the end was reached, so an idle partition asks.
+		idle = time.NewTimer(tailWait)
+		defer idle.Stop()
+		idleC = idle.C
+	}
 	for {
 		var m *sarama.ConsumerMessage
 		var ok bool
@@ -388,20 +433,36 @@ func (k *Kafka) read(ctx context.Context, st *partState, msgs <-chan *sarama.Con
 			if !ok {
 				return
 			}
+		case <-idleC:
+			empty, err := k.nothingBelow(st.tp, next, end)
+			if err != nil {
+				k.log.Debug("kafka: look past the last record read", "topic", st.tp.topic, "partition", st.tp.part,
+					"offset", next, "err", err)
+			}
+			if !empty {
+				idle.Reset(tailWait)
+				continue
+			}
+			select {
+			case k.chunks <- chunk{st: st, toEnd: true}:
+			case <-ctx.Done():
+			}
+			return
 		case <-ctx.Done():
 			return
 		}
 		n := min(len(msgs)+1, maxChunk)
-		c := newChunk(st, n, k.cfg.Envelope)
+		c := newChunk(n, k.cfg.Envelope)
 		finished := false
 	fill:
 		for {
 			if end >= 0 && m.Offset >= end {
-				finished = true
+				finished = true // the offsets before it hold no record
 				break
 			}
 			c.add(m)
-			if end >= 0 && m.Offset+1 >= end {
+			next = m.Offset + 1
+			if end >= 0 && next >= end {
 				finished = true
 				break
 			}
@@ -417,16 +478,110 @@ func (k *Kafka) read(ctx context.Context, st *partState, msgs <-chan *sarama.Con
 				break fill
 			}
 		}
-		if len(c.recs) > 0 {
+		if len(c.recs) > 0 || finished {
 			c.finish()
 			select {
-			case k.chunks <- chunk{st: st, recs: c.recs, hwm: hwm()}:
+			case k.chunks <- chunk{st: st, recs: c.recs, toEnd: finished}:
 			case <-ctx.Done():
 				return
 			}
 		}
 		if finished || !ok {
 			return
+		}
+		if idle != nil {
+			idle.Reset(tailWait)
+		}
+	}
+}
+
+// nothingBelow reports whether a partition holds no record to read from
+// offset from up to end, asking its leader directly: the offsets between
+// may hold only transaction markers, or records compacted away. It reports
+// false when in doubt; a record the consumer has yet to deliver is for the
+// reader to see.
+func (k *Kafka) nothingBelow(tp topicPartition, from, end int64) (bool, error) {
+	if from >= end {
+		return true, nil
+	}
+	leader, err := k.client.Leader(tp.topic, tp.part)
+	if err != nil {
+		return false, err
+	}
+	// Version 10 is what sarama's consumer uses at KafkaVersion; records
+	// of aborted transactions are read too, as the consumer reads them.
+	req := &sarama.FetchRequest{Version: 10, MaxBytes: probeBytes, Isolation: sarama.ReadUncommitted, SessionEpoch: -1}
+	req.AddBlock(tp.topic, tp.part, from, probeBytes, -1)
+	resp, err := leader.Fetch(req)
+	if err != nil {
+		return false, err
+	}
+	b := resp.GetBlock(tp.topic, tp.part)
+	if b == nil {
+		return false, sarama.ErrIncompleteResponse
+	}
+	if errors.Is(b.Err, sarama.ErrOffsetOutOfRange) {
+		// Deleted: a group's consumer starts at the oldest record kept.
+		oldest, err := k.client.GetOffset(tp.topic, tp.part, sarama.OffsetOldest)
+		if err != nil || oldest <= from {
+			return false, err
+		}
+		return k.nothingBelow(tp, oldest, end)
+	}
+	if b.Err != sarama.ErrNoError {
+		return false, b.Err
+	}
+	seen := from // every offset from from to seen holds no record to read
+	for _, rs := range b.RecordsSet {
+		rb := rs.RecordBatch
+		if rb == nil || rb.PartialTrailingRecord {
+			return false, nil // the old message format has no markers; a cut batch tells nothing
+		}
+		if !rb.Control {
+			for _, r := range rb.Records {
+				if rb.FirstOffset+r.OffsetDelta >= from {
+					return false, nil
+				}
+			}
+		}
+		if seen = max(seen, rb.LastOffset()+1); seen >= end {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// probeBytes bounds what nothingBelow fetches: a few markers, or the start
+// of the next batch of records.
+const probeBytes = 64 << 10
+
+// refreshHighWatermarks asks the leaders for the high watermarks of the
+// partitions read, one request per broker. The consumer's own stop moving
+// while the pipeline is stalled: sarama fetches nothing for a partition
+// whose records are not taken.
+func (k *Kafka) refreshHighWatermarks() {
+	byLeader := make(map[*sarama.Broker][]topicPartition)
+	for _, tp := range k.track.unbounded() {
+		b, err := k.client.Leader(tp.topic, tp.part)
+		if err != nil {
+			continue // the watch and the consumer report unreachable brokers
+		}
+		byLeader[b] = append(byLeader[b], tp)
+	}
+	for b, tps := range byLeader {
+		req := sarama.NewOffsetRequest(KafkaVersion)
+		for _, tp := range tps {
+			req.AddBlock(tp.topic, tp.part, sarama.OffsetNewest, 1)
+		}
+		resp, err := b.GetAvailableOffsets(req)
+		if err != nil {
+			k.log.Debug("kafka: high watermarks", "broker", b.Addr(), "err", err)
+			continue
+		}
+		for _, tp := range tps {
+			if blk := resp.GetBlock(tp.topic, tp.part); blk != nil && blk.Err == sarama.ErrNoError && len(blk.Offsets) == 1 {
+				k.track.highWatermark(tp, blk.Offsets[0])
+			}
 		}
 	}
 }
@@ -441,7 +596,7 @@ type chunkBuilder struct {
 	ends     []int
 }
 
-func newChunk(st *partState, n int, envelope bool) *chunkBuilder {
+func newChunk(n int, envelope bool) *chunkBuilder {
 	return &chunkBuilder{
 		recs:     make([]batcher.Record, 0, n),
 		metas:    make([]batcher.Meta, 0, n),
@@ -494,7 +649,8 @@ func (k *Kafka) fail(err error) {
 	}
 }
 
-// watch fails Run when no broker has answered for Timeout.
+// watch fails Run when no broker has answered for Timeout. Without
+// UntilEnd, it also refreshes the high watermarks that lag is measured to.
 func (k *Kafka) watch() {
 	every := min(max(k.cfg.Timeout/4, 100*time.Millisecond), 5*time.Second)
 	t := time.NewTicker(every)
@@ -514,6 +670,9 @@ func (k *Kafka) watch() {
 				warned = false
 			}
 			last = time.Now()
+			if !k.cfg.UntilEnd {
+				k.refreshHighWatermarks()
+			}
 			continue
 		}
 		if k.life.Err() != nil {
@@ -737,7 +896,7 @@ func (k *Kafka) commitLocked(sess sarama.ConsumerGroupSession) error {
 	if len(cs) == 0 {
 		return nil
 	}
-	req := newCommitRequest(k.client.Config().Version, k.cfg.Group, sess.MemberID(), sess.GenerationID())
+	req := newCommitRequest(k.cfg.Group, sess.MemberID(), sess.GenerationID())
 	for _, c := range cs {
 		req.AddBlockWithLeaderEpoch(c.st.tp.topic, c.st.tp.part, c.offset, -1, 0, "")
 	}
@@ -778,33 +937,15 @@ func (k *Kafka) commitLocked(sess sarama.ConsumerGroupSession) error {
 	return nil
 }
 
-// newCommitRequest builds an offset commit at the version sarama's own
-// offset manager would use for v.
-func newCommitRequest(v sarama.KafkaVersion, group, member string, generation int32) *sarama.OffsetCommitRequest {
-	r := &sarama.OffsetCommitRequest{
-		Version:                 1,
+// newCommitRequest builds an offset commit at version 6, the one sarama's
+// own offset manager uses at KafkaVersion, the only version spoken.
+func newCommitRequest(group, member string, generation int32) *sarama.OffsetCommitRequest {
+	return &sarama.OffsetCommitRequest{
+		Version:                 6,
 		ConsumerGroup:           group,
 		ConsumerID:              member,
 		ConsumerGroupGeneration: generation,
 	}
-	switch {
-	case v.IsAtLeast(sarama.V2_4_0_0):
-		r.Version = 8
-	case v.IsAtLeast(sarama.V2_3_0_0):
-		r.Version = 7
-	case v.IsAtLeast(sarama.V2_1_0_0):
-		r.Version = 6
-	case v.IsAtLeast(sarama.V2_0_0_0):
-		r.Version = 4
-	case v.IsAtLeast(sarama.V0_11_0_0):
-		r.Version = 3
-	case v.IsAtLeast(sarama.V0_9_0_0):
-		r.Version = 2
-	}
-	if r.Version >= 2 && r.Version < 5 {
-		r.RetentionTime = -1 // the broker's default
-	}
-	return r
 }
 
 // partName describes a partition being read: topic[p]:start-end.

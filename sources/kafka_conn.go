@@ -49,7 +49,8 @@ type KafkaConn struct {
 
 // KafkaVersion is the protocol version spoken: Kafka 2.1 (2018) and later
 // brokers understand it, and it has what offset commits with generations and
-// record headers need.
+// record headers need. The Kafka source builds some requests itself, at
+// the versions sarama uses for it: change them with it.
 var KafkaVersion = sarama.V2_1_0_0
 
 // Config returns the client configuration: the connection settings, and the

@@ -12,6 +12,7 @@ import (
 	"github.com/IBM/sarama"
 	"github.com/batchpipe/batchpipe/batcher"
 	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
 )
 
 // newCluster starts an in-process Kafka cluster with topic of parts
@@ -114,6 +115,9 @@ func TestKafkaUntilEnd(t *testing.T) {
 				t.Fatal(err)
 			}
 			if err := k.Close(); err != nil {
+				t.Fatal(err)
+			}
+			if err := k.CheckDrain(); err != nil {
 				t.Fatal(err)
 			}
 			if st.Delivered != 4000 || len(sink.seen) != 4000 {
@@ -379,5 +383,229 @@ func TestKafkaGroupFrom(t *testing.T) {
 	got = runGroup(From{Kind: FromOldest})
 	if len(got) != 10 || got[0].Meta.Offset != 100 {
 		t.Fatalf("second run: %d records from offset %d, want 10 from the committed 100", len(got), got[0].Meta.Offset)
+	}
+}
+
+// Stopped while a chunk waits for the pipeline, Run counts as read only
+// the records it handed over; the ones it did not stay pending, so that no
+// commit passes them.
+func TestKafkaReadCountsHandedOver(t *testing.T) {
+	k := &Kafka{cfg: KafkaConfig{Group: "g"}, track: newTracker(), chunks: make(chan chunk),
+		change: make(chan struct{}, 1), fatal: make(chan error, 1)}
+	k.once.Do(func() {}) // no readers: the test plays them
+	st := k.track.assign("t", 0, 0, -1, 0)
+	ctx, cancel := context.WithCancel(context.Background())
+	out := make(chan []batcher.Record)
+	errc := make(chan error, 1)
+	go func() { errc <- k.Run(ctx, out) }()
+
+	first, second := records("t", 0, span(0, 10)...), records("t", 0, span(10, 20)...)
+	k.chunks <- chunk{st: st, recs: first}
+	handed := <-out
+	k.chunks <- chunk{st: st, recs: second} // taken, never handed: nobody reads out
+	cancel()
+	if err := <-errc; !errors.Is(err, context.Canceled) {
+		t.Fatalf("Run: %v", err)
+	}
+	if n := k.Read(); n != int64(len(handed)) {
+		t.Fatalf("Read says %d records, but %d were handed over", n, len(handed))
+	}
+	k.track.ack(batch(handed, 0, len(handed)))
+	if cs := k.track.commits(); len(cs) != 1 || cs[0].offset != 10 {
+		t.Fatalf("commits %+v, want one at 10, the first record not handed over", cs)
+	}
+}
+
+// produceTxn writes n records to partition part of topic in one committed
+// transaction: the partition then ends with a commit marker, an offset that
+// holds no record to read.
+func produceTxn(t *testing.T, c *kfake.Cluster, topic string, part int32, n int) {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...), kgo.TransactionalID("txn-"+t.Name()),
+		kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	if err := cl.BeginTransaction(); err != nil {
+		t.Fatal(err)
+	}
+	recs := make([]*kgo.Record, n)
+	for i := range recs {
+		recs[i] = &kgo.Record{Topic: topic, Partition: part, Value: fmt.Appendf(nil, "%s/%d/%d", topic, part, i)}
+	}
+	if err := cl.ProduceSync(context.Background(), recs...).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	if err := cl.EndTransaction(context.Background(), kgo.TryCommit); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// drainWithin is drain that fails the test if Run does not return within a
+// generous bound: the bugs it guards against hang forever.
+func drainWithin(t *testing.T, k *Kafka) []batcher.Record {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	out := make(chan []batcher.Record)
+	errc := make(chan error, 1)
+	go func() {
+		errc <- k.Run(ctx, out)
+		close(out)
+	}()
+	var recs []batcher.Record
+	for chunk := range out {
+		recs = append(recs, chunk...)
+	}
+	if err := <-errc; err != nil {
+		t.Fatalf("Run: %v, after %d records", err, len(recs))
+	}
+	return recs
+}
+
+// With UntilEnd, a partition whose end offset no record reaches is still
+// finished: the last offset below the end holds a transaction marker, and
+// either a record past the end is read or the partition stays idle.
+func TestKafkaUntilEndPastMarker(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		from  From
+		after int // records produced once the end offset is captured
+		want  int
+	}{
+		{"marker at the end", From{}, 0, 10},
+		{"records past the end", From{}, 5, 10},
+		{"start at the marker", From{Kind: FromOffset, Offset: 10}, 0, 0},
+		{"start at the marker, records past the end", From{Kind: FromOffset, Offset: 10}, 5, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newCluster(t, kfake.SeedTopics(1, "t"))
+			client := connect(t, c)
+			produceTxn(t, c, "t", 0, 10) // offsets 0-9, the marker at 10
+			k, err := OpenKafka(client, KafkaConfig{Topics: []string{"t"}, From: tc.from, UntilEnd: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer k.Close()
+			if tc.after > 0 {
+				produce(t, c, "t", []int32{0}, tc.after)
+			}
+			recs := drainWithin(t, k)
+			if len(recs) != tc.want {
+				t.Fatalf("%d records, want %d", len(recs), tc.want)
+			}
+			for i, r := range recs {
+				if r.Meta.Offset != int64(10-tc.want+i) {
+					t.Fatalf("record %d at offset %d", i, r.Meta.Offset)
+				}
+			}
+		})
+	}
+}
+
+// The same as a group, which commits the end offset, past the marker.
+func TestKafkaGroupUntilEndPastMarker(t *testing.T) {
+	c := newCluster(t, kfake.SeedTopics(1, "t"))
+	client := connect(t, c)
+	produceTxn(t, c, "t", 0, 10)
+	for _, tc := range []struct {
+		group string
+		from  From
+		want  int64
+	}{
+		{"g1", From{}, 10},
+		{"g2", From{Kind: FromOffset, Offset: 10}, 0}, // as if an earlier run committed the last record
+	} {
+		t.Run(tc.group, func(t *testing.T) {
+			k, err := OpenKafka(client, KafkaConfig{Topics: []string{"t"}, Group: tc.group, From: tc.from, UntilEnd: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			p := &batcher.Pipeline{Source: k, Sink: &collect{}, Config: batcher.Config{MaxRecords: 3, Delim: '\n'}}
+			st, err := p.Run(ctx)
+			if cerr := k.Close(); err == nil {
+				err = cerr
+			}
+			if err != nil {
+				t.Fatalf("after %d records: %v", st.Delivered, err)
+			}
+			if st.Delivered != tc.want {
+				t.Fatalf("delivered %d, want %d", st.Delivered, tc.want)
+			}
+			if o := committedOffsets(t, client, tc.group, "t", 1)[0]; o != 11 {
+				t.Fatalf("committed %d, want 11, past the marker", o)
+			}
+		})
+	}
+}
+
+// Records deleted below the end before a group read them: sarama's group
+// consumer starts at the oldest record kept instead, and none is left below
+// the end, so the partition is finished.
+func TestKafkaGroupUntilEndAfterDeletion(t *testing.T) {
+	c := newCluster(t, kfake.SeedTopics(1, "t"))
+	client := connect(t, c)
+	produce(t, c, "t", []int32{0}, 10)
+	groupRun := func(cfg KafkaConfig) batcher.Stats {
+		t.Helper()
+		cfg.Topics, cfg.Group = []string{"t"}, "g"
+		k, err := OpenKafka(client, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		p := &batcher.Pipeline{Source: k, Sink: &collect{}, Config: batcher.Config{MaxRecords: 3, Delim: '\n'}}
+		st, err := p.Run(ctx)
+		if cerr := k.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			t.Fatalf("after %d records: %v", st.Delivered, err)
+		}
+		return st
+	}
+	groupRun(KafkaConfig{Limit: 3})
+	admin, err := sarama.NewClusterAdminFromClient(client)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := admin.DeleteRecords("t", map[int32]int64{0: 10}); err != nil {
+		t.Fatal(err)
+	}
+	if st := groupRun(KafkaConfig{UntilEnd: true}); st.Delivered != 0 {
+		t.Fatalf("delivered %d, want none", st.Delivered)
+	}
+	if o := committedOffsets(t, client, "g", "t", 1)[0]; o != 10 {
+		t.Fatalf("committed %d, want 10", o)
+	}
+}
+
+// While the pipeline takes nothing, lag still counts the records produced
+// meanwhile: sarama's consumer fetches nothing for a partition whose
+// records wait, so the high watermark is asked of the broker.
+func TestKafkaLagWhileStalled(t *testing.T) {
+	c := newCluster(t, kfake.SeedTopics(1, "t"))
+	client := connect(t, c)
+	produce(t, c, "t", []int32{0}, 100)
+	k, err := OpenKafka(client, KafkaConfig{Topics: []string{"t"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer k.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() { errc <- k.Run(ctx, make(chan []batcher.Record)) }() // nobody takes the records
+	defer func() { cancel(); <-errc }()
+	produce(t, c, "t", []int32{0}, 5000)
+	k.refreshHighWatermarks()
+	if lag := k.Lag(); lag["t"] != 5100 {
+		t.Fatalf("lag %v, want t:5100, every record produced", lag)
+	}
+	if pl := k.PartitionLag(); len(pl) != 1 || pl[0].Lag != 5100 {
+		t.Fatalf("partition lag %+v, want 5100", pl)
 	}
 }

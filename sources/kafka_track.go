@@ -5,6 +5,7 @@ import (
 	"sync"
 
 	"github.com/batchpipe/batchpipe/batcher"
+	"github.com/batchpipe/batchpipe/monitor"
 )
 
 // A tracker follows, for every partition being read, the records handed to
@@ -22,7 +23,8 @@ type tracker struct {
 	parts      map[topicPartition]*partState
 	incomplete int  // current partitions with records below their end not yet sent
 	active     bool // an assignment is in force (group mode: between Setup and Cleanup)
-	sentTotal  int64
+
+	drained map[topicPartition]bool // partitions read to their end when Run returned
 }
 
 type topicPartition struct {
@@ -37,17 +39,19 @@ type partState struct {
 	done    []bool          // done[i]: pending[i] is done with
 	head    int
 
+	start     int64 // where reading started
 	next      int64 // offset after the last record sent; where reading starts before any
 	acked     int64 // every record sent below this offset is done with
 	committed int64 // the last offset committed, or where reading started
 	end       int64 // end offset captured at assignment (--until-end); -1: none
-	hwm       int64 // latest high watermark seen
-	sent      int64 // records sent
+	hwm       int64 // latest high watermark known
 	revoked   bool
+
+	liveHWM func() int64 // the consumer's high watermark, as it moves; nil before reading starts
 }
 
 func newTracker() *tracker {
-	return &tracker{parts: make(map[topicPartition]*partState)}
+	return &tracker{parts: make(map[topicPartition]*partState), drained: make(map[topicPartition]bool)}
 }
 
 // complete reports whether the end offset of every partition assigned now has
@@ -64,7 +68,7 @@ func (t *tracker) assign(topic string, part int32, start, end, hwm int64) *partS
 	if old := t.parts[tp]; old != nil {
 		t.revokeLocked(old)
 	}
-	st := &partState{tp: tp, next: start, acked: start, committed: start, end: end, hwm: max(hwm, start)}
+	st := &partState{tp: tp, start: start, next: start, acked: start, committed: start, end: end, hwm: max(hwm, start)}
 	t.parts[tp] = st
 	if st.end >= 0 && !st.complete() {
 		t.incomplete++
@@ -90,7 +94,7 @@ func (t *tracker) get(topic string, part int32) *partState {
 // sent records that recs, all of st's partition and in offset order, are
 // about to be handed to the pipeline. It returns false, and records nothing,
 // if st was revoked meanwhile: the records must then be dropped.
-func (t *tracker) sent(st *partState, recs []batcher.Record, hwm int64) bool {
+func (t *tracker) sent(st *partState, recs []batcher.Record) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if st.revoked {
@@ -109,13 +113,56 @@ func (t *tracker) sent(st *partState, recs []batcher.Record, hwm int64) bool {
 		st.done = append(st.done, false)
 		st.next = m.Offset + 1
 	}
-	st.sent += int64(len(recs))
-	t.sentTotal += int64(len(recs))
-	st.hwm = max(st.hwm, hwm, st.next)
 	if st.end >= 0 && !wasComplete && st.complete() {
 		t.incomplete--
 	}
 	return true
+}
+
+// follow makes lag read st's high watermark from hwm, as it moves.
+func (t *tracker) follow(st *partState, hwm func() int64) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	st.liveHWM = hwm
+}
+
+// unbounded returns the partitions assigned now that are read without an
+// end offset: those whose lag is measured to the high watermark.
+func (t *tracker) unbounded() []topicPartition {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var tps []topicPartition
+	for tp, st := range t.parts {
+		if !st.revoked && st.end < 0 {
+			tps = append(tps, tp)
+		}
+	}
+	return tps
+}
+
+// highWatermark records a high watermark of a partition assigned now.
+func (t *tracker) highWatermark(tp topicPartition, hwm int64) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if st := t.parts[tp]; st != nil && !st.revoked {
+		st.hwm = max(st.hwm, hwm)
+	}
+}
+
+// readToEnd records that nothing is left to read below st's end offset,
+// though the last record sent is short of it: the offsets between hold
+// transaction markers, or records compacted away.
+func (t *tracker) readToEnd(st *partState) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if st.revoked || st.end < 0 || st.complete() {
+		return
+	}
+	st.next = st.end
+	if st.head == len(st.pending) {
+		st.acked = st.next // nothing in flight: no ack will move it
+	}
+	t.incomplete--
 }
 
 // metaLister is what ack needs of a *batcher.Batch.
@@ -249,18 +296,52 @@ func (t *tracker) complete() bool {
 	return t.active && t.incomplete == 0
 }
 
-// partLag returns lag's figures per partition, in topic and partition
-// order.
-func (t *tracker) partLag() []PartitionLag {
+// drain is complete, remembering, if so, the partitions assigned now as
+// read to their end.
+func (t *tracker) drain() bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	out := make([]PartitionLag, 0, len(t.parts))
-	for _, st := range t.parts {
-		target := st.hwm
-		if st.end >= 0 {
-			target = st.end
+	if !t.active || t.incomplete > 0 {
+		return false
+	}
+	for tp, st := range t.parts {
+		if !st.revoked {
+			t.drained[tp] = true
 		}
-		out = append(out, PartitionLag{Topic: st.tp.topic, Partition: st.tp.part, Lag: max(0, target-st.acked)})
+	}
+	return true
+}
+
+// shortOfEnd returns, once reading is over, the partitions drained and
+// held to the end (the ones whose states were kept) whose committed offset
+// is below their end offset, in topic and partition order.
+func (t *tracker) shortOfEnd() []commit {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var cs []commit
+	for tp, st := range t.parts {
+		if t.drained[tp] && st.end >= 0 && st.committed < st.end {
+			cs = append(cs, commit{st, st.committed})
+		}
+	}
+	sort.Slice(cs, func(i, j int) bool {
+		a, b := cs[i].st.tp, cs[j].st.tp
+		if a.topic != b.topic {
+			return a.topic < b.topic
+		}
+		return a.part < b.part
+	})
+	return cs
+}
+
+// partLag returns lag's figures per partition, in topic and partition
+// order.
+func (t *tracker) partLag() []monitor.PartitionLag {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	out := make([]monitor.PartitionLag, 0, len(t.parts))
+	for _, st := range t.parts {
+		out = append(out, monitor.PartitionLag{Topic: st.tp.topic, Partition: st.tp.part, Lag: st.lag()})
 	}
 	sort.Slice(out, func(i, j int) bool {
 		if out[i].Topic != out[j].Topic {
@@ -279,18 +360,20 @@ func (t *tracker) lag() map[string]int64 {
 	defer t.mu.Unlock()
 	lag := make(map[string]int64)
 	for _, st := range t.parts {
-		target := st.hwm
-		if st.end >= 0 {
-			target = st.end
-		}
-		lag[st.tp.topic] += max(0, target-st.acked)
+		lag[st.tp.topic] += st.lag()
 	}
 	return lag
 }
 
-// total returns how many records were sent.
-func (t *tracker) total() int64 {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return t.sentTotal
+// lag is how many records of st are not done with: up to the end offset
+// with one, else up to the high watermark. t.mu is held.
+func (st *partState) lag() int64 {
+	target := st.end
+	if target < 0 {
+		target = max(st.hwm, st.next)
+		if st.liveHWM != nil {
+			target = max(target, st.liveHWM())
+		}
+	}
+	return max(0, target-st.acked)
 }

@@ -1,8 +1,10 @@
 package sources
 
 import (
+	"fmt"
 	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/batchpipe/batchpipe/batcher"
@@ -51,7 +53,7 @@ func TestTrackerInOrder(t *testing.T) {
 	tr := newTracker()
 	st := tr.assign("t", 0, 100, -1, 0)
 	recs := records("t", 0, span(100, 130)...)
-	tr.sent(st, recs, 0)
+	tr.sent(st, recs)
 	if got := acked(t, tr, st); got != 100 {
 		t.Fatalf("before any ack: watermark %d, want 100", got)
 	}
@@ -69,7 +71,7 @@ func TestTrackerOutOfOrder(t *testing.T) {
 	tr := newTracker()
 	st := tr.assign("t", 0, 0, -1, 0)
 	recs := records("t", 0, span(0, 30)...)
-	tr.sent(st, recs, 0)
+	tr.sent(st, recs)
 	tr.ack(batch(recs, 20, 30))
 	tr.ack(batch(recs, 10, 20))
 	if got := acked(t, tr, st); got != 0 {
@@ -85,7 +87,7 @@ func TestTrackerFailedBatchBlocks(t *testing.T) {
 	tr := newTracker()
 	st := tr.assign("t", 0, 0, -1, 0)
 	recs := records("t", 0, span(0, 30)...)
-	tr.sent(st, recs, 0)
+	tr.sent(st, recs)
 	tr.ack(batch(recs, 0, 10))
 	tr.ack(batch(recs, 20, 30)) // 10-19 failed
 	if got := acked(t, tr, st); got != 10 {
@@ -103,7 +105,7 @@ func TestTrackerOffsetGaps(t *testing.T) {
 	tr := newTracker()
 	st := tr.assign("t", 0, 0, -1, 0)
 	recs := records("t", 0, 0, 1, 5, 6, 9)
-	tr.sent(st, recs, 0)
+	tr.sent(st, recs)
 	tr.ack(batch(recs, 0, 2))
 	if got := acked(t, tr, st); got != 5 {
 		t.Fatalf("watermark %d, want 5 (next record after the gap)", got)
@@ -126,9 +128,9 @@ func TestTrackerBatchesMixPartitions(t *testing.T) {
 	ra := records("t", 0, span(0, 10)...)
 	rb := records("t", 1, span(50, 60)...)
 	rc := records("u", 0, span(7, 17)...)
-	tr.sent(a, ra, 0)
-	tr.sent(b, rb, 0)
-	tr.sent(c, rc, 0)
+	tr.sent(a, ra)
+	tr.sent(b, rb)
+	tr.sent(c, rc)
 	// Batch 1: a[0:5] b[0:5] c[0:5]; batch 2 the rest, interleaved.
 	b1 := append(append(batch(ra, 0, 5), batch(rb, 0, 5)...), batch(rc, 0, 5)...)
 	b2 := append(append(batch(rc, 5, 10), batch(ra, 5, 10)...), batch(rb, 5, 10)...)
@@ -156,20 +158,20 @@ func TestTrackerRevocation(t *testing.T) {
 	tr := newTracker()
 	old := tr.assign("t", 0, 0, -1, 0)
 	oldRecs := records("t", 0, span(0, 20)...)
-	tr.sent(old, oldRecs, 0)
+	tr.sent(old, oldRecs)
 	tr.ack(batch(oldRecs, 0, 5))
 	tr.revokeAll(false)
 	if cs := tr.commits(); len(cs) != 0 {
 		t.Fatalf("commits %+v after revocation, want none", cs)
 	}
 	tr.ack(batch(oldRecs, 5, 10)) // no assignment at all: ignored
-	if tr.sent(old, records("t", 0, 20), 0) {
+	if tr.sent(old, records("t", 0, 20)) {
 		t.Fatal("a revoked assignment took more records")
 	}
 
 	cur := tr.assign("t", 0, 5, -1, 0)
 	newRecs := records("t", 0, span(5, 20)...)
-	tr.sent(cur, newRecs, 0)
+	tr.sent(cur, newRecs)
 	tr.ack(batch(oldRecs, 5, 20))
 	if got := acked(t, tr, cur); got != 5 {
 		t.Fatalf("a late ack of the old assignment moved the new one to %d", got)
@@ -200,8 +202,8 @@ func TestTrackerCommits(t *testing.T) {
 	a := tr.assign("t", 0, 0, -1, 0)
 	b := tr.assign("t", 1, 0, -1, 0)
 	ra, rb := records("t", 0, span(0, 10)...), records("t", 1, span(0, 10)...)
-	tr.sent(a, ra, 0)
-	tr.sent(b, rb, 0)
+	tr.sent(a, ra)
+	tr.sent(b, rb)
 	tr.ack(batch(ra, 0, 10))
 	cs := tr.commits()
 	if len(cs) != 1 || cs[0].st != a || cs[0].offset != 10 {
@@ -224,15 +226,16 @@ func TestTrackerUntilEnd(t *testing.T) {
 		t.Fatal("an empty partition alone is not complete")
 	}
 	st := tr.assign("t", 1, 0, 10, 10)
+	tr.follow(st, func() int64 { return 12 })
 	if tr.complete() {
 		t.Fatal("complete with records below the end unsent")
 	}
 	recs := records("t", 1, span(0, 10)...)
-	tr.sent(st, recs[:9], 12)
+	tr.sent(st, recs[:9])
 	if tr.complete() {
 		t.Fatal("complete one record short of the end")
 	}
-	tr.sent(st, recs[9:], 12)
+	tr.sent(st, recs[9:])
 	if !tr.complete() {
 		t.Fatal("not complete with every record below the end sent")
 	}
@@ -252,64 +255,137 @@ func TestTrackerUntilEnd(t *testing.T) {
 	}
 }
 
+// Lag is measured to the latest high watermark known: the consumer's, as
+// it moves, or one the broker gave, even while nothing more is sent.
 func TestTrackerLagToHighWatermark(t *testing.T) {
 	tr := newTracker()
 	st := tr.assign("t", 0, 0, -1, 100)
 	recs := records("t", 0, span(0, 10)...)
-	tr.sent(st, recs, 150)
+	tr.sent(st, recs)
 	tr.ack(batch(recs, 0, 10))
+	if lag := tr.lag(); lag["t"] != 90 {
+		t.Fatalf("lag %v, want 90", lag)
+	}
+	var consumer atomic.Int64
+	consumer.Store(150)
+	tr.follow(st, consumer.Load)
 	if lag := tr.lag(); lag["t"] != 140 {
-		t.Fatalf("lag %v, want 140", lag)
+		t.Fatalf("lag %v, want 140, to the consumer's high watermark", lag)
+	}
+	tr.highWatermark(topicPartition{"t", 0}, 200) // the consumer stopped fetching
+	if lag := tr.lag(); lag["t"] != 190 {
+		t.Fatalf("lag %v, want 190, to the broker's high watermark", lag)
+	}
+	consumer.Store(210)
+	if pl := tr.partLag(); len(pl) != 1 || pl[0].Lag != 200 {
+		t.Fatalf("partition lag %+v, want 200", pl)
+	}
+
+	bounded := tr.assign("u", 0, 0, 10, 10)
+	tr.follow(bounded, consumer.Load)
+	if lag := tr.lag(); lag["u"] != 10 {
+		t.Fatalf("lag %v, want u:10, to the end offset", lag)
+	}
+	if tps := tr.unbounded(); len(tps) != 1 || tps[0] != (topicPartition{"t", 0}) {
+		t.Fatalf("unbounded %v, want t[0] alone", tps)
 	}
 }
 
-// Acks from many goroutines in random order, some records sent while others
-// are acked: in the end the watermark is past everything.
+// Sends and acks at once, from many goroutines: each partition's records
+// are sent in chunks of random sizes, a few batches ahead of the acks, as
+// the pipeline bounds what is in flight, while eight workers ack, out of
+// order, the batches whose records were all sent, and commit. No commit
+// may ever pass a record not acked, and in the end all is committed.
 func TestTrackerConcurrentAcks(t *testing.T) {
 	tr := newTracker()
-	const parts, per, size = 4, 5000, 50
-	var batches []metas
+	const parts, per, size, window = 4, 5000, 50, 4
 	states := make([]*partState, parts)
+	all := make([][]batcher.Record, parts)
+	slots := make([]chan struct{}, parts) // batches a partition has in flight
 	for p := range parts {
 		states[p] = tr.assign("t", int32(p), 0, per, per)
-	}
-	all := make([][]batcher.Record, parts)
-	for p := range parts {
 		all[p] = records("t", int32(p), span(0, per)...)
+		slots[p] = make(chan struct{}, window)
 	}
-	// Batches mix partitions, as the aggregator does.
-	for i := 0; i < per; i += size {
-		var b metas
+	// Batch i holds records i*size to (i+1)*size of every partition: the
+	// aggregator mixes partitions. It is acked once all are sent.
+	batches := make([]metas, per/size)
+	unsent := make([]atomic.Int32, len(batches)) // partitions yet to send batch i's records
+	for i := range batches {
 		for p := range parts {
-			b = append(b, batch(all[p], i, i+size)...)
+			batches[i] = append(batches[i], batch(all[p], i*size, (i+1)*size)...)
 		}
-		batches = append(batches, b)
+		unsent[i].Store(parts)
 	}
+	work := make(chan metas, len(batches))
+	var done [parts][per]atomic.Bool // set before the record's ack
+	var passed atomic.Value          // the first commit seen past a record not acked
+	var senders, ackers sync.WaitGroup
 	for p := range parts {
-		tr.sent(states[p], all[p], 0)
-	}
-	rand.Shuffle(len(batches), func(i, j int) { batches[i], batches[j] = batches[j], batches[i] })
-	var wg sync.WaitGroup
-	work := make(chan metas)
-	for range 8 {
-		wg.Go(func() {
-			for b := range work {
-				tr.ack(b)
+		senders.Go(func() {
+			rng := rand.New(rand.NewPCG(1, uint64(p)))
+			for n := 0; n < per; {
+				if n%size == 0 {
+					slots[p] <- struct{}{}
+				}
+				m := min(n+1+rng.IntN(size), (n/size+1)*size)
+				tr.sent(states[p], all[p][n:m])
+				if m%size == 0 && unsent[m/size-1].Add(-1) == 0 {
+					work <- batches[m/size-1]
+				}
+				n = m
 			}
 		})
 	}
-	for _, b := range batches {
-		work <- b
+	ack := func(b metas) {
+		for _, m := range b {
+			done[m.Partition][m.Offset].Store(true)
+		}
+		tr.ack(b)
+		for _, s := range slots {
+			<-s
+		}
+		cs := tr.commits()
+		for _, c := range cs {
+			for o := range c.offset {
+				if !done[c.st.tp.part][o].Load() {
+					passed.CompareAndSwap(nil, fmt.Sprintf("commit t[%d] at %d, past record %d", c.st.tp.part, c.offset, o))
+				}
+			}
+		}
+		tr.committed(cs)
+		tr.lag()
 	}
+	for range 8 {
+		ackers.Go(func() {
+			for b := range work {
+				select {
+				case later, ok := <-work: // if there is one, ack it first
+					if ok {
+						ack(later)
+					}
+				default:
+				}
+				ack(b)
+			}
+		})
+	}
+	senders.Wait()
 	close(work)
-	wg.Wait()
+	ackers.Wait()
+	if p := passed.Load(); p != nil {
+		t.Fatalf("%s, not acked", p)
+	}
 	for p, st := range states {
 		if got := acked(t, tr, st); got != per {
 			t.Fatalf("partition %d: watermark %d, want %d", p, got, per)
 		}
+		if st.committed != per || len(st.pending) != 0 {
+			t.Fatalf("partition %d: committed %d with %d pending, want %d with none", p, st.committed, len(st.pending), per)
+		}
 	}
-	if !tr.complete() || tr.total() != parts*per {
-		t.Fatalf("complete %v, total %d", tr.complete(), tr.total())
+	if !tr.complete() {
+		t.Fatal("not complete")
 	}
 }
 
@@ -321,7 +397,7 @@ func TestTrackerCompacts(t *testing.T) {
 	var prev []batcher.Record
 	for i := range int64(1000) {
 		recs := records("t", 0, span(i*10, i*10+10)...)
-		tr.sent(st, recs, 0)
+		tr.sent(st, recs)
 		if prev != nil {
 			tr.ack(batch(prev, 0, 10))
 		}
@@ -335,5 +411,71 @@ func TestTrackerCompacts(t *testing.T) {
 	}
 	if got := acked(t, tr, st); got != 9990 {
 		t.Fatalf("watermark %d, want 9990", got)
+	}
+}
+
+// A partition whose last offsets below the end hold no record (a
+// transaction marker) is complete once that is known, and its watermark
+// reaches the end once every record sent is acked.
+func TestTrackerReadToEnd(t *testing.T) {
+	tr := newTracker()
+	st := tr.assign("t", 0, 0, 12, 12)
+	recs := records("t", 0, span(0, 10)...)
+	tr.sent(st, recs)
+	tr.readToEnd(st)
+	if !tr.complete() {
+		t.Fatal("not complete once read to the end")
+	}
+	if got := acked(t, tr, st); got != 0 {
+		t.Fatalf("watermark %d before any ack, want 0", got)
+	}
+	tr.ack(batch(recs, 0, 10))
+	if got := acked(t, tr, st); got != 12 {
+		t.Fatalf("watermark %d, want 12: past the marker", got)
+	}
+
+	// Everything acked before the end is known: the watermark moves then.
+	idle := tr.assign("t", 1, 5, 6, 6)
+	tr.readToEnd(idle)
+	if got := acked(t, tr, idle); got != 6 || !tr.complete() {
+		t.Fatalf("watermark %d, complete %v; want 6, true", got, tr.complete())
+	}
+	if cs := tr.commits(); len(cs) != 2 {
+		t.Fatalf("commits %+v, want both partitions at their end", cs)
+	}
+	tr.readToEnd(idle) // again: nothing changes
+	if tr.incomplete != 0 {
+		t.Fatalf("%d partitions incomplete", tr.incomplete)
+	}
+}
+
+// A drained partition that a rebalance took away is not this process's to
+// vouch for; one it got back, starting again below the end, is short of
+// it; one it got only after the drain was never drained.
+func TestTrackerShortOfEnd(t *testing.T) {
+	tr := newTracker()
+	kept := tr.assign("t", 0, 0, 10, 10)
+	gone := tr.assign("t", 1, 0, 10, 10)
+	done := tr.assign("t", 2, 0, 10, 10)
+	recs := make(map[*partState][]batcher.Record)
+	for _, st := range []*partState{kept, gone, done} {
+		recs[st] = records("t", st.tp.part, span(0, 10)...)
+		tr.sent(st, recs[st])
+	}
+	if !tr.drain() {
+		t.Fatal("not drained with every record sent")
+	}
+	tr.ack(batch(recs[done], 0, 10))
+	tr.ack(batch(recs[kept], 0, 3))
+	tr.committed(tr.commits())
+
+	tr.revokeAll(false) // a rebalance
+	tr.assign("t", 0, 3, 10, 10)
+	tr.assign("t", 2, 10, 10, 10)
+	tr.assign("t", 3, 0, 10, 10) // new to this process
+	tr.revokeAll(true)           // closing: the states stay
+	cs := tr.shortOfEnd()
+	if len(cs) != 1 || cs[0].st.tp != (topicPartition{"t", 0}) || cs[0].offset != 3 {
+		t.Fatalf("short of the end: %+v, want t[0] at 3", cs)
 	}
 }
