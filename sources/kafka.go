@@ -368,6 +368,13 @@ func (k *Kafka) start() {
 		k.wg.Go(k.commitLoop)
 		k.wg.Go(func() {
 			for err := range k.group.Errors() {
+				// A partition read past retention stops: as without a group.
+				var cerr *sarama.ConsumerError
+				if errors.As(err, &cerr) && errors.Is(cerr.Err, sarama.ErrOffsetOutOfRange) {
+					k.fail(fmt.Errorf("kafka: %s[%d]: %w: records were deleted before they were read",
+						cerr.Topic, cerr.Partition, cerr.Err))
+					continue
+				}
 				k.log.Warn("kafka: consumer group", "group", k.cfg.Group, "err", err)
 			}
 		})
@@ -520,15 +527,9 @@ func (k *Kafka) nothingBelow(tp topicPartition, from, end int64) (bool, error) {
 	if b == nil {
 		return false, sarama.ErrIncompleteResponse
 	}
-	if errors.Is(b.Err, sarama.ErrOffsetOutOfRange) {
-		// Deleted: a group's consumer starts at the oldest record kept.
-		oldest, err := k.client.GetOffset(tp.topic, tp.part, sarama.OffsetOldest)
-		if err != nil || oldest <= from {
-			return false, err
-		}
-		return k.nothingBelow(tp, oldest, end)
-	}
 	if b.Err != sarama.ErrNoError {
+		// Out of range too: records deleted before they were read are the
+		// consumer's to report.
 		return false, b.Err
 	}
 	seen := from // every offset from from to seen holds no record to read
@@ -790,6 +791,18 @@ func (h groupHandler) Setup(sess sarama.ConsumerGroupSession) error {
 				start = c
 				if hwm, err = k.client.GetOffset(topic, p, sarama.OffsetNewest); err != nil {
 					return fmt.Errorf("kafka: %s[%d]: end offset: %w", topic, p, err)
+				}
+				oldest, err := k.client.GetOffset(topic, p, sarama.OffsetOldest)
+				if err != nil {
+					return fmt.Errorf("kafka: %s[%d]: start offset: %w", topic, p, err)
+				}
+				// sarama would start elsewhere without a word.
+				if c < oldest || c > hwm {
+					err := fmt.Errorf("kafka: %s[%d]: group %q's committed offset %d is outside the offsets kept (%d-%d): %w; "+
+						"records were deleted before they were read: reset the group's offsets to go on without them",
+						topic, p, k.cfg.Group, c, oldest, hwm, sarama.ErrOffsetOutOfRange)
+					k.fail(err)
+					return err
 				}
 			} else {
 				if start, hwm, err = k.startOffset(topic, p); err != nil {

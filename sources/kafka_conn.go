@@ -81,6 +81,9 @@ func (c *KafkaConn) Config() (*sarama.Config, error) {
 	cfg.Consumer.Offsets.AutoCommit.Enable = false
 	cfg.Consumer.Offsets.Initial = sarama.OffsetOldest
 	cfg.Consumer.Return.Errors = true
+	// A committed offset whose records were deleted is an error to report,
+	// not one to mend by skipping them.
+	cfg.Consumer.Group.ResetInvalidOffsets = false
 	// The longest a fetch waits for records: also how long stopping waits
 	// for the fetch in flight.
 	cfg.Consumer.MaxWaitTime = 250 * time.Millisecond

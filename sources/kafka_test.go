@@ -542,14 +542,14 @@ func TestKafkaGroupUntilEndPastMarker(t *testing.T) {
 	}
 }
 
-// Records deleted below the end before a group read them: sarama's group
-// consumer starts at the oldest record kept instead, and none is left below
-// the end, so the partition is finished.
-func TestKafkaGroupUntilEndAfterDeletion(t *testing.T) {
+// Records deleted after a group committed below them: the run fails,
+// as it does without a group, rather than skip them unsaid as sarama's
+// group consumer would; the committed offset stays where it was.
+func TestKafkaGroupDeletedRecordsFail(t *testing.T) {
 	c := newCluster(t, kfake.SeedTopics(1, "t"))
 	client := connect(t, c)
 	produce(t, c, "t", []int32{0}, 10)
-	groupRun := func(cfg KafkaConfig) batcher.Stats {
+	groupRun := func(cfg KafkaConfig) (batcher.Stats, error) {
 		t.Helper()
 		cfg.Topics, cfg.Group = []string{"t"}, "g"
 		k, err := OpenKafka(client, cfg)
@@ -563,12 +563,11 @@ func TestKafkaGroupUntilEndAfterDeletion(t *testing.T) {
 		if cerr := k.Close(); err == nil {
 			err = cerr
 		}
-		if err != nil {
-			t.Fatalf("after %d records: %v", st.Delivered, err)
-		}
-		return st
+		return st, err
 	}
-	groupRun(KafkaConfig{Limit: 3})
+	if _, err := groupRun(KafkaConfig{Limit: 3}); err != nil {
+		t.Fatal(err)
+	}
 	admin, err := sarama.NewClusterAdminFromClient(client)
 	if err != nil {
 		t.Fatal(err)
@@ -576,11 +575,16 @@ func TestKafkaGroupUntilEndAfterDeletion(t *testing.T) {
 	if err := admin.DeleteRecords("t", map[int32]int64{0: 10}); err != nil {
 		t.Fatal(err)
 	}
-	if st := groupRun(KafkaConfig{UntilEnd: true}); st.Delivered != 0 {
+	st, err := groupRun(KafkaConfig{UntilEnd: true})
+	if !errors.Is(err, sarama.ErrOffsetOutOfRange) || !strings.Contains(err.Error(), "t[0]") ||
+		!strings.Contains(err.Error(), "committed offset 3 is outside the offsets kept (10-10)") {
+		t.Fatalf("err %v", err)
+	}
+	if st.Delivered != 0 {
 		t.Fatalf("delivered %d, want none", st.Delivered)
 	}
-	if o := committedOffsets(t, client, "g", "t", 1)[0]; o != 10 {
-		t.Fatalf("committed %d, want 10", o)
+	if o := committedOffsets(t, client, "g", "t", 1)[0]; o != 3 {
+		t.Fatalf("committed %d, want 3", o)
 	}
 }
 
