@@ -127,11 +127,16 @@ type Kafka struct {
 	parts    []*partState
 
 	// With a group. mu serialises commits with the session changes.
-	group     sarama.ConsumerGroup
-	mu        sync.Mutex
-	sess      sarama.ConsumerGroupSession
-	closing   bool
-	closeOnce sync.Once
+	group   sarama.ConsumerGroup
+	mu      sync.Mutex
+	sess    sarama.ConsumerGroupSession
+	closing bool
+
+	closeOnce sync.Once     // starts close
+	closed    chan struct{} // close is over; closeErr is set
+	closeErr  error
+	finalDone chan struct{} // the final commit is over; finalErr is set
+	finalErr  error
 }
 
 var (
@@ -174,6 +179,9 @@ func OpenKafka(client sarama.Client, cfg KafkaConfig) (*Kafka, error) {
 		change: make(chan struct{}, 1),
 		fatal:  make(chan error, 1),
 		ends:   make(map[topicPartition]int64),
+
+		closed:    make(chan struct{}),
+		finalDone: make(chan struct{}),
 	}
 	k.life, k.stop = context.WithCancel(context.Background())
 
@@ -534,31 +542,70 @@ func (k *Kafka) watch() {
 // Close commits the offsets of what was delivered (with a group), leaves
 // the group and stops reading. Call it once the pipeline has delivered
 // everything it will; the client stays open.
-func (k *Kafka) Close() error {
+func (k *Kafka) Close() error { return k.Shutdown(context.Background()) }
+
+// Shutdown is Close that stops waiting once ctx is done: a broker that
+// stopped answering would hold each request for the client's read timeout.
+// Closing then goes on in the background. The error says whether the final
+// commit was made: without it, the records delivered since the last commit
+// will be read again. Leaving the group or stopping the readers unfinished
+// loses nothing and is only logged.
+func (k *Kafka) Shutdown(ctx context.Context) error {
+	k.closeOnce.Do(func() { go k.close() })
+	select {
+	case <-k.closed:
+		return k.closeErr
+	case <-ctx.Done():
+	}
+	select {
+	case <-k.closed: // both were ready
+		return k.closeErr
+	default:
+	}
+	if k.group == nil {
+		return nil
+	}
+	select {
+	case <-k.finalDone:
+		if k.finalErr != nil {
+			return k.finalErr
+		}
+		k.log.Warn("kafka: gave up leaving the group; its other members wait a session timeout for the partitions",
+			"group", k.cfg.Group, "err", context.Cause(ctx))
+		return nil
+	default:
+		return fmt.Errorf("kafka: group %q: final commit abandoned: %w; the offsets of delivered records may not be committed, and those records will be read again",
+			k.cfg.Group, context.Cause(ctx))
+	}
+}
+
+// close does the work of Close; closed is closed once it is over.
+func (k *Kafka) close() {
+	defer close(k.closed)
 	var err error
-	k.closeOnce.Do(func() {
-		if k.group != nil {
-			k.mu.Lock()
-			k.closing = true
-			if k.sess != nil {
-				if err = k.commitLocked(k.sess); err != nil {
-					err = fmt.Errorf("%w; delivered records not committed will be read again", err)
-				}
-			}
-			k.mu.Unlock()
-		}
-		k.stop()
-		if k.group != nil {
-			if cerr := k.group.Close(); cerr != nil && err == nil {
-				err = fmt.Errorf("kafka: leave group %q: %w", k.cfg.Group, cerr)
+	if k.group != nil {
+		k.mu.Lock()
+		k.closing = true
+		if k.sess != nil {
+			if err = k.commitLocked(k.sess); err != nil {
+				err = fmt.Errorf("%w; delivered records not committed will be read again", err)
 			}
 		}
-		k.wg.Wait()
-		if k.consumer != nil {
-			k.consumer.Close()
+		k.mu.Unlock()
+		k.finalErr = err
+		close(k.finalDone)
+	}
+	k.stop()
+	if k.group != nil {
+		if cerr := k.group.Close(); cerr != nil && err == nil {
+			err = fmt.Errorf("kafka: leave group %q: %w", k.cfg.Group, cerr)
 		}
-	})
-	return err
+	}
+	k.wg.Wait()
+	if k.consumer != nil {
+		k.consumer.Close()
+	}
+	k.closeErr = err
 }
 
 // consumeGroup keeps a session of the group going until Close: a session

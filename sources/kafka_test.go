@@ -12,6 +12,7 @@ import (
 	"github.com/IBM/sarama"
 	"github.com/batchpipe/batchpipe/batcher"
 	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
 // newCluster starts an in-process Kafka cluster with topic of parts
@@ -379,5 +380,56 @@ func TestKafkaGroupFrom(t *testing.T) {
 	got = runGroup(From{Kind: FromOldest})
 	if len(got) != 10 || got[0].Meta.Offset != 100 {
 		t.Fatalf("second run: %d records from offset %d, want 10 from the committed 100", len(got), got[0].Meta.Offset)
+	}
+}
+
+// Shutdown stops waiting for a broker that does not answer once its context
+// ends. Without an answer to the final commit it says the offsets may not be
+// committed; with the commit answered and only leaving the group unanswered,
+// nothing is lost and it returns nil.
+func TestKafkaShutdownUnansweredRequest(t *testing.T) {
+	for _, tc := range []struct {
+		key  kmsg.Key
+		want string // the error; "": none, and the commit was made
+	}{
+		{kmsg.OffsetCommit, `kafka: group "g": final commit abandoned: no answer; the offsets of delivered records may not be committed`},
+		{kmsg.LeaveGroup, ""},
+	} {
+		t.Run(tc.key.Name(), func(t *testing.T) {
+			c := newCluster(t, kfake.SeedTopics(1, "t"))
+			client := connect(t, c)
+			produce(t, c, "t", []int32{0}, 100)
+			k, err := OpenKafka(client, KafkaConfig{Topics: []string{"t"}, Group: "g", UntilEnd: true, CommitInterval: time.Hour})
+			if err != nil {
+				t.Fatal(err)
+			}
+			p := &batcher.Pipeline{Source: k, Sink: &collect{}, Config: batcher.Config{MaxRecords: 30, Delim: '\n'}}
+			if _, err := p.Run(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			// Taken, never answered, and Shutdown told to stop waiting. A
+			// broker answers a connection in order, so nothing after it on
+			// that connection is answered either.
+			ctx, cancel := context.WithCancelCause(context.Background())
+			defer cancel(nil)
+			c.ControlKey(tc.key.Int16(), func(kmsg.Request) (kmsg.Response, error, bool) {
+				c.KeepControl()
+				cancel(errors.New("no answer"))
+				return nil, nil, true
+			})
+			err = k.Shutdown(ctx)
+			if tc.want == "" && err != nil || tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)) {
+				t.Fatalf("error %v, want %q", err, tc.want)
+			}
+			if tc.want == "" {
+				// On a connection of its own.
+				if o := committedOffsets(t, connect(t, c), "g", "t", 1)[0]; o != 100 {
+					t.Fatalf("committed %d, want 100", o)
+				}
+			}
+			// The broker gone, the requests fail and closing ends.
+			c.Close()
+			k.Close()
+		})
 	}
 }
