@@ -1128,3 +1128,14 @@ func TestKafkaSecondSignalAbandonsFinalCommit(t *testing.T) {
 		t.Fatalf("exit %d, want 1 and word of the abandoned commit:\n%s", code, p.stderr())
 	}
 }
+
+// A join the group refuses for good, before anything was read, is a usage
+// error: exit 2 at once, naming the fix, instead of retrying forever.
+func TestKafkaGroupRefusedAtStart(t *testing.T) {
+	// Kafka's default minimum session timeout, not kafkaCluster's.
+	_, addr := kafkaCluster(t, 1, kfake.GroupMinSessionTimeout(6*time.Second))
+	r := run(t, nil, "--kafka-brokers", addr, "--topic", "t", "--group", "g", "--kafka-session-timeout", "1s", "file", "-")
+	if r.code != 2 || !strings.Contains(r.stderr, "set --kafka-session-timeout (now 1s) between") {
+		t.Fatalf("exit %d, want 2 and the fix:\n%s", r.code, r.stderr)
+	}
+}

@@ -108,6 +108,8 @@ Exit status:
   1    records were not delivered, or the final Kafka commit was not
        answered (the message says how many and why)
   2    usage error: bad flag or value, sink or Kafka unusable at start
+       (brokers unreachable, a topic missing, a group refusing the join:
+       a session timeout out of its range, a missing permission)
   3    the run completed (or was stopped by a signal), but records were
        dead-lettered (--dead-letter)
   130  stopped by SIGINT, 143 by SIGTERM, after delivering everything read

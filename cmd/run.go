@@ -287,6 +287,11 @@ func (o *options) run(openSink func() (batcher.Sink, error)) error {
 	close(done)
 	signals.Wait()
 
+	var refused *sources.StartError
+	if errors.As(runErr, &refused) {
+		// Nothing was read: like the checks at start, a usage error.
+		return &usageError{refused}
+	}
 	var sig os.Signal
 	select {
 	case sig = <-stopped:

@@ -88,8 +88,8 @@ type KafkaConfig struct {
 	// CommitInterval is how often delivered offsets are committed with
 	// Group; they are also committed at rebalance and in Close. Default 1s.
 	CommitInterval time.Duration
-	// Timeout is how long the brokers may stay unreachable before Run
-	// fails. Default 30s.
+	// Timeout is how long the brokers may stay unreachable, or the group
+	// assign no partitions, before Run fails. Default 30s.
 	Timeout time.Duration
 	// Logger gets rebalances and broker trouble; default: silent.
 	Logger *slog.Logger
@@ -127,10 +127,11 @@ type Kafka struct {
 	parts    []*partState
 
 	// With a group. mu serialises commits with the session changes.
-	group   sarama.ConsumerGroup
-	mu      sync.Mutex
-	sess    sarama.ConsumerGroupSession
-	closing bool
+	group    sarama.ConsumerGroup
+	mu       sync.Mutex
+	sess     sarama.ConsumerGroupSession
+	closing  bool
+	sessions atomic.Int64 // sessions set up so far
 
 	closeOnce sync.Once     // starts close
 	closed    chan struct{} // close is over; closeErr is set
@@ -609,16 +610,36 @@ func (k *Kafka) close() {
 }
 
 // consumeGroup keeps a session of the group going until Close: a session
-// ends at every rebalance.
+// ends at every rebalance. A join the group refuses for good fails Run at
+// once; other errors are retried until no partitions have been assigned
+// for Timeout.
 func (k *Kafka) consumeGroup() {
 	var wait *time.Timer
+	unassigned := time.Now() // since when no partitions have been assigned
 	for k.life.Err() == nil {
+		sessions := k.sessions.Load()
 		err := k.group.Consume(k.life, k.cfg.Topics, groupHandler{k})
 		if k.life.Err() != nil || errors.Is(err, sarama.ErrClosedConsumerGroup) {
 			return
 		}
+		if k.sessions.Load() != sessions {
+			unassigned = time.Now() // a session ended just now
+		}
 		if err == nil {
 			continue
+		}
+		if why := k.refusal(err); why != "" {
+			err = fmt.Errorf("kafka: group %q: %w; %s", k.cfg.Group, err, why)
+			if k.sessions.Load() == 0 {
+				err = &StartError{err}
+			}
+			k.fail(err)
+			return
+		}
+		if down := time.Since(unassigned); down >= k.cfg.Timeout {
+			k.fail(fmt.Errorf("kafka: group %q: no partitions assigned for %v (--kafka-timeout): %w",
+				k.cfg.Group, down.Round(time.Second), err))
+			return
 		}
 		k.log.Warn("kafka: join group, retrying", "group", k.cfg.Group, "err", err)
 		if wait == nil {
@@ -633,6 +654,36 @@ func (k *Kafka) consumeGroup() {
 			return
 		}
 	}
+}
+
+// A StartError is a Kafka error found before anything was read that
+// retrying cannot mend: a setting or a permission for the user to fix.
+type StartError struct{ Err error }
+
+func (e *StartError) Error() string { return e.Err.Error() }
+func (e *StartError) Unwrap() error { return e.Err }
+
+// refusal says what to do about a join error the group will repeat however
+// often it is retried, as Kafka's own consumer judges them; "" for others.
+func (k *Kafka) refusal(err error) string {
+	switch {
+	case errors.Is(err, sarama.ErrInvalidSessionTimeout):
+		return fmt.Sprintf("set --kafka-session-timeout (now %v) between the broker's group.min.session.timeout.ms and group.max.session.timeout.ms (by default 6s and 30m)",
+			k.client.Config().Consumer.Group.Session.Timeout)
+	case errors.Is(err, sarama.ErrGroupAuthorizationFailed):
+		return "the user needs Read on the group"
+	case errors.Is(err, sarama.ErrTopicAuthorizationFailed):
+		return "the user needs Read on the topics"
+	case errors.Is(err, sarama.ErrInvalidGroupId):
+		return "give another --group"
+	case errors.Is(err, sarama.ErrInconsistentGroupProtocol):
+		return "it is used by consumers of another kind: give another --group"
+	case errors.Is(err, sarama.ErrGroupMaxSizeReached):
+		return "it has as many members as the broker allows (group.max.size)"
+	case errors.Is(err, sarama.ErrUnsupportedVersion):
+		return "batchpipe needs Kafka 2.1 or later"
+	}
+	return ""
 }
 
 // commitLoop commits delivered offsets every CommitInterval.
@@ -703,6 +754,7 @@ func (h groupHandler) Setup(sess sarama.ConsumerGroupSession) error {
 	}
 	k.track.activate()
 	k.sess = sess
+	k.sessions.Add(1)
 	k.log.Debug("kafka: assigned", "group", k.cfg.Group, "generation", sess.GenerationID(),
 		"count", len(assigned), "partitions", strings.Join(assigned, " "))
 	k.changed()
