@@ -1031,19 +1031,21 @@ func freezeCommits(c *kfake.Cluster) (frozen <-chan struct{}, thaw func()) {
 }
 
 // A broker that stops answering at the final commit holds the exit no
-// longer than what is left of --shutdown-timeout after a signal, or than
-// --kafka-timeout without one. The run exits 1 saying the commit may not
-// have happened, and the next run reads those records again.
+// longer than what is left of --shutdown-timeout after a signal, even one
+// that comes only during the commit, or than --kafka-timeout without one.
+// The run exits 1 saying the commit may not have happened, and the next
+// run reads those records again.
 func TestKafkaFrozenFinalCommit(t *testing.T) {
+	const before, during = 1, 2 // when SIGTERM comes, if at all
 	for _, tc := range []struct {
 		name   string
 		args   []string
-		signal bool
-		bound  time.Duration // counted from the signal, else from the commit
+		signal int
 		cause  string
 	}{
-		{"signal", []string{"--shutdown-timeout", "1s", "--kafka-timeout", "1m"}, true, time.Second, "--shutdown-timeout 1s"},
-		{"until-end", []string{"--until-end", "--kafka-timeout", "1s"}, false, time.Second, "--kafka-timeout (1s)"},
+		{"signal", []string{"--shutdown-timeout", "1s", "--kafka-timeout", "1m"}, before, "--shutdown-timeout 1s"},
+		{"signal during the commit", []string{"--until-end", "--shutdown-timeout", "1s", "--kafka-timeout", "1m"}, during, "--shutdown-timeout 1s"},
+		{"until-end", []string{"--until-end", "--kafka-timeout", "1s"}, 0, "--kafka-timeout (1s)"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c, addr := kafkaCluster(t, 4)
@@ -1054,8 +1056,8 @@ func TestKafkaFrozenFinalCommit(t *testing.T) {
 				"--commit-interval", "1h", "--kafka-session-timeout", "1s"}, tc.args...)
 			p := start(t, append(args, "file", out)...)
 			frozen, thaw := freezeCommits(c)
-			var from time.Time
-			if tc.signal {
+			var from time.Time // the bound, 1s, counts from here
+			if tc.signal == before {
 				p.waitForLines("all 10000 records delivered", func(lines []string) bool {
 					return deliveredRecords(lines) == 10000
 				})
@@ -1063,16 +1065,21 @@ func TestKafkaFrozenFinalCommit(t *testing.T) {
 				p.signal(syscall.SIGTERM)
 			}
 			p.waitClosed("the final commit", frozen)
-			if !tc.signal {
+			switch tc.signal {
+			case 0:
 				from = time.Now()
+			case during:
+				from = time.Now()
+				p.signal(syscall.SIGTERM)
+				p.waitFor("terminated: committing the offsets of what was delivered (terminated again to abandon it)")
 			}
 			code := p.wait()
 			took := time.Since(from)
 			if code != 1 {
 				t.Fatalf("exit %d, want 1:\n%s", code, p.stderr())
 			}
-			if took > tc.bound+10*time.Second || tc.signal && took < tc.bound {
-				t.Fatalf("exited %v after the signal or the commit, want %v (the bound) and little more:\n%s", took, tc.bound, p.stderr())
+			if took > 11*time.Second || tc.signal != 0 && took < time.Second {
+				t.Fatalf("exited %v after the signal or the commit, want 1s and little more:\n%s", took, p.stderr())
 			}
 			want := "final commit abandoned: "
 			if !strings.Contains(p.stderr(), want) || !strings.Contains(p.stderr(), tc.cause) ||
