@@ -15,19 +15,21 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/IBM/sarama"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 	"io"
 	"net"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/IBM/sarama"
-	"github.com/twmb/franz-go/pkg/kfake"
-	"github.com/twmb/franz-go/pkg/kgo"
 )
 
 // kafkaCluster starts a cluster with topic "t" of parts partitions, whose
@@ -516,14 +518,10 @@ func logValue(line, key string) (string, bool) {
 // settled reports whether every batch logged as delivered is covered by the
 // offsets logged as committed: nothing acked waits for a commit.
 func settled(lines []string) bool {
-	var acked int64
+	acked := deliveredRecords(lines)
 	committed := make(map[string]int64)
 	for _, l := range lines {
 		switch {
-		case strings.Contains(l, "msg=batch ") && strings.Contains(l, "outcome=delivered"):
-			n, _ := logValue(l, "records")
-			v, _ := strconv.ParseInt(n, 10, 64)
-			acked += v
 		case strings.Contains(l, "kafka: committed"):
 			part, _ := logValue(l, "partition")
 			off, _ := logValue(l, "offset")
@@ -1158,4 +1156,154 @@ func TestKafkaUntilEndRebalanceAtTheEnd(t *testing.T) {
 		}
 	}
 	t.Log(grepLines(p.stderr(), "committed short"))
+}
+
+// deliveredRecords sums the records of the batches logged as delivered.
+func deliveredRecords(lines []string) int64 {
+	var n int64
+	for _, l := range lines {
+		if strings.Contains(l, "msg=batch ") && strings.Contains(l, "outcome=delivered") {
+			v, _ := logValue(l, "records")
+			r, _ := strconv.ParseInt(v, 10, 64)
+			n += r
+		}
+	}
+	return n
+}
+
+// freezeCommits makes the cluster take offset commits and never answer
+// them, as a broker that froze would; nor anything else on the connection
+// that sent one, since a broker answers a connection's requests in order.
+// frozen closes at the first commit taken; thaw lets later ones through.
+func freezeCommits(c *kfake.Cluster) (frozen <-chan struct{}, thaw func()) {
+	ch := make(chan struct{})
+	var once sync.Once
+	var thawed atomic.Bool
+	c.ControlKey(kmsg.OffsetCommit.Int16(), func(kmsg.Request) (kmsg.Response, error, bool) {
+		if thawed.Load() {
+			c.DropControl()
+			return nil, nil, false
+		}
+		c.KeepControl()
+		once.Do(func() { close(ch) })
+		return nil, nil, true // handled, with no answer
+	})
+	return ch, func() { thawed.Store(true) }
+}
+
+// A broker that stops answering at the final commit holds the exit no
+// longer than what is left of --shutdown-timeout after a signal, even one
+// that comes only during the commit, or than --kafka-timeout without one.
+// The run exits 1 saying the commit may not have happened, and the next
+// run reads those records again.
+func TestKafkaFrozenFinalCommit(t *testing.T) {
+	const before, during = 1, 2 // when SIGTERM comes, if at all
+	for _, tc := range []struct {
+		name   string
+		args   []string
+		signal int
+		cause  string
+	}{
+		{"signal", []string{"--shutdown-timeout", "1s", "--kafka-timeout", "1m"}, before, "--shutdown-timeout 1s"},
+		{"signal during the commit", []string{"--until-end", "--shutdown-timeout", "1s", "--kafka-timeout", "1m"}, during, "--shutdown-timeout 1s"},
+		{"until-end", []string{"--until-end", "--kafka-timeout", "1s"}, 0, "--kafka-timeout (1s)"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, addr := kafkaCluster(t, 4)
+			newProducer(t, addr).produce("t", parts4, 2500)
+			out := filepath.Join(t.TempDir(), "out")
+			// No commit before the final one.
+			args := append([]string{"-v", "--kafka-brokers", addr, "--topic", "t", "--group", "g", "-n", "500",
+				"--commit-interval", "1h", "--kafka-session-timeout", "1s"}, tc.args...)
+			p := start(t, append(args, "file", out)...)
+			frozen, thaw := freezeCommits(c)
+			var from time.Time // the bound, 1s, counts from here
+			if tc.signal == before {
+				p.waitForLines("all 10000 records delivered", func(lines []string) bool {
+					return deliveredRecords(lines) == 10000
+				})
+				from = time.Now()
+				p.signal(syscall.SIGTERM)
+			}
+			p.waitClosed("the final commit", frozen)
+			switch tc.signal {
+			case 0:
+				from = time.Now()
+			case during:
+				from = time.Now()
+				p.signal(syscall.SIGTERM)
+				p.waitFor("terminated: committing the offsets of what was delivered (terminated again to abandon it)")
+			}
+			code := p.wait()
+			took := time.Since(from)
+			if code != 1 {
+				t.Fatalf("exit %d, want 1:\n%s", code, p.stderr())
+			}
+			if took > 11*time.Second || tc.signal != 0 && took < time.Second {
+				t.Fatalf("exited %v after the signal or the commit, want 1s and little more:\n%s", took, p.stderr())
+			}
+			want := "final commit abandoned: "
+			if !strings.Contains(p.stderr(), want) || !strings.Contains(p.stderr(), tc.cause) ||
+				!strings.Contains(p.stderr(), "the offsets of delivered records may not be committed, and those records will be read again") {
+				t.Fatalf("no word of the abandoned commit and %s:\n%s", tc.cause, p.stderr())
+			}
+			d := delivered{}
+			d.add(t, fileLines(t, out)...)
+			wantExactly(t, d, nil, each(parts4, 2500))
+			thaw()
+			committed := committedOffsets(t, addr, "g", parts4)
+			for _, part := range parts4 {
+				if committed[part] != 0 {
+					t.Fatalf("partition %d: committed %d, though every commit was swallowed", part, committed[part])
+				}
+			}
+			drainFrom(t, addr, committed, 2500)
+		})
+	}
+}
+
+// waitClosed blocks until ch is closed; what describes it in failures.
+func (p *proc) waitClosed(what string, ch <-chan struct{}) {
+	p.t.Helper()
+	select {
+	case <-ch:
+	case <-p.waited:
+		p.t.Fatalf("batchpipe exited (%d) before %s; stderr:\n%s", p.code, what, p.stderr())
+	case <-time.After(time.Minute):
+		p.t.Fatalf("no %s within a minute; stderr:\n%s", what, p.stderr())
+	}
+}
+
+// A second signal while the final commit waits for a broker that stopped
+// answering ends the run at once: exit 1, saying the commit was abandoned.
+func TestKafkaSecondSignalAbandonsFinalCommit(t *testing.T) {
+	c, addr := kafkaCluster(t, 4)
+	newProducer(t, addr).produce("t", parts4, 2500)
+	out := filepath.Join(t.TempDir(), "out")
+	p := start(t, "-v", "--kafka-brokers", addr, "--topic", "t", "--group", "g", "-n", "500", "--commit-interval", "1h",
+		"--shutdown-timeout", "0", "--kafka-timeout", "1m", "file", out)
+	frozen, _ := freezeCommits(c)
+	p.waitFor("outcome=delivered") // something for the final commit
+	p.signal(syscall.SIGTERM)
+	p.waitClosed("the final commit", frozen)
+	at := time.Now()
+	p.signal(syscall.SIGTERM)
+	code := p.wait()
+	if took := time.Since(at); took > 10*time.Second {
+		t.Fatalf("exited %v after the second signal:\n%s", took, p.stderr())
+	}
+	if code != 1 || !strings.Contains(p.stderr(), "final commit abandoned: second signal (terminated);") {
+		t.Fatalf("exit %d, want 1 and word of the abandoned commit:\n%s", code, p.stderr())
+	}
+}
+
+// A join the group refuses for good, before anything was read, is a usage
+// error: exit 2 at once, naming the fix, instead of retrying forever.
+func TestKafkaGroupRefusedAtStart(t *testing.T) {
+	// Kafka's default minimum session timeout, not kafkaCluster's.
+	_, addr := kafkaCluster(t, 1, kfake.GroupMinSessionTimeout(6*time.Second))
+	r := run(t, nil, "--kafka-brokers", addr, "--topic", "t", "--group", "g", "--kafka-session-timeout", "1s", "file", "-")
+	if r.code != 2 || !strings.Contains(r.stderr, "set --kafka-session-timeout (now 1s) between") {
+		t.Fatalf("exit %d, want 2 and the fix:\n%s", r.code, r.stderr)
+	}
 }

@@ -1,6 +1,7 @@
 package cmd
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -58,8 +59,8 @@ func (k *kafkaOptions) addFlags(f *pflag.FlagSet) {
 	f.Int64Var(&k.limit, "limit", 0, "stop after reading this many Kafka records (-n is the batch size)")
 	f.StringVar(&k.envelope, "envelope", "", "json: each record is a JSON object with topic, partition, offset, timestamp, key, headers and value")
 	f.DurationVar(&k.commitInterval, "commit-interval", time.Second, "with --group, commit delivered offsets this often (and at rebalance and exit)")
-	f.DurationVar(&k.timeout, "kafka-timeout", 30*time.Second, "give up (exit 1) when no broker has answered for this long")
-	f.DurationVar(&k.sessionTimeout, "kafka-session-timeout", 10*time.Second, "with --group, how long the group waits for a member that stopped answering")
+	f.DurationVar(&k.timeout, "kafka-timeout", 30*time.Second, "give up (exit 1) when no broker has answered, or the group has assigned no partitions, for this long; also the longest the final commit waits")
+	f.DurationVar(&k.sessionTimeout, "kafka-session-timeout", 10*time.Second, "with --group, how long the group waits for a member that stopped answering; brokers refuse values below their group.min.session.timeout.ms, 6s by default (exit 2)")
 	f.BoolVar(&k.tls, "kafka-tls", false, "connect to Kafka with TLS")
 	f.StringVar(&k.caFile, "kafka-cacert", "", "PEM file of CA certificates for Kafka TLS (implies --kafka-tls)")
 	f.StringVar(&k.certFile, "kafka-cert", "", "PEM client certificate for Kafka TLS, with --kafka-key")
@@ -208,23 +209,39 @@ func (kr *kafkaRun) deadLetter(topic string) (batcher.DeadLetter, error) {
 	return dl, nil
 }
 
-// finish commits what was delivered and lets go of the cluster.
-func (kr *kafkaRun) finish() error {
-	var errs []error
-	if kr.dl != nil {
-		errs = append(errs, kr.dl.Close())
-	}
+// finish commits what was delivered and lets go of the cluster, giving up
+// once ctx is done: a broker that stopped answering must not hold the exit.
+// Only an unfinished commit is an error; the rest loses nothing.
+func (kr *kafkaRun) finish(ctx context.Context) error {
+	var err error
 	if kr.src != nil {
-		err := kr.src.Close()
+		err = kr.src.Shutdown(ctx)
 		if err == nil {
 			// A failed commit was reported: only after a clean one do the
 			// offsets tell whether the drain holds.
 			err = kr.src.CheckDrain()
 		}
-		errs = append(errs, err)
 	}
-	kr.client.Close()
-	return errors.Join(errs...)
+	if ctx.Err() != nil {
+		return err // the source may still be closing: the client stays
+	}
+	closed := make(chan error, 1)
+	go func() {
+		// Dead letters were acknowledged as they were written: closing
+		// the producer has nothing left to send.
+		var dlErr error
+		if kr.dl != nil {
+			dlErr = kr.dl.Close()
+		}
+		kr.client.Close()
+		closed <- dlErr
+	}()
+	select {
+	case dlErr := <-closed:
+		return errors.Join(err, dlErr)
+	case <-ctx.Done():
+		return err
+	}
 }
 
 // totalLag is the lag of every topic read, for the progress line.

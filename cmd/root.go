@@ -94,7 +94,10 @@ partitions are shared with the group's other members, and an offset is
 committed only once every record before it was delivered or dead-lettered,
 so a restart after a crash re-reads at most what was in flight. With
 --until-end, batchpipe stops at the end offsets seen at start and exits
-once everything below them is delivered (and committed).
+once everything below them is delivered (and committed). The final commit
+waits no longer than --kafka-timeout, nor, after a signal, past
+--shutdown-timeout; unanswered, it makes the exit status 1, and the records
+delivered since the last commit will be read again.
 
 Every flag can also be set from the environment as BATCHPIPE_<FLAG>, e.g.
 BATCHPIPE_MAX_RECORDS=500 for --max-records; a flag on the command line wins.
@@ -102,13 +105,17 @@ BATCHPIPE_MAX_RECORDS=500 for --max-records; a flag on the command line wins.
 
 Exit status:
   0    every record read was delivered
-  1    records were not delivered (the message says how many and why)
+  1    records were not delivered, or the final Kafka commit was not
+       answered (the message says how many and why)
   2    usage error: bad flag or value, sink or Kafka unusable at start
+       (brokers unreachable, a topic missing, a group refusing the join:
+       a session timeout out of its range, a missing permission)
   3    the run completed (or was stopped by a signal), but records were
        dead-lettered (--dead-letter)
   130  stopped by SIGINT, 143 by SIGTERM, after delivering everything read
-       (a second signal abandons deliveries in flight: exit 1; a record the
-       signal cut in half, its end still unread: exit 1)`
+       (a second signal abandons deliveries in flight and the final Kafka
+       commit: exit 1; a record the signal cut in half, its end still
+       unread: exit 1)`
 
 const rootExamples = `  # append the lines of a growing log in batches of 500, at least every 2s
   tail -F app.log | batchpipe -n 500 -t 2s file batched.log
@@ -175,7 +182,7 @@ func newRoot(o *options) *cobra.Command {
 	f.DurationVar(&o.maxBackoff, "max-backoff", 30*time.Second, "no retry waits longer than this")
 	f.StringVar(&o.deadLetter, "dead-letter", "", "append batches that still fail after retries to this file, as they were read, and carry on (exit 3); kafka:TOPIC produces them to a Kafka topic")
 	f.BoolVar(&o.followSymlinks, "follow-symlinks", false, "write through a symbolic link at the output or dead-letter path (refused by default)")
-	f.DurationVar(&o.shutdownTimeout, "shutdown-timeout", 30*time.Second, "after SIGTERM/SIGINT, abandon deliveries still running after this long (0: wait)")
+	f.DurationVar(&o.shutdownTimeout, "shutdown-timeout", 30*time.Second, "after SIGTERM/SIGINT, abandon deliveries and the final Kafka commit still running after this long (0: wait)")
 	f.BoolVarP(&o.quiet, "quiet", "q", false, "no summary line at exit")
 	f.BoolVarP(&o.verbose, "verbose", "v", false, "log a line for every batch")
 	f.StringVar(&o.logFormat, "log-format", "text", "log lines as text or json")

@@ -9,6 +9,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -156,8 +157,8 @@ func (o *options) run(openSink func() (batcher.Sink, error)) error {
 			return err
 		}
 		defer func() {
-			if kr != nil {
-				kr.finish()
+			if kr != nil { // a return before the run: nothing to commit
+				o.finishKafka(context.Background(), kr)
 			}
 		}()
 		if kr.src != nil {
@@ -208,13 +209,24 @@ func (o *options) run(openSink func() (batcher.Sink, error)) error {
 	stop := make(chan struct{})
 	flush := make(chan struct{}, 1)
 	p.Stop, p.Flush = stop, flush
+	// ctx ends at the second signal; drain also ends once --shutdown-timeout
+	// has passed since the first. Both bound the final Kafka commit too.
 	ctx, abandon := context.WithCancelCause(context.Background())
 	defer abandon(nil)
+	drain, drainOver := context.WithCancelCause(ctx)
+	defer drainOver(nil)
+	var finishing atomic.Bool          // the pipeline is over: Kafka commits and closes
 	stopped := make(chan os.Signal, 1) // the signal that stopped the run
 	done := make(chan struct{})
 	var signals sync.WaitGroup
 	signals.Go(func() {
 		var first os.Signal
+		var deadline *time.Timer
+		defer func() {
+			if deadline != nil {
+				deadline.Stop()
+			}
+		}()
 		for {
 			select {
 			case s := <-o.signals:
@@ -231,7 +243,16 @@ func (o *options) run(openSink func() (batcher.Sink, error)) error {
 					first = s
 					stopped <- s
 					close(stop)
-					fmt.Fprintf(errw, "batchpipe: %v: delivering what was read (%v again to abandon it)\n", s, s)
+					if o.shutdownTimeout > 0 {
+						deadline = time.AfterFunc(o.shutdownTimeout, func() {
+							drainOver(fmt.Errorf("%w (--shutdown-timeout %v)", batcher.ErrShutdownTimeout, o.shutdownTimeout))
+						})
+					}
+					what := "delivering what was read"
+					if finishing.Load() {
+						what = "committing the offsets of what was delivered"
+					}
+					fmt.Fprintf(errw, "batchpipe: %v: %s (%v again to abandon it)\n", s, what, s)
 				default:
 					abandon(fmt.Errorf("second signal (%v)", s))
 				}
@@ -249,18 +270,13 @@ func (o *options) run(openSink func() (batcher.Sink, error)) error {
 	st, runErr := p.Run(ctx)
 	stopDrawing()
 	drawing.Wait()
-	close(done)
-	signals.Wait()
 
-	var sig os.Signal
-	select {
-	case sig = <-stopped:
-	default:
-	}
 	var extra []string
 	if kr != nil {
-		// Offsets are committed only now, once deliveries are over.
-		if err := kr.finish(); err != nil {
+		// Offsets are committed only now, once deliveries are over; signals
+		// still count meanwhile.
+		finishing.Store(true)
+		if err := o.finishKafka(drain, kr); err != nil {
 			runErr = errors.Join(runErr, err)
 		}
 		if kr.src != nil {
@@ -268,7 +284,29 @@ func (o *options) run(openSink func() (batcher.Sink, error)) error {
 		}
 		kr = nil
 	}
+	close(done)
+	signals.Wait()
+
+	var refused *sources.StartError
+	if errors.As(runErr, &refused) {
+		// Nothing was read: like the checks at start, a usage error.
+		return &usageError{refused}
+	}
+	var sig os.Signal
+	select {
+	case sig = <-stopped:
+	default:
+	}
 	return o.report(st, runErr, sig, extra...)
+}
+
+// finishKafka runs kr.finish for no longer than --kafka-timeout, and not
+// past ctx.
+func (o *options) finishKafka(ctx context.Context, kr *kafkaRun) error {
+	t := o.kafka.timeout
+	ctx, cancel := context.WithTimeoutCause(ctx, t, fmt.Errorf("no answer within --kafka-timeout (%v)", t))
+	defer cancel()
+	return kr.finish(ctx)
 }
 
 // writeStats writes the stats file, if one was asked for; status is nil

@@ -89,8 +89,8 @@ type KafkaConfig struct {
 	// CommitInterval is how often delivered offsets are committed with
 	// Group; they are also committed at rebalance and in Close. Default 1s.
 	CommitInterval time.Duration
-	// Timeout is how long the brokers may stay unreachable before Run
-	// fails. Default 30s.
+	// Timeout is how long the brokers may stay unreachable, or the group
+	// assign no partitions, before Run fails. Default 30s.
 	Timeout time.Duration
 	// Logger gets rebalances and broker trouble; default: silent.
 	Logger *slog.Logger
@@ -129,11 +129,17 @@ type Kafka struct {
 	parts    []*partState
 
 	// With a group. mu serialises commits with the session changes.
-	group     sarama.ConsumerGroup
-	mu        sync.Mutex
-	sess      sarama.ConsumerGroupSession
-	closing   bool
-	closeOnce sync.Once
+	group    sarama.ConsumerGroup
+	mu       sync.Mutex
+	sess     sarama.ConsumerGroupSession
+	closing  bool
+	sessions atomic.Int64 // sessions set up so far
+
+	closeOnce sync.Once     // starts close
+	closed    chan struct{} // close is over; closeErr is set
+	closeErr  error
+	finalDone chan struct{} // the final commit is over; finalErr is set
+	finalErr  error
 }
 
 var (
@@ -179,6 +185,9 @@ func OpenKafka(client sarama.Client, cfg KafkaConfig) (*Kafka, error) {
 		change: make(chan struct{}, 1),
 		fatal:  make(chan error, 1),
 		ends:   make(map[topicPartition]int64),
+
+		closed:    make(chan struct{}),
+		finalDone: make(chan struct{}),
 	}
 	k.life, k.stop = context.WithCancel(context.Background())
 
@@ -694,44 +703,103 @@ func (k *Kafka) watch() {
 // Close commits the offsets of what was delivered (with a group), leaves
 // the group and stops reading. Call it once the pipeline has delivered
 // everything it will; the client stays open.
-func (k *Kafka) Close() error {
+func (k *Kafka) Close() error { return k.Shutdown(context.Background()) }
+
+// Shutdown is Close that stops waiting once ctx is done: a broker that
+// stopped answering would hold each request for the client's read timeout.
+// Closing then goes on in the background. The error says whether the final
+// commit was made: without it, the records delivered since the last commit
+// will be read again. Leaving the group or stopping the readers unfinished
+// loses nothing and is only logged.
+func (k *Kafka) Shutdown(ctx context.Context) error {
+	k.closeOnce.Do(func() { go k.close() })
+	select {
+	case <-k.closed:
+		return k.closeErr
+	case <-ctx.Done():
+	}
+	select {
+	case <-k.closed: // both were ready
+		return k.closeErr
+	default:
+	}
+	if k.group == nil {
+		return nil
+	}
+	select {
+	case <-k.finalDone:
+		if k.finalErr != nil {
+			return k.finalErr
+		}
+		k.log.Warn("kafka: gave up leaving the group; its other members wait a session timeout for the partitions",
+			"group", k.cfg.Group, "err", context.Cause(ctx))
+		return nil
+	default:
+		return fmt.Errorf("kafka: group %q: final commit abandoned: %w; the offsets of delivered records may not be committed, and those records will be read again",
+			k.cfg.Group, context.Cause(ctx))
+	}
+}
+
+// close does the work of Close; closed is closed once it is over.
+func (k *Kafka) close() {
+	defer close(k.closed)
 	var err error
-	k.closeOnce.Do(func() {
-		if k.group != nil {
-			k.mu.Lock()
-			k.closing = true
-			if k.sess != nil {
-				if err = k.commitLocked(k.sess); err != nil {
-					err = fmt.Errorf("%w; delivered records not committed will be read again", err)
-				}
-			}
-			k.mu.Unlock()
-		}
-		k.stop()
-		if k.group != nil {
-			if cerr := k.group.Close(); cerr != nil && err == nil {
-				err = fmt.Errorf("kafka: leave group %q: %w", k.cfg.Group, cerr)
+	if k.group != nil {
+		k.mu.Lock()
+		k.closing = true
+		if k.sess != nil {
+			if err = k.commitLocked(k.sess); err != nil {
+				err = fmt.Errorf("%w; delivered records not committed will be read again", err)
 			}
 		}
-		k.wg.Wait()
-		if k.consumer != nil {
-			k.consumer.Close()
+		k.mu.Unlock()
+		k.finalErr = err
+		close(k.finalDone)
+	}
+	k.stop()
+	if k.group != nil {
+		if cerr := k.group.Close(); cerr != nil && err == nil {
+			err = fmt.Errorf("kafka: leave group %q: %w", k.cfg.Group, cerr)
 		}
-	})
-	return err
+	}
+	k.wg.Wait()
+	if k.consumer != nil {
+		k.consumer.Close()
+	}
+	k.closeErr = err
 }
 
 // consumeGroup keeps a session of the group going until Close: a session
-// ends at every rebalance.
+// ends at every rebalance. A join the group refuses for good fails Run at
+// once; other errors are retried until no partitions have been assigned
+// for Timeout.
 func (k *Kafka) consumeGroup() {
 	var wait *time.Timer
+	unassigned := time.Now() // since when no partitions have been assigned
 	for k.life.Err() == nil {
+		sessions := k.sessions.Load()
 		err := k.group.Consume(k.life, k.cfg.Topics, groupHandler{k})
 		if k.life.Err() != nil || errors.Is(err, sarama.ErrClosedConsumerGroup) {
 			return
 		}
+		if k.sessions.Load() != sessions {
+			unassigned = time.Now() // a session ended just now
+		}
 		if err == nil {
 			continue
+		}
+		if why := k.refusal(err); why != "" {
+			err = fmt.Errorf("kafka: group %q: %w; %s", k.cfg.Group, err, why)
+			if k.sessions.Load() == 0 {
+				err = &StartError{err}
+			}
+			k.fail(err)
+			return
+		}
+		if down := time.Since(unassigned); down >= k.cfg.Timeout {
+			k.fail(fmt.Errorf("kafka: group %q: no partitions assigned for %v (--kafka-timeout): %w",
+				k.cfg.Group, down.Round(time.Second), err))
+			return
 		}
 		k.log.Warn("kafka: join group, retrying", "group", k.cfg.Group, "err", err)
 		if wait == nil {
@@ -746,6 +814,36 @@ func (k *Kafka) consumeGroup() {
 			return
 		}
 	}
+}
+
+// A StartError is a Kafka error found before anything was read that
+// retrying cannot mend: a setting or a permission for the user to fix.
+type StartError struct{ Err error }
+
+func (e *StartError) Error() string { return e.Err.Error() }
+func (e *StartError) Unwrap() error { return e.Err }
+
+// refusal says what to do about a join error the group will repeat however
+// often it is retried, as Kafka's own consumer judges them; "" for others.
+func (k *Kafka) refusal(err error) string {
+	switch {
+	case errors.Is(err, sarama.ErrInvalidSessionTimeout):
+		return fmt.Sprintf("set --kafka-session-timeout (now %v) between the broker's group.min.session.timeout.ms and group.max.session.timeout.ms (by default 6s and 30m)",
+			k.client.Config().Consumer.Group.Session.Timeout)
+	case errors.Is(err, sarama.ErrGroupAuthorizationFailed):
+		return "the user needs Read on the group"
+	case errors.Is(err, sarama.ErrTopicAuthorizationFailed):
+		return "the user needs Read on the topics"
+	case errors.Is(err, sarama.ErrInvalidGroupId):
+		return "give another --group"
+	case errors.Is(err, sarama.ErrInconsistentGroupProtocol):
+		return "it is used by consumers of another kind: give another --group"
+	case errors.Is(err, sarama.ErrGroupMaxSizeReached):
+		return "it has as many members as the broker allows (group.max.size)"
+	case errors.Is(err, sarama.ErrUnsupportedVersion):
+		return "batchpipe needs Kafka 2.1 or later"
+	}
+	return ""
 }
 
 // commitLoop commits delivered offsets every CommitInterval.
@@ -828,6 +926,7 @@ func (h groupHandler) Setup(sess sarama.ConsumerGroupSession) error {
 	}
 	k.track.activate()
 	k.sess = sess
+	k.sessions.Add(1)
 	k.log.Debug("kafka: assigned", "group", k.cfg.Group, "generation", sess.GenerationID(),
 		"count", len(assigned), "partitions", strings.Join(assigned, " "))
 	k.changed()

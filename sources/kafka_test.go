@@ -4,15 +4,17 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
-	"sync"
-	"testing"
-	"time"
-
 	"github.com/IBM/sarama"
 	"github.com/batchpipe/batchpipe/batcher"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
 )
 
 // newCluster starts an in-process Kafka cluster with topic of parts
@@ -611,5 +613,134 @@ func TestKafkaLagWhileStalled(t *testing.T) {
 	}
 	if pl := k.PartitionLag(); len(pl) != 1 || pl[0].Lag != 5100 {
 		t.Fatalf("partition lag %+v, want 5100", pl)
+	}
+}
+
+// Shutdown stops waiting for a broker that does not answer once its context
+// ends. Without an answer to the final commit it says the offsets may not be
+// committed; with the commit answered and only leaving the group unanswered,
+// nothing is lost and it returns nil.
+func TestKafkaShutdownUnansweredRequest(t *testing.T) {
+	for _, tc := range []struct {
+		key  kmsg.Key
+		want string // the error; "": none, and the commit was made
+	}{
+		{kmsg.OffsetCommit, `kafka: group "g": final commit abandoned: no answer; the offsets of delivered records may not be committed`},
+		{kmsg.LeaveGroup, ""},
+	} {
+		t.Run(tc.key.Name(), func(t *testing.T) {
+			c := newCluster(t, kfake.SeedTopics(1, "t"))
+			client := connect(t, c)
+			produce(t, c, "t", []int32{0}, 100)
+			k, err := OpenKafka(client, KafkaConfig{Topics: []string{"t"}, Group: "g", UntilEnd: true, CommitInterval: time.Hour})
+			if err != nil {
+				t.Fatal(err)
+			}
+			p := &batcher.Pipeline{Source: k, Sink: &collect{}, Config: batcher.Config{MaxRecords: 30, Delim: '\n'}}
+			if _, err := p.Run(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			// Taken, never answered, and Shutdown told to stop waiting. A
+			// broker answers a connection in order, so nothing after it on
+			// that connection is answered either.
+			ctx, cancel := context.WithCancelCause(context.Background())
+			defer cancel(nil)
+			c.ControlKey(tc.key.Int16(), func(kmsg.Request) (kmsg.Response, error, bool) {
+				c.KeepControl()
+				cancel(errors.New("no answer"))
+				return nil, nil, true
+			})
+			err = k.Shutdown(ctx)
+			if tc.want == "" && err != nil || tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)) {
+				t.Fatalf("error %v, want %q", err, tc.want)
+			}
+			if tc.want == "" {
+				// On a connection of its own.
+				if o := committedOffsets(t, connect(t, c), "g", "t", 1)[0]; o != 100 {
+					t.Fatalf("committed %d, want 100", o)
+				}
+			}
+			// The broker gone, the requests fail and closing ends.
+			c.Close()
+			k.Close()
+		})
+	}
+}
+
+// A join the group refuses for good fails Run at once, as a StartError
+// when nothing was assigned yet; other join errors fail it once no
+// partitions have been assigned for Timeout.
+func TestKafkaGroupJoinErrors(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		opts    []kfake.Opt
+		faults  func(c *kfake.Cluster)
+		start   bool // a StartError
+		want    string
+		wantErr error
+	}{
+		{
+			name:    "session timeout below the broker's minimum",
+			opts:    []kfake.Opt{kfake.GroupMinSessionTimeout(6 * time.Second)}, // Kafka's default
+			start:   true,
+			want:    "set --kafka-session-timeout (now 1s) between the broker's group.min.session.timeout.ms",
+			wantErr: sarama.ErrInvalidSessionTimeout,
+		},
+		{
+			name: "group not authorized",
+			faults: func(c *kfake.Cluster) {
+				c.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.JoinGroup}, Err: kerr.GroupAuthorizationFailed, Count: -1})
+			},
+			start:   true,
+			want:    "the user needs Read on the group",
+			wantErr: sarama.ErrGroupAuthorizationFailed,
+		},
+		{
+			name: "not authorized after a rebalance",
+			faults: func(c *kfake.Cluster) {
+				// Once a member has synced, its next heartbeat asks it to
+				// rejoin, and the join is refused.
+				var synced atomic.Bool
+				c.ControlKey(kmsg.SyncGroup.Int16(), func(kmsg.Request) (kmsg.Response, error, bool) {
+					synced.Store(true)
+					return nil, nil, false
+				})
+				after := func(kmsg.Request) bool { return synced.Load() }
+				c.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Heartbeat}, Err: kerr.RebalanceInProgress, When: after},
+					kfake.Fault{Keys: []kmsg.Key{kmsg.JoinGroup}, Err: kerr.GroupAuthorizationFailed, Count: -1, When: after})
+			},
+			want:    "the user needs Read on the group",
+			wantErr: sarama.ErrGroupAuthorizationFailed,
+		},
+		{
+			name: "coordinator not available",
+			faults: func(c *kfake.Cluster) {
+				c.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.JoinGroup}, Err: kerr.CoordinatorNotAvailable, Count: -1})
+			},
+			want:    `kafka: group "g": no partitions assigned for`,
+			wantErr: sarama.ErrConsumerCoordinatorNotAvailable,
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newCluster(t, append(tc.opts, kfake.SeedTopics(1, "t"))...)
+			client := connect(t, c) // session timeout 1s
+			produce(t, c, "t", []int32{0}, 10)
+			if tc.faults != nil {
+				tc.faults(c)
+			}
+			k, err := OpenKafka(client, KafkaConfig{Topics: []string{"t"}, Group: "g", Timeout: time.Second})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer k.Close()
+			// Long enough for any of these to fail, short of hanging.
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			err = k.Run(ctx, make(chan []batcher.Record, 1))
+			var se *StartError
+			if err == nil || !strings.Contains(err.Error(), tc.want) || !errors.Is(err, tc.wantErr) || errors.As(err, &se) != tc.start {
+				t.Fatalf("Run: %v; want %q wrapping %v, a StartError: %v", err, tc.want, tc.wantErr, tc.start)
+			}
+		})
 	}
 }
