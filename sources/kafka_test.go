@@ -520,17 +520,7 @@ func TestKafkaGroupUntilEndPastMarker(t *testing.T) {
 		{"g2", From{Kind: FromOffset, Offset: 10}, 0}, // as if an earlier run committed the last record
 	} {
 		t.Run(tc.group, func(t *testing.T) {
-			k, err := OpenKafka(client, KafkaConfig{Topics: []string{"t"}, Group: tc.group, From: tc.from, UntilEnd: true})
-			if err != nil {
-				t.Fatal(err)
-			}
-			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-			defer cancel()
-			p := &batcher.Pipeline{Source: k, Sink: &collect{}, Config: batcher.Config{MaxRecords: 3, Delim: '\n'}}
-			st, err := p.Run(ctx)
-			if cerr := k.Close(); err == nil {
-				err = cerr
-			}
+			st, err := runPipeline(t, client, KafkaConfig{Topics: []string{"t"}, Group: tc.group, From: tc.from, UntilEnd: true})
 			if err != nil {
 				t.Fatalf("after %d records: %v", st.Delivered, err)
 			}
@@ -544,6 +534,25 @@ func TestKafkaGroupUntilEndPastMarker(t *testing.T) {
 	}
 }
 
+// runPipeline runs a pipeline of batches of 3 from a Kafka source to
+// memory, for at most 20 s, and closes the source; the error is the first
+// of the run's and Close's.
+func runPipeline(t *testing.T, client sarama.Client, cfg KafkaConfig) (batcher.Stats, error) {
+	t.Helper()
+	k, err := OpenKafka(client, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	p := &batcher.Pipeline{Source: k, Sink: &collect{}, Config: batcher.Config{MaxRecords: 3, Delim: '\n'}}
+	st, err := p.Run(ctx)
+	if cerr := k.Close(); err == nil {
+		err = cerr
+	}
+	return st, err
+}
+
 // Records deleted after a group committed below them: the run fails,
 // as it does without a group, rather than skip them unsaid as sarama's
 // group consumer would; the committed offset stays where it was.
@@ -552,20 +561,8 @@ func TestKafkaGroupDeletedRecordsFail(t *testing.T) {
 	client := connect(t, c)
 	produce(t, c, "t", []int32{0}, 10)
 	groupRun := func(cfg KafkaConfig) (batcher.Stats, error) {
-		t.Helper()
 		cfg.Topics, cfg.Group = []string{"t"}, "g"
-		k, err := OpenKafka(client, cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-		defer cancel()
-		p := &batcher.Pipeline{Source: k, Sink: &collect{}, Config: batcher.Config{MaxRecords: 3, Delim: '\n'}}
-		st, err := p.Run(ctx)
-		if cerr := k.Close(); err == nil {
-			err = cerr
-		}
-		return st, err
+		return runPipeline(t, client, cfg)
 	}
 	if _, err := groupRun(KafkaConfig{Limit: 3}); err != nil {
 		t.Fatal(err)
