@@ -227,7 +227,9 @@ func OpenKafka(client sarama.Client, cfg KafkaConfig) (*Kafka, error) {
 			k.log.Debug("kafka: reading", "partition", partName(topic, p, start, end))
 		}
 	}
-	if cfg.Group != "" {
+	if cfg.Group == "" {
+		k.track.activate()
+	} else {
 		group, err := sarama.NewConsumerGroupFromClient(cfg.Group, client)
 		if err != nil {
 			return nil, fmt.Errorf("kafka: group %q: %w", cfg.Group, err)
@@ -524,42 +526,57 @@ func (k *Kafka) nothingBelow(tp topicPartition, from, end int64) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	// Version 10 is what sarama's consumer uses at KafkaVersion; records
-	// of aborted transactions are read too, as the consumer reads them.
-	req := &sarama.FetchRequest{Version: 10, MaxBytes: probeBytes, Isolation: sarama.ReadUncommitted, SessionEpoch: -1}
-	req.AddBlock(tp.topic, tp.part, from, probeBytes, -1)
-	resp, err := leader.Fetch(req)
-	if err != nil {
-		return false, err
-	}
-	b := resp.GetBlock(tp.topic, tp.part)
-	if b == nil {
-		return false, sarama.ErrIncompleteResponse
-	}
-	if b.Err != sarama.ErrNoError {
-		// Out of range too: records deleted before they were read are the
-		// consumer's to report.
-		return false, b.Err
-	}
-	seen := from // every offset from from to seen holds no record to read
-	for _, rs := range b.RecordsSet {
-		rb := rs.RecordBatch
-		if rb == nil || rb.PartialTrailingRecord {
-			return false, nil // the old message format has no markers; a cut batch tells nothing
+	// A long run of markers takes several fetches, each from where the
+	// last one's whole batches ended.
+	for range maxProbes {
+		// Version 10 is what sarama's consumer uses at KafkaVersion;
+		// records of aborted transactions are read too, as the consumer
+		// reads them.
+		req := &sarama.FetchRequest{Version: 10, MaxBytes: probeBytes, Isolation: sarama.ReadUncommitted, SessionEpoch: -1}
+		req.AddBlock(tp.topic, tp.part, from, probeBytes, -1)
+		resp, err := leader.Fetch(req)
+		if err != nil {
+			return false, err
 		}
-		if !rb.Control {
-			for _, r := range rb.Records {
-				if rb.FirstOffset+r.OffsetDelta >= from {
-					return false, nil
+		b := resp.GetBlock(tp.topic, tp.part)
+		if b == nil {
+			return false, sarama.ErrIncompleteResponse
+		}
+		if b.Err != sarama.ErrNoError {
+			// Out of range too: records deleted before they were read are
+			// the consumer's to report.
+			return false, b.Err
+		}
+		seen := from // every offset from from to seen holds no record to read
+		for _, rs := range b.RecordsSet {
+			rb := rs.RecordBatch
+			if rb == nil {
+				return false, nil // the old message format has no markers
+			}
+			if rb.PartialTrailingRecord {
+				break // cut short by probeBytes: fetch it again
+			}
+			if !rb.Control {
+				for _, r := range rb.Records {
+					if rb.FirstOffset+r.OffsetDelta >= from {
+						return false, nil
+					}
 				}
 			}
+			if seen = max(seen, rb.LastOffset()+1); seen >= end {
+				return true, nil
+			}
 		}
-		if seen = max(seen, rb.LastOffset()+1); seen >= end {
-			return true, nil
+		if seen == from {
+			return false, nil // nothing whole came back: in doubt
 		}
+		from = seen
 	}
 	return false, nil
 }
+
+// maxProbes bounds the fetches of one nothingBelow: 4 MiB of markers.
+const maxProbes = 64
 
 // probeBytes bounds what nothingBelow fetches: a few markers, or the start
 // of the next batch of records.
@@ -758,8 +775,10 @@ func (k *Kafka) close() {
 	}
 	k.stop()
 	if k.group != nil {
-		if cerr := k.group.Close(); cerr != nil && err == nil {
-			err = fmt.Errorf("kafka: leave group %q: %w", k.cfg.Group, cerr)
+		// Not leaving loses nothing: the others wait a session timeout.
+		if cerr := k.group.Close(); cerr != nil {
+			k.log.Warn("kafka: leave group; its other members wait a session timeout for the partitions",
+				"group", k.cfg.Group, "err", cerr)
 		}
 	}
 	k.wg.Wait()
@@ -787,6 +806,9 @@ func (k *Kafka) consumeGroup() {
 		}
 		if err == nil {
 			continue
+		}
+		if errors.Is(err, sarama.ErrOffsetOutOfRange) {
+			return // Setup failed the run: records were deleted unread
 		}
 		if why := k.refusal(err); why != "" {
 			err = fmt.Errorf("kafka: group %q: %w; %s", k.cfg.Group, err, why)

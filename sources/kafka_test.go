@@ -741,3 +741,19 @@ func TestKafkaGroupJoinErrors(t *testing.T) {
 		})
 	}
 }
+
+// A group that cannot be left after a clean final commit loses nothing:
+// Close reports no error, so the run's exit says all was delivered.
+func TestKafkaLeaveGroupFailureIsNoError(t *testing.T) {
+	c := newCluster(t, kfake.SeedTopics(1, "t"))
+	client := connect(t, c)
+	produce(t, c, "t", []int32{0}, 10)
+	c.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.LeaveGroup}, Err: kerr.CoordinatorNotAvailable, Count: -1})
+	st, err := runPipeline(t, client, KafkaConfig{Topics: []string{"t"}, Group: "g", UntilEnd: true})
+	if err != nil || st.Delivered != 10 {
+		t.Fatalf("delivered %d: %v", st.Delivered, err)
+	}
+	if o := committedOffsets(t, client, "g", "t", 1)[0]; o != 10 {
+		t.Fatalf("committed %d, want 10", o)
+	}
+}

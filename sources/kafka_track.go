@@ -73,11 +73,12 @@ func (t *tracker) assign(topic string, part int32, start, end, hwm int64) *partS
 	if st.end >= 0 && !st.complete() {
 		t.incomplete++
 	}
-	t.active = true
 	return st
 }
 
-// activate marks an assignment in force, even one of no partitions.
+// activate marks an assignment in force, even one of no partitions, once
+// all its partitions are assigned: until then, the ones assigned so far
+// may be complete while the rest are not.
 func (t *tracker) activate() {
 	t.mu.Lock()
 	defer t.mu.Unlock()
