@@ -290,7 +290,11 @@ func (p *Pipeline) Run(ctx context.Context) (Stats, error) {
 		errs = append(errs, fmt.Errorf("deliveries abandoned: %w", cause))
 	}
 	if readErr != nil {
-		errs = append(errs, fmt.Errorf("read, at byte offset %d (record %d): %w", a.pos.Offset, a.pos.Record, readErr))
+		if l, ok := p.Source.(Locator); ok && l.LocatesErrors() {
+			errs = append(errs, fmt.Errorf("read: %w", readErr))
+		} else {
+			errs = append(errs, fmt.Errorf("read, at byte offset %d (record %d): %w", a.pos.Offset, a.pos.Record, readErr))
+		}
 	}
 	if closeErr != nil {
 		errs = append(errs, closeErr)

@@ -870,6 +870,25 @@ func TestSourceErrorDeliversWhatWasRead(t *testing.T) {
 	})
 }
 
+// locatingSource is a chanSource whose errors name their own place.
+type locatingSource struct{ chanSource }
+
+func (*locatingSource) LocatesErrors() bool { return true }
+
+// A source that locates its errors gets no byte offset added to them.
+func TestLocatedReadError(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		src := &locatingSource{chanSource{in: make(chan []Record, 1), err: errors.New("t[3]: broker gone")}}
+		src.in <- recs("a")
+		close(src.in)
+		p := &Pipeline{Source: src, Sink: newSink(), Config: cfg(Config{})}
+		_, err := p.Run(context.Background())
+		if err == nil || err.Error() != "read: t[3]: broker gone" {
+			t.Fatalf("err %v", err)
+		}
+	})
+}
+
 func TestValidate(t *testing.T) {
 	for _, c := range []Config{{MaxRecords: -1}, {MaxBytes: -1}, {Parallel: -1}, {Retries: -1}, {Linger: -1}} {
 		if err := c.Validate(); err == nil {

@@ -23,6 +23,14 @@ type Source interface {
 	Run(ctx context.Context, out chan<- []Record) error
 }
 
+// A Locator is a Source whose read errors say where they happened
+// themselves, as Kafka's name the partition. The pipeline adds the stream
+// position (byte offset and record) only to other sources' errors: for
+// them it is the one place the input is known.
+type Locator interface {
+	LocatesErrors() bool
+}
+
 // An Acker is a Source that wants to know when records are done with:
 // delivered or dead-lettered. Ack may be called from several goroutines and
 // in any order; records never acked were not delivered.

@@ -143,8 +143,9 @@ type Kafka struct {
 }
 
 var (
-	_ batcher.Source = (*Kafka)(nil)
-	_ batcher.Acker  = (*Kafka)(nil)
+	_ batcher.Source  = (*Kafka)(nil)
+	_ batcher.Acker   = (*Kafka)(nil)
+	_ batcher.Locator = (*Kafka)(nil)
 )
 
 // A chunk is records of one partition, in offset order. With toEnd,
@@ -327,6 +328,10 @@ func (k *Kafka) Run(ctx context.Context, out chan<- []batcher.Record) error {
 		}
 	}
 }
+
+// LocatesErrors reports that Run's errors name their topic and partition:
+// a byte offset into the records read would mean nothing.
+func (k *Kafka) LocatesErrors() bool { return true }
 
 // Ack marks the records of b delivered or dead-lettered.
 func (k *Kafka) Ack(b *batcher.Batch) { k.track.ack(b) }
