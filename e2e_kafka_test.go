@@ -732,7 +732,7 @@ func TestKafkaFailedBatchBlocksCommits(t *testing.T) {
 		some = some || committed[p] > 0
 	}
 	if !some {
-		t.Errorf("nothing committed, though batches 1-4 were delivered")
+		t.Errorf("nothing committed, though batches 1-4 were delivered:\n%s", r.stderr)
 	}
 	if !strings.Contains(r.stderr, "lag ") {
 		t.Errorf("no lag in the summary:\n%s", r.stderr)

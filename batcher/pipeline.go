@@ -6,8 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -141,6 +143,7 @@ type Pipeline struct {
 	c        counters
 	failOnce sync.Once
 	failed   chan struct{} // closed on the first undeliverable batch
+	failSeq  atomic.Int64  // the first failed batch: later ones are not attempted
 	mu       sync.Mutex
 	firstErr error       // the first record or batch not delivered
 	free     chan *Batch // recycled batches
@@ -164,6 +167,7 @@ func (p *Pipeline) Run(ctx context.Context) (Stats, error) {
 	now := time.Now()
 	p.c.start.Store(&now)
 	p.failed = make(chan struct{})
+	p.failSeq.Store(math.MaxInt64)
 	p.free = make(chan *Batch, cfg.Parallel+2)
 
 	dctx, abandon := context.WithCancelCause(ctx)
@@ -508,7 +512,9 @@ func (a *aggregator) flush(why Reason) {
 
 // handle delivers one batch, with retries, and settles it.
 func (p *Pipeline) handle(ctx context.Context, b *Batch) {
-	if p.isFailed() {
+	// A batch flushed before the failed one still goes: a worker may take
+	// it and start it only after a later one failed.
+	if p.isFailed() && b.Seq > p.failSeq.Load() {
 		p.settle(b, Abandoned, 0, errors.New("not attempted: an earlier batch failed"), b.Len())
 		return
 	}
@@ -531,7 +537,7 @@ func (p *Pipeline) handle(ctx context.Context, b *Batch) {
 			p.settle(b, DeadLettered, took, err, left.Len())
 		}
 	default:
-		p.fail(left.String(), err)
+		p.fail(b.Seq, left.String(), err)
 		p.settle(b, Failed, took, err, left.Len())
 	}
 }
@@ -612,12 +618,19 @@ func (p *Pipeline) reject(pos Pos, err error) {
 		p.noteFailure(pos.String(), err)
 		return
 	}
-	p.fail(pos.String(), err)
+	p.fail(0, pos.String(), err)
 }
 
-// fail records a failure and stops reading.
-func (p *Pipeline) fail(where string, err error) {
+// fail records a failure and stops reading. Batches after seq, the failed
+// batch (0 for none), are abandoned; those before it are delivered.
+func (p *Pipeline) fail(seq int64, where string, err error) {
 	p.noteFailure(where, err)
+	for {
+		cur := p.failSeq.Load()
+		if seq >= cur || p.failSeq.CompareAndSwap(cur, seq) {
+			break
+		}
+	}
 	p.failOnce.Do(func() { close(p.failed) })
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"reflect"
 	"slices"
 	"strings"
@@ -868,6 +869,30 @@ func TestSourceErrorDeliversWhatWasRead(t *testing.T) {
 			t.Fatalf("err %v stats %+v", err, st)
 		}
 	})
+}
+
+// A batch flushed before the one that failed is still delivered, even if
+// its worker starts it only after the failure; later ones are abandoned.
+func TestBatchBeforeTheFailureIsDelivered(t *testing.T) {
+	sink := newSink()
+	p := &Pipeline{Sink: sink, Config: cfg(Config{}).withDefaults()}
+	p.failed = make(chan struct{})
+	p.failSeq.Store(math.MaxInt64)
+	batch := func(seq int64) *Batch {
+		b := &Batch{Seq: seq, Delim: '\n'}
+		b.add(&Record{Data: fmt.Appendf(nil, "r%d", seq)})
+		return b
+	}
+	p.fail(2, "batch 2", errors.New("disk full"))
+	p.fail(3, "batch 3", errors.New("disk full")) // a later failure does not move the line
+	p.handle(context.Background(), batch(1))
+	p.handle(context.Background(), batch(3))
+	if got := sink.got(); len(got) != 1 || got[0].seq != 1 {
+		t.Fatalf("delivered %+v, want batch 1 alone", got)
+	}
+	if st := p.Stats(); st.Delivered != 1 || st.Undelivered != 1 {
+		t.Fatalf("stats %+v", st)
+	}
 }
 
 // locatingSource is a chanSource whose errors name their own place.
