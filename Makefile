@@ -2,7 +2,7 @@ GO      ?= go
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/batchpipe/batchpipe/cmd.version=$(VERSION)
 
-.PHONY: build test bench demo kafka-dev clean chaos fuzz
+.PHONY: build test bench demo kafka-dev kafka-real test-kafka-real clean chaos fuzz
 
 FUZZTIME ?= 10s
 
@@ -27,6 +27,21 @@ demo: build
 KAFKA_DEV_FLAGS ?= -addr 127.0.0.1:9092 -topic demo -partitions 4 -seed testdata/sample.ndjson
 kafka-dev:
 	$(GO) run ./tools/kafka-dev $(KAFKA_DEV_FLAGS)
+
+# A real Apache Kafka broker (fetched with Maven into ~/.cache/batchpipe,
+# once) on free loopback ports, until Ctrl-C. It writes bin/kafka-real.env;
+# BATCHPIPE_TEST_KAFKA=bin/kafka-real.env runs the Kafka tests against it.
+KAFKA_VERSION ?= 4.1.1
+bin/kafka-real: $(wildcard tools/kafka-real/*.go internal/kafkareal/*.go internal/testcert/*.go)
+	$(GO) build -o $@ ./tools/kafka-real
+
+kafka-real: bin/kafka-real
+	exec bin/kafka-real -version $(KAFKA_VERSION)
+
+# The Kafka tests against a real broker, started and stopped around them.
+KAFKA_TESTS ?= Kafka
+test-kafka-real: bin/kafka-real
+	exec bin/kafka-real -version $(KAFKA_VERSION) -- $(GO) test -race -count=1 -run '$(KAFKA_TESTS)' . ./sources
 
 clean:
 	rm -rf bin bench

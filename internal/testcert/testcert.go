@@ -23,6 +23,7 @@ import (
 type Set struct {
 	CAFile                string // CA certificate, PEM
 	ClientCert, ClientKey string // client certificate and key, PEM
+	ServerCert, ServerKey string // server certificate and key, PEM
 	Pool                  *x509.CertPool
 	Server                tls.Certificate // for 127.0.0.1 and localhost
 	Client                tls.Certificate
@@ -31,8 +32,20 @@ type Set struct {
 // New makes a Set, with its files in a temporary directory of t.
 func New(t testing.TB) *Set {
 	t.Helper()
-	dir := t.TempDir()
-	caKey := key(t)
+	s, err := Write(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// Write makes a Set with its files in dir, for servers outside a test
+// (a real Kafka broker) as well as in one.
+func Write(dir string) (*Set, error) {
+	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, err
+	}
 	caTmpl := &x509.Certificate{
 		SerialNumber:          big.NewInt(1),
 		Subject:               pkix.Name{CommonName: "batchpipe test CA"},
@@ -44,19 +57,24 @@ func New(t testing.TB) *Set {
 	}
 	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	ca, err := x509.ParseCertificate(caDER)
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	s := &Set{Pool: x509.NewCertPool()}
 	s.Pool.AddCert(ca)
 	s.CAFile = filepath.Join(dir, "ca.pem")
-	writePEM(t, s.CAFile, "CERTIFICATE", caDER)
+	if err := writePEM(s.CAFile, "CERTIFICATE", caDER); err != nil {
+		return nil, err
+	}
 
-	issue := func(serial int64, usage x509.ExtKeyUsage, server bool) (tls.Certificate, []byte, []byte) {
-		k := key(t)
+	issue := func(serial int64, usage x509.ExtKeyUsage, server bool, certFile, keyFile string) (tls.Certificate, error) {
+		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			return tls.Certificate{}, err
+		}
 		tmpl := &x509.Certificate{
 			SerialNumber: big.NewInt(serial),
 			Subject:      pkix.Name{CommonName: "batchpipe test"},
@@ -71,22 +89,31 @@ func New(t testing.TB) *Set {
 		}
 		der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &k.PublicKey, caKey)
 		if err != nil {
-			t.Fatal(err)
+			return tls.Certificate{}, err
 		}
 		kDER, err := x509.MarshalPKCS8PrivateKey(k)
 		if err != nil {
-			t.Fatal(err)
+			return tls.Certificate{}, err
 		}
-		return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: k}, der, kDER
+		if err := writePEM(certFile, "CERTIFICATE", der); err != nil {
+			return tls.Certificate{}, err
+		}
+		if err := writePEM(keyFile, "PRIVATE KEY", kDER); err != nil {
+			return tls.Certificate{}, err
+		}
+		return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: k}, nil
 	}
-	s.Server, _, _ = issue(2, x509.ExtKeyUsageServerAuth, true)
-	var der, kDER []byte
-	s.Client, der, kDER = issue(3, x509.ExtKeyUsageClientAuth, false)
+	s.ServerCert = filepath.Join(dir, "server.pem")
+	s.ServerKey = filepath.Join(dir, "server-key.pem")
+	if s.Server, err = issue(2, x509.ExtKeyUsageServerAuth, true, s.ServerCert, s.ServerKey); err != nil {
+		return nil, err
+	}
 	s.ClientCert = filepath.Join(dir, "client.pem")
 	s.ClientKey = filepath.Join(dir, "client-key.pem")
-	writePEM(t, s.ClientCert, "CERTIFICATE", der)
-	writePEM(t, s.ClientKey, "PRIVATE KEY", kDER)
-	return s
+	if s.Client, err = issue(3, x509.ExtKeyUsageClientAuth, false, s.ClientCert, s.ClientKey); err != nil {
+		return nil, err
+	}
+	return s, nil
 }
 
 // ServerConfig is a TLS config for a test server; with mutual it requires a
@@ -100,17 +127,6 @@ func (s *Set) ServerConfig(mutual bool) *tls.Config {
 	return c
 }
 
-func key(t testing.TB) *ecdsa.PrivateKey {
-	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return k
-}
-
-func writePEM(t testing.TB, name, typ string, der []byte) {
-	t.Helper()
-	if err := os.WriteFile(name, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
+func writePEM(name, typ string, der []byte) error {
+	return os.WriteFile(name, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600)
 }
