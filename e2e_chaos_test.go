@@ -4,11 +4,9 @@ import (
 	"bytes"
 	"flag"
 	"fmt"
-	"github.com/twmb/franz-go/pkg/kfake"
 	"hash/fnv"
 	"io"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -19,7 +17,6 @@ import (
 	"sync/atomic"
 	"syscall"
 	"testing"
-	"time"
 )
 
 // totalRead returns the records-read count of a -v "read" line, or -1.
@@ -241,8 +238,9 @@ func TestKafkaRepeatedCrashes(t *testing.T) {
 	}
 	t.Logf("seed %d: -crash-seed %d picks the same kill points", s, s)
 	rng := rand.New(rand.NewPCG(s, 0))
-	_, addr := kafkaCluster(t, 4)
-	newProducer(t, addr).produce("t", parts4, perPartition)
+	k := newKafka(t, 4)
+	addr := k.addr
+	newProducer(t, addr).produce(k.topic, parts4, perPartition)
 	all := delivered{}
 	from := map[int32]int64{}
 	dir := t.TempDir()
@@ -260,11 +258,11 @@ func TestKafkaRepeatedCrashes(t *testing.T) {
 		}
 		kills++
 		out := filepath.Join(dir, fmt.Sprintf("out%d", kill))
-		p := start(t, "-v", "--kafka-brokers", addr, "--topic", "t", "--group", "g", "-n", strconv.Itoa(n), "-j", "2",
+		p := start(t, "-v", "--kafka-brokers", addr, "--topic", k.topic, "--group", k.group, "-n", strconv.Itoa(n), "-j", "2",
 			"-t", "0", "--commit-interval", "10ms", "--kafka-session-timeout", "1s", "file", out)
-		k := 1 + rng.IntN(int(min(30, left/n)))
-		p.waitLine(fmt.Sprintf("%d batches delivered", k), func(string) bool {
-			return strings.Count(p.stderr(), "outcome=delivered") >= k
+		batches := 1 + rng.IntN(int(min(30, left/n)))
+		p.waitLine(fmt.Sprintf("%d batches delivered", batches), func(string) bool {
+			return strings.Count(p.stderr(), "outcome=delivered") >= batches
 		})
 		p.signal(syscall.SIGKILL)
 		p.wait()
@@ -291,7 +289,7 @@ func TestKafkaRepeatedCrashes(t *testing.T) {
 				all[part][off] += c
 			}
 		}
-		from = committedOffsets(t, addr, "g", parts4)
+		from = committedOffsets(t, addr, k.topic, k.group, parts4)
 		for _, part := range parts4 {
 			for off := range from[part] {
 				if all[part][off] == 0 {
@@ -301,7 +299,7 @@ func TestKafkaRepeatedCrashes(t *testing.T) {
 		}
 	}
 	out := filepath.Join(dir, "last")
-	r := run(t, nil, "--kafka-brokers", addr, "--topic", "t", "--group", "g", "--until-end", "-n", "500", "file", out)
+	r := run(t, nil, "--kafka-brokers", addr, "--topic", k.topic, "--group", k.group, "--until-end", "-n", "500", "file", out)
 	if r.code != 0 {
 		t.Fatalf("final drain: exit %d:\n%s", r.code, r.stderr)
 	}
@@ -340,35 +338,19 @@ func TestKafkaBrokerRestartMidDrain(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			const perPartition = 2500
-			data := t.TempDir()
-			ln, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				t.Fatal(err)
-			}
-			port := ln.Addr().(*net.TCPAddr).Port
-			ln.Close()
-			broker := func() *kfake.Cluster {
-				c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.Ports(port), kfake.DataDir(data), kfake.SyncWrites(),
-					kfake.SeedTopics(4, "t"), kfake.GroupMinSessionTimeout(100*time.Millisecond))
-				if err != nil {
-					t.Fatal(err)
-				}
-				return c
-			}
-			c := broker()
-			addr := c.ListenAddrs()[0]
-			newProducer(t, addr).produce("t", parts4, perPartition)
+			k := ownKafka(t, 4)
+			addr := k.addr
+			newProducer(t, addr).produce(k.topic, parts4, perPartition)
 
 			f := newFIFO(t)
-			p := start(t, "-v", "--kafka-brokers", addr, "--topic", "t", "--group", "g", "--until-end", "-n", "100",
+			p := start(t, "-v", "--kafka-brokers", addr, "--topic", k.topic, "--group", k.group, "--until-end", "-n", "100",
 				"--commit-interval", "20ms", "--kafka-session-timeout", "1s", "--kafka-timeout", "30s", "file", f.path)
 			first := f.read(3000) // the pipe holds the rest back: the drain is under way
-			c.Close()
+			k.stop()
 			if tc.wait != "" {
 				p.waitFor(tc.wait)
 			}
-			c = broker() // the same data, the same port
-			defer c.Close()
+			k.restart() // the same data, the same port
 			lines := append(first, f.readWhile(p)...)
 			t.Logf("batchpipe said:\n%s", grepLines(p.stderr(), "kafka", "WARN", "ERROR", "drained"))
 			if p.code != 0 || !regexp.MustCompile(`(?m)^batchpipe: drained \d+ records from 1 topic, lag 0$`).MatchString(p.stderr()) {
@@ -377,7 +359,7 @@ func TestKafkaBrokerRestartMidDrain(t *testing.T) {
 			got := delivered{}
 			got.add(t, lines...)
 			as := assignments(strings.Split(p.stderr(), "\n"))
-			committed := committedOffsets(t, addr, "g", parts4)
+			committed := committedOffsets(t, addr, k.topic, k.group, parts4)
 			for _, part := range parts4 {
 				if committed[part] != perPartition {
 					t.Errorf("partition %d: committed %d, want the end, %d", part, committed[part], perPartition)
@@ -418,7 +400,7 @@ func grepLines(s string, words ...string) string {
 // "kafka: assigned" line, in order.
 func assignments(lines []string) []map[int32]int64 {
 	var out []map[int32]int64
-	re := regexp.MustCompile(`t\[(\d+)\]:(\d+)-`)
+	re := regexp.MustCompile(`\[(\d+)\]:(\d+)-`)
 	for _, l := range lines {
 		if !strings.Contains(l, "kafka: assigned") {
 			continue

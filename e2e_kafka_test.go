@@ -16,6 +16,8 @@ import (
 	"errors"
 	"fmt"
 	"github.com/IBM/sarama"
+	"github.com/batchpipe/batchpipe/internal/kafkareal"
+	"github.com/batchpipe/batchpipe/internal/testcert"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -31,23 +33,6 @@ import (
 	"testing"
 	"time"
 )
-
-// kafkaCluster starts a cluster with topic "t" of parts partitions, whose
-// groups accept short session timeouts.
-func kafkaCluster(t *testing.T, parts int32, opts ...kfake.Opt) (*kfake.Cluster, string) {
-	t.Helper()
-	opts = append([]kfake.Opt{
-		kfake.NumBrokers(1),
-		kfake.SeedTopics(parts, "t"),
-		kfake.GroupMinSessionTimeout(100 * time.Millisecond),
-	}, opts...)
-	c, err := kfake.NewCluster(opts...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.Close)
-	return c, c.ListenAddrs()[0]
-}
 
 const filler = "abcdefghijklmnopqrstuvwxyz0123456789"
 
@@ -189,12 +174,13 @@ func each(parts []int32, n int) map[int32]int {
 	return m
 }
 
-// drainFrom restarts group g on topic t with --until-end and checks that it
-// delivers exactly the records from the committed offsets to perPartition.
-func drainFrom(t *testing.T, addr string, committed map[int32]int64, perPartition int) delivered {
+// drainFrom restarts the group on the topic with --until-end and checks
+// that it delivers exactly the records from the committed offsets to
+// perPartition.
+func drainFrom(t *testing.T, k *kafkaEnv, committed map[int32]int64, perPartition int) delivered {
 	t.Helper()
 	out := filepath.Join(t.TempDir(), "out")
-	r := run(t, nil, "--kafka-brokers", addr, "--topic", "t", "--group", "g", "--until-end", "-n", "500", "file", out)
+	r := run(t, nil, "--kafka-brokers", k.addr, "--topic", k.topic, "--group", k.group, "--until-end", "-n", "500", "file", out)
 	if r.code != 0 {
 		t.Fatalf("restart: exit %d:\n%s", r.code, r.stderr)
 	}
@@ -216,18 +202,18 @@ func clusterAdmin(t *testing.T, addr string) sarama.ClusterAdmin {
 	return admin
 }
 
-// committedOffsets returns the group's committed offsets of topic t.
-func committedOffsets(t *testing.T, addr, group string, parts []int32) map[int32]int64 {
+// committedOffsets returns the group's committed offsets of topic.
+func committedOffsets(t *testing.T, addr, topic, group string, parts []int32) map[int32]int64 {
 	t.Helper()
 	admin := clusterAdmin(t, addr)
 	defer admin.Close()
-	resp, err := admin.ListConsumerGroupOffsets(group, map[string][]int32{"t": parts})
+	resp, err := admin.ListConsumerGroupOffsets(group, map[string][]int32{topic: parts})
 	if err != nil {
 		t.Fatal(err)
 	}
 	out := make(map[int32]int64)
 	for _, p := range parts {
-		out[p] = max(resp.GetBlock("t", p).Offset, 0) // none: reading starts at 0
+		out[p] = max(resp.GetBlock(topic, p).Offset, 0) // none: reading starts at 0
 	}
 	return out
 }
@@ -237,13 +223,15 @@ func committedOffsets(t *testing.T, addr, group string, parts []int32) map[int32
 func TestKafkaDrainUntilEnd(t *testing.T) {
 	for _, group := range []string{"", "g"} {
 		t.Run("group="+group, func(t *testing.T) {
-			_, addr := kafkaCluster(t, 4)
-			newProducer(t, addr).produce("t", parts4, 25000)
+			k := newKafka(t, 4)
+			addr := k.addr
+			newProducer(t, addr).produce(k.topic, parts4, 25000)
 			out := filepath.Join(t.TempDir(), "out")
 			stats := filepath.Join(t.TempDir(), "stats.json")
-			args := []string{"--kafka-brokers", addr, "--topic", "t", "--until-end", "-n", "1000", "-j", "4",
+			args := []string{"--kafka-brokers", addr, "--topic", k.topic, "--until-end", "-n", "1000", "-j", "4",
 				"--stats-file", stats, "file", out}
 			if group != "" {
+				group = k.name(group)
 				args = append([]string{"--group", group}, args...)
 			}
 			r := run(t, nil, args...)
@@ -263,13 +251,13 @@ func TestKafkaDrainUntilEnd(t *testing.T) {
 			if err := json.Unmarshal([]byte(readFile(t, stats)), &report); err != nil {
 				t.Fatal(err)
 			}
-			if lag, ok := report.Lag["t"]; !ok || lag != 0 || report.Read != 100000 {
+			if lag, ok := report.Lag[k.topic]; !ok || lag != 0 || report.Read != 100000 {
 				t.Fatalf("stats file: %+v", report)
 			}
 			if group == "" {
 				return
 			}
-			for p, o := range committedOffsets(t, addr, group, parts4) {
+			for p, o := range committedOffsets(t, addr, k.topic, group, parts4) {
 				if o != 25000 {
 					t.Errorf("partition %d: committed %d, want 25000", p, o)
 				}
@@ -279,19 +267,21 @@ func TestKafkaDrainUntilEnd(t *testing.T) {
 }
 
 func TestKafkaEmptyPartitions(t *testing.T) {
-	_, addr := kafkaCluster(t, 4)
-	newProducer(t, addr).produce("t", []int32{0, 2}, 500)
-	createTopic(t, addr, "empty", 3)
+	k := newKafka(t, 4)
+	addr := k.addr
+	newProducer(t, addr).produce(k.topic, []int32{0, 2}, 500)
+	empty := k.name("empty")
+	createTopic(t, addr, empty, 3)
 	full := each([]int32{0, 2}, 500)
 	for _, tc := range []struct {
 		args []string
 		want map[int32]int
 	}{
-		{[]string{"--topic", "t"}, full},
-		{[]string{"--topic", "t", "--group", "g1"}, full},
-		{[]string{"--topic", "empty"}, nil},
-		{[]string{"--topic", "empty", "--group", "g2"}, nil},
-		{[]string{"--topic", "t", "--topic", "empty", "--group", "g3"}, full},
+		{[]string{"--topic", k.topic}, full},
+		{[]string{"--topic", k.topic, "--group", k.name("g1")}, full},
+		{[]string{"--topic", empty}, nil},
+		{[]string{"--topic", empty, "--group", k.name("g2")}, nil},
+		{[]string{"--topic", k.topic, "--topic", empty, "--group", k.name("g3")}, full},
 	} {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
 			out := filepath.Join(t.TempDir(), "out")
@@ -307,15 +297,6 @@ func TestKafkaEmptyPartitions(t *testing.T) {
 				t.Fatalf("no drained line:\n%s", r.stderr)
 			}
 		})
-	}
-}
-
-func createTopic(t *testing.T, addr, topic string, parts int32) {
-	t.Helper()
-	admin := clusterAdmin(t, addr)
-	defer admin.Close()
-	if err := admin.CreateTopic(topic, &sarama.TopicDetail{NumPartitions: parts, ReplicationFactor: 1}, false); err != nil {
-		t.Fatal(err)
 	}
 }
 
@@ -422,17 +403,21 @@ func TestKafkaUntilEndStopsAtCapturedEnd(t *testing.T) {
 		args        []string
 	}{
 		{"plain", "kafka: reading", nil},
-		{"group", "kafka: assigned", []string{"--group", "g"}},
+		{"group", "kafka: assigned", []string{"--group"}},
 	} {
 		t.Run(mode.name, func(t *testing.T) {
-			_, addr := kafkaCluster(t, 4)
+			k := newKafka(t, 4)
+			addr := k.addr
 			pr := newProducer(t, addr)
-			pr.produce("t", parts4, 5000)
+			pr.produce(k.topic, parts4, 5000)
 			f := newFIFO(t)
-			args := append([]string{"-v", "--kafka-brokers", addr, "--topic", "t", "--until-end", "-n", "500"}, mode.args...)
+			args := []string{"-v", "--kafka-brokers", addr, "--topic", k.topic, "--until-end", "-n", "500"}
+			if mode.args != nil {
+				args = append(args, "--group", k.group)
+			}
 			p := start(t, append(args, "file", f.path)...)
 			p.waitFor(mode.ready)
-			pr.produce("t", parts4, 1000) // after the end offsets were captured
+			pr.produce(k.topic, parts4, 1000) // after the end offsets were captured
 			lines := f.readWhile(p)
 			if code := p.wait(); code != 0 {
 				t.Fatalf("exit %d:\n%s", code, p.stderr())
@@ -447,10 +432,11 @@ func TestKafkaUntilEndStopsAtCapturedEnd(t *testing.T) {
 // Stopped by SIGTERM part-way, a group member delivers what it read and
 // commits it; the next run starts exactly there.
 func TestKafkaGroupResume(t *testing.T) {
-	_, addr := kafkaCluster(t, 4)
-	newProducer(t, addr).produce("t", parts4, 10000)
+	k := newKafka(t, 4)
+	addr := k.addr
+	newProducer(t, addr).produce(k.topic, parts4, 10000)
 	f := newFIFO(t)
-	p := start(t, "-v", "--kafka-brokers", addr, "--topic", "t", "--group", "g", "-n", "500", "-j", "2", "file", f.path)
+	p := start(t, "-v", "--kafka-brokers", addr, "--topic", k.topic, "--group", k.group, "-n", "500", "-j", "2", "file", f.path)
 	p.waitFor("kafka: assigned")
 	first := f.read(5000)
 	p.signal(syscall.SIGTERM)
@@ -460,7 +446,7 @@ func TestKafkaGroupResume(t *testing.T) {
 	}
 	d1 := delivered{}
 	d1.add(t, append(first, rest...)...)
-	committed := committedOffsets(t, addr, "g", parts4)
+	committed := committedOffsets(t, addr, k.topic, k.group, parts4)
 	for _, part := range parts4 {
 		// Everything read was delivered and committed, nothing more.
 		if n := int64(len(d1[part])); committed[part] != n {
@@ -469,7 +455,7 @@ func TestKafkaGroupResume(t *testing.T) {
 	}
 	wantExactly(t, d1, nil, countsFrom(committed))
 
-	drainFrom(t, addr, committed, 10000)
+	drainFrom(t, k, committed, 10000)
 }
 
 func countsFrom(c map[int32]int64) map[int32]int {
@@ -543,13 +529,14 @@ func settled(lines []string) bool {
 // of order behind a slow one cannot be committed either, and would be
 // delivered again too.)
 func TestKafkaCrashResume(t *testing.T) {
-	_, addr := kafkaCluster(t, 4)
-	newProducer(t, addr).produce("t", parts4, 10000)
+	k := newKafka(t, 4)
+	addr := k.addr
+	newProducer(t, addr).produce(k.topic, parts4, 10000)
 	f := newFIFO(t)
 	const n = 200
 	// -t 0: every batch is n records, in order, so the output says which
 	// batches were delivered.
-	p := start(t, "-v", "--kafka-brokers", addr, "--topic", "t", "--group", "g", "-n", strconv.Itoa(n), "-j", "1", "-t", "0",
+	p := start(t, "-v", "--kafka-brokers", addr, "--topic", k.topic, "--group", k.group, "-n", strconv.Itoa(n), "-j", "1", "-t", "0",
 		"--commit-interval", "20ms", "--kafka-session-timeout", "1s", "file", f.path)
 	first := f.read(3000)
 	// Once the pipe is full, deliveries block; kill once the commits have
@@ -564,7 +551,7 @@ func TestKafkaCrashResume(t *testing.T) {
 	out1 := append(first, f.rest()...)
 	d1 := delivered{}
 	d1.add(t, out1...)
-	committed := committedOffsets(t, addr, "g", parts4)
+	committed := committedOffsets(t, addr, k.topic, k.group, parts4)
 
 	// Never past delivery: below each committed offset, every record is in
 	// a batch written whole.
@@ -578,7 +565,7 @@ func TestKafkaCrashResume(t *testing.T) {
 		}
 	}
 
-	d2 := drainFrom(t, addr, committed, 10000)
+	d2 := drainFrom(t, k, committed, 10000)
 	dups := 0
 	for _, part := range parts4 {
 		for i := range int64(10000) {
@@ -622,9 +609,10 @@ func assignedCount(lines []string) int {
 // Two members of one group split the partitions; when one is killed its
 // partitions go to the other, and every record is delivered.
 func TestKafkaGroupTwoMembers(t *testing.T) {
-	_, addr := kafkaCluster(t, 4)
-	newProducer(t, addr).produce("t", parts4, 10000)
-	args := []string{"-v", "--kafka-brokers", addr, "--topic", "t", "--group", "g", "-n", "200",
+	k := newKafka(t, 4)
+	addr := k.addr
+	newProducer(t, addr).produce(k.topic, parts4, 10000)
+	args := []string{"-v", "--kafka-brokers", addr, "--topic", k.topic, "--group", k.group, "-n", "200",
 		"--kafka-session-timeout", "1s", "--commit-interval", "50ms", "file"}
 	f1, f2 := newFIFO(t), newFIFO(t)
 	p1 := start(t, append(args, f1.path)...)
@@ -705,21 +693,22 @@ func batchFiles(t *testing.T, dir string) []string {
 // A batch that fails for good with no dead letter stops the run, and no
 // offset is committed past a record that was not delivered.
 func TestKafkaFailedBatchBlocksCommits(t *testing.T) {
-	_, addr := kafkaCluster(t, 4)
-	newProducer(t, addr).produce("t", parts4, 2500)
+	k := newKafka(t, 4)
+	addr := k.addr
+	newProducer(t, addr).produce(k.topic, parts4, 2500)
 	dir := t.TempDir()
 	// Batch 5 cannot be written: its file exists.
 	if err := os.WriteFile(filepath.Join(dir, "5"), nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	r := run(t, nil, "--kafka-brokers", addr, "--topic", "t", "--group", "g", "--until-end", "-n", "300", "-j", "4",
+	r := run(t, nil, "--kafka-brokers", addr, "--topic", k.topic, "--group", k.group, "--until-end", "-n", "300", "-j", "4",
 		"file", "--per-batch", filepath.Join(dir, "{seq}"))
 	if r.code != 1 || !strings.Contains(r.stderr, "batch 5") {
 		t.Fatalf("exit %d, want 1 naming batch 5:\n%s", r.code, r.stderr)
 	}
 	d := delivered{}
 	d.add(t, batchFiles(t, dir)...)
-	committed := committedOffsets(t, addr, "g", parts4)
+	committed := committedOffsets(t, addr, k.topic, k.group, parts4)
 	some := false
 	for _, p := range parts4 {
 		firstMissing := int64(0)
@@ -742,22 +731,24 @@ func TestKafkaFailedBatchBlocksCommits(t *testing.T) {
 // With --dead-letter kafka:dlq the failed batch goes to the dlq topic, with
 // its keys and headers and the batchpipe ones, and the run completes.
 func TestKafkaDeadLetterTopic(t *testing.T) {
-	_, addr := kafkaCluster(t, 4)
-	newProducer(t, addr).produce("t", parts4, 2500)
-	createTopic(t, addr, "dlq", 1)
+	k := newKafka(t, 4)
+	addr := k.addr
+	newProducer(t, addr).produce(k.topic, parts4, 2500)
+	dlq := k.name("dlq")
+	createTopic(t, addr, dlq, 1)
 	dir := t.TempDir()
 	if err := os.WriteFile(filepath.Join(dir, "5"), nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	r := run(t, nil, "--kafka-brokers", addr, "--topic", "t", "--group", "g", "--until-end", "-n", "300", "-j", "4",
-		"--dead-letter", "kafka:dlq", "file", "--per-batch", filepath.Join(dir, "{seq}"))
-	if r.code != 3 || !strings.Contains(r.stderr, "300 records dead-lettered to kafka:dlq") {
+	r := run(t, nil, "--kafka-brokers", addr, "--topic", k.topic, "--group", k.group, "--until-end", "-n", "300", "-j", "4",
+		"--dead-letter", "kafka:"+dlq, "file", "--per-batch", filepath.Join(dir, "{seq}"))
+	if r.code != 3 || !strings.Contains(r.stderr, "300 records dead-lettered to kafka:"+dlq) {
 		t.Fatalf("exit %d, want 3:\n%s", r.code, r.stderr)
 	}
 	d := delivered{}
 	d.add(t, batchFiles(t, dir)...)
 
-	dead := readTopic(t, addr, "dlq")
+	dead := readTopic(t, addr, dlq)
 	if len(dead) != 300 {
 		t.Fatalf("%d records in dlq, want 300", len(dead))
 	}
@@ -770,7 +761,7 @@ func TestKafkaDeadLetterTopic(t *testing.T) {
 		h := headers(m)
 		want := map[string]string{
 			"h":                          "v" + strconv.FormatInt(i, 10),
-			"batchpipe-source-topic":     "t",
+			"batchpipe-source-topic":     k.topic,
 			"batchpipe-source-partition": strconv.Itoa(int(p)),
 			"batchpipe-source-offset":    strconv.FormatInt(i, 10),
 			"batchpipe-attempts":         "1",
@@ -788,7 +779,7 @@ func TestKafkaDeadLetterTopic(t *testing.T) {
 		}
 	}
 	wantExactly(t, d, nil, each(parts4, 2500))
-	for p, o := range committedOffsets(t, addr, "g", parts4) {
+	for p, o := range committedOffsets(t, addr, k.topic, k.group, parts4) {
 		if o != 2500 {
 			t.Errorf("partition %d: committed %d, want 2500: dead letters count as handled", p, o)
 		}
@@ -849,14 +840,15 @@ func readTopic(t *testing.T, addr, topic string) []*sarama.ConsumerMessage {
 // Brokers gone mid-run for longer than --kafka-timeout: exit 1, saying so
 // and how much was left unread.
 func TestKafkaBrokerLost(t *testing.T) {
-	c, addr := kafkaCluster(t, 4)
-	newProducer(t, addr).produce("t", parts4, 50000)
+	k := ownKafka(t, 4)
+	addr := k.addr
+	newProducer(t, addr).produce(k.topic, parts4, 50000)
 	f := newFIFO(t)
-	p := start(t, "-v", "--kafka-brokers", addr, "--topic", "t", "--group", "g", "-n", "500", "--kafka-timeout", "1s",
+	p := start(t, "-v", "--kafka-brokers", addr, "--topic", k.topic, "--group", k.group, "-n", "500", "--kafka-timeout", "1s",
 		"file", f.path)
 	p.waitFor("kafka: assigned")
 	lines := f.read(1000)
-	c.Close()
+	k.stop()
 	lines = append(lines, f.readWhile(p)...)
 	if code := p.wait(); code != 1 {
 		t.Fatalf("exit %d, want 1:\n%s", code, p.stderr())
@@ -875,34 +867,87 @@ func TestKafkaBrokerLost(t *testing.T) {
 }
 
 // SASL with the password from the environment, brokers too; a wrong
-// password is a usage error that does not repeat it.
+// password is a usage error that does not repeat it. On the real broker:
+// PLAIN and SCRAM-SHA-256 on its SASL_PLAINTEXT listener.
 func TestKafkaSASL(t *testing.T) {
-	_, addr := kafkaCluster(t, 1, kfake.EnableSASL(), kfake.Superuser("SCRAM-SHA-512", "loader", "s3cret-pass"))
-	t.Setenv("BATCHPIPE_KAFKA_BROKERS", addr)
-	t.Setenv("BATCHPIPE_KAFKA_PASSWORD", "not-the-pass")
-	args := []string{"--topic", "t", "--until-end", "--kafka-sasl", "scram-sha-512", "--kafka-user", "loader", "file", "-"}
-	r := run(t, nil, args...)
-	if r.code != 2 || strings.Contains(r.stderr, "not-the-pass") || !strings.Contains(r.stderr, "SASL user and password") {
-		t.Fatalf("wrong password: exit %d, stderr:\n%s", r.code, r.stderr)
+	type login struct{ mechanism, addr, user, pass string }
+	var k *kafkaEnv
+	var logins []login
+	if realKafka == nil {
+		k = newFakeKafka(t, 1, kfake.EnableSASL(), kfake.Superuser("SCRAM-SHA-512", "loader", "s3cret-pass"))
+		logins = []login{{"scram-sha-512", k.addr, "loader", "s3cret-pass"}}
+	} else {
+		k = newKafka(t, 1)
+		addr, user, pass := realKafka[kafkareal.EnvSASL], realKafka[kafkareal.EnvUser], realKafka[kafkareal.EnvPassword]
+		logins = []login{{"plain", addr, user, pass}, {"scram-sha-256", addr, user, pass}}
 	}
-	t.Setenv("BATCHPIPE_KAFKA_PASSWORD", "s3cret-pass")
-	r = run(t, nil, args...)
+	n := 0 // kfake with SASL takes no records from the test's producer
+	if realKafka != nil {
+		n = 10
+		newProducer(t, k.addr).produce(k.topic, []int32{0}, n)
+	}
+	for _, l := range logins {
+		t.Run(l.mechanism, func(t *testing.T) {
+			t.Setenv("BATCHPIPE_KAFKA_BROKERS", l.addr)
+			t.Setenv("BATCHPIPE_KAFKA_PASSWORD", "not-the-pass")
+			args := []string{"--topic", k.topic, "--until-end", "--kafka-sasl", l.mechanism, "--kafka-user", l.user, "file", "-"}
+			r := run(t, nil, args...)
+			// kfake hangs up without a word, and batchpipe says what that
+			// may mean; Kafka says it.
+			said := strings.Contains(r.stderr, "SASL user and password") || strings.Contains(r.stderr, "SASL Authentication failed")
+			if r.code != 2 || strings.Contains(r.stderr, "not-the-pass") || !said {
+				t.Fatalf("wrong password: exit %d, stderr:\n%s", r.code, r.stderr)
+			}
+			t.Setenv("BATCHPIPE_KAFKA_PASSWORD", l.pass)
+			r = run(t, nil, args...)
+			if r.code != 0 || !strings.Contains(r.stderr, fmt.Sprintf("drained %d records", n)) {
+				t.Fatalf("exit %d, stderr:\n%s", r.code, r.stderr)
+			}
+			d := delivered{}
+			if n > 0 {
+				d.add(t, strings.Split(strings.TrimSuffix(r.stdout, "\n"), "\n")...)
+			}
+			wantExactly(t, d, nil, each([]int32{0}, n))
+		})
+	}
+}
+
+// TLS with the CA from --kafka-cacert: on kfake, and on the real broker's
+// SSL listener.
+func TestKafkaTLS(t *testing.T) {
+	var k *kafkaEnv
+	var addr, ca string
+	if realKafka == nil {
+		certs := testcert.New(t)
+		k = newFakeKafka(t, 2, kfake.TLS(certs.ServerConfig(false)))
+		addr, ca = k.addr, certs.CAFile
+	} else {
+		k = newKafka(t, 2)
+		addr, ca = realKafka[kafkareal.EnvSSL], realKafka[kafkareal.EnvCA]
+	}
+	args := []string{"--kafka-brokers", addr, "--topic", k.topic, "--group", k.group, "--until-end", "file", "-"}
+	if r := run(t, nil, args...); r.code != 2 || !strings.Contains(r.stderr, addr) {
+		t.Fatalf("without the CA: exit %d, want 2 naming the broker:\n%s", r.code, r.stderr)
+	}
+	args = append([]string{"--kafka-cacert", ca}, args...)
+	r := run(t, nil, args...)
 	if r.code != 0 || !strings.Contains(r.stderr, "drained 0 records") {
-		t.Fatalf("exit %d, stderr:\n%s", r.code, r.stderr)
+		t.Fatalf("exit %d:\n%s", r.code, r.stderr)
 	}
 }
 
 // --envelope json: each record one JSON object with its metadata; a file
 // dead letter keeps the envelopes.
 func TestKafkaEnvelope(t *testing.T) {
-	_, addr := kafkaCluster(t, 2)
-	newProducer(t, addr).produce("t", []int32{0, 1}, 500)
+	k := newKafka(t, 2)
+	addr := k.addr
+	newProducer(t, addr).produce(k.topic, []int32{0, 1}, 500)
 	dir := t.TempDir()
 	if err := os.WriteFile(filepath.Join(dir, "2"), nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
 	dl := filepath.Join(t.TempDir(), "dead")
-	r := run(t, nil, "--kafka-brokers", addr, "--topic", "t", "--until-end", "--envelope", "json", "-n", "100",
+	r := run(t, nil, "--kafka-brokers", addr, "--topic", k.topic, "--until-end", "--envelope", "json", "-n", "100",
 		"--dead-letter", dl, "file", "--per-batch", filepath.Join(dir, "{seq}"))
 	if r.code != 3 {
 		t.Fatalf("exit %d, want 3:\n%s", r.code, r.stderr)
@@ -936,7 +981,7 @@ func TestKafkaEnvelope(t *testing.T) {
 				t.Fatalf("%q: %v", l, err)
 			}
 			p, i := parseValue(t, e.Value)
-			if e.Topic != "t" || e.Partition != p || e.Offset != i || e.Key != "k"+strconv.FormatInt(i, 10) ||
+			if e.Topic != k.topic || e.Partition != p || e.Offset != i || e.Key != "k"+strconv.FormatInt(i, 10) ||
 				len(e.Headers) != 1 || e.Headers[0].Value != "v"+strconv.FormatInt(i, 10) || time.Since(e.Timestamp) > time.Hour {
 				t.Fatalf("envelope %s does not match its record", l)
 			}
@@ -951,18 +996,20 @@ func TestKafkaEnvelope(t *testing.T) {
 // Records from stdin can be dead-lettered to Kafka too: with the reason
 // headers only.
 func TestKafkaDeadLetterFromStdin(t *testing.T) {
-	_, addr := kafkaCluster(t, 1)
-	createTopic(t, addr, "dlq", 1)
+	k := newKafka(t, 1)
+	addr := k.addr
+	dlq := k.name("dlq")
+	createTopic(t, addr, dlq, 1)
 	dir := t.TempDir()
 	if err := os.WriteFile(filepath.Join(dir, "2"), nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	r := run(t, strings.NewReader("a\nb\nc\nd\ne\n"), "--kafka-brokers", addr, "--dead-letter", "kafka:dlq", "-n", "2",
+	r := run(t, strings.NewReader("a\nb\nc\nd\ne\n"), "--kafka-brokers", addr, "--dead-letter", "kafka:"+dlq, "-n", "2",
 		"file", "--per-batch", filepath.Join(dir, "{seq}"))
 	if r.code != 3 {
 		t.Fatalf("exit %d, want 3:\n%s", r.code, r.stderr)
 	}
-	dead := readTopic(t, addr, "dlq")
+	dead := readTopic(t, addr, dlq)
 	if len(dead) != 2 || string(dead[0].Value) != "c" || string(dead[1].Value) != "d" {
 		t.Fatalf("dead letters %v, want c and d", dead)
 	}
@@ -1002,9 +1049,9 @@ func TestKafkaSilentBrokerAtStart(t *testing.T) {
 // produceTxn writes n more records to each partition listed in one
 // committed transaction, so that each ends with a commit marker: an offset
 // that holds no record to read.
-func (pr *producer) produceTxn(addr, topic string, parts []int32, n int) {
+func (pr *producer) produceTxn(addr, topic, txnID string, parts []int32, n int) {
 	pr.t.Helper()
-	cl, err := kgo.NewClient(kgo.SeedBrokers(addr), kgo.TransactionalID("txn"), kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	cl, err := kgo.NewClient(kgo.SeedBrokers(addr), kgo.TransactionalID(txnID), kgo.RecordPartitioner(kgo.ManualPartitioner()))
 	if err != nil {
 		pr.t.Fatal(err)
 	}
@@ -1034,12 +1081,14 @@ func (pr *producer) produceTxn(addr, topic string, parts []int32, n int) {
 func TestKafkaUntilEndTransactional(t *testing.T) {
 	for _, group := range []string{"", "g"} {
 		t.Run("group="+group, func(t *testing.T) {
-			_, addr := kafkaCluster(t, 4)
+			k := newKafka(t, 4)
+			addr := k.addr
 			pr := newProducer(t, addr)
-			pr.produceTxn(addr, "t", parts4, 1000) // offsets 0-999, a marker at 1000
+			pr.produceTxn(addr, k.topic, k.name("txn"), parts4, 1000) // offsets 0-999, a marker at 1000
 			out := filepath.Join(t.TempDir(), "out")
-			args := []string{"--kafka-brokers", addr, "--topic", "t", "--until-end", "-n", "300", "file", out}
+			args := []string{"--kafka-brokers", addr, "--topic", k.topic, "--until-end", "-n", "300", "file", out}
 			if group != "" {
+				group = k.name(group)
 				args = append([]string{"--group", group}, args...)
 			}
 			r := run(t, nil, args...)
@@ -1052,7 +1101,7 @@ func TestKafkaUntilEndTransactional(t *testing.T) {
 			if group == "" {
 				return
 			}
-			for p, o := range committedOffsets(t, addr, group, parts4) {
+			for p, o := range committedOffsets(t, addr, k.topic, group, parts4) {
 				if o != 1001 {
 					t.Errorf("partition %d: committed %d, want 1001, past the marker", p, o)
 				}
@@ -1063,11 +1112,14 @@ func TestKafkaUntilEndTransactional(t *testing.T) {
 
 // idleMember is a group member that takes its partitions and reads
 // nothing; it reports the partitions of t of its first assignment.
-type idleMember struct{ claims chan []int32 }
+type idleMember struct {
+	topic  string
+	claims chan []int32
+}
 
 func (m idleMember) Setup(s sarama.ConsumerGroupSession) error {
 	select {
-	case m.claims <- s.Claims()["t"]:
+	case m.claims <- s.Claims()[m.topic]:
 	default:
 	}
 	return nil
@@ -1080,26 +1132,26 @@ func (idleMember) ConsumeClaim(s sarama.ConsumerGroupSession, _ sarama.ConsumerG
 	return nil
 }
 
-// joinGroup adds an idle member to group until the test ends, and returns
-// the partitions of t it was given.
-func joinGroup(t *testing.T, addr, group string) []int32 {
+// joinGroup adds an idle member to the group until the test ends, and
+// returns the partitions of the topic it was given.
+func joinGroup(t *testing.T, k *kafkaEnv) []int32 {
 	t.Helper()
 	cfg := sarama.NewConfig()
 	cfg.Version = sarama.V2_1_0_0
 	cfg.Consumer.Offsets.AutoCommit.Enable = false
 	cfg.Consumer.Group.Session.Timeout = time.Second
 	cfg.Consumer.Group.Heartbeat.Interval = 300 * time.Millisecond
-	g, err := sarama.NewConsumerGroup([]string{addr}, group, cfg)
+	g, err := sarama.NewConsumerGroup([]string{k.addr}, k.group, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := idleMember{claims: make(chan []int32, 1)}
+	m := idleMember{topic: k.topic, claims: make(chan []int32, 1)}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
 		for ctx.Err() == nil {
-			if err := g.Consume(ctx, []string{"t"}, m); err != nil {
+			if err := g.Consume(ctx, []string{k.topic}, m); err != nil {
 				return
 			}
 		}
@@ -1124,15 +1176,16 @@ func joinGroup(t *testing.T, addr, group string) []int32 {
 // run must fail, naming them, rather than exit 0 as drained; the ones the
 // new member took are for it to finish.
 func TestKafkaUntilEndRebalanceAtTheEnd(t *testing.T) {
-	_, addr := kafkaCluster(t, 4)
-	newProducer(t, addr).produce("t", parts4, 2500)
+	k := newKafka(t, 4)
+	addr := k.addr
+	newProducer(t, addr).produce(k.topic, parts4, 2500)
 	f := newFIFO(t)
 	// One batch of everything, flushed only once the drain is read; its
 	// write fills the pipe and waits there for the test.
-	p := start(t, "-v", "--kafka-brokers", addr, "--topic", "t", "--group", "g", "--until-end", "-n", "100000", "-b", "64M",
+	p := start(t, "-v", "--kafka-brokers", addr, "--topic", k.topic, "--group", k.group, "--until-end", "-n", "100000", "-b", "64M",
 		"-t", "0", "--kafka-session-timeout", "1s", "file", f.path)
 	f.read(1)
-	taken := joinGroup(t, addr, "g")
+	taken := joinGroup(t, k)
 	assigned := func(lines []string) []string {
 		var as []string
 		for _, l := range lines {
@@ -1150,8 +1203,8 @@ func TestKafkaUntilEndRebalanceAtTheEnd(t *testing.T) {
 	as := assigned(strings.Split(p.stderr(), "\n"))
 	last := as[len(as)-1]
 	for _, part := range parts4 {
-		named := strings.Contains(p.stderr(), fmt.Sprintf("t[%d] at 0 of 2500", part))
-		if ours := strings.Contains(last, fmt.Sprintf("t[%d]:", part)); named != ours {
+		named := strings.Contains(p.stderr(), fmt.Sprintf("%s[%d] at 0 of 2500", k.topic, part))
+		if ours := strings.Contains(last, fmt.Sprintf("%s[%d]:", k.topic, part)); named != ours {
 			t.Errorf("partition %d: named %v in the error, but held at the end %v (the other member took %v):\n%s",
 				part, named, ours, taken, p.stderr())
 		}
@@ -1210,11 +1263,12 @@ func TestKafkaFrozenFinalCommit(t *testing.T) {
 		{"until-end", []string{"--until-end", "--kafka-timeout", "1s"}, 0, "--kafka-timeout (1s)"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			c, addr := kafkaCluster(t, 4)
-			newProducer(t, addr).produce("t", parts4, 2500)
+			k := fakeKafka(t, "it swallows offset commits", 4)
+			c, addr := k.fake, k.addr
+			newProducer(t, addr).produce(k.topic, parts4, 2500)
 			out := filepath.Join(t.TempDir(), "out")
 			// No commit before the final one.
-			args := append([]string{"-v", "--kafka-brokers", addr, "--topic", "t", "--group", "g", "-n", "500",
+			args := append([]string{"-v", "--kafka-brokers", addr, "--topic", k.topic, "--group", k.group, "-n", "500",
 				"--commit-interval", "1h", "--kafka-session-timeout", "1s"}, tc.args...)
 			p := start(t, append(args, "file", out)...)
 			frozen, thaw := freezeCommits(c)
@@ -1252,13 +1306,13 @@ func TestKafkaFrozenFinalCommit(t *testing.T) {
 			d.add(t, fileLines(t, out)...)
 			wantExactly(t, d, nil, each(parts4, 2500))
 			thaw()
-			committed := committedOffsets(t, addr, "g", parts4)
+			committed := committedOffsets(t, addr, k.topic, k.group, parts4)
 			for _, part := range parts4 {
 				if committed[part] != 0 {
 					t.Fatalf("partition %d: committed %d, though every commit was swallowed", part, committed[part])
 				}
 			}
-			drainFrom(t, addr, committed, 2500)
+			drainFrom(t, k, committed, 2500)
 		})
 	}
 }
@@ -1278,10 +1332,11 @@ func (p *proc) waitClosed(what string, ch <-chan struct{}) {
 // A second signal while the final commit waits for a broker that stopped
 // answering ends the run at once: exit 1, saying the commit was abandoned.
 func TestKafkaSecondSignalAbandonsFinalCommit(t *testing.T) {
-	c, addr := kafkaCluster(t, 4)
-	newProducer(t, addr).produce("t", parts4, 2500)
+	k := fakeKafka(t, "it swallows offset commits", 4)
+	c, addr := k.fake, k.addr
+	newProducer(t, addr).produce(k.topic, parts4, 2500)
 	out := filepath.Join(t.TempDir(), "out")
-	p := start(t, "-v", "--kafka-brokers", addr, "--topic", "t", "--group", "g", "-n", "500", "--commit-interval", "1h",
+	p := start(t, "-v", "--kafka-brokers", addr, "--topic", k.topic, "--group", k.group, "-n", "500", "--commit-interval", "1h",
 		"--shutdown-timeout", "0", "--kafka-timeout", "1m", "file", out)
 	frozen, _ := freezeCommits(c)
 	p.waitFor("outcome=delivered") // something for the final commit
@@ -1301,10 +1356,17 @@ func TestKafkaSecondSignalAbandonsFinalCommit(t *testing.T) {
 // A join the group refuses for good, before anything was read, is a usage
 // error: exit 2 at once, naming the fix, instead of retrying forever.
 func TestKafkaGroupRefusedAtStart(t *testing.T) {
-	// Kafka's default minimum session timeout, not kafkaCluster's.
-	_, addr := kafkaCluster(t, 1, kfake.GroupMinSessionTimeout(6*time.Second))
-	r := run(t, nil, "--kafka-brokers", addr, "--topic", "t", "--group", "g", "--kafka-session-timeout", "1s", "file", "-")
-	if r.code != 2 || !strings.Contains(r.stderr, "set --kafka-session-timeout (now 1s) between") {
+	// Below the broker's minimum session timeout: kfake's is Kafka's
+	// default, 6s; kafka-real's 100ms.
+	var k *kafkaEnv
+	timeout := "1s"
+	if realKafka == nil {
+		k = newFakeKafka(t, 1, kfake.GroupMinSessionTimeout(6*time.Second))
+	} else {
+		k, timeout = newKafka(t, 1), "50ms"
+	}
+	r := run(t, nil, "--kafka-brokers", k.addr, "--topic", k.topic, "--group", k.group, "--kafka-session-timeout", timeout, "file", "-")
+	if r.code != 2 || !strings.Contains(r.stderr, "set --kafka-session-timeout (now "+timeout+") between") {
 		t.Fatalf("exit %d, want 2 and the fix:\n%s", r.code, r.stderr)
 	}
 }

@@ -50,6 +50,10 @@ func TestMain(m *testing.M) {
 	if role := os.Getenv("BATCHPIPE_TEST_CHILD"); role != "" {
 		os.Exit(child(role, os.Args[1:]))
 	}
+	if err := loadRealKafka(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
 	dir, err := os.MkdirTemp("", "batchpipe-e2e")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
