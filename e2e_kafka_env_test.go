@@ -62,7 +62,8 @@ func (k *kafkaEnv) name(s string) string { return k.prefix + s }
 func (k *kafkaEnv) real() bool { return k.fake == nil }
 
 // newKafka returns a cluster, kfake or the real broker, with topic k.topic
-// of parts partitions, whose groups accept short session timeouts.
+// of parts partitions (none if 0), whose groups accept short session
+// timeouts.
 func newKafka(t *testing.T, parts int32) *kafkaEnv {
 	t.Helper()
 	if realKafka == nil {
@@ -70,7 +71,9 @@ func newKafka(t *testing.T, parts int32) *kafkaEnv {
 	}
 	k := &kafkaEnv{t: t, addr: realKafka[kafkareal.EnvPlaintext], prefix: uniquePrefix(t)}
 	k.topic, k.group = k.name("t"), k.name("g")
-	createTopic(t, k.addr, k.topic, parts)
+	if parts > 0 {
+		createTopic(t, k.addr, k.topic, parts)
+	}
 	return k
 }
 

@@ -1,0 +1,343 @@
+package main
+
+// Kafka end-to-end tests of what a broker does to a topic under the reader:
+// compaction, deleted records, transactions, members that die. They run on
+// kfake and on the real broker (see e2e_kafka_env_test.go), except
+// compaction, which only a real log cleaner does.
+
+import (
+	"context"
+	"fmt"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// A compacted topic: the log cleaner removed every record but the last of
+// each key, leaving gaps in the offsets below the end. --until-end
+// finishes, alone and as a group, and delivers exactly the records kept.
+func TestKafkaCompactedTopic(t *testing.T) {
+	if realKafka == nil {
+		t.Skip("real broker only (kfake has no log cleaner): set BATCHPIPE_TEST_KAFKA, or make test-kafka-real")
+	}
+	k := newKafka(t, 0)
+	const keys, rounds = 100, 5
+	topic := k.name("compacted")
+	// Every batch that is 1s younger than a segment's first rolls a new
+	// one, so the cleaner may clean every round; only the last record, in
+	// the active segment, is left alone.
+	createTopic(t, k.addr, topic, 1, "cleanup.policy", "compact", "segment.ms", "1000",
+		"min.cleanable.dirty.ratio", "0.01", "delete.retention.ms", "0")
+	cl, err := kgo.NewClient(kgo.SeedBrokers(k.addr), kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	base := time.Now().Add(-time.Hour)
+	for r := range rounds + 1 {
+		var recs []*kgo.Record
+		for key := range keys {
+			if r == rounds && key > 0 {
+				break
+			}
+			name := fmt.Sprintf("k%d", key)
+			if r == rounds {
+				name = "last"
+			}
+			off := r*keys + key // the offset it gets
+			recs = append(recs, &kgo.Record{Topic: topic, Key: []byte(name), Value: []byte(value(0, off)),
+				Timestamp: base.Add(time.Duration(r) * 10 * time.Second)})
+		}
+		if err := cl.ProduceSync(context.Background(), recs...).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	end := int64(rounds*keys + 1)
+	kept := func() map[int64]bool {
+		want := map[int64]bool{end - 1: true}
+		for key := range keys {
+			want[int64((rounds-1)*keys+key)] = true
+		}
+		return want
+	}()
+	eventually(t, "compaction down to the last record of each key", func() bool {
+		msgs := readTopic(t, k.addr, topic)
+		if len(msgs) != len(kept) {
+			return false
+		}
+		for _, m := range msgs {
+			if !kept[m.Offset] {
+				return false
+			}
+		}
+		return true
+	})
+
+	for _, group := range []string{"", k.name("g")} {
+		t.Run("group="+group, func(t *testing.T) {
+			out := filepath.Join(t.TempDir(), "out")
+			args := []string{"--kafka-brokers", k.addr, "--topic", topic, "--until-end", "-n", "30", "file", out}
+			if group != "" {
+				args = append([]string{"--group", group}, args...)
+			}
+			r := run(t, nil, args...)
+			if r.code != 0 || !strings.Contains(r.stderr, fmt.Sprintf("drained %d records from 1 topic, lag 0", len(kept))) {
+				t.Fatalf("exit %d:\n%s", r.code, r.stderr)
+			}
+			got := map[int64]int{}
+			for _, l := range fileLines(t, out) {
+				_, off := parseValue(t, l)
+				got[off]++
+			}
+			for off := range kept {
+				if got[off] != 1 {
+					t.Fatalf("record at offset %d delivered %d times, want once", off, got[off])
+				}
+			}
+			if len(got) != len(kept) {
+				t.Fatalf("%d records delivered, want the %d kept", len(got), len(kept))
+			}
+			if group != "" {
+				if o := committedOffsets(t, k.addr, topic, group, []int32{0})[0]; o != end {
+					t.Fatalf("committed %d, want the end, %d", o, end)
+				}
+			}
+		})
+	}
+}
+
+// Records deleted (DeleteRecords) past a group's committed offset were
+// never read: the drain fails naming the partition, and commits nothing
+// there; records deleted below the committed offset change nothing.
+func TestKafkaDeletedRecords(t *testing.T) {
+	k := newKafka(t, 4)
+	pr := newProducer(t, k.addr)
+	pr.produce(k.topic, parts4, 300)
+	drainFrom(t, k, nil, 300) // commits 300 on each partition
+	pr.produce(k.topic, parts4, 700)
+	admin := clusterAdmin(t, k.addr)
+	defer admin.Close()
+	// Partition 0 loses records already read, partition 1 records never read.
+	if err := admin.DeleteRecords(k.topic, map[int32]int64{0: 100, 1: 800}); err != nil {
+		t.Fatal(err)
+	}
+	r := run(t, nil, "--kafka-brokers", k.addr, "--topic", k.topic, "--group", k.group, "--until-end", "-n", "100", "file", "-")
+	if r.code != 1 {
+		t.Fatalf("exit %d, want 1:\n%s", r.code, r.stderr)
+	}
+	for _, want := range []string{k.topic + "[1]: ", "committed offset 300 is outside the offsets kept (800-1000)"} {
+		if !strings.Contains(r.stderr, want) {
+			t.Fatalf("no %q in:\n%s", want, r.stderr)
+		}
+	}
+	for _, p := range []int32{0, 2, 3} {
+		if strings.Contains(r.stderr, fmt.Sprintf("%s[%d]", k.topic, p)) {
+			t.Errorf("partition %d named, though its records from the committed offset are all kept:\n%s", p, r.stderr)
+		}
+	}
+	if o := committedOffsets(t, k.addr, k.topic, k.group, parts4)[1]; o != 300 {
+		t.Errorf("partition 1: committed %d, want 300, as it was", o)
+	}
+}
+
+// hasFlag reports whether batchpipe --help lists flag.
+func hasFlag(t *testing.T, flag string) bool {
+	t.Helper()
+	out, _ := exec.Command(bin, "--help").CombinedOutput()
+	return strings.Contains(string(out), flag)
+}
+
+// A topic written by a transactional producer, some transactions committed
+// and some aborted, ending with an abort marker: a drain delivers exactly
+// the committed records and exits 0, alone and as a group, like kcat
+// (read_committed).
+func TestKafkaAbortedTransactions(t *testing.T) {
+	if !hasFlag(t, "--isolation") {
+		t.Skip("batchpipe reads aborted transactions until it has --isolation (read_committed by default)")
+	}
+	k := newKafka(t, 4)
+	pr := newProducer(t, k.addr)
+	cl, err := kgo.NewClient(kgo.SeedBrokers(k.addr), kgo.TransactionalID(k.name("txn")),
+		kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	aborted := 0
+	for i, commit := range []bool{true, false, true, true, false} {
+		if err := cl.BeginTransaction(); err != nil {
+			t.Fatal(err)
+		}
+		var recs []*kgo.Record
+		for _, p := range parts4 {
+			for range 250 {
+				n := pr.next[p]
+				if commit {
+					pr.next[p]++
+				} else {
+					n = 1_000_000 + aborted // never a committed record's number
+					aborted++
+				}
+				recs = append(recs, &kgo.Record{Topic: k.topic, Partition: p, Value: []byte(value(p, n))})
+			}
+		}
+		if err := cl.ProduceSync(context.Background(), recs...).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+		if err := cl.EndTransaction(context.Background(), kgo.TransactionEndTry(commit)); err != nil {
+			t.Fatalf("transaction %d: %v", i, err)
+		}
+	}
+	// Per partition: 750 committed records, 500 aborted, 5 markers.
+	const end = 1255
+	for _, group := range []string{"", k.name("g")} {
+		t.Run("group="+group, func(t *testing.T) {
+			out := filepath.Join(t.TempDir(), "out")
+			args := []string{"--kafka-brokers", k.addr, "--topic", k.topic, "--until-end", "-n", "300", "file", out}
+			if group != "" {
+				args = append([]string{"--group", group}, args...)
+			}
+			r := run(t, nil, args...)
+			d := delivered{}
+			d.add(t, fileLines(t, out)...)
+			n := 0
+			for _, offs := range d {
+				for i, c := range offs {
+					if i >= 1_000_000 {
+						n += c
+					}
+				}
+			}
+			if n > 0 {
+				t.Fatalf("%d records of aborted transactions delivered", n)
+			}
+			if r.code != 0 || !strings.Contains(r.stderr, "drained 3000 records from 1 topic, lag 0") {
+				t.Fatalf("exit %d:\n%s", r.code, r.stderr)
+			}
+			wantExactly(t, d, nil, each(parts4, 750))
+			if group == "" {
+				return
+			}
+			for p, o := range committedOffsets(t, k.addr, k.topic, group, parts4) {
+				if o != end {
+					t.Errorf("partition %d: committed %d, want %d, past the abort marker", p, o, end)
+				}
+			}
+		})
+	}
+}
+
+// stream sends every line of the fifo to lines until the sentinel, then
+// closes done.
+func (f *fifo) stream(lines chan<- string, done chan<- error) {
+	f.f.SetReadDeadline(time.Now().Add(5 * time.Minute))
+	for {
+		l, err := f.r.ReadString('\n')
+		if err != nil {
+			done <- err
+			return
+		}
+		l = strings.TrimSuffix(l, "\n")
+		if strings.Contains(l, sentinel) {
+			done <- nil
+			return
+		}
+		lines <- l
+	}
+}
+
+// Three members of a group; one is killed with SIGKILL while it holds
+// partitions. The other two take them over once its session ends and go
+// on; every record is delivered, and a final drain finishes with the end
+// committed.
+func TestKafkaGroupThreeMembersOneKilled(t *testing.T) {
+	const perPartition = 5000
+	k := newKafka(t, 4)
+	newProducer(t, k.addr).produce(k.topic, parts4, perPartition)
+	args := []string{"-v", "--kafka-brokers", k.addr, "--topic", k.topic, "--group", k.group, "-n", "100",
+		"--kafka-session-timeout", "1s", "--commit-interval", "50ms", "file"}
+	var ps []*proc
+	var fs []*fifo
+	for range 3 {
+		f := newFIFO(t)
+		p := start(t, append(args, f.path)...)
+		p.waitFor("kafka: assigned")
+		ps, fs = append(ps, p), append(fs, f)
+	}
+	// Nothing is read from the pipes yet, so no member gets far; wait for
+	// the assignment that shares the four partitions among the three.
+	shared := func() bool {
+		sum := 0
+		for _, p := range ps {
+			p.mu.Lock()
+			n := assignedCount(p.lines)
+			p.mu.Unlock()
+			if n < 1 {
+				return false
+			}
+			sum += n
+		}
+		return sum == 4
+	}
+	for _, p := range ps {
+		p.waitForLines("a share of the four partitions", func([]string) bool { return shared() })
+	}
+	victim := ps[0]
+	victim.signal(syscall.SIGKILL)
+	victim.wait()
+	d := delivered{}
+	d.add(t, fs[0].rest()...)
+
+	lines := make(chan string)
+	done := make(chan error, 2)
+	for _, f := range fs[1:] {
+		go f.stream(lines, done)
+	}
+	for !d.covers(parts4, perPartition) {
+		select {
+		case l := <-lines:
+			d.add(t, l)
+		case err := <-done:
+			t.Fatalf("a member's output ended: %v:\n%s\n%s", err, ps[1].stderr(), ps[2].stderr())
+		}
+	}
+	for _, p := range ps[1:] {
+		p.signal(syscall.SIGTERM)
+	}
+	// Go on reading while they stop: their last batches are in the pipes.
+	stopped := make(chan struct{})
+	go func() {
+		for _, p := range ps[1:] {
+			<-p.waited
+		}
+		for _, f := range fs[1:] {
+			f.f.WriteString(sentinel + "\n")
+		}
+		close(stopped)
+	}()
+	for ended := 0; ended < 2; {
+		select {
+		case l := <-lines:
+			d.add(t, l)
+		case err := <-done:
+			if err != nil {
+				t.Fatal(err)
+			}
+			ended++
+		}
+	}
+	<-stopped
+	for _, p := range ps[1:] {
+		if code := p.wait(); code != 143 {
+			t.Fatalf("exit %d, want 143:\n%s", code, p.stderr())
+		}
+	}
+	committed := committedOffsets(t, k.addr, k.topic, k.group, parts4)
+	last := drainFrom(t, k, committed, perPartition)
+	t.Logf("%d records delivered by the members, %d of them twice; %d by the final drain", d.count(), d.count()-4*perPartition, last.count())
+}
