@@ -77,8 +77,9 @@ func Fetch(version string, log io.Writer) (string, error) {
 	os.RemoveAll(tmp)
 	mvn := exec.Command("mvn", "-B", "-q", "-Dstyle.color=never", "-f", pom, "dependency:copy-dependencies",
 		"-DincludeScope=runtime", "-DoutputDirectory="+tmp)
-	mvn.Stdout, mvn.Stderr = log, log
-	if err := mvn.Run(); err != nil {
+	// Quiet unless it fails: then all it said.
+	if out, err := mvn.CombinedOutput(); err != nil {
+		log.Write(out)
 		return "", fmt.Errorf("kafka-real: fetch kafka %s with maven: %w", version, err)
 	}
 	os.RemoveAll(libs)
