@@ -235,3 +235,43 @@ func eventually(t *testing.T, what string, ok func() bool) {
 		}
 	}
 }
+
+// waitStable returns once no transaction is open on any partition of
+// topic: the last stable offset, where a read_committed reader's end is,
+// has reached the high watermark. A real broker writes the markers that
+// end a transaction after the producer's EndTransaction has returned.
+func waitStable(t *testing.T, addr, topic string, parts []int32) {
+	t.Helper()
+	cfg := sarama.NewConfig()
+	cfg.Version = sarama.V2_1_0_0
+	client, err := sarama.NewClient([]string{addr}, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	end := func(p int32, level sarama.IsolationLevel) int64 {
+		leader, err := client.Leader(topic, p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req := &sarama.OffsetRequest{Version: 2, IsolationLevel: level}
+		req.AddBlock(topic, p, sarama.OffsetNewest, 1)
+		resp, err := leader.GetAvailableOffsets(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b := resp.GetBlock(topic, p)
+		if b == nil || b.Err != sarama.ErrNoError {
+			t.Fatalf("list offsets of %s[%d]: %v", topic, p, b)
+		}
+		return b.Offset
+	}
+	eventually(t, "transaction markers on every partition of "+topic, func() bool {
+		for _, p := range parts {
+			if end(p, sarama.ReadCommitted) != end(p, sarama.ReadUncommitted) {
+				return false
+			}
+		}
+		return true
+	})
+}
