@@ -1064,7 +1064,7 @@ func (pr *producer) produceTxn(addr, topic, txnID string, parts []int32, n int) 
 		for range n {
 			i := pr.next[p]
 			pr.next[p]++
-			recs = append(recs, &kgo.Record{Topic: topic, Partition: p, Value: []byte(value(p, i))})
+			recs = append(recs, &kgo.Record{Topic: topic, Partition: p, Key: []byte("k" + strconv.Itoa(i)), Value: []byte(value(p, i))})
 		}
 	}
 	if err := cl.ProduceSync(context.Background(), recs...).FirstErr(); err != nil {
