@@ -19,7 +19,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/IBM/sarama"
 	"github.com/batchpipe/batchpipe/internal/kafkareal"
 	"github.com/twmb/franz-go/pkg/kfake"
 )
@@ -186,37 +185,9 @@ func uniquePrefix(t *testing.T) string {
 // partition has a leader.
 func createTopic(t *testing.T, addr, topic string, parts int32, configs ...string) {
 	t.Helper()
-	admin := clusterAdmin(t, addr)
-	defer admin.Close()
-	detail := &sarama.TopicDetail{NumPartitions: parts, ReplicationFactor: 1, ConfigEntries: map[string]*string{}}
-	for i := 0; i+1 < len(configs); i += 2 {
-		detail.ConfigEntries[configs[i]] = &configs[i+1]
-	}
-	if err := admin.CreateTopic(topic, detail, false); err != nil {
+	if err := kafkareal.CreateTopic(context.Background(), addr, topic, parts, configs...); err != nil {
 		t.Fatal(err)
 	}
-	cfg := sarama.NewConfig()
-	cfg.Version = sarama.V2_1_0_0
-	client, err := sarama.NewClient([]string{addr}, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer client.Close()
-	eventually(t, "topic "+topic+" has leaders", func() bool {
-		if client.RefreshMetadata(topic) != nil {
-			return false
-		}
-		ps, err := client.Partitions(topic)
-		if err != nil || len(ps) != int(parts) {
-			return false
-		}
-		for _, p := range ps {
-			if l, err := client.Leader(topic, p); err != nil || l == nil {
-				return false
-			}
-		}
-		return true
-	})
 }
 
 // eventually polls ok until it holds, for a broker state the test cannot
@@ -237,41 +208,12 @@ func eventually(t *testing.T, what string, ok func() bool) {
 }
 
 // waitStable returns once no transaction is open on any partition of
-// topic: the last stable offset, where a read_committed reader's end is,
-// has reached the high watermark. A real broker writes the markers that
-// end a transaction after the producer's EndTransaction has returned.
-func waitStable(t *testing.T, addr, topic string, parts []int32) {
+// topic: a real broker writes the markers that end a transaction after the
+// producer's EndTransaction has returned, and until then a read_committed
+// reader's end, the last stable offset, stops short of the records.
+func waitStable(t *testing.T, addr, topic string) {
 	t.Helper()
-	cfg := sarama.NewConfig()
-	cfg.Version = sarama.V2_1_0_0
-	client, err := sarama.NewClient([]string{addr}, cfg)
-	if err != nil {
+	if err := kafkareal.WaitStable(context.Background(), addr, topic); err != nil {
 		t.Fatal(err)
 	}
-	defer client.Close()
-	end := func(p int32, level sarama.IsolationLevel) int64 {
-		leader, err := client.Leader(topic, p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		req := &sarama.OffsetRequest{Version: 2, IsolationLevel: level}
-		req.AddBlock(topic, p, sarama.OffsetNewest, 1)
-		resp, err := leader.GetAvailableOffsets(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		b := resp.GetBlock(topic, p)
-		if b == nil || b.Err != sarama.ErrNoError {
-			t.Fatalf("list offsets of %s[%d]: %v", topic, p, b)
-		}
-		return b.Offset
-	}
-	eventually(t, "transaction markers on every partition of "+topic, func() bool {
-		for _, p := range parts {
-			if end(p, sarama.ReadCommitted) != end(p, sarama.ReadUncommitted) {
-				return false
-			}
-		}
-		return true
-	})
 }

@@ -1073,7 +1073,7 @@ func (pr *producer) produceTxn(addr, topic, txnID string, parts []int32, n int) 
 	if err := cl.EndTransaction(context.Background(), kgo.TryCommit); err != nil {
 		pr.t.Fatal(err)
 	}
-	waitStable(pr.t, addr, topic, parts)
+	waitStable(pr.t, addr, topic)
 }
 
 // A topic written in transactions ends with commit markers, which sarama

@@ -1,0 +1,127 @@
+package kafkareal
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/IBM/sarama"
+)
+
+// Tests that share a broker create their topics with CreateTopic and wait
+// for transactions with WaitStable: what kfake does at once, a real broker
+// does a moment later.
+
+func client(addr string) (sarama.Client, error) {
+	cfg := sarama.NewConfig()
+	cfg.Version = sarama.V2_1_0_0
+	return sarama.NewClient([]string{addr}, cfg)
+}
+
+// CreateTopic creates topic with the configs given (name, value, name,
+// value...), and returns once every partition has a leader.
+func CreateTopic(ctx context.Context, addr, topic string, parts int32, configs ...string) error {
+	cl, err := client(addr)
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	admin, err := sarama.NewClusterAdminFromClient(cl)
+	if err != nil {
+		return err
+	}
+	detail := &sarama.TopicDetail{NumPartitions: parts, ReplicationFactor: 1, ConfigEntries: map[string]*string{}}
+	for i := 0; i+1 < len(configs); i += 2 {
+		detail.ConfigEntries[configs[i]] = &configs[i+1]
+	}
+	if err := admin.CreateTopic(topic, detail, false); err != nil {
+		return fmt.Errorf("create topic %s: %w", topic, err)
+	}
+	return poll(ctx, "topic "+topic+" has leaders", func() (bool, error) {
+		if cl.RefreshMetadata(topic) != nil {
+			return false, nil
+		}
+		ps, err := cl.Partitions(topic)
+		if err != nil || len(ps) != int(parts) {
+			return false, nil
+		}
+		for _, p := range ps {
+			if l, err := cl.Leader(topic, p); err != nil || l == nil {
+				return false, nil
+			}
+		}
+		return true, nil
+	})
+}
+
+// WaitStable returns once no transaction is open on any partition of
+// topic: the last stable offset, the end for a read_committed reader, has
+// reached the high watermark. A real broker writes the markers that end a
+// transaction after the producer's EndTransaction has returned.
+func WaitStable(ctx context.Context, addr, topic string) error {
+	cl, err := client(addr)
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	parts, err := cl.Partitions(topic)
+	if err != nil {
+		return err
+	}
+	end := func(p int32, level sarama.IsolationLevel) (int64, error) {
+		leader, err := cl.Leader(topic, p)
+		if err != nil {
+			return 0, err
+		}
+		req := &sarama.OffsetRequest{Version: 2, IsolationLevel: level}
+		req.AddBlock(topic, p, sarama.OffsetNewest, 1)
+		resp, err := leader.GetAvailableOffsets(req)
+		if err != nil {
+			return 0, err
+		}
+		b := resp.GetBlock(topic, p)
+		if b == nil {
+			return 0, fmt.Errorf("list offsets of %s[%d]: no answer", topic, p)
+		}
+		if !errors.Is(b.Err, sarama.ErrNoError) {
+			return 0, fmt.Errorf("list offsets of %s[%d]: %w", topic, p, b.Err)
+		}
+		return b.Offset, nil
+	}
+	return poll(ctx, "transaction markers on every partition of "+topic, func() (bool, error) {
+		for _, p := range parts {
+			committed, err1 := end(p, sarama.ReadCommitted)
+			all, err2 := end(p, sarama.ReadUncommitted)
+			if err := errors.Join(err1, err2); err != nil {
+				return false, err
+			}
+			if committed != all {
+				return false, nil
+			}
+		}
+		return true, nil
+	})
+}
+
+// poll calls ok until it holds, for a minute at most.
+func poll(ctx context.Context, what string, ok func() (bool, error)) error {
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		done, err := ok()
+		if err != nil {
+			return err
+		}
+		if done {
+			return nil
+		}
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+			return fmt.Errorf("no %s within a minute", what)
+		}
+	}
+}
