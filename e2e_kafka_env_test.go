@@ -11,11 +11,8 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"os"
-	"strings"
 	"testing"
 	"time"
 
@@ -68,7 +65,7 @@ func newKafka(t *testing.T, parts int32) *kafkaEnv {
 	if realKafka == nil {
 		return newFakeKafka(t, parts)
 	}
-	k := &kafkaEnv{t: t, addr: realKafka[kafkareal.EnvPlaintext], prefix: uniquePrefix(t)}
+	k := &kafkaEnv{t: t, addr: realKafka[kafkareal.EnvPlaintext], prefix: kafkareal.Prefix(t.Name())}
 	k.topic, k.group = k.name("t"), k.name("g")
 	if parts > 0 {
 		createTopic(t, k.addr, k.topic, parts)
@@ -158,27 +155,6 @@ func freePort(t *testing.T) int {
 		t.Fatal(err)
 	}
 	return b
-}
-
-// uniquePrefix is a prefix of topic and group names of the test's own on
-// a shared broker: its name, and a random part for reruns.
-func uniquePrefix(t *testing.T) string {
-	var sb strings.Builder
-	for _, r := range t.Name() {
-		switch {
-		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '-':
-			sb.WriteRune(r)
-		default:
-			sb.WriteByte('_')
-		}
-	}
-	name := sb.String()
-	if len(name) > 120 {
-		name = name[:120]
-	}
-	b := make([]byte, 3)
-	rand.Read(b)
-	return name + "-" + hex.EncodeToString(b) + "-"
 }
 
 // createTopic creates topic, with configs if any, and returns once every

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"github.com/IBM/sarama"
 	"github.com/batchpipe/batchpipe/batcher"
+	"github.com/batchpipe/batchpipe/internal/kafkareal"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -17,8 +18,10 @@ import (
 	"time"
 )
 
-// newCluster starts an in-process Kafka cluster with topic of parts
-// partitions.
+// newCluster starts an in-process Kafka cluster. The tests of what a
+// broker leaves at a partition's end (markers, deleted records) use
+// newTopic instead, which gives them the real broker when
+// BATCHPIPE_TEST_KAFKA names one.
 func newCluster(t *testing.T, opts ...kfake.Opt) *kfake.Cluster {
 	t.Helper()
 	opts = append([]kfake.Opt{kfake.NumBrokers(1), kfake.GroupMinSessionTimeout(100 * time.Millisecond)}, opts...)
@@ -30,7 +33,7 @@ func newCluster(t *testing.T, opts ...kfake.Opt) *kfake.Cluster {
 	return c
 }
 
-func connect(t *testing.T, c *kfake.Cluster) sarama.Client {
+func connect(t *testing.T, c brokers) sarama.Client {
 	t.Helper()
 	conn := KafkaConn{Brokers: c.ListenAddrs(), SessionTimeout: time.Second}
 	client, err := conn.Connect()
@@ -43,7 +46,7 @@ func connect(t *testing.T, c *kfake.Cluster) sarama.Client {
 
 // produce writes n records to each of the listed partitions of topic; the
 // value of record i of partition p is "topic/p/i".
-func produce(t *testing.T, c *kfake.Cluster, topic string, parts []int32, n int) {
+func produce(t *testing.T, c brokers, topic string, parts []int32, n int) {
 	t.Helper()
 	cfg := sarama.NewConfig()
 	cfg.Version = KafkaVersion
@@ -102,11 +105,14 @@ func (c *collect) Deliver(ctx context.Context, b *batcher.Batch) error {
 func TestKafkaUntilEnd(t *testing.T) {
 	for _, group := range []string{"", "g"} {
 		t.Run("group="+group, func(t *testing.T) {
-			c := newCluster(t, kfake.SeedTopics(4, "t"))
+			c, topic := newTopic(t, 4)
+			if group != "" {
+				group = c.name(group)
+			}
 			client := connect(t, c)
-			produce(t, c, "t", []int32{0, 1, 2, 3}, 1000)
+			produce(t, c, topic, []int32{0, 1, 2, 3}, 1000)
 
-			k, err := OpenKafka(client, KafkaConfig{Topics: []string{"t"}, Group: group, UntilEnd: true})
+			k, err := OpenKafka(client, KafkaConfig{Topics: []string{topic}, Group: group, UntilEnd: true})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -125,13 +131,13 @@ func TestKafkaUntilEnd(t *testing.T) {
 			if st.Delivered != 4000 || len(sink.seen) != 4000 {
 				t.Fatalf("delivered %d, %d distinct; want 4000", st.Delivered, len(sink.seen))
 			}
-			if lag := k.Lag(); lag["t"] != 0 {
+			if lag := k.Lag(); lag[topic] != 0 {
 				t.Fatalf("lag %v", lag)
 			}
 			if group == "" {
 				return
 			}
-			for p, o := range committedOffsets(t, client, group, "t", 4) {
+			for p, o := range committedOffsets(t, client, group, topic, 4) {
 				if o != 1000 {
 					t.Errorf("partition %d: committed %d, want 1000", p, o)
 				}
@@ -421,7 +427,7 @@ func TestKafkaReadCountsHandedOver(t *testing.T) {
 // produceTxn writes n records to partition part of topic in one committed
 // transaction: the partition then ends with a commit marker, an offset that
 // holds no record to read.
-func produceTxn(t *testing.T, c *kfake.Cluster, topic string, part int32, n int) {
+func produceTxn(t *testing.T, c brokers, topic string, part int32, n int) {
 	t.Helper()
 	cl, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...), kgo.TransactionalID("txn-"+t.Name()),
 		kgo.RecordPartitioner(kgo.ManualPartitioner()))
@@ -440,6 +446,9 @@ func produceTxn(t *testing.T, c *kfake.Cluster, topic string, part int32, n int)
 		t.Fatal(err)
 	}
 	if err := cl.EndTransaction(context.Background(), kgo.TryCommit); err != nil {
+		t.Fatal(err)
+	}
+	if err := kafkareal.WaitStable(context.Background(), c.ListenAddrs()[0], topic); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -482,16 +491,16 @@ func TestKafkaUntilEndPastMarker(t *testing.T) {
 		{"start at the marker, records past the end", From{Kind: FromOffset, Offset: 10}, 5, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			c := newCluster(t, kfake.SeedTopics(1, "t"))
+			c, topic := newTopic(t, 1)
 			client := connect(t, c)
-			produceTxn(t, c, "t", 0, 10) // offsets 0-9, the marker at 10
-			k, err := OpenKafka(client, KafkaConfig{Topics: []string{"t"}, From: tc.from, UntilEnd: true})
+			produceTxn(t, c, topic, 0, 10) // offsets 0-9, the marker at 10
+			k, err := OpenKafka(client, KafkaConfig{Topics: []string{topic}, From: tc.from, UntilEnd: true})
 			if err != nil {
 				t.Fatal(err)
 			}
 			defer k.Close()
 			if tc.after > 0 {
-				produce(t, c, "t", []int32{0}, tc.after)
+				produce(t, c, topic, []int32{0}, tc.after)
 			}
 			recs := drainWithin(t, k)
 			if len(recs) != tc.want {
@@ -508,9 +517,9 @@ func TestKafkaUntilEndPastMarker(t *testing.T) {
 
 // The same as a group, which commits the end offset, past the marker.
 func TestKafkaGroupUntilEndPastMarker(t *testing.T) {
-	c := newCluster(t, kfake.SeedTopics(1, "t"))
+	c, topic := newTopic(t, 1)
 	client := connect(t, c)
-	produceTxn(t, c, "t", 0, 10)
+	produceTxn(t, c, topic, 0, 10)
 	for _, tc := range []struct {
 		group string
 		from  From
@@ -520,14 +529,14 @@ func TestKafkaGroupUntilEndPastMarker(t *testing.T) {
 		{"g2", From{Kind: FromOffset, Offset: 10}, 0}, // as if an earlier run committed the last record
 	} {
 		t.Run(tc.group, func(t *testing.T) {
-			st, err := runPipeline(t, client, KafkaConfig{Topics: []string{"t"}, Group: tc.group, From: tc.from, UntilEnd: true})
+			st, err := runPipeline(t, client, KafkaConfig{Topics: []string{topic}, Group: c.name(tc.group), From: tc.from, UntilEnd: true})
 			if err != nil {
 				t.Fatalf("after %d records: %v", st.Delivered, err)
 			}
 			if st.Delivered != tc.want {
 				t.Fatalf("delivered %d, want %d", st.Delivered, tc.want)
 			}
-			if o := committedOffsets(t, client, tc.group, "t", 1)[0]; o != 11 {
+			if o := committedOffsets(t, client, c.name(tc.group), topic, 1)[0]; o != 11 {
 				t.Fatalf("committed %d, want 11, past the marker", o)
 			}
 		})
@@ -557,11 +566,11 @@ func runPipeline(t *testing.T, client sarama.Client, cfg KafkaConfig) (batcher.S
 // as it does without a group, rather than skip them unsaid as sarama's
 // group consumer would; the committed offset stays where it was.
 func TestKafkaGroupDeletedRecordsFail(t *testing.T) {
-	c := newCluster(t, kfake.SeedTopics(1, "t"))
+	c, topic := newTopic(t, 1)
 	client := connect(t, c)
-	produce(t, c, "t", []int32{0}, 10)
+	produce(t, c, topic, []int32{0}, 10)
 	groupRun := func(cfg KafkaConfig) (batcher.Stats, error) {
-		cfg.Topics, cfg.Group = []string{"t"}, "g"
+		cfg.Topics, cfg.Group = []string{topic}, c.name("g")
 		return runPipeline(t, client, cfg)
 	}
 	if _, err := groupRun(KafkaConfig{Limit: 3}); err != nil {
@@ -571,18 +580,18 @@ func TestKafkaGroupDeletedRecordsFail(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := admin.DeleteRecords("t", map[int32]int64{0: 10}); err != nil {
+	if err := admin.DeleteRecords(topic, map[int32]int64{0: 10}); err != nil {
 		t.Fatal(err)
 	}
 	st, err := groupRun(KafkaConfig{UntilEnd: true})
-	if !errors.Is(err, sarama.ErrOffsetOutOfRange) || !strings.Contains(err.Error(), "t[0]") ||
+	if !errors.Is(err, sarama.ErrOffsetOutOfRange) || !strings.Contains(err.Error(), topic+"[0]") ||
 		!strings.Contains(err.Error(), "committed offset 3 is outside the offsets kept (10-10)") {
 		t.Fatalf("err %v", err)
 	}
 	if st.Delivered != 0 {
 		t.Fatalf("delivered %d, want none", st.Delivered)
 	}
-	if o := committedOffsets(t, client, "g", "t", 1)[0]; o != 3 {
+	if o := committedOffsets(t, client, c.name("g"), topic, 1)[0]; o != 3 {
 		t.Fatalf("committed %d, want 3", o)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/IBM/sarama"
@@ -124,4 +125,24 @@ func poll(ctx context.Context, what string, ok func() (bool, error)) error {
 			return fmt.Errorf("no %s within a minute", what)
 		}
 	}
+}
+
+// Prefix returns a prefix for the topics and groups of the test named
+// name on a shared broker: the name in the characters topics allow, and a
+// random part, so that a test run again gets new ones.
+func Prefix(name string) string {
+	var sb strings.Builder
+	for _, r := range name {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '-':
+			sb.WriteRune(r)
+		default:
+			sb.WriteByte('_')
+		}
+	}
+	s := sb.String()
+	if len(s) > 120 {
+		s = s[:120]
+	}
+	return s + "-" + randomHex(3) + "-"
 }
