@@ -619,57 +619,6 @@ func TestExecSIGTERMLetsRunsFinish(t *testing.T) {
 	}
 }
 
-// TestSIGTERMDeliversAllItTookFromThePipe stops batchpipe while a writer
-// keeps its input pipe full and the sink holds up delivery. Every byte it
-// took from the pipe must be delivered, or reported: the output followed
-// by what a record cut short had read and by what was left in the pipe is
-// the input.
-func TestSIGTERMDeliversAllItTookFromThePipe(t *testing.T) {
-	gate, open := shutGate(t)
-	input := lines(200000, "line %07d")
-	pr, pw, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pr.Close()
-	c := exec.Command(bin, execArgs(t, []string{"-n", "1000", "exec"}, "gate", gate)...)
-	c.Stdin = pr
-	p := startCmd(t, c)
-	written := make(chan error, 1)
-	go func() {
-		_, err := io.WriteString(pw, input)
-		pw.Close()
-		written <- err
-	}()
-	p.waitFor("gate: started batch 1")
-	p.signal(syscall.SIGTERM)
-	p.waitFor("delivering what was read")
-	open()
-	code := p.wait()
-	// The rest of the input, from the pipe batchpipe no longer reads.
-	rest, err := io.ReadAll(pr)
-	if err != nil || <-written != nil {
-		t.Fatal(err)
-	}
-	out := p.stdout.String()
-	cut := 0
-	if m := regexp.MustCompile(`its first (\d+) bytes were read`).FindStringSubmatch(p.stderr()); m != nil {
-		cut, _ = strconv.Atoi(m[1])
-		if code != 1 || !strings.Contains(p.stderr(), "1 of ") {
-			t.Errorf("a record was cut short, but exit %d:\n%s", code, p.stderr())
-		}
-	} else if code != 143 {
-		t.Errorf("exit %d, want 143:\n%s", code, p.stderr())
-	}
-	if !strings.HasPrefix(input, out) || len(out)+cut+len(rest) != len(input) || !strings.HasSuffix(input, string(rest)) {
-		t.Fatalf("delivered %d bytes, cut short %d, left in the pipe %d: %d of the %d bytes taken from the pipe are missing",
-			len(out), cut, len(rest), len(input)-len(out)-cut-len(rest), len(input)-len(rest))
-	}
-	if len(rest) == 0 {
-		t.Fatalf("the whole input was read: nothing was left to stop")
-	}
-}
-
 func TestExecShutdownTimeoutStopsRuns(t *testing.T) {
 	gate, _ := shutGate(t)
 	p := start(t, execArgs(t, []string{"-n", "2", "--shutdown-timeout", "200ms", "exec"}, "gate", gate)...)

@@ -215,6 +215,11 @@ func (o *options) run(openSink func() (batcher.Sink, error)) error {
 	defer abandon(nil)
 	drain, drainOver := context.WithCancelCause(ctx)
 	defer drainOver(nil)
+	if src, ok := p.Source.(*sources.Stream); ok {
+		// A record the first signal cuts in half is read to its end
+		// while the drain lasts.
+		src.Stopped, src.Drain = stop, drain
+	}
 	var finishing atomic.Bool          // the pipeline is over: Kafka commits and closes
 	stopped := make(chan os.Signal, 1) // the signal that stopped the run
 	done := make(chan struct{})
