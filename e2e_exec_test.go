@@ -403,9 +403,10 @@ func TestExecBackgroundKilled(t *testing.T) {
 	}
 }
 
-// With -j above 1, output that cannot be written to stdout (a closed pipe,
-// a full disk) fails its batch, and batchpipe says so and exits 1 rather
-// than dying by SIGPIPE or counting the batch as delivered.
+// With -j above 1, output that cannot be written to stdout fails its
+// batch, and batchpipe says so rather than counting the batch as
+// delivered: a full disk exits 1, a closed pipe 141 with one line, as cat
+// (TestBrokenPipeStopsAtOnce).
 func TestExecStdoutFails(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
@@ -417,6 +418,24 @@ func TestExecStdoutFails(t *testing.T) {
 		{"closed pipe keep order", []string{"--keep-order"}, closedPipe},
 		{"full disk keep order", []string{"--keep-order"}, devFull},
 	} {
+		if strings.HasPrefix(tc.name, "closed pipe") {
+			t.Run(tc.name, func(t *testing.T) {
+				flags := append([]string{"-n", "10", "-j", "2", "exec"}, tc.flags...)
+				c := exec.Command(bin, execArgs(t, flags, "cat")...)
+				c.Stdout = tc.stdout(t)
+				p := startCmd(t, c)
+				c.Stdout.(*os.File).Close()
+				p.write(lines(100, "%d"))
+				p.stdin.Close()
+				if code := p.wait(); code != 141 {
+					t.Fatalf("exit %d, want 141; stderr:\n%s", code, p.stderr())
+				}
+				if !regexp.MustCompile(`^batchpipe: stdout: broken pipe, \d+ of 100 records not delivered$`).MatchString(p.stderr()) {
+					t.Errorf("stderr:\n%s", p.stderr())
+				}
+			})
+			continue
+		}
 		t.Run(tc.name, func(t *testing.T) {
 			flags := append([]string{"-n", "10", "-j", "2", "exec"}, tc.flags...)
 			c := exec.Command(bin, execArgs(t, flags, "cat")...)

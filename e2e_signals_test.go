@@ -6,13 +6,22 @@ package main
 // behind in the input, the output and the process table.
 
 import (
+	"bufio"
+	"bytes"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"regexp"
+	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 )
 
 // TestSIGTERMLeavesUnreadInputInThePipe stops batchpipe while its read of
@@ -152,5 +161,311 @@ func checkStopped(t *testing.T, p *proc, code int, input, out string, taken int)
 	}
 	if n := summary(t, p.stderr()); n[3] != 0 || n[1] != strings.Count(input[:taken], "\n") {
 		t.Errorf("summary %v, want every record taken delivered", n)
+	}
+}
+
+func init() {
+	// term-late OUT says it is ready, waits for SIGTERM, which it catches,
+	// then appends its stdin to OUT and exits 0: it finishes its work late.
+	children["term-late"] = func(args []string) int {
+		term := make(chan os.Signal, 1)
+		signal.Notify(term, syscall.SIGTERM)
+		in, err := io.ReadAll(os.Stdin)
+		if err != nil {
+			return 1
+		}
+		fmt.Fprintf(os.Stderr, "term-late: ready pid=%d\n", os.Getpid())
+		<-term
+		f, err := os.OpenFile(args[0], os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+		if err != nil {
+			return 1
+		}
+		if _, err := f.Write(in); err != nil || f.Close() != nil {
+			return 1
+		}
+		return 0
+	}
+	// bg-stdout starts a grandchild that ignores SIGTERM and hangs holding
+	// only its stdout, says the grandchild's pid, copies stdin to stdout
+	// and exits 0.
+	children["bg-stdout"] = func([]string) int {
+		self, err := os.Executable()
+		if err != nil {
+			return 1
+		}
+		gc := exec.Command(self)
+		gc.Env = append(os.Environ(), "BATCHPIPE_TEST_CHILD=ignore-term")
+		gc.Stdout = os.Stdout
+		if err := gc.Start(); err != nil {
+			return 1
+		}
+		fmt.Fprintf(os.Stderr, "bg-stdout: grandchild pid=%d\n", gc.Process.Pid)
+		if _, err := io.Copy(os.Stdout, os.Stdin); err != nil {
+			return 1
+		}
+		return 0
+	}
+}
+
+// alive reports whether process pid still runs (a zombie does not).
+func alive(t *testing.T, pid int) bool {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	// pid (comm) state ...
+	_, rest, _ := strings.Cut(string(b), ") ")
+	return !strings.HasPrefix(rest, "Z") && !strings.HasPrefix(rest, "X")
+}
+
+// pidIn returns the number after "pid=" in line.
+func pidIn(t *testing.T, line string) int {
+	t.Helper()
+	m := regexp.MustCompile(`pid=(\d+)`).FindStringSubmatch(line)
+	if m == nil {
+		t.Fatalf("no pid in %q", line)
+	}
+	pid, _ := strconv.Atoi(m[1])
+	return pid
+}
+
+// TestChildrenNeverOutliveBatchpipe: past --shutdown-timeout a command gets
+// SIGTERM and its full --kill-after before SIGKILL, and batchpipe exits
+// only once it is gone. One that finishes its batch in that time delivered
+// it: counting it undelivered would have a replay send it twice.
+func TestChildrenNeverOutliveBatchpipe(t *testing.T) {
+	t.Run("finishes after SIGTERM", func(t *testing.T) {
+		out := filepath.Join(t.TempDir(), "out")
+		p := start(t, execArgs(t, []string{"-n", "2", "--shutdown-timeout", "200ms", "exec", "--kill-after", "1m"}, "term-late", out)...)
+		p.write("a\nb\n")
+		p.waitFor("term-late: ready")
+		p.signal(syscall.SIGTERM)
+		code := p.wait()
+		if got, _ := os.ReadFile(out); string(got) != "a\nb\n" {
+			t.Fatalf("the command wrote %q", got)
+		}
+		if code != 143 {
+			t.Errorf("exit %d, want 143: the batch was delivered; stderr:\n%s", code, p.stderr())
+		}
+		if n := summary(t, p.stderr()); n[1] != 2 || n[3] != 0 {
+			t.Errorf("summary %v, want 2 delivered", n)
+		}
+	})
+	t.Run("ignores SIGTERM", func(t *testing.T) {
+		const killAfter = 6 * time.Second // past the 5 s batchpipe once waited
+		// stdout a file: a command left running would hold a pipe open.
+		stdout, err := os.Create(filepath.Join(t.TempDir(), "stdout"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer stdout.Close()
+		c := exec.Command(bin, execArgs(t, []string{"-n", "1", "--shutdown-timeout", "200ms", "exec", "--kill-after", killAfter.String()}, "ignore-term")...)
+		c.Stdout = stdout
+		p := startCmd(t, c)
+		p.write("a\n")
+		pid := pidIn(t, p.waitFor("ignore-term: pid="))
+		p.signal(syscall.SIGTERM)
+		signalled := time.Now()
+		if code := p.wait(); code != 1 {
+			t.Errorf("exit %d, want 1; stderr:\n%s", code, p.stderr())
+		}
+		if alive(t, pid) {
+			syscall.Kill(pid, syscall.SIGKILL)
+			t.Fatalf("the command (pid %d) outlived batchpipe", pid)
+		}
+		if took := time.Since(signalled); took < killAfter {
+			t.Errorf("killed %v after the signal: --kill-after %v was not honoured", took, killAfter)
+		}
+	})
+}
+
+// TestBackgroundHoldingStdoutIsKilled: a command that exits 0 leaving a
+// process in the background that holds its stdout is waited for
+// --kill-after, then its group is killed, at every -j.
+func TestBackgroundHoldingStdoutIsKilled(t *testing.T) {
+	for _, j := range []string{"1", "2"} {
+		t.Run("j"+j, func(t *testing.T) {
+			stdout, err := os.Create(filepath.Join(t.TempDir(), "stdout"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer stdout.Close()
+			c := exec.Command(bin, execArgs(t, []string{"-n", "1", "-j", j, "exec", "--kill-after", "100ms"}, "bg-stdout")...)
+			c.Stdout = stdout
+			p := startCmd(t, c)
+			p.write("a\n")
+			pid := pidIn(t, p.waitFor("grandchild pid="))
+			p.stdin.Close()
+			code := p.wait()
+			if alive(t, pid) {
+				syscall.Kill(pid, syscall.SIGKILL)
+				t.Fatalf("a process holding the command's stdout (pid %d) outlived batchpipe", pid)
+			}
+			if code != 0 {
+				t.Errorf("exit %d, want 0; stderr:\n%s", code, p.stderr())
+			}
+			if got := readFile(t, stdout.Name()); got != "a\n" {
+				t.Errorf("output %q", got)
+			}
+		})
+	}
+}
+
+// TestSignalWhileOpeningAFIFO: an output or dead letter that is a FIFO
+// with no reader makes open wait; SIGTERM and SIGINT still end the run.
+func TestSignalWhileOpeningAFIFO(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		sig  syscall.Signal
+		args func(fifo string) []string
+	}{
+		{"output", syscall.SIGTERM, func(fifo string) []string { return []string{"file", fifo} }},
+		{"dead letter", syscall.SIGINT, func(fifo string) []string { return []string{"--dead-letter", fifo, "file", "-"} }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			fifo := filepath.Join(t.TempDir(), "fifo")
+			if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			p := start(t, tc.args(fifo)...)
+			waitInFIFOOpen(t, p)
+			p.signal(tc.sig)
+			if code := p.wait(); code != 128+int(tc.sig) {
+				t.Errorf("exit %d, want %d; stderr:\n%s", code, 128+int(tc.sig), p.stderr())
+			}
+		})
+	}
+}
+
+// waitInFIFOOpen returns once a thread of p waits in the open of a FIFO.
+func waitInFIFOOpen(t *testing.T, p *proc) {
+	t.Helper()
+	dir := fmt.Sprintf("/proc/%d/task", p.cmd.Process.Pid)
+	for {
+		select {
+		case <-p.waited:
+			t.Fatalf("batchpipe exited (%d); stderr:\n%s", p.code, p.stderr())
+		default:
+		}
+		tasks, _ := os.ReadDir(dir)
+		for _, task := range tasks {
+			if w, _ := os.ReadFile(filepath.Join(dir, task.Name(), "wchan")); string(w) == "wait_for_partner" {
+				return
+			}
+		}
+		runtime.Gosched()
+	}
+}
+
+// TestBrokenPipeStopsAtOnce: like cat and seq, batchpipe stops at once on
+// a broken pipe at stdout, with the status of SIGPIPE and at most a line,
+// from the file sink and from commands' output.
+func TestBrokenPipeStopsAtOnce(t *testing.T) {
+	input := lines(1000000, "%d")
+	for _, tc := range []struct {
+		name string
+		args []string
+	}{
+		{"file", []string{"-n", "1000", "file", "-"}},
+		{"exec j1", execArgs(t, []string{"-n", "1000", "exec"}, "cat")},
+		{"exec j2", execArgs(t, []string{"-n", "1000", "-j", "2", "exec"}, "cat")},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			pr, pw, err := os.Pipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			c := exec.Command(bin, tc.args...)
+			c.Stdin = strings.NewReader(input)
+			c.Stdout = pw
+			p := startCmd(t, c)
+			pw.Close()
+			// head -1
+			if _, err := bufio.NewReader(pr).ReadString('\n'); err != nil {
+				t.Fatal(err)
+			}
+			pr.Close()
+			code := p.wait()
+			if code != 141 {
+				t.Errorf("exit %d, want 141; stderr:\n%.2000s", code, p.stderr())
+			}
+			if n := strings.Count(p.stderr(), "\n") + 1; n > 1 || len(p.stderr()) > 120 {
+				t.Errorf("%d lines on stderr, want at most one short one:\n%.2000s", n, p.stderr())
+			}
+		})
+	}
+}
+
+// TestClosedStdoutIsRefused: with stdout closed (>&-) there is nowhere to
+// deliver to: exit 2 before reading, as cat fails.
+func TestClosedStdoutIsRefused(t *testing.T) {
+	for _, args := range [][]string{{"file", "-"}, execArgs(t, []string{"exec"}, "cat")} {
+		c := exec.Command("sh", "-c", `exec "$@" >&-`, "sh")
+		c.Args = append(c.Args, append([]string{bin}, args...)...)
+		c.Stdin = strings.NewReader("a\nb\n")
+		var errb bytes.Buffer
+		c.Stderr = &errb
+		err := c.Run()
+		if code := c.ProcessState.ExitCode(); code != 2 {
+			t.Errorf("%q: exit %d (%v), want 2; stderr:\n%s", args, code, err, errb.String())
+		}
+		if !strings.Contains(errb.String(), "stdout is closed") {
+			t.Errorf("%q: stderr does not say stdout is closed:\n%s", args, errb.String())
+		}
+	}
+}
+
+// TestZeroBackoffMeansZero: --backoff 0 --max-backoff 0 retry at once.
+func TestZeroBackoffMeansZero(t *testing.T) {
+	dead := filepath.Join(t.TempDir(), "dead")
+	r := run(t, strings.NewReader("a\nb\nc\n"), execArgs(t, []string{"-n", "1", "--retries", "3", "--backoff", "0", "--max-backoff", "0", "--dead-letter", dead, "exec"}, "fail")...)
+	waits := regexp.MustCompile(`msg=retrying .* wait=(\S+)`).FindAllStringSubmatch(r.stderr, -1)
+	if len(waits) != 9 {
+		t.Fatalf("%d retries, want 9; stderr:\n%s", len(waits), r.stderr)
+	}
+	for _, w := range waits {
+		if w[1] != "0s" {
+			t.Fatalf("a retry waited %s, want 0s", w[1])
+		}
+	}
+}
+
+// TestStuckDeliveryEndsInTime: a delivery stuck in a write to a pipe
+// nobody reads holds the exit no longer than --shutdown-timeout, and not
+// at all after a second signal.
+func TestStuckDeliveryEndsInTime(t *testing.T) {
+	for _, second := range []bool{false, true} {
+		t.Run(fmt.Sprintf("second signal %v", second), func(t *testing.T) {
+			r, w, err := os.Pipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer r.Close()
+			timeout := "1s"
+			if second {
+				timeout = "1h"
+			}
+			c := exec.Command(bin, "-v", "-n", "10", "--shutdown-timeout", timeout, "file", "-")
+			c.Stdout = w
+			p := startCmd(t, c)
+			w.Close()
+			line := strings.Repeat("x", 1000) + "\n"
+			go p.stdin.Write([]byte(strings.Repeat(line, 200))) // more than the pipe holds
+			p.waitFor("seq=6")                                  // the next batch fills the 64 KiB pipe
+			p.signal(syscall.SIGTERM)
+			p.waitFor("again to abandon")
+			signalled := time.Now()
+			if second {
+				p.signal(syscall.SIGTERM)
+			}
+			if code := p.wait(); code != 1 {
+				t.Fatalf("exit %d, want 1: %s", code, p.stderr())
+			}
+			// The 5 s batchpipe once gave a stuck sink are far beyond either.
+			if took := time.Since(signalled); took > 4*time.Second {
+				t.Errorf("exit %v after the signal", took)
+			}
+		})
 	}
 }

@@ -28,8 +28,8 @@ type Config struct {
 
 	Parallel   int           // batches delivered at once; default 1
 	Retries    int           // attempts after the first; 0: none
-	Backoff    time.Duration // first retry waits up to this; default 500ms
-	MaxBackoff time.Duration // no retry waits longer; default 30s
+	Backoff    time.Duration // first retry waits up to this; 0: retries at once
+	MaxBackoff time.Duration // no retry waits longer; 0: retries at once
 
 	// ShutdownTimeout bounds the drain after Stop; then deliveries in
 	// flight are abandoned. 0: no bound.
@@ -100,12 +100,6 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Parallel == 0 {
 		c.Parallel = 1
-	}
-	if c.Backoff == 0 {
-		c.Backoff = 500 * time.Millisecond
-	}
-	if c.MaxBackoff == 0 {
-		c.MaxBackoff = 30 * time.Second
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -290,7 +284,8 @@ func (p *Pipeline) Run(ctx context.Context) (Stats, error) {
 	if err := p.firstError(); err != nil {
 		errs = append(errs, err)
 	}
-	if cause := context.Cause(dctx); cause != nil {
+	if cause := context.Cause(dctx); cause != nil && st.Undelivered > 0 {
+		// (Deliveries abandoned that ended delivered after all lost nothing.)
 		errs = append(errs, fmt.Errorf("deliveries abandoned: %w", cause))
 	}
 	if readErr != nil {
@@ -307,12 +302,15 @@ func (p *Pipeline) Run(ctx context.Context) (Stats, error) {
 }
 
 // abandonGrace is how long Run waits, once deliveries are abandoned, for a
-// sink to notice. A sink stuck in a system call (a write to a pipe nobody
-// reads) is then left behind, so that a second signal always ends the run.
-const abandonGrace = 5 * time.Second
+// sink to notice, on top of what an Abandoner asks for. A sink stuck in a
+// system call (a write to a pipe nobody reads) is then left behind, so that
+// the run ends by --shutdown-timeout, and at once after a second signal.
+const abandonGrace = 200 * time.Millisecond
 
-// waitWorkers waits for the workers to finish, or for abandonGrace after
-// deliveries are abandoned; it reports whether some were still running.
+// waitWorkers waits for the workers to finish, or, once deliveries are
+// abandoned, for abandonGrace and the grace the sink asks for, after which
+// the sink's Kill ends what it started; it reports whether some deliveries
+// were still running.
 func (p *Pipeline) waitWorkers(dctx context.Context, workers *sync.WaitGroup) bool {
 	done := make(chan struct{})
 	go func() {
@@ -324,12 +322,20 @@ func (p *Pipeline) waitWorkers(dctx context.Context, workers *sync.WaitGroup) bo
 		return false
 	case <-dctx.Done():
 	}
-	grace := time.NewTimer(abandonGrace)
+	d := abandonGrace
+	ab, _ := p.Sink.(Abandoner)
+	if ab != nil {
+		d += ab.AbandonGrace(context.Cause(dctx))
+	}
+	grace := time.NewTimer(d)
 	defer grace.Stop()
 	select {
 	case <-done:
 		return false
 	case <-grace.C:
+		if ab != nil {
+			ab.Kill()
+		}
 		return true
 	}
 }
@@ -530,7 +536,7 @@ func (p *Pipeline) handle(ctx context.Context, b *Batch) {
 		p.settle(b, Delivered, took, nil, 0)
 	case ctx.Err() != nil:
 		p.settle(b, Abandoned, took, fmt.Errorf("%w (last error: %v)", context.Cause(ctx), err), left.Len())
-	case p.deadLetter(ctx, left, err):
+	case !IsFatal(err) && p.deadLetter(ctx, left, err):
 		if left.Len() < b.Len() {
 			p.settle(b, Partial, took, err, left.Len())
 		} else {
@@ -610,6 +616,12 @@ func (p *Pipeline) deadLetter(ctx context.Context, b *Batch, reason error) bool 
 // reject handles a record the source could not take whole.
 func (p *Pipeline) reject(pos Pos, err error) {
 	p.c.undelivered.Add(1)
+	if errors.Is(err, ErrCutShort) && p.isFailed() {
+		// The run failed, which cut the input short: counted, and the
+		// failure says what happened.
+		p.noteFailure(pos.String(), err)
+		return
+	}
 	if p.DeadLetter != nil || errors.Is(err, ErrCutShort) {
 		// Its bytes are gone, so there is nothing to dead-letter; the run
 		// goes on and ends non-zero. (A record cut short by a stop comes

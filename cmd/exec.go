@@ -98,6 +98,9 @@ func newExecCmd(o *options) *cobra.Command {
 				return usagef("exec: --kill-after must be positive, not %v", killAfter)
 			}
 			return o.run(func() (batcher.Sink, error) {
+				if err := o.checkStdout(); err != nil {
+					return nil, err
+				}
 				return sinks.NewExec(sinks.ExecConfig{
 					Argv:      argv,
 					Args:      args,

@@ -177,14 +177,28 @@ func (o *options) run(openSink func() (batcher.Sink, error)) error {
 		}
 		cfg.DeadLetter = dl
 	case o.deadLetter != "":
-		dl, err := sinks.OpenFile(o.deadLetter, sinks.FileOptions{Fsync: true, FollowSymlinks: o.followSymlinks})
+		var dl *sinks.File
+		err := o.whileOpening(func() (err error) {
+			dl, err = sinks.OpenFile(o.deadLetter, sinks.FileOptions{Fsync: true, FollowSymlinks: o.followSymlinks})
+			return err
+		})
+		if s, ok := err.(stoppedAtStart); ok {
+			return o.report(batcher.Stats{}, nil, s.sig)
+		}
 		if err != nil {
 			return &usageError{fmt.Errorf("dead letter: %w", err)}
 		}
 		defer dl.Close()
 		cfg.DeadLetter = dl
 	}
-	sink, err := openSink()
+	var sink batcher.Sink
+	err = o.whileOpening(func() (err error) {
+		sink, err = openSink()
+		return err
+	})
+	if s, ok := err.(stoppedAtStart); ok {
+		return o.report(batcher.Stats{}, nil, s.sig)
+	}
 	if err != nil {
 		return &usageError{err}
 	}
@@ -305,6 +319,31 @@ func (o *options) run(openSink func() (batcher.Sink, error)) error {
 	return o.report(st, runErr, sig, extra...)
 }
 
+// stoppedAtStart is a SIGINT or SIGTERM that came while an output was
+// being opened.
+type stoppedAtStart struct{ sig os.Signal }
+
+func (s stoppedAtStart) Error() string { return "stopped by " + s.sig.String() }
+
+// whileOpening runs open, which may wait (a FIFO waits for a reader),
+// while SIGINT and SIGTERM still work: either ends the wait with
+// stoppedAtStart, leaving open to finish with the process. Nothing has
+// been read yet: there is nothing to flush or report on SIGUSR1/SIGUSR2.
+func (o *options) whileOpening(open func() error) error {
+	done := make(chan error, 1)
+	go func() { done <- open() }()
+	for {
+		select {
+		case err := <-done:
+			return err
+		case s := <-o.signals:
+			if s == syscall.SIGINT || s == syscall.SIGTERM {
+				return stoppedAtStart{s}
+			}
+		}
+	}
+}
+
 // finishKafka runs kr.finish for no longer than --kafka-timeout, and not
 // past ctx.
 func (o *options) finishKafka(ctx context.Context, kr *kafkaRun) error {
@@ -337,6 +376,8 @@ func (o *options) writeStats(w io.Writer, st batcher.Stats, status *int, runErr 
 // exitStatus decides the exit status: the one place that does.
 func exitStatus(st batcher.Stats, runErr error, sig os.Signal) int {
 	switch {
+	case brokenPipe(runErr):
+		return exitBrokenPipe
 	case st.Undelivered > 0 || runErr != nil:
 		return exitFailed
 	case st.DeadLettered > 0:
@@ -357,6 +398,12 @@ func exitStatus(st batcher.Stats, runErr error, sig os.Signal) int {
 func (o *options) report(st batcher.Stats, runErr error, sig os.Signal, extra ...string) error {
 	w := o.streams.Err
 	code := exitStatus(st, runErr, sig)
+	if code == exitBrokenPipe {
+		// Like cat: the reader left, so stop, and say no more than a line.
+		fmt.Fprintf(w, "batchpipe: stdout: broken pipe, %d of %d records not delivered\n", st.Undelivered+st.InFlight, st.Read)
+		o.writeStats(w, st, &code, runErr)
+		return exitError(code)
+	}
 	if !o.quiet {
 		fmt.Fprintln(w, summary(st))
 		for _, l := range extra {
@@ -379,6 +426,12 @@ func (o *options) report(st batcher.Stats, runErr error, sig os.Signal, extra ..
 		return nil
 	}
 	return exitError(code)
+}
+
+// brokenPipe reports whether the run stopped because its output was a pipe
+// whose reader left.
+func brokenPipe(err error) bool {
+	return batcher.IsFatal(err) && errors.Is(err, syscall.EPIPE)
 }
 
 // summary is the line printed at exit.

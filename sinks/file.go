@@ -96,7 +96,7 @@ func (s *File) write(body []byte) error {
 	}
 	if s.f == nil {
 		if _, err := s.w.Write(body); err != nil {
-			return fmt.Errorf("file sink: write %s: %w", s.path, err)
+			return brokenPipe(fmt.Errorf("file sink: write %s: %w", s.path, err))
 		}
 		return nil
 	}
@@ -109,7 +109,7 @@ func (s *File) write(body []byte) error {
 				err = errors.Join(err, fmt.Errorf("cut back to %d bytes: %w", start, terr))
 			}
 		}
-		return fmt.Errorf("file sink: write %s: %w", s.path, err)
+		return brokenPipe(fmt.Errorf("file sink: write %s: %w", s.path, err))
 	}
 	if s.fsync {
 		if err := s.f.Sync(); err != nil {
@@ -117,6 +117,15 @@ func (s *File) write(body []byte) error {
 		}
 	}
 	return nil
+}
+
+// brokenPipe marks a write to a pipe whose reader left as the end of the
+// run: retrying cannot bring the reader back (cat stops at once too).
+func brokenPipe(err error) error {
+	if errors.Is(err, syscall.EPIPE) {
+		return batcher.Fatal(err)
+	}
+	return err
 }
 
 // Close closes the file.
