@@ -469,3 +469,60 @@ func TestStuckDeliveryEndsInTime(t *testing.T) {
 		})
 	}
 }
+
+func init() {
+	// failgate GATE fails batch 1 once GATE opens (see shutGate), and
+	// other batches at once, saying so.
+	children["failgate"] = func(args []string) int {
+		io.Copy(io.Discard, os.Stdin)
+		if os.Getenv("BATCHPIPE_SEQ") != "1" {
+			fmt.Fprintf(os.Stderr, "failgate: failing batch %s\n", os.Getenv("BATCHPIPE_SEQ"))
+			return 1
+		}
+		f, err := os.Open(args[0])
+		if err != nil {
+			return 1
+		}
+		syscall.Flock(int(f.Fd()), syscall.LOCK_SH)
+		return 1
+	}
+}
+
+// TestOverLimitRecordSparesItsNeighbours: a record over
+// --max-record-bytes is not delivered, but the records around it are, and
+// the error names the first record not delivered, from where a resumed run
+// loses nothing.
+func TestOverLimitRecordSparesItsNeighbours(t *testing.T) {
+	in := "a\n" + fmt.Sprintf("%0100d\n", 0) + "b\n"
+	r := run(t, strings.NewReader(in), "--max-record-bytes", "50", "file", "-")
+	if r.stdout != "a\nb\n" {
+		t.Errorf("delivered %q, want a and b", r.stdout)
+	}
+	if r.code != 1 {
+		t.Errorf("exit %d, want 1", r.code)
+	}
+	if want := "first record not delivered: record 2 (byte offset 2)"; !strings.Contains(r.stderr, want) {
+		t.Errorf("stderr does not say %q:\n%s", want, r.stderr)
+	}
+	if n := summary(t, r.stderr); n[1] != 2 || n[3] != 1 {
+		t.Errorf("summary %v, want 2 delivered, 1 undelivered", n)
+	}
+}
+
+// TestErrorNamesTheFirstUndeliveredRecord: with -j 2, batch 2 fails
+// before batch 1; the error still says to resume from batch 1's first
+// record, not from the first failure seen.
+func TestErrorNamesTheFirstUndeliveredRecord(t *testing.T) {
+	gate, open := shutGate(t)
+	p := start(t, execArgs(t, []string{"-n", "2", "-j", "2", "--retries", "0", "exec"}, "failgate", gate)...)
+	p.write("1\n2\n3\n4\n")
+	p.stdin.Close()
+	p.waitFor("failgate: failing batch 2")
+	open()
+	if code := p.wait(); code != 1 {
+		t.Fatalf("exit %d, want 1; stderr:\n%s", code, p.stderr())
+	}
+	if want := "first record not delivered: record 1 (byte offset 0)"; !strings.Contains(p.stderr(), want) {
+		t.Errorf("stderr does not say %q:\n%s", want, p.stderr())
+	}
+}

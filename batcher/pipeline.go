@@ -140,6 +140,7 @@ type Pipeline struct {
 	failSeq  atomic.Int64  // the first failed batch: later ones are not attempted
 	mu       sync.Mutex
 	firstErr error       // the first record or batch not delivered
+	lost     Pos         // the first record not delivered, by position; Record 0: none
 	free     chan *Batch // recycled batches
 }
 
@@ -281,6 +282,11 @@ func (p *Pipeline) Run(ctx context.Context) (Stats, error) {
 	}
 
 	var errs []error
+	if l, ok := p.Source.(Locator); (!ok || !l.LocatesErrors()) && st.Undelivered > 0 {
+		if pos := p.firstLost(); pos.Record > 0 {
+			errs = append(errs, fmt.Errorf("first record not delivered: %s; a run resumed from there loses nothing", pos))
+		}
+	}
 	if err := p.firstError(); err != nil {
 		errs = append(errs, err)
 	}
@@ -544,6 +550,7 @@ func (p *Pipeline) handle(ctx context.Context, b *Batch) {
 		}
 	default:
 		p.fail(b.Seq, left.String(), err)
+		p.noteLost(left.First)
 		p.settle(b, Failed, took, err, left.Len())
 	}
 }
@@ -613,24 +620,33 @@ func (p *Pipeline) deadLetter(ctx context.Context, b *Batch, reason error) bool 
 	return true
 }
 
-// reject handles a record the source could not take whole.
+// reject counts a record the source could not take whole: one over the
+// size limit, or cut short by the end of the run. Its neighbours are
+// delivered all the same; the run goes on and ends non-zero.
 func (p *Pipeline) reject(pos Pos, err error) {
 	p.c.undelivered.Add(1)
-	if errors.Is(err, ErrCutShort) && p.isFailed() {
-		// The run failed, which cut the input short: counted, and the
-		// failure says what happened.
-		p.noteFailure(pos.String(), err)
-		return
-	}
-	if p.DeadLetter != nil || errors.Is(err, ErrCutShort) {
-		// Its bytes are gone, so there is nothing to dead-letter; the run
-		// goes on and ends non-zero. (A record cut short by a stop comes
-		// last: what was read before it is still delivered.)
+	p.noteLost(pos)
+	if !(errors.Is(err, ErrCutShort) && p.isFailed()) {
+		// (A run that failed, which cut the input short, says why itself.)
 		p.Logger.Error("record not delivered", "record", pos.String(), "err", err)
-		p.noteFailure(pos.String(), err)
-		return
 	}
-	p.fail(0, pos.String(), err)
+	p.noteFailure(pos.String(), err)
+}
+
+// noteLost keeps the position of the first record not delivered, so that
+// the error can say where a resumed run must start.
+func (p *Pipeline) noteLost(pos Pos) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.lost.Record == 0 || pos.Record < p.lost.Record {
+		p.lost = pos
+	}
+}
+
+func (p *Pipeline) firstLost() Pos {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.lost
 }
 
 // fail records a failure and stops reading. Batches after seq, the failed
@@ -684,6 +700,9 @@ func (p *Pipeline) settle(b *Batch, o Outcome, took time.Duration, err error, le
 		p.c.bytesDelivered.Add(int64(b.Size()))
 	case Failed, Abandoned:
 		p.c.undelivered.Add(int64(left))
+		if o == Abandoned && left > 0 {
+			p.noteLost(b.First)
+		}
 	}
 	if o == Delivered || o == Partial || o == DeadLettered {
 		if a, ok := p.Source.(Acker); ok {
