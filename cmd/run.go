@@ -416,7 +416,10 @@ func (o *options) report(st batcher.Stats, runErr error, sig os.Signal, extra ..
 			fmt.Fprintf(w, "batchpipe: %d of %d records not delivered\n", st.Undelivered, st.Read)
 		}
 		if runErr != nil {
-			fmt.Fprintf(w, "batchpipe: %v\n", runErr)
+			// Joined errors come a line each, each named as batchpipe's.
+			for l := range strings.SplitSeq(runErr.Error(), "\n") {
+				fmt.Fprintf(w, "batchpipe: %s\n", l)
+			}
 		}
 	case exitDeadLettered:
 		fmt.Fprintf(w, "batchpipe: completed, %d records dead-lettered to %s\n", st.DeadLettered, o.deadLetter)
