@@ -526,3 +526,27 @@ func TestErrorNamesTheFirstUndeliveredRecord(t *testing.T) {
 		t.Errorf("stderr does not say %q:\n%s", want, p.stderr())
 	}
 }
+
+// TestOverLimitRecordGoesToTheDeadLetter: with --dead-letter, a record over
+// --max-record-bytes is kept there whole, whether it was read in one piece
+// or across reads, so the dead letter replays it; its neighbours are
+// delivered, and the run exits 3.
+func TestOverLimitRecordGoesToTheDeadLetter(t *testing.T) {
+	small := fmt.Sprintf("%0100d", 1)
+	big := strings.Repeat("y", 3<<20) // spans the 1 MiB reads
+	dead := filepath.Join(t.TempDir(), "dead")
+	in := "a\n" + small + "\nb\n" + big + "\nc\n"
+	r := run(t, strings.NewReader(in), "--max-record-bytes", "50", "--dead-letter", dead, "file", "-")
+	if r.stdout != "a\nb\nc\n" {
+		t.Errorf("delivered %.100q, want a, b and c", r.stdout)
+	}
+	if r.code != 3 {
+		t.Errorf("exit %d, want 3; stderr:\n%s", r.code, r.stderr)
+	}
+	if got := readFile(t, dead); got != small+"\n"+big+"\n" {
+		t.Errorf("dead letter holds %d bytes %.60q…, want the two records over the limit", len(got), got)
+	}
+	if n := summary(t, r.stderr); n[1] != 3 || n[2] != 2 || n[3] != 0 {
+		t.Errorf("summary %v, want 3 delivered, 2 dead-lettered", n)
+	}
+}

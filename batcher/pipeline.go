@@ -464,7 +464,7 @@ func (a *aggregator) add(r *Record) {
 			size = int(tl.Size) + 1
 		}
 		a.pos.Offset += int64(size)
-		a.p.reject(pos, r.Err)
+		a.p.reject(a.ctx, pos, r.Err)
 		return
 	}
 	a.pos.Offset += int64(size)
@@ -623,7 +623,20 @@ func (p *Pipeline) deadLetter(ctx context.Context, b *Batch, reason error) bool 
 // reject counts a record the source could not take whole: one over the
 // size limit, or cut short by the end of the run. Its neighbours are
 // delivered all the same; the run goes on and ends non-zero.
-func (p *Pipeline) reject(pos Pos, err error) {
+func (p *Pipeline) reject(ctx context.Context, pos Pos, err error) {
+	var tl *TooLargeError
+	if errors.As(err, &tl) && tl.Body != nil {
+		defer tl.Body.Close()
+		if dl, ok := p.DeadLetter.(RecordDeadLetter); ok {
+			werr := dl.WriteRecord(ctx, tl.Body, p.Delim)
+			if werr == nil {
+				p.Logger.Warn("dead-lettered", "record", pos.String(), "reason", err)
+				p.c.deadLettered.Add(1)
+				return
+			}
+			p.Logger.Error("dead letter", "record", pos.String(), "err", werr)
+		}
+	}
 	p.c.undelivered.Add(1)
 	p.noteLost(pos)
 	if !(errors.Is(err, ErrCutShort) && p.isFailed()) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"time"
 )
 
@@ -73,6 +74,12 @@ type Abandoner interface {
 // replayed. Write must return only once the records are stored durably.
 type DeadLetter interface {
 	Write(ctx context.Context, b *Batch, reason error) error
+}
+
+// A RecordDeadLetter is a DeadLetter that can also keep one record read
+// from r (one too large to be held in memory), followed by delim.
+type RecordDeadLetter interface {
+	WriteRecord(ctx context.Context, r io.Reader, delim byte) error
 }
 
 // Permanent marks err as one that retrying cannot fix.

@@ -138,7 +138,9 @@ func (o *options) run(openSink func() (batcher.Sink, error)) error {
 		return o.runHook(cfg, openSink)
 	}
 	p := &batcher.Pipeline{
-		Source: &sources.Stream{R: o.streams.In, Delim: cfg.Delim, MaxRecordBytes: int(o.maxRecordBytes)},
+		Source: &sources.Stream{R: o.streams.In, Delim: cfg.Delim, MaxRecordBytes: int(o.maxRecordBytes),
+			// A dead-letter file can take a record over the limit whole.
+			KeepTooLarge: o.deadLetter != "" && !strings.HasPrefix(o.deadLetter, "kafka:")},
 	}
 	errw := o.streams.Err
 	var progress *monitor.Progress

@@ -7,6 +7,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"os"
 
 	"github.com/batchpipe/batchpipe/batcher"
 )
@@ -23,6 +24,10 @@ type Stream struct {
 	MaxRecordBytes int
 	// ReadSize is the size of each read. Default 1 MiB.
 	ReadSize int
+	// KeepTooLarge keeps the bytes of a record over MaxRecordBytes aside,
+	// in an unlinked temporary file, for the dead letter
+	// (batcher.TooLargeError.Body), rather than skip them.
+	KeepTooLarge bool
 
 	// Stopped, once closed, says that the end of Run's context is a stop
 	// asked for (the first SIGTERM), not a failure: a record the stop cut
@@ -108,7 +113,8 @@ func (s *Stream) Run(ctx context.Context, out chan<- []batcher.Record) error {
 		}
 	}(reads)
 
-	f := framer{delim: s.Delim, limit: limit}
+	f := framer{delim: s.Delim, limit: limit, keep: s.KeepTooLarge}
+	defer f.dropSpool()
 	// held is the buffer behind the last chunk sent: the receiver may still
 	// be copying from it until it accepts the next chunk.
 	var held []byte
@@ -257,6 +263,9 @@ type framer struct {
 	partial bool  // carry holds the start of a record
 	skip    int64 // >0: bytes of an oversized record skipped so far
 	recs    [2][]batcher.Record
+
+	keep  bool     // keep oversized records' bytes in spool
+	spool *os.File // the oversized record being read, if kept
 }
 
 // frame returns the records at the start of p, in a slice reused every
@@ -301,7 +310,12 @@ func (f *framer) frame(p []byte) ([]batcher.Record, []byte) {
 				if next > start {
 					recs = append(recs, batcher.Record{Data: p[start:next:next], Block: true})
 				}
-				recs = append(recs, batcher.Record{Err: &batcher.TooLargeError{Size: int64(i), Limit: int64(f.limit)}})
+				tl := &batcher.TooLargeError{Size: int64(i), Limit: int64(f.limit)}
+				if f.keep {
+					// Read before the chunk is accepted, while p is valid.
+					tl.Body = io.NopCloser(bytes.NewReader(p[next : next+i]))
+				}
+				recs = append(recs, batcher.Record{Err: tl})
 				start = next + i + 1
 			}
 			next += i + 1
@@ -324,10 +338,19 @@ func (f *framer) frame(p []byte) ([]batcher.Record, []byte) {
 func (f *framer) extend(p []byte) {
 	if f.skip > 0 {
 		f.skip += int64(len(p))
+		f.spill(p)
 		return
 	}
 	if len(f.carry)+len(p) > f.limit {
 		f.skip = int64(len(f.carry) + len(p))
+		if f.keep {
+			if sp, err := os.CreateTemp("", "batchpipe-record-*"); err == nil {
+				os.Remove(sp.Name()) // gone with the descriptor, even after a crash
+				f.spool = sp
+			}
+			f.spill(f.carry)
+			f.spill(p)
+		}
 		f.carry = f.carry[:0]
 		f.partial = false
 		return
@@ -346,7 +369,34 @@ func (f *framer) extend(p []byte) {
 func (f *framer) tooLarge(more int64) batcher.Record {
 	size := f.skip + more
 	f.skip = 0
-	return batcher.Record{Err: &batcher.TooLargeError{Size: size, Limit: int64(f.limit)}}
+	tl := &batcher.TooLargeError{Size: size, Limit: int64(f.limit)}
+	if f.spool != nil {
+		if _, err := f.spool.Seek(0, io.SeekStart); err == nil {
+			tl.Body = f.spool
+		} else {
+			f.spool.Close()
+		}
+		f.spool = nil
+	}
+	return batcher.Record{Err: tl}
+}
+
+// spill adds p to the oversized record kept aside; a failure to write
+// it (a full disk) gives up keeping it: the record is then only counted.
+func (f *framer) spill(p []byte) {
+	if f.spool == nil || len(p) == 0 {
+		return
+	}
+	if _, err := f.spool.Write(p); err != nil {
+		f.dropSpool()
+	}
+}
+
+func (f *framer) dropSpool() {
+	if f.spool != nil {
+		f.spool.Close()
+		f.spool = nil
+	}
 }
 
 // takeCarry returns the assembled record and leaves the carry empty.
@@ -370,6 +420,7 @@ func (f *framer) unfinished() bool { return f.partial || f.skip > 0 }
 func (f *framer) cut() (batcher.Record, bool) {
 	switch {
 	case f.skip > 0:
+		f.dropSpool() // half a record has no place in a dead letter
 		return f.tooLarge(0), true
 	case f.partial:
 		r := f.takeCarry()
