@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -206,6 +207,10 @@ func (o *options) run(openSink func() (batcher.Sink, error)) error {
 	}
 	cfg = withSinkLimits(cfg, sink)
 	p.Sink = sink
+	if _, set := os.LookupEnv("GOMEMLIMIT"); !set && kr == nil {
+		// (Kafka clients hold buffers of their own, outside the bound.)
+		defer debug.SetMemoryLimit(debug.SetMemoryLimit(memoryLimit(cfg)))
+	}
 	if o.metricsAddr != "" {
 		var lag func() []monitor.PartitionLag
 		if kr != nil && kr.src != nil {
@@ -344,6 +349,19 @@ func (o *options) whileOpening(open func() error) error {
 			}
 		}
 	}
+}
+
+// memoryLimit is the soft limit given to the garbage collector, so that
+// runs of any length stay within the bound the README states: 15 MiB +
+// 2 × (-j + 2) × --max-bytes (+ 4 × the largest record). What is read and
+// not delivered is at most (-j + 2) batches, plus three read buffers; left
+// to GOGC alone, the heap may grow to twice what is live, plus whatever
+// garbage long runs leave, and did pass the bound. About 7 MiB of the 15 are
+// the binary and memory the runtime does not count. A record larger than
+// --max-bytes may take the heap past the limit while it is held: the
+// collector then works harder (at most half the CPU), nothing fails.
+func memoryLimit(cfg batcher.Config) int64 {
+	return 8<<20 + 2*int64(cfg.Parallel+2)*int64(cfg.MaxBytes)
 }
 
 // finishKafka runs kr.finish for no longer than --kafka-timeout, and not
