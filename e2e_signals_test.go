@@ -207,16 +207,22 @@ func init() {
 	}
 }
 
-// alive reports whether process pid still runs (a zombie does not).
-func alive(t *testing.T, pid int) bool {
+// killedBy returns a check that process pid, which would otherwise run
+// for an hour, was killed: it ends within seconds. Called once batchpipe
+// has exited, it says that batchpipe left it dying, not running. (A
+// SIGKILL takes effect once the process is next scheduled, so it may not
+// be gone the instant batchpipe is.)
+func killedBy(t *testing.T, pid int) func() bool {
 	t.Helper()
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	fd, err := pidfdOpen(pid)
 	if err != nil {
-		return false
+		t.Fatalf("pidfd_open %d: %v", pid, err)
 	}
-	// pid (comm) state ...
-	_, rest, _ := strings.Cut(string(b), ") ")
-	return !strings.HasPrefix(rest, "Z") && !strings.HasPrefix(rest, "X")
+	t.Cleanup(func() {
+		pidfdKill(fd) // should batchpipe have left it behind
+		syscall.Close(fd)
+	})
+	return func() bool { return exited(t, fd, 10*time.Second) }
 }
 
 // pidIn returns the number after "pid=" in line.
@@ -264,15 +270,14 @@ func TestChildrenNeverOutliveBatchpipe(t *testing.T) {
 		c.Stdout = stdout
 		p := startCmd(t, c)
 		p.write("a\n")
-		pid := pidIn(t, p.waitFor("ignore-term: pid="))
+		killed := killedBy(t, pidIn(t, p.waitFor("ignore-term: pid=")))
 		p.signal(syscall.SIGTERM)
 		signalled := time.Now()
 		if code := p.wait(); code != 1 {
 			t.Errorf("exit %d, want 1; stderr:\n%s", code, p.stderr())
 		}
-		if alive(t, pid) {
-			syscall.Kill(pid, syscall.SIGKILL)
-			t.Fatalf("the command (pid %d) outlived batchpipe", pid)
+		if !killed() {
+			t.Fatal("the command outlived batchpipe")
 		}
 		if took := time.Since(signalled); took < killAfter {
 			t.Errorf("killed %v after the signal: --kill-after %v was not honoured", took, killAfter)
@@ -295,12 +300,11 @@ func TestBackgroundHoldingStdoutIsKilled(t *testing.T) {
 			c.Stdout = stdout
 			p := startCmd(t, c)
 			p.write("a\n")
-			pid := pidIn(t, p.waitFor("grandchild pid="))
+			killed := killedBy(t, pidIn(t, p.waitFor("grandchild pid=")))
 			p.stdin.Close()
 			code := p.wait()
-			if alive(t, pid) {
-				syscall.Kill(pid, syscall.SIGKILL)
-				t.Fatalf("a process holding the command's stdout (pid %d) outlived batchpipe", pid)
+			if !killed() {
+				t.Fatal("a process holding the command's stdout outlived batchpipe")
 			}
 			if code != 0 {
 				t.Errorf("exit %d, want 0; stderr:\n%s", code, p.stderr())
