@@ -17,16 +17,24 @@ func stdoutClosed(w io.Writer) bool {
 	if !ok {
 		return false
 	}
-	fd := int(f.Fd())
-	var st, null unix.Stat_t
-	if unix.Fstat(fd, &st) != nil || unix.Stat(os.DevNull, &null) != nil {
+	// Through SyscallConn, not Fd, which would make stdout blocking.
+	rc, err := f.SyscallConn()
+	if err != nil {
 		return false
 	}
-	if st.Mode&unix.S_IFMT != unix.S_IFCHR || st.Rdev != null.Rdev {
-		return false
-	}
-	fl, err := unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0)
-	return err == nil && fl&unix.O_ACCMODE == unix.O_RDWR
+	closed := false
+	rc.Control(func(fd uintptr) {
+		var st, null unix.Stat_t
+		if unix.Fstat(int(fd), &st) != nil || unix.Stat(os.DevNull, &null) != nil {
+			return
+		}
+		if st.Mode&unix.S_IFMT != unix.S_IFCHR || st.Rdev != null.Rdev {
+			return
+		}
+		fl, err := unix.FcntlInt(fd, unix.F_GETFL, 0)
+		closed = err == nil && fl&unix.O_ACCMODE == unix.O_RDWR
+	})
+	return closed
 }
 
 // checkStdout refuses to write to a stdout that was closed at start.
