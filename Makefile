@@ -2,7 +2,7 @@ GO      ?= go
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/batchpipe/batchpipe/cmd.version=$(VERSION)
 
-.PHONY: build test bench demo kafka-dev kafka-real test-kafka-real clean chaos fuzz
+.PHONY: build test bench demo kafka-dev kafka-real test-kafka-real clean chaos memlong fuzz
 
 FUZZTIME ?= 10s
 
@@ -48,6 +48,12 @@ clean:
 
 chaos: build
 	./testdata/chaos.sh bin/batchpipe
+
+# The memory bound over a long run: MEMLONG_SECONDS (60) each for exec and
+# for http with a slow server.
+MEMLONG_SECONDS ?= 60
+memlong: build
+	./testdata/memlong.sh bin/batchpipe $(MEMLONG_SECONDS)
 
 fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzFraming -fuzztime $(FUZZTIME) ./sources

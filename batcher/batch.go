@@ -7,6 +7,7 @@ package batcher
 import (
 	"errors"
 	"fmt"
+	"io"
 	"slices"
 	"strconv"
 	"strings"
@@ -36,11 +37,17 @@ type Record struct {
 // non-zero, but does not stop the records read before it.
 var ErrCutShort = errors.New("stopped in the middle of a record")
 
-// A TooLargeError is a record longer than the record limit. The source
-// skips its bytes, so it cannot be dead-lettered: it counts as undelivered.
+// A TooLargeError is a record longer than the record limit. It is not
+// held in memory: the source skips its bytes, or, with Body, keeps them
+// aside for a dead letter that can take them (a RecordDeadLetter). Without
+// one it counts as undelivered.
 type TooLargeError struct {
 	Size  int64 // bytes in the record, without the delimiter
 	Limit int64
+
+	// Body, if set, reads the record's bytes, without the delimiter; the
+	// pipeline closes it.
+	Body io.ReadCloser
 }
 
 func (e *TooLargeError) Error() string {

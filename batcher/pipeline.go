@@ -28,8 +28,8 @@ type Config struct {
 
 	Parallel   int           // batches delivered at once; default 1
 	Retries    int           // attempts after the first; 0: none
-	Backoff    time.Duration // first retry waits up to this; default 500ms
-	MaxBackoff time.Duration // no retry waits longer; default 30s
+	Backoff    time.Duration // first retry waits up to this; 0: retries at once
+	MaxBackoff time.Duration // no retry waits longer; 0: retries at once
 
 	// ShutdownTimeout bounds the drain after Stop; then deliveries in
 	// flight are abandoned. 0: no bound.
@@ -101,12 +101,6 @@ func (c Config) withDefaults() Config {
 	if c.Parallel == 0 {
 		c.Parallel = 1
 	}
-	if c.Backoff == 0 {
-		c.Backoff = 500 * time.Millisecond
-	}
-	if c.MaxBackoff == 0 {
-		c.MaxBackoff = 30 * time.Second
-	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -146,6 +140,7 @@ type Pipeline struct {
 	failSeq  atomic.Int64  // the first failed batch: later ones are not attempted
 	mu       sync.Mutex
 	firstErr error       // the first record or batch not delivered
+	lost     Pos         // the first record not delivered, by position; Record 0: none
 	free     chan *Batch // recycled batches
 }
 
@@ -287,10 +282,16 @@ func (p *Pipeline) Run(ctx context.Context) (Stats, error) {
 	}
 
 	var errs []error
+	if l, ok := p.Source.(Locator); (!ok || !l.LocatesErrors()) && st.Undelivered > 0 {
+		if pos := p.firstLost(); pos.Record > 0 {
+			errs = append(errs, fmt.Errorf("first record not delivered: %s; a run resumed from there loses nothing", pos))
+		}
+	}
 	if err := p.firstError(); err != nil {
 		errs = append(errs, err)
 	}
-	if cause := context.Cause(dctx); cause != nil {
+	if cause := context.Cause(dctx); cause != nil && st.Undelivered > 0 {
+		// (Deliveries abandoned that ended delivered after all lost nothing.)
 		errs = append(errs, fmt.Errorf("deliveries abandoned: %w", cause))
 	}
 	if readErr != nil {
@@ -307,12 +308,15 @@ func (p *Pipeline) Run(ctx context.Context) (Stats, error) {
 }
 
 // abandonGrace is how long Run waits, once deliveries are abandoned, for a
-// sink to notice. A sink stuck in a system call (a write to a pipe nobody
-// reads) is then left behind, so that a second signal always ends the run.
-const abandonGrace = 5 * time.Second
+// sink to notice, on top of what an Abandoner asks for. A sink stuck in a
+// system call (a write to a pipe nobody reads) is then left behind, so that
+// the run ends by --shutdown-timeout, and at once after a second signal.
+const abandonGrace = 200 * time.Millisecond
 
-// waitWorkers waits for the workers to finish, or for abandonGrace after
-// deliveries are abandoned; it reports whether some were still running.
+// waitWorkers waits for the workers to finish, or, once deliveries are
+// abandoned, for abandonGrace and the grace the sink asks for, after which
+// the sink's Kill ends what it started; it reports whether some deliveries
+// were still running.
 func (p *Pipeline) waitWorkers(dctx context.Context, workers *sync.WaitGroup) bool {
 	done := make(chan struct{})
 	go func() {
@@ -324,12 +328,20 @@ func (p *Pipeline) waitWorkers(dctx context.Context, workers *sync.WaitGroup) bo
 		return false
 	case <-dctx.Done():
 	}
-	grace := time.NewTimer(abandonGrace)
+	d := abandonGrace
+	ab, _ := p.Sink.(Abandoner)
+	if ab != nil {
+		d += ab.AbandonGrace(context.Cause(dctx))
+	}
+	grace := time.NewTimer(d)
 	defer grace.Stop()
 	select {
 	case <-done:
 		return false
 	case <-grace.C:
+		if ab != nil {
+			ab.Kill()
+		}
 		return true
 	}
 }
@@ -452,7 +464,7 @@ func (a *aggregator) add(r *Record) {
 			size = int(tl.Size) + 1
 		}
 		a.pos.Offset += int64(size)
-		a.p.reject(pos, r.Err)
+		a.p.reject(a.ctx, pos, r.Err)
 		return
 	}
 	a.pos.Offset += int64(size)
@@ -530,7 +542,7 @@ func (p *Pipeline) handle(ctx context.Context, b *Batch) {
 		p.settle(b, Delivered, took, nil, 0)
 	case ctx.Err() != nil:
 		p.settle(b, Abandoned, took, fmt.Errorf("%w (last error: %v)", context.Cause(ctx), err), left.Len())
-	case p.deadLetter(ctx, left, err):
+	case !IsFatal(err) && p.deadLetter(ctx, left, err):
 		if left.Len() < b.Len() {
 			p.settle(b, Partial, took, err, left.Len())
 		} else {
@@ -538,6 +550,7 @@ func (p *Pipeline) handle(ctx context.Context, b *Batch) {
 		}
 	default:
 		p.fail(b.Seq, left.String(), err)
+		p.noteLost(left.First)
 		p.settle(b, Failed, took, err, left.Len())
 	}
 }
@@ -607,18 +620,46 @@ func (p *Pipeline) deadLetter(ctx context.Context, b *Batch, reason error) bool 
 	return true
 }
 
-// reject handles a record the source could not take whole.
-func (p *Pipeline) reject(pos Pos, err error) {
-	p.c.undelivered.Add(1)
-	if p.DeadLetter != nil || errors.Is(err, ErrCutShort) {
-		// Its bytes are gone, so there is nothing to dead-letter; the run
-		// goes on and ends non-zero. (A record cut short by a stop comes
-		// last: what was read before it is still delivered.)
-		p.Logger.Error("record not delivered", "record", pos.String(), "err", err)
-		p.noteFailure(pos.String(), err)
-		return
+// reject counts a record the source could not take whole: one over the
+// size limit, or cut short by the end of the run. Its neighbours are
+// delivered all the same; the run goes on and ends non-zero.
+func (p *Pipeline) reject(ctx context.Context, pos Pos, err error) {
+	var tl *TooLargeError
+	if errors.As(err, &tl) && tl.Body != nil {
+		defer tl.Body.Close()
+		if dl, ok := p.DeadLetter.(RecordDeadLetter); ok {
+			werr := dl.WriteRecord(ctx, tl.Body, p.Delim)
+			if werr == nil {
+				p.Logger.Warn("dead-lettered", "record", pos.String(), "reason", err)
+				p.c.deadLettered.Add(1)
+				return
+			}
+			p.Logger.Error("dead letter", "record", pos.String(), "err", werr)
+		}
 	}
-	p.fail(0, pos.String(), err)
+	p.c.undelivered.Add(1)
+	p.noteLost(pos)
+	if !(errors.Is(err, ErrCutShort) && p.isFailed()) {
+		// (A run that failed, which cut the input short, says why itself.)
+		p.Logger.Error("record not delivered", "record", pos.String(), "err", err)
+	}
+	p.noteFailure(pos.String(), err)
+}
+
+// noteLost keeps the position of the first record not delivered, so that
+// the error can say where a resumed run must start.
+func (p *Pipeline) noteLost(pos Pos) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.lost.Record == 0 || pos.Record < p.lost.Record {
+		p.lost = pos
+	}
+}
+
+func (p *Pipeline) firstLost() Pos {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.lost
 }
 
 // fail records a failure and stops reading. Batches after seq, the failed
@@ -672,6 +713,9 @@ func (p *Pipeline) settle(b *Batch, o Outcome, took time.Duration, err error, le
 		p.c.bytesDelivered.Add(int64(b.Size()))
 	case Failed, Abandoned:
 		p.c.undelivered.Add(int64(left))
+		if o == Abandoned && left > 0 {
+			p.noteLost(b.First)
+		}
 	}
 	if o == Delivered || o == Partial || o == DeadLettered {
 		if a, ok := p.Source.(Acker); ok {

@@ -952,3 +952,70 @@ func TestAbandonDoesNotWaitForAStuckSink(t *testing.T) {
 		close(stuck)
 	})
 }
+
+// TestZeroBackoffRetriesAtOnce: Backoff and MaxBackoff 0 mean no wait.
+func TestZeroBackoffRetriesAtOnce(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		sink := newSink()
+		sink.deliver = func(ctx context.Context, b *Batch) error {
+			if b.Attempt < 4 {
+				return errors.New("503")
+			}
+			return nil
+		}
+		p := &Pipeline{Source: &sliceSource{recs: recs("a"), n: 1}, Sink: sink,
+			Config: cfg(Config{Retries: 3})}
+		st, err := p.Run(context.Background())
+		if err != nil || st.Retries != 3 {
+			t.Fatalf("err %v stats %+v", err, st)
+		}
+		if got := sink.got(); len(got) != 1 || got[0].at != 0 || got[0].attempt != 4 {
+			t.Fatalf("delivered %+v, want at once on attempt 4", got)
+		}
+	})
+}
+
+// abandonSink is stuck until killed, and asks for grace once abandoned.
+type abandonSink struct {
+	grace  time.Duration
+	killed chan struct{}
+}
+
+func (s *abandonSink) Deliver(ctx context.Context, b *Batch) error {
+	<-s.killed // ignores ctx, like a command trapping SIGTERM
+	return errors.New("killed")
+}
+func (s *abandonSink) AbandonGrace(error) time.Duration { return s.grace }
+func (s *abandonSink) Kill()                            { close(s.killed) }
+
+// TestAbandonerGetsItsGrace: Run waits the grace an Abandoner asks for,
+// then kills what it started, before returning.
+func TestAbandonerGetsItsGrace(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		src := &chanSource{in: make(chan []Record)}
+		sink := &abandonSink{grace: 10 * time.Second, killed: make(chan struct{})}
+		ctx, cancel := context.WithCancel(context.Background())
+		p := &Pipeline{Source: src, Sink: sink, Config: cfg(Config{MaxRecords: 1})}
+		done := make(chan Stats)
+		go func() {
+			st, _ := p.Run(ctx)
+			done <- st
+		}()
+		src.in <- recs("a")
+		synctest.Wait()
+		start := time.Now()
+		cancel()
+		st := <-done
+		if took := time.Since(start); took != sink.grace+abandonGrace {
+			t.Errorf("returned after %v, want %v", took, sink.grace+abandonGrace)
+		}
+		select {
+		case <-sink.killed:
+		default:
+			t.Error("Kill was not called")
+		}
+		if st.Undelivered != 1 {
+			t.Errorf("stats %+v", st)
+		}
+	})
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"time"
 )
 
@@ -60,10 +61,25 @@ type Settler interface {
 	Settled(seq int64)
 }
 
+// An Abandoner is a Sink whose deliveries, once abandoned, may take a while
+// to end: a command is given time between SIGTERM and SIGKILL. Run waits
+// AbandonGrace for them (cause is why they were abandoned), then calls
+// Kill, which must end at once whatever the sink started, and returns.
+type Abandoner interface {
+	AbandonGrace(cause error) time.Duration
+	Kill()
+}
+
 // A DeadLetter keeps records that could not be delivered, so they can be
 // replayed. Write must return only once the records are stored durably.
 type DeadLetter interface {
 	Write(ctx context.Context, b *Batch, reason error) error
+}
+
+// A RecordDeadLetter is a DeadLetter that can also keep one record read
+// from r (one too large to be held in memory), followed by delim.
+type RecordDeadLetter interface {
+	WriteRecord(ctx context.Context, r io.Reader, delim byte) error
 }
 
 // Permanent marks err as one that retrying cannot fix.
@@ -71,10 +87,13 @@ func Permanent(err error) error {
 	if err == nil {
 		return nil
 	}
-	return &permanentError{err}
+	return &permanentError{err: err}
 }
 
-type permanentError struct{ err error }
+type permanentError struct {
+	err   error
+	fatal bool
+}
 
 func (e *permanentError) Error() string { return e.err.Error() }
 func (e *permanentError) Unwrap() error { return e.err }
@@ -84,6 +103,22 @@ func (e *permanentError) Unwrap() error { return e.err }
 func IsPermanent(err error) bool {
 	var p *permanentError
 	return errors.As(err, &p)
+}
+
+// Fatal marks err as one after which the sink can deliver nothing (its
+// output is a closed pipe): the batch is neither retried nor dead-lettered,
+// and the run stops as after any batch not delivered.
+func Fatal(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &permanentError{err: err, fatal: true}
+}
+
+// IsFatal reports whether err, or an error it wraps, was marked with Fatal.
+func IsFatal(err error) bool {
+	var p *permanentError
+	return errors.As(err, &p) && p.fatal
 }
 
 // RetryAfter marks err as retryable no sooner than d from now (an HTTP

@@ -36,10 +36,11 @@ one piece (256 KiB per run in memory, the rest in a temporary file), and
 stderr is passed on in whole lines, so runs never mix within a line.
 --keep-order writes the runs' stdout in batch order; a run then waits to
 start while its batch is 2×-j or more batches ahead of the oldest batch
-whose output has not been written yet. Output that cannot be written (stdout
-a closed pipe or a full disk) fails its batch, without retries, however the
-run went; with --keep-order, output written only once its batch is done is
-instead counted and reported at exit, and later batches fail.
+whose output has not been written yet. Output that cannot be written fails
+its batch, without retries, however the run went; with --keep-order, output
+written only once its batch is done is instead counted and reported at exit,
+and later batches fail. A closed pipe (batchpipe exec … | head -1) stops the
+run at once, exit 141, as cat; a stdout closed at start (>&-) is exit 2.
 
 --args passes the records as arguments instead (stdin is /dev/null). They
 are appended to ARGS; or, if some of ARGS hold {}, each of those is repeated
@@ -57,10 +58,11 @@ Each run has a process group of its own, so a terminal's Ctrl-C reaches only
 batchpipe. On --timeout, the group gets SIGTERM, then SIGKILL after
 --kill-after. On the first SIGINT/SIGTERM running commands are left to
 finish; past --shutdown-timeout they get SIGTERM and, --kill-after later,
-SIGKILL; a second signal SIGKILLs them at once. A command that exits 0 while
-processes it left in the background still hold its output open is waited
-for --kill-after, then the rest of its group is SIGKILLed; the batch is
-delivered.`
+SIGKILL (one that exits 0 after the SIGTERM delivered its batch); a second
+signal SIGKILLs them at once. batchpipe exits only once they are gone. A
+command that exits 0 while processes it left in the background still hold
+its output open is waited for --kill-after, at any -j, then the rest of its
+group is SIGKILLed; the batch is delivered.`
 
 const execExamples = `  # count the lines of each batch of 3
   seq 10 | batchpipe -n 3 exec -- wc -l
@@ -98,6 +100,9 @@ func newExecCmd(o *options) *cobra.Command {
 				return usagef("exec: --kill-after must be positive, not %v", killAfter)
 			}
 			return o.run(func() (batcher.Sink, error) {
+				if err := o.checkStdout(); err != nil {
+					return nil, err
+				}
 				return sinks.NewExec(sinks.ExecConfig{
 					Argv:      argv,
 					Args:      args,

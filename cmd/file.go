@@ -48,6 +48,9 @@ overwritten (the batch fails instead).`,
 				case perBatch != "":
 					return sinks.NewPerBatch(perBatch, opt.Format)
 				case args[0] == "-":
+					if err := o.checkStdout(); err != nil {
+						return nil, err
+					}
 					return sinks.NewWriter(o.streams.Out, "stdout", opt.Format), nil
 				default:
 					opt.FollowSymlinks = o.followSymlinks

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -138,7 +139,9 @@ func (o *options) run(openSink func() (batcher.Sink, error)) error {
 		return o.runHook(cfg, openSink)
 	}
 	p := &batcher.Pipeline{
-		Source: &sources.Stream{R: o.streams.In, Delim: cfg.Delim, MaxRecordBytes: int(o.maxRecordBytes)},
+		Source: &sources.Stream{R: o.streams.In, Delim: cfg.Delim, MaxRecordBytes: int(o.maxRecordBytes),
+			// A dead-letter file can take a record over the limit whole.
+			KeepTooLarge: o.deadLetter != "" && !strings.HasPrefix(o.deadLetter, "kafka:")},
 	}
 	errw := o.streams.Err
 	var progress *monitor.Progress
@@ -177,19 +180,37 @@ func (o *options) run(openSink func() (batcher.Sink, error)) error {
 		}
 		cfg.DeadLetter = dl
 	case o.deadLetter != "":
-		dl, err := sinks.OpenFile(o.deadLetter, sinks.FileOptions{Fsync: true, FollowSymlinks: o.followSymlinks})
+		var dl *sinks.File
+		err := o.whileOpening(func() (err error) {
+			dl, err = sinks.OpenFile(o.deadLetter, sinks.FileOptions{Fsync: true, FollowSymlinks: o.followSymlinks})
+			return err
+		})
+		if s, ok := err.(stoppedAtStart); ok {
+			return o.report(batcher.Stats{}, nil, s.sig)
+		}
 		if err != nil {
 			return &usageError{fmt.Errorf("dead letter: %w", err)}
 		}
 		defer dl.Close()
 		cfg.DeadLetter = dl
 	}
-	sink, err := openSink()
+	var sink batcher.Sink
+	err = o.whileOpening(func() (err error) {
+		sink, err = openSink()
+		return err
+	})
+	if s, ok := err.(stoppedAtStart); ok {
+		return o.report(batcher.Stats{}, nil, s.sig)
+	}
 	if err != nil {
 		return &usageError{err}
 	}
 	cfg = withSinkLimits(cfg, sink)
 	p.Sink = sink
+	if _, set := os.LookupEnv("GOMEMLIMIT"); !set && kr == nil {
+		// (Kafka clients hold buffers of their own, outside the bound.)
+		defer debug.SetMemoryLimit(debug.SetMemoryLimit(memoryLimit(cfg)))
+	}
 	if o.metricsAddr != "" {
 		var lag func() []monitor.PartitionLag
 		if kr != nil && kr.src != nil {
@@ -215,6 +236,11 @@ func (o *options) run(openSink func() (batcher.Sink, error)) error {
 	defer abandon(nil)
 	drain, drainOver := context.WithCancelCause(ctx)
 	defer drainOver(nil)
+	if src, ok := p.Source.(*sources.Stream); ok {
+		// A record the first signal cuts in half is read to its end
+		// while the drain lasts.
+		src.Stopped, src.Drain = stop, drain
+	}
 	var finishing atomic.Bool          // the pipeline is over: Kafka commits and closes
 	stopped := make(chan os.Signal, 1) // the signal that stopped the run
 	done := make(chan struct{})
@@ -300,6 +326,44 @@ func (o *options) run(openSink func() (batcher.Sink, error)) error {
 	return o.report(st, runErr, sig, extra...)
 }
 
+// stoppedAtStart is a SIGINT or SIGTERM that came while an output was
+// being opened.
+type stoppedAtStart struct{ sig os.Signal }
+
+func (s stoppedAtStart) Error() string { return "stopped by " + s.sig.String() }
+
+// whileOpening runs open, which may wait (a FIFO waits for a reader),
+// while SIGINT and SIGTERM still work: either ends the wait with
+// stoppedAtStart, leaving open to finish with the process. Nothing has
+// been read yet: there is nothing to flush or report on SIGUSR1/SIGUSR2.
+func (o *options) whileOpening(open func() error) error {
+	done := make(chan error, 1)
+	go func() { done <- open() }()
+	for {
+		select {
+		case err := <-done:
+			return err
+		case s := <-o.signals:
+			if s == syscall.SIGINT || s == syscall.SIGTERM {
+				return stoppedAtStart{s}
+			}
+		}
+	}
+}
+
+// memoryLimit is the soft limit given to the garbage collector, so that
+// runs of any length stay within the bound the README states: 15 MiB +
+// 2 × (-j + 2) × --max-bytes (+ 4 × the largest record). What is read and
+// not delivered is at most (-j + 2) batches, plus three read buffers; left
+// to GOGC alone, the heap may grow to twice what is live, plus whatever
+// garbage long runs leave, and did pass the bound. About 7 MiB of the 15 are
+// the binary and memory the runtime does not count. A record larger than
+// --max-bytes may take the heap past the limit while it is held: the
+// collector then works harder (at most half the CPU), nothing fails.
+func memoryLimit(cfg batcher.Config) int64 {
+	return 8<<20 + 2*int64(cfg.Parallel+2)*int64(cfg.MaxBytes)
+}
+
 // finishKafka runs kr.finish for no longer than --kafka-timeout, and not
 // past ctx.
 func (o *options) finishKafka(ctx context.Context, kr *kafkaRun) error {
@@ -332,6 +396,8 @@ func (o *options) writeStats(w io.Writer, st batcher.Stats, status *int, runErr 
 // exitStatus decides the exit status: the one place that does.
 func exitStatus(st batcher.Stats, runErr error, sig os.Signal) int {
 	switch {
+	case brokenPipe(runErr):
+		return exitBrokenPipe
 	case st.Undelivered > 0 || runErr != nil:
 		return exitFailed
 	case st.DeadLettered > 0:
@@ -352,6 +418,12 @@ func exitStatus(st batcher.Stats, runErr error, sig os.Signal) int {
 func (o *options) report(st batcher.Stats, runErr error, sig os.Signal, extra ...string) error {
 	w := o.streams.Err
 	code := exitStatus(st, runErr, sig)
+	if code == exitBrokenPipe {
+		// Like cat: the reader left, so stop, and say no more than a line.
+		fmt.Fprintf(w, "batchpipe: stdout: broken pipe, %d of %d records not delivered\n", st.Undelivered+st.InFlight, st.Read)
+		o.writeStats(w, st, &code, runErr)
+		return exitError(code)
+	}
 	if !o.quiet {
 		fmt.Fprintln(w, summary(st))
 		for _, l := range extra {
@@ -364,7 +436,10 @@ func (o *options) report(st batcher.Stats, runErr error, sig os.Signal, extra ..
 			fmt.Fprintf(w, "batchpipe: %d of %d records not delivered\n", st.Undelivered, st.Read)
 		}
 		if runErr != nil {
-			fmt.Fprintf(w, "batchpipe: %v\n", runErr)
+			// Joined errors come a line each, each named as batchpipe's.
+			for l := range strings.SplitSeq(runErr.Error(), "\n") {
+				fmt.Fprintf(w, "batchpipe: %s\n", l)
+			}
 		}
 	case exitDeadLettered:
 		fmt.Fprintf(w, "batchpipe: completed, %d records dead-lettered to %s\n", st.DeadLettered, o.deadLetter)
@@ -374,6 +449,12 @@ func (o *options) report(st batcher.Stats, runErr error, sig os.Signal, extra ..
 		return nil
 	}
 	return exitError(code)
+}
+
+// brokenPipe reports whether the run stopped because its output was a pipe
+// whose reader left.
+func brokenPipe(err error) bool {
+	return batcher.IsFatal(err) && errors.Is(err, syscall.EPIPE)
 }
 
 // summary is the line printed at exit.

@@ -72,12 +72,16 @@ type Exec struct {
 
 	args   *argv  // nil unless --args
 	format Format // of stdin
+
+	groupsMu sync.Mutex
+	groups   map[int]bool // process groups of runs not yet waited for
 }
 
 var (
-	_ batcher.Sink    = (*Exec)(nil)
-	_ batcher.Settler = (*Exec)(nil)
-	_ batcher.Closer  = (*Exec)(nil)
+	_ batcher.Sink      = (*Exec)(nil)
+	_ batcher.Settler   = (*Exec)(nil)
+	_ batcher.Closer    = (*Exec)(nil)
+	_ batcher.Abandoner = (*Exec)(nil)
 )
 
 // heldOutputMemory is how much of one run's stdout is held in memory when
@@ -109,6 +113,7 @@ func NewExec(cfg ExecConfig) (*Exec, error) {
 		format:    cfg.Format,
 		outw:      cfg.Stdout,
 		stderr:    &lockedWriter{w: cfg.Stderr},
+		groups:    make(map[int]bool),
 	}
 	if s.killAfter <= 0 {
 		s.killAfter = 5 * time.Second
@@ -206,6 +211,26 @@ func (s *Exec) Deliver(ctx context.Context, b *batcher.Batch) error {
 	return nil
 }
 
+// AbandonGrace is how long runs take to end once abandoned: past
+// --shutdown-timeout they get SIGTERM and --kill-after; after a second
+// signal they are killed at once.
+func (s *Exec) AbandonGrace(cause error) time.Duration {
+	if errors.Is(cause, batcher.ErrShutdownTimeout) {
+		return s.killAfter
+	}
+	return 0
+}
+
+// Kill SIGKILLs the process group of every run still going, so that none
+// outlives batchpipe.
+func (s *Exec) Kill() {
+	s.groupsMu.Lock()
+	defer s.groupsMu.Unlock()
+	for pgid := range s.groups {
+		syscall.Kill(-pgid, syscall.SIGKILL)
+	}
+}
+
 // Settled writes held outputs that are now next in batch order.
 func (s *Exec) Settled(seq int64) {
 	if s.order != nil {
@@ -241,9 +266,38 @@ func (s *Exec) emit(h *heldOutput) error {
 		}
 	}
 	if s.emitErr != nil {
-		return batcher.Permanent(fmt.Errorf("exec sink: output of %s not written: %w", s.name, s.emitErr))
+		return outputLost(s.name, s.emitErr)
 	}
 	return nil
+}
+
+// errOutput marks a run whose output could not be written.
+var errOutput = errors.New("output not written")
+
+// outputLost is the error of a batch whose output could not be written: a
+// broken pipe ends the run (like cat, batchpipe stops writing to a reader
+// that left), other failures (a full disk) fail the batch without retries,
+// as running the command again cannot mend stdout.
+func outputLost(name string, err error) error {
+	err = fmt.Errorf("exec sink: %w of %s: %w", errOutput, name, err)
+	if errors.Is(err, syscall.EPIPE) {
+		return batcher.Fatal(err)
+	}
+	return batcher.Permanent(err)
+}
+
+// outWriter passes a run's output on, keeping the first write error.
+type outWriter struct {
+	w   io.Writer
+	err error
+}
+
+func (o *outWriter) Write(p []byte) (int, error) {
+	n, err := o.w.Write(p)
+	if err != nil && o.err == nil {
+		o.err = err
+	}
+	return n, err
 }
 
 // hold passes an output to the orderer, or fails its batch if stdout
@@ -254,7 +308,7 @@ func (s *Exec) hold(seq int64, h *heldOutput) error {
 	s.emitMu.Unlock()
 	if err != nil && !h.empty() {
 		h.Close()
-		return batcher.Permanent(fmt.Errorf("exec sink: output of %s not written: %w", s.name, err))
+		return outputLost(s.name, err)
 	}
 	s.order.add(seq, h)
 	return nil
@@ -298,7 +352,16 @@ func (s *Exec) run(ctx context.Context, b *batcher.Batch, r *run) error {
 	if r.stdin != nil {
 		cmd.Stdin = bytes.NewReader(r.stdin)
 	}
-	cmd.Stdout = r.stdout
+	// Never stdout's descriptor itself, even at -j 1: through a pipe, a
+	// run ends only once its background processes let go of its output
+	// (or --kill-after has passed), and a broken pipe is seen.
+	var out *outWriter
+	if _, ok := r.stdout.(*heldOutput); ok || r.stdout == nil {
+		cmd.Stdout = r.stdout
+	} else {
+		out = &outWriter{w: r.stdout}
+		cmd.Stdout = out
+	}
 	errw := &lineWriter{w: s.stderr}
 	cmd.Stderr = errw
 	// A group of its own: a terminal's Ctrl-C reaches only batchpipe, which
@@ -327,14 +390,32 @@ func (s *Exec) run(ctx context.Context, b *batcher.Batch, r *run) error {
 		}
 		return fmt.Errorf("exec sink: run %s: %w", s.name, err)
 	}
+	pgid := cmd.Process.Pid
+	s.groupsMu.Lock()
+	s.groups[pgid] = true
+	s.groupsMu.Unlock()
+	defer func() {
+		s.groupsMu.Lock()
+		delete(s.groups, pgid)
+		s.groupsMu.Unlock()
+	}()
 	err := cmd.Wait()
 	errw.finish()
+	if out != nil && out.err != nil {
+		syscall.Kill(-pgid, syscall.SIGKILL)
+		return outputLost(s.name, out.err)
+	}
 	if cancelled.Load() {
 		// Whatever of the group outlived the command and the grace period
 		// (or held its pipes until then) goes now.
-		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		syscall.Kill(-pgid, syscall.SIGKILL)
 		if errors.Is(context.Cause(rctx), errTimeout) {
 			return fmt.Errorf("exec sink: %s: timed out after %v%s", s.name, s.timeout, errw.lastLine())
+		}
+		if cmd.ProcessState != nil && cmd.ProcessState.Success() {
+			// It finished its work after all, given SIGTERM: delivered.
+			// Counting it undelivered would have a replay send it again.
+			return nil
 		}
 		return fmt.Errorf("exec sink: %s: stopped: %w", s.name, context.Cause(ctx))
 	}

@@ -96,7 +96,7 @@ func (s *File) write(body []byte) error {
 	}
 	if s.f == nil {
 		if _, err := s.w.Write(body); err != nil {
-			return fmt.Errorf("file sink: write %s: %w", s.path, err)
+			return brokenPipe(fmt.Errorf("file sink: write %s: %w", s.path, err))
 		}
 		return nil
 	}
@@ -109,7 +109,7 @@ func (s *File) write(body []byte) error {
 				err = errors.Join(err, fmt.Errorf("cut back to %d bytes: %w", start, terr))
 			}
 		}
-		return fmt.Errorf("file sink: write %s: %w", s.path, err)
+		return brokenPipe(fmt.Errorf("file sink: write %s: %w", s.path, err))
 	}
 	if s.fsync {
 		if err := s.f.Sync(); err != nil {
@@ -117,6 +117,15 @@ func (s *File) write(body []byte) error {
 		}
 	}
 	return nil
+}
+
+// brokenPipe marks a write to a pipe whose reader left as the end of the
+// run: retrying cannot bring the reader back (cat stops at once too).
+func brokenPipe(err error) error {
+	if errors.Is(err, syscall.EPIPE) {
+		return batcher.Fatal(err)
+	}
+	return err
 }
 
 // Close closes the file.
@@ -292,7 +301,46 @@ func syncDir(dir string) error {
 	return nil
 }
 
-var _ batcher.DeadLetter = (*File)(nil)
+var (
+	_ batcher.DeadLetter       = (*File)(nil)
+	_ batcher.RecordDeadLetter = (*File)(nil)
+)
+
+// WriteRecord appends one record read from r, and delim, as a dead letter:
+// a record too large to hold in memory, copied from where the source kept
+// it. A failure part-way cuts a regular file back, so that the file stays
+// valid input for a replay.
+func (s *File) WriteRecord(ctx context.Context, r io.Reader, delim byte) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.f == nil {
+		if _, err := io.Copy(s.w, r); err != nil {
+			return fmt.Errorf("file sink: write %s: %w", s.path, err)
+		}
+		_, err := s.w.Write([]byte{delim})
+		return err
+	}
+	fi, err := s.f.Stat()
+	if err != nil {
+		return fmt.Errorf("file sink: %s: %w", s.path, err)
+	}
+	_, err = io.Copy(s.f, r)
+	if err == nil {
+		_, err = s.f.Write([]byte{delim})
+	}
+	if err == nil && s.fsync {
+		err = s.f.Sync()
+	}
+	if err != nil {
+		if fi.Mode().IsRegular() {
+			if terr := s.f.Truncate(fi.Size()); terr != nil {
+				err = errors.Join(err, fmt.Errorf("cut back to %d bytes: %w", fi.Size(), terr))
+			}
+		}
+		return fmt.Errorf("file sink: write %s: %w", s.path, err)
+	}
+	return nil
+}
 
 // Write appends b as a dead letter: its records exactly as read, so the file
 // is valid input for a replay run. The reason is logged by the caller.

@@ -305,10 +305,18 @@ func (s *HTTP) Deliver(ctx context.Context, b *batcher.Batch) error {
 // already: for good if the failure is permanent, else to be sent again.
 func (s *HTTP) send(ctx context.Context, b *batcher.Batch, base int, part string, split bool) ([]batcher.Rejected, error) {
 	sc := s.getScratch()
-	// Even lines are copied: the transport may read the body after Deliver
-	// returns, when the batch's memory is no longer the sink's (see post).
-	body, rej := s.format.Encode(sc.body[:0], b)
-	sc.body = body
+	// Lines are the batch's own bytes, not a copy, which would double the
+	// memory a slow server holds: post then returns only once the
+	// transport is done with them. Other formats are encoded into sc.
+	inPlace := s.format == Lines
+	var body []byte
+	var rej []batcher.Rejected
+	if inPlace {
+		body = b.Bytes()
+	} else {
+		body, rej = s.format.Encode(sc.body[:0], b)
+		sc.body = body
+	}
 	for i := range rej {
 		rej[i].Index += base
 	}
@@ -320,7 +328,7 @@ func (s *HTTP) send(ctx context.Context, b *batcher.Batch, base int, part string
 	if s.hasSeq {
 		u = strings.ReplaceAll(u, "{seq}", strconv.FormatInt(b.Seq, 10)+part)
 	}
-	status, err := s.post(ctx, sc, u, body)
+	status, err := s.post(ctx, sc, u, body, inPlace)
 	switch {
 	case err == nil:
 		return rej, nil
@@ -370,10 +378,13 @@ func rejectRest(b *batcher.Batch, base int, rej []batcher.Rejected, err error) [
 }
 
 // post makes one request and returns the response's status (0 if none).
-// It takes sc, whose memory holds body, and returns it to the pool once the
-// transport is done with it.
-func (s *HTTP) post(ctx context.Context, sc *scratch, u string, body []byte) (int, error) {
+// It takes sc, whose memory holds body unless inPlace, and returns it to
+// the pool once the transport is done with it. A body inPlace (the batch's
+// memory) is waited for: post returns only once the transport closed it.
+func (s *HTTP) post(ctx context.Context, sc *scratch, u string, body []byte, inPlace bool) (int, error) {
 	if s.gzip {
+		inPlace = false // compressed into sc
+
 		var err error
 		if body, err = sc.compress(body); err != nil {
 			s.putScratch(sc)
@@ -392,8 +403,12 @@ func (s *HTTP) post(ctx context.Context, sc *scratch, u string, body []byte) (in
 		}
 	}}
 	rctx, cancel := context.WithTimeout(httptrace.WithClientTrace(ctx, trace), s.timeout)
+	var closed chan struct{} // closed with the body, when inPlace
 	defer func() {
 		cancel()
+		if closed != nil {
+			<-closed // the transport closes the body whatever happens
+		}
 		if sent.Load() {
 			s.putScratch(sc)
 		}
@@ -409,8 +424,12 @@ func (s *HTTP) post(ctx context.Context, sc *scratch, u string, body []byte) (in
 	// A NopCloser'd bytes.Reader is a body net/http knows to be in memory:
 	// it sends headers and body in one write.
 	req.Body, req.ContentLength = io.NopCloser(bytes.NewReader(body)), int64(len(body))
-	if len(body) == 0 {
+	switch {
+	case len(body) == 0:
 		req.Body = http.NoBody
+	case inPlace:
+		wb := &watchedBody{Reader: bytes.NewReader(body), closed: make(chan struct{})}
+		req.Body, closed = wb, wb.closed
 	}
 
 	resp, err := s.client.Do(req)
@@ -531,6 +550,19 @@ func (e *statusError) Error() string {
 		body += "…"
 	}
 	return s + ": " + strconv.Quote(body)
+}
+
+// watchedBody is a request body that says when the transport closed it:
+// it has then stopped reading it.
+type watchedBody struct {
+	*bytes.Reader
+	once   sync.Once
+	closed chan struct{}
+}
+
+func (w *watchedBody) Close() error {
+	w.once.Do(func() { close(w.closed) })
+	return nil
 }
 
 // scratch is the memory one request needs, kept in a pool: the encoded

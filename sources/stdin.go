@@ -7,6 +7,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"os"
 
 	"github.com/batchpipe/batchpipe/batcher"
 )
@@ -23,6 +24,17 @@ type Stream struct {
 	MaxRecordBytes int
 	// ReadSize is the size of each read. Default 1 MiB.
 	ReadSize int
+	// KeepTooLarge keeps the bytes of a record over MaxRecordBytes aside,
+	// in an unlinked temporary file, for the dead letter
+	// (batcher.TooLargeError.Body), rather than skip them.
+	KeepTooLarge bool
+
+	// Stopped, once closed, says that the end of Run's context is a stop
+	// asked for (the first SIGTERM), not a failure: a record the stop cut
+	// in half is then read to its end and sent, until Drain is done. Only
+	// an R with a file descriptor (stdin) can be read that way.
+	Stopped <-chan struct{}
+	Drain   context.Context
 }
 
 var _ batcher.Source = (*Stream)(nil)
@@ -36,17 +48,26 @@ const nbufs = 3
 // Records for every few bytes.
 const maxFramed = 4096
 
+// cutReadBytes is how much of a record cut by a stop is read a byte at a
+// time, so that no read takes bytes past its end; beyond it reads double.
+const cutReadBytes = 4096
+
 type readResult struct {
 	buf []byte
 	n   int
 	err error
 }
 
-// Run reads until EOF or ctx is done. Reads happen on their own goroutine,
-// so a read blocked on a quiet pipe does not keep Run from returning; that
-// goroutine ends with the next read's return. When ctx is done, what was
-// read goes out before Run returns, and a record begun but not finished is
-// sent with an error: bytes taken from the input are never dropped unsaid.
+// Run reads until EOF or ctx is done. Reads happen on their own goroutine.
+// From a file descriptor (stdin), a read starts only once the input is
+// ready, so that when ctx is done no read is left waiting: every byte taken
+// from the input is sent, and what was not taken stays for the next reader
+// (`{ batchpipe …; cat; }`). Other readers' reads cannot be interrupted: a
+// read blocked when ctx is done is left behind, and what it returns later
+// is lost. When ctx is done, what was read goes out before Run returns; a
+// record begun but not finished is read to its end after a stop (see
+// Stopped), else sent with an error: bytes taken from the input are never
+// dropped unsaid.
 func (s *Stream) Run(ctx context.Context, out chan<- []batcher.Record) error {
 	size := s.ReadSize
 	if size <= 0 {
@@ -56,6 +77,11 @@ func (s *Stream) Run(ctx context.Context, out chan<- []batcher.Record) error {
 	if limit <= 0 {
 		limit = 64 << 20
 	}
+	in, err := newWaker(s.R)
+	if err != nil {
+		return err
+	}
+	defer in.close()
 
 	free := make(chan []byte, nbufs)
 	for range nbufs {
@@ -63,15 +89,20 @@ func (s *Stream) Run(ctx context.Context, out chan<- []batcher.Record) error {
 	}
 	// Room for every buffer, so the reader never waits to hand one over.
 	reads := make(chan readResult, nbufs)
-	go func() {
+	quit := make(chan struct{})
+	go func(reads chan<- readResult) {
+		defer close(reads)
 		for {
 			var buf []byte
 			select {
 			case buf = <-free:
-			case <-ctx.Done():
+			case <-quit:
 				return
 			}
-			if ctx.Err() != nil {
+			if ready, err := in.wait(); !ready {
+				if err != nil {
+					reads <- readResult{buf, 0, err}
+				}
 				return
 			}
 			n, err := s.R.Read(buf)
@@ -80,54 +111,66 @@ func (s *Stream) Run(ctx context.Context, out chan<- []batcher.Record) error {
 				return
 			}
 		}
-	}()
+	}(reads)
 
-	f := framer{delim: s.Delim, limit: limit}
+	f := framer{delim: s.Delim, limit: limit, keep: s.KeepTooLarge}
+	defer f.dropSpool()
 	// held is the buffer behind the last chunk sent: the receiver may still
 	// be copying from it until it accepts the next chunk.
 	var held []byte
-	for {
-		var r readResult
-		select {
-		case r = <-reads:
-		case <-ctx.Done():
-			select {
-			case r = <-reads: // read before the stop: it goes out too
-			default:
-				if rec, ok := f.cut(); ok {
-					out <- []batcher.Record{rec}
-				}
-				return ctx.Err()
-			}
-		}
+	// send frames and sends one read's bytes; it reports whether a chunk
+	// refers to buf.
+	send := func(buf []byte, eof bool) (sentAny bool) {
 		// A buffer usually goes out in one chunk; one with many records
 		// over the limit in several, so that the record slices stay small
 		// whatever the input. The sends do not give up when ctx is done:
 		// the receiver takes every chunk until Run returns.
-		p, sentAny := r.buf[:r.n], false
+		p := buf
 		for {
 			var recs []batcher.Record
 			recs, p = f.frame(p)
-			if len(p) == 0 && r.err == io.EOF {
+			if len(p) == 0 && eof {
 				recs = f.finish(recs)
 			}
 			if len(recs) > 0 {
 				out <- recs
 				f.sent()
-				if !sentAny {
-					// The receiver took a chunk of this buffer, so it is done
-					// with the one before.
-					if held != nil {
-						free <- held
-					}
-					held, sentAny = r.buf, true
-				}
+				sentAny = true
 			}
 			if len(p) == 0 {
-				break
+				return sentAny
 			}
 		}
-		if !sentAny {
+	}
+	done := ctx.Done()
+	for {
+		var r readResult
+		var ok bool
+		select {
+		case r, ok = <-reads:
+		case <-done:
+			// Stop the reader; every read it made goes out. A reader
+			// that cannot be woken may be blocked in a read: only what
+			// it already returned is taken.
+			close(quit)
+			in.wake()
+			done = nil
+			if !in.canWait() {
+				reads = drained(reads)
+			}
+			continue
+		}
+		if !ok {
+			break // stopped
+		}
+		if send(r.buf[:r.n], r.err == io.EOF) {
+			// The receiver took a chunk of this buffer, so it is done
+			// with the one before.
+			if held != nil {
+				free <- held
+			}
+			held = r.buf
+		} else {
 			free <- r.buf // nothing refers to it: its bytes went to the carry
 		}
 		if r.err != nil {
@@ -138,6 +181,75 @@ func (s *Stream) Run(ctx context.Context, out chan<- []batcher.Record) error {
 			return r.err
 		}
 	}
+	if err := s.finishCut(in, &f, send, size); err != nil {
+		return err
+	}
+	if rec, ok := f.cut(); ok {
+		out <- []batcher.Record{rec}
+	}
+	return ctx.Err()
+}
+
+// drained returns a closed channel holding what reads holds now.
+func drained(reads chan readResult) chan readResult {
+	c := make(chan readResult, nbufs)
+	for {
+		select {
+		case r := <-reads:
+			c <- r
+		default:
+			close(c)
+			return c
+		}
+	}
+}
+
+// finishCut reads the rest of a record a stop cut in half, when the stop
+// was asked for and Drain is not over. Reads are a byte at a time at first,
+// then doubling: bytes past the record's end that one read takes are sent
+// too, and the record they begin is read to its end a byte at a time.
+func (s *Stream) finishCut(in *waker, f *framer, send func([]byte, bool) bool, size int) error {
+	if s.Stopped == nil || s.Drain == nil || !in.canWait() || !f.unfinished() {
+		return nil
+	}
+	select {
+	case <-s.Stopped:
+	default:
+		return nil // a failure, not a stop
+	}
+	in.rearm()
+	stop := context.AfterFunc(s.Drain, in.wake)
+	defer stop()
+	// Two buffers: a chunk sent from one may be read by the receiver until
+	// it takes the next, sent from the other.
+	bufs, cur := [2][]byte{make([]byte, size), make([]byte, size)}, 0
+	n, took := 1, 0
+	for f.unfinished() {
+		ready, err := in.wait()
+		if !ready {
+			return err // abandoned: the caller sends the cut record
+		}
+		m, err := s.R.Read(bufs[cur][:n])
+		took += m
+		was := f.skip + int64(len(f.carry))
+		if send(bufs[cur][:m], err == io.EOF) {
+			cur ^= 1
+		}
+		if err != nil {
+			if err == io.EOF {
+				return nil
+			}
+			return err
+		}
+		switch {
+		case f.skip+int64(len(f.carry)) < was+int64(m):
+			// The record ended, and another may have begun.
+			n, took = 1, 0
+		case took >= cutReadBytes:
+			n = min(2*n, size)
+		}
+	}
+	return nil
 }
 
 // framer splits buffers into records. A record that spans reads is
@@ -151,6 +263,9 @@ type framer struct {
 	partial bool  // carry holds the start of a record
 	skip    int64 // >0: bytes of an oversized record skipped so far
 	recs    [2][]batcher.Record
+
+	keep  bool     // keep oversized records' bytes in spool
+	spool *os.File // the oversized record being read, if kept
 }
 
 // frame returns the records at the start of p, in a slice reused every
@@ -195,7 +310,12 @@ func (f *framer) frame(p []byte) ([]batcher.Record, []byte) {
 				if next > start {
 					recs = append(recs, batcher.Record{Data: p[start:next:next], Block: true})
 				}
-				recs = append(recs, batcher.Record{Err: &batcher.TooLargeError{Size: int64(i), Limit: int64(f.limit)}})
+				tl := &batcher.TooLargeError{Size: int64(i), Limit: int64(f.limit)}
+				if f.keep {
+					// Read before the chunk is accepted, while p is valid.
+					tl.Body = io.NopCloser(bytes.NewReader(p[next : next+i]))
+				}
+				recs = append(recs, batcher.Record{Err: tl})
 				start = next + i + 1
 			}
 			next += i + 1
@@ -218,10 +338,19 @@ func (f *framer) frame(p []byte) ([]batcher.Record, []byte) {
 func (f *framer) extend(p []byte) {
 	if f.skip > 0 {
 		f.skip += int64(len(p))
+		f.spill(p)
 		return
 	}
 	if len(f.carry)+len(p) > f.limit {
 		f.skip = int64(len(f.carry) + len(p))
+		if f.keep {
+			if sp, err := os.CreateTemp("", "batchpipe-record-*"); err == nil {
+				os.Remove(sp.Name()) // gone with the descriptor, even after a crash
+				f.spool = sp
+			}
+			f.spill(f.carry)
+			f.spill(p)
+		}
 		f.carry = f.carry[:0]
 		f.partial = false
 		return
@@ -240,7 +369,34 @@ func (f *framer) extend(p []byte) {
 func (f *framer) tooLarge(more int64) batcher.Record {
 	size := f.skip + more
 	f.skip = 0
-	return batcher.Record{Err: &batcher.TooLargeError{Size: size, Limit: int64(f.limit)}}
+	tl := &batcher.TooLargeError{Size: size, Limit: int64(f.limit)}
+	if f.spool != nil {
+		if _, err := f.spool.Seek(0, io.SeekStart); err == nil {
+			tl.Body = f.spool
+		} else {
+			f.spool.Close()
+		}
+		f.spool = nil
+	}
+	return batcher.Record{Err: tl}
+}
+
+// spill adds p to the oversized record kept aside; a failure to write
+// it (a full disk) gives up keeping it: the record is then only counted.
+func (f *framer) spill(p []byte) {
+	if f.spool == nil || len(p) == 0 {
+		return
+	}
+	if _, err := f.spool.Write(p); err != nil {
+		f.dropSpool()
+	}
+}
+
+func (f *framer) dropSpool() {
+	if f.spool != nil {
+		f.spool.Close()
+		f.spool = nil
+	}
 }
 
 // takeCarry returns the assembled record and leaves the carry empty.
@@ -256,11 +412,15 @@ func (f *framer) sent() {
 	f.recs[0], f.recs[1] = f.recs[1], f.recs[0]
 }
 
+// unfinished reports whether a record has begun and not ended.
+func (f *framer) unfinished() bool { return f.partial || f.skip > 0 }
+
 // cut ends the input early: a record begun but not finished comes with an
 // error, as it cannot be delivered whole.
 func (f *framer) cut() (batcher.Record, bool) {
 	switch {
 	case f.skip > 0:
+		f.dropSpool() // half a record has no place in a dead letter
 		return f.tooLarge(0), true
 	case f.partial:
 		r := f.takeCarry()

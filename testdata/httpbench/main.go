@@ -1,6 +1,7 @@
 // Command httpbench is the other side of testdata/bench-http.sh.
 //
-//	httpbench serve                 listen on 127.0.0.1, print the URL, discard bodies
+//	httpbench serve [-delay D]       listen on 127.0.0.1, print the URL, discard bodies
+//	                                 (answering each D after reading it: a slow server)
 //	httpbench post -n 1000 -j 4 URL  post stdin's lines in bodies of n lines, j at a time
 //
 // post is the practical limit for batchpipe's http sink: the least a Go
@@ -17,6 +18,7 @@ import (
 	"net/http"
 	"os"
 	"sync"
+	"time"
 )
 
 func main() {
@@ -27,7 +29,7 @@ func main() {
 	var err error
 	switch os.Args[1] {
 	case "serve":
-		err = serve()
+		err = serve(os.Args[2:])
 	case "post":
 		err = post(os.Args[2:])
 	default:
@@ -39,7 +41,12 @@ func main() {
 	}
 }
 
-func serve() error {
+func serve(args []string) error {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	delay := fs.Duration("delay", 0, "answer each request this long after reading it")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return err
@@ -48,6 +55,14 @@ func serve() error {
 	os.Stdout.Close()
 	return http.Serve(ln, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.Copy(io.Discard, r.Body)
+		if *delay > 0 {
+			t := time.NewTimer(*delay)
+			defer t.Stop()
+			select {
+			case <-t.C:
+			case <-r.Context().Done():
+			}
+		}
 		w.WriteHeader(http.StatusNoContent)
 	}))
 }

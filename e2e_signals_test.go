@@ -1,0 +1,556 @@
+//go:build linux
+
+package main
+
+// The cases of "signals, pipes and children": what a stop by signal leaves
+// behind in the input, the output and the process table.
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestSIGTERMLeavesUnreadInputInThePipe stops batchpipe while its read of
+// stdin waits on an empty pipe, and writes a record during the drain. The
+// record was never returned by a read, so it must still be in the pipe for
+// the next reader (`{ batchpipe …; cat; }`), not swallowed by a read that
+// completed during the drain.
+func TestSIGTERMLeavesUnreadInputInThePipe(t *testing.T) {
+	gate, open := shutGate(t)
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pr.Close()
+	defer pw.Close()
+	c := exec.Command(bin, execArgs(t, []string{"-v", "-n", "1000", "-t", "0", "exec"}, "gate", gate)...)
+	c.Stdin = pr
+	p := startCmd(t, c)
+	first := numbered(69, "record %02d")
+	if _, err := io.WriteString(pw, first); err != nil {
+		t.Fatal(err)
+	}
+	p.waitFor("total=69")
+	// The read of stdin now waits for more.
+	p.signal(syscall.SIGTERM)
+	p.waitFor("gate: started batch 1")
+	if _, err := io.WriteString(pw, "record 70\n"); err != nil {
+		t.Fatal(err)
+	}
+	open()
+	if code := p.wait(); code != 143 {
+		t.Fatalf("exit %d, want 143; stderr:\n%s", code, p.stderr())
+	}
+	pw.Close()
+	rest, err := io.ReadAll(pr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := p.stdout.String(); got != first {
+		t.Errorf("delivered %q, want records 1 to 69", got)
+	}
+	if string(rest) != "record 70\n" {
+		t.Errorf("the next reader got %q, want record 70; stderr:\n%s", rest, p.stderr())
+	}
+	if n := summary(t, p.stderr()); n[0] != 69 || n[1] != 69 || n[3] != 0 {
+		t.Errorf("summary %v, want 69 read and delivered, 0 undelivered", n)
+	}
+}
+
+// TestSIGTERMFinishesTheCutRecord stops a busy run whose last read ended in
+// the middle of a record, from a pipe a writer keeps full and from a file.
+// The record is read to its end and delivered: exit 143, and the output
+// followed by what the input still holds is the input.
+func TestSIGTERMFinishesTheCutRecord(t *testing.T) {
+	input := lines(300000, "line %07d of a record long enough that reads end inside one")
+	t.Run("pipe", func(t *testing.T) {
+		gate, open := shutGate(t)
+		pr, pw, err := os.Pipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer pr.Close()
+		c := exec.Command(bin, execArgs(t, []string{"-n", "1000", "-j", "2", "exec"}, "gate", gate)...)
+		c.Stdin = pr
+		p := startCmd(t, c)
+		written := make(chan error, 1)
+		go func() {
+			// Writes of an odd size, as seq's, end inside records.
+			var err error
+			for s := input; len(s) > 0 && err == nil; {
+				n := min(len(s), 4093)
+				_, err = io.WriteString(pw, s[:n])
+				s = s[n:]
+			}
+			pw.Close()
+			written <- err
+		}()
+		p.waitFor("gate: started batch 2")
+		p.signal(syscall.SIGTERM)
+		p.waitFor("delivering what was read")
+		open()
+		code := p.wait()
+		rest, err := io.ReadAll(pr)
+		if err != nil || <-written != nil {
+			t.Fatal(err)
+		}
+		checkStopped(t, p, code, input, p.stdout.String(), len(input)-len(rest))
+		if len(rest) == 0 {
+			t.Fatal("the whole input was read: nothing was left to stop")
+		}
+	})
+	t.Run("file", func(t *testing.T) {
+		gate, open := shutGate(t)
+		in, err := os.CreateTemp(t.TempDir(), "in")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer in.Close()
+		if _, err := in.WriteString(input); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := in.Seek(0, io.SeekStart); err != nil {
+			t.Fatal(err)
+		}
+		c := exec.Command(bin, execArgs(t, []string{"-n", "1000", "-j", "2", "exec"}, "gate", gate)...)
+		c.Stdin = in // its offset is shared: it says how far batchpipe read
+		p := startCmd(t, c)
+		p.waitFor("gate: started batch 2")
+		p.signal(syscall.SIGTERM)
+		p.waitFor("delivering what was read")
+		open()
+		code := p.wait()
+		off, err := in.Seek(0, io.SeekCurrent)
+		if err != nil {
+			t.Fatal(err)
+		}
+		checkStopped(t, p, code, input, p.stdout.String(), int(off))
+		if int(off) == len(input) {
+			t.Fatal("the whole input was read: nothing was left to stop")
+		}
+	})
+}
+
+// checkStopped checks a run stopped by SIGTERM after it took the first
+// taken bytes of input: exit 143, every record taken delivered once.
+func checkStopped(t *testing.T, p *proc, code int, input, out string, taken int) {
+	t.Helper()
+	if code != 143 {
+		t.Errorf("exit %d, want 143; stderr:\n%.3000s", code, p.stderr())
+	}
+	if taken > 0 && input[taken-1] != '\n' {
+		t.Errorf("batchpipe took %d bytes, which end inside a record", taken)
+	}
+	if got, want := sortedLines(out), sortedLines(input[:taken]); !slices.Equal(got, want) {
+		t.Fatalf("took %d bytes (%d records) from the input, delivered %d bytes (%d records)",
+			taken, len(want), len(out), len(got))
+	}
+	if n := summary(t, p.stderr()); n[3] != 0 || n[1] != strings.Count(input[:taken], "\n") {
+		t.Errorf("summary %v, want every record taken delivered", n)
+	}
+}
+
+func init() {
+	// term-late OUT says it is ready, waits for SIGTERM, which it catches,
+	// then appends its stdin to OUT and exits 0: it finishes its work late.
+	children["term-late"] = func(args []string) int {
+		term := make(chan os.Signal, 1)
+		signal.Notify(term, syscall.SIGTERM)
+		in, err := io.ReadAll(os.Stdin)
+		if err != nil {
+			return 1
+		}
+		fmt.Fprintf(os.Stderr, "term-late: ready pid=%d\n", os.Getpid())
+		<-term
+		f, err := os.OpenFile(args[0], os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+		if err != nil {
+			return 1
+		}
+		if _, err := f.Write(in); err != nil || f.Close() != nil {
+			return 1
+		}
+		return 0
+	}
+	// bg-stdout starts a grandchild that ignores SIGTERM and hangs holding
+	// only its stdout, says the grandchild's pid, copies stdin to stdout
+	// and exits 0.
+	children["bg-stdout"] = func([]string) int {
+		self, err := os.Executable()
+		if err != nil {
+			return 1
+		}
+		gc := exec.Command(self)
+		gc.Env = append(os.Environ(), "BATCHPIPE_TEST_CHILD=ignore-term")
+		gc.Stdout = os.Stdout
+		if err := gc.Start(); err != nil {
+			return 1
+		}
+		fmt.Fprintf(os.Stderr, "bg-stdout: grandchild pid=%d\n", gc.Process.Pid)
+		if _, err := io.Copy(os.Stdout, os.Stdin); err != nil {
+			return 1
+		}
+		return 0
+	}
+}
+
+// killedBy returns a check that process pid, which would otherwise run
+// for an hour, was killed: it ends within seconds. Called once batchpipe
+// has exited, it says that batchpipe left it dying, not running. (A
+// SIGKILL takes effect once the process is next scheduled, so it may not
+// be gone the instant batchpipe is.)
+func killedBy(t *testing.T, pid int) func() bool {
+	t.Helper()
+	fd, err := pidfdOpen(pid)
+	if err != nil {
+		t.Fatalf("pidfd_open %d: %v", pid, err)
+	}
+	t.Cleanup(func() {
+		pidfdKill(fd) // should batchpipe have left it behind
+		syscall.Close(fd)
+	})
+	return func() bool { return exited(t, fd, 10*time.Second) }
+}
+
+// pidIn returns the number after "pid=" in line.
+func pidIn(t *testing.T, line string) int {
+	t.Helper()
+	m := regexp.MustCompile(`pid=(\d+)`).FindStringSubmatch(line)
+	if m == nil {
+		t.Fatalf("no pid in %q", line)
+	}
+	pid, _ := strconv.Atoi(m[1])
+	return pid
+}
+
+// TestChildrenNeverOutliveBatchpipe: past --shutdown-timeout a command gets
+// SIGTERM and its full --kill-after before SIGKILL, and batchpipe exits
+// only once it is gone. One that finishes its batch in that time delivered
+// it: counting it undelivered would have a replay send it twice.
+func TestChildrenNeverOutliveBatchpipe(t *testing.T) {
+	t.Run("finishes after SIGTERM", func(t *testing.T) {
+		out := filepath.Join(t.TempDir(), "out")
+		p := start(t, execArgs(t, []string{"-n", "2", "--shutdown-timeout", "200ms", "exec", "--kill-after", "1m"}, "term-late", out)...)
+		p.write("a\nb\n")
+		p.waitFor("term-late: ready")
+		p.signal(syscall.SIGTERM)
+		code := p.wait()
+		if got, _ := os.ReadFile(out); string(got) != "a\nb\n" {
+			t.Fatalf("the command wrote %q", got)
+		}
+		if code != 143 {
+			t.Errorf("exit %d, want 143: the batch was delivered; stderr:\n%s", code, p.stderr())
+		}
+		if n := summary(t, p.stderr()); n[1] != 2 || n[3] != 0 {
+			t.Errorf("summary %v, want 2 delivered", n)
+		}
+	})
+	t.Run("ignores SIGTERM", func(t *testing.T) {
+		const killAfter = 6 * time.Second // past the 5 s batchpipe once waited
+		// stdout a file: a command left running would hold a pipe open.
+		stdout, err := os.Create(filepath.Join(t.TempDir(), "stdout"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer stdout.Close()
+		c := exec.Command(bin, execArgs(t, []string{"-n", "1", "--shutdown-timeout", "200ms", "exec", "--kill-after", killAfter.String()}, "ignore-term")...)
+		c.Stdout = stdout
+		p := startCmd(t, c)
+		p.write("a\n")
+		killed := killedBy(t, pidIn(t, p.waitFor("ignore-term: pid=")))
+		p.signal(syscall.SIGTERM)
+		signalled := time.Now()
+		if code := p.wait(); code != 1 {
+			t.Errorf("exit %d, want 1; stderr:\n%s", code, p.stderr())
+		}
+		if !killed() {
+			t.Fatal("the command outlived batchpipe")
+		}
+		if took := time.Since(signalled); took < killAfter {
+			t.Errorf("killed %v after the signal: --kill-after %v was not honoured", took, killAfter)
+		}
+	})
+}
+
+// TestBackgroundHoldingStdoutIsKilled: a command that exits 0 leaving a
+// process in the background that holds its stdout is waited for
+// --kill-after, then its group is killed, at every -j.
+func TestBackgroundHoldingStdoutIsKilled(t *testing.T) {
+	for _, j := range []string{"1", "2"} {
+		t.Run("j"+j, func(t *testing.T) {
+			stdout, err := os.Create(filepath.Join(t.TempDir(), "stdout"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer stdout.Close()
+			c := exec.Command(bin, execArgs(t, []string{"-n", "1", "-j", j, "exec", "--kill-after", "100ms"}, "bg-stdout")...)
+			c.Stdout = stdout
+			p := startCmd(t, c)
+			p.write("a\n")
+			killed := killedBy(t, pidIn(t, p.waitFor("grandchild pid=")))
+			p.stdin.Close()
+			code := p.wait()
+			if !killed() {
+				t.Fatal("a process holding the command's stdout outlived batchpipe")
+			}
+			if code != 0 {
+				t.Errorf("exit %d, want 0; stderr:\n%s", code, p.stderr())
+			}
+			if got := readFile(t, stdout.Name()); got != "a\n" {
+				t.Errorf("output %q", got)
+			}
+		})
+	}
+}
+
+// TestSignalWhileOpeningAFIFO: an output or dead letter that is a FIFO
+// with no reader makes open wait; SIGTERM and SIGINT still end the run.
+func TestSignalWhileOpeningAFIFO(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		sig  syscall.Signal
+		args func(fifo string) []string
+	}{
+		{"output", syscall.SIGTERM, func(fifo string) []string { return []string{"file", fifo} }},
+		{"dead letter", syscall.SIGINT, func(fifo string) []string { return []string{"--dead-letter", fifo, "file", "-"} }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			fifo := filepath.Join(t.TempDir(), "fifo")
+			if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			p := start(t, tc.args(fifo)...)
+			waitInFIFOOpen(t, p)
+			p.signal(tc.sig)
+			if code := p.wait(); code != 128+int(tc.sig) {
+				t.Errorf("exit %d, want %d; stderr:\n%s", code, 128+int(tc.sig), p.stderr())
+			}
+		})
+	}
+}
+
+// waitInFIFOOpen returns once a thread of p waits in the open of a FIFO.
+func waitInFIFOOpen(t *testing.T, p *proc) {
+	t.Helper()
+	dir := fmt.Sprintf("/proc/%d/task", p.cmd.Process.Pid)
+	for {
+		select {
+		case <-p.waited:
+			t.Fatalf("batchpipe exited (%d); stderr:\n%s", p.code, p.stderr())
+		default:
+		}
+		tasks, _ := os.ReadDir(dir)
+		for _, task := range tasks {
+			if w, _ := os.ReadFile(filepath.Join(dir, task.Name(), "wchan")); string(w) == "wait_for_partner" {
+				return
+			}
+		}
+		runtime.Gosched()
+	}
+}
+
+// TestBrokenPipeStopsAtOnce: like cat and seq, batchpipe stops at once on
+// a broken pipe at stdout, with the status of SIGPIPE and at most a line,
+// from the file sink and from commands' output.
+func TestBrokenPipeStopsAtOnce(t *testing.T) {
+	input := lines(1000000, "%d")
+	for _, tc := range []struct {
+		name string
+		args []string
+	}{
+		{"file", []string{"-n", "1000", "file", "-"}},
+		{"exec j1", execArgs(t, []string{"-n", "1000", "exec"}, "cat")},
+		{"exec j2", execArgs(t, []string{"-n", "1000", "-j", "2", "exec"}, "cat")},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			pr, pw, err := os.Pipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			c := exec.Command(bin, tc.args...)
+			c.Stdin = strings.NewReader(input)
+			c.Stdout = pw
+			p := startCmd(t, c)
+			pw.Close()
+			// head -1
+			if _, err := bufio.NewReader(pr).ReadString('\n'); err != nil {
+				t.Fatal(err)
+			}
+			pr.Close()
+			code := p.wait()
+			if code != 141 {
+				t.Errorf("exit %d, want 141; stderr:\n%.2000s", code, p.stderr())
+			}
+			if n := strings.Count(p.stderr(), "\n") + 1; n > 1 || len(p.stderr()) > 120 {
+				t.Errorf("%d lines on stderr, want at most one short one:\n%.2000s", n, p.stderr())
+			}
+		})
+	}
+}
+
+// TestClosedStdoutIsRefused: with stdout closed (>&-) there is nowhere to
+// deliver to: exit 2 before reading, as cat fails.
+func TestClosedStdoutIsRefused(t *testing.T) {
+	for _, args := range [][]string{{"file", "-"}, execArgs(t, []string{"exec"}, "cat")} {
+		c := exec.Command("sh", "-c", `exec "$@" >&-`, "sh")
+		c.Args = append(c.Args, append([]string{bin}, args...)...)
+		c.Stdin = strings.NewReader("a\nb\n")
+		var errb bytes.Buffer
+		c.Stderr = &errb
+		err := c.Run()
+		if code := c.ProcessState.ExitCode(); code != 2 {
+			t.Errorf("%q: exit %d (%v), want 2; stderr:\n%s", args, code, err, errb.String())
+		}
+		if !strings.Contains(errb.String(), "stdout is closed") {
+			t.Errorf("%q: stderr does not say stdout is closed:\n%s", args, errb.String())
+		}
+	}
+}
+
+// TestZeroBackoffMeansZero: --backoff 0 --max-backoff 0 retry at once.
+func TestZeroBackoffMeansZero(t *testing.T) {
+	dead := filepath.Join(t.TempDir(), "dead")
+	r := run(t, strings.NewReader("a\nb\nc\n"), execArgs(t, []string{"-n", "1", "--retries", "3", "--backoff", "0", "--max-backoff", "0", "--dead-letter", dead, "exec"}, "fail")...)
+	waits := regexp.MustCompile(`msg=retrying .* wait=(\S+)`).FindAllStringSubmatch(r.stderr, -1)
+	if len(waits) != 9 {
+		t.Fatalf("%d retries, want 9; stderr:\n%s", len(waits), r.stderr)
+	}
+	for _, w := range waits {
+		if w[1] != "0s" {
+			t.Fatalf("a retry waited %s, want 0s", w[1])
+		}
+	}
+}
+
+// TestStuckDeliveryEndsInTime: a delivery stuck in a write to a pipe
+// nobody reads holds the exit no longer than --shutdown-timeout, and not
+// at all after a second signal.
+func TestStuckDeliveryEndsInTime(t *testing.T) {
+	for _, second := range []bool{false, true} {
+		t.Run(fmt.Sprintf("second signal %v", second), func(t *testing.T) {
+			r, w, err := os.Pipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer r.Close()
+			timeout := "1s"
+			if second {
+				timeout = "1h"
+			}
+			c := exec.Command(bin, "-v", "-n", "10", "--shutdown-timeout", timeout, "file", "-")
+			c.Stdout = w
+			p := startCmd(t, c)
+			w.Close()
+			line := strings.Repeat("x", 1000) + "\n"
+			go p.stdin.Write([]byte(strings.Repeat(line, 200))) // more than the pipe holds
+			p.waitFor("seq=6")                                  // the next batch fills the 64 KiB pipe
+			p.signal(syscall.SIGTERM)
+			p.waitFor("again to abandon")
+			signalled := time.Now()
+			if second {
+				p.signal(syscall.SIGTERM)
+			}
+			if code := p.wait(); code != 1 {
+				t.Fatalf("exit %d, want 1: %s", code, p.stderr())
+			}
+			// The 5 s batchpipe once gave a stuck sink are far beyond either.
+			if took := time.Since(signalled); took > 4*time.Second {
+				t.Errorf("exit %v after the signal", took)
+			}
+		})
+	}
+}
+
+func init() {
+	// failgate GATE fails batch 1 once GATE opens (see shutGate), and
+	// other batches at once, saying so.
+	children["failgate"] = func(args []string) int {
+		io.Copy(io.Discard, os.Stdin)
+		if os.Getenv("BATCHPIPE_SEQ") != "1" {
+			fmt.Fprintf(os.Stderr, "failgate: failing batch %s\n", os.Getenv("BATCHPIPE_SEQ"))
+			return 1
+		}
+		f, err := os.Open(args[0])
+		if err != nil {
+			return 1
+		}
+		syscall.Flock(int(f.Fd()), syscall.LOCK_SH)
+		return 1
+	}
+}
+
+// TestOverLimitRecordSparesItsNeighbours: a record over
+// --max-record-bytes is not delivered, but the records around it are, and
+// the error names the first record not delivered, from where a resumed run
+// loses nothing.
+func TestOverLimitRecordSparesItsNeighbours(t *testing.T) {
+	in := "a\n" + fmt.Sprintf("%0100d\n", 0) + "b\n"
+	r := run(t, strings.NewReader(in), "--max-record-bytes", "50", "file", "-")
+	if r.stdout != "a\nb\n" {
+		t.Errorf("delivered %q, want a and b", r.stdout)
+	}
+	if r.code != 1 {
+		t.Errorf("exit %d, want 1", r.code)
+	}
+	if want := "first record not delivered: record 2 (byte offset 2)"; !strings.Contains(r.stderr, want) {
+		t.Errorf("stderr does not say %q:\n%s", want, r.stderr)
+	}
+	if n := summary(t, r.stderr); n[1] != 2 || n[3] != 1 {
+		t.Errorf("summary %v, want 2 delivered, 1 undelivered", n)
+	}
+}
+
+// TestErrorNamesTheFirstUndeliveredRecord: with -j 2, batch 2 fails
+// before batch 1; the error still says to resume from batch 1's first
+// record, not from the first failure seen.
+func TestErrorNamesTheFirstUndeliveredRecord(t *testing.T) {
+	gate, open := shutGate(t)
+	p := start(t, execArgs(t, []string{"-n", "2", "-j", "2", "--retries", "0", "exec"}, "failgate", gate)...)
+	p.write("1\n2\n3\n4\n")
+	p.stdin.Close()
+	p.waitFor("failgate: failing batch 2")
+	open()
+	if code := p.wait(); code != 1 {
+		t.Fatalf("exit %d, want 1; stderr:\n%s", code, p.stderr())
+	}
+	if want := "first record not delivered: record 1 (byte offset 0)"; !strings.Contains(p.stderr(), want) {
+		t.Errorf("stderr does not say %q:\n%s", want, p.stderr())
+	}
+}
+
+// TestOverLimitRecordGoesToTheDeadLetter: with --dead-letter, a record over
+// --max-record-bytes is kept there whole, whether it was read in one piece
+// or across reads, so the dead letter replays it; its neighbours are
+// delivered, and the run exits 3.
+func TestOverLimitRecordGoesToTheDeadLetter(t *testing.T) {
+	small := fmt.Sprintf("%0100d", 1)
+	big := strings.Repeat("y", 3<<20) // spans the 1 MiB reads
+	dead := filepath.Join(t.TempDir(), "dead")
+	in := "a\n" + small + "\nb\n" + big + "\nc\n"
+	r := run(t, strings.NewReader(in), "--max-record-bytes", "50", "--dead-letter", dead, "file", "-")
+	if r.stdout != "a\nb\nc\n" {
+		t.Errorf("delivered %.100q, want a, b and c", r.stdout)
+	}
+	if r.code != 3 {
+		t.Errorf("exit %d, want 3; stderr:\n%s", r.code, r.stderr)
+	}
+	if got := readFile(t, dead); got != small+"\n"+big+"\n" {
+		t.Errorf("dead letter holds %d bytes %.60q…, want the two records over the limit", len(got), got)
+	}
+	if n := summary(t, r.stderr); n[1] != 3 || n[2] != 2 || n[3] != 0 {
+		t.Errorf("summary %v, want 3 delivered, 2 dead-lettered", n)
+	}
+}
