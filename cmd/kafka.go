@@ -34,6 +34,7 @@ type kafkaOptions struct {
 	from           string
 	group          string
 	untilEnd       bool
+	isolation      string
 	limit          int64
 	envelope       string
 	commitInterval time.Duration
@@ -56,6 +57,7 @@ func (k *kafkaOptions) addFlags(f *pflag.FlagSet) {
 	f.StringVar(&k.from, "from", "oldest", "start at oldest, newest, an offset or an RFC 3339 time; with --group only where nothing is committed")
 	f.StringVar(&k.group, "group", "", "read as this consumer group; offsets are committed once records are delivered")
 	f.BoolVar(&k.untilEnd, "until-end", false, "stop at the end offsets seen when each partition is assigned, once all below is delivered")
+	f.StringVar(&k.isolation, "isolation", "read_committed", "read_committed: only records of committed transactions, as kcat (--until-end stops at the last stable offset); read_uncommitted: aborted and open ones too")
 	f.Int64Var(&k.limit, "limit", 0, "stop after reading this many Kafka records (-n is the batch size)")
 	f.StringVar(&k.envelope, "envelope", "", "json: each record is a JSON object with topic, partition, offset, timestamp, key, headers and value")
 	f.DurationVar(&k.commitInterval, "commit-interval", time.Second, "with --group, commit delivered offsets this often (and at rebalance and exit)")
@@ -81,7 +83,7 @@ func (o *options) checkKafka() error {
 		return f != nil && f.Changed
 	}
 	if !k.enabled() {
-		for _, name := range []string{"partitions", "from", "group", "until-end", "limit", "envelope", "commit-interval", "kafka-session-timeout"} {
+		for _, name := range []string{"partitions", "from", "group", "until-end", "isolation", "limit", "envelope", "commit-interval", "kafka-session-timeout"} {
 			if changed(name) {
 				return usagef("--%s reads Kafka: give --topic too", name)
 			}
@@ -93,6 +95,8 @@ func (o *options) checkKafka() error {
 		return usagef("--partitions and --group: the group assigns partitions; give one")
 	case k.limit < 0:
 		return usagef("--limit must not be negative, not %d", k.limit)
+	case k.isolation != "read_committed" && k.isolation != "read_uncommitted":
+		return usagef("--isolation takes read_committed or read_uncommitted, not %q", k.isolation)
 	case k.envelope != "" && k.envelope != "json":
 		return usagef("--envelope takes json, not %q", k.envelope)
 	case k.commitInterval <= 0:
@@ -130,17 +134,19 @@ func (o *options) kafkaConn() (*sources.KafkaConn, error) {
 		return nil, usagef("Kafka needs brokers: give --kafka-brokers or set %s", envBrokers)
 	}
 	c := &sources.KafkaConn{
-		Brokers:        list,
-		ClientID:       k.clientID,
-		TLS:            k.tls,
-		CAFile:         k.caFile,
-		CertFile:       k.certFile,
-		KeyFile:        k.keyFile,
-		SASL:           k.sasl,
-		User:           k.user,
-		Password:       os.Getenv(envPassword),
-		DialTimeout:    min(k.timeout, 5*time.Second),
-		SessionTimeout: k.sessionTimeout,
+		Brokers:  list,
+		ClientID: k.clientID,
+		TLS:      k.tls,
+		CAFile:   k.caFile,
+		CertFile: k.certFile,
+		KeyFile:  k.keyFile,
+		SASL:     k.sasl,
+		User:     k.user,
+		Password: os.Getenv(envPassword),
+		// The flag is checked only with --topic; without, nothing is read.
+		ReadUncommitted: k.isolation == "read_uncommitted",
+		DialTimeout:     min(k.timeout, 5*time.Second),
+		SessionTimeout:  k.sessionTimeout,
 	}
 	if k.sasl != "" && c.Password == "" {
 		return nil, usagef("--kafka-sasl: set the password in %s", envPassword)

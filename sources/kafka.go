@@ -243,9 +243,9 @@ func OpenKafka(client sarama.Client, cfg KafkaConfig) (*Kafka, error) {
 // startOffset returns where reading a partition starts, per From, and its
 // high watermark now.
 func (k *Kafka) startOffset(topic string, p int32) (start, hwm int64, err error) {
-	newest, err := k.client.GetOffset(topic, p, sarama.OffsetNewest)
+	newest, err := k.endOffset(topic, p)
 	if err != nil {
-		return 0, 0, fmt.Errorf("kafka: %s[%d]: end offset: %w", topic, p, err)
+		return 0, 0, err
 	}
 	oldest := func() (int64, error) {
 		o, err := k.client.GetOffset(topic, p, sarama.OffsetOldest)
@@ -281,6 +281,52 @@ func (k *Kafka) startOffset(topic string, p int32) (start, hwm int64, err error)
 		o, err := oldest()
 		return o, newest, err
 	}
+}
+
+// readCommitted reports whether only committed records are read.
+func (k *Kafka) readCommitted() bool {
+	return k.client.Config().Consumer.IsolationLevel == sarama.ReadCommitted
+}
+
+// endOffset returns the end of a partition for the isolation level read:
+// with read_committed, its last stable offset, below which no transaction
+// is still open, and which --until-end stops at; else its high watermark.
+// sarama's GetOffset asks for the high watermark whatever the level.
+func (k *Kafka) endOffset(topic string, p int32) (int64, error) {
+	o, err := k.listOffset(topic, p)
+	if err != nil {
+		return 0, fmt.Errorf("kafka: %s[%d]: end offset: %w", topic, p, err)
+	}
+	return o, nil
+}
+
+func (k *Kafka) listOffset(topic string, p int32) (int64, error) {
+	leader, err := k.client.Leader(topic, p)
+	if err != nil {
+		return 0, err
+	}
+	req := sarama.NewOffsetRequest(KafkaVersion)
+	if k.readCommitted() {
+		req.IsolationLevel = sarama.ReadCommitted
+	}
+	req.AddBlock(topic, p, sarama.OffsetNewest, 1)
+	resp, err := leader.GetAvailableOffsets(req)
+	if err != nil {
+		return 0, err
+	}
+	b := resp.GetBlock(topic, p)
+	switch {
+	case b == nil:
+		return 0, sarama.ErrIncompleteResponse
+	case b.Err != sarama.ErrNoError:
+		if errors.Is(b.Err, sarama.ErrNotLeaderForPartition) || errors.Is(b.Err, sarama.ErrLeaderNotAvailable) {
+			k.client.RefreshMetadata(topic)
+		}
+		return 0, b.Err
+	case len(b.Offsets) != 1:
+		return 0, sarama.ErrIncompleteResponse
+	}
+	return b.Offsets[0], nil
 }
 
 // Run sends the records read to out until ctx is done, reading fails, or
@@ -531,13 +577,17 @@ func (k *Kafka) nothingBelow(tp topicPartition, from, end int64) (bool, error) {
 	if err != nil {
 		return false, err
 	}
+	committed := k.readCommitted()
 	// A long run of markers takes several fetches, each from where the
 	// last one's whole batches ended.
 	for range maxProbes {
-		// Version 10 is what sarama's consumer uses at KafkaVersion;
-		// records of aborted transactions are read too, as the consumer
-		// reads them.
+		// Version 10 is what sarama's consumer uses at KafkaVersion, at
+		// the consumer's isolation level: under read_committed, records
+		// of aborted transactions are skipped, as the consumer skips them.
 		req := &sarama.FetchRequest{Version: 10, MaxBytes: probeBytes, Isolation: sarama.ReadUncommitted, SessionEpoch: -1}
+		if committed {
+			req.Isolation = sarama.ReadCommitted
+		}
 		req.AddBlock(tp.topic, tp.part, from, probeBytes, -1)
 		resp, err := leader.Fetch(req)
 		if err != nil {
@@ -553,6 +603,11 @@ func (k *Kafka) nothingBelow(tp topicPartition, from, end int64) (bool, error) {
 			return false, b.Err
 		}
 		seen := from // every offset from from to seen holds no record to read
+		// As sarama's consumer does: a producer's batches are aborted from
+		// the first offset of an aborted transaction to its abort marker.
+		aborts := b.AbortedTransactions
+		sort.Slice(aborts, func(i, j int) bool { return aborts[i].FirstOffset < aborts[j].FirstOffset })
+		aborted := make(map[int64]bool)
 		for _, rs := range b.RecordsSet {
 			rb := rs.RecordBatch
 			if rb == nil {
@@ -561,7 +616,15 @@ func (k *Kafka) nothingBelow(tp topicPartition, from, end int64) (bool, error) {
 			if rb.PartialTrailingRecord {
 				break // cut short by probeBytes: fetch it again
 			}
-			if !rb.Control {
+			for len(aborts) > 0 && aborts[0].FirstOffset <= rb.LastOffset() {
+				aborted[aborts[0].ProducerID] = true
+				aborts = aborts[1:]
+			}
+			skip := rb.Control || committed && rb.IsTransactional && aborted[rb.ProducerID]
+			if rb.Control && len(rb.Records) == 1 && isAbortMarker(rb.Records[0]) {
+				delete(aborted, rb.ProducerID)
+			}
+			if !skip {
 				for _, r := range rb.Records {
 					if rb.FirstOffset+r.OffsetDelta >= from {
 						return false, nil
@@ -578,6 +641,12 @@ func (k *Kafka) nothingBelow(tp topicPartition, from, end int64) (bool, error) {
 		from = seen
 	}
 	return false, nil
+}
+
+// isAbortMarker reports whether a control record marks the abort of a
+// transaction: its key is version (int16) then type (int16), 0 for abort.
+func isAbortMarker(r *sarama.Record) bool {
+	return len(r.Key) >= 4 && r.Key[2] == 0 && r.Key[3] == 0
 }
 
 // maxProbes bounds the fetches of one nothingBelow: 4 MiB of markers.
@@ -602,6 +671,9 @@ func (k *Kafka) refreshHighWatermarks() {
 	}
 	for b, tps := range byLeader {
 		req := sarama.NewOffsetRequest(KafkaVersion)
+		if k.readCommitted() {
+			req.IsolationLevel = sarama.ReadCommitted // lag to what can be read
+		}
 		for _, tp := range tps {
 			req.AddBlock(tp.topic, tp.part, sarama.OffsetNewest, 1)
 		}
@@ -942,7 +1014,9 @@ func (h groupHandler) Setup(sess sarama.ConsumerGroupSession) error {
 				// records produced meanwhile do not move it.
 				e, ok := k.ends[tp]
 				if !ok {
-					e = hwm
+					if e, err = k.endOffset(topic, p); err != nil {
+						return err
+					}
 					k.ends[tp] = e
 				}
 				end = e

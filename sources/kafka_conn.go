@@ -41,6 +41,11 @@ type KafkaConn struct {
 	// an answer, so that brokers that do not answer are reported within
 	// seconds. Default 5s.
 	DialTimeout time.Duration
+	// ReadUncommitted makes the source read records of transactions not
+	// yet committed, and of aborted ones. By default only committed
+	// records are read, as kcat and Kafka's own consumer do: an aborted
+	// record never happened.
+	ReadUncommitted bool
 	// SessionTimeout is the consumer group session timeout: how long the
 	// group waits for a member that stopped answering before handing its
 	// partitions to the others. Default 10s.
@@ -81,6 +86,10 @@ func (c *KafkaConn) Config() (*sarama.Config, error) {
 	cfg.Consumer.Offsets.AutoCommit.Enable = false
 	cfg.Consumer.Offsets.Initial = sarama.OffsetOldest
 	cfg.Consumer.Return.Errors = true
+	cfg.Consumer.IsolationLevel = sarama.ReadCommitted
+	if c.ReadUncommitted {
+		cfg.Consumer.IsolationLevel = sarama.ReadUncommitted
+	}
 	// A committed offset whose records were deleted is an error to report,
 	// not one to mend by skipping them.
 	cfg.Consumer.Group.ResetInvalidOffsets = false
