@@ -40,6 +40,7 @@ type kafkaOptions struct {
 	commitInterval time.Duration
 	timeout        time.Duration
 	sessionTimeout time.Duration
+	rebalance      time.Duration
 
 	tls      bool
 	caFile   string
@@ -63,6 +64,7 @@ func (k *kafkaOptions) addFlags(f *pflag.FlagSet) {
 	f.DurationVar(&k.commitInterval, "commit-interval", time.Second, "with --group, commit delivered offsets this often (and at rebalance and exit)")
 	f.DurationVar(&k.timeout, "kafka-timeout", 30*time.Second, "give up (exit 1) when no broker has answered, or the group has assigned no partitions, for this long; also the longest the final commit waits")
 	f.DurationVar(&k.sessionTimeout, "kafka-session-timeout", 10*time.Second, "with --group, how long the group waits for a member that stopped answering; brokers refuse values below their group.min.session.timeout.ms, 6s by default (exit 2)")
+	f.DurationVar(&k.rebalance, "kafka-rebalance-timeout", 60*time.Second, "with --group, how long a rebalance waits for members to rejoin; a member losing partitions waits up to 3/4 of it for the batches in flight that hold their records, then commits them and lets go (a batch still running after that may be delivered twice)")
 	f.BoolVar(&k.tls, "kafka-tls", false, "connect to Kafka with TLS")
 	f.StringVar(&k.caFile, "kafka-cacert", "", "PEM file of CA certificates for Kafka TLS (implies --kafka-tls)")
 	f.StringVar(&k.certFile, "kafka-cert", "", "PEM client certificate for Kafka TLS, with --kafka-key")
@@ -83,7 +85,7 @@ func (o *options) checkKafka() error {
 		return f != nil && f.Changed
 	}
 	if !k.enabled() {
-		for _, name := range []string{"partitions", "from", "group", "until-end", "isolation", "limit", "envelope", "commit-interval", "kafka-session-timeout"} {
+		for _, name := range []string{"partitions", "from", "group", "until-end", "isolation", "limit", "envelope", "commit-interval", "kafka-session-timeout", "kafka-rebalance-timeout"} {
 			if changed(name) {
 				return usagef("--%s reads Kafka: give --topic too", name)
 			}
@@ -101,6 +103,8 @@ func (o *options) checkKafka() error {
 		return usagef("--envelope takes json, not %q", k.envelope)
 	case k.commitInterval <= 0:
 		return usagef("--commit-interval must be positive, not %v", k.commitInterval)
+	case k.rebalance <= 0:
+		return usagef("--kafka-rebalance-timeout must be positive, not %v", k.rebalance)
 	case k.timeout <= 0:
 		return usagef("--kafka-timeout must be positive, not %v", k.timeout)
 	case changed("max-record-bytes"):
@@ -144,9 +148,10 @@ func (o *options) kafkaConn() (*sources.KafkaConn, error) {
 		User:     k.user,
 		Password: os.Getenv(envPassword),
 		// The flag is checked only with --topic; without, nothing is read.
-		ReadUncommitted: k.isolation == "read_uncommitted",
-		DialTimeout:     min(k.timeout, 5*time.Second),
-		SessionTimeout:  k.sessionTimeout,
+		ReadUncommitted:  k.isolation == "read_uncommitted",
+		DialTimeout:      min(k.timeout, 5*time.Second),
+		SessionTimeout:   k.sessionTimeout,
+		RebalanceTimeout: k.rebalance,
 	}
 	if k.sasl != "" && c.Password == "" {
 		return nil, usagef("--kafka-sasl: set the password in %s", envPassword)

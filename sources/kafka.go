@@ -143,9 +143,10 @@ type Kafka struct {
 }
 
 var (
-	_ batcher.Source  = (*Kafka)(nil)
-	_ batcher.Acker   = (*Kafka)(nil)
-	_ batcher.Locator = (*Kafka)(nil)
+	_ batcher.Source     = (*Kafka)(nil)
+	_ batcher.Acker      = (*Kafka)(nil)
+	_ batcher.Locator    = (*Kafka)(nil)
+	_ batcher.Withdrawer = (*Kafka)(nil)
 )
 
 // A chunk is records of one partition, in offset order. With toEnd,
@@ -381,6 +382,15 @@ func (k *Kafka) LocatesErrors() bool { return true }
 
 // Ack marks the records of b delivered or dead-lettered.
 func (k *Kafka) Ack(b *batcher.Batch) { k.track.ack(b) }
+
+// Withdraw takes back the records of b whose partitions a rebalance is
+// taking away: their new owner reads them from the last commit, so
+// delivering them here too would deliver them twice.
+func (k *Kafka) Withdraw(b *batcher.Batch) []int { return k.track.withdraw(b.Seq, b) }
+
+// Settled notes that no further attempt will be made at batch seq: a
+// rebalance waits for that before it commits and lets go.
+func (k *Kafka) Settled(seq int64) { k.track.settle(seq) }
 
 // Lag returns, per topic, the records not yet delivered (or dead-lettered)
 // in the partitions this process reads: up to the end offsets with
@@ -1034,10 +1044,15 @@ func (h groupHandler) Setup(sess sarama.ConsumerGroupSession) error {
 	return nil
 }
 
-// Cleanup commits what was delivered before the partitions go to their new
-// owners; acks arriving later for them are ignored.
+// Cleanup hands the partitions over without a record delivered twice: no
+// batch holding their records starts from now on (the new owner reads them
+// again); the batches being delivered are waited for, within the rebalance
+// timeout, and what they delivered is committed; acks arriving later for
+// them are ignored.
 func (h groupHandler) Cleanup(sess sarama.ConsumerGroupSession) error {
 	k := h.k
+	k.track.revoke()
+	k.waitInFlight()
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	if !k.closing {
@@ -1061,6 +1076,31 @@ func (h groupHandler) ConsumeClaim(sess sarama.ConsumerGroupSession, claim saram
 	}
 	<-sess.Context().Done()
 	return nil
+}
+
+// waitInFlight waits for the batches being delivered that hold records of
+// partitions revoked, for no longer than the rebalance timeout leaves: a
+// member that rejoins later is dropped from the group.
+func (k *Kafka) waitInFlight() {
+	rt := k.client.Config().Consumer.Group.Rebalance.Timeout
+	bound := rt - rt/4
+	timer := time.NewTimer(bound)
+	defer timer.Stop()
+	for {
+		n, settled := k.track.inFlight()
+		if n == 0 {
+			return
+		}
+		select {
+		case <-settled:
+		case <-timer.C:
+			k.log.Warn("kafka: rebalance: gave up waiting for batches in flight; their records will be read again by the partitions' new owners",
+				"group", k.cfg.Group, "batches", n, "waited", bound)
+			return
+		case <-k.life.Done():
+			return
+		}
+	}
 }
 
 func (k *Kafka) changed() {

@@ -46,6 +46,11 @@ type KafkaConn struct {
 	// records are read, as kcat and Kafka's own consumer do: an aborted
 	// record never happened.
 	ReadUncommitted bool
+	// RebalanceTimeout is how long the group waits for its members to
+	// rejoin in a rebalance, and so how long a member may wait, when its
+	// partitions are taken, for the batches in flight that hold their
+	// records. Default 60s.
+	RebalanceTimeout time.Duration
 	// SessionTimeout is the consumer group session timeout: how long the
 	// group waits for a member that stopped answering before handing its
 	// partitions to the others. Default 10s.
@@ -106,6 +111,9 @@ func (c *KafkaConn) Config() (*sarama.Config, error) {
 		cfg.Consumer.Group.Heartbeat.Interval = max(c.SessionTimeout/3, 10*time.Millisecond)
 	}
 	cfg.Consumer.Group.Rebalance.Retry.Backoff = 250 * time.Millisecond
+	if c.RebalanceTimeout > 0 {
+		cfg.Consumer.Group.Rebalance.Timeout = c.RebalanceTimeout
+	}
 
 	// The dead letter: durable once every in-sync replica has it.
 	cfg.Producer.Return.Successes = true

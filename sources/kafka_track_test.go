@@ -487,3 +487,50 @@ func TestTrackerShortOfEnd(t *testing.T) {
 		t.Fatalf("short of the end: %+v, want t[0] at 3", cs)
 	}
 }
+
+// A revoke: no batch with records of the partitions taken starts from then
+// on; one started before is waited for, its acks still count, and they
+// are committed before the partitions go; a batch mixing them with records
+// of the next assignment keeps only those.
+func TestTrackerWithdraw(t *testing.T) {
+	tr := newTracker()
+	st := tr.assign("t", 0, 0, -1, 0)
+	recs := records("t", 0, span(0, 30)...)
+	tr.sent(st, recs)
+	if idx := tr.withdraw(1, batch(recs, 0, 10)); idx != nil {
+		t.Fatalf("withdrew %v of a partition held", idx)
+	}
+	tr.revoke()
+	if idx := tr.withdraw(2, batch(recs, 10, 20)); len(idx) != 10 {
+		t.Fatalf("withdrew %v of a partition revoked, want all 10", idx)
+	}
+	n, settled := tr.inFlight()
+	if n != 1 {
+		t.Fatalf("%d batches in flight, want batch 1", n)
+	}
+	tr.settle(2) // never started: nothing to wake
+	select {
+	case <-settled:
+		t.Fatal("woken by a batch that never started")
+	default:
+	}
+	tr.ack(batch(recs, 0, 10))
+	tr.settle(1)
+	<-settled
+	if n, _ := tr.inFlight(); n != 0 {
+		t.Fatalf("%d batches in flight after the last settled", n)
+	}
+	if cs := tr.commits(); len(cs) != 1 || cs[0].offset != 10 {
+		t.Fatalf("commits %+v, want offset 10: what batch 1 delivered", cs)
+	}
+	tr.letGo(false)
+
+	cur := tr.assign("t", 0, 10, -1, 0)
+	again := records("t", 0, span(10, 20)...)
+	tr.sent(cur, again)
+	mixed := append(batch(recs, 20, 30), batch(again, 0, 5)...)
+	idx := tr.withdraw(3, mixed)
+	if len(idx) != 10 || idx[0] != 0 || idx[9] != 9 {
+		t.Fatalf("withdrew %v, want the 10 records of the old assignment", idx)
+	}
+}
