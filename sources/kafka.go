@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"sort"
 	"strconv"
 	"strings"
@@ -121,8 +122,18 @@ type Kafka struct {
 	wg     sync.WaitGroup
 	once   sync.Once // starts reading, at the first Run
 
+	// probe is a client of its own for the watch and the drain's checks:
+	// a broker answers a connection's requests in order, and the main
+	// client's connection to the coordinator may be held by a join for up
+	// to the rebalance timeout. Set by the watch; nil until it connects.
+	probe atomic.Pointer[sarama.Client]
+
 	reachedEnd atomic.Bool
-	handed     atomic.Int64 // records Run handed to the pipeline
+	// othersLag is, with UntilEnd and a group, the lag of the partitions
+	// this member does not hold, as last known: the group's offsets
+	// against the end offsets.
+	othersLag atomic.Pointer[map[topicPartition]int64]
+	handed    atomic.Int64 // records Run handed to the pipeline
 
 	// Without a group.
 	consumer sarama.Consumer
@@ -202,6 +213,18 @@ func OpenKafka(client sarama.Client, cfg KafkaConfig) (*Kafka, error) {
 			return nil, fmt.Errorf("kafka: topic %q: %w", topic, err)
 		}
 		if cfg.Group != "" {
+			if cfg.UntilEnd {
+				// The group's drain is judged against one set of end
+				// offsets, taken now, for every partition, read here or
+				// by another member.
+				for _, p := range parts {
+					e, err := k.endOffset(topic, p)
+					if err != nil {
+						return nil, err
+					}
+					k.ends[topicPartition{topic, p}] = e
+				}
+			}
 			continue
 		}
 		if cfg.Partitions != nil {
@@ -228,6 +251,9 @@ func OpenKafka(client sarama.Client, cfg KafkaConfig) (*Kafka, error) {
 			k.parts = append(k.parts, k.track.assign(topic, p, start, end, hwm))
 			k.log.Debug("kafka: reading", "partition", partName(topic, p, start, end))
 		}
+	}
+	if cfg.Group != "" && cfg.UntilEnd {
+		k.initOthersLag()
 	}
 	if cfg.Group == "" {
 		k.track.activate()
@@ -335,10 +361,44 @@ func (k *Kafka) listOffset(topic string, p int32) (int64, error) {
 // it returns, until Close; nothing is sent on out after it returns.
 func (k *Kafka) Run(ctx context.Context, out chan<- []batcher.Record) error {
 	k.once.Do(k.start)
+	var (
+		waitFrom time.Time // since when this member's partitions are drained
+		poll     *time.Timer
+		pollC    <-chan time.Time
+	)
+	defer func() {
+		if poll != nil {
+			poll.Stop()
+		}
+	}()
 	for {
 		if k.cfg.UntilEnd && k.track.drain() {
-			k.reachedEnd.Store(true)
-			return nil
+			if k.group == nil {
+				k.reachedEnd.Store(true)
+				return nil
+			}
+			// Drained means drained for the whole group: the partitions
+			// other members hold, or a dead one held until its session
+			// timed out, are waited for.
+			if waitFrom.IsZero() {
+				waitFrom = time.Now()
+			}
+			short, err := k.groupShort()
+			if err == nil && len(short) == 0 {
+				k.reachedEnd.Store(true)
+				return nil
+			}
+			if waited := time.Since(waitFrom); waited >= k.cfg.Timeout {
+				return k.notDrained(short, err, waited)
+			}
+			if poll == nil {
+				poll = time.NewTimer(groupPoll)
+			} else {
+				poll.Reset(groupPoll)
+			}
+			pollC = poll.C
+		} else {
+			waitFrom, pollC = time.Time{}, nil
 		}
 		sent := k.handed.Load()
 		if k.cfg.Limit > 0 && sent >= k.cfg.Limit {
@@ -368,12 +428,105 @@ func (k *Kafka) Run(ctx context.Context, out chan<- []batcher.Record) error {
 				return ctx.Err()
 			}
 		case <-k.change:
+		case <-pollC:
 		case err := <-k.fatal:
 			return err
 		case <-ctx.Done():
 			return ctx.Err()
 		}
 	}
+}
+
+// groupPoll is how often a member that drained its partitions asks for
+// the group's offsets of the others.
+const groupPoll = 250 * time.Millisecond
+
+// groupShort returns the partitions of the topics not held by this member
+// whose group offset is short of its end offset, and records their lag.
+func (k *Kafka) groupShort() ([]commit, error) {
+	k.mu.Lock()
+	ends := maps.Clone(k.ends)
+	k.mu.Unlock()
+	held := k.track.held()
+	claims := make(map[string][]int32)
+	for tp := range ends {
+		if !held[tp] {
+			claims[tp.topic] = append(claims[tp.topic], tp.part)
+		}
+	}
+	if len(claims) == 0 {
+		return nil, nil
+	}
+	c, err := k.probeClient()
+	if err != nil {
+		return nil, err
+	}
+	committed, err := k.fetchCommittedWith(c, claims)
+	if err != nil {
+		return nil, err
+	}
+	var short []commit
+	for tp, off := range committed {
+		end := ends[tp]
+		if off < 0 { // nothing committed: reading would start per From
+			if off, _, err = k.startOffset(tp.topic, tp.part); err != nil {
+				return nil, err
+			}
+		}
+		if off < end {
+			short = append(short, commit{&partState{tp: tp, end: end}, off})
+		}
+	}
+	sortCommits(short)
+	k.setOthersLag(ends, short)
+	return short, nil
+}
+
+// notDrained is Run's error when other members left partitions short of
+// their end for Timeout.
+func (k *Kafka) notDrained(short []commit, err error, waited time.Duration) error {
+	if err != nil {
+		return fmt.Errorf("kafka: group %q: could not tell, for %v (--kafka-timeout), whether the other members drained their partitions: %w",
+			k.cfg.Group, waited.Round(time.Second), err)
+	}
+	parts := make([]string, len(short))
+	for i, c := range short {
+		parts[i] = fmt.Sprintf("%s[%d] at %d of %d", c.st.tp.topic, c.st.tp.part, c.offset, c.st.end)
+	}
+	return fmt.Errorf("kafka: group %q: not drained: %s held by other members, committed short of their end for %v (--kafka-timeout)",
+		k.cfg.Group, strings.Join(parts, ", "), waited.Round(time.Second))
+}
+
+// setOthersLag records the lag of the partitions other members hold: of
+// those short, and none for the others not held.
+func (k *Kafka) setOthersLag(ends map[topicPartition]int64, short []commit) {
+	lag := make(map[topicPartition]int64)
+	for tp := range ends {
+		lag[tp] = 0
+	}
+	for _, c := range short {
+		lag[c.st.tp] = c.st.end - c.offset
+	}
+	k.othersLag.Store(&lag)
+}
+
+// initOthersLag sets the lag of every partition from the group's offsets
+// before anything is read, so that a run that never gets its partitions
+// does not say lag 0. Where the offset is unknown, the whole partition.
+func (k *Kafka) initOthersLag() {
+	claims := make(map[string][]int32)
+	for tp := range k.ends {
+		claims[tp.topic] = append(claims[tp.topic], tp.part)
+	}
+	committed, err := k.fetchCommitted(claims)
+	lag := make(map[topicPartition]int64)
+	for tp, end := range k.ends {
+		lag[tp] = end
+		if c, ok := committed[tp]; ok && err == nil && c >= 0 {
+			lag[tp] = max(0, end-c)
+		}
+	}
+	k.othersLag.Store(&lag)
 }
 
 // LocatesErrors reports that Run's errors name their topic and partition:
@@ -397,7 +550,13 @@ func (k *Kafka) Settled(seq int64) { k.track.settle(seq) }
 // UntilEnd, else up to the latest high watermark, which the consumer
 // brings with each fetch and the broker watch refreshes while it fetches
 // nothing (the pipeline stalled).
-func (k *Kafka) Lag() map[string]int64 { return k.track.lag() }
+func (k *Kafka) Lag() map[string]int64 {
+	var others map[topicPartition]int64
+	if o := k.othersLag.Load(); o != nil {
+		others = *o
+	}
+	return k.track.lag(others)
+}
 
 // PartitionLag returns Lag per partition, for metrics.
 func (k *Kafka) PartitionLag() []monitor.PartitionLag { return k.track.partLag() }
@@ -670,10 +829,10 @@ const probeBytes = 64 << 10
 // partitions read, one request per broker. The consumer's own stop moving
 // while the pipeline is stalled: sarama fetches nothing for a partition
 // whose records are not taken.
-func (k *Kafka) refreshHighWatermarks() {
+func (k *Kafka) refreshHighWatermarks(c sarama.Client) {
 	byLeader := make(map[*sarama.Broker][]topicPartition)
 	for _, tp := range k.track.unbounded() {
-		b, err := k.client.Leader(tp.topic, tp.part)
+		b, err := c.Leader(tp.topic, tp.part)
 		if err != nil {
 			continue // the watch and the consumer report unreachable brokers
 		}
@@ -765,43 +924,84 @@ func (k *Kafka) fail(err error) {
 
 // watch fails Run when no broker has answered for Timeout. Without
 // UntilEnd, it also refreshes the high watermarks that lag is measured to.
+// A request to a broker that stopped answering waits up to the read
+// timeout, longer than the rebalance timeout: the watch does not wait for
+// it to tell how long the brokers have been silent.
 func (k *Kafka) watch() {
 	every := min(max(k.cfg.Timeout/4, 100*time.Millisecond), 5*time.Second)
 	t := time.NewTicker(every)
 	defer t.Stop()
 	last := time.Now()
 	warned := false
+	answers := make(chan error, 1) // the refresh in progress, if any
+	asking := false
+	var lastErr error
 	for {
 		select {
 		case <-k.life.Done():
 			return
+		case err := <-answers:
+			asking = false
+			if err == nil {
+				if warned {
+					k.log.Warn("kafka: brokers reachable again")
+					warned = false
+				}
+				last = time.Now()
+				continue
+			}
+			lastErr = err
+			if !warned && k.life.Err() == nil {
+				k.log.Warn("kafka: brokers unreachable, retrying", "err", err)
+				warned = true
+			}
 		case <-t.C:
-		}
-		err := k.client.RefreshMetadata(k.cfg.Topics...)
-		if err == nil {
-			if warned {
-				k.log.Warn("kafka: brokers reachable again")
-				warned = false
+			if !asking {
+				asking = true
+				go func() {
+					c, err := k.probeClient()
+					if err == nil {
+						err = c.RefreshMetadata(k.cfg.Topics...)
+					}
+					if err == nil && !k.cfg.UntilEnd {
+						k.refreshHighWatermarks(c)
+					}
+					answers <- err
+				}()
 			}
-			last = time.Now()
-			if !k.cfg.UntilEnd {
-				k.refreshHighWatermarks()
+		}
+		if down := time.Since(last); down >= k.cfg.Timeout {
+			err := lastErr
+			if err == nil {
+				err = errors.New("no answer")
 			}
-			continue
-		}
-		if k.life.Err() != nil {
-			return
-		}
-		down := time.Since(last)
-		if down >= k.cfg.Timeout {
 			k.fail(fmt.Errorf("kafka: no broker answered for %v (--kafka-timeout): %w", down.Round(time.Second), err))
 			return
 		}
-		if !warned {
-			k.log.Warn("kafka: brokers unreachable, retrying", "err", err)
-			warned = true
-		}
 	}
+}
+
+// probeClient returns the probe client, connecting it first if need be.
+func (k *Kafka) probeClient() (sarama.Client, error) {
+	if c := k.probe.Load(); c != nil {
+		return *c, nil
+	}
+	var addrs []string
+	for _, b := range k.client.Brokers() {
+		addrs = append(addrs, b.Addr())
+	}
+	c, err := sarama.NewClient(addrs, k.client.Config())
+	if err != nil {
+		return nil, err
+	}
+	if !k.probe.CompareAndSwap(nil, &c) {
+		c.Close()
+		return *k.probe.Load(), nil
+	}
+	if k.life.Err() != nil { // closed meanwhile
+		c.Close()
+	}
+	return c, nil
 }
 
 // Close commits the offsets of what was delivered (with a group), leaves
@@ -871,6 +1071,9 @@ func (k *Kafka) close() {
 	k.wg.Wait()
 	if k.consumer != nil {
 		k.consumer.Close()
+	}
+	if c := k.probe.Load(); c != nil {
+		(*c).Close()
 	}
 	k.closeErr = err
 }
@@ -1113,7 +1316,11 @@ func (k *Kafka) changed() {
 // fetchCommitted returns the group's committed offsets for the claims; -1
 // where there is none.
 func (k *Kafka) fetchCommitted(claims map[string][]int32) (map[topicPartition]int64, error) {
-	coord, err := k.client.Coordinator(k.cfg.Group)
+	return k.fetchCommittedWith(k.client, claims)
+}
+
+func (k *Kafka) fetchCommittedWith(client sarama.Client, claims map[string][]int32) (map[topicPartition]int64, error) {
+	coord, err := client.Coordinator(k.cfg.Group)
 	if err != nil {
 		return nil, fmt.Errorf("kafka: group %q coordinator: %w", k.cfg.Group, err)
 	}

@@ -114,6 +114,13 @@ func (c *KafkaConn) Config() (*sarama.Config, error) {
 	if c.RebalanceTimeout > 0 {
 		cfg.Consumer.Group.Rebalance.Timeout = c.RebalanceTimeout
 	}
+	// A join waits at the coordinator until every member has rejoined, up
+	// to the rebalance timeout: a shorter read timeout (sarama's default,
+	// 30s, against its 60s) fails joins after members die, again and
+	// again (IBM/sarama#2820). As Kafka's own consumer, allow 5s more.
+	// Other requests need no more than before: the watch does not wait on
+	// them to tell that brokers stopped answering.
+	cfg.Net.ReadTimeout = max(cfg.Net.ReadTimeout, cfg.Consumer.Group.Rebalance.Timeout+5*time.Second)
 
 	// The dead letter: durable once every in-sync replica has it.
 	cfg.Producer.Return.Successes = true

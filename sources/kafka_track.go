@@ -27,6 +27,11 @@ type tracker struct {
 
 	drained map[topicPartition]bool // partitions read to their end when Run returned
 
+	// left is the lag of the partitions given up, until an assignment
+	// says who holds them: if none comes (the brokers are lost), their
+	// records are still unread, and lag must not say 0.
+	left map[topicPartition]int64
+
 	// Batches being delivered, by Seq, and the states of their records:
 	// a revoke waits for those holding records of the partitions it takes.
 	started map[int64][]*partState
@@ -61,6 +66,7 @@ func newTracker() *tracker {
 	return &tracker{
 		parts:   make(map[topicPartition]*partState),
 		drained: make(map[topicPartition]bool),
+		left:    make(map[topicPartition]int64),
 		started: make(map[int64][]*partState),
 		settled: make(chan struct{}),
 	}
@@ -83,6 +89,7 @@ func (t *tracker) assign(topic string, part int32, start, end, hwm int64) *partS
 	}
 	st := &partState{tp: tp, start: start, next: start, acked: start, committed: start, end: end, hwm: max(hwm, start)}
 	t.parts[tp] = st
+	delete(t.left, tp)
 	if st.end >= 0 && !st.complete() {
 		t.incomplete++
 	}
@@ -96,6 +103,7 @@ func (t *tracker) activate() {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.active = true
+	clear(t.left) // the partitions not assigned here are another member's
 }
 
 // get returns the current state of a partition, or nil.
@@ -306,6 +314,9 @@ func (t *tracker) letGo(keep bool) {
 		t.revokeLocked(st)
 		st.gone = true
 		if !keep {
+			if l := st.lag(); l > 0 {
+				t.left[tp] = l
+			}
 			delete(t.parts, tp)
 		}
 	}
@@ -436,6 +447,12 @@ func (t *tracker) shortOfEnd() []commit {
 			cs = append(cs, commit{st, st.committed})
 		}
 	}
+	sortCommits(cs)
+	return cs
+}
+
+// sortCommits sorts cs by topic and partition.
+func sortCommits(cs []commit) {
 	sort.Slice(cs, func(i, j int) bool {
 		a, b := cs[i].st.tp, cs[j].st.tp
 		if a.topic != b.topic {
@@ -443,7 +460,19 @@ func (t *tracker) shortOfEnd() []commit {
 		}
 		return a.part < b.part
 	})
-	return cs
+}
+
+// held returns the partitions assigned now, not being revoked.
+func (t *tracker) held() map[topicPartition]bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	h := make(map[topicPartition]bool, len(t.parts))
+	for tp, st := range t.parts {
+		if !st.revoked {
+			h[tp] = true
+		}
+	}
+	return h
 }
 
 // partLag returns lag's figures per partition, in topic and partition
@@ -451,9 +480,12 @@ func (t *tracker) shortOfEnd() []commit {
 func (t *tracker) partLag() []monitor.PartitionLag {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	out := make([]monitor.PartitionLag, 0, len(t.parts))
+	out := make([]monitor.PartitionLag, 0, len(t.parts)+len(t.left))
 	for _, st := range t.parts {
 		out = append(out, monitor.PartitionLag{Topic: st.tp.topic, Partition: st.tp.part, Lag: st.lag()})
+	}
+	for tp, l := range t.left {
+		out = append(out, monitor.PartitionLag{Topic: tp.topic, Partition: tp.part, Lag: l})
 	}
 	sort.Slice(out, func(i, j int) bool {
 		if out[i].Topic != out[j].Topic {
@@ -466,13 +498,26 @@ func (t *tracker) partLag() []monitor.PartitionLag {
 
 // lag returns, per topic, how many records of the partitions assigned now
 // are not done with: up to the captured end offset with one, else up to the
-// latest high watermark.
-func (t *tracker) lag() map[string]int64 {
+// latest high watermark; then those of partitions given up, and those of
+// others, the lag of partitions read elsewhere, where neither says.
+func (t *tracker) lag(others map[topicPartition]int64) map[string]int64 {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	lag := make(map[string]int64)
 	for _, st := range t.parts {
 		lag[st.tp.topic] += st.lag()
+	}
+	for tp, l := range t.left {
+		lag[tp.topic] += l
+	}
+	for tp, l := range others {
+		if _, ok := t.parts[tp]; ok {
+			continue
+		}
+		if _, ok := t.left[tp]; ok {
+			continue
+		}
+		lag[tp.topic] += l
 	}
 	return lag
 }

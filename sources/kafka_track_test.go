@@ -146,7 +146,7 @@ func TestTrackerBatchesMixPartitions(t *testing.T) {
 			t.Fatalf("%v: watermark %d, want %d", st.tp, got, want)
 		}
 	}
-	lag := tr.lag()
+	lag := tr.lag(nil)
 	if lag["t"] != 0 || lag["u"] != 0 {
 		t.Fatalf("lag %v, want none", lag)
 	}
@@ -244,18 +244,18 @@ func TestTrackerUntilEnd(t *testing.T) {
 	if !tr.complete() {
 		t.Fatal("not complete with every record below the end sent")
 	}
-	if lag := tr.lag(); lag["t"] != 10 {
+	if lag := tr.lag(nil); lag["t"] != 10 {
 		t.Fatalf("lag %v, want 10 until acked (measured to the end, not the newer high watermark)", lag)
 	}
 	tr.ack(batch(recs, 0, 10))
-	if lag := tr.lag(); lag["t"] != 0 {
+	if lag := tr.lag(nil); lag["t"] != 0 {
 		t.Fatalf("lag %v, want 0", lag)
 	}
 	tr.revokeAll(true)
 	if tr.complete() {
 		t.Fatal("complete with no assignment in force")
 	}
-	if lag := tr.lag(); lag["t"] != 0 {
+	if lag := tr.lag(nil); lag["t"] != 0 {
 		t.Fatalf("kept states: lag %v, want t:0", lag)
 	}
 }
@@ -268,17 +268,17 @@ func TestTrackerLagToHighWatermark(t *testing.T) {
 	recs := records("t", 0, span(0, 10)...)
 	tr.sent(st, recs)
 	tr.ack(batch(recs, 0, 10))
-	if lag := tr.lag(); lag["t"] != 90 {
+	if lag := tr.lag(nil); lag["t"] != 90 {
 		t.Fatalf("lag %v, want 90", lag)
 	}
 	var consumer atomic.Int64
 	consumer.Store(150)
 	tr.follow(st, consumer.Load)
-	if lag := tr.lag(); lag["t"] != 140 {
+	if lag := tr.lag(nil); lag["t"] != 140 {
 		t.Fatalf("lag %v, want 140, to the consumer's high watermark", lag)
 	}
 	tr.highWatermark(topicPartition{"t", 0}, 200) // the consumer stopped fetching
-	if lag := tr.lag(); lag["t"] != 190 {
+	if lag := tr.lag(nil); lag["t"] != 190 {
 		t.Fatalf("lag %v, want 190, to the broker's high watermark", lag)
 	}
 	consumer.Store(210)
@@ -288,7 +288,7 @@ func TestTrackerLagToHighWatermark(t *testing.T) {
 
 	bounded := tr.assign("u", 0, 0, 10, 10)
 	tr.follow(bounded, consumer.Load)
-	if lag := tr.lag(); lag["u"] != 10 {
+	if lag := tr.lag(nil); lag["u"] != 10 {
 		t.Fatalf("lag %v, want u:10, to the end offset", lag)
 	}
 	if tps := tr.unbounded(); len(tps) != 1 || tps[0] != (topicPartition{"t", 0}) {
@@ -360,7 +360,7 @@ func TestTrackerConcurrentAcks(t *testing.T) {
 			}
 		}
 		tr.committed(cs)
-		tr.lag()
+		tr.lag(nil)
 	}
 	for range 8 {
 		ackers.Go(func() {
