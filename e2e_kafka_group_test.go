@@ -13,6 +13,16 @@ import (
 )
 
 func init() {
+	// env: print the names and values of the BATCHPIPE_ variables.
+	children["env"] = func([]string) int {
+		io.Copy(io.Discard, os.Stdin)
+		for _, kv := range os.Environ() {
+			if strings.HasPrefix(kv, "BATCHPIPE_") && !strings.HasPrefix(kv, "BATCHPIPE_TEST_CHILD=") {
+				fmt.Println(kv)
+			}
+		}
+		return 0
+	}
 	// append OUT: append stdin to OUT in one write, as a loader into a
 	// table would insert the batch in one transaction.
 	children["append"] = func(args []string) int {
@@ -192,5 +202,27 @@ func TestKafkaBrokerLostAfterSession(t *testing.T) {
 	d.add(t, lines...)
 	if lag < 200000-d.count() {
 		t.Fatalf("%d records delivered and a lag of %d, want at least the rest of 200000:\n%s", d.count(), lag, p.stderr())
+	}
+}
+
+// The commands the exec sink runs are not given batchpipe's secrets: the
+// Kafka password, headers, anything named for a password or token. (Were
+// one printed, TestMain would fail the run too.)
+func TestExecChildGetsNoSecrets(t *testing.T) {
+	t.Setenv("BATCHPIPE_KAFKA_PASSWORD", "s3cret-pass")
+	t.Setenv("BATCHPIPE_HEADER", "Authorization: Bearer TOKEN-e2e-1")
+	t.Setenv("BATCHPIPE_SASL_TOKEN", "PASS-e2e-2")
+	t.Setenv("BATCHPIPE_MAX_RECORDS", "2")
+	r := run(t, strings.NewReader("a\nb\n"), append([]string{"exec", "--"}, childCmd(t, "env")...)...)
+	if r.code != 0 {
+		t.Fatalf("exit %d:\n%s", r.code, r.stderr)
+	}
+	for _, secret := range []string{"PASSWORD", "HEADER", "TOKEN"} {
+		if strings.Contains(r.stdout, secret) {
+			t.Errorf("the command was given a secret:\n%s", r.stdout)
+		}
+	}
+	if !strings.Contains(r.stdout, "BATCHPIPE_MAX_RECORDS=2\n") || !strings.Contains(r.stdout, "BATCHPIPE_SEQ=1\n") {
+		t.Errorf("the command was not given the rest:\n%s", r.stdout)
 	}
 }
