@@ -609,6 +609,7 @@ func (p *Pipeline) withdraw(whole, cur *Batch) bool {
 	if len(idx) == 0 {
 		return cur.Len() > 0
 	}
+	p.Logger.Debug("withdrawn", "batch", whole.String(), "records", len(idx))
 	if cur != whole {
 		gone := make(map[*Meta]bool, len(idx))
 		for _, i := range idx {
@@ -626,7 +627,6 @@ func (p *Pipeline) withdraw(whole, cur *Batch) bool {
 	n := int64(len(idx))
 	p.c.withdrawn.Add(n)
 	p.c.inFlight.Add(-n)
-	p.Logger.Debug("withdrawn", "batch", whole.String(), "records", n)
 	return cur.Len() > 0
 }
 
