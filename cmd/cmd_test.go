@@ -28,7 +28,7 @@ func parse(t *testing.T, args ...string) (batcher.Config, batcher.Sink, string, 
 		var err error
 		sink, err = open()
 		if err != nil {
-			return &usageError{err}
+			return refused(err)
 		}
 		if c, ok := sink.(batcher.Closer); ok {
 			c.Close()

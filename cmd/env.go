@@ -44,7 +44,7 @@ func suggestFlag(c *cobra.Command, err error) error {
 	msg := err.Error()
 	const prefix = "unknown flag: --"
 	if !strings.HasPrefix(msg, prefix) {
-		return &usageError{err}
+		return &usageError{err: err, hint: true}
 	}
 	typed := strings.TrimPrefix(msg, prefix)
 	best, bestDist := "", 3 // suggest only close matches
@@ -54,9 +54,9 @@ func suggestFlag(c *cobra.Command, err error) error {
 		}
 	})
 	if best == "" {
-		return &usageError{err}
+		return &usageError{err: err, hint: true}
 	}
-	return &usageError{fmt.Errorf("%w (did you mean --%s?)", err, best)}
+	return &usageError{err: fmt.Errorf("%w (did you mean --%s?)", err, best), hint: true}
 }
 
 // distance is the Levenshtein edit distance, with a swap of two adjacent

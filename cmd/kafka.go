@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"sort"
@@ -59,7 +60,7 @@ func (k *kafkaOptions) addFlags(f *pflag.FlagSet) {
 	f.Int64Var(&k.limit, "limit", 0, "stop after reading this many Kafka records (-n is the batch size)")
 	f.StringVar(&k.envelope, "envelope", "", "json: each record is a JSON object with topic, partition, offset, timestamp, key, headers and value")
 	f.DurationVar(&k.commitInterval, "commit-interval", time.Second, "with --group, commit delivered offsets this often (and at rebalance and exit)")
-	f.DurationVar(&k.timeout, "kafka-timeout", 30*time.Second, "give up (exit 1) when no broker has answered, or the group has assigned no partitions, for this long; also the longest the final commit waits")
+	f.DurationVar(&k.timeout, "kafka-timeout", 30*time.Second, "give up (exit 1; at start, exit 69 within seconds) when no broker has answered, or the group has assigned no partitions, for this long; also the longest the final commit waits")
 	f.DurationVar(&k.sessionTimeout, "kafka-session-timeout", 10*time.Second, "with --group, how long the group waits for a member that stopped answering; brokers refuse values below their group.min.session.timeout.ms, 6s by default (exit 2)")
 	f.BoolVar(&k.tls, "kafka-tls", false, "connect to Kafka with TLS")
 	f.StringVar(&k.caFile, "kafka-cacert", "", "PEM file of CA certificates for Kafka TLS (implies --kafka-tls)")
@@ -146,7 +147,7 @@ func (o *options) kafkaConn() (*sources.KafkaConn, error) {
 		return nil, usagef("--kafka-sasl: set the password in %s", envPassword)
 	}
 	if _, err := c.Config(); err != nil {
-		return nil, &usageError{err}
+		return nil, refused(err)
 	}
 	return c, nil
 }
@@ -171,7 +172,10 @@ func (o *options) openKafka(logger *slog.Logger) (*kafkaRun, error) {
 	}
 	client, err := conn.Connect(topics...)
 	if err != nil {
-		return nil, &usageError{err}
+		if errors.Is(err, sarama.ErrSASLAuthenticationFailed) || conn.SASL != "" && errors.Is(err, io.EOF) {
+			return nil, refused(err) // credentials to fix, not an outage
+		}
+		return nil, &unavailableError{err}
 	}
 	kr := &kafkaRun{client: client}
 	if !o.kafka.enabled() {
@@ -193,7 +197,8 @@ func (o *options) openKafka(logger *slog.Logger) (*kafkaRun, error) {
 	})
 	if err != nil {
 		client.Close()
-		return nil, &usageError{err}
+		return nil, &unavailableError{err} // a topic or partition missing, a broker refusing
+
 	}
 	kr.src = src
 	return kr, nil
@@ -203,7 +208,7 @@ func (o *options) openKafka(logger *slog.Logger) (*kafkaRun, error) {
 func (kr *kafkaRun) deadLetter(topic string) (batcher.DeadLetter, error) {
 	dl, err := sinks.NewKafkaDeadLetter(kr.client, topic)
 	if err != nil {
-		return nil, &usageError{err}
+		return nil, &unavailableError{err}
 	}
 	kr.dl = dl
 	return dl, nil

@@ -68,15 +68,24 @@ type options struct {
 	runHook func(batcher.Config, func() (batcher.Sink, error)) error
 }
 
-// A usageError is a mistake on the command line: exit 2, with a hint.
-type usageError struct{ err error }
+// A usageError is a mistake in what the command line asks: exit 2. Only a
+// mistake in the command line itself (a flag, a value) gets the hint to
+// read --help; a path the system refuses does not.
+type usageError struct {
+	err  error
+	hint bool
+}
 
 func (e *usageError) Error() string { return e.err.Error() }
 func (e *usageError) Unwrap() error { return e.err }
 
 func usagef(format string, a ...any) error {
-	return &usageError{fmt.Errorf(format, a...)}
+	return &usageError{err: fmt.Errorf(format, a...), hint: true}
 }
+
+// refused is a setting the system turns down at start (a path that cannot
+// be written, a command that cannot be run): exit 2, without the hint.
+func refused(err error) error { return &usageError{err: err} }
 
 const rootHelp = `batchpipe groups a stream of records into batches and delivers each batch
 to a sink: a file, a command or an HTTP endpoint. A batch is flushed when it
@@ -107,11 +116,17 @@ Exit status:
   0    every record read was delivered
   1    records were not delivered, or the final Kafka commit was not
        answered (the message says how many and why)
-  2    usage error: bad flag or value, sink or Kafka unusable at start
-       (brokers unreachable, a topic missing, a group refusing the join:
-       a session timeout out of its range, a missing permission)
+  2    usage error, nothing read: a bad flag or value (these add a hint
+       to read --help), or a setting refused at start: an output, stats
+       file or dead letter that cannot be written, a command that cannot
+       be run, a group refusing the join (a session timeout out of its
+       range, a missing permission), wrong Kafka credentials
   3    the run completed (or was stopped by a signal), but records were
        dead-lettered (--dead-letter)
+  69   a dependency unavailable at start, nothing read (EX_UNAVAILABLE):
+       Kafka brokers unreachable, a topic or partition missing, the
+       --metrics-addr port taken. Fix or wait, then run again; not
+       EX_TEMPFAIL (75), which would promise that waiting is enough
   130  stopped by SIGINT, 143 by SIGTERM, after delivering everything read
        (a second signal abandons deliveries in flight and the final Kafka
        commit: exit 1; a record the signal cut in half, its end still
@@ -215,7 +230,13 @@ func Main(args []string, streams Streams, sigs <-chan os.Signal) int {
 	}
 	fmt.Fprintf(streams.Err, "batchpipe: %v\n", err)
 	var ue *usageError
-	if errors.As(err, &ue) || isCobraUsage(err) {
+	var unavailable *unavailableError
+	switch {
+	case errors.As(err, &unavailable):
+		return exitUnavailable
+	case errors.As(err, &ue) && !ue.hint:
+		return exitUsage
+	case errors.As(err, &ue) || isCobraUsage(err):
 		fmt.Fprintln(streams.Err, "Run 'batchpipe --help' for usage.")
 		return exitUsage
 	}

@@ -179,14 +179,14 @@ func (o *options) run(openSink func() (batcher.Sink, error)) error {
 	case o.deadLetter != "":
 		dl, err := sinks.OpenFile(o.deadLetter, sinks.FileOptions{Fsync: true, FollowSymlinks: o.followSymlinks})
 		if err != nil {
-			return &usageError{fmt.Errorf("dead letter: %w", err)}
+			return refused(fmt.Errorf("dead letter: %w", err))
 		}
 		defer dl.Close()
 		cfg.DeadLetter = dl
 	}
 	sink, err := openSink()
 	if err != nil {
-		return &usageError{err}
+		return refused(err)
 	}
 	cfg = withSinkLimits(cfg, sink)
 	p.Sink = sink
@@ -197,8 +197,11 @@ func (o *options) run(openSink func() (batcher.Sink, error)) error {
 		}
 		m := monitor.NewMetrics(o.sink, p.Stats, lag)
 		addr, stop, err := m.Serve(o.metricsAddr)
+		if errors.Is(err, syscall.EADDRINUSE) {
+			return &unavailableError{err}
+		}
 		if err != nil {
-			return &usageError{err}
+			return refused(err)
 		}
 		defer stop()
 		cfg.OnSettled = m.Observe
@@ -287,10 +290,11 @@ func (o *options) run(openSink func() (batcher.Sink, error)) error {
 	close(done)
 	signals.Wait()
 
-	var refused *sources.StartError
-	if errors.As(runErr, &refused) {
-		// Nothing was read: like the checks at start, a usage error.
-		return &usageError{refused}
+	var startErr *sources.StartError
+	if errors.As(runErr, &startErr) {
+		// Nothing was read, and retrying cannot mend it: a setting or a
+		// permission to fix, exit 2.
+		return refused(startErr)
 	}
 	var sig os.Signal
 	select {
