@@ -4,8 +4,12 @@ package main
 // per-batch names, the status line and the messages people read.
 
 import (
+	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -52,5 +56,67 @@ func TestExitStatusSeparatesUsageFromOutage(t *testing.T) {
 				t.Errorf("--help hint shown: %v, want %v; stderr:\n%s", got, tc.hint, r.stderr)
 			}
 		})
+	}
+}
+
+// leaks returns the first run of 6 bytes of secret found in out, or "".
+func leaks(out, secret string) string {
+	for i := 0; i+6 <= len(secret); i++ {
+		if strings.Contains(out, secret[i:i+6]) {
+			return secret[i : i+6]
+		}
+	}
+	return ""
+}
+
+// A server that echoes everything it was sent, whole, cut or in part, in
+// its error pages: no part of a header value, of the URL's user info, path
+// or query appears in what batchpipe prints or writes, at any verbosity.
+func TestHTTPEchoedSecretsNeverShown(t *testing.T) {
+	const (
+		token = "tok3f9aK2mQ8xZpL0vB7nR4wT1yE6uH5cJ9dG2sF8aXq" // 44 bytes
+		hook  = "hookQ7wE2rT9yU4iO1pA6sD3fG8hJ5kL"
+		key   = "keyZ2xC7vB4nM9qW1eR6tY3uI8oP5aS"
+		pass  = "passN4bV9cX2zL7kJ1hG6fD3sA8"
+	)
+	srv := newHTTPSink(t, nil, func(w http.ResponseWriter, r *http.Request, body []byte) int {
+		var page strings.Builder
+		switch strings.TrimSpace(string(body)) {
+		case "bare": // the token alone, without "Bearer "
+			fmt.Fprintf(&page, "invalid token %s\n", strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer "))
+		case "uri": // the path and query
+			fmt.Fprintf(&page, "no route for %s\n", r.RequestURI)
+		case "cut": // the token straddles the 512 bytes quoted
+			page.WriteString(strings.Repeat(".", 512-30))
+			page.WriteString(r.Header.Get("Authorization")[len("Bearer "):])
+			page.WriteString(strings.Repeat(".", 100))
+		case "prefix": // the server itself shows the start of the token
+			fmt.Fprintf(&page, "unknown key %s… (user %s)\n", token[:10], r.Header.Get("X-Pass")[:9])
+		case "all":
+			fmt.Fprintf(&page, "%s %s\n%v\n", r.Method, r.RequestURI, r.Header)
+		}
+		w.Header().Set("Content-Type", "text/plain")
+		w.WriteHeader(http.StatusBadRequest)
+		io.WriteString(w, page.String())
+		return 400
+	})
+	url := strings.Replace(srv.URL, "http://", "http://user:"+pass+"@", 1) + "/hooks/" + hook + "?api_key=" + key
+	dir := t.TempDir()
+	for _, body := range []string{"bare", "uri", "cut", "prefix", "all"} {
+		for _, flags := range [][]string{{}, {"-v"}, {"-v", "--log-format", "json"}} {
+			stats := filepath.Join(dir, "stats.json")
+			args := append(append([]string{}, flags...), "--stats-file", stats, "--dead-letter", filepath.Join(dir, "dl"),
+				"http", "-H", "Authorization: Bearer "+token, "-H", "X-Pass: "+pass, url)
+			r := run(t, strings.NewReader(body+"\n"), args...)
+			if r.code != 3 || !strings.Contains(r.stderr, "400 Bad Request") {
+				t.Fatalf("%s %q: exit %d, want 3 and the 400; stderr:\n%s", body, flags, r.code, r.stderr)
+			}
+			out := r.stdout + r.stderr + readFile(t, stats)
+			for _, secret := range []string{token, hook, key, pass} {
+				if part := leaks(out, secret); part != "" {
+					t.Errorf("%s %q: output shows %q of a secret:\n%s", body, flags, part, out)
+				}
+			}
+		}
 	}
 }

@@ -44,7 +44,12 @@ are sent again. Errors quote the status and the start of the response body.
 {seq}-1 and {seq}-2, records sent again after a part failed {seq}-r2…). It
 starts at 1 in every run. A user:password@ in URL is sent as basic auth. Errors
 show URL only as scheme://host/…, and header values never appear, so tokens
-stay out of logs.
+stay out of logs. Where an error quotes what the server said (its status line
+and the first 512 bytes of its body), every -H value (but Content-Type,
+Content-Encoding, Accept, Accept-Encoding, User-Agent and Host) and each word
+of one, the URL's user name and password, each path segment, the query and
+each query value are cut out, as is any run of 6 bytes or more of one of
+them: a server that echoes a token, whole, cut or in part, shows [redacted].
 
 https uses the system's CAs, or those in --cacert; --cert and --key give a
 client certificate for mutual TLS.`

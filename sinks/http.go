@@ -6,7 +6,6 @@ import (
 	"compress/gzip"
 	"context"
 	"crypto/tls"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -78,7 +77,7 @@ type HTTP struct {
 	client   *http.Client
 	now      func() time.Time // for Retry-After dates
 
-	secrets []string // header values and URL credentials, cut from quoted response bodies
+	red *redactor // cuts header values and URL parts out of what a server says
 
 	scratch sync.Pool // *scratch
 }
@@ -192,27 +191,9 @@ func NewHTTP(cfg HTTPConfig) (*HTTP, error) {
 				return http.ErrUseLastResponse
 			},
 		},
-		now:     time.Now,
-		secrets: secrets(cfg.Header, u),
+		now: time.Now,
+		red: newRedactor(cfg.Header, u),
 	}, nil
-}
-
-// secrets lists what a server might echo back in an error page that must
-// not reach the logs: the header values and the URL's credentials, also as
-// the basic auth header carries them.
-func secrets(h http.Header, u *url.URL) []string {
-	var out []string
-	for _, vs := range h {
-		for _, v := range vs {
-			if len(v) >= 4 {
-				out = append(out, v)
-			}
-		}
-	}
-	if pass, ok := u.User.Password(); ok && pass != "" {
-		out = append(out, pass, base64.StdEncoding.EncodeToString([]byte(u.User.Username()+":"+pass)))
-	}
-	return out
 }
 
 func (cfg *HTTPConfig) tlsConfig(https bool) (*tls.Config, error) {
@@ -425,17 +406,20 @@ func (s *HTTP) post(ctx context.Context, sc *scratch, u string, body []byte) (in
 		resp.Body.Close()
 		return code, nil
 	}
-	var snippet [512]byte
-	n, _ := io.ReadFull(resp.Body, snippet[:])
+	// Read past the quoted length, so that a secret the quote would cut
+	// is still recognised and cut out whole.
+	snippet := make([]byte, s.red.window(maxQuote))
+	n, _ := io.ReadFull(resp.Body, snippet)
 	more, _ := io.CopyN(io.Discard, resp.Body, maxDrain)
 	resp.Body.Close()
+	quoted, cut := s.red.quote(snippet[:n], maxQuote)
 	err = &statusError{
 		method:    s.method,
 		endpoint:  s.endpoint,
-		status:    resp.Status,
+		status:    s.red.redact(resp.Status), // the reason phrase is the server's too
 		code:      code,
-		body:      s.redact(string(snippet[:n])),
-		truncated: more > 0,
+		body:      quoted,
+		truncated: cut || more > 0,
 	}
 	switch {
 	case code == http.StatusRequestEntityTooLarge:
@@ -450,13 +434,8 @@ func (s *HTTP) post(ctx context.Context, sc *scratch, u string, body []byte) (in
 	}
 }
 
-// redact cuts the secrets out of a response body quoted in an error.
-func (s *HTTP) redact(body string) string {
-	for _, v := range s.secrets {
-		body = strings.ReplaceAll(body, v, "[redacted]")
-	}
-	return body
-}
+// maxQuote is how much of an error response's body its error quotes.
+const maxQuote = 512
 
 // maxDrain bounds how much of a response body is read to keep its
 // connection; past it, closing the connection is cheaper.
@@ -500,6 +479,10 @@ func (s *HTTP) requestError(ctx, rctx context.Context, err error) error {
 		err = fmt.Errorf("no response within %v (--timeout): %w", s.timeout, err)
 	}
 	err = fmt.Errorf("http sink: %s %s: %w", s.method, s.endpoint, err)
+	if msg := s.red.redact(err.Error()); msg != err.Error() {
+		// The client quotes a malformed response, which may echo a secret.
+		err = &redactedError{msg: msg, err: err}
+	}
 	// Retrying cannot fix a certificate the client rejects, a handshake the
 	// server refuses, or a server that does not speak TLS.
 	var cv *tls.CertificateVerificationError
@@ -512,12 +495,21 @@ func (s *HTTP) requestError(ctx, rctx context.Context, err error) error {
 	return err
 }
 
+// A redactedError is err with secrets cut out of its text.
+type redactedError struct {
+	msg string
+	err error
+}
+
+func (e *redactedError) Error() string { return e.msg }
+func (e *redactedError) Unwrap() error { return e.err }
+
 // A statusError is a response other than 2xx.
 type statusError struct {
 	method, endpoint string
 	status           string // "503 Service Unavailable"
 	code             int
-	body             string // its first 512 bytes
+	body             string // its first maxQuote bytes, secrets cut out
 	truncated        bool
 }
 
