@@ -120,3 +120,38 @@ func TestHTTPEchoedSecretsNeverShown(t *testing.T) {
 		}
 	}
 }
+
+// A per-batch template that cannot name each batch of a run apart is
+// refused before anything is read; {run} keeps runs apart, so a recipe
+// pasted twice never collides, and sorts by start time.
+func TestPerBatchNamesAreUnique(t *testing.T) {
+	dir := t.TempDir()
+	for _, tmpl := range []string{"out.log", "{date}.log", "{time}.log", "{run}.log", "{topic}-{seq}.log"} {
+		r := run(t, strings.NewReader("a\nb\nc\n"), "-n", "1", "file", "--per-batch", filepath.Join(dir, tmpl))
+		if r.code != 2 || strings.Contains(r.stderr, " read in ") {
+			t.Errorf("%s: exit %d, want 2 before reading; stderr:\n%s", tmpl, r.code, r.stderr)
+		}
+		if files, _ := os.ReadDir(dir); len(files) > 0 {
+			t.Fatalf("%s: wrote %d files", tmpl, len(files))
+		}
+	}
+	// The README's recipe, twice in a row.
+	tmpl := filepath.Join(dir, "out/{date}/{run}-{seq}.ndjson")
+	var names []string
+	for i := range 2 {
+		r := run(t, strings.NewReader("{}\n{}\n{}\n"), "-n", "2", "file", "--per-batch", tmpl)
+		if r.code != 0 {
+			t.Fatalf("run %d: exit %d; stderr:\n%s", i+1, r.code, r.stderr)
+		}
+		days, _ := filepath.Glob(filepath.Join(dir, "out", "*", "*.ndjson"))
+		if len(days) != 2*(i+1) {
+			t.Fatalf("run %d: %d files, want %d: %q", i+1, len(days), 2*(i+1), days)
+		}
+		names = days
+	}
+	// Glob sorts: the first run's two files come first.
+	if !strings.HasSuffix(names[0], "-1.ndjson") || !strings.HasSuffix(names[1], "-2.ndjson") ||
+		filepath.Base(names[0])[:20] == filepath.Base(names[2])[:20] && names[0] > names[2] {
+		t.Errorf("runs do not sort in order: %q", names)
+	}
+}

@@ -19,7 +19,7 @@ const httpExamples = `  # insert NDJSON rows into ClickHouse, 10000 per INSERT
   batchpipe -n 100 --dead-letter rejected.ndjson http --format json -H "Authorization: Bearer $TOKEN" https://api.example.com/events < events.ndjson
 
   # one PUT per batch, 4 at a time, to a server with a private CA that wants a client certificate
-  batchpipe -j 4 http -X PUT --cacert ca.pem --cert client.pem --key client-key.pem 'https://store.internal:8443/logs/{seq}.log' < app.log`
+  batchpipe -j 4 http -X PUT --cacert ca.pem --cert client.pem --key client-key.pem 'https://store.internal:8443/logs/{run}-{seq}.log' < app.log`
 
 const httpHelp = `Send each batch as the body of one HTTP request to URL (default POST), with
 up to -j requests in flight over kept-alive connections.
@@ -42,7 +42,8 @@ are sent again. Errors quote the status and the start of the response body.
 
 {seq} in URL is replaced by the batch number (the halves of a split batch get
 {seq}-1 and {seq}-2, records sent again after a part failed {seq}-r2…). It
-starts at 1 in every run. A user:password@ in URL is sent as basic auth. Errors
+starts at 1 in every run; {run} is the run's (as for file --per-batch), so
+'…/{run}-{seq}.log' never replaces an earlier run's object. A user:password@ in URL is sent as basic auth. Errors
 show URL only as scheme://host/…, and header values never appear, so tokens
 stay out of logs. Where an error quotes what the server said (its status line
 and the first 512 bytes of its body), every -H value (but Content-Type,

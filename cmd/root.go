@@ -136,7 +136,7 @@ const rootExamples = `  # append the lines of a growing log in batches of 500, a
   tail -F app.log | batchpipe -n 500 -t 2s file batched.log
 
   # one file per batch of 1000 records, each written atomically
-  batchpipe -n 1000 file --per-batch 'out/{seq}.ndjson' < events.ndjson
+  batchpipe -n 1000 file --per-batch 'out/{run}-{seq}.ndjson' < events.ndjson
 
   # NUL-separated file names in batches of 100, to stdout
   find . -print0 | batchpipe -0 -n 100 file -

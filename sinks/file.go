@@ -140,12 +140,17 @@ type PerBatch struct {
 
 var _ batcher.Sink = (*PerBatch)(nil)
 
-// NewPerBatch checks the template. It must name a file, and hold {seq} or
-// {time} unless one batch is all that is wanted.
+// NewPerBatch checks the template. It must name a file, and give each batch
+// of a run a name of its own. {run} is replaced at once: it is the same for
+// every batch.
 func NewPerBatch(tmpl string, f Format) (*PerBatch, error) {
 	if tmpl == "" || strings.HasSuffix(tmpl, "/") {
 		return nil, fmt.Errorf("per-batch template %q does not name a file", tmpl)
 	}
+	if err := uniqueNames(tmpl); err != nil {
+		return nil, err
+	}
+	tmpl = strings.ReplaceAll(tmpl, "{run}", RunID())
 	if err := checkTemplate(tmpl); err != nil {
 		return nil, err
 	}

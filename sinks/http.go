@@ -93,6 +93,7 @@ func NewHTTP(cfg HTTPConfig) (*HTTP, error) {
 	if cfg.Method == "" {
 		cfg.Method = http.MethodPost
 	}
+	cfg.URL = strings.ReplaceAll(cfg.URL, "{run}", RunID()) // one value for the whole run
 	if cfg.Timeout == 0 {
 		cfg.Timeout = 30 * time.Second
 	}
