@@ -4,14 +4,18 @@ package main
 // per-batch names, the status line and the messages people read.
 
 import (
+	"bytes"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/creack/pty"
 )
 
 const helpHint = "Run 'batchpipe --help' for usage."
@@ -153,5 +157,118 @@ func TestPerBatchNamesAreUnique(t *testing.T) {
 	if !strings.HasSuffix(names[0], "-1.ndjson") || !strings.HasSuffix(names[1], "-2.ndjson") ||
 		filepath.Base(names[0])[:20] == filepath.Base(names[2])[:20] && names[0] > names[2] {
 		t.Errorf("runs do not sort in order: %q", names)
+	}
+}
+
+// screen plays bytes written to a terminal and returns its finished lines:
+// '\r' goes back to the start of the line, ESC [ K erases to its end, and
+// other escape sequences (colour) are skipped.
+func screen(raw string) []string {
+	var lines []string
+	var cur []rune
+	col := 0
+	rs := []rune(raw)
+	for i := 0; i < len(rs); i++ {
+		switch c := rs[i]; {
+		case c == '\r':
+			col = 0
+		case c == '\n':
+			lines = append(lines, string(cur))
+			cur, col = nil, 0
+		case c == 0x1b && i+1 < len(rs) && rs[i+1] == '[':
+			j := i + 2
+			for j < len(rs) && (rs[j] < '@' || rs[j] > '~') {
+				j++
+			}
+			if j < len(rs) && rs[j] == 'K' {
+				cur = cur[:col]
+			}
+			i = j
+		default:
+			if col < len(cur) {
+				cur[col] = c
+			} else {
+				cur = append(cur, c)
+			}
+			col++
+		}
+	}
+	if len(cur) > 0 {
+		lines = append(lines, string(cur))
+	}
+	return lines
+}
+
+// onTerminal runs batchpipe with stdin as input, its stderr (and stdout,
+// unless given) a pseudo-terminal, and returns what the terminal got.
+func onTerminal(t *testing.T, stdin string, stdout io.Writer, env []string, args ...string) string {
+	t.Helper()
+	ptmx, tty, err := pty.Open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ptmx.Close()
+	c := exec.Command(bin, args...)
+	c.Env = append(os.Environ(), env...)
+	c.Stdin = strings.NewReader(stdin)
+	c.Stderr = tty
+	c.Stdout = tty
+	if stdout != nil {
+		c.Stdout = stdout
+	}
+	if err := c.Start(); err != nil {
+		t.Fatal(err)
+	}
+	tty.Close()
+	var raw bytes.Buffer
+	io.Copy(&raw, ptmx) // until EIO: every holder of the terminal is gone
+	if err := c.Wait(); err != nil {
+		t.Fatalf("%v: %v; terminal:\n%q", args, err, raw.String())
+	}
+	keepOutput(raw.String())
+	return raw.String()
+}
+
+// The README's first recipe with a slower command, in a terminal: each
+// line the command prints appears whole, on a line of its own, whether or
+// not a status line is drawn (it is not by default, stdout being that
+// terminal; --progress always draws it, erased around the output).
+func TestStatusLineNeverMixesWithOutput(t *testing.T) {
+	recipe := []string{"-n", "3", "exec", "--", "sh", "-c", "sleep 0.25; wc -l"}
+	for _, flags := range [][]string{nil, {"--progress", "always"}} {
+		raw := onTerminal(t, "1\n2\n3\n4\n5\n6\n7\n8\n9\n10\n", nil, []string{"TERM=xterm", "NO_COLOR=1"}, append(flags, recipe...)...)
+		lines := screen(raw)
+		var counts []string
+		for _, l := range lines {
+			if strings.HasPrefix(l, "batchpipe: ") {
+				continue
+			}
+			counts = append(counts, l)
+		}
+		if strings.Join(counts, ",") != "3,3,3,1" {
+			t.Errorf("%q: the command's lines are not whole on lines of their own: %q\nraw: %q", flags, lines, raw)
+		}
+		if drawn := strings.Contains(raw, "in flight"); drawn != (flags != nil) {
+			t.Errorf("%q: status line drawn: %v; raw: %q", flags, drawn, raw)
+		}
+	}
+}
+
+// TERM=dumb gets no status line, nor escape codes with --progress always;
+// -q gets no status line nor metrics address. Stdout is not the terminal.
+func TestStatusLineDumbAndQuiet(t *testing.T) {
+	input := strings.Repeat("x\n", 20)
+	args := []string{"-n", "5", "exec", "--", "sh", "-c", "sleep 0.2; cat >/dev/null"}
+	raw := onTerminal(t, input, io.Discard, []string{"TERM=dumb"}, args...)
+	if strings.Contains(raw, "\x1b") || strings.Contains(raw, "in flight") {
+		t.Errorf("TERM=dumb: want no status line: %q", raw)
+	}
+	raw = onTerminal(t, input, io.Discard, []string{"TERM=dumb"}, append([]string{"--progress", "always"}, args...)...)
+	if strings.Contains(raw, "\x1b") || !strings.Contains(raw, "in flight") {
+		t.Errorf("TERM=dumb, --progress always: want the status line without escape codes: %q", raw)
+	}
+	raw = onTerminal(t, input, io.Discard, []string{"TERM=xterm"}, append([]string{"-q", "--metrics-addr", "127.0.0.1:0"}, args...)...)
+	if raw != "" {
+		t.Errorf("-q: the terminal got %q", raw)
 	}
 }

@@ -106,7 +106,7 @@ func newExecCmd(o *options) *cobra.Command {
 					KillAfter: killAfter,
 					Parallel:  o.parallel,
 					KeepOrder: keepOrder,
-					Stdout:    o.streams.Out,
+					Stdout:    o.stdout(),
 					Stderr:    diagWriter{o},
 				})
 			})
@@ -121,6 +121,14 @@ func newExecCmd(o *options) *cobra.Command {
 	f.DurationVar(&timeout, "timeout", 0, "fail a run that takes longer than this (0: no limit)")
 	f.DurationVar(&killAfter, "kill-after", 5*time.Second, "SIGKILL a run this long after SIGTERM (timeout, shutdown), or after it exits leaving its output held open")
 	return c
+}
+
+// stdout is where output goes once the run has set up its progress line.
+func (o *options) stdout() io.Writer {
+	if o.out != nil {
+		return o.out
+	}
+	return o.streams.Out
 }
 
 // diagWriter writes where the run's diagnostics go. That is known only once

@@ -56,7 +56,7 @@ put {run} in it too where runs write to the same place.`,
 				case perBatch != "":
 					return sinks.NewPerBatch(perBatch, opt.Format)
 				case args[0] == "-":
-					return sinks.NewWriter(o.streams.Out, "stdout", opt.Format), nil
+					return sinks.NewWriter(o.stdout(), "stdout", opt.Format), nil
 				default:
 					opt.FollowSymlinks = o.followSymlinks
 					return sinks.OpenFile(args[0], opt)

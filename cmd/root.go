@@ -62,6 +62,9 @@ type options struct {
 	// diag is where diagnostics go once a run has started: stderr, or
 	// through the progress line when there is one.
 	diag io.Writer
+	// out is where output goes (file -, commands' stdout): stdout, or
+	// through the progress line when both show on one terminal.
+	out io.Writer
 
 	// runHook, in tests, replaces running the pipeline once the flags are
 	// checked.
@@ -198,10 +201,10 @@ func newRoot(o *options) *cobra.Command {
 	f.StringVar(&o.deadLetter, "dead-letter", "", "append batches that still fail after retries to this file, as they were read, and carry on (exit 3); kafka:TOPIC produces them to a Kafka topic")
 	f.BoolVar(&o.followSymlinks, "follow-symlinks", false, "write through a symbolic link at the output or dead-letter path (refused by default)")
 	f.DurationVar(&o.shutdownTimeout, "shutdown-timeout", 30*time.Second, "after SIGTERM/SIGINT, abandon deliveries and the final Kafka commit still running after this long (0: wait)")
-	f.BoolVarP(&o.quiet, "quiet", "q", false, "no summary line at exit")
+	f.BoolVarP(&o.quiet, "quiet", "q", false, "no summary line at exit, no status line (unless --progress always), no metrics address")
 	f.BoolVarP(&o.verbose, "verbose", "v", false, "log a line for every batch")
 	f.StringVar(&o.logFormat, "log-format", "text", "log lines as text or json")
-	f.StringVar(&o.progress, "progress", "auto", "status line on stderr: auto (when it is a terminal), always or never")
+	f.StringVar(&o.progress, "progress", "auto", "status line on stderr: auto (when stderr is a terminal, stdout is not that same terminal, TERM is not dumb and no -q), always or never")
 	f.StringVar(&o.statsFile, "stats-file", "", "write the run's counters as JSON to this file at exit and on SIGUSR2")
 	f.StringVar(&o.metricsAddr, "metrics-addr", "", "serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9464)")
 	o.kafka.addFlags(f)

@@ -17,6 +17,7 @@ import (
 	"github.com/batchpipe/batchpipe/monitor"
 	"github.com/batchpipe/batchpipe/sinks"
 	"github.com/batchpipe/batchpipe/sources"
+	"github.com/mattn/go-isatty"
 )
 
 // maxParallel bounds -j: more workers than this buys nothing but memory.
@@ -141,11 +142,18 @@ func (o *options) run(openSink func() (batcher.Sink, error)) error {
 		Source: &sources.Stream{R: o.streams.In, Delim: cfg.Delim, MaxRecordBytes: int(o.maxRecordBytes)},
 	}
 	errw := o.streams.Err
+	o.out = o.streams.Out
 	var progress *monitor.Progress
-	if o.progress == "always" || o.progress == "auto" && o.streams.ErrIsTerminal {
+	if o.showProgress() {
 		_, noColor := os.LookupEnv("NO_COLOR")
-		progress = &monitor.Progress{W: o.streams.Err, Stats: p.Stats, Color: o.streams.ErrIsTerminal && !noColor}
+		dumb := os.Getenv("TERM") == "dumb"
+		progress = &monitor.Progress{W: o.streams.Err, Stats: p.Stats, Color: o.streams.ErrIsTerminal && !noColor && !dumb, Dumb: dumb}
 		errw = progress.Log()
+		if sameTerminal(o.streams.Out, o.streams.Err) {
+			// Commands' output then passes through batchpipe, which
+			// erases the status line before it and draws it again after.
+			o.out = progress.Through(o.streams.Out)
+		}
 	}
 	cfg.Logger = o.logger(errw)
 	o.diag = errw
@@ -205,7 +213,9 @@ func (o *options) run(openSink func() (batcher.Sink, error)) error {
 		}
 		defer stop()
 		cfg.OnSettled = m.Observe
-		fmt.Fprintf(errw, "batchpipe: metrics at http://%s/metrics\n", addr)
+		if !o.quiet {
+			fmt.Fprintf(errw, "batchpipe: metrics at http://%s/metrics\n", addr)
+		}
 	}
 	p.Config = cfg
 
@@ -302,6 +312,38 @@ func (o *options) run(openSink func() (batcher.Sink, error)) error {
 	default:
 	}
 	return o.report(st, runErr, sig, extra...)
+}
+
+// showProgress decides whether the status line is drawn: with --progress
+// auto, only where a person watches stderr and nothing else writes to the
+// same terminal (stdout there would mix with it, as pv users know), not on
+// a dumb terminal and not with -q.
+func (o *options) showProgress() bool {
+	switch o.progress {
+	case "always":
+		return true
+	case "never":
+		return false
+	}
+	return o.streams.ErrIsTerminal && !o.quiet && os.Getenv("TERM") != "dumb" &&
+		!sameTerminal(o.streams.Out, o.streams.Err)
+}
+
+// sameTerminal reports whether a and b are both the same terminal.
+func sameTerminal(a, b io.Writer) bool {
+	fa, ok := a.(*os.File)
+	if !ok {
+		return false
+	}
+	fb, ok := b.(*os.File)
+	if !ok || !isatty.IsTerminal(fa.Fd()) || !isatty.IsTerminal(fb.Fd()) {
+		return false
+	}
+	var sa, sb syscall.Stat_t
+	if syscall.Fstat(int(fa.Fd()), &sa) != nil || syscall.Fstat(int(fb.Fd()), &sb) != nil {
+		return false
+	}
+	return sa.Rdev == sb.Rdev
 }
 
 // finishKafka runs kr.finish for no longer than --kafka-timeout, and not
