@@ -5,6 +5,7 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -270,5 +271,37 @@ func TestStatusLineDumbAndQuiet(t *testing.T) {
 	raw = onTerminal(t, input, io.Discard, []string{"TERM=xterm"}, append([]string{"-q", "--metrics-addr", "127.0.0.1:0"}, args...)...)
 	if raw != "" {
 		t.Errorf("-q: the terminal got %q", raw)
+	}
+}
+
+// --stats-file is checked at start, and a run that exits 2 leaves no
+// earlier run's report claiming exit status 0.
+func TestStatsFileAtStart(t *testing.T) {
+	dir := t.TempDir()
+	out := filepath.Join(dir, "out")
+	r := run(t, strings.NewReader("a\n"), "--stats-file", filepath.Join(dir, "no", "such", "stats.json"), "file", out)
+	if r.code != 2 || !strings.Contains(r.stderr, "--stats-file") || strings.Contains(r.stderr, " read in ") {
+		t.Errorf("unwritable stats file: exit %d, want 2 before reading; stderr:\n%s", r.code, r.stderr)
+	}
+	if _, err := os.Stat(out); err == nil {
+		t.Errorf("the run went ahead")
+	}
+	stats := filepath.Join(dir, "stats.json")
+	if r := run(t, strings.NewReader("a\n"), "--stats-file", stats, "file", out); r.code != 0 {
+		t.Fatalf("exit %d: %s", r.code, r.stderr)
+	}
+	for _, args := range [][]string{{"file", dir}, {"-n", "0", "file", out}} {
+		r := run(t, strings.NewReader("a\n"), append([]string{"--stats-file", stats}, args...)...)
+		var rep struct {
+			Running    bool   `json:"running"`
+			ExitStatus *int   `json:"exit_status"`
+			Error      string `json:"error"`
+		}
+		if err := json.Unmarshal([]byte(readFile(t, stats)), &rep); err != nil {
+			t.Fatal(err)
+		}
+		if r.code != 2 || rep.Running || rep.ExitStatus == nil || *rep.ExitStatus != 2 || rep.Error == "" {
+			t.Errorf("%q: exit %d; the stats file says %+v", args, r.code, rep)
+		}
 	}
 }

@@ -56,6 +56,7 @@ type options struct {
 	logFormat       string
 	progress        string
 	statsFile       string
+	statsBroken     bool // the stats file cannot be written
 	metricsAddr     string
 
 	sink string // the subcommand's name
@@ -205,7 +206,7 @@ func newRoot(o *options) *cobra.Command {
 	f.BoolVarP(&o.verbose, "verbose", "v", false, "log a line for every batch")
 	f.StringVar(&o.logFormat, "log-format", "text", "log lines as text or json")
 	f.StringVar(&o.progress, "progress", "auto", "status line on stderr: auto (when stderr is a terminal, stdout is not that same terminal, TERM is not dumb and no -q), always or never")
-	f.StringVar(&o.statsFile, "stats-file", "", "write the run's counters as JSON to this file at exit and on SIGUSR2")
+	f.StringVar(&o.statsFile, "stats-file", "", "write the run's counters as JSON to this file at start (exit 2 if it cannot be), at exit, whatever the status, and on SIGUSR2")
 	f.StringVar(&o.metricsAddr, "metrics-addr", "", "serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9464)")
 	o.kafka.addFlags(f)
 	o.flags = f
@@ -227,23 +228,29 @@ func Main(args []string, streams Streams, sigs <-chan os.Signal) int {
 	if err == nil {
 		return exitOK
 	}
-	var code exitError
-	if errors.As(err, &code) {
-		return int(code)
+	var status exitError
+	if errors.As(err, &status) {
+		return int(status)
 	}
 	fmt.Fprintf(streams.Err, "batchpipe: %v\n", err)
 	var ue *usageError
 	var unavailable *unavailableError
+	code := exitFailed
 	switch {
 	case errors.As(err, &unavailable):
-		return exitUnavailable
+		code = exitUnavailable
 	case errors.As(err, &ue) && !ue.hint:
-		return exitUsage
+		code = exitUsage
 	case errors.As(err, &ue) || isCobraUsage(err):
 		fmt.Fprintln(streams.Err, "Run 'batchpipe --help' for usage.")
-		return exitUsage
+		code = exitUsage
 	}
-	return exitFailed
+	if !o.statsBroken {
+		// Nothing was read; the file says so rather than keep an earlier
+		// run's report.
+		o.writeStats(streams.Err, batcher.Stats{}, &code, err)
+	}
+	return code
 }
 
 // isCobraUsage recognises the errors cobra returns for a bad command line

@@ -135,6 +135,16 @@ func (o *options) run(openSink func() (batcher.Sink, error)) error {
 	if err := o.checkKafka(); err != nil {
 		return err
 	}
+	if o.statsFile != "" {
+		// Found now, not at exit: and a report from an earlier run no
+		// longer stands for this one.
+		r := monitor.NewReport(o.sink, batcher.Stats{})
+		r.Running = true
+		if err := monitor.WriteFile(o.statsFile, r); err != nil {
+			o.statsBroken = true
+			return refused(fmt.Errorf("--stats-file: %w", err))
+		}
+	}
 	if o.runHook != nil {
 		return o.runHook(cfg, openSink)
 	}
