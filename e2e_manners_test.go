@@ -305,3 +305,47 @@ func TestStatsFileAtStart(t *testing.T) {
 		}
 	}
 }
+
+// --log-format json gives the summary and the final error as JSON too,
+// durations with their unit; the summary counts a batch delivered in part;
+// positions read without nested parentheses.
+func TestJSONLogsAndSummaryCounts(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "out")
+	r := run(t, strings.NewReader("1\n2\nx\n"), "-v", "--log-format", "json", "file", "--format", "ndjson", out)
+	if r.code != 1 {
+		t.Fatalf("exit %d; stderr:\n%s", r.code, r.stderr)
+	}
+	var summary, failure, batch map[string]any
+	for l := range strings.SplitSeq(strings.TrimSpace(r.stderr), "\n") {
+		var v map[string]any
+		if err := json.Unmarshal([]byte(l), &v); err != nil {
+			t.Fatalf("not JSON: %q", l)
+		}
+		switch v["msg"] {
+		case "summary":
+			summary = v
+		case "batch":
+			batch = v
+		}
+		if v["level"] == "ERROR" {
+			failure = v
+		}
+	}
+	if summary == nil || summary["records_delivered"] != 2.0 || summary["batches_partly_delivered"] != 1.0 || summary["records_undelivered"] != 1.0 {
+		t.Errorf("summary: %v", summary)
+	}
+	if failure == nil || !strings.Contains(fmt.Sprint(failure["error"]), "record 3 at byte offset 4 is not valid JSON") {
+		t.Errorf("final error: %v", failure)
+	}
+	for _, d := range []any{batch["duration"], summary["elapsed"]} {
+		if s, ok := d.(string); !ok || !strings.HasSuffix(s, "s") {
+			t.Errorf("duration without a unit: %v", d)
+		}
+	}
+
+	r = run(t, strings.NewReader("1\n2\nx\n"), "file", "--format", "ndjson", out)
+	if !strings.Contains(r.stderr, "2 delivered in 1 batch (1 in part;") || strings.Contains(r.stderr, "))") ||
+		strings.Contains(r.stderr, " 1 records") {
+		t.Errorf("text summary:\n%s", r.stderr)
+	}
+}

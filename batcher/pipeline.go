@@ -673,6 +673,9 @@ func (p *Pipeline) settle(b *Batch, o Outcome, took time.Duration, err error, le
 	case Failed, Abandoned:
 		p.c.undelivered.Add(int64(left))
 	}
+	if o != Delivered && left < b.Len() {
+		p.c.batchesPartly.Add(1)
+	}
 	if o == Delivered || o == Partial || o == DeadLettered {
 		if a, ok := p.Source.(Acker); ok {
 			a.Ack(b)

@@ -204,7 +204,7 @@ func newRoot(o *options) *cobra.Command {
 	f.DurationVar(&o.shutdownTimeout, "shutdown-timeout", 30*time.Second, "after SIGTERM/SIGINT, abandon deliveries and the final Kafka commit still running after this long (0: wait)")
 	f.BoolVarP(&o.quiet, "quiet", "q", false, "no summary line at exit, no status line (unless --progress always), no metrics address")
 	f.BoolVarP(&o.verbose, "verbose", "v", false, "log a line for every batch")
-	f.StringVar(&o.logFormat, "log-format", "text", "log lines as text or json")
+	f.StringVar(&o.logFormat, "log-format", "text", "log lines, the summary and errors as text or json (durations with their unit)")
 	f.StringVar(&o.progress, "progress", "auto", "status line on stderr: auto (when stderr is a terminal, stdout is not that same terminal, TERM is not dumb and no -q), always or never")
 	f.StringVar(&o.statsFile, "stats-file", "", "write the run's counters as JSON to this file at start (exit 2 if it cannot be), at exit, whatever the status, and on SIGUSR2")
 	f.StringVar(&o.metricsAddr, "metrics-addr", "", "serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9464)")
@@ -232,18 +232,24 @@ func Main(args []string, streams Streams, sigs <-chan os.Signal) int {
 	if errors.As(err, &status) {
 		return int(status)
 	}
-	fmt.Fprintf(streams.Err, "batchpipe: %v\n", err)
 	var ue *usageError
 	var unavailable *unavailableError
-	code := exitFailed
+	code, hint := exitFailed, false
 	switch {
 	case errors.As(err, &unavailable):
 		code = exitUnavailable
 	case errors.As(err, &ue) && !ue.hint:
 		code = exitUsage
 	case errors.As(err, &ue) || isCobraUsage(err):
-		fmt.Fprintln(streams.Err, "Run 'batchpipe --help' for usage.")
-		code = exitUsage
+		code, hint = exitUsage, true
+	}
+	if o.logFormat == "json" {
+		jsonLogger(streams.Err).Error(err.Error(), "exit_status", code)
+	} else {
+		fmt.Fprintf(streams.Err, "batchpipe: %v\n", err)
+		if hint {
+			fmt.Fprintln(streams.Err, "Run 'batchpipe --help' for usage.")
+		}
 	}
 	if !o.statsBroken {
 		// Nothing was read; the file says so rather than keep an earlier

@@ -78,6 +78,7 @@ func (o *options) logger(w io.Writer) *slog.Logger {
 		opts.Level = slog.LevelDebug
 	}
 	if o.logFormat == "json" {
+		opts.ReplaceAttr = durationUnits
 		return slog.New(slog.NewJSONHandler(w, opts))
 	}
 	return slog.New(slog.NewTextHandler(w, opts))
@@ -223,7 +224,11 @@ func (o *options) run(openSink func() (batcher.Sink, error)) error {
 		}
 		defer stop()
 		cfg.OnSettled = m.Observe
-		if !o.quiet {
+		switch {
+		case o.quiet:
+		case o.logFormat == "json":
+			jsonLogger(errw).Info("metrics at http://" + addr + "/metrics")
+		default:
 			fmt.Fprintf(errw, "batchpipe: metrics at http://%s/metrics\n", addr)
 		}
 	}
@@ -275,7 +280,11 @@ func (o *options) run(openSink func() (batcher.Sink, error)) error {
 					if finishing.Load() {
 						what = "committing the offsets of what was delivered"
 					}
-					fmt.Fprintf(errw, "batchpipe: %v: %s (%v again to abandon it)\n", s, what, s)
+					if o.logFormat == "json" {
+						jsonLogger(errw).Warn(fmt.Sprintf("%v: %s (%v again to abandon it)", s, what, s), "signal", s.String())
+					} else {
+						fmt.Fprintf(errw, "batchpipe: %v: %s (%v again to abandon it)\n", s, what, s)
+					}
 				default:
 					abandon(fmt.Errorf("second signal (%v)", s))
 				}
@@ -408,6 +417,14 @@ func exitStatus(st batcher.Stats, runErr error, sig os.Signal) int {
 func (o *options) report(st batcher.Stats, runErr error, sig os.Signal, extra ...string) error {
 	w := o.streams.Err
 	code := exitStatus(st, runErr, sig)
+	if o.logFormat == "json" {
+		o.reportJSON(st, runErr, code, extra)
+		o.writeStats(w, st, &code, runErr)
+		if code == exitOK {
+			return nil
+		}
+		return exitError(code)
+	}
 	if !o.quiet {
 		fmt.Fprintln(w, summary(st))
 		for _, l := range extra {
@@ -417,19 +434,62 @@ func (o *options) report(st batcher.Stats, runErr error, sig os.Signal, extra ..
 	switch code {
 	case exitFailed:
 		if st.Undelivered > 0 {
-			fmt.Fprintf(w, "batchpipe: %d of %d records not delivered\n", st.Undelivered, st.Read)
+			fmt.Fprintf(w, "batchpipe: %d of %s not delivered\n", st.Undelivered, count(st.Read, "record", "records"))
 		}
 		if runErr != nil {
 			fmt.Fprintf(w, "batchpipe: %v\n", runErr)
 		}
 	case exitDeadLettered:
-		fmt.Fprintf(w, "batchpipe: completed, %d records dead-lettered to %s\n", st.DeadLettered, o.deadLetter)
+		fmt.Fprintf(w, "batchpipe: completed, %s dead-lettered to %s\n", count(st.DeadLettered, "record", "records"), o.deadLetter)
 	}
 	o.writeStats(w, st, &code, runErr)
 	if code == exitOK {
 		return nil
 	}
 	return exitError(code)
+}
+
+// reportJSON is report for --log-format json: the summary and what went
+// wrong as JSON log records.
+func (o *options) reportJSON(st batcher.Stats, runErr error, code int, extra []string) {
+	log := jsonLogger(o.streams.Err)
+	if !o.quiet {
+		args := []any{"records_read", st.Read, "bytes_read", st.BytesRead, "elapsed", st.Elapsed,
+			"records_delivered", st.Delivered, "batches_delivered", st.BatchesDone, "batches_partly_delivered", st.BatchesPartly,
+			"flush_reasons", st.Reasons, "records_dead_lettered", st.DeadLettered, "records_undelivered", st.Undelivered,
+			"retries", st.Retries, "exit_status", code}
+		if s := st.Elapsed.Seconds(); s > 0 {
+			args = append(args, "records_per_second", float64(st.Read)/s)
+		}
+		if len(extra) > 0 {
+			args = append(args, "kafka", strings.Join(extra, "; "))
+		}
+		log.Info("summary", args...)
+	}
+	switch code {
+	case exitFailed:
+		args := []any{"records_undelivered", st.Undelivered, "records_read", st.Read, "exit_status", code}
+		if runErr != nil {
+			args = append(args, "error", runErr.Error())
+		}
+		log.Error("records not delivered", args...)
+	case exitDeadLettered:
+		log.Warn("completed, records dead-lettered", "records_dead_lettered", st.DeadLettered, "dead_letter", o.deadLetter, "exit_status", code)
+	}
+}
+
+// jsonLogger logs JSON to w at every level, durations with their unit
+// ("1.5s"): slog would write them as a bare count of nanoseconds.
+func jsonLogger(w io.Writer) *slog.Logger {
+	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug, ReplaceAttr: durationUnits}))
+}
+
+// durationUnits writes a duration as text with its unit.
+func durationUnits(_ []string, a slog.Attr) slog.Attr {
+	if a.Value.Kind() == slog.KindDuration {
+		return slog.String(a.Key, a.Value.Duration().String())
+	}
+	return a
 }
 
 // summary is the line printed at exit.
@@ -439,7 +499,13 @@ func summary(st batcher.Stats) string {
 	if s := st.Elapsed.Seconds(); s > 0 && st.Read > 0 {
 		fmt.Fprintf(&b, " (%s records/s)", monitor.Count(int64(float64(st.Read)/s)))
 	}
-	fmt.Fprintf(&b, ", %d delivered in %s", st.Delivered, count(st.BatchesDone, "batch", "batches"))
+	// A batch of which part was delivered counts: "40 delivered in 0
+	// batches" would say nothing arrived whole or not.
+	fmt.Fprintf(&b, ", %d delivered in %s", st.Delivered, count(st.BatchesDone+st.BatchesPartly, "batch", "batches"))
+	var notes []string
+	if st.BatchesPartly > 0 {
+		notes = append(notes, fmt.Sprintf("%d in part", st.BatchesPartly))
+	}
 	var reasons []string
 	for _, r := range []string{"size", "bytes", "linger", "eof", "signal", "flush"} {
 		if n := st.Reasons[r]; n > 0 {
@@ -447,7 +513,10 @@ func summary(st batcher.Stats) string {
 		}
 	}
 	if len(reasons) > 0 {
-		fmt.Fprintf(&b, " (flushed: %s)", strings.Join(reasons, ", "))
+		notes = append(notes, "flushed: "+strings.Join(reasons, ", "))
+	}
+	if len(notes) > 0 {
+		fmt.Fprintf(&b, " (%s)", strings.Join(notes, "; "))
 	}
 	fmt.Fprintf(&b, ", %d dead-lettered, %d undelivered, %s", st.DeadLettered, st.Undelivered, count(st.Retries, "retry", "retries"))
 	return b.String()
