@@ -349,3 +349,53 @@ func TestJSONLogsAndSummaryCounts(t *testing.T) {
 		t.Errorf("text summary:\n%s", r.stderr)
 	}
 }
+
+// Settings that made no sense were taken without a word; sizes people
+// write were refused; errors quoted Go's internals.
+func TestSettingsRefusedOrTaken(t *testing.T) {
+	dir := t.TempDir()
+	out := filepath.Join(dir, "out")
+	input := filepath.Join(dir, "input")
+	if err := os.WriteFile(input, []byte("a\nb\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--backoff", "10s", "--max-backoff", "1s", "file", out}, "--backoff 10s is longer than --max-backoff 1s"},
+		{[]string{"-d", "", "file", out}, "-d takes a single byte"},
+		{[]string{"-b", "999999999G", "file", out}, "is more than 4GiB"},
+		{[]string{"file", "--per-batch", filepath.Join(dir, "{topic}-{seq}"), out}, ""}, // PATH and --per-batch: already refused
+		{[]string{"file", "--per-batch", filepath.Join(dir, "{topic}-{seq}")}, "{topic} and {partition} are those of Kafka records"},
+		{[]string{"--dead-letter", out, "file", out}, "is the output too"},
+		{[]string{"--dead-letter", "./" + filepath.Base(out), "file", out}, ""},
+		{[]string{"--topic", "t", "--kafka-brokers", "127.0.0.1:1", "file", out}, "data waits on stdin"},
+		{[]string{"-n", "abc", "file", out}, `invalid argument "abc" for "-n, --max-records" flag: not a whole number`},
+		{[]string{"-t", "5", "file", out}, "a duration needs a unit"},
+	} {
+		f, err := os.Open(input)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := exec.Command(bin, tc.args...)
+		c.Dir = dir
+		c.Stdin = f
+		b, _ := c.CombinedOutput()
+		f.Close()
+		keepOutput(string(b))
+		if c.ProcessState.ExitCode() != 2 || !strings.Contains(string(b), tc.want) || strings.Contains(string(b), "strconv") {
+			t.Errorf("%q: exit %d, want 2 and %q:\n%s", tc.args, c.ProcessState.ExitCode(), tc.want, b)
+		}
+		if _, err := os.Stat(out); err == nil {
+			t.Errorf("%q: the run went ahead", tc.args)
+			os.Remove(out)
+		}
+	}
+	// Sizes as people write them.
+	for _, size := range []string{"1m", "64kb", "1.5M", "2MB"} {
+		if r := run(t, strings.NewReader("a\n"), "-b", size, "file", os.DevNull); r.code != 0 {
+			t.Errorf("-b %s: exit %d: %s", size, r.code, r.stderr)
+		}
+	}
+}

@@ -119,12 +119,13 @@ func TestParseSize(t *testing.T) {
 	for in, want := range map[string]int64{
 		"0": 0, "1000": 1000, "64KiB": 64 << 10, "64K": 64 << 10, "64k": 64 << 10, "4MB": 4000000,
 		"1MiB": 1 << 20, "2G": 2 << 30, "3GB": 3000000000, "10B": 10, "1 MiB": 1 << 20,
+		"1m": 1 << 20, "64kb": 64000, "1.5M": 3 << 19, "1.5MB": 1500000, "0.5k": 512, "4GiB": 4 << 30,
 	} {
 		if got, err := parseSize(in); err != nil || got != want {
 			t.Errorf("%q: %d %v, want %d", in, got, err, want)
 		}
 	}
-	for _, in := range []string{"", "x", "-1", "1.5MB", "1TB", "99999999999GiB"} {
+	for _, in := range []string{"", "x", "-1", "1.5B", "1TB", "99999999999GiB", "999999999G", "5G", "1e3", "1/2K", "+1", "K"} {
 		if _, err := parseSize(in); err == nil {
 			t.Errorf("%q accepted", in)
 		}

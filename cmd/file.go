@@ -1,6 +1,8 @@
 package cmd
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/batchpipe/batchpipe/batcher"
@@ -16,6 +18,22 @@ const fileExamples = `  # append batches to a file, fsynced before they count as
 
   # to stdout
   seq 10 | batchpipe -n 3 file -`
+
+// samePath reports whether a and b name the same file: the same path, or
+// the same existing file by another name.
+func samePath(a, b string) bool {
+	if filepath.Clean(a) == filepath.Clean(b) {
+		return true
+	}
+	absA, errA := filepath.Abs(a)
+	absB, errB := filepath.Abs(b)
+	if errA == nil && errB == nil && absA == absB {
+		return true
+	}
+	fa, errA := os.Stat(a)
+	fb, errB := os.Stat(b)
+	return errA == nil && errB == nil && os.SameFile(fa, fb)
+}
 
 func newFileCmd(o *options) *cobra.Command {
 	var perBatch string
@@ -48,6 +66,8 @@ put {run} in it too where runs write to the same place.`,
 				return usagef("file: give one PATH (- for stdout) or --per-batch TEMPLATE")
 			case perBatch == "" && args[0] == "-" && opt.Fsync:
 				return usagef("file: --fsync makes no sense with stdout")
+			case perBatch == "" && o.deadLetter != "" && samePath(o.deadLetter, args[0]):
+				return usagef("file: --dead-letter %s is the output too: failed batches would be appended to what they failed to reach", o.deadLetter)
 			case !o.kafka.enabled() && (strings.Contains(perBatch, "{topic}") || strings.Contains(perBatch, "{partition}")):
 				return usagef("file: {topic} and {partition} are those of Kafka records: give --topic, or take them out of --per-batch")
 			}

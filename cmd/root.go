@@ -190,14 +190,14 @@ func newRoot(o *options) *cobra.Command {
 	o.maxBytes = 1 << 20
 	o.maxRecordBytes = 64 << 20
 	f.IntVarP(&o.maxRecords, "max-records", "n", 1000, "flush a batch when it holds this many records")
-	f.VarP(&o.maxBytes, "max-bytes", "b", "flush before a batch would pass this size, records plus delimiters (64KiB, 4MB…)")
+	f.VarP(&o.maxBytes, "max-bytes", "b", "flush before a batch would pass this size, records plus delimiters (64k, 1m, 1.5M, 4MB…; K, M, G are powers of 1024, KB, MB, GB of 1000; at most 4GiB)")
 	f.DurationVarP(&o.linger, "linger", "t", time.Second, "flush a batch once its oldest record has waited this long (0: never)")
 	f.BoolVarP(&o.null, "null", "0", false, "records end with NUL instead of newline")
 	f.StringVarP(&o.delimiter, "delimiter", "d", "", "records end with this single byte (\\n, \\t, \\0 or one character)")
 	f.Var(&o.maxRecordBytes, "max-record-bytes", "refuse a record longer than this (it is not delivered; exit 1)")
 	f.IntVarP(&o.parallel, "parallel", "j", 1, "batches delivered at once")
 	f.IntVar(&o.retries, "retries", 3, "re-deliver a failed batch up to this many times, with backoff")
-	f.DurationVar(&o.backoff, "backoff", 500*time.Millisecond, "first retry waits up to this long; doubles each retry, with full jitter")
+	f.DurationVar(&o.backoff, "backoff", 500*time.Millisecond, "first retry waits up to this long; doubles each retry, with full jitter (not above --max-backoff)")
 	f.DurationVar(&o.maxBackoff, "max-backoff", 30*time.Second, "no retry waits longer than this")
 	f.StringVar(&o.deadLetter, "dead-letter", "", "append batches that still fail after retries to this file, as they were read, and carry on (exit 3); kafka:TOPIC produces them to a Kafka topic")
 	f.BoolVar(&o.followSymlinks, "follow-symlinks", false, "write through a symbolic link at the output or dead-letter path (refused by default)")

@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"github.com/batchpipe/batchpipe/batcher"
 	"github.com/batchpipe/batchpipe/monitor"
@@ -41,6 +42,8 @@ func (o *options) config() (batcher.Config, error) {
 		return cfg, usagef("--retries must not be negative, not %d", o.retries)
 	case o.backoff < 0 || o.maxBackoff < 0:
 		return cfg, usagef("--backoff and --max-backoff must not be negative")
+	case o.backoff > o.maxBackoff:
+		return cfg, usagef("--backoff %v is longer than --max-backoff %v: no retry would wait as long as the first is meant to", o.backoff, o.maxBackoff)
 	case o.shutdownTimeout < 0:
 		return cfg, usagef("--shutdown-timeout must not be negative, not %v", o.shutdownTimeout)
 	}
@@ -91,6 +94,9 @@ func (o *options) delim() (byte, error) {
 	if o.null {
 		return 0, nil
 	}
+	if f := o.flags.Lookup("delimiter"); f != nil && f.Changed && o.delimiter == "" {
+		return 0, usagef("-d takes a single byte (or \\n, \\t, \\r, \\0), not an empty string")
+	}
 	switch o.delimiter {
 	case "", `\n`:
 		return '\n', nil
@@ -135,6 +141,9 @@ func (o *options) run(openSink func() (batcher.Sink, error)) error {
 	}
 	if err := o.checkKafka(); err != nil {
 		return err
+	}
+	if o.kafka.enabled() && waiting(o.streams.In) {
+		return usagef("--topic reads Kafka, but data waits on stdin, which would be ignored: leave out --topic to read stdin, or give no input")
 	}
 	if o.statsFile != "" {
 		// Found now, not at exit: and a report from an earlier run no
@@ -331,6 +340,30 @@ func (o *options) run(openSink func() (batcher.Sink, error)) error {
 	default:
 	}
 	return o.report(st, runErr, sig, extra...)
+}
+
+// waiting reports whether in is a file with bytes left to read or a pipe
+// with bytes in it: input that a run reading Kafka would ignore. (A pipe
+// whose writer has not written yet cannot be told from an idle one.)
+func waiting(in io.Reader) bool {
+	f, ok := in.(*os.File)
+	if !ok {
+		return false
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		return false
+	}
+	switch {
+	case fi.Mode().IsRegular():
+		off, err := f.Seek(0, io.SeekCurrent)
+		return err == nil && fi.Size() > off
+	case fi.Mode()&os.ModeNamedPipe != 0:
+		var n int32
+		_, _, errno := syscall.Syscall(syscall.SYS_IOCTL, f.Fd(), syscall.TIOCINQ, uintptr(unsafe.Pointer(&n)))
+		return errno == 0 && n > 0
+	}
+	return false
 }
 
 // showProgress decides whether the status line is drawn: with --progress
