@@ -3,8 +3,8 @@ package cmd
 import (
 	"errors"
 	"fmt"
-	"regexp"
 	"os"
+	"regexp"
 	"strings"
 
 	"github.com/spf13/cobra"
