@@ -14,7 +14,9 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/creack/pty"
 )
@@ -397,5 +399,35 @@ func TestSettingsRefusedOrTaken(t *testing.T) {
 		if r := run(t, strings.NewReader("a\n"), "-b", size, "file", os.DevNull); r.code != 0 {
 			t.Errorf("-b %s: exit %d: %s", size, r.code, r.stderr)
 		}
+	}
+}
+
+// A server that never answers gets a word within seconds, not silence
+// until --timeout (30s).
+func TestHTTPSilentServerIsReported(t *testing.T) {
+	srv := newHTTPSink(t, nil, func(w http.ResponseWriter, r *http.Request, body []byte) int {
+		<-r.Context().Done()
+		return 0
+	})
+	began := time.Now()
+	p := start(t, "http", srv.URL+"/ingest")
+	p.write("a\n")
+	p.stdin.Close()
+	got := make(chan string, 1)
+	go func() { got <- p.waitFor("no response after") }()
+	deadline := time.NewTimer(15 * time.Second)
+	defer deadline.Stop()
+	select {
+	case line := <-got:
+		if took := time.Since(began); took > 15*time.Second || !strings.Contains(line, "--timeout 30s") {
+			t.Errorf("after %v: %q", took, line)
+		}
+	case <-deadline.C:
+		t.Errorf("nothing said about a silent server in 15s; stderr:\n%s", p.stderr())
+	}
+	p.signal(syscall.SIGTERM)
+	p.signal(syscall.SIGTERM)
+	if code := p.wait(); code != 1 {
+		t.Errorf("exit %d after two signals", code)
 	}
 }

@@ -32,6 +32,12 @@ line breaks inside a record (pretty-printed JSON read with -0) into spaces and
 changes nothing else. The Content-Type is text/plain, application/x-ndjson or
 application/json unless --content-type says otherwise.
 
+--timeout bounds each request, from connecting to the end of the response
+(30s by default); a request still unanswered after 5s gets a warning then,
+not only at --timeout. A server that never answers holds a batch at most (1 + --retries) ×
+--timeout plus the backoff between (about 2 minutes by default) before it
+goes to --dead-letter or stops the run.
+
 A 2xx response is success. Connection errors, timeouts, 408, 429 and 5xx
 other than 501 and 505 are retried (--retries, --backoff), waiting as long
 as the response's Retry-After asks, up to --max-backoff. Any other status, including
@@ -81,7 +87,10 @@ func newHTTPCmd(o *options) *cobra.Command {
 			if cfg.Timeout <= 0 {
 				return usagef("http: --timeout must be positive, not %v", cfg.Timeout)
 			}
-			return o.run(func() (batcher.Sink, error) { return sinks.NewHTTP(cfg) })
+			return o.run(func() (batcher.Sink, error) {
+				cfg.Logger = o.log
+				return sinks.NewHTTP(cfg)
+			})
 		},
 	}
 	f := c.Flags()

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"strings"
 	"time"
@@ -63,6 +64,7 @@ type options struct {
 	// diag is where diagnostics go once a run has started: stderr, or
 	// through the progress line when there is one.
 	diag io.Writer
+	log  *slog.Logger // the run's logger, once it has started
 	// out is where output goes (file -, commands' stdout): stdout, or
 	// through the progress line when both show on one terminal.
 	out io.Writer

@@ -176,7 +176,7 @@ func (o *options) run(openSink func() (batcher.Sink, error)) error {
 		}
 	}
 	cfg.Logger = o.logger(errw)
-	o.diag = errw
+	o.diag, o.log = errw, cfg.Logger
 
 	dlTopic, dlKafka := strings.CutPrefix(o.deadLetter, "kafka:")
 	var kr *kafkaRun

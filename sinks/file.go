@@ -96,11 +96,12 @@ func (s *File) write(body []byte) error {
 	}
 	if s.f == nil {
 		if _, err := s.w.Write(body); err != nil {
-			return fmt.Errorf("file sink: write %s: %w", s.path, err)
+			return fmt.Errorf("file sink: write %s: %w", s.path, bare(err))
 		}
 		return nil
 	}
 	if n, err := s.f.Write(body); err != nil {
+		err = bare(err)
 		// The batch began n bytes before the end: found after the failure,
 		// so a write that succeeds costs no extra system call.
 		if fi, serr := s.f.Stat(); n > 0 && serr == nil && fi.Mode().IsRegular() {
@@ -113,10 +114,19 @@ func (s *File) write(body []byte) error {
 	}
 	if s.fsync {
 		if err := s.f.Sync(); err != nil {
-			return fmt.Errorf("file sink: fsync %s: %w", s.path, err)
+			return fmt.Errorf("file sink: fsync %s: %w", s.path, bare(err))
 		}
 	}
 	return nil
+}
+
+// bare drops the operation and path an *os.File error repeats, for a
+// message that names them already: not "write x: write x: no space".
+func bare(err error) error {
+	if pe, ok := err.(*fs.PathError); ok {
+		return pe.Err
+	}
+	return err
 }
 
 // Close closes the file.

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptrace"
@@ -47,6 +48,12 @@ type HTTPConfig struct {
 	// pool of kept-alive connections. Default 1.
 	Parallel int
 
+	// Logger, if set, is told of a request with no answer after
+	// SlowAfter (default 5s), so a server that never answers is not met
+	// with silence until --timeout.
+	Logger    *slog.Logger
+	SlowAfter time.Duration
+
 	CACert   string // PEM file of the CAs to trust instead of the system roots
 	Cert     string // PEM client certificate, for mutual TLS; needs Key
 	Key      string // PEM private key of Cert
@@ -76,6 +83,8 @@ type HTTP struct {
 	timeout  time.Duration
 	client   *http.Client
 	now      func() time.Time // for Retry-After dates
+	log      *slog.Logger
+	slow     time.Duration
 
 	red *redactor // cuts header values and URL parts out of what a server says
 
@@ -117,6 +126,15 @@ func NewHTTP(cfg HTTPConfig) (*HTTP, error) {
 	}
 	endpoint := redactURL(u)
 	switch {
+	case !strings.Contains(cfg.URL, "://"):
+		// "localhost:8080/x" parses as scheme "localhost": name the host
+		// as given, without user info, path or query.
+		host, _, _ := strings.Cut(cfg.URL, "/")
+		if i := strings.LastIndexByte(host, '@'); i >= 0 {
+			host = host[i+1:]
+		}
+		host, _, _ = strings.Cut(host, "?")
+		return nil, fmt.Errorf("http sink: URL has no http:// or https:// in front: give http://%s/… or https://%s/…", host, host)
 	case u.Scheme != "http" && u.Scheme != "https":
 		return nil, fmt.Errorf("http sink: URL %s: want an http:// or https:// URL", endpoint)
 	case u.Host == "":
@@ -192,8 +210,10 @@ func NewHTTP(cfg HTTPConfig) (*HTTP, error) {
 				return http.ErrUseLastResponse
 			},
 		},
-		now: time.Now,
-		red: newRedactor(cfg.Header, u),
+		now:  time.Now,
+		red:  newRedactor(cfg.Header, u),
+		log:  cfg.Logger,
+		slow: cmp.Or(cfg.SlowAfter, 5*time.Second),
 	}, nil
 }
 
@@ -395,6 +415,12 @@ func (s *HTTP) post(ctx context.Context, sc *scratch, u string, body []byte) (in
 		req.Body = http.NoBody
 	}
 
+	if s.log != nil && s.slow < s.timeout {
+		waited := time.AfterFunc(s.slow, func() {
+			s.log.Warn(fmt.Sprintf("http sink: %s %s: no response after %v; waiting up to --timeout %v", s.method, s.endpoint, s.slow, s.timeout))
+		})
+		defer waited.Stop()
+	}
 	resp, err := s.client.Do(req)
 	if err != nil {
 		return 0, s.requestError(ctx, rctx, err)
