@@ -431,3 +431,29 @@ func TestHTTPSilentServerIsReported(t *testing.T) {
 		t.Errorf("exit %d after two signals", code)
 	}
 }
+
+// With --format ndjson, blank lines and a byte order mark do not fail the
+// run, as they do not trouble jq or ClickHouse: a blank line is passed on
+// as an empty line, counted as delivered, and the mark is left out.
+func TestNDJSONBlankLinesAndBOM(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "out")
+	r := run(t, strings.NewReader("\xEF\xBB\xBF{\"a\":1}\n\n{\"b\":2}\n  \n"), "file", "--format", "ndjson", out)
+	if r.code != 0 || !strings.Contains(r.stderr, "4 delivered") {
+		t.Fatalf("exit %d; stderr:\n%s", r.code, r.stderr)
+	}
+	if got := readFile(t, out); got != "{\"a\":1}\n\n{\"b\":2}\n  \n" {
+		t.Errorf("wrote %q", got)
+	}
+}
+
+// Error texts name things as people wrote them, once.
+func TestErrorTexts(t *testing.T) {
+	r := run(t, strings.NewReader("x\n"), "http", "localhost:18080/ok")
+	if r.code != 2 || !strings.Contains(r.stderr, "give http://localhost:18080/…") || strings.Contains(r.stderr, ":///") {
+		t.Errorf("URL without a scheme: exit %d:\n%s", r.code, r.stderr)
+	}
+	r = run(t, strings.NewReader("x\n"), "--retries", "0", "file", "/dev/full")
+	if r.code != 1 || !strings.Contains(r.stderr, "file sink: write /dev/full: no space left on device") {
+		t.Errorf("/dev/full: exit %d:\n%s", r.code, r.stderr)
+	}
+}

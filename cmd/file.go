@@ -86,6 +86,6 @@ put {run} in it too where runs write to the same place.`,
 	}
 	c.Flags().StringVar(&perBatch, "per-batch", "", "write each batch to its own file named from this template ({seq}, {run}, {time}, {date}, {topic}, {partition})")
 	c.Flags().BoolVar(&opt.Fsync, "fsync", false, "fsync the file after each batch before it counts as delivered")
-	c.Flags().Var(&opt.Format, "format", "body format: lines (records as read), ndjson (one JSON value per line) or json (an array per batch)")
+	c.Flags().Var(&opt.Format, "format", "body format: lines (records as read), ndjson (one JSON value per line; blank lines pass as blank lines, a byte order mark is left out) or json (an array per batch)")
 	return c
 }

@@ -29,7 +29,9 @@ delimiter; ndjson is one JSON value per line; json is a JSON array of the
 records. With ndjson and json a record that is not valid JSON is rejected on
 its own, naming its position, and the rest of the batch is sent; ndjson turns
 line breaks inside a record (pretty-printed JSON read with -0) into spaces and
-changes nothing else. The Content-Type is text/plain, application/x-ndjson or
+changes nothing else. As jq and ClickHouse read NDJSON, a blank record goes
+as a blank line (delivered, and skipped by the reader), and a UTF-8 byte order
+mark starting a record is left out. The Content-Type is text/plain, application/x-ndjson or
 application/json unless --content-type says otherwise.
 
 --timeout bounds each request, from connecting to the end of the response
