@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"reflect"
+	"runtime/debug"
 	"strings"
 	"syscall"
 	"testing"
@@ -174,6 +175,25 @@ func TestSummaryCounts(t *testing.T) {
 	for _, want := range []string{"5 records", "in 2 batches (flushed: 1 size, 1 eof)", "3 retries"} {
 		if !strings.Contains(many, want) {
 			t.Errorf("%q lacks %q", many, want)
+		}
+	}
+}
+
+func TestVersionOf(t *testing.T) {
+	for _, tc := range []struct {
+		set  string
+		info *debug.BuildInfo
+		want string
+	}{
+		{"1.4.0", &debug.BuildInfo{Main: debug.Module{Version: "v9.9.9"}}, "1.4.0"},
+		{"dev", &debug.BuildInfo{Main: debug.Module{Version: "v1.2.3"}}, "v1.2.3"}, // go install …@v1.2.3
+		{"dev", &debug.BuildInfo{Main: debug.Module{Version: "(devel)"}, Settings: []debug.BuildSetting{
+			{Key: "vcs.revision", Value: "0123456789abcdef0123"}, {Key: "vcs.modified", Value: "true"}}}, "dev (0123456789ab, modified)"},
+		{"dev", &debug.BuildInfo{Main: debug.Module{Version: "(devel)"}}, "dev"},
+		{"dev", nil, "dev"},
+	} {
+		if got := versionOf(tc.set, tc.info); got != tc.want {
+			t.Errorf("versionOf(%q, %+v) = %q, want %q", tc.set, tc.info, got, tc.want)
 		}
 	}
 }

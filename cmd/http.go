@@ -9,8 +9,8 @@ import (
 	"github.com/spf13/cobra"
 )
 
-const httpExamples = `  # insert NDJSON rows into ClickHouse, 10000 per INSERT
-  batchpipe -n 10000 -t 1s http --format ndjson 'http://localhost:8123/?query=INSERT%20INTO%20logs%20FORMAT%20JSONEachRow' < logs.ndjson
+const httpExamples = `  # insert NDJSON rows into ClickHouse, 10000 per INSERT (-b 32M, or the default 1MiB cuts first)
+  batchpipe -n 10000 -b 32M -t 1s http --format ndjson 'http://localhost:8123/?query=INSERT%20INTO%20logs%20FORMAT%20JSONEachRow' < logs.ndjson
 
   # Influx line protocol into VictoriaMetrics, gzipped
   tail -F metrics.lp | batchpipe -n 5000 http --gzip http://localhost:8428/write

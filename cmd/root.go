@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"runtime/debug"
 	"strings"
 	"time"
 
@@ -15,8 +16,40 @@ import (
 	"github.com/spf13/pflag"
 )
 
-// version is set at build time: -ldflags "-X github.com/batchpipe/batchpipe/cmd.version=…".
+// version is set at build time: -ldflags "-X github.com/batchpipe/batchpipe/cmd.version=…";
+// else it comes from the build info (see versionOf).
 var version = "dev"
+
+func init() {
+	info, _ := debug.ReadBuildInfo()
+	version = versionOf(version, info)
+}
+
+// versionOf is the version to report: the one set at build time; else the
+// module's, which `go install …@v1.2.3` records; else the commit built from.
+func versionOf(set string, info *debug.BuildInfo) string {
+	if set != "dev" || info == nil {
+		return set
+	}
+	if v := info.Main.Version; v != "" && v != "(devel)" {
+		return v
+	}
+	var rev, modified string
+	for _, s := range info.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			rev = s.Value
+		case "vcs.modified":
+			if s.Value == "true" {
+				modified = ", modified"
+			}
+		}
+	}
+	if rev == "" {
+		return set
+	}
+	return "dev (" + rev[:min(len(rev), 12)] + modified + ")"
+}
 
 // Streams are the process's standard streams, passed in so tests can
 // replace them.
@@ -97,7 +130,8 @@ const rootHelp = `batchpipe groups a stream of records into batches and delivers
 to a sink: a file, a command or an HTTP endpoint. A batch is flushed when it
 holds --max-records records, when the next record would take it past
 --max-bytes, when its oldest record has waited --linger, at end of input, on
-SIGTERM/SIGINT (after which everything read is delivered) and on SIGUSR1.
+SIGTERM/SIGINT (after which everything read is delivered) and on SIGUSR1
+(pkill -USR1 -x batchpipe, as pidof names every batchpipe running).
 
 Records are read from stdin, one per line (or per NUL with -0, or per any
 byte with -d), and pass through byte for byte.
