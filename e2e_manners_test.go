@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -455,5 +456,137 @@ func TestErrorTexts(t *testing.T) {
 	r = run(t, strings.NewReader("x\n"), "--retries", "0", "file", "/dev/full")
 	if r.code != 1 || !strings.Contains(r.stderr, "file sink: write /dev/full: no space left on device") {
 		t.Errorf("/dev/full: exit %d:\n%s", r.code, r.stderr)
+	}
+}
+
+// The README's recipes that run here, pasted twice in a row: the second
+// run fares as the first. Each is checked to be in the README word for
+// word; only paths and URLs are swapped for local ones.
+func TestREADMERecipesTwice(t *testing.T) {
+	readme := readFile(t, "README.md")
+	dir := t.TempDir()
+	binDir := filepath.Dir(bin)
+	if filepath.Base(bin) != "batchpipe" {
+		// A build named otherwise: give the recipes its name.
+		binDir = t.TempDir()
+		if err := os.Symlink(bin, filepath.Join(binDir, "batchpipe")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write := func(name, data string, mode os.FileMode) {
+		t.Helper()
+		os.MkdirAll(filepath.Dir(filepath.Join(dir, name)), 0o755)
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(data), mode); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("testdata/sample.ndjson", readFile(t, "testdata/sample.ndjson"), 0o644)
+	write("upload.sh", "#!/bin/sh\ncat >/dev/null\n", 0o755)
+	write("items.txt", lines(1000, "item %d"), 0o644)
+	var rows strings.Builder
+	for i := range 20000 {
+		fmt.Fprintf(&rows, `{"ts":1763892002,"seq":%d,"user":"someone","method":"GET","path":"/search?q=shoes","status":200,"ms":39}`+"\n", i)
+	}
+	write("logs.ndjson", rows.String(), 0o644)
+	var mu sync.Mutex
+	var inserts []int
+	ch := newHTTPSink(t, nil, func(w http.ResponseWriter, r *http.Request, body []byte) int {
+		mu.Lock()
+		inserts = append(inserts, bytes.Count(body, []byte("\n")))
+		mu.Unlock()
+		return 200
+	})
+	for _, d := range []string{"spool", "lib", "data", "log"} {
+		os.MkdirAll(filepath.Join(dir, d), 0o755)
+	}
+	write("log/events.ndjson", readFile(t, "testdata/sample.ndjson"), 0o644)
+
+	for _, rc := range []struct {
+		recipe string
+		local  *strings.Replacer
+		setup  func()
+		check  func(stdout string)
+	}{
+		{recipe: "seq 10 | batchpipe -n 3 exec -- wc -l", check: func(out string) {
+			if strings.Fields(out) == nil || strings.Join(strings.Fields(out), ",") != "3,3,3,1" {
+				t.Errorf("wc -l said %q", out)
+			}
+		}},
+		{recipe: "batchpipe -n 100 -j 4 --retries 5 --dead-letter failed.txt exec -- ./upload.sh < items.txt"},
+		{recipe: "batchpipe -n 50 exec --args -- rm -f < files.txt", setup: func() {
+			var names []string
+			for i := range 120 {
+				name := fmt.Sprintf("f%d", i)
+				write(name, "", 0o644)
+				names = append(names, name)
+			}
+			write("files.txt", strings.Join(names, "\n")+"\n", 0o644)
+		}, check: func(string) {
+			if _, err := os.Stat(filepath.Join(dir, "f7")); err == nil {
+				t.Error("rm -f left f7")
+			}
+		}},
+		{recipe: "batchpipe -n 1000 file --per-batch 'out/{date}/{run}-{seq}.ndjson' < testdata/sample.ndjson"},
+		{recipe: "find . -print0 | batchpipe -0 -n 100 file -", check: func(out string) {
+			if !strings.Contains(out, "./items.txt\x00") {
+				t.Errorf("find's names did not come out: %.100q", out)
+			}
+		}},
+		{
+			recipe: "batchpipe -n 10000 -b 32M -t 1s --dead-letter bad-rows.ndjson \\\n  http --format ndjson 'http://localhost:8123/?query=INSERT%20INTO%20logs%20FORMAT%20JSONEachRow' < logs.ndjson",
+			local:  strings.NewReplacer("http://localhost:8123/", ch.URL+"/"),
+			setup: func() {
+				mu.Lock()
+				inserts = nil
+				mu.Unlock()
+			},
+			check: func(string) {
+				mu.Lock()
+				defer mu.Unlock()
+				if len(inserts) != 2 || inserts[0] != 10000 || inserts[1] != 10000 {
+					t.Errorf("rows per INSERT: %v, want 10000 twice", inserts)
+				}
+			},
+		},
+		{
+			recipe: "batchpipe -q -n 5000 --retries 5 --dead-letter /var/spool/batchpipe/failed.txt \\\n" +
+				"    --stats-file /var/lib/batchpipe/stats.json file --per-batch '/data/{date}/{run}-{seq}.ndjson' \\\n" +
+				"    < /var/log/app/events.ndjson || echo \"batchpipe exit $?\" | mail -s batchpipe ops",
+			local: strings.NewReplacer("/var/spool/batchpipe/", dir+"/spool/", "/var/lib/batchpipe/", dir+"/lib/",
+				"/data/", dir+"/data/", "/var/log/app/", dir+"/log/", "mail -s batchpipe ops", "cat >>alerts"),
+			check: func(string) {
+				if _, err := os.Stat(filepath.Join(dir, "alerts")); err == nil {
+					t.Errorf("the cron job alerted: %s", readFile(t, filepath.Join(dir, "alerts")))
+				}
+			},
+		},
+	} {
+		if !strings.Contains(readme, rc.recipe) {
+			t.Errorf("not in the README: %s", rc.recipe)
+			continue
+		}
+		cmd := rc.recipe
+		if rc.local != nil {
+			cmd = rc.local.Replace(cmd)
+		}
+		for i := range 2 {
+			if rc.setup != nil {
+				rc.setup()
+			}
+			c := exec.Command("sh", "-c", cmd)
+			c.Dir = dir
+			c.Env = append(os.Environ(), "PATH="+binDir+":"+os.Getenv("PATH"))
+			var stdout, stderr bytes.Buffer
+			c.Stdout, c.Stderr = &stdout, &stderr
+			err := c.Run()
+			keepOutput(stdout.String(), stderr.String())
+			if err != nil {
+				t.Errorf("run %d of %s: %v; stderr:\n%s", i+1, cmd, err, stderr.String())
+				continue
+			}
+			if rc.check != nil {
+				rc.check(stdout.String())
+			}
+		}
 	}
 }
