@@ -56,7 +56,7 @@ func TestExitStatusSeparatesUsageFromOutage(t *testing.T) {
 		{"topic missing", []string{"--kafka-brokers", kafka, "--topic", "nosuch", "--until-end", "file", "-"}, 69, false, `"nosuch"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			r := run(t, strings.NewReader("a\n"), tc.args...)
+			r := run(t, nil, tc.args...)
 			if r.code != tc.code || !strings.Contains(r.stderr, tc.want) {
 				t.Fatalf("exit %d, want %d saying %q; stderr:\n%s", r.code, tc.code, tc.want, r.stderr)
 			}
