@@ -41,3 +41,15 @@ func TestRedactorQuote(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkRedactorQuote is the cost of quoting an error page: paid once
+// per failed request, never on success.
+func BenchmarkRedactorQuote(b *testing.B) {
+	u, _ := url.Parse("https://u:pa55word-x@h/v1/hooks/PATHTOKEN9abcdef?api_key=QUERYTOKEN7abcdef&q=INSERT%20INTO%20logs")
+	r := newRedactor(http.Header{"Authorization": {"Bearer " + strings.Repeat("t0K3n", 9)}, "X-Api-Key": {"k3y-" + strings.Repeat("x", 40)}}, u)
+	page := []byte(strings.Repeat("error: something went wrong with the request; ", 12))
+	b.SetBytes(int64(len(page)))
+	for b.Loop() {
+		r.quote(page, 512)
+	}
+}
