@@ -360,10 +360,20 @@ func waiting(in io.Reader) bool {
 		return err == nil && fi.Size() > off
 	case fi.Mode()&os.ModeNamedPipe != 0:
 		var n int32
-		_, _, errno := syscall.Syscall(syscall.SYS_IOCTL, f.Fd(), syscall.TIOCINQ, uintptr(unsafe.Pointer(&n)))
+		var errno syscall.Errno
+		withFd(f, func(fd uintptr) {
+			_, _, errno = syscall.Syscall(syscall.SYS_IOCTL, fd, syscall.TIOCINQ, uintptr(unsafe.Pointer(&n)))
+		})
 		return errno == 0 && n > 0
 	}
 	return false
+}
+
+// withFd calls do with f's descriptor. Unlike f.Fd, it leaves f in the
+// mode it was, non-blocking or not.
+func withFd(f *os.File, do func(fd uintptr)) bool {
+	rc, err := f.SyscallConn()
+	return err == nil && rc.Control(do) == nil
 }
 
 // showProgress decides whether the status line is drawn: with --progress
@@ -388,14 +398,16 @@ func sameTerminal(a, b io.Writer) bool {
 		return false
 	}
 	fb, ok := b.(*os.File)
-	if !ok || !isatty.IsTerminal(fa.Fd()) || !isatty.IsTerminal(fb.Fd()) {
+	if !ok {
 		return false
 	}
 	var sa, sb syscall.Stat_t
-	if syscall.Fstat(int(fa.Fd()), &sa) != nil || syscall.Fstat(int(fb.Fd()), &sb) != nil {
-		return false
+	terminal := func(f *os.File, st *syscall.Stat_t) bool {
+		is := false
+		withFd(f, func(fd uintptr) { is = isatty.IsTerminal(fd) && syscall.Fstat(int(fd), st) == nil })
+		return is
 	}
-	return sa.Rdev == sb.Rdev
+	return terminal(fa, &sa) && terminal(fb, &sb) && sa.Rdev == sb.Rdev
 }
 
 // finishKafka runs kr.finish for no longer than --kafka-timeout, and not
