@@ -614,3 +614,20 @@ func TestREADMERecipesTwice(t *testing.T) {
 		}
 	}
 }
+
+// Commands get the run's ID as BATCHPIPE_RUN: one per run, sorting in the
+// order runs started.
+func TestExecGetsRunID(t *testing.T) {
+	var ids []string
+	for range 2 {
+		r := run(t, strings.NewReader("1\n2\n3\n4\n"), "-n", "2", "exec", "--", "sh", "-c", "echo $BATCHPIPE_RUN")
+		f := strings.Fields(r.stdout)
+		if r.code != 0 || len(f) != 2 || f[0] != f[1] || f[0] == "" {
+			t.Fatalf("exit %d, BATCHPIPE_RUN %q; stderr:\n%s", r.code, f, r.stderr)
+		}
+		ids = append(ids, f[0])
+	}
+	if ids[0] >= ids[1] {
+		t.Errorf("the second run's ID %q does not sort after the first's %q", ids[1], ids[0])
+	}
+}

@@ -26,6 +26,9 @@ Each run's environment is batchpipe's plus:
   BATCHPIPE_REASON    why the batch was flushed: size, bytes, linger, eof,
                       signal or flush
   BATCHPIPE_ATTEMPT   delivery attempt, from 1
+  BATCHPIPE_RUN       the run's ID, as {run} of file --per-batch: its start
+                      time and a random suffix, so that names made from it
+                      and BATCHPIPE_SEQ never repeat another run's
 and, when every record comes from one Kafka partition, BATCHPIPE_TOPIC,
 BATCHPIPE_PARTITION, BATCHPIPE_FIRST_OFFSET and BATCHPIPE_LAST_OFFSET.
 
