@@ -3,6 +3,7 @@ package batcher
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"testing"
 )
 
@@ -48,9 +49,11 @@ func BenchmarkPipeline(b *testing.B) {
 		name     string
 		batch, j int
 		block    bool
+		keys     int // with Key, records spread over this many keys
 	}{
-		{"records/n=1000/j=1", 1000, 1, false}, {"records/n=1000/j=4", 1000, 4, false}, {"records/n=10/j=1", 10, 1, false},
-		{"blocks/n=1000/j=1", 1000, 1, true}, {"blocks/n=10/j=1", 10, 1, true},
+		{"records/n=1000/j=1", 1000, 1, false, 0}, {"records/n=1000/j=4", 1000, 4, false, 0}, {"records/n=10/j=1", 10, 1, false, 0},
+		{"blocks/n=1000/j=1", 1000, 1, true, 0}, {"blocks/n=10/j=1", 10, 1, true, 0},
+		{"records/keys=10/n=1000/j=1", 1000, 1, false, 10}, {"records/keys=1/n=1000/j=1", 1000, 1, false, 1},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
 			line := append(bytes.Repeat([]byte{'x'}, 99), '\n')
@@ -58,6 +61,10 @@ func BenchmarkPipeline(b *testing.B) {
 			chunk := make([]Record, 650)
 			for i := range chunk {
 				chunk[i].Data = line[:99]
+				if bc.keys > 0 {
+					// "k3:xxx…": prefixKey finds the key before the ':'.
+					chunk[i].Data = fmt.Appendf(nil, "k%d:%s", i%bc.keys, line[:99-3])
+				}
 			}
 			src := &repeatSource{chunk: chunk, n: b.N}
 			if bc.block {
@@ -67,6 +74,9 @@ func BenchmarkPipeline(b *testing.B) {
 			b.ReportAllocs()
 			p := &Pipeline{Source: src, Sink: discard{},
 				Config: Config{MaxRecords: bc.batch, Parallel: bc.j, Delim: '\n', MaxBytes: 1 << 20}}
+			if bc.keys > 0 {
+				p.Key = prefixKey
+			}
 			b.ResetTimer()
 			st, err := p.Run(context.Background())
 			if err != nil || st.Delivered != int64(b.N) {

@@ -5,8 +5,8 @@ import (
 	"time"
 )
 
-// Stats counts what a run did. Read = Delivered + DeadLettered + Undelivered
-// once the run is over.
+// Stats counts what a run did. Read = Delivered + DeadLettered +
+// Undelivered + Returned once the run is over.
 type Stats struct {
 	Read         int64 // records received from the source
 	BytesRead    int64 // their bytes, delimiters included
@@ -14,11 +14,17 @@ type Stats struct {
 	DeadLettered int64 // records written to the dead letter
 	Undelivered  int64 // records neither delivered nor dead-lettered
 	InFlight     int64 // records flushed and not yet settled
+	// Returned counts records read but given back to the source unsent,
+	// for it to read again: their Kafka partition went to another member,
+	// or a stop came in the middle of a batch cut before (exactly once).
+	// They are not committed.
+	Returned int64
 
 	Batches        int64 // batches flushed
 	BatchesDone    int64 // batches delivered in full
 	BytesDelivered int64
 	Retries        int64 // delivery attempts after the first
+	Reformed       int64 // batches cut again where an earlier run planned them
 
 	Reasons map[string]int64 // batches flushed, by reason
 	Elapsed time.Duration
@@ -33,6 +39,8 @@ type counters struct {
 	deadLettered   atomic.Int64
 	undelivered    atomic.Int64
 	inFlight       atomic.Int64
+	returned       atomic.Int64
+	reformed       atomic.Int64
 	batches        atomic.Int64
 	batchesDone    atomic.Int64
 	bytesDelivered atomic.Int64
@@ -48,6 +56,8 @@ func (c *counters) snapshot() Stats {
 		DeadLettered:   c.deadLettered.Load(),
 		Undelivered:    c.undelivered.Load(),
 		InFlight:       c.inFlight.Load(),
+		Returned:       c.returned.Load(),
+		Reformed:       c.reformed.Load(),
 		Batches:        c.batches.Load(),
 		BatchesDone:    c.batchesDone.Load(),
 		BytesDelivered: c.bytesDelivered.Load(),
