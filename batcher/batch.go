@@ -116,8 +116,10 @@ type Batch struct {
 	First  Pos    // position of its first record
 	Delim  byte
 
-	// Key is the batch's key with Config.Key: all its records have it.
-	Key string
+	// Key is the batch's key with Config.Key (Keyed): all its records
+	// have it.
+	Key   string
+	Keyed bool
 	// Reformed says the batch was cut where an earlier run planned it.
 	Reformed bool
 

@@ -268,7 +268,7 @@ func (a *aggregator) closeKeyed(o *keyedBatch, why Reason) {
 		}
 	}
 	b := o.b
-	b.Key = o.key
+	b.Key, b.Keyed = o.key, true
 	p := a.p
 	if o.plan != 0 {
 		if o.last != o.plan-1 {
