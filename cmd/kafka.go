@@ -39,6 +39,7 @@ type kafkaOptions struct {
 	commitInterval time.Duration
 	timeout        time.Duration
 	sessionTimeout time.Duration
+	exactlyOnce    bool
 
 	tls      bool
 	caFile   string
@@ -61,6 +62,7 @@ func (k *kafkaOptions) addFlags(f *pflag.FlagSet) {
 	f.DurationVar(&k.commitInterval, "commit-interval", time.Second, "with --group, commit delivered offsets this often (and at rebalance and exit)")
 	f.DurationVar(&k.timeout, "kafka-timeout", 30*time.Second, "give up (exit 1) when no broker has answered, or the group has assigned no partitions, for this long; also the longest the final commit waits")
 	f.DurationVar(&k.sessionTimeout, "kafka-session-timeout", 10*time.Second, "with --group, how long the group waits for a member that stopped answering; brokers refuse values below their group.min.session.timeout.ms, 6s by default (exit 2)")
+	f.BoolVar(&k.exactlyOnce, "exactly-once", false, "with --group: one partition per batch, each batch's offsets stored in the group before delivery, so every later attempt forms the same batches (see README: Exactly once)")
 	f.BoolVar(&k.tls, "kafka-tls", false, "connect to Kafka with TLS")
 	f.StringVar(&k.caFile, "kafka-cacert", "", "PEM file of CA certificates for Kafka TLS (implies --kafka-tls)")
 	f.StringVar(&k.certFile, "kafka-cert", "", "PEM client certificate for Kafka TLS, with --kafka-key")
@@ -80,6 +82,9 @@ func (o *options) checkKafka() error {
 		f := o.flags.Lookup(name)
 		return f != nil && f.Changed
 	}
+	if !k.enabled() && k.exactlyOnce {
+		return usagef("--exactly-once reads Kafka with --group: stdin cannot be read again, so a batch cannot be formed again")
+	}
 	if !k.enabled() {
 		for _, name := range []string{"partitions", "from", "group", "until-end", "limit", "envelope", "commit-interval", "kafka-session-timeout"} {
 			if changed(name) {
@@ -91,6 +96,8 @@ func (o *options) checkKafka() error {
 	switch {
 	case k.group != "" && len(k.partitions) > 0:
 		return usagef("--partitions and --group: the group assigns partitions; give one")
+	case k.exactlyOnce && k.group == "":
+		return usagef("--exactly-once needs --group: the batches' offsets are stored with the group's")
 	case k.limit < 0:
 		return usagef("--limit must not be negative, not %d", k.limit)
 	case k.envelope != "" && k.envelope != "json":
@@ -190,6 +197,7 @@ func (o *options) openKafka(logger *slog.Logger) (*kafkaRun, error) {
 		CommitInterval: k.commitInterval,
 		Timeout:        k.timeout,
 		Logger:         logger,
+		ExactlyOnce:    k.exactlyOnce,
 	})
 	if err != nil {
 		client.Close()

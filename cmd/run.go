@@ -163,6 +163,9 @@ func (o *options) run(openSink func() (batcher.Sink, error)) error {
 		}()
 		if kr.src != nil {
 			p.Source = kr.src
+			if o.kafka.exactlyOnce {
+				cfg.Key, cfg.Plan = batcher.PartitionKey, kr.src.PlanBatch
+			}
 			o.kafkaLag = kr.src.Lag
 			if progress != nil {
 				progress.Lag = kr.totalLag
@@ -385,7 +388,7 @@ func summary(st batcher.Stats) string {
 	}
 	fmt.Fprintf(&b, ", %d delivered in %s", st.Delivered, count(st.BatchesDone, "batch", "batches"))
 	var reasons []string
-	for _, r := range []string{"size", "bytes", "linger", "eof", "signal", "flush"} {
+	for _, r := range []string{"size", "bytes", "linger", "eof", "signal", "flush", "keys", "buffered", "planned", "key"} {
 		if n := st.Reasons[r]; n > 0 {
 			reasons = append(reasons, fmt.Sprintf("%d %s", n, r))
 		}
@@ -394,6 +397,12 @@ func summary(st batcher.Stats) string {
 		fmt.Fprintf(&b, " (flushed: %s)", strings.Join(reasons, ", "))
 	}
 	fmt.Fprintf(&b, ", %d dead-lettered, %d undelivered, %s", st.DeadLettered, st.Undelivered, count(st.Retries, "retry", "retries"))
+	if st.Reformed > 0 {
+		fmt.Fprintf(&b, ", %s re-formed as planned before", count(st.Reformed, "batch", "batches"))
+	}
+	if st.Returned > 0 {
+		fmt.Fprintf(&b, ", %d left to be read again (not committed)", st.Returned)
+	}
 	return b.String()
 }
 

@@ -22,10 +22,12 @@ type Report struct {
 	DeadLettered     int64            `json:"records_dead_lettered"`
 	Undelivered      int64            `json:"records_undelivered"`
 	InFlight         int64            `json:"records_in_flight"`
+	Returned         int64            `json:"records_returned"` // left unsent to be read again (exactly once)
 	Batches          int64            `json:"batches"`
 	BatchesDelivered int64            `json:"batches_delivered"`
 	BytesDelivered   int64            `json:"bytes_delivered"`
 	Retries          int64            `json:"retries"`
+	BatchesReformed  int64            `json:"batches_reformed"` // cut where an earlier run planned them
 	FlushReasons     map[string]int64 `json:"flush_reasons"`
 	ElapsedSeconds   float64          `json:"elapsed_seconds"`
 	RecordsPerSecond float64          `json:"records_per_second"`
@@ -42,6 +44,8 @@ func NewReport(sink string, st batcher.Stats) Report {
 		DeadLettered:     st.DeadLettered,
 		Undelivered:      st.Undelivered,
 		InFlight:         st.InFlight,
+		Returned:         st.Returned,
+		BatchesReformed:  st.Reformed,
 		Batches:          st.Batches,
 		BatchesDelivered: st.BatchesDone,
 		BytesDelivered:   st.BytesDelivered,

@@ -94,6 +94,10 @@ type KafkaConfig struct {
 	Timeout time.Duration
 	// Logger gets rebalances and broker trouble; default: silent.
 	Logger *slog.Logger
+	// ExactlyOnce stores each batch's cut in the group's offset metadata
+	// before it is delivered (PlanBatch), and cuts the records read again
+	// where it was stored (see kafka_cuts.go). Needs Group.
+	ExactlyOnce bool
 }
 
 // maxChunk bounds the records sent to the pipeline at once.
@@ -123,6 +127,9 @@ type Kafka struct {
 
 	reachedEnd atomic.Bool
 	handed     atomic.Int64 // records Run handed to the pipeline
+
+	cuts       *cutStore // with ExactlyOnce
+	cutsStored atomic.Int64
 
 	// Without a group.
 	consumer sarama.Consumer
@@ -168,6 +175,9 @@ func OpenKafka(client sarama.Client, cfg KafkaConfig) (*Kafka, error) {
 	if cfg.Group != "" && cfg.Partitions != nil {
 		return nil, errors.New("kafka: partitions are assigned by the group: give a group or partitions, not both")
 	}
+	if cfg.ExactlyOnce && cfg.Group == "" {
+		return nil, errors.New("kafka: exactly once needs a group: the cuts are stored with its offsets")
+	}
 	if cfg.CommitInterval <= 0 {
 		cfg.CommitInterval = time.Second
 	}
@@ -191,6 +201,9 @@ func OpenKafka(client sarama.Client, cfg KafkaConfig) (*Kafka, error) {
 		finalDone: make(chan struct{}),
 	}
 	k.life, k.stop = context.WithCancel(context.Background())
+	if cfg.ExactlyOnce {
+		k.cuts = newCutStore()
+	}
 
 	for _, topic := range cfg.Topics {
 		parts, err := client.Partitions(topic)
@@ -311,6 +324,9 @@ func (k *Kafka) Run(ctx context.Context, out chan<- []batcher.Record) error {
 			if c.toEnd && len(recs) == len(c.recs) {
 				k.track.readToEnd(c.st)
 			}
+			if k.cuts != nil {
+				k.cuts.markPlanned(c.st, recs)
+			}
 			if len(recs) == 0 {
 				continue
 			}
@@ -334,7 +350,12 @@ func (k *Kafka) Run(ctx context.Context, out chan<- []batcher.Record) error {
 func (k *Kafka) LocatesErrors() bool { return true }
 
 // Ack marks the records of b delivered or dead-lettered.
-func (k *Kafka) Ack(b *batcher.Batch) { k.track.ack(b) }
+func (k *Kafka) Ack(b *batcher.Batch) {
+	k.track.ack(b)
+	if k.cuts != nil {
+		k.cuts.acked()
+	}
+}
 
 // Lag returns, per topic, the records not yet delivered (or dead-lettered)
 // in the partitions this process reads: up to the end offsets with
@@ -906,6 +927,7 @@ func (h groupHandler) Setup(sess sarama.ConsumerGroupSession) error {
 		return err
 	}
 	var assigned []string
+	states := make(map[topicPartition]*partState)
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	for _, topic := range sortedKeys(claims) {
@@ -947,9 +969,12 @@ func (h groupHandler) Setup(sess sarama.ConsumerGroupSession) error {
 				}
 				end = e
 			}
-			k.track.assign(topic, p, start, end, hwm)
+			states[tp] = k.track.assign(topic, p, start, end, hwm)
 			assigned = append(assigned, partName(topic, p, start, end))
 		}
+	}
+	if err := k.loadCuts(states); err != nil {
+		return err
 	}
 	k.track.activate()
 	k.sess = sess
@@ -1037,7 +1062,7 @@ func (k *Kafka) commitLocked(sess sarama.ConsumerGroupSession) error {
 	}
 	req := newCommitRequest(k.cfg.Group, sess.MemberID(), sess.GenerationID())
 	for _, c := range cs {
-		req.AddBlockWithLeaderEpoch(c.st.tp.topic, c.st.tp.part, c.offset, -1, 0, "")
+		req.AddBlockWithLeaderEpoch(c.st.tp.topic, c.st.tp.part, c.offset, -1, 0, k.commitMetadata(c.st, c.offset))
 	}
 	coord, err := k.client.Coordinator(k.cfg.Group)
 	if err != nil {
