@@ -7,12 +7,16 @@ package main
 import (
 	"flag"
 	"fmt"
+	"io"
 	"math/rand/v2"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 )
@@ -197,4 +201,64 @@ func TestKafkaExactlyOnceUsage(t *testing.T) {
 			}
 		})
 	}
+}
+
+// An idempotent receiver keeps a batch by its Idempotency-Key and drops
+// one it has seen. Across kill -9s a key must always come with the same
+// body, and the bodies it kept hold every record once.
+func TestKafkaExactlyOnceIdempotentHTTP(t *testing.T) {
+	const perPartition = 5000
+	_, addr := kafkaCluster(t, 4)
+	newProducer(t, addr).produce("t", parts4, perPartition)
+	var mu sync.Mutex
+	bodies := map[string]string{}
+	again, mismatched := 0, []string{}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, err := io.ReadAll(r.Body)
+		if err != nil {
+			w.WriteHeader(http.StatusBadRequest)
+			return
+		}
+		key := r.Header.Get("Idempotency-Key")
+		mu.Lock()
+		defer mu.Unlock()
+		if b, ok := bodies[key]; ok {
+			again++
+			if b != string(body) {
+				mismatched = append(mismatched, key)
+			}
+			return // already kept: 200, as an idempotent API answers
+		}
+		bodies[key] = string(body)
+	}))
+	defer srv.Close()
+	args := func(n int) []string {
+		return []string{"-v", "--kafka-brokers", addr, "--topic", "t", "--group", "g", "--exactly-once", "--until-end",
+			"-n", strconv.Itoa(n), "-j", "4", "--commit-interval", "20ms", "--kafka-session-timeout", "1s",
+			"http", "-H", "Idempotency-Key: {batch_id}", srv.URL + "/ingest"}
+	}
+	for kill := range 5 {
+		p := start(t, args(40+kill*31)...)
+		p.waitLine("batches delivered", func(string) bool { return strings.Count(p.stderr(), "outcome=delivered") >= 3+kill })
+		p.signal(syscall.SIGKILL)
+		p.wait()
+	}
+	if r := run(t, nil, args(500)...); r.code != 0 {
+		t.Fatalf("final drain: exit %d:\n%s", r.code, r.stderr)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(mismatched) > 0 {
+		t.Fatalf("keys sent again with other bodies: %q", mismatched)
+	}
+	files := map[int32][]offsetFile{}
+	for key, body := range bodies {
+		f := strings.Split(key, "-") // t-PARTITION-FIRST-LAST
+		p, _ := strconv.Atoi(f[1])
+		first, _ := strconv.ParseInt(f[2], 10, 64)
+		last, _ := strconv.ParseInt(f[3], 10, 64)
+		files[int32(p)] = append(files[int32(p)], offsetFile{first, last, strings.Split(strings.TrimSuffix(body, "\n"), "\n")})
+	}
+	checkOffsetFiles(t, files, perPartition)
+	t.Logf("%d batches kept, %d sent again with the same body", len(bodies), again)
 }

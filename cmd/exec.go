@@ -27,7 +27,10 @@ Each run's environment is batchpipe's plus:
                       signal or flush
   BATCHPIPE_ATTEMPT   delivery attempt, from 1
 and, when every record comes from one Kafka partition, BATCHPIPE_TOPIC,
-BATCHPIPE_PARTITION, BATCHPIPE_FIRST_OFFSET and BATCHPIPE_LAST_OFFSET.
+BATCHPIPE_PARTITION, BATCHPIPE_FIRST_OFFSET, BATCHPIPE_LAST_OFFSET and
+BATCHPIPE_BATCH_ID (TOPIC-PARTITION-FIRST-LAST: the same batch has the same
+id after a crash with --exactly-once); with --partition-by, BATCHPIPE_KEY,
+the batch's key ('%' and NUL as %25 and %00).
 
 Output: CMD's stdout goes to batchpipe's stdout and its stderr to stderr,
 failed attempts' included. With -j 1 stdout passes straight through. With
