@@ -262,3 +262,29 @@ func TestKafkaExactlyOnceIdempotentHTTP(t *testing.T) {
 	checkOffsetFiles(t, files, perPartition)
 	t.Logf("%d batches kept, %d sent again with the same body", len(bodies), again)
 }
+
+// A dead-lettered batch keeps its id: a header on each record in the
+// dead-letter topic, and the warning line names it.
+func TestKafkaExactlyOnceDeadLetterKeepsID(t *testing.T) {
+	_, addr := kafkaCluster(t, 4)
+	newProducer(t, addr).produce("t", parts4, 300)
+	createTopic(t, addr, "dlq", 1)
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "1-100"), []byte("another batch's\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r := run(t, nil, "--kafka-brokers", addr, "--topic", "t", "--group", "g", "--exactly-once", "--until-end", "-n", "100", "-t", "0",
+		"-j", "4", "--dead-letter", "kafka:dlq", "file", "--per-batch", filepath.Join(dir, "{partition}-{first_offset}"))
+	if r.code != 3 || !strings.Contains(r.stderr, "batch_id=t-1-100-199") || !strings.Contains(r.stderr, "other bytes") {
+		t.Fatalf("exit %d, want 3 and the batch id in the warning:\n%s", r.code, r.stderr)
+	}
+	dead := readTopic(t, addr, "dlq")
+	if len(dead) != 100 {
+		t.Fatalf("%d records in dlq, want 100", len(dead))
+	}
+	for _, m := range dead {
+		if h := headers(m); h["batchpipe-batch-id"] != "t-1-100-199" {
+			t.Fatalf("dead letter %q: batchpipe-batch-id %q", m.Value, h["batchpipe-batch-id"])
+		}
+	}
+}

@@ -122,6 +122,10 @@ type Batch struct {
 	Keyed bool
 	// Reformed says the batch was cut where an earlier run planned it.
 	Reformed bool
+	// ID is the batch's identity when its records are of one Kafka
+	// partition, TOPIC-PARTITION-FIRST-LAST; else "". Parts made by Pick
+	// and Slice keep it: dead letters name the batch they came from.
+	ID string
 
 	// Attempt is the delivery attempt in progress, from 1.
 	Attempt int
@@ -198,7 +202,8 @@ func (b *Batch) Slice(i, j int) *Batch {
 // Pick returns a new batch holding copies of the listed records, in order.
 // Each keeps its position in the input.
 func (b *Batch) Pick(idx []int) *Batch {
-	p := &Batch{Seq: b.Seq, Reason: b.Reason, Delim: b.Delim, Attempt: b.Attempt, pos: make([]Pos, 0, len(idx))}
+	p := &Batch{Seq: b.Seq, Reason: b.Reason, Delim: b.Delim, Attempt: b.Attempt, ID: b.ID, Key: b.Key, Keyed: b.Keyed,
+		pos: make([]Pos, 0, len(idx))}
 	if len(idx) > 0 {
 		p.First = b.Pos(idx[0])
 	}

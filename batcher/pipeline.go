@@ -568,6 +568,9 @@ func (a *aggregator) flush(why Reason) {
 func (a *aggregator) send(b *Batch, why Reason) {
 	a.seq++
 	b.Seq, b.Reason = a.seq, why
+	if s, ok := b.Span(); ok {
+		b.ID = s.ID()
+	}
 	p := a.p
 	n := int64(b.Len())
 	p.c.batches.Add(1)
@@ -676,7 +679,11 @@ func (p *Pipeline) deadLetter(ctx context.Context, b *Batch, reason error) bool 
 		p.Logger.Error("dead letter", "batch", b.String(), "err", err)
 		return false
 	}
-	p.Logger.Warn("dead-lettered", "batch", b.String(), "records", b.Len(), "reason", reason)
+	if b.ID != "" {
+		p.Logger.Warn("dead-lettered", "batch", b.String(), "batch_id", b.ID, "records", b.Len(), "reason", reason)
+	} else {
+		p.Logger.Warn("dead-lettered", "batch", b.String(), "records", b.Len(), "reason", reason)
+	}
 	p.c.deadLettered.Add(int64(b.Len()))
 	return true
 }
