@@ -330,3 +330,42 @@ func TestReadAgainAfterReassignmentStartsANewBatch(t *testing.T) {
 		t.Fatalf("got %+v", got)
 	}
 }
+
+// One batch per Kafka partition (--exactly-once): each lingers from its
+// own oldest record.
+func TestLingerPerPartition(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		src := &chanSource{in: make(chan []Record)}
+		sink := newSink()
+		p := &Pipeline{Source: src, Sink: sink, Config: cfg(Config{MaxRecords: 100, Linger: 2 * time.Second,
+			Key: PartitionKey, Plan: func(*Batch) error { return nil }})}
+		done := make(chan Stats)
+		go func() {
+			st, err := p.Run(context.Background())
+			if err != nil {
+				t.Error(err)
+			}
+			done <- st
+		}()
+		src.in <- kafkaRecs(0, 0, 2, 0)
+		advance(time.Second)
+		src.in <- kafkaRecs(1, 0, 3, 0)
+		src.in <- kafkaRecs(0, 2, 1, 0)
+		advance(time.Second)
+		synctest.Wait()
+		got := sink.got()
+		if len(got) != 1 || got[0].at != 2*time.Second || !slices.Equal(got[0].records, []string{"p0@0", "p0@1", "p0@2"}) {
+			t.Fatalf("want partition 0's three records at 2s, got %+v", got)
+		}
+		advance(time.Second)
+		synctest.Wait()
+		got = sink.got()
+		if len(got) != 2 || got[1].at != 3*time.Second || len(got[1].records) != 3 || got[1].reason != ReasonLinger {
+			t.Fatalf("want partition 1's records at 3s, got %+v", got)
+		}
+		close(src.in)
+		if st := <-done; st.Delivered != 6 || st.Reasons["linger"] != 2 {
+			t.Fatalf("stats %+v", st)
+		}
+	})
+}

@@ -57,17 +57,67 @@ func (o *options) config() (batcher.Config, error) {
 	if err != nil {
 		return cfg, err
 	}
+	key, err := o.keyFunc()
+	if err != nil {
+		return cfg, err
+	}
 	return batcher.Config{
-		MaxRecords:      o.maxRecords,
-		MaxBytes:        int(o.maxBytes),
-		Linger:          o.linger,
-		Delim:           delim,
-		Parallel:        o.parallel,
-		Retries:         o.retries,
-		Backoff:         o.backoff,
-		MaxBackoff:      o.maxBackoff,
-		ShutdownTimeout: o.shutdownTimeout,
+		Key:              key,
+		MaxOpenKeys:      o.maxOpenKeys,
+		MaxBufferedBytes: int(o.maxBufferedBytes),
+		MaxRecords:       o.maxRecords,
+		MaxBytes:         int(o.maxBytes),
+		Linger:           o.linger,
+		Delim:            delim,
+		Parallel:         o.parallel,
+		Retries:          o.retries,
+		Backoff:          o.backoff,
+		MaxBackoff:       o.maxBackoff,
+		ShutdownTimeout:  o.shutdownTimeout,
 	}, nil
+}
+
+// keyFunc checks --partition-by and its bounds and returns the key
+// function, or nil without it.
+func (o *options) keyFunc() (func([]byte, *batcher.Record) ([]byte, error), error) {
+	changed := func(name string) bool {
+		f := o.flags.Lookup(name)
+		return f != nil && f.Changed
+	}
+	if o.partitionBy == "" {
+		for _, name := range []string{"field-delimiter", "max-open-keys", "max-buffered-bytes"} {
+			if changed(name) {
+				return nil, usagef("--%s is for --partition-by: give it too", name)
+			}
+		}
+		return nil, nil
+	}
+	switch {
+	case o.kafka.exactlyOnce:
+		return nil, usagef("--partition-by and --exactly-once: exactly once batches by partition, and key batches would not be formed again the same way after a crash; give one")
+	case o.maxOpenKeys < 1:
+		return nil, usagef("--max-open-keys must be at least 1, not %d", o.maxOpenKeys)
+	case o.maxBufferedBytes < 1:
+		return nil, usagef("--max-buffered-bytes must be at least 1 byte")
+	}
+	fd := o.fieldDelimiter
+	switch fd {
+	case "", `\t`:
+		fd = "\t"
+	case `\0`:
+		fd = "\x00"
+	}
+	if len(fd) != 1 {
+		return nil, usagef("--field-delimiter takes a single byte (or \\t), not %q", o.fieldDelimiter)
+	}
+	kt, err := batcher.ParseKeyTemplate(o.partitionBy, fd[0])
+	if err != nil {
+		return nil, usagef("--partition-by: %v", err)
+	}
+	if kt.NeedsKafka() && !o.kafka.enabled() {
+		return nil, usagef("--partition-by: {kafka_key}, {topic} and {partition} read Kafka: give --topic too")
+	}
+	return kt.Key, nil
 }
 
 // logger writes warnings, and with -v a line per batch, to w.
