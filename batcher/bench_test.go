@@ -54,6 +54,7 @@ func BenchmarkPipeline(b *testing.B) {
 		{"records/n=1000/j=1", 1000, 1, false, 0}, {"records/n=1000/j=4", 1000, 4, false, 0}, {"records/n=10/j=1", 10, 1, false, 0},
 		{"blocks/n=1000/j=1", 1000, 1, true, 0}, {"blocks/n=10/j=1", 10, 1, true, 0},
 		{"records/keys=10/n=1000/j=1", 1000, 1, false, 10}, {"records/keys=1/n=1000/j=1", 1000, 1, false, 1},
+		{"blocks/keys=10/n=1000/j=1", 1000, 1, true, 10},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
 			line := append(bytes.Repeat([]byte{'x'}, 99), '\n')
@@ -68,7 +69,15 @@ func BenchmarkPipeline(b *testing.B) {
 			}
 			src := &repeatSource{chunk: chunk, n: b.N}
 			if bc.block {
-				src = &repeatSource{chunk: []Record{{Data: bytes.Repeat(line, 650), Block: true}}, n: b.N, per: 650}
+				var block []byte
+				for i := range 650 {
+					if bc.keys > 0 {
+						block = fmt.Appendf(block, "k%d\t%s\n", i%bc.keys, line[:99-3])
+					} else {
+						block = append(block, line...)
+					}
+				}
+				src = &repeatSource{chunk: []Record{{Data: block, Block: true}}, n: b.N, per: 650}
 			}
 			b.SetBytes(100)
 			b.ReportAllocs()
@@ -76,6 +85,13 @@ func BenchmarkPipeline(b *testing.B) {
 				Config: Config{MaxRecords: bc.batch, Parallel: bc.j, Delim: '\n', MaxBytes: 1 << 20}}
 			if bc.keys > 0 {
 				p.Key = prefixKey
+				if bc.block {
+					kt, err := ParseKeyTemplate("{field:1}", '\t') // as --partition-by '{field:1}'
+					if err != nil {
+						b.Fatal(err)
+					}
+					p.Key = kt.Key
+				}
 			}
 			b.ResetTimer()
 			st, err := p.Run(context.Background())

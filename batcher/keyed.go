@@ -23,8 +23,10 @@ type keyedState struct {
 	open     map[string]*keyedBatch
 	byAge    ageHeap // batches the limits may flush, oldest record on top
 	buffered int     // bytes held in all open batches
+	reused   int     // capacity of the recycled buffers open batches took
 	arrivals int64   // batches opened so far: orders them by age
 	kbuf     []byte  // the key being found
+	rec      Record  // a block's record being added: one, not one per record
 }
 
 func newKeyedState() *keyedState {
@@ -39,6 +41,7 @@ type keyedBatch struct {
 	first  int64     // arrival number: lower is older
 	since  time.Time // when its first record came, with Linger
 	plan   int64     // its records' Meta.PlanEnd; 0: cut by the limits
+	reused int       // capacity of the recycled buffer it took, or 0
 	last   int64     // offset of its last record; -1 before one
 	idx    int       // in byAge; -1 for a planned batch, which no limit flushes
 }
@@ -87,8 +90,9 @@ func (a *aggregator) addKeyedBlock(data []byte) {
 		if i < 0 {
 			panic("batcher: a block's last record has no delimiter")
 		}
-		r := Record{Data: data[off : off+i : off+i]}
-		a.addKeyed(&r)
+		r := &a.keyed.rec
+		r.Data = data[off : off+i : off+i]
+		a.addKeyed(r)
 		off += i + 1
 	}
 }
@@ -173,8 +177,10 @@ func (a *aggregator) addKeyed(r *Record) {
 // openKeyed opens the batch of a key, its first record at pos.
 func (a *aggregator) openKeyed(key string, plan int64, pos Pos) *keyedBatch {
 	k := a.keyed
-	o := &keyedBatch{key: key, b: a.getKeyed(), plan: plan, last: -1, idx: -1, first: k.arrivals}
+	b, reused := a.getKeyed()
+	o := &keyedBatch{key: key, b: b, reused: reused, plan: plan, last: -1, idx: -1, first: k.arrivals}
 	k.arrivals++
+	k.reused += reused
 	o.b.First = pos
 	k.open[key] = o
 	if plan == 0 {
@@ -189,15 +195,23 @@ func (a *aggregator) openKeyed(key string, plan int64, pos Pos) *keyedBatch {
 	return o
 }
 
-// getKeyed returns an empty batch: a recycled one, or a small new one, as
-// most of many open batches never grow to MaxBytes.
-func (a *aggregator) getKeyed() *Batch {
+// getKeyed returns an empty batch and the capacity it was recycled with:
+// a recycled one while the recycled buffers held open stay within
+// MaxBufferedBytes, else a small new one, as most of many open batches
+// never grow to MaxBytes. So the open batches' buffers take at most
+// MaxBufferedBytes recycled plus what they grew by, at most twice what
+// they hold.
+func (a *aggregator) getKeyed() (*Batch, int) {
 	select {
 	case b := <-a.p.free:
 		b.Delim = a.cfg.Delim
-		return b
+		if c := cap(b.buf); a.keyed.reused+c <= a.cfg.MaxBufferedBytes {
+			return b, c
+		}
+		b.buf = make([]byte, 0, min(a.cfg.MaxBytes, 512))
+		return b, 0
 	default:
-		return &Batch{Delim: a.cfg.Delim, buf: make([]byte, 0, min(a.cfg.MaxBytes, 512))}
+		return &Batch{Delim: a.cfg.Delim, buf: make([]byte, 0, min(a.cfg.MaxBytes, 512))}, 0
 	}
 }
 
@@ -260,6 +274,7 @@ func (a *aggregator) closeKeyed(o *keyedBatch, why Reason) {
 	k := a.keyed
 	delete(k.open, o.key)
 	k.buffered -= o.b.Size()
+	k.reused -= o.reused
 	if o.idx >= 0 {
 		top := o.idx == 0
 		heap.Remove(&k.byAge, o.idx)

@@ -131,8 +131,9 @@ func (t *KeyTemplate) Key(dst []byte, r *Record) ([]byte, error) {
 			dst = append(dst, p.lit...)
 		case keyJSON:
 			if obj == nil {
-				if err := json.Unmarshal(r.Data, &obj); err != nil || obj == nil {
-					return dst, errors.New("{json:…}: the record is not a JSON object")
+				var err error
+				if obj, err = jsonObject(r.Data); err != nil {
+					return dst, err
 				}
 			}
 			v, err := jsonPath(obj, p.path)
@@ -171,6 +172,16 @@ func (t *KeyTemplate) Key(dst []byte, r *Record) ([]byte, error) {
 		}
 	}
 	return dst, nil
+}
+
+// jsonObject parses a record that must be a JSON object; apart from Key,
+// so that Key allocates nothing for templates without {json:…}.
+func jsonObject(data []byte) (map[string]json.RawMessage, error) {
+	var obj map[string]json.RawMessage
+	if err := json.Unmarshal(data, &obj); err != nil || obj == nil {
+		return nil, errors.New("{json:…}: the record is not a JSON object")
+	}
+	return obj, nil
 }
 
 // jsonPath finds a dotted path in a JSON object and returns the value as
