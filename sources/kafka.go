@@ -795,6 +795,7 @@ func (k *Kafka) close() {
 				err = fmt.Errorf("%w; delivered records not committed will be read again", err)
 			}
 		}
+		k.closeCutsConn()
 		k.mu.Unlock()
 		k.finalErr = err
 		close(k.finalDone)
