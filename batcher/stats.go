@@ -39,13 +39,13 @@ type counters struct {
 	deadLettered   atomic.Int64
 	undelivered    atomic.Int64
 	inFlight       atomic.Int64
-	returned       atomic.Int64
-	reformed       atomic.Int64
 	batches        atomic.Int64
 	batchesDone    atomic.Int64
 	bytesDelivered atomic.Int64
 	retries        atomic.Int64
 	reasons        [numReasons]atomic.Int64
+	returned       atomic.Int64
+	reformed       atomic.Int64
 }
 
 func (c *counters) snapshot() Stats {
