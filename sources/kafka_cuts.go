@@ -48,7 +48,7 @@ const maxCutsMeta = 4000
 // maybe not yet committed past.
 type cutStore struct {
 	mu    sync.Mutex
-	parts map[*partState]*partCuts
+	parts map[topicPartition]*partCuts // of the partition's current state
 	room  chan struct{} // an ack came: the committed offset may move on
 
 	// conn is a connection of its own to the group coordinator, guarded
@@ -58,12 +58,13 @@ type cutStore struct {
 }
 
 type partCuts struct {
+	st   *partState
 	ends []int64 // inclusive end offsets, ascending
 	mark int     // ends[mark] is the next end the records read reach
 }
 
 func newCutStore() *cutStore {
-	return &cutStore{parts: make(map[*partState]*partCuts), room: make(chan struct{}, 1)}
+	return &cutStore{parts: make(map[topicPartition]*partCuts), room: make(chan struct{}, 1)}
 }
 
 // acked wakes a cut waiting for room in the metadata.
@@ -78,14 +79,23 @@ func (c *cutStore) acked() {
 func (c *cutStore) set(st *partState, ends []int64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.parts[st] = &partCuts{ends: ends}
+	c.parts[st.tp] = &partCuts{st: st, ends: ends}
+}
+
+// get returns the cuts of st, if st is its partition's current state; a
+// state replaced at a rebalance has none. c.mu is held.
+func (c *cutStore) get(st *partState) *partCuts {
+	if pc := c.parts[st.tp]; pc != nil && pc.st == st {
+		return pc
+	}
+	return nil
 }
 
 // markPlanned marks the records of a chunk that fall in planned batches.
 func (c *cutStore) markPlanned(st *partState, recs []batcher.Record) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	pc := c.parts[st]
+	pc := c.get(st)
 	if pc == nil {
 		return
 	}
@@ -105,7 +115,7 @@ func (c *cutStore) markPlanned(st *partState, recs []batcher.Record) {
 func (c *cutStore) metadata(st *partState, offset int64) string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	pc := c.parts[st]
+	pc := c.get(st)
 	if pc == nil {
 		return ""
 	}
@@ -245,10 +255,10 @@ func (k *Kafka) planBatch(b *batcher.Batch, span batcher.Span) (wait bool, err e
 	}
 	offset := k.track.ackedOf(st)
 	k.cuts.mu.Lock()
-	pc := k.cuts.parts[st]
+	pc := k.cuts.get(st)
 	if pc == nil {
-		pc = &partCuts{}
-		k.cuts.parts[st] = pc
+		pc = &partCuts{st: st}
+		k.cuts.parts[st.tp] = pc
 	}
 	if n := len(pc.ends); n > 0 && pc.ends[n-1] >= span.First {
 		k.cuts.mu.Unlock()
