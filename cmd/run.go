@@ -61,20 +61,21 @@ func (o *options) config() (batcher.Config, error) {
 	if err != nil {
 		return cfg, err
 	}
-	return batcher.Config{
-		Key:              key,
-		MaxOpenKeys:      o.maxOpenKeys,
-		MaxBufferedBytes: int(o.maxBufferedBytes),
-		MaxRecords:       o.maxRecords,
-		MaxBytes:         int(o.maxBytes),
-		Linger:           o.linger,
-		Delim:            delim,
-		Parallel:         o.parallel,
-		Retries:          o.retries,
-		Backoff:          o.backoff,
-		MaxBackoff:       o.maxBackoff,
-		ShutdownTimeout:  o.shutdownTimeout,
-	}, nil
+	cfg = batcher.Config{
+		MaxRecords:      o.maxRecords,
+		MaxBytes:        int(o.maxBytes),
+		Linger:          o.linger,
+		Delim:           delim,
+		Parallel:        o.parallel,
+		Retries:         o.retries,
+		Backoff:         o.backoff,
+		MaxBackoff:      o.maxBackoff,
+		ShutdownTimeout: o.shutdownTimeout,
+	}
+	if key != nil {
+		cfg.Key, cfg.MaxOpenKeys, cfg.MaxBufferedBytes = key, o.maxOpenKeys, int(o.maxBufferedBytes)
+	}
+	return cfg, nil
 }
 
 // keyFunc checks --partition-by and its bounds and returns the key

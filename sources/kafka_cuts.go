@@ -49,7 +49,7 @@ const maxCutsMeta = 4000
 type cutStore struct {
 	mu    sync.Mutex
 	parts map[topicPartition]*partCuts // of the partition's current state
-	room  chan struct{} // an ack came: the committed offset may move on
+	room  chan struct{}                // an ack came: the committed offset may move on
 
 	// conn is a connection of its own to the group coordinator, guarded
 	// by Kafka.mu. On the client's, shared with the consumer, a commit
