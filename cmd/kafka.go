@@ -12,6 +12,7 @@ import (
 
 	"github.com/IBM/sarama"
 	"github.com/batchpipe/batchpipe/batcher"
+	"github.com/batchpipe/batchpipe/internal/kafkaconn"
 	"github.com/batchpipe/batchpipe/monitor"
 	"github.com/batchpipe/batchpipe/sinks"
 	"github.com/batchpipe/batchpipe/sources"
@@ -114,7 +115,7 @@ func (o *options) checkKafka() error {
 }
 
 // kafkaConn returns the connection settings, or a usage error.
-func (o *options) kafkaConn() (*sources.KafkaConn, error) {
+func (o *options) kafkaConn() (*kafkaconn.KafkaConn, error) {
 	k := &o.kafka
 	brokers := k.brokers
 	if brokers == "" {
@@ -129,7 +130,7 @@ func (o *options) kafkaConn() (*sources.KafkaConn, error) {
 	if len(list) == 0 {
 		return nil, usagef("Kafka needs brokers: give --kafka-brokers or set %s", envBrokers)
 	}
-	c := &sources.KafkaConn{
+	c := &kafkaconn.KafkaConn{
 		Brokers:        list,
 		ClientID:       k.clientID,
 		TLS:            k.tls,

@@ -14,6 +14,7 @@ import (
 
 	"github.com/IBM/sarama"
 	"github.com/batchpipe/batchpipe/batcher"
+	"github.com/batchpipe/batchpipe/internal/kafkaconn"
 	"github.com/batchpipe/batchpipe/monitor"
 )
 
@@ -534,7 +535,7 @@ func (k *Kafka) nothingBelow(tp topicPartition, from, end int64) (bool, error) {
 	// A long run of markers takes several fetches, each from where the
 	// last one's whole batches ended.
 	for range maxProbes {
-		// Version 10 is what sarama's consumer uses at KafkaVersion;
+		// Version 10 is what sarama's consumer uses at kafkaconn.KafkaVersion;
 		// records of aborted transactions are read too, as the consumer
 		// reads them.
 		req := &sarama.FetchRequest{Version: 10, MaxBytes: probeBytes, Isolation: sarama.ReadUncommitted, SessionEpoch: -1}
@@ -601,7 +602,7 @@ func (k *Kafka) refreshHighWatermarks() {
 		byLeader[b] = append(byLeader[b], tp)
 	}
 	for b, tps := range byLeader {
-		req := sarama.NewOffsetRequest(KafkaVersion)
+		req := sarama.NewOffsetRequest(kafkaconn.KafkaVersion)
 		for _, tp := range tps {
 			req.AddBlock(tp.topic, tp.part, sarama.OffsetNewest, 1)
 		}
@@ -1077,7 +1078,7 @@ func (k *Kafka) commitLocked(sess sarama.ConsumerGroupSession) error {
 }
 
 // newCommitRequest builds an offset commit at version 6, the one sarama's
-// own offset manager uses at KafkaVersion, the only version spoken.
+// own offset manager uses at kafkaconn.KafkaVersion, the only version spoken.
 func newCommitRequest(group, member string, generation int32) *sarama.OffsetCommitRequest {
 	return &sarama.OffsetCommitRequest{
 		Version:                 6,

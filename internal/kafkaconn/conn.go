@@ -1,4 +1,4 @@
-package sources
+package kafkaconn
 
 import (
 	"crypto/sha256"
