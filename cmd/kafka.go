@@ -115,7 +115,7 @@ func (o *options) checkKafka() error {
 }
 
 // kafkaConn returns the connection settings, or a usage error.
-func (o *options) kafkaConn() (*kafkaconn.KafkaConn, error) {
+func (o *options) kafkaConn() (*kafkaconn.Conn, error) {
 	k := &o.kafka
 	brokers := k.brokers
 	if brokers == "" {
@@ -130,7 +130,7 @@ func (o *options) kafkaConn() (*kafkaconn.KafkaConn, error) {
 	if len(list) == 0 {
 		return nil, usagef("Kafka needs brokers: give --kafka-brokers or set %s", envBrokers)
 	}
-	c := &kafkaconn.KafkaConn{
+	c := &kafkaconn.Conn{
 		Brokers:        list,
 		ClientID:       k.clientID,
 		TLS:            k.tls,

@@ -42,7 +42,7 @@ func TestKafkaFlags(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := kafkaconn.KafkaConn{Brokers: []string{"b1:9092", "b2:9092"}, ClientID: "me", SASL: "scram-sha-256", User: "u",
+	want := kafkaconn.Conn{Brokers: []string{"b1:9092", "b2:9092"}, ClientID: "me", SASL: "scram-sha-256", User: "u",
 		Password: "pw", DialTimeout: 3 * time.Second, SessionTimeout: 2 * time.Second}
 	if !reflect.DeepEqual(*conn, want) {
 		t.Fatalf("conn\n got %+v\nwant %+v", *conn, want)

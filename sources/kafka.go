@@ -535,7 +535,7 @@ func (k *Kafka) nothingBelow(tp topicPartition, from, end int64) (bool, error) {
 	// A long run of markers takes several fetches, each from where the
 	// last one's whole batches ended.
 	for range maxProbes {
-		// Version 10 is what sarama's consumer uses at kafkaconn.KafkaVersion;
+		// Version 10 is what sarama's consumer uses at kafkaconn.Version;
 		// records of aborted transactions are read too, as the consumer
 		// reads them.
 		req := &sarama.FetchRequest{Version: 10, MaxBytes: probeBytes, Isolation: sarama.ReadUncommitted, SessionEpoch: -1}
@@ -602,7 +602,7 @@ func (k *Kafka) refreshHighWatermarks() {
 		byLeader[b] = append(byLeader[b], tp)
 	}
 	for b, tps := range byLeader {
-		req := sarama.NewOffsetRequest(kafkaconn.KafkaVersion)
+		req := sarama.NewOffsetRequest(kafkaconn.Version)
 		for _, tp := range tps {
 			req.AddBlock(tp.topic, tp.part, sarama.OffsetNewest, 1)
 		}
@@ -1078,7 +1078,7 @@ func (k *Kafka) commitLocked(sess sarama.ConsumerGroupSession) error {
 }
 
 // newCommitRequest builds an offset commit at version 6, the one sarama's
-// own offset manager uses at kafkaconn.KafkaVersion, the only version spoken.
+// own offset manager uses at kafkaconn.Version, the only version spoken.
 func newCommitRequest(group, member string, generation int32) *sarama.OffsetCommitRequest {
 	return &sarama.OffsetCommitRequest{
 		Version:                 6,

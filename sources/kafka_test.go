@@ -33,7 +33,7 @@ func newCluster(t *testing.T, opts ...kfake.Opt) *kfake.Cluster {
 
 func connect(t *testing.T, c *kfake.Cluster) sarama.Client {
 	t.Helper()
-	conn := kafkaconn.KafkaConn{Brokers: c.ListenAddrs(), SessionTimeout: time.Second}
+	conn := kafkaconn.Conn{Brokers: c.ListenAddrs(), SessionTimeout: time.Second}
 	client, err := conn.Connect()
 	if err != nil {
 		t.Fatal(err)
@@ -47,7 +47,7 @@ func connect(t *testing.T, c *kfake.Cluster) sarama.Client {
 func produce(t *testing.T, c *kfake.Cluster, topic string, parts []int32, n int) {
 	t.Helper()
 	cfg := sarama.NewConfig()
-	cfg.Version = kafkaconn.KafkaVersion
+	cfg.Version = kafkaconn.Version
 	cfg.Producer.Partitioner = sarama.NewManualPartitioner
 	cfg.Producer.Return.Successes = true
 	cfg.Producer.MaxMessageBytes = 8 << 20
