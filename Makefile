@@ -37,5 +37,5 @@ chaos: build
 fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzFraming -fuzztime $(FUZZTIME) ./sources
 	$(GO) test -run '^$$' -fuzz FuzzBlocksBatchLikeRecords -fuzztime $(FUZZTIME) ./batcher
-	$(GO) test -run '^$$' -fuzz FuzzJSONString -fuzztime $(FUZZTIME) ./sources
+	$(GO) test -run '^$$' -fuzz FuzzJSONString -fuzztime $(FUZZTIME) ./internal/envelope
 	$(GO) test -run '^$$' -fuzz FuzzFormat -fuzztime $(FUZZTIME) ./sinks

@@ -14,6 +14,7 @@ import (
 
 	"github.com/IBM/sarama"
 	"github.com/batchpipe/batchpipe/batcher"
+	"github.com/batchpipe/batchpipe/internal/envelope"
 	"github.com/batchpipe/batchpipe/internal/kafkaconn"
 	"github.com/batchpipe/batchpipe/monitor"
 )
@@ -656,7 +657,7 @@ func (c *chunkBuilder) add(m *sarama.ConsumerMessage) {
 		c.recs = append(c.recs, batcher.Record{Data: m.Value, Meta: meta})
 		return
 	}
-	c.buf = appendEnvelope(c.buf, meta, m.Key, m.Value, m.Key == nil, m.Value == nil)
+	c.buf = envelope.Append(c.buf, meta, m.Key, m.Value, m.Key == nil, m.Value == nil)
 	c.ends = append(c.ends, len(c.buf))
 	c.recs = append(c.recs, batcher.Record{Meta: meta})
 }
