@@ -81,7 +81,7 @@ func Parse(line []byte) (*Record, error) {
 				return nil, fmt.Errorf("envelope: header %q: value_base64: %w", *h.Key, err)
 			}
 		case h.Value != nil:
-			v = []byte(*h.Value)
+			v = append([]byte{}, *h.Value...) // empty, not null
 		}
 		r.Headers = append(r.Headers, batcher.Header{Key: *h.Key, Value: v})
 	}
@@ -99,7 +99,7 @@ func payload(name string, raw json.RawMessage, b64 *string) ([]byte, error) {
 		if err != nil {
 			return nil, fmt.Errorf("envelope: %s_base64: %w", name, err)
 		}
-		return p, nil
+		return append([]byte{}, p...), nil
 	case raw == nil, bytes.Equal(raw, []byte("null")):
 		return nil, nil
 	case raw[0] == '"':
@@ -107,7 +107,7 @@ func payload(name string, raw json.RawMessage, b64 *string) ([]byte, error) {
 		if err := json.Unmarshal(raw, &s); err != nil {
 			return nil, fmt.Errorf("envelope: %s: %w", name, err)
 		}
-		return []byte(s), nil
+		return append([]byte{}, s...), nil // empty, not null
 	}
 	return bytes.Clone(raw), nil
 }
