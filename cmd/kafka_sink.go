@@ -16,7 +16,7 @@ the run before anything is read (exit 2).
 
 A batch is delivered once every record in it is acknowledged by all in-sync
 replicas (acks=all). The producer is idempotent: its own retries (with
-backoff, for about half a minute) write no duplicates and keep the order
+backoff, for about 20 seconds) write no duplicates and keep the order
 within a partition; with -j 1 (the default) batches reach each partition in
 order too. A record the broker refuses for good (larger than the topic's
 max.message.bytes or --max-message-bytes, invalid) is rejected on its own,
@@ -120,11 +120,11 @@ func (k *kafkaSinkOptions) config(topic string, partitionerSet bool) (sinks.Kafk
 		}
 		cfg.KeyDelimiter = []byte(unescape(k.keyDelimiter))
 	}
-	part, err := sinks.NewKafkaPartitioner(k.partitioner)
+	part, err := sinks.KeyPartitioner(k.partitioner)
 	if err != nil {
 		return cfg, popts, usagef("kafka: --partitioner: %v", err)
 	}
-	popts.Partitioner = part
+	cfg.Partitioner = part
 	if err := popts.Compression.UnmarshalText([]byte(k.compression)); err != nil || k.compression == "" {
 		return cfg, popts, usagef("kafka: --compression takes none, gzip, snappy, lz4 or zstd, not %q", k.compression)
 	}

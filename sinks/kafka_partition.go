@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"hash/crc32"
 	"math/rand/v2"
-
-	"github.com/IBM/sarama"
 )
 
 // Partitioners of the Kafka sink, by --partitioner name.
@@ -64,41 +62,16 @@ func CRC32Partition(key []byte, partitions int32) int32 {
 	return int32(crc32.ChecksumIEEE(key) % uint32(partitions))
 }
 
-// NewKafkaPartitioner returns the sarama partitioner named by
-// --partitioner. It leaves alone a message whose Partition the sink set
-// (zero or more: an envelope's partition, or the partition chosen for a
-// batch's records without a key) and places those marked -1 by their key.
-func NewKafkaPartitioner(name string) (sarama.PartitionerConstructor, error) {
-	var byKey func([]byte, int32) int32
+// KeyPartitioner returns the placement of keyed records named by
+// --partitioner.
+func KeyPartitioner(name string) (func(key []byte, partitions int32) int32, error) {
 	switch name {
 	case PartitionMurmur2, "":
-		byKey = Murmur2Partition
+		return Murmur2Partition, nil
 	case PartitionCRC32:
-		byKey = CRC32Partition
+		return CRC32Partition, nil
 	case PartitionRandom:
-		byKey = func(_ []byte, n int32) int32 { return rand.Int32N(n) }
-	default:
-		return nil, fmt.Errorf("unknown partitioner %q (murmur2, crc32, random)", name)
+		return func(_ []byte, n int32) int32 { return rand.Int32N(n) }, nil
 	}
-	return func(string) sarama.Partitioner { return keyPartitioner(byKey) }, nil
+	return nil, fmt.Errorf("unknown partitioner %q (murmur2, crc32, random)", name)
 }
-
-type keyPartitioner func(key []byte, partitions int32) int32
-
-func (p keyPartitioner) Partition(m *sarama.ProducerMessage, partitions int32) (int32, error) {
-	if m.Partition >= 0 {
-		return m.Partition, nil
-	}
-	var key []byte
-	if m.Key != nil {
-		var err error
-		if key, err = m.Key.Encode(); err != nil {
-			return -1, err
-		}
-	}
-	return p(key, partitions), nil
-}
-
-// RequiresConsistency is true: a key's partition must not change when
-// one of the topic's partitions is briefly without a leader.
-func (keyPartitioner) RequiresConsistency() bool { return true }

@@ -1,10 +1,6 @@
 package sinks
 
-import (
-	"testing"
-
-	"github.com/IBM/sarama"
-)
+import "testing"
 
 // The vectors of Kafka's own test of its murmur2 (UtilsTest.testMurmur2 in
 // the Java client), and the empty key.
@@ -46,30 +42,28 @@ func TestMurmur2Partition(t *testing.T) {
 	}
 }
 
-func TestKafkaPartitioner(t *testing.T) {
-	mk, err := NewKafkaPartitioner(PartitionMurmur2)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := mk("t")
-	for _, tc := range []struct {
-		msg  sarama.ProducerMessage
-		want int32
-	}{
-		{sarama.ProducerMessage{Partition: 5, Key: sarama.StringEncoder("21")}, 5}, // set by the sink
-		{sarama.ProducerMessage{Partition: -1, Key: sarama.StringEncoder("foobar")}, Murmur2Partition([]byte("foobar"), 12)},
-		{sarama.ProducerMessage{Partition: -1, Key: sarama.ByteEncoder{}}, Murmur2Partition(nil, 12)},
+func TestKeyPartitioner(t *testing.T) {
+	for name, want := range map[string]int32{
+		PartitionMurmur2: Murmur2Partition([]byte("foobar"), 7),
+		"":               Murmur2Partition([]byte("foobar"), 7),
+		// librdkafka's consistent partitioner: crc32("foobar") = 0x9ef61f95.
+		PartitionCRC32: int32(0x9ef61f95 % 7),
 	} {
-		if got, err := p.Partition(&tc.msg, 12); got != tc.want || err != nil {
-			t.Errorf("%+v: %d, %v; want %d", tc.msg, got, err, tc.want)
+		p, err := KeyPartitioner(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := p([]byte("foobar"), 7); got != want {
+			t.Errorf("%s: foobar in partition %d, want %d", name, got, want)
 		}
 	}
-	crc, _ := NewKafkaPartitioner(PartitionCRC32)
-	// librdkafka's consistent partitioner: crc32("foobar") = 0x9ef61f95.
-	if got, _ := crc("t").Partition(&sarama.ProducerMessage{Partition: -1, Key: sarama.StringEncoder("foobar")}, 7); got != int32(0x9ef61f95%7) {
-		t.Errorf("crc32: %d", got)
+	random, _ := KeyPartitioner(PartitionRandom)
+	for range 100 {
+		if got := random([]byte("foobar"), 3); got < 0 || got >= 3 {
+			t.Fatalf("random: partition %d of 3", got)
+		}
 	}
-	if _, err := NewKafkaPartitioner("fnv"); err == nil {
+	if _, err := KeyPartitioner("fnv"); err == nil {
 		t.Error("fnv accepted")
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/IBM/sarama"
 	"github.com/batchpipe/batchpipe/batcher"
@@ -17,6 +18,9 @@ import (
 // KafkaProducerConfig says what the Kafka sink makes of a record.
 type KafkaProducerConfig struct {
 	Topic string
+	// Partitioner places records with a key: Murmur2Partition (the
+	// default), CRC32Partition or a random one.
+	Partitioner func(key []byte, partitions int32) int32
 	// KeyDelimiter, when set, splits a record at its first occurrence:
 	// the key before, the value after (kcat -K). A record without it has
 	// no key.
@@ -33,24 +37,53 @@ type KafkaProducerConfig struct {
 }
 
 // KafkaProducer produces each batch to a topic, and returns once every
-// record is acknowledged by all in-sync replicas, or has failed. Records
-// the broker refuses for good (too large, invalid) are rejected on their
-// own; records that failed for a reason that may pass (no leader, a
-// timeout) are rejected to be tried again; the rest of the batch counts as
-// delivered.
+// record is acknowledged by all in-sync replicas (acks=all), or has failed.
 //
-// Records with a key are placed by the client's partitioner (murmur2 as
-// the Java client, by default). Records without a key, as the Java
-// client's sticky partitioner does, all go to one partition per batch, the
-// next partition for the next batch.
+// It builds the produce requests itself, one record batch per partition
+// (more when they would pass --max-message-bytes), rather than handing
+// each record through sarama's producer goroutines, which cost more than
+// the rest of batchpipe together. It is idempotent as the Java client is:
+// a producer id from the broker and a sequence number per partition, so a
+// request retried after a lost answer is written once; one request per
+// partition is in flight at a time, so order within a partition is kept.
+//
+// Records the broker refuses for good (too large, invalid) are rejected
+// on their own; records that failed for a reason that may pass (no
+// leader, a timeout) after the retries here are rejected to be tried again
+// by the pipeline; the rest of the batch counts as delivered.
+//
+// Records without a key, as with the Java client's sticky partitioner, all
+// go to one partition per batch, the next partition for the next batch.
 type KafkaProducer struct {
 	cfg      KafkaProducerConfig
 	client   sarama.Client
-	producer sarama.SyncProducer
+	codec    sarama.CompressionCodec
 	maxBytes int
 	sticky   atomic.Uint32
 
-	sends sync.WaitGroup // SendMessages calls a Deliver gave up waiting for
+	idMu sync.Mutex
+	id   producerID
+
+	partsMu sync.Mutex
+	parts   map[int32]*partitionState
+
+	sends sync.WaitGroup // requests a Deliver gave up waiting for
+}
+
+// producerID is the identity the broker deduplicates by; gen counts the
+// ids this producer has had, so that partitions know to restart their
+// sequence numbers.
+type producerID struct {
+	id    int64
+	epoch int16
+	gen   int
+	valid bool
+}
+
+type partitionState struct {
+	mu  sync.Mutex // held while a record batch to the partition is in flight
+	gen int
+	seq int32
 }
 
 var (
@@ -58,18 +91,43 @@ var (
 	_ batcher.Closer = (*KafkaProducer)(nil)
 )
 
-// NewKafkaProducer checks that the topic exists and opens a producer on
-// client, which must have been made with kafkaconn's ProducerConfig. The
-// producer closes the client.
+// Retries of a record batch within one delivery: about 20 seconds in all,
+// enough for a leader election.
+const (
+	produceAttempts   = 10
+	produceBackoff    = 100 * time.Millisecond
+	produceMaxBackoff = 5 * time.Second
+	// batchOverhead is a record batch's header; recordOverhead bounds a
+	// record's own (lengths, attributes, deltas as varints).
+	batchOverhead  = 61
+	recordOverhead = 24
+)
+
+// NewKafkaProducer checks that the topic exists and takes client, made
+// with kafkaconn's ProducerConfig, which it closes.
 func NewKafkaProducer(client sarama.Client, cfg KafkaProducerConfig) (*KafkaProducer, error) {
 	if _, err := kafkaconn.Partitions(client, cfg.Topic); err != nil {
 		return nil, fmt.Errorf("kafka sink: %w", err)
 	}
-	p, err := sarama.NewSyncProducerFromClient(client)
-	if err != nil {
-		return nil, fmt.Errorf("kafka sink: %w", err)
+	if cfg.Partitioner == nil {
+		cfg.Partitioner = Murmur2Partition
 	}
-	return &KafkaProducer{cfg: cfg, client: client, producer: p, maxBytes: client.Config().Producer.MaxMessageBytes}, nil
+	conf := client.Config()
+	return &KafkaProducer{cfg: cfg, client: client, codec: conf.Producer.Compression,
+		maxBytes: conf.Producer.MaxMessageBytes, parts: make(map[int32]*partitionState)}, nil
+}
+
+// A chunk is records of one partition sent as one record batch.
+type chunk struct {
+	partition int32
+	index     []int // each record's index in the delivered batch
+	recs      []*sarama.Record
+}
+
+// A chunkResult says how each record of a chunk fared.
+type chunkResult struct {
+	index []int
+	errs  []error // one per record, or one for all; nil: delivered
 }
 
 // Deliver produces b's records.
@@ -80,56 +138,95 @@ func (k *KafkaProducer) Deliver(ctx context.Context, b *batcher.Batch) error {
 		return fmt.Errorf("kafka sink: %w", err)
 	}
 	sticky := int32(k.sticky.Add(1) % uint32(parts))
-	// Our own copy of the records: if ctx ends first, the client may still
-	// be sending them after Deliver has returned the batch.
+	// Our own copy of the records: if ctx ends first, a request may still
+	// be on its way after Deliver has returned the batch.
 	buf := bytes.Clone(b.Bytes())
-	slab := make([]sarama.ProducerMessage, n)
-	msgs := make([]*sarama.ProducerMessage, 0, n)
-	index := make([]int, 0, n) // index[j]: msgs[j]'s record in b
+	slab := make([]sarama.Record, n)
+	now := time.Now()
 	var rejected []batcher.Rejected
+	var chunks []*chunk
+	open := make(map[int32]*chunk) // the chunk being filled, per partition
+	size := make(map[int32]int)
 	start := 0
 	for i := range n {
 		end := start + len(b.Record(i))
-		m := &slab[i]
-		if err := k.message(m, buf[start:end:end], b.Meta(i), sticky, int32(parts)); err != nil {
-			rejected = append(rejected, batcher.Rejected{Index: i, Err: fmt.Errorf("kafka sink: %s: %w", b.Pos(i), err)})
-		} else {
-			msgs = append(msgs, m)
-			index = append(index, i)
-		}
+		r := &slab[i]
+		p, ts, err := k.record(r, buf[start:end:end], b.Meta(i), sticky, int32(parts))
 		start = end + 1
+		if err != nil {
+			rejected = append(rejected, batcher.Rejected{Index: i, Err: fmt.Errorf("kafka sink: %s: %w", b.Pos(i), err)})
+			continue
+		}
+		if ts.IsZero() {
+			ts = now
+		}
+		r.TimestampDelta = time.Duration(ts.UnixMilli()) * time.Millisecond // made relative below
+		sz := recordOverhead + len(r.Key) + len(r.Value)
+		for _, h := range r.Headers {
+			sz += len(h.Key) + len(h.Value) + 10
+		}
+		c := open[p]
+		if c == nil || size[p]+sz > k.maxBytes-batchOverhead {
+			c = &chunk{partition: p}
+			open[p], size[p] = c, 0
+			chunks = append(chunks, c)
+		}
+		c.index = append(c.index, i)
+		c.recs = append(c.recs, r)
+		size[p] += sz
 	}
 
-	failed, err := k.send(ctx, msgs...)
-	if err != nil {
-		return fmt.Errorf("kafka sink: %s: %w", b, err)
+	// A goroutine per partition sends its chunks in order, and stops at
+	// the first that fails, so that nothing overtakes it.
+	results := make(chan chunkResult, len(chunks))
+	byPartition := make(map[int32][]*chunk)
+	var order []int32
+	for _, c := range chunks {
+		if byPartition[c.partition] == nil {
+			order = append(order, c.partition)
+		}
+		byPartition[c.partition] = append(byPartition[c.partition], c)
 	}
-	if len(failed) > 0 {
-		at := make(map[*sarama.ProducerMessage]int, len(msgs))
-		for j, m := range msgs {
-			at[m] = index[j]
-		}
-		tooLarge := 0
-		for _, pe := range failed {
-			if isTooLarge(pe.Err) {
-				tooLarge++
-			}
-		}
-		for _, pe := range failed {
-			err := pe.Err
-			if tooLarge > 1 && isTooLarge(err) {
-				// The broker judges a whole record batch: send each alone
-				// to learn which were too large.
-				if err = k.sendAlone(ctx, pe.Msg); err == nil {
+	for _, p := range order {
+		cs := byPartition[p]
+		k.sends.Go(func() {
+			var failed error
+			for _, c := range cs {
+				if failed != nil {
+					results <- chunkResult{c.index, []error{fmt.Errorf("not sent: an earlier record batch of partition %d failed: %w", p, failed)}}
 					continue
 				}
+				res := k.produceChunk(ctx, c)
+				for _, e := range res.errs {
+					if e != nil && !refusedForGood(e) {
+						failed = e
+					}
+				}
+				results <- res
 			}
-			i := at[pe.Msg]
-			rejected = append(rejected, batcher.Rejected{
-				Index: i,
-				Err:   fmt.Errorf("kafka sink: %s: produce to %s: %w", b.Pos(i), k.cfg.Topic, err),
-				Again: !refusedForGood(err),
-			})
+		})
+	}
+	for range chunks {
+		var res chunkResult
+		select {
+		case res = <-results:
+		case <-ctx.Done():
+			return fmt.Errorf("kafka sink: %s: %w", b, context.Cause(ctx))
+		}
+		for j, i := range res.index {
+			var err error
+			if len(res.errs) == 1 {
+				err = res.errs[0]
+			} else if len(res.errs) > 1 {
+				err = res.errs[j]
+			}
+			if err != nil {
+				rejected = append(rejected, batcher.Rejected{
+					Index: i,
+					Err:   fmt.Errorf("kafka sink: %s: produce to %s: %w", b.Pos(i), k.cfg.Topic, err),
+					Again: !refusedForGood(err),
+				})
+			}
 		}
 	}
 	if len(rejected) > 0 {
@@ -138,45 +235,163 @@ func (k *KafkaProducer) Deliver(ctx context.Context, b *batcher.Batch) error {
 	return nil
 }
 
-// send produces msgs and returns those that failed, or ctx's error if it
-// ends first.
-func (k *KafkaProducer) send(ctx context.Context, msgs ...*sarama.ProducerMessage) (sarama.ProducerErrors, error) {
-	if len(msgs) == 0 {
-		return nil, nil
+// produceChunk sends c as one record batch. A batch the broker finds too
+// large is sent again a record at a time, as it judges a batch whole.
+func (k *KafkaProducer) produceChunk(ctx context.Context, c *chunk) chunkResult {
+	err := k.produce(ctx, c.partition, c.recs)
+	if err == nil || len(c.recs) == 1 || !isTooLarge(err) {
+		return chunkResult{c.index, []error{err}}
 	}
-	done := make(chan error, 1)
-	k.sends.Go(func() { done <- k.producer.SendMessages(msgs) })
-	select {
-	case err := <-done:
-		var pe sarama.ProducerErrors
-		if errors.As(err, &pe) {
-			return pe, nil
-		}
-		if err != nil {
-			// Not about messages: say so for every one.
-			pe = make(sarama.ProducerErrors, len(msgs))
-			for j, m := range msgs {
-				pe[j] = &sarama.ProducerError{Msg: m, Err: err}
+	errs := make([]error, len(c.recs))
+	for j, r := range c.recs {
+		errs[j] = k.produce(ctx, c.partition, []*sarama.Record{r})
+		if errs[j] != nil && !refusedForGood(errs[j]) {
+			for l := j + 1; l < len(errs); l++ {
+				errs[l] = fmt.Errorf("not sent: an earlier record failed: %w", errs[j])
 			}
+			break
 		}
-		return pe, nil
-	case <-ctx.Done():
-		return nil, context.Cause(ctx)
+	}
+	return chunkResult{c.index, errs}
+}
+
+// produce writes recs to partition p as one record batch, retrying with
+// backoff what may pass. The records' TimestampDelta holds their
+// timestamp since the epoch.
+func (k *KafkaProducer) produce(ctx context.Context, p int32, recs []*sarama.Record) error {
+	first, last := recs[0].TimestampDelta, recs[0].TimestampDelta
+	for _, r := range recs {
+		first, last = min(first, r.TimestampDelta), max(last, r.TimestampDelta)
+	}
+	rb := &sarama.RecordBatch{
+		Version: 2, Codec: k.codec, CompressionLevel: sarama.CompressionLevelDefault,
+		LastOffsetDelta: int32(len(recs) - 1),
+		FirstTimestamp:  time.UnixMilli(int64(first / time.Millisecond)),
+		MaxTimestamp:    time.UnixMilli(int64(last / time.Millisecond)),
+		Records:         make([]*sarama.Record, len(recs)),
+	}
+	for j, r := range recs {
+		c := *r // r may be sent again alone: its deltas are this batch's
+		c.OffsetDelta = int64(j)
+		c.TimestampDelta = r.TimestampDelta - first
+		rb.Records[j] = &c
+	}
+
+	st := k.partition(p)
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	var wait *time.Timer
+	defer func() {
+		if wait != nil {
+			wait.Stop()
+		}
+	}()
+	backoff := produceBackoff
+	for attempt := 1; ; attempt++ {
+		id, err := k.producerID()
+		if err == nil {
+			if st.gen != id.gen {
+				st.gen, st.seq = id.gen, 0
+			}
+			rb.ProducerID, rb.ProducerEpoch, rb.FirstSequence = id.id, id.epoch, st.seq
+			err = k.send(p, rb)
+			switch {
+			case err == nil, attempt > 1 && errors.Is(err, sarama.ErrDuplicateSequenceNumber):
+				// A duplicate is this very batch, written by an attempt
+				// whose answer was lost.
+				st.seq += int32(len(recs))
+				return nil
+			case refusedForGood(err):
+				return err // nothing written: the sequence stays
+			}
+			// Whether the broker wrote the batch is unknown: a new
+			// producer id restarts the sequences, so that no later batch
+			// can be taken for this one.
+			k.resetProducerID(id.gen)
+		}
+		if attempt == produceAttempts || ctx.Err() != nil {
+			return err
+		}
+		if wait == nil {
+			wait = time.NewTimer(backoff)
+		} else {
+			wait.Reset(backoff)
+		}
+		select {
+		case <-wait.C:
+		case <-ctx.Done():
+			return err
+		}
+		backoff = min(2*backoff, produceMaxBackoff)
 	}
 }
 
-// sendAlone produces one message that failed with others.
-func (k *KafkaProducer) sendAlone(ctx context.Context, m *sarama.ProducerMessage) error {
-	retry := &sarama.ProducerMessage{Topic: m.Topic, Key: m.Key, Value: m.Value, Headers: m.Headers,
-		Timestamp: m.Timestamp, Partition: m.Partition}
-	failed, err := k.send(ctx, retry)
-	switch {
-	case err != nil:
+// send makes one produce request of rb to the leader of partition p.
+func (k *KafkaProducer) send(p int32, rb *sarama.RecordBatch) error {
+	broker, err := k.client.Leader(k.cfg.Topic, p)
+	if err != nil {
+		k.client.RefreshMetadata(k.cfg.Topic)
 		return err
-	case len(failed) > 0:
-		return failed[0].Err
+	}
+	req := &sarama.ProduceRequest{RequiredAcks: sarama.WaitForAll, Timeout: 10000, Version: 7}
+	req.AddBatch(k.cfg.Topic, p, rb)
+	resp, err := broker.Produce(req)
+	if err != nil {
+		// The connection is in doubt: the next attempt opens a new one.
+		broker.Close()
+		k.client.RefreshMetadata(k.cfg.Topic)
+		return err
+	}
+	block := resp.GetBlock(k.cfg.Topic, p)
+	switch {
+	case block == nil:
+		return fmt.Errorf("broker %d: no answer for partition %d", broker.ID(), p)
+	case block.Err != sarama.ErrNoError:
+		if errors.Is(block.Err, sarama.ErrNotLeaderForPartition) || errors.Is(block.Err, sarama.ErrLeaderNotAvailable) ||
+			errors.Is(block.Err, sarama.ErrUnknownTopicOrPartition) {
+			k.client.RefreshMetadata(k.cfg.Topic)
+		}
+		return block.Err
 	}
 	return nil
+}
+
+// producerID returns the current producer id, asking the broker for one
+// if there is none.
+func (k *KafkaProducer) producerID() (producerID, error) {
+	k.idMu.Lock()
+	defer k.idMu.Unlock()
+	if !k.id.valid {
+		resp, err := k.client.InitProducerID()
+		if err == nil && resp.Err != sarama.ErrNoError {
+			err = resp.Err
+		}
+		if err != nil {
+			return producerID{}, fmt.Errorf("producer id: %w", err)
+		}
+		k.id = producerID{id: resp.ProducerID, epoch: resp.ProducerEpoch, gen: k.id.gen + 1, valid: true}
+	}
+	return k.id, nil
+}
+
+// resetProducerID drops producer id gen, if it is still the current one.
+func (k *KafkaProducer) resetProducerID(gen int) {
+	k.idMu.Lock()
+	defer k.idMu.Unlock()
+	if k.id.gen == gen {
+		k.id.valid = false
+	}
+}
+
+func (k *KafkaProducer) partition(p int32) *partitionState {
+	k.partsMu.Lock()
+	defer k.partsMu.Unlock()
+	st := k.parts[p]
+	if st == nil {
+		st = &partitionState{}
+		k.parts[p] = st
+	}
+	return st
 }
 
 func isTooLarge(err error) bool {
@@ -198,70 +413,66 @@ func refusedForGood(err error) bool {
 	return false
 }
 
-// message fills m with record rec of metadata meta.
-func (k *KafkaProducer) message(m *sarama.ProducerMessage, rec []byte, meta *batcher.Meta, sticky, parts int32) error {
-	m.Topic = k.cfg.Topic
-	m.Partition = -1 // by key
-	var key []byte
-	value := rec
+// record fills r with record rec of metadata meta, and returns its
+// partition and timestamp.
+func (k *KafkaProducer) record(r *sarama.Record, rec []byte, meta *batcher.Meta, sticky, parts int32) (int32, time.Time, error) {
+	p := int32(-1) // by key
+	var ts time.Time
+	r.Value = rec
 	switch {
 	case k.cfg.Unwrap:
-		r, err := envelope.Parse(rec)
+		e, err := envelope.Parse(rec)
 		if err != nil {
-			return err
+			return 0, ts, err
 		}
-		key, value, m.Timestamp = r.Key, r.Value, r.Timestamp
-		m.Headers = headers(r.Headers)
-		if k.cfg.KeepPartition && r.Partition >= 0 {
-			if r.Partition >= parts {
-				return fmt.Errorf("envelope partition %d: topic %s has %d partitions", r.Partition, k.cfg.Topic, parts)
+		r.Key, r.Value, ts = e.Key, e.Value, e.Timestamp
+		r.Headers = headers(e.Headers)
+		if k.cfg.KeepPartition && e.Partition >= 0 {
+			if e.Partition >= parts {
+				return 0, ts, fmt.Errorf("envelope partition %d: topic %s has %d partitions", e.Partition, k.cfg.Topic, parts)
 			}
-			m.Partition = r.Partition
+			p = e.Partition
 		}
 	case k.cfg.KeyDelimiter != nil:
 		if i := bytes.Index(rec, k.cfg.KeyDelimiter); i >= 0 {
-			key, value = rec[:i:i], rec[i+len(k.cfg.KeyDelimiter):]
+			r.Key, r.Value = rec[:i:i], rec[i+len(k.cfg.KeyDelimiter):]
 		}
 		if meta != nil && k.cfg.KeepMeta {
-			m.Headers, m.Timestamp = headers(meta.Headers), meta.Timestamp
+			r.Headers, ts = headers(meta.Headers), meta.Timestamp
 		}
 	case meta != nil && k.cfg.KeepMeta:
-		key, m.Headers, m.Timestamp = meta.Key, headers(meta.Headers), meta.Timestamp
+		r.Key, r.Headers, ts = meta.Key, headers(meta.Headers), meta.Timestamp
 	}
-	if key != nil {
-		m.Key = sarama.ByteEncoder(key)
-	} else if m.Partition < 0 {
-		m.Partition = sticky
+	if size := len(r.Key) + len(r.Value); size > k.maxBytes {
+		return 0, ts, fmt.Errorf("record of %d bytes is larger than the largest the producer sends (%d bytes, --max-message-bytes)", size, k.maxBytes)
 	}
-	if value != nil {
-		m.Value = sarama.ByteEncoder(value)
+	switch {
+	case p >= 0:
+	case r.Key != nil:
+		p = k.cfg.Partitioner(r.Key, parts)
+	default:
+		p = sticky
 	}
-	if size := len(key) + len(value); size > k.maxBytes {
-		return fmt.Errorf("record of %d bytes is larger than the largest the producer sends (%d bytes, --max-message-bytes)", size, k.maxBytes)
-	}
-	return nil
+	return p, ts, nil
 }
 
-func headers(hs []batcher.Header) []sarama.RecordHeader {
+func headers(hs []batcher.Header) []*sarama.RecordHeader {
 	if len(hs) == 0 {
 		return nil
 	}
-	out := make([]sarama.RecordHeader, len(hs))
+	out := make([]*sarama.RecordHeader, len(hs))
+	slab := make([]sarama.RecordHeader, len(hs))
 	for i, h := range hs {
-		out[i] = sarama.RecordHeader{Key: []byte(h.Key), Value: h.Value}
+		slab[i] = sarama.RecordHeader{Key: []byte(h.Key), Value: h.Value}
+		out[i] = &slab[i]
 	}
 	return out
 }
 
-// Close waits for what is still being sent, then closes the producer and
-// the client.
+// Close waits for requests still out, then closes the client.
 func (k *KafkaProducer) Close() error {
-	err := k.producer.Close()
 	k.sends.Wait()
-	if cerr := k.client.Close(); err == nil && cerr != nil && !errors.Is(cerr, sarama.ErrClosedClient) {
-		err = cerr
-	}
-	if err != nil {
+	if err := k.client.Close(); err != nil && !errors.Is(err, sarama.ErrClosedClient) {
 		return fmt.Errorf("kafka sink: close: %w", err)
 	}
 	return nil

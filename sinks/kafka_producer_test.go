@@ -4,26 +4,32 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
+	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 
+	"github.com/IBM/sarama"
 	"github.com/batchpipe/batchpipe/batcher"
 	"github.com/batchpipe/batchpipe/internal/kafkaconn"
 	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
 // newKafkaProducer starts a cluster with topic "t" of parts partitions and
 // opens the sink on it.
-func newKafkaProducer(t testing.TB, parts int32, cfg KafkaProducerConfig) (*KafkaProducer, *kfake.Cluster) {
+func newKafkaProducer(t testing.TB, parts int32, cfg KafkaProducerConfig, opts ...kafkaconn.ProducerOptions) (*KafkaProducer, *kfake.Cluster) {
 	t.Helper()
 	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(parts, "t"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(c.Close)
-	part, _ := NewKafkaPartitioner(PartitionMurmur2)
-	client, err := (&kafkaconn.Conn{Brokers: c.ListenAddrs()}).ConnectProducer(kafkaconn.ProducerOptions{Partitioner: part}, "t")
+	opts = append(opts, kafkaconn.ProducerOptions{})
+	client, err := (&kafkaconn.Conn{Brokers: c.ListenAddrs()}).ConnectProducer(opts[0], "t")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -95,5 +101,120 @@ func TestKafkaProducerRejects(t *testing.T) {
 		if r.Index != i+1 || r.Again || !strings.Contains(r.Err.Error(), want) {
 			t.Errorf("rejected %+v, want record %d for good: %q", r, i+1, want)
 		}
+	}
+}
+
+// readAll returns the values of topic t of c, by partition.
+func readAll(t *testing.T, c *kfake.Cluster, parts int32) map[int32][]string {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...), kgo.ConsumeTopics("t"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	sc, err := sarama.NewClient(c.ListenAddrs(), sarama.NewConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sc.Close()
+	var total int64
+	for p := range parts {
+		end, err := sc.GetOffset("t", p, sarama.OffsetNewest)
+		if err != nil {
+			t.Fatal(err)
+		}
+		total += end
+	}
+	out := make(map[int32][]string)
+	for n := int64(0); n < total; {
+		fs := cl.PollFetches(context.Background())
+		if err := fs.Err(); err != nil {
+			t.Fatal(err)
+		}
+		fs.EachRecord(func(r *kgo.Record) {
+			out[r.Partition] = append(out[r.Partition], string(r.Value))
+			n++
+		})
+	}
+	return out
+}
+
+// Connections lost before the broker answers: the record batch is sent
+// again, and every record lands once, in order.
+func TestKafkaProducerRetriesLostConnections(t *testing.T) {
+	k, c := newKafkaProducer(t, 1, KafkaProducerConfig{})
+	drops := 0
+	c.ControlKey(int16(kmsg.Produce), func(kmsg.Request) (kmsg.Response, error, bool) {
+		if drops++; drops < 3 {
+			c.KeepControl()
+			return nil, errors.New("connection lost"), true
+		}
+		return nil, nil, false
+	})
+	var recs [][]byte
+	for i := range 100 {
+		recs = append(recs, []byte(strconv.Itoa(i)))
+	}
+	if err := k.Deliver(context.Background(), batchOf(t, '\n', recs...)); err != nil {
+		t.Fatal(err)
+	}
+	if drops != 3 {
+		t.Fatalf("%d produce requests, want 2 lost and 1 answered", drops)
+	}
+	got := readAll(t, c, 1)[0]
+	if len(got) != 100 {
+		t.Fatalf("%d records, want 100", len(got))
+	}
+	for i, v := range got {
+		if v != strconv.Itoa(i) {
+			t.Fatalf("record %d is %q", i, v)
+		}
+	}
+}
+
+// A batch larger than --max-message-bytes goes as several record batches,
+// in order; batches delivered at once (-j) to the same partitions all
+// land.
+func TestKafkaProducerSplitsAndParallel(t *testing.T) {
+	k, c := newKafkaProducer(t, 3, KafkaProducerConfig{KeyDelimiter: []byte(":")}, kafkaconn.ProducerOptions{MaxMessageBytes: 1000})
+	var requests atomic.Int64
+	c.ControlKey(int16(kmsg.Produce), func(kmsg.Request) (kmsg.Response, error, bool) {
+		requests.Add(1)
+		c.KeepControl()
+		return nil, nil, false
+	})
+	const workers, per = 4, 500
+	var wg sync.WaitGroup
+	for w := range workers {
+		var recs [][]byte
+		for i := range per {
+			recs = append(recs, fmt.Appendf(nil, "key%d:%d/%04d/%s", i%7, w, i, strings.Repeat("x", 50)))
+		}
+		wg.Go(func() {
+			if err := k.Deliver(context.Background(), batchOf(t, '\n', recs...)); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	got := readAll(t, c, 3)
+	n := 0
+	for p, vals := range got {
+		last := map[string]string{}
+		for _, v := range vals {
+			w, i, _ := strings.Cut(v, "/")
+			if i <= last[w] {
+				t.Fatalf("partition %d: %s after %s", p, v, last[w])
+			}
+			last[w] = i
+			n++
+		}
+	}
+	if n != workers*per {
+		t.Fatalf("%d records, want %d", n, workers*per)
+	}
+	// 2000 records of about 70 bytes, at most 1000 bytes a record batch.
+	if r := requests.Load(); r < 140 {
+		t.Fatalf("%d produce requests: the batches were not split", r)
 	}
 }

@@ -3,7 +3,6 @@ package kafkaconn
 import (
 	"errors"
 	"fmt"
-	"time"
 
 	"github.com/IBM/sarama"
 )
@@ -17,42 +16,26 @@ type ProducerOptions struct {
 	// the Java client's max.request.size and the brokers' default
 	// max.message.bytes.
 	MaxMessageBytes int
-	// Partitioner picks each record's partition; default sarama's hash
-	// partitioner.
-	Partitioner sarama.PartitionerConstructor
 }
 
 // DefaultMaxMessageBytes is ProducerOptions.MaxMessageBytes's default.
 const DefaultMaxMessageBytes = 1000000
 
-// ProducerConfig returns the configuration of an idempotent producer: a
-// record is acknowledged once every in-sync replica has it (acks=all),
-// and the client's own retries write no duplicates and keep the order
-// within a partition, which needs one request in flight per broker.
+// ProducerConfig returns the configuration of a producer's client: acks
+// from all in-sync replicas, and the user's options. The Kafka sink builds
+// its produce requests itself (idempotent, one in flight per partition);
+// the settings of sarama's own producer that it reads are these.
 func (c *Conn) ProducerConfig(p ProducerOptions) (*sarama.Config, error) {
 	cfg, err := c.Config()
 	if err != nil {
 		return nil, err
 	}
-	cfg.Producer.Idempotent = true
-	cfg.Net.MaxOpenRequests = 1
 	cfg.Producer.RequiredAcks = sarama.WaitForAll
 	cfg.Producer.Return.Successes = true
-	cfg.Producer.Return.Errors = true
-	// Leader elections and restarts take seconds: retry for about half a
-	// minute, backing off, before a record is handed back as not
-	// delivered (and the pipeline's own --retries take over).
-	cfg.Producer.Retry.Max = 10
-	cfg.Producer.Retry.BackoffFunc = func(retries, _ int) time.Duration {
-		return min(100*time.Millisecond<<min(retries, 6), 5*time.Second)
-	}
 	cfg.Producer.Compression = p.Compression
 	cfg.Producer.MaxMessageBytes = p.MaxMessageBytes
 	if cfg.Producer.MaxMessageBytes <= 0 {
 		cfg.Producer.MaxMessageBytes = DefaultMaxMessageBytes
-	}
-	if p.Partitioner != nil {
-		cfg.Producer.Partitioner = p.Partitioner
 	}
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("kafka: %w", err)
