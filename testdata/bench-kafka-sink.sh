@@ -43,7 +43,7 @@ head -n "$records" < <(yes "$(printf "%0$((size - 1))d" 0)") >"$work/in.txt"
 
 # One cluster: src seeded for the copies, a topic per tool and round.
 topics=src
-for r in $(seq 1 "$rounds"); do topics="$topics,bp$r,kcat$r,bpcopy$r,kcatcopy$r"; done
+for r in $(seq 1 "$rounds"); do topics="$topics,bp$r,bpj$r,kcat$r,bpcopy$r,kcatcopy$r"; done
 (cd "$root" && go build -o "$work/kafka-dev" ./tools/kafka-dev)
 "$work/kafka-dev" -addr 127.0.0.1:0 -topic "$topics" -partitions 4 -records "$records" -size "$size" 2>"$work/dev.log" &
 dev_pid=$!
@@ -79,10 +79,13 @@ timed() {
 	t=$(sub "$(now)" "$t0")
 	if [ -z "${!var}" ] || lt "$t" "${!var}"; then printf -v "$var" %s "$t"; fi
 }
-bp= kc= bpc= kcc=
+bp= bpj= kc= bpc= kcc=
 for r in $(seq 1 "$rounds"); do
 	timed bp "$bin" -q -n 1000 kafka --brokers "$addr" "bp$r" <"$work/in.txt"
 	check "bp$r"
+	# Two batches in flight: each waits for its acknowledgement no more.
+	timed bpj "$bin" -q -n 1000 -j 2 kafka --brokers "$addr" "bpj$r" <"$work/in.txt"
+	check "bpj$r"
 	timed kc "${kcat_p[@]}" -t "kcat$r" <"$work/in.txt"
 	check "kcat$r"
 	timed bpc "$bin" -q --kafka-brokers "$addr" --topic src --until-end -n 1000 kafka "bpcopy$r"
@@ -95,6 +98,7 @@ rate() { awk -v n="$records" -v t="$1" 'BEGIN { printf "%d", n / t }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 printf "   stdin -> kafka   batchpipe %6.3f s %8d records/s | kcat -P %6.3f s %8d records/s | ratio %s (target <= 1.0)\n" \
 	"$bp" "$(rate "$bp")" "$kc" "$(rate "$kc")" "$(ratio "$bp" "$kc")"
+printf "   stdin -> kafka   batchpipe -j 2 %6.3f s %8d records/s | ratio %s\n" "$bpj" "$(rate "$bpj")" "$(ratio "$bpj" "$kc")"
 printf "   kafka -> kafka   batchpipe %6.3f s %8d records/s | kcat|kcat %6.3f s %8d records/s | ratio %s (target <= 1.2)\n" \
 	"$bpc" "$(rate "$bpc")" "$kcc" "$(rate "$kcc")" "$(ratio "$bpc" "$kcc")"
 [ -n "$timer" ] && printf "   batchpipe peak RSS: %d MB (target <= 128 MB)\n" "$((rss / 1024))"
