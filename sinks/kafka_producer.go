@@ -303,14 +303,26 @@ func (k *KafkaProducer) produce(ctx context.Context, p int32, recs []*sarama.Rec
 				return nil
 			case refusedForGood(err):
 				return err // nothing written: the sequence stays
+			case errors.Is(err, sarama.ErrOutOfOrderSequenceNumber), errors.Is(err, sarama.ErrUnknownProducerID),
+				errors.Is(err, sarama.ErrInvalidProducerEpoch), errors.Is(err, sarama.ErrDuplicateSequenceNumber):
+				// The broker's idea of the sequence is not ours: start
+				// again with a new producer id.
+				k.resetProducerID(id.gen)
 			}
-			// Whether the broker wrote the batch is unknown: a new
-			// producer id restarts the sequences, so that no later batch
-			// can be taken for this one.
-			k.resetProducerID(id.gen)
+			// Otherwise the next attempt sends the same batch with the
+			// same sequence, which the broker writes once.
+		}
+		// Giving up, whether the broker wrote the batch is unknown: a new
+		// producer id restarts the sequences, so that no later batch can
+		// be taken for a duplicate of this one.
+		giveUp := func() error {
+			if id.valid {
+				k.resetProducerID(id.gen)
+			}
+			return err
 		}
 		if attempt == produceAttempts || ctx.Err() != nil {
-			return err
+			return giveUp()
 		}
 		if wait == nil {
 			wait = time.NewTimer(backoff)
@@ -320,7 +332,7 @@ func (k *KafkaProducer) produce(ctx context.Context, p int32, recs []*sarama.Rec
 		select {
 		case <-wait.C:
 		case <-ctx.Done():
-			return err
+			return giveUp()
 		}
 		backoff = min(2*backoff, produceMaxBackoff)
 	}

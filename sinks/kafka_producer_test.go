@@ -3,8 +3,10 @@ package sinks
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"net"
 	"strconv"
 	"strings"
 	"sync"
@@ -23,7 +25,18 @@ import (
 // opens the sink on it.
 func newKafkaProducer(t testing.TB, parts int32, cfg KafkaProducerConfig, opts ...kafkaconn.ProducerOptions) (*KafkaProducer, *kfake.Cluster) {
 	t.Helper()
-	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(parts, "t"))
+	return newKafkaProducerOn(t, parts, cfg, nil, opts...)
+}
+
+// newKafkaProducerOn is newKafkaProducer with the cluster's listener made
+// by listen, if not nil.
+func newKafkaProducerOn(t testing.TB, parts int32, cfg KafkaProducerConfig, listen func(network, addr string) (net.Listener, error), opts ...kafkaconn.ProducerOptions) (*KafkaProducer, *kfake.Cluster) {
+	t.Helper()
+	kopts := []kfake.Opt{kfake.NumBrokers(1), kfake.SeedTopics(parts, "t")}
+	if listen != nil {
+		kopts = append(kopts, kfake.ListenFn(listen))
+	}
+	c, err := kfake.NewCluster(kopts...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -216,5 +229,97 @@ func TestKafkaProducerSplitsAndParallel(t *testing.T) {
 	// 2000 records of about 70 bytes, at most 1000 bytes a record batch.
 	if r := requests.Load(); r < 140 {
 		t.Fatalf("%d produce requests: the batches were not split", r)
+	}
+}
+
+// A lossyListener hangs up instead of sending the answers to the next
+// lose produce requests: the broker has written their records, the
+// client does not know it.
+type lossyListener struct {
+	net.Listener
+	lose atomic.Int32
+}
+
+func (l *lossyListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return &lossyConn{Conn: c, l: l, produce: make(map[int32]bool)}, nil
+}
+
+type lossyConn struct {
+	net.Conn
+	l       *lossyListener
+	mu      sync.Mutex
+	in      []byte         // requests read, not yet parsed
+	produce map[int32]bool // correlation ids of produce requests
+}
+
+// Read notes the correlation ids of produce requests (api key 0).
+func (c *lossyConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.in = append(c.in, p[:n]...)
+	for len(c.in) >= 4 {
+		size := int(binary.BigEndian.Uint32(c.in))
+		if len(c.in) < 4+size {
+			break
+		}
+		frame := c.in[4 : 4+size]
+		if binary.BigEndian.Uint16(frame) == 0 {
+			c.produce[int32(binary.BigEndian.Uint32(frame[4:]))] = true
+		}
+		c.in = c.in[4+size:]
+	}
+	return n, err
+}
+
+// Write drops the connection instead of a produce answer, while answers
+// are to be lost; kfake writes each answer whole.
+func (c *lossyConn) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	answer := len(p) >= 8 && c.produce[int32(binary.BigEndian.Uint32(p[4:]))]
+	c.mu.Unlock()
+	if answer && c.l.lose.Add(-1) >= 0 {
+		c.Conn.Close()
+		return 0, net.ErrClosed
+	}
+	return c.Conn.Write(p)
+}
+
+// Answers lost after the broker wrote the records: the retries carry the
+// same producer id and sequence numbers, and the broker writes them once.
+func TestKafkaProducerIdempotentAfterLostAnswers(t *testing.T) {
+	l := &lossyListener{}
+	listen := func(network, addr string) (net.Listener, error) {
+		ln, err := net.Listen(network, addr)
+		l.Listener = ln
+		return l, err
+	}
+	k, c := newKafkaProducerOn(t, 2, KafkaProducerConfig{KeyDelimiter: []byte(":")}, listen)
+	l.lose.Store(3)
+	var recs [][]byte
+	for i := range 200 {
+		recs = append(recs, fmt.Appendf(nil, "k%d:%04d", i%5, i))
+	}
+	if err := k.Deliver(context.Background(), batchOf(t, '\n', recs...)); err != nil {
+		t.Fatal(err)
+	}
+	if n := l.lose.Load(); n > 0 {
+		t.Fatalf("%d answers still to lose: the test lost fewer than 3", n)
+	}
+	n := 0
+	for p, vals := range readAll(t, c, 2) {
+		for j := 1; j < len(vals); j++ {
+			if vals[j] <= vals[j-1] {
+				t.Fatalf("partition %d: %s after %s (a duplicate, or out of order)", p, vals[j], vals[j-1])
+			}
+		}
+		n += len(vals)
+	}
+	if n != 200 {
+		t.Fatalf("%d records in the topic, want the 200 sent, each once", n)
 	}
 }
