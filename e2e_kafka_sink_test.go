@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/IBM/sarama"
+	"github.com/twmb/franz-go/pkg/kfake"
 )
 
 // byPartition returns the values of topic's records, by partition, in
@@ -340,5 +341,22 @@ func TestKafkaSinkUnusableAtStart(t *testing.T) {
 			}
 			p.stdin.Close()
 		})
+	}
+}
+
+// The sink connects with the source's SASL flags; a wrong password is a
+// usage error that does not repeat it.
+func TestKafkaSinkSASL(t *testing.T) {
+	_, addr := kafkaCluster(t, 1, kfake.EnableSASL(), kfake.Superuser("SCRAM-SHA-256", "writer", "PASS-e2e-2"))
+	t.Setenv("BATCHPIPE_KAFKA_PASSWORD", "not-the-pass")
+	args := []string{"--kafka-sasl", "scram-sha-256", "--kafka-user", "writer", "kafka", "--brokers", addr, "t"}
+	r := run(t, strings.NewReader("a\nb\n"), args...)
+	if r.code != 2 || strings.Contains(r.stderr, "not-the-pass") || !strings.Contains(r.stderr, "SASL user and password") {
+		t.Fatalf("wrong password: exit %d, stderr:\n%s", r.code, r.stderr)
+	}
+	t.Setenv("BATCHPIPE_KAFKA_PASSWORD", "PASS-e2e-2")
+	r = run(t, strings.NewReader("a\nb\n"), args...)
+	if r.code != 0 || !strings.Contains(r.stderr, "2 delivered in 1 batch") {
+		t.Fatalf("exit %d, stderr:\n%s", r.code, r.stderr)
 	}
 }
