@@ -5,6 +5,7 @@ package main
 
 import (
 	"bytes"
+	"encoding/binary"
 	"fmt"
 	"net"
 	"os"
@@ -12,11 +13,13 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/IBM/sarama"
 	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
 // byPartition returns the values of topic's records, by partition, in
@@ -358,5 +361,50 @@ func TestKafkaSinkSASL(t *testing.T) {
 	r = run(t, strings.NewReader("a\nb\n"), args...)
 	if r.code != 0 || !strings.Contains(r.stderr, "2 delivered in 1 batch") {
 		t.Fatalf("exit %d, stderr:\n%s", r.code, r.stderr)
+	}
+}
+
+// Every --compression produces records a consumer reads back as sent.
+func TestKafkaSinkCompression(t *testing.T) {
+	c, addr := kafkaCluster(t, 1)
+	// The codec of each topic's record batches, from their attributes.
+	var mu sync.Mutex
+	codecs := make(map[string]int16)
+	c.ControlKey(int16(kmsg.Produce), func(req kmsg.Request) (kmsg.Response, error, bool) {
+		c.KeepControl()
+		for _, tp := range req.(*kmsg.ProduceRequest).Topics {
+			for _, p := range tp.Partitions {
+				if len(p.Records) > 22 {
+					mu.Lock()
+					codecs[tp.Topic] = int16(binary.BigEndian.Uint16(p.Records[21:])) & 7
+					mu.Unlock()
+				}
+			}
+		}
+		return nil, nil, false
+	})
+	var in strings.Builder
+	for i := range 500 {
+		fmt.Fprintf(&in, "record %d %s\n", i, strings.Repeat("compressible ", 10))
+	}
+	for want, codec := range []string{"none", "gzip", "snappy", "lz4", "zstd"} {
+		createTopic(t, addr, codec, 1)
+		r := run(t, strings.NewReader(in.String()), "-n", "200", "kafka", "--brokers", addr, "--compression", codec, codec)
+		if r.code != 0 {
+			t.Fatalf("%s: exit %d:\n%s", codec, r.code, r.stderr)
+		}
+		var got strings.Builder
+		for _, m := range readTopic(t, addr, codec) {
+			got.Write(m.Value)
+			got.WriteByte('\n')
+		}
+		if got.String() != in.String() {
+			t.Fatalf("%s: the records read back differ from those sent", codec)
+		}
+		mu.Lock()
+		if codecs[codec] != int16(want) {
+			t.Errorf("%s: record batches of codec %d, want %d", codec, codecs[codec], want)
+		}
+		mu.Unlock()
 	}
 }
