@@ -16,6 +16,7 @@ import (
 	"github.com/IBM/sarama"
 	"github.com/batchpipe/batchpipe/batcher"
 	"github.com/batchpipe/batchpipe/internal/kafkaconn"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -321,5 +322,38 @@ func TestKafkaProducerIdempotentAfterLostAnswers(t *testing.T) {
 	}
 	if n != 200 {
 		t.Fatalf("%d records in the topic, want the 200 sent, each once", n)
+	}
+}
+
+// A broker that is, for a while, not the partition's leader: the batch is
+// sent again once the metadata says where, and lands once.
+func TestKafkaProducerRetriesNotLeader(t *testing.T) {
+	k, c := newKafkaProducer(t, 1, KafkaProducerConfig{})
+	refused := 0
+	c.ControlKey(int16(kmsg.Produce), func(r kmsg.Request) (kmsg.Response, error, bool) {
+		if refused++; refused > 2 {
+			return nil, nil, false
+		}
+		c.KeepControl()
+		req := r.(*kmsg.ProduceRequest)
+		resp := req.ResponseKind().(*kmsg.ProduceResponse)
+		for _, tp := range req.Topics {
+			rt := kmsg.NewProduceResponseTopic()
+			rt.Topic = tp.Topic
+			for _, p := range tp.Partitions {
+				rp := kmsg.NewProduceResponseTopicPartition()
+				rp.Partition = p.Partition
+				rp.ErrorCode = kerr.NotLeaderForPartition.Code
+				rt.Partitions = append(rt.Partitions, rp)
+			}
+			resp.Topics = append(resp.Topics, rt)
+		}
+		return resp, nil, true
+	})
+	if err := k.Deliver(context.Background(), batchOf(t, '\n', []byte("a"), []byte("b"))); err != nil {
+		t.Fatal(err)
+	}
+	if got := readAll(t, c, 1)[0]; refused != 3 || len(got) != 2 || got[0] != "a" || got[1] != "b" {
+		t.Fatalf("%d produce requests, records %q; want 2 refused, then a and b once", refused, got)
 	}
 }
