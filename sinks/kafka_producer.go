@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -59,6 +60,7 @@ type KafkaProducer struct {
 	client   sarama.Client
 	codec    sarama.CompressionCodec
 	maxBytes int
+	attempts int // per record batch and delivery
 	sticky   atomic.Uint32
 
 	idMu sync.Mutex
@@ -114,7 +116,7 @@ func NewKafkaProducer(client sarama.Client, cfg KafkaProducerConfig) (*KafkaProd
 	}
 	conf := client.Config()
 	return &KafkaProducer{cfg: cfg, client: client, codec: conf.Producer.Compression,
-		maxBytes: conf.Producer.MaxMessageBytes, parts: make(map[int32]*partitionState)}, nil
+		maxBytes: conf.Producer.MaxMessageBytes, attempts: produceAttempts, parts: make(map[int32]*partitionState)}, nil
 }
 
 // A chunk is records of one partition sent as one record batch.
@@ -230,6 +232,8 @@ func (k *KafkaProducer) Deliver(ctx context.Context, b *batcher.Batch) error {
 		}
 	}
 	if len(rejected) > 0 {
+		// In batch order, so that records tried again keep theirs.
+		slices.SortFunc(rejected, func(a, b batcher.Rejected) int { return a.Index - b.Index })
 		return &batcher.RejectError{Records: rejected}
 	}
 	return nil
@@ -321,7 +325,7 @@ func (k *KafkaProducer) produce(ctx context.Context, p int32, recs []*sarama.Rec
 			}
 			return err
 		}
-		if attempt == produceAttempts || ctx.Err() != nil {
+		if attempt >= k.attempts || ctx.Err() != nil {
 			return giveUp()
 		}
 		if wait == nil {

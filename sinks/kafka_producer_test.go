@@ -357,3 +357,30 @@ func TestKafkaProducerRetriesNotLeader(t *testing.T) {
 		t.Fatalf("%d produce requests, records %q; want 2 refused, then a and b once", refused, got)
 	}
 }
+
+// Records rejected from several partitions are listed in batch order, so
+// that those tried again keep their order.
+func TestKafkaProducerRejectsInOrder(t *testing.T) {
+	k, c := newKafkaProducer(t, 3, KafkaProducerConfig{KeyDelimiter: []byte(":")})
+	c.ControlKey(int16(kmsg.Produce), func(kmsg.Request) (kmsg.Response, error, bool) {
+		c.KeepControl()
+		return nil, errors.New("connection lost"), true
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var recs [][]byte
+	for i := range 30 {
+		recs = append(recs, fmt.Appendf(nil, "k%d:%d", i, i))
+	}
+	k.attempts = 2
+	err := k.Deliver(ctx, batchOf(t, '\n', recs...))
+	var rej *batcher.RejectError
+	if !errors.As(err, &rej) || len(rej.Records) != 30 {
+		t.Fatalf("Deliver: %v, want all 30 records to try again", err)
+	}
+	for i, r := range rej.Records {
+		if r.Index != i || !r.Again {
+			t.Fatalf("rejected[%d] = %+v, want record %d, to try again", i, r, i)
+		}
+	}
+}
