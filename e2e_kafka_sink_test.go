@@ -22,6 +22,19 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
+// sinkCluster starts a kfake cluster with topic "t" of parts partitions.
+// (The source's tests have their own helpers; these tests name their
+// topics themselves and need nothing more.)
+func sinkCluster(t *testing.T, parts int32, opts ...kfake.Opt) (*kfake.Cluster, string) {
+	t.Helper()
+	c, err := kfake.NewCluster(append([]kfake.Opt{kfake.NumBrokers(1), kfake.SeedTopics(parts, "t")}, opts...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	return c, c.ListenAddrs()[0]
+}
+
 // byPartition returns the values of topic's records, by partition, in
 // offset order.
 func byPartition(t *testing.T, addr, topic string) map[int32][]*sarama.ConsumerMessage {
@@ -37,7 +50,7 @@ func byPartition(t *testing.T, addr, topic string) map[int32][]*sarama.ConsumerM
 // input order within each partition; records without a key spread over
 // the partitions a batch at a time.
 func TestKafkaSinkStdinExact(t *testing.T) {
-	_, addr := kafkaCluster(t, 4)
+	_, addr := sinkCluster(t, 4)
 	var in bytes.Buffer
 	const n = 20000
 	for i := range n {
@@ -79,7 +92,7 @@ func TestKafkaSinkStdinExact(t *testing.T) {
 // Keys are placed where the Java client puts them: the partition of each
 // is computed here from the murmur2 values of Kafka's own tests.
 func TestKafkaSinkKeysJavaPartitions(t *testing.T) {
-	_, addr := kafkaCluster(t, 1)
+	_, addr := sinkCluster(t, 1)
 	createTopic(t, addr, "keys", 10)
 	createTopic(t, addr, "crc", 10)
 	java := map[string]int32{ // murmur2 as org.apache.kafka.common.utils.Utils computes it
@@ -138,7 +151,7 @@ func TestKafkaSinkKeysJavaPartitions(t *testing.T) {
 // copy: null and empty keys, null values, duplicate headers in order,
 // binary and JSON values, timestamps and partitions.
 func TestKafkaSinkEnvelopeRoundTrip(t *testing.T) {
-	_, addr := kafkaCluster(t, 3)
+	_, addr := sinkCluster(t, 3)
 	createTopic(t, addr, "restored", 3)
 	cfg := sarama.NewConfig()
 	cfg.Version = sarama.V2_1_0_0
@@ -214,7 +227,7 @@ func TestKafkaSinkEnvelopeRoundTrip(t *testing.T) {
 
 // Kafka → Kafka: records keep their key, headers and timestamp.
 func TestKafkaSinkFromKafka(t *testing.T) {
-	_, addr := kafkaCluster(t, 2)
+	_, addr := sinkCluster(t, 2)
 	createTopic(t, addr, "copy", 2)
 	newProducer(t, addr).produce("t", []int32{0, 1}, 1000)
 	r := run(t, nil, "--kafka-brokers", addr, "--topic", "t", "--group", "g", "--until-end", "-n", "300",
@@ -287,7 +300,7 @@ func TestKafkaSinkRecordTooLarge(t *testing.T) {
 		{"broker", []string{"--max-message-bytes", "8000000"}, "too large"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, addr := kafkaCluster(t, 1)
+			_, addr := sinkCluster(t, 1)
 			var in bytes.Buffer
 			for i := range 100 {
 				if i == 50 {
@@ -321,7 +334,7 @@ func TestKafkaSinkRecordTooLarge(t *testing.T) {
 // A missing topic, or brokers that cannot be reached: batchpipe says so at
 // once, reading nothing (its stdin stays open), and exits 2.
 func TestKafkaSinkUnusableAtStart(t *testing.T) {
-	_, addr := kafkaCluster(t, 1)
+	_, addr := sinkCluster(t, 1)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -350,7 +363,7 @@ func TestKafkaSinkUnusableAtStart(t *testing.T) {
 // The sink connects with the source's SASL flags; a wrong password is a
 // usage error that does not repeat it.
 func TestKafkaSinkSASL(t *testing.T) {
-	_, addr := kafkaCluster(t, 1, kfake.EnableSASL(), kfake.Superuser("SCRAM-SHA-256", "writer", "PASS-e2e-2"))
+	_, addr := sinkCluster(t, 1, kfake.EnableSASL(), kfake.Superuser("SCRAM-SHA-256", "writer", "PASS-e2e-2"))
 	t.Setenv("BATCHPIPE_KAFKA_PASSWORD", "not-the-pass")
 	args := []string{"--kafka-sasl", "scram-sha-256", "--kafka-user", "writer", "kafka", "--brokers", addr, "t"}
 	r := run(t, strings.NewReader("a\nb\n"), args...)
@@ -366,7 +379,7 @@ func TestKafkaSinkSASL(t *testing.T) {
 
 // Every --compression produces records a consumer reads back as sent.
 func TestKafkaSinkCompression(t *testing.T) {
-	c, addr := kafkaCluster(t, 1)
+	c, addr := sinkCluster(t, 1)
 	// The codec of each topic's record batches, from their attributes.
 	var mu sync.Mutex
 	codecs := make(map[string]int16)
