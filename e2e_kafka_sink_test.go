@@ -255,6 +255,22 @@ func TestKafkaSinkFromKafka(t *testing.T) {
 			t.Fatalf("key %q in partition %d, want %d", m.Key, m.Partition, want)
 		}
 	}
+
+	// --keep-meta=false: the values alone.
+	createTopic(t, addr, "values", 2)
+	r = run(t, nil, "--kafka-brokers", addr, "--topic", "t", "--until-end", "kafka", "--keep-meta=false", "values")
+	if r.code != 0 {
+		t.Fatalf("exit %d:\n%s", r.code, r.stderr)
+	}
+	values := readTopic(t, addr, "values")
+	if len(values) != len(src) {
+		t.Fatalf("%d values, want %d", len(values), len(src))
+	}
+	for _, m := range values {
+		if _, ok := src[string(m.Value)]; !ok || m.Key != nil || len(m.Headers) != 0 {
+			t.Fatalf("value %q key %q headers %v: want the value alone", m.Value, m.Key, m.Headers)
+		}
+	}
 }
 
 // murmur2 is Kafka's, written out again here so the test does not trust
