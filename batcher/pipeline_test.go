@@ -931,19 +931,8 @@ func TestAbandonDoesNotWaitForAStuckSink(t *testing.T) {
 			<-stuck // ignores ctx, like a write to a pipe nobody reads
 			return nil
 		}
-		ctx, cancel := context.WithCancel(context.Background())
-		p := &Pipeline{Source: src, Sink: sink, Config: cfg(Config{MaxRecords: 1})}
-		done := make(chan Stats)
-		go func() {
-			st, _ := p.Run(ctx)
-			done <- st
-		}()
-		src.in <- recs("a")
-		synctest.Wait()
-		start := time.Now()
-		cancel()
-		st := <-done
-		if took := time.Since(start); took != abandonGrace {
+		st, took := cancelWhileDelivering(src, sink)
+		if took != abandonGrace {
 			t.Errorf("returned after %v, want %v", took, abandonGrace)
 		}
 		if st.Undelivered != 1 || st.InFlight != 0 {
@@ -994,19 +983,8 @@ func TestAbandonerGetsItsGrace(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		src := &chanSource{in: make(chan []Record)}
 		sink := &abandonSink{grace: 10 * time.Second, killed: make(chan struct{})}
-		ctx, cancel := context.WithCancel(context.Background())
-		p := &Pipeline{Source: src, Sink: sink, Config: cfg(Config{MaxRecords: 1})}
-		done := make(chan Stats)
-		go func() {
-			st, _ := p.Run(ctx)
-			done <- st
-		}()
-		src.in <- recs("a")
-		synctest.Wait()
-		start := time.Now()
-		cancel()
-		st := <-done
-		if took := time.Since(start); took != sink.grace+abandonGrace {
+		st, took := cancelWhileDelivering(src, sink)
+		if took != sink.grace+abandonGrace {
 			t.Errorf("returned after %v, want %v", took, sink.grace+abandonGrace)
 		}
 		select {
@@ -1018,4 +996,23 @@ func TestAbandonerGetsItsGrace(t *testing.T) {
 			t.Errorf("stats %+v", st)
 		}
 	})
+}
+
+// cancelWhileDelivering runs a pipeline with sink, cancels it once the
+// sink holds the one record sent, and says how long Run took to return.
+func cancelWhileDelivering(src *chanSource, sink Sink) (Stats, time.Duration) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	p := &Pipeline{Source: src, Sink: sink, Config: cfg(Config{MaxRecords: 1})}
+	done := make(chan Stats)
+	go func() {
+		st, _ := p.Run(ctx)
+		done <- st
+	}()
+	src.in <- recs("a")
+	synctest.Wait()
+	start := time.Now()
+	cancel()
+	st := <-done
+	return st, time.Since(start)
 }
