@@ -8,6 +8,7 @@ FUZZTIME ?= 10s
 
 build:
 	$(GO) build -ldflags '$(LDFLAGS)' -o bin/batchpipe .
+	$(GO) build -o bin/kafka-dev ./tools/kafka-dev
 
 test:
 	$(GO) vet ./...
@@ -23,7 +24,8 @@ demo: build
 	wc -l bin/demo/*.ndjson
 
 # A local Kafka (in-process kfake) on 127.0.0.1:9092 with a topic "demo"
-# seeded with testdata/sample.ndjson; runs until Ctrl-C.
+# seeded with testdata/sample.ndjson; runs until Ctrl-C. In a script, run
+# bin/kafka-dev (make build) instead: killing make leaves go run's child.
 KAFKA_DEV_FLAGS ?= -addr 127.0.0.1:9092 -topic demo -partitions 4 -seed testdata/sample.ndjson
 kafka-dev:
 	$(GO) run ./tools/kafka-dev $(KAFKA_DEV_FLAGS)

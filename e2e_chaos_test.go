@@ -344,7 +344,7 @@ func TestKafkaBrokerRestartMidDrain(t *testing.T) {
 
 			f := newFIFO(t)
 			p := start(t, "-v", "--kafka-brokers", addr, "--topic", k.topic, "--group", k.group, "--until-end", "-n", "100",
-				"--commit-interval", "20ms", "--kafka-session-timeout", "1s", "--kafka-timeout", "30s", "file", f.path)
+				"--commit-interval", "20ms", "--kafka-session-timeout", "1s", "--kafka-rebalance-timeout", "2s", "--kafka-timeout", "30s", "file", f.path)
 			first := f.read(3000) // the pipe holds the rest back: the drain is under way
 			k.stop()
 			if tc.wait != "" {

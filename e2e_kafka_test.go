@@ -613,7 +613,7 @@ func TestKafkaGroupTwoMembers(t *testing.T) {
 	addr := k.addr
 	newProducer(t, addr).produce(k.topic, parts4, 10000)
 	args := []string{"-v", "--kafka-brokers", addr, "--topic", k.topic, "--group", k.group, "-n", "200",
-		"--kafka-session-timeout", "1s", "--commit-interval", "50ms", "file"}
+		"--kafka-session-timeout", "1s", "--commit-interval", "50ms", "--kafka-rebalance-timeout", "2s", "file"}
 	f1, f2 := newFIFO(t), newFIFO(t)
 	p1 := start(t, append(args, f1.path)...)
 	p1.waitFor("kafka: assigned")
@@ -1184,7 +1184,7 @@ func TestKafkaUntilEndRebalanceAtTheEnd(t *testing.T) {
 	// One batch of everything, flushed only once the drain is read; its
 	// write fills the pipe and waits there for the test.
 	p := start(t, "-v", "--kafka-brokers", addr, "--topic", k.topic, "--group", k.group, "--until-end", "-n", "100000", "-b", "64M",
-		"-t", "0", "--kafka-session-timeout", "1s", "file", f.path)
+		"-t", "0", "--kafka-session-timeout", "1s", "--kafka-rebalance-timeout", "2s", "file", f.path)
 	f.read(1)
 	taken := joinGroup(t, k)
 	assigned := func(lines []string) []string {

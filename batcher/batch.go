@@ -205,6 +205,43 @@ func (b *Batch) Pick(idx []int) *Batch {
 	return p
 }
 
+// drop removes the records listed, by increasing index, in place; the
+// others keep their positions in the input.
+func (b *Batch) drop(idx []int) {
+	n := b.Len()
+	pos := b.pos
+	if pos == nil {
+		pos = make([]Pos, n)
+		for i := range n {
+			pos[i] = b.Pos(i)
+		}
+	}
+	k, w, kept, prev := 0, 0, 0, -1
+	for i := range n {
+		start, end := prev+1, b.ends[i]
+		prev = end
+		if k < len(idx) && idx[k] == i {
+			k++
+			continue
+		}
+		w += copy(b.buf[w:], b.buf[start:end+1])
+		b.ends[kept] = w - 1
+		if b.meta != nil {
+			b.meta[kept] = b.meta[i]
+		}
+		pos[kept] = pos[i]
+		kept++
+	}
+	b.buf, b.ends, b.pos = b.buf[:w], b.ends[:kept], pos[:kept]
+	if b.meta != nil {
+		clear(b.meta[kept:])
+		b.meta = b.meta[:kept]
+	}
+	if kept > 0 {
+		b.First = pos[0]
+	}
+}
+
 // String describes the batch for logs and errors.
 func (b *Batch) String() string {
 	n := b.Len()

@@ -64,10 +64,11 @@ const (
 	DeadLettered                // written to the dead letter
 	Failed                      // not delivered (some records may be dead-lettered)
 	Abandoned                   // the run stopped before it could be delivered
+	Withdrawn                   // the source took every record back (see Withdrawer)
 )
 
 func (o Outcome) String() string {
-	return [...]string{"delivered", "partial", "dead-lettered", "failed", "abandoned"}[o]
+	return [...]string{"delivered", "partial", "dead-lettered", "failed", "abandoned", "withdrawn"}[o]
 }
 
 // Validate reports settings that make no sense.
@@ -534,14 +535,21 @@ func (p *Pipeline) handle(ctx context.Context, b *Batch) {
 		p.settle(b, Abandoned, 0, context.Cause(ctx), b.Len())
 		return
 	}
+	if w, ok := p.Source.(Withdrawer); ok {
+		defer w.Settled(b.Seq)
+	}
 	start := time.Now()
 	left, err := p.deliver(ctx, b)
 	took := time.Since(start)
 	switch {
 	case err == nil:
 		p.settle(b, Delivered, took, nil, 0)
+	case err == errWithdrawn:
+		p.settle(b, Withdrawn, took, nil, 0)
 	case ctx.Err() != nil:
 		p.settle(b, Abandoned, took, fmt.Errorf("%w (last error: %v)", context.Cause(ctx), err), left.Len())
+	case !p.withdraw(b, left):
+		p.settle(b, Withdrawn, took, nil, 0)
 	case !IsFatal(err) && p.deadLetter(ctx, left, err):
 		if left.Len() < b.Len() {
 			p.settle(b, Partial, took, err, left.Len())
@@ -563,6 +571,9 @@ func (p *Pipeline) deliver(ctx context.Context, whole *Batch) (*Batch, error) {
 	var wait *time.Timer
 	b := whole
 	for attempt := 1; ; attempt++ {
+		if !p.withdraw(whole, b) {
+			return nil, errWithdrawn
+		}
 		whole.Attempt, b.Attempt = attempt, attempt
 		err := p.Sink.Deliver(ctx, b)
 		if err == nil {
@@ -594,6 +605,42 @@ func (p *Pipeline) deliver(ctx context.Context, whole *Batch) (*Batch, error) {
 			return b, err
 		}
 	}
+}
+
+// errWithdrawn is deliver's error when the source took back every record.
+var errWithdrawn = errors.New("withdrawn by the source")
+
+// withdraw takes out of whole the records the source takes back, and out
+// of cur (whole, or the records of it still to deliver) too, and counts
+// them. It reports whether cur has records left.
+func (p *Pipeline) withdraw(whole, cur *Batch) bool {
+	w, ok := p.Source.(Withdrawer)
+	if !ok {
+		return cur.Len() > 0
+	}
+	idx := w.Withdraw(whole)
+	if len(idx) == 0 {
+		return cur.Len() > 0
+	}
+	p.Logger.Debug("withdrawn", "batch", whole.String(), "records", len(idx))
+	if cur != whole {
+		gone := make(map[*Meta]bool, len(idx))
+		for _, i := range idx {
+			gone[whole.Meta(i)] = true
+		}
+		var in []int
+		for i := range cur.Len() {
+			if gone[cur.Meta(i)] {
+				in = append(in, i)
+			}
+		}
+		cur.drop(in)
+	}
+	whole.drop(idx)
+	n := int64(len(idx))
+	p.c.withdrawn.Add(n)
+	p.c.inFlight.Add(-n)
+	return cur.Len() > 0
 }
 
 // backoff is the wait before retry n (from 1): uniform in
@@ -717,7 +764,8 @@ func (p *Pipeline) settle(b *Batch, o Outcome, took time.Duration, err error, le
 			p.noteLost(b.First)
 		}
 	}
-	if o == Delivered || o == Partial || o == DeadLettered {
+	// A withdrawn batch may keep records delivered by an earlier attempt.
+	if o == Delivered || o == Partial || o == DeadLettered || o == Withdrawn {
 		if a, ok := p.Source.(Acker); ok {
 			a.Ack(b)
 		}

@@ -39,6 +39,21 @@ type Acker interface {
 	Ack(b *Batch)
 }
 
+// A Withdrawer is a Source that may take back records it sent before they
+// are delivered: a Kafka consumer's records of partitions a rebalance gave
+// to another member, which reads them again.
+type Withdrawer interface {
+	// Withdraw is called before each attempt at a batch, and before it
+	// goes to the dead letter. It returns the indexes, in increasing order,
+	// of the records not to deliver: they are taken out of the batch and
+	// count as withdrawn, neither delivered nor undelivered. A batch with
+	// nothing left settles as Withdrawn without an attempt.
+	Withdraw(b *Batch) []int
+	// Settled is called once for every batch Seq, once no further attempt
+	// will be made at it, after Ack.
+	Settled(seq int64)
+}
+
 // A Sink delivers batches. Deliver may be called from several goroutines at
 // once (one per --parallel worker) and must not keep b or its memory after
 // it returns. b.Attempt counts the attempts at this batch.

@@ -6,13 +6,14 @@ import (
 )
 
 // Stats counts what a run did. Read = Delivered + DeadLettered + Undelivered
-// once the run is over.
+// + Withdrawn once the run is over.
 type Stats struct {
 	Read         int64 // records received from the source
 	BytesRead    int64 // their bytes, delimiters included
 	Delivered    int64 // records delivered
 	DeadLettered int64 // records written to the dead letter
 	Undelivered  int64 // records neither delivered nor dead-lettered
+	Withdrawn    int64 // records the source took back before delivery (see Withdrawer)
 	InFlight     int64 // records flushed and not yet settled
 
 	Batches        int64 // batches flushed
@@ -32,6 +33,7 @@ type counters struct {
 	delivered      atomic.Int64
 	deadLettered   atomic.Int64
 	undelivered    atomic.Int64
+	withdrawn      atomic.Int64
 	inFlight       atomic.Int64
 	batches        atomic.Int64
 	batchesDone    atomic.Int64
@@ -47,6 +49,7 @@ func (c *counters) snapshot() Stats {
 		Delivered:      c.delivered.Load(),
 		DeadLettered:   c.deadLettered.Load(),
 		Undelivered:    c.undelivered.Load(),
+		Withdrawn:      c.withdrawn.Load(),
 		InFlight:       c.inFlight.Load(),
 		Batches:        c.batches.Load(),
 		BatchesDone:    c.batchesDone.Load(),

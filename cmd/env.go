@@ -84,3 +84,34 @@ func distance(a, b string) int {
 	}
 	return d[len(a)][len(b)]
 }
+
+// childEnv is the environment batchpipe gives the commands it runs: its
+// own, without the variables that may hold a secret of its own, which
+// those commands have no use for: the Kafka password, and HTTP headers
+// (tokens), or any BATCHPIPE_ variable named for a password, secret or
+// token.
+func childEnv(env []string) []string {
+	out := make([]string, 0, len(env))
+	for _, kv := range env {
+		name, _, _ := strings.Cut(kv, "=")
+		if !secretEnv(name) {
+			out = append(out, kv)
+		}
+	}
+	return out
+}
+
+func secretEnv(name string) bool {
+	if !strings.HasPrefix(name, "BATCHPIPE_") {
+		return false
+	}
+	if name == envPassword || name == envName("header") {
+		return true
+	}
+	for _, w := range []string{"PASSWORD", "PASSWD", "SECRET", "TOKEN"} {
+		if strings.Contains(name, w) {
+			return true
+		}
+	}
+	return false
+}

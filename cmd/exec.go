@@ -2,6 +2,7 @@ package cmd
 
 import (
 	"io"
+	"os"
 	"time"
 
 	"github.com/batchpipe/batchpipe/batcher"
@@ -19,7 +20,9 @@ all its input. A non-zero status, death by a signal or a run longer than
 --timeout is a failure: the batch is retried (--retries), then dead-lettered
 (--dead-letter) or the run stops.
 
-Each run's environment is batchpipe's plus:
+Each run's environment is batchpipe's, less the variables that may hold its
+secrets (BATCHPIPE_KAFKA_PASSWORD, BATCHPIPE_HEADER, any BATCHPIPE_ name with
+PASSWORD, SECRET or TOKEN in it), plus:
   BATCHPIPE_SEQ       batch number: 1, 2, 3…
   BATCHPIPE_RECORDS   records given to the command
   BATCHPIPE_BYTES     their bytes, one delimiter each included
@@ -113,6 +116,7 @@ func newExecCmd(o *options) *cobra.Command {
 					KeepOrder: keepOrder,
 					Stdout:    o.streams.Out,
 					Stderr:    diagWriter{o},
+					Env:       childEnv(os.Environ()),
 				})
 			})
 		},

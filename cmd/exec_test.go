@@ -1,6 +1,7 @@
 package cmd
 
 import (
+	"slices"
 	"strings"
 	"testing"
 
@@ -62,5 +63,15 @@ func TestExecArgsLimitBatches(t *testing.T) {
 		if (cfg.PerRecordOverhead > 0) != tt.overhead {
 			t.Errorf("%q: per-record overhead %d", tt.args, cfg.PerRecordOverhead)
 		}
+	}
+}
+
+func TestChildEnvHasNoSecrets(t *testing.T) {
+	in := []string{"PATH=/bin", "BATCHPIPE_KAFKA_PASSWORD=pw", "BATCHPIPE_HEADER=Authorization: Bearer t",
+		"BATCHPIPE_MAX_RECORDS=5", "BATCHPIPE_SCHEMA_REGISTRY_TOKEN=x", "MY_PASSWORD=mine", "BATCHPIPE_KAFKA_USER=u"}
+	got := childEnv(in)
+	want := []string{"PATH=/bin", "BATCHPIPE_MAX_RECORDS=5", "MY_PASSWORD=mine", "BATCHPIPE_KAFKA_USER=u"}
+	if !slices.Equal(got, want) {
+		t.Fatalf("childEnv = %q, want %q", got, want)
 	}
 }

@@ -34,11 +34,13 @@ type kafkaOptions struct {
 	from           string
 	group          string
 	untilEnd       bool
+	isolation      string
 	limit          int64
 	envelope       string
 	commitInterval time.Duration
 	timeout        time.Duration
 	sessionTimeout time.Duration
+	rebalance      time.Duration
 
 	tls      bool
 	caFile   string
@@ -55,12 +57,14 @@ func (k *kafkaOptions) addFlags(f *pflag.FlagSet) {
 	f.Int32SliceVar(&k.partitions, "partitions", nil, "read only these partitions, e.g. 0,2 (not with --group)")
 	f.StringVar(&k.from, "from", "oldest", "start at oldest, newest, an offset or an RFC 3339 time; with --group only where nothing is committed")
 	f.StringVar(&k.group, "group", "", "read as this consumer group; offsets are committed once records are delivered")
-	f.BoolVar(&k.untilEnd, "until-end", false, "stop at the end offsets seen when each partition is assigned, once all below is delivered")
+	f.BoolVar(&k.untilEnd, "until-end", false, "stop at the end offsets seen at start, once all below is delivered; with --group, once the group has committed them on every partition")
+	f.StringVar(&k.isolation, "isolation", "read_committed", "read_committed: only records of committed transactions, as kcat (--until-end stops at the last stable offset); read_uncommitted: aborted and open ones too")
 	f.Int64Var(&k.limit, "limit", 0, "stop after reading this many Kafka records (-n is the batch size)")
 	f.StringVar(&k.envelope, "envelope", "", "json: each record is a JSON object with topic, partition, offset, timestamp, key, headers and value")
 	f.DurationVar(&k.commitInterval, "commit-interval", time.Second, "with --group, commit delivered offsets this often (and at rebalance and exit)")
-	f.DurationVar(&k.timeout, "kafka-timeout", 30*time.Second, "give up (exit 1) when no broker has answered, or the group has assigned no partitions, for this long; also the longest the final commit waits")
+	f.DurationVar(&k.timeout, "kafka-timeout", 30*time.Second, "exit 1 once no broker has answered for this long, or the group has assigned this member no partitions for this long, or (--group --until-end) other members have left partitions undrained for this long after this member's were; also the longest the final commit waits")
 	f.DurationVar(&k.sessionTimeout, "kafka-session-timeout", 10*time.Second, "with --group, how long the group waits for a member that stopped answering; brokers refuse values below their group.min.session.timeout.ms, 6s by default (exit 2)")
+	f.DurationVar(&k.rebalance, "kafka-rebalance-timeout", 60*time.Second, "with --group, how long a rebalance waits for members to rejoin; a member losing partitions waits up to 3/4 of it for the batches in flight that hold their records, then commits them and lets go (a batch still running after that may be delivered twice)")
 	f.BoolVar(&k.tls, "kafka-tls", false, "connect to Kafka with TLS")
 	f.StringVar(&k.caFile, "kafka-cacert", "", "PEM file of CA certificates for Kafka TLS (implies --kafka-tls)")
 	f.StringVar(&k.certFile, "kafka-cert", "", "PEM client certificate for Kafka TLS, with --kafka-key")
@@ -81,7 +85,7 @@ func (o *options) checkKafka() error {
 		return f != nil && f.Changed
 	}
 	if !k.enabled() {
-		for _, name := range []string{"partitions", "from", "group", "until-end", "limit", "envelope", "commit-interval", "kafka-session-timeout"} {
+		for _, name := range []string{"partitions", "from", "group", "until-end", "isolation", "limit", "envelope", "commit-interval", "kafka-session-timeout", "kafka-rebalance-timeout"} {
 			if changed(name) {
 				return usagef("--%s reads Kafka: give --topic too", name)
 			}
@@ -93,10 +97,14 @@ func (o *options) checkKafka() error {
 		return usagef("--partitions and --group: the group assigns partitions; give one")
 	case k.limit < 0:
 		return usagef("--limit must not be negative, not %d", k.limit)
+	case k.isolation != "read_committed" && k.isolation != "read_uncommitted":
+		return usagef("--isolation takes read_committed or read_uncommitted, not %q", k.isolation)
 	case k.envelope != "" && k.envelope != "json":
 		return usagef("--envelope takes json, not %q", k.envelope)
 	case k.commitInterval <= 0:
 		return usagef("--commit-interval must be positive, not %v", k.commitInterval)
+	case k.rebalance <= 0:
+		return usagef("--kafka-rebalance-timeout must be positive, not %v", k.rebalance)
 	case k.timeout <= 0:
 		return usagef("--kafka-timeout must be positive, not %v", k.timeout)
 	case changed("max-record-bytes"):
@@ -130,17 +138,20 @@ func (o *options) kafkaConn() (*sources.KafkaConn, error) {
 		return nil, usagef("Kafka needs brokers: give --kafka-brokers or set %s", envBrokers)
 	}
 	c := &sources.KafkaConn{
-		Brokers:        list,
-		ClientID:       k.clientID,
-		TLS:            k.tls,
-		CAFile:         k.caFile,
-		CertFile:       k.certFile,
-		KeyFile:        k.keyFile,
-		SASL:           k.sasl,
-		User:           k.user,
-		Password:       os.Getenv(envPassword),
-		DialTimeout:    min(k.timeout, 5*time.Second),
-		SessionTimeout: k.sessionTimeout,
+		Brokers:  list,
+		ClientID: k.clientID,
+		TLS:      k.tls,
+		CAFile:   k.caFile,
+		CertFile: k.certFile,
+		KeyFile:  k.keyFile,
+		SASL:     k.sasl,
+		User:     k.user,
+		Password: os.Getenv(envPassword),
+		// The flag is checked only with --topic; without, nothing is read.
+		ReadUncommitted:  k.isolation == "read_uncommitted",
+		DialTimeout:      min(k.timeout, 5*time.Second),
+		SessionTimeout:   k.sessionTimeout,
+		RebalanceTimeout: k.rebalance,
 	}
 	if k.sasl != "" && c.Password == "" {
 		return nil, usagef("--kafka-sasl: set the password in %s", envPassword)

@@ -27,7 +27,7 @@ func TestKafkaFlags(t *testing.T) {
 	o, stderr, code := parseKafka(t, "--kafka-brokers", "b1:9092, b2:9092", "--topic", "a", "--topic", "b,c", "--group", "g",
 		"--from", "2024-05-01T10:00:00Z", "--until-end", "--limit", "10", "--envelope", "json", "--commit-interval", "250ms",
 		"--kafka-timeout", "3s", "--kafka-session-timeout", "2s", "--kafka-cacert", "ca.pem", "--kafka-sasl", "scram-sha-256",
-		"--kafka-user", "u", "--client-id", "me", "file", "-")
+		"--kafka-user", "u", "--client-id", "me", "--isolation", "read_uncommitted", "--kafka-rebalance-timeout", "20s", "file", "-")
 	if code != exitOK {
 		t.Fatalf("exit %d: %s", code, stderr)
 	}
@@ -43,7 +43,8 @@ func TestKafkaFlags(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := sources.KafkaConn{Brokers: []string{"b1:9092", "b2:9092"}, ClientID: "me", SASL: "scram-sha-256", User: "u",
-		Password: "pw", DialTimeout: 3 * time.Second, SessionTimeout: 2 * time.Second}
+		Password: "pw", DialTimeout: 3 * time.Second, SessionTimeout: 2 * time.Second, ReadUncommitted: true,
+		RebalanceTimeout: 20 * time.Second}
 	if !reflect.DeepEqual(*conn, want) {
 		t.Fatalf("conn\n got %+v\nwant %+v", *conn, want)
 	}
@@ -76,6 +77,9 @@ func TestKafkaUsageErrors(t *testing.T) {
 		{nil, []string{"--topic", "t", "--from", "last tuesday", "file", "-"}, "--from"},
 		{nil, []string{"--topic", "t", "--commit-interval", "0", "file", "-"}, "--commit-interval must be positive"},
 		{nil, []string{"--topic", "t", "--kafka-timeout", "0", "file", "-"}, "--kafka-timeout must be positive"},
+		{nil, []string{"--topic", "t", "--isolation", "committed", "file", "-"}, "--isolation takes read_committed or read_uncommitted"},
+		{nil, []string{"--isolation", "read_committed", "file", "-"}, "--isolation reads Kafka"},
+		{nil, []string{"--topic", "t", "--kafka-rebalance-timeout", "0", "file", "-"}, "--kafka-rebalance-timeout must be positive"},
 		{nil, []string{"--topic", "t", "--max-record-bytes", "1K", "file", "-"}, "--max-record-bytes is for stdin"},
 	} {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {

@@ -475,6 +475,11 @@ func summary(st batcher.Stats) string {
 		fmt.Fprintf(&b, " (flushed: %s)", strings.Join(reasons, ", "))
 	}
 	fmt.Fprintf(&b, ", %d dead-lettered, %d undelivered, %s", st.DeadLettered, st.Undelivered, count(st.Retries, "retry", "retries"))
+	if st.Withdrawn > 0 {
+		// Records of Kafka partitions a rebalance took: read again by
+		// their new owner.
+		fmt.Fprintf(&b, ", %d left to the group's other members", st.Withdrawn)
+	}
 	return b.String()
 }
 

@@ -21,6 +21,7 @@ type Report struct {
 	Delivered        int64            `json:"records_delivered"`
 	DeadLettered     int64            `json:"records_dead_lettered"`
 	Undelivered      int64            `json:"records_undelivered"`
+	Withdrawn        int64            `json:"records_withdrawn"`
 	InFlight         int64            `json:"records_in_flight"`
 	Batches          int64            `json:"batches"`
 	BatchesDelivered int64            `json:"batches_delivered"`
@@ -41,6 +42,7 @@ func NewReport(sink string, st batcher.Stats) Report {
 		Delivered:        st.Delivered,
 		DeadLettered:     st.DeadLettered,
 		Undelivered:      st.Undelivered,
+		Withdrawn:        st.Withdrawn,
 		InFlight:         st.InFlight,
 		Batches:          st.Batches,
 		BatchesDelivered: st.BatchesDone,

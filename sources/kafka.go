@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"sort"
 	"strconv"
 	"strings"
@@ -121,8 +122,18 @@ type Kafka struct {
 	wg     sync.WaitGroup
 	once   sync.Once // starts reading, at the first Run
 
+	// probe is a client of its own for the watch and the drain's checks:
+	// a broker answers a connection's requests in order, and the main
+	// client's connection to the coordinator may be held by a join for up
+	// to the rebalance timeout. Set by the watch; nil until it connects.
+	probe atomic.Pointer[sarama.Client]
+
 	reachedEnd atomic.Bool
-	handed     atomic.Int64 // records Run handed to the pipeline
+	// othersLag is, with UntilEnd and a group, the lag of the partitions
+	// this member does not hold, as last known: the group's offsets
+	// against the end offsets.
+	othersLag atomic.Pointer[map[topicPartition]int64]
+	handed    atomic.Int64 // records Run handed to the pipeline
 
 	// Without a group.
 	consumer sarama.Consumer
@@ -143,9 +154,10 @@ type Kafka struct {
 }
 
 var (
-	_ batcher.Source  = (*Kafka)(nil)
-	_ batcher.Acker   = (*Kafka)(nil)
-	_ batcher.Locator = (*Kafka)(nil)
+	_ batcher.Source     = (*Kafka)(nil)
+	_ batcher.Acker      = (*Kafka)(nil)
+	_ batcher.Locator    = (*Kafka)(nil)
+	_ batcher.Withdrawer = (*Kafka)(nil)
 )
 
 // A chunk is records of one partition, in offset order. With toEnd,
@@ -201,6 +213,18 @@ func OpenKafka(client sarama.Client, cfg KafkaConfig) (*Kafka, error) {
 			return nil, fmt.Errorf("kafka: topic %q: %w", topic, err)
 		}
 		if cfg.Group != "" {
+			if cfg.UntilEnd {
+				// The group's drain is judged against one set of end
+				// offsets, taken now, for every partition, read here or
+				// by another member.
+				for _, p := range parts {
+					e, err := k.endOffset(topic, p)
+					if err != nil {
+						return nil, err
+					}
+					k.ends[topicPartition{topic, p}] = e
+				}
+			}
 			continue
 		}
 		if cfg.Partitions != nil {
@@ -228,6 +252,9 @@ func OpenKafka(client sarama.Client, cfg KafkaConfig) (*Kafka, error) {
 			k.log.Debug("kafka: reading", "partition", partName(topic, p, start, end))
 		}
 	}
+	if cfg.Group != "" && cfg.UntilEnd {
+		k.initOthersLag()
+	}
 	if cfg.Group == "" {
 		k.track.activate()
 	} else {
@@ -243,9 +270,9 @@ func OpenKafka(client sarama.Client, cfg KafkaConfig) (*Kafka, error) {
 // startOffset returns where reading a partition starts, per From, and its
 // high watermark now.
 func (k *Kafka) startOffset(topic string, p int32) (start, hwm int64, err error) {
-	newest, err := k.client.GetOffset(topic, p, sarama.OffsetNewest)
+	newest, err := k.endOffset(topic, p)
 	if err != nil {
-		return 0, 0, fmt.Errorf("kafka: %s[%d]: end offset: %w", topic, p, err)
+		return 0, 0, err
 	}
 	oldest := func() (int64, error) {
 		o, err := k.client.GetOffset(topic, p, sarama.OffsetOldest)
@@ -283,15 +310,95 @@ func (k *Kafka) startOffset(topic string, p int32) (start, hwm int64, err error)
 	}
 }
 
+// readCommitted reports whether only committed records are read.
+func (k *Kafka) readCommitted() bool {
+	return k.client.Config().Consumer.IsolationLevel == sarama.ReadCommitted
+}
+
+// endOffset returns the end of a partition for the isolation level read:
+// with read_committed, its last stable offset, below which no transaction
+// is still open, and which --until-end stops at; else its high watermark.
+// sarama's GetOffset asks for the high watermark whatever the level.
+func (k *Kafka) endOffset(topic string, p int32) (int64, error) {
+	o, err := k.listOffset(topic, p)
+	if err != nil {
+		return 0, fmt.Errorf("kafka: %s[%d]: end offset: %w", topic, p, err)
+	}
+	return o, nil
+}
+
+func (k *Kafka) listOffset(topic string, p int32) (int64, error) {
+	leader, err := k.client.Leader(topic, p)
+	if err != nil {
+		return 0, err
+	}
+	req := sarama.NewOffsetRequest(KafkaVersion)
+	if k.readCommitted() {
+		req.IsolationLevel = sarama.ReadCommitted
+	}
+	req.AddBlock(topic, p, sarama.OffsetNewest, 1)
+	resp, err := leader.GetAvailableOffsets(req)
+	if err != nil {
+		return 0, err
+	}
+	b := resp.GetBlock(topic, p)
+	switch {
+	case b == nil:
+		return 0, sarama.ErrIncompleteResponse
+	case b.Err != sarama.ErrNoError:
+		if errors.Is(b.Err, sarama.ErrNotLeaderForPartition) || errors.Is(b.Err, sarama.ErrLeaderNotAvailable) {
+			k.client.RefreshMetadata(topic)
+		}
+		return 0, b.Err
+	case len(b.Offsets) != 1:
+		return 0, sarama.ErrIncompleteResponse
+	}
+	return b.Offsets[0], nil
+}
+
 // Run sends the records read to out until ctx is done, reading fails, or
 // with UntilEnd or Limit, reading is complete. Readers keep running after
 // it returns, until Close; nothing is sent on out after it returns.
 func (k *Kafka) Run(ctx context.Context, out chan<- []batcher.Record) error {
 	k.once.Do(k.start)
+	var (
+		waitFrom time.Time // since when this member's partitions are drained
+		poll     *time.Timer
+		pollC    <-chan time.Time
+	)
+	defer func() {
+		if poll != nil {
+			poll.Stop()
+		}
+	}()
 	for {
 		if k.cfg.UntilEnd && k.track.drain() {
-			k.reachedEnd.Store(true)
-			return nil
+			if k.group == nil {
+				k.reachedEnd.Store(true)
+				return nil
+			}
+			// Drained means drained for the whole group: the partitions
+			// other members hold, or a dead one held until its session
+			// timed out, are waited for.
+			if waitFrom.IsZero() {
+				waitFrom = time.Now()
+			}
+			short, err := k.groupShort()
+			if err == nil && len(short) == 0 {
+				k.reachedEnd.Store(true)
+				return nil
+			}
+			if waited := time.Since(waitFrom); waited >= k.cfg.Timeout {
+				return k.notDrained(short, err, waited)
+			}
+			if poll == nil {
+				poll = time.NewTimer(groupPoll)
+			} else {
+				poll.Reset(groupPoll)
+			}
+			pollC = poll.C
+		} else {
+			waitFrom, pollC = time.Time{}, nil
 		}
 		sent := k.handed.Load()
 		if k.cfg.Limit > 0 && sent >= k.cfg.Limit {
@@ -321,12 +428,105 @@ func (k *Kafka) Run(ctx context.Context, out chan<- []batcher.Record) error {
 				return ctx.Err()
 			}
 		case <-k.change:
+		case <-pollC:
 		case err := <-k.fatal:
 			return err
 		case <-ctx.Done():
 			return ctx.Err()
 		}
 	}
+}
+
+// groupPoll is how often a member that drained its partitions asks for
+// the group's offsets of the others.
+const groupPoll = 250 * time.Millisecond
+
+// groupShort returns the partitions of the topics not held by this member
+// whose group offset is short of its end offset, and records their lag.
+func (k *Kafka) groupShort() ([]commit, error) {
+	k.mu.Lock()
+	ends := maps.Clone(k.ends)
+	k.mu.Unlock()
+	held := k.track.held()
+	claims := make(map[string][]int32)
+	for tp := range ends {
+		if !held[tp] {
+			claims[tp.topic] = append(claims[tp.topic], tp.part)
+		}
+	}
+	if len(claims) == 0 {
+		return nil, nil
+	}
+	c, err := k.probeClient()
+	if err != nil {
+		return nil, err
+	}
+	committed, err := k.fetchCommittedWith(c, claims)
+	if err != nil {
+		return nil, err
+	}
+	var short []commit
+	for tp, off := range committed {
+		end := ends[tp]
+		if off < 0 { // nothing committed: reading would start per From
+			if off, _, err = k.startOffset(tp.topic, tp.part); err != nil {
+				return nil, err
+			}
+		}
+		if off < end {
+			short = append(short, commit{&partState{tp: tp, end: end}, off})
+		}
+	}
+	sortCommits(short)
+	k.setOthersLag(ends, short)
+	return short, nil
+}
+
+// notDrained is Run's error when other members left partitions short of
+// their end for Timeout.
+func (k *Kafka) notDrained(short []commit, err error, waited time.Duration) error {
+	if err != nil {
+		return fmt.Errorf("kafka: group %q: could not tell, for %v (--kafka-timeout), whether the other members drained their partitions: %w",
+			k.cfg.Group, waited.Round(time.Second), err)
+	}
+	parts := make([]string, len(short))
+	for i, c := range short {
+		parts[i] = fmt.Sprintf("%s[%d] at %d of %d", c.st.tp.topic, c.st.tp.part, c.offset, c.st.end)
+	}
+	return fmt.Errorf("kafka: group %q: not drained: %s held by other members, committed short of their end for %v (--kafka-timeout)",
+		k.cfg.Group, strings.Join(parts, ", "), waited.Round(time.Second))
+}
+
+// setOthersLag records the lag of the partitions other members hold: of
+// those short, and none for the others not held.
+func (k *Kafka) setOthersLag(ends map[topicPartition]int64, short []commit) {
+	lag := make(map[topicPartition]int64)
+	for tp := range ends {
+		lag[tp] = 0
+	}
+	for _, c := range short {
+		lag[c.st.tp] = c.st.end - c.offset
+	}
+	k.othersLag.Store(&lag)
+}
+
+// initOthersLag sets the lag of every partition from the group's offsets
+// before anything is read, so that a run that never gets its partitions
+// does not say lag 0. Where the offset is unknown, the whole partition.
+func (k *Kafka) initOthersLag() {
+	claims := make(map[string][]int32)
+	for tp := range k.ends {
+		claims[tp.topic] = append(claims[tp.topic], tp.part)
+	}
+	committed, err := k.fetchCommitted(claims)
+	lag := make(map[topicPartition]int64)
+	for tp, end := range k.ends {
+		lag[tp] = end
+		if c, ok := committed[tp]; ok && err == nil && c >= 0 {
+			lag[tp] = max(0, end-c)
+		}
+	}
+	k.othersLag.Store(&lag)
 }
 
 // LocatesErrors reports that Run's errors name their topic and partition:
@@ -336,12 +536,27 @@ func (k *Kafka) LocatesErrors() bool { return true }
 // Ack marks the records of b delivered or dead-lettered.
 func (k *Kafka) Ack(b *batcher.Batch) { k.track.ack(b) }
 
+// Withdraw takes back the records of b whose partitions a rebalance is
+// taking away: their new owner reads them from the last commit, so
+// delivering them here too would deliver them twice.
+func (k *Kafka) Withdraw(b *batcher.Batch) []int { return k.track.withdraw(b.Seq, b) }
+
+// Settled notes that no further attempt will be made at batch seq: a
+// rebalance waits for that before it commits and lets go.
+func (k *Kafka) Settled(seq int64) { k.track.settle(seq) }
+
 // Lag returns, per topic, the records not yet delivered (or dead-lettered)
 // in the partitions this process reads: up to the end offsets with
 // UntilEnd, else up to the latest high watermark, which the consumer
 // brings with each fetch and the broker watch refreshes while it fetches
 // nothing (the pipeline stalled).
-func (k *Kafka) Lag() map[string]int64 { return k.track.lag() }
+func (k *Kafka) Lag() map[string]int64 {
+	var others map[topicPartition]int64
+	if o := k.othersLag.Load(); o != nil {
+		others = *o
+	}
+	return k.track.lag(others)
+}
 
 // PartitionLag returns Lag per partition, for metrics.
 func (k *Kafka) PartitionLag() []monitor.PartitionLag { return k.track.partLag() }
@@ -531,13 +746,17 @@ func (k *Kafka) nothingBelow(tp topicPartition, from, end int64) (bool, error) {
 	if err != nil {
 		return false, err
 	}
+	committed := k.readCommitted()
 	// A long run of markers takes several fetches, each from where the
 	// last one's whole batches ended.
 	for range maxProbes {
-		// Version 10 is what sarama's consumer uses at KafkaVersion;
-		// records of aborted transactions are read too, as the consumer
-		// reads them.
+		// Version 10 is what sarama's consumer uses at KafkaVersion, at
+		// the consumer's isolation level: under read_committed, records
+		// of aborted transactions are skipped, as the consumer skips them.
 		req := &sarama.FetchRequest{Version: 10, MaxBytes: probeBytes, Isolation: sarama.ReadUncommitted, SessionEpoch: -1}
+		if committed {
+			req.Isolation = sarama.ReadCommitted
+		}
 		req.AddBlock(tp.topic, tp.part, from, probeBytes, -1)
 		resp, err := leader.Fetch(req)
 		if err != nil {
@@ -553,6 +772,11 @@ func (k *Kafka) nothingBelow(tp topicPartition, from, end int64) (bool, error) {
 			return false, b.Err
 		}
 		seen := from // every offset from from to seen holds no record to read
+		// As sarama's consumer does: a producer's batches are aborted from
+		// the first offset of an aborted transaction to its abort marker.
+		aborts := b.AbortedTransactions
+		sort.Slice(aborts, func(i, j int) bool { return aborts[i].FirstOffset < aborts[j].FirstOffset })
+		aborted := make(map[int64]bool)
 		for _, rs := range b.RecordsSet {
 			rb := rs.RecordBatch
 			if rb == nil {
@@ -561,7 +785,15 @@ func (k *Kafka) nothingBelow(tp topicPartition, from, end int64) (bool, error) {
 			if rb.PartialTrailingRecord {
 				break // cut short by probeBytes: fetch it again
 			}
-			if !rb.Control {
+			for len(aborts) > 0 && aborts[0].FirstOffset <= rb.LastOffset() {
+				aborted[aborts[0].ProducerID] = true
+				aborts = aborts[1:]
+			}
+			skip := rb.Control || committed && rb.IsTransactional && aborted[rb.ProducerID]
+			if rb.Control && len(rb.Records) == 1 && isAbortMarker(rb.Records[0]) {
+				delete(aborted, rb.ProducerID)
+			}
+			if !skip {
 				for _, r := range rb.Records {
 					if rb.FirstOffset+r.OffsetDelta >= from {
 						return false, nil
@@ -580,6 +812,12 @@ func (k *Kafka) nothingBelow(tp topicPartition, from, end int64) (bool, error) {
 	return false, nil
 }
 
+// isAbortMarker reports whether a control record marks the abort of a
+// transaction: its key is version (int16) then type (int16), 0 for abort.
+func isAbortMarker(r *sarama.Record) bool {
+	return len(r.Key) >= 4 && r.Key[2] == 0 && r.Key[3] == 0
+}
+
 // maxProbes bounds the fetches of one nothingBelow: 4 MiB of markers.
 const maxProbes = 64
 
@@ -591,10 +829,10 @@ const probeBytes = 64 << 10
 // partitions read, one request per broker. The consumer's own stop moving
 // while the pipeline is stalled: sarama fetches nothing for a partition
 // whose records are not taken.
-func (k *Kafka) refreshHighWatermarks() {
+func (k *Kafka) refreshHighWatermarks(c sarama.Client) {
 	byLeader := make(map[*sarama.Broker][]topicPartition)
 	for _, tp := range k.track.unbounded() {
-		b, err := k.client.Leader(tp.topic, tp.part)
+		b, err := c.Leader(tp.topic, tp.part)
 		if err != nil {
 			continue // the watch and the consumer report unreachable brokers
 		}
@@ -602,6 +840,9 @@ func (k *Kafka) refreshHighWatermarks() {
 	}
 	for b, tps := range byLeader {
 		req := sarama.NewOffsetRequest(KafkaVersion)
+		if k.readCommitted() {
+			req.IsolationLevel = sarama.ReadCommitted // lag to what can be read
+		}
 		for _, tp := range tps {
 			req.AddBlock(tp.topic, tp.part, sarama.OffsetNewest, 1)
 		}
@@ -683,43 +924,84 @@ func (k *Kafka) fail(err error) {
 
 // watch fails Run when no broker has answered for Timeout. Without
 // UntilEnd, it also refreshes the high watermarks that lag is measured to.
+// A request to a broker that stopped answering waits up to the read
+// timeout, longer than the rebalance timeout: the watch does not wait for
+// it to tell how long the brokers have been silent.
 func (k *Kafka) watch() {
 	every := min(max(k.cfg.Timeout/4, 100*time.Millisecond), 5*time.Second)
 	t := time.NewTicker(every)
 	defer t.Stop()
 	last := time.Now()
 	warned := false
+	answers := make(chan error, 1) // the refresh in progress, if any
+	asking := false
+	var lastErr error
 	for {
 		select {
 		case <-k.life.Done():
 			return
+		case err := <-answers:
+			asking = false
+			if err == nil {
+				if warned {
+					k.log.Warn("kafka: brokers reachable again")
+					warned = false
+				}
+				last = time.Now()
+				continue
+			}
+			lastErr = err
+			if !warned && k.life.Err() == nil {
+				k.log.Warn("kafka: brokers unreachable, retrying", "err", err)
+				warned = true
+			}
 		case <-t.C:
-		}
-		err := k.client.RefreshMetadata(k.cfg.Topics...)
-		if err == nil {
-			if warned {
-				k.log.Warn("kafka: brokers reachable again")
-				warned = false
+			if !asking {
+				asking = true
+				go func() {
+					c, err := k.probeClient()
+					if err == nil {
+						err = c.RefreshMetadata(k.cfg.Topics...)
+					}
+					if err == nil && !k.cfg.UntilEnd {
+						k.refreshHighWatermarks(c)
+					}
+					answers <- err
+				}()
 			}
-			last = time.Now()
-			if !k.cfg.UntilEnd {
-				k.refreshHighWatermarks()
+		}
+		if down := time.Since(last); down >= k.cfg.Timeout {
+			err := lastErr
+			if err == nil {
+				err = errors.New("no answer")
 			}
-			continue
-		}
-		if k.life.Err() != nil {
-			return
-		}
-		down := time.Since(last)
-		if down >= k.cfg.Timeout {
 			k.fail(fmt.Errorf("kafka: no broker answered for %v (--kafka-timeout): %w", down.Round(time.Second), err))
 			return
 		}
-		if !warned {
-			k.log.Warn("kafka: brokers unreachable, retrying", "err", err)
-			warned = true
-		}
 	}
+}
+
+// probeClient returns the probe client, connecting it first if need be.
+func (k *Kafka) probeClient() (sarama.Client, error) {
+	if c := k.probe.Load(); c != nil {
+		return *c, nil
+	}
+	var addrs []string
+	for _, b := range k.client.Brokers() {
+		addrs = append(addrs, b.Addr())
+	}
+	c, err := sarama.NewClient(addrs, k.client.Config())
+	if err != nil {
+		return nil, err
+	}
+	if !k.probe.CompareAndSwap(nil, &c) {
+		c.Close()
+		return *k.probe.Load(), nil
+	}
+	if k.life.Err() != nil { // closed meanwhile
+		c.Close()
+	}
+	return c, nil
 }
 
 // Close commits the offsets of what was delivered (with a group), leaves
@@ -789,6 +1071,9 @@ func (k *Kafka) close() {
 	k.wg.Wait()
 	if k.consumer != nil {
 		k.consumer.Close()
+	}
+	if c := k.probe.Load(); c != nil {
+		(*c).Close()
 	}
 	k.closeErr = err
 }
@@ -942,7 +1227,9 @@ func (h groupHandler) Setup(sess sarama.ConsumerGroupSession) error {
 				// records produced meanwhile do not move it.
 				e, ok := k.ends[tp]
 				if !ok {
-					e = hwm
+					if e, err = k.endOffset(topic, p); err != nil {
+						return err
+					}
 					k.ends[tp] = e
 				}
 				end = e
@@ -960,10 +1247,15 @@ func (h groupHandler) Setup(sess sarama.ConsumerGroupSession) error {
 	return nil
 }
 
-// Cleanup commits what was delivered before the partitions go to their new
-// owners; acks arriving later for them are ignored.
+// Cleanup hands the partitions over without a record delivered twice: no
+// batch holding their records starts from now on (the new owner reads them
+// again); the batches being delivered are waited for, within the rebalance
+// timeout, and what they delivered is committed; acks arriving later for
+// them are ignored.
 func (h groupHandler) Cleanup(sess sarama.ConsumerGroupSession) error {
 	k := h.k
+	k.track.revoke()
+	k.waitInFlight()
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	if !k.closing {
@@ -989,6 +1281,31 @@ func (h groupHandler) ConsumeClaim(sess sarama.ConsumerGroupSession, claim saram
 	return nil
 }
 
+// waitInFlight waits for the batches being delivered that hold records of
+// partitions revoked, for no longer than the rebalance timeout leaves: a
+// member that rejoins later is dropped from the group.
+func (k *Kafka) waitInFlight() {
+	rt := k.client.Config().Consumer.Group.Rebalance.Timeout
+	bound := rt - rt/4
+	timer := time.NewTimer(bound)
+	defer timer.Stop()
+	for {
+		n, settled := k.track.inFlight()
+		if n == 0 {
+			return
+		}
+		select {
+		case <-settled:
+		case <-timer.C:
+			k.log.Warn("kafka: rebalance: gave up waiting for batches in flight; their records will be read again by the partitions' new owners",
+				"group", k.cfg.Group, "batches", n, "waited", bound)
+			return
+		case <-k.life.Done():
+			return
+		}
+	}
+}
+
 func (k *Kafka) changed() {
 	select {
 	case k.change <- struct{}{}:
@@ -999,7 +1316,11 @@ func (k *Kafka) changed() {
 // fetchCommitted returns the group's committed offsets for the claims; -1
 // where there is none.
 func (k *Kafka) fetchCommitted(claims map[string][]int32) (map[topicPartition]int64, error) {
-	coord, err := k.client.Coordinator(k.cfg.Group)
+	return k.fetchCommittedWith(k.client, claims)
+}
+
+func (k *Kafka) fetchCommittedWith(client sarama.Client, claims map[string][]int32) (map[topicPartition]int64, error) {
+	coord, err := client.Coordinator(k.cfg.Group)
 	if err != nil {
 		return nil, fmt.Errorf("kafka: group %q coordinator: %w", k.cfg.Group, err)
 	}

@@ -41,6 +41,16 @@ type KafkaConn struct {
 	// an answer, so that brokers that do not answer are reported within
 	// seconds. Default 5s.
 	DialTimeout time.Duration
+	// ReadUncommitted makes the source read records of transactions not
+	// yet committed, and of aborted ones. By default only committed
+	// records are read, as kcat and Kafka's own consumer do: an aborted
+	// record never happened.
+	ReadUncommitted bool
+	// RebalanceTimeout is how long the group waits for its members to
+	// rejoin in a rebalance, and so how long a member may wait, when its
+	// partitions are taken, for the batches in flight that hold their
+	// records. Default 60s.
+	RebalanceTimeout time.Duration
 	// SessionTimeout is the consumer group session timeout: how long the
 	// group waits for a member that stopped answering before handing its
 	// partitions to the others. Default 10s.
@@ -81,6 +91,10 @@ func (c *KafkaConn) Config() (*sarama.Config, error) {
 	cfg.Consumer.Offsets.AutoCommit.Enable = false
 	cfg.Consumer.Offsets.Initial = sarama.OffsetOldest
 	cfg.Consumer.Return.Errors = true
+	cfg.Consumer.IsolationLevel = sarama.ReadCommitted
+	if c.ReadUncommitted {
+		cfg.Consumer.IsolationLevel = sarama.ReadUncommitted
+	}
 	// A committed offset whose records were deleted is an error to report,
 	// not one to mend by skipping them.
 	cfg.Consumer.Group.ResetInvalidOffsets = false
@@ -97,6 +111,16 @@ func (c *KafkaConn) Config() (*sarama.Config, error) {
 		cfg.Consumer.Group.Heartbeat.Interval = max(c.SessionTimeout/3, 10*time.Millisecond)
 	}
 	cfg.Consumer.Group.Rebalance.Retry.Backoff = 250 * time.Millisecond
+	if c.RebalanceTimeout > 0 {
+		cfg.Consumer.Group.Rebalance.Timeout = c.RebalanceTimeout
+	}
+	// A join waits at the coordinator until every member has rejoined, up
+	// to the rebalance timeout: a shorter read timeout (sarama's default,
+	// 30s, against its 60s) fails joins after members die, again and
+	// again (IBM/sarama#2820). As Kafka's own consumer, allow 5s more.
+	// Other requests need no more than before: the watch does not wait on
+	// them to tell that brokers stopped answering.
+	cfg.Net.ReadTimeout = max(cfg.Net.ReadTimeout, cfg.Consumer.Group.Rebalance.Timeout+5*time.Second)
 
 	// The dead letter: durable once every in-sync replica has it.
 	cfg.Producer.Return.Successes = true

@@ -138,3 +138,19 @@ func TestKafkaConnSilentBroker(t *testing.T) {
 		t.Fatalf("error %v does not name the broker", err)
 	}
 }
+
+// A join waits at the coordinator up to the rebalance timeout: the read
+// timeout must outlast it, or joins after members die fail and start
+// again, over and over.
+func TestKafkaReadTimeoutOutlastsJoins(t *testing.T) {
+	for _, rt := range []time.Duration{0, time.Second, 5 * time.Minute} {
+		c := KafkaConn{Brokers: []string{"b:9092"}, RebalanceTimeout: rt}
+		cfg, err := c.Config()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if g := cfg.Consumer.Group.Rebalance.Timeout; cfg.Net.ReadTimeout < g+5*time.Second {
+			t.Errorf("rebalance timeout %v: read timeout %v, want at least 5s more", g, cfg.Net.ReadTimeout)
+		}
+	}
+}

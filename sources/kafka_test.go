@@ -613,7 +613,7 @@ func TestKafkaLagWhileStalled(t *testing.T) {
 	go func() { errc <- k.Run(ctx, make(chan []batcher.Record)) }() // nobody takes the records
 	defer func() { cancel(); <-errc }()
 	produce(t, c, "t", []int32{0}, 5000)
-	k.refreshHighWatermarks()
+	k.refreshHighWatermarks(k.client)
 	if lag := k.Lag(); lag["t"] != 5100 {
 		t.Fatalf("lag %v, want t:5100, every record produced", lag)
 	}

@@ -1,6 +1,7 @@
 package sources
 
 import (
+	"slices"
 	"sort"
 	"sync"
 
@@ -25,6 +26,16 @@ type tracker struct {
 	active     bool // an assignment is in force (group mode: between Setup and Cleanup)
 
 	drained map[topicPartition]bool // partitions read to their end when Run returned
+
+	// left is the lag of the partitions given up, until an assignment
+	// says who holds them: if none comes (the brokers are lost), their
+	// records are still unread, and lag must not say 0.
+	left map[topicPartition]int64
+
+	// Batches being delivered, by Seq, and the states of their records:
+	// a revoke waits for those holding records of the partitions it takes.
+	started map[int64][]*partState
+	settled chan struct{} // closed and replaced when a started batch settles
 }
 
 type topicPartition struct {
@@ -45,13 +56,20 @@ type partState struct {
 	committed int64 // the last offset committed, or where reading started
 	end       int64 // end offset captured at assignment (--until-end); -1: none
 	hwm       int64 // latest high watermark known
-	revoked   bool
+	revoked   bool  // being given up: takes no records, and no batch of them starts
+	gone      bool  // given up: acks no longer count
 
 	liveHWM func() int64 // the consumer's high watermark, as it moves; nil before reading starts
 }
 
 func newTracker() *tracker {
-	return &tracker{parts: make(map[topicPartition]*partState), drained: make(map[topicPartition]bool)}
+	return &tracker{
+		parts:   make(map[topicPartition]*partState),
+		drained: make(map[topicPartition]bool),
+		left:    make(map[topicPartition]int64),
+		started: make(map[int64][]*partState),
+		settled: make(chan struct{}),
+	}
 }
 
 // complete reports whether the end offset of every partition assigned now has
@@ -67,9 +85,11 @@ func (t *tracker) assign(topic string, part int32, start, end, hwm int64) *partS
 	tp := topicPartition{topic, part}
 	if old := t.parts[tp]; old != nil {
 		t.revokeLocked(old)
+		old.gone = true
 	}
 	st := &partState{tp: tp, start: start, next: start, acked: start, committed: start, end: end, hwm: max(hwm, start)}
 	t.parts[tp] = st
+	delete(t.left, tp)
 	if st.end >= 0 && !st.complete() {
 		t.incomplete++
 	}
@@ -83,6 +103,7 @@ func (t *tracker) activate() {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.active = true
+	clear(t.left) // the partitions not assigned here are another member's
 }
 
 // get returns the current state of a partition, or nil.
@@ -172,8 +193,8 @@ type metaLister interface {
 	Meta(i int) *batcher.Meta
 }
 
-// ack marks the records of b done with. Records of a revoked assignment are
-// ignored.
+// ack marks the records of b done with. Records of an assignment given up
+// are ignored; those of one being revoked still count, for its last commit.
 func (t *tracker) ack(b metaLister) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -191,10 +212,10 @@ func (t *tracker) ack(b metaLister) {
 			cur = topicPartition{m.Topic, m.Partition}
 			st, j = t.parts[cur], -1
 			if st == nil {
-				st = &partState{revoked: true} // nothing to mark: skip this partition's records
+				st = &partState{gone: true} // nothing to mark: skip this partition's records
 			}
 		}
-		if st.revoked {
+		if st.gone {
 			continue
 		}
 		// A batch's records of one partition are consecutive in the order
@@ -243,13 +264,13 @@ type commit struct {
 }
 
 // commits returns the offsets that moved since the last commit, for the
-// partitions assigned now.
+// partitions assigned now, those being revoked included.
 func (t *tracker) commits() []commit {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	var cs []commit
 	for _, st := range t.parts {
-		if !st.revoked && st.acked > st.committed {
+		if !st.gone && st.acked > st.committed {
 			cs = append(cs, commit{st, st.acked})
 		}
 	}
@@ -268,15 +289,116 @@ func (t *tracker) committed(cs []commit) {
 // revokeAll ends the current assignment (a rebalance, or shutdown). With
 // keep, the states stay readable for Lag but take no more records or acks.
 func (t *tracker) revokeAll(keep bool) {
+	t.revoke()
+	t.letGo(keep)
+}
+
+// revoke starts giving up the current assignment: its partitions take no
+// more records, and no batch holding some starts (see withdraw), but acks
+// of those in flight still count.
+func (t *tracker) revoke() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, st := range t.parts {
+		t.revokeLocked(st)
+	}
+	t.active = false
+}
+
+// letGo ends giving up the assignment revoked: acks no longer count. With
+// keep, the states stay readable for Lag.
+func (t *tracker) letGo(keep bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	for tp, st := range t.parts {
 		t.revokeLocked(st)
+		st.gone = true
 		if !keep {
+			if l := st.lag(); l > 0 {
+				t.left[tp] = l
+			}
 			delete(t.parts, tp)
 		}
 	}
 	t.active = false
+}
+
+// withdraw returns the indexes of b's records that must not be delivered:
+// those of partitions revoked, or of assignments given up. It notes the
+// batch as started with the rest.
+func (t *tracker) withdraw(seq int64, b metaLister) []int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var (
+		idx   []int
+		held  []*partState
+		st    *partState
+		cur   topicPartition
+		j     = -1
+		owned bool // the record is of st, which is not revoked
+	)
+	for i := range b.Len() {
+		m := b.Meta(i)
+		if m == nil {
+			continue
+		}
+		if st == nil || cur.topic != m.Topic || cur.part != m.Partition {
+			cur = topicPartition{m.Topic, m.Partition}
+			st, j = t.parts[cur], -1
+			if st == nil {
+				st = &partState{gone: true, revoked: true}
+			}
+		}
+		owned = false
+		if !st.revoked {
+			if k := j + 1; k >= st.head && k < len(st.pending) && st.pending[k] == m {
+				j, owned = k, true
+			} else if k := st.find(m); k >= 0 {
+				j, owned = k, true
+			}
+		}
+		if !owned {
+			idx = append(idx, i)
+			continue
+		}
+		if len(held) == 0 || held[len(held)-1] != st {
+			if !slices.Contains(held, st) {
+				held = append(held, st)
+			}
+		}
+	}
+	if len(held) > 0 {
+		t.started[seq] = held
+	}
+	return idx
+}
+
+// settle notes that the batch seq is over.
+func (t *tracker) settle(seq int64) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if _, ok := t.started[seq]; ok {
+		delete(t.started, seq)
+		close(t.settled)
+		t.settled = make(chan struct{})
+	}
+}
+
+// inFlight returns how many batches started hold records of revoked
+// partitions, and a channel closed when that may have changed.
+func (t *tracker) inFlight() (int, <-chan struct{}) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	n := 0
+	for _, sts := range t.started {
+		for _, st := range sts {
+			if st.revoked && !st.gone {
+				n++
+				break
+			}
+		}
+	}
+	return n, t.settled
 }
 
 func (t *tracker) revokeLocked(st *partState) {
@@ -325,6 +447,12 @@ func (t *tracker) shortOfEnd() []commit {
 			cs = append(cs, commit{st, st.committed})
 		}
 	}
+	sortCommits(cs)
+	return cs
+}
+
+// sortCommits sorts cs by topic and partition.
+func sortCommits(cs []commit) {
 	sort.Slice(cs, func(i, j int) bool {
 		a, b := cs[i].st.tp, cs[j].st.tp
 		if a.topic != b.topic {
@@ -332,7 +460,19 @@ func (t *tracker) shortOfEnd() []commit {
 		}
 		return a.part < b.part
 	})
-	return cs
+}
+
+// held returns the partitions assigned now, not being revoked.
+func (t *tracker) held() map[topicPartition]bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	h := make(map[topicPartition]bool, len(t.parts))
+	for tp, st := range t.parts {
+		if !st.revoked {
+			h[tp] = true
+		}
+	}
+	return h
 }
 
 // partLag returns lag's figures per partition, in topic and partition
@@ -340,9 +480,12 @@ func (t *tracker) shortOfEnd() []commit {
 func (t *tracker) partLag() []monitor.PartitionLag {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	out := make([]monitor.PartitionLag, 0, len(t.parts))
+	out := make([]monitor.PartitionLag, 0, len(t.parts)+len(t.left))
 	for _, st := range t.parts {
 		out = append(out, monitor.PartitionLag{Topic: st.tp.topic, Partition: st.tp.part, Lag: st.lag()})
+	}
+	for tp, l := range t.left {
+		out = append(out, monitor.PartitionLag{Topic: tp.topic, Partition: tp.part, Lag: l})
 	}
 	sort.Slice(out, func(i, j int) bool {
 		if out[i].Topic != out[j].Topic {
@@ -355,13 +498,26 @@ func (t *tracker) partLag() []monitor.PartitionLag {
 
 // lag returns, per topic, how many records of the partitions assigned now
 // are not done with: up to the captured end offset with one, else up to the
-// latest high watermark.
-func (t *tracker) lag() map[string]int64 {
+// latest high watermark; then those of partitions given up, and those of
+// others, the lag of partitions read elsewhere, where neither says.
+func (t *tracker) lag(others map[topicPartition]int64) map[string]int64 {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	lag := make(map[string]int64)
 	for _, st := range t.parts {
 		lag[st.tp.topic] += st.lag()
+	}
+	for tp, l := range t.left {
+		lag[tp.topic] += l
+	}
+	for tp, l := range others {
+		if _, ok := t.parts[tp]; ok {
+			continue
+		}
+		if _, ok := t.left[tp]; ok {
+			continue
+		}
+		lag[tp.topic] += l
 	}
 	return lag
 }

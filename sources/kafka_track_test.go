@@ -146,7 +146,7 @@ func TestTrackerBatchesMixPartitions(t *testing.T) {
 			t.Fatalf("%v: watermark %d, want %d", st.tp, got, want)
 		}
 	}
-	lag := tr.lag()
+	lag := tr.lag(nil)
 	if lag["t"] != 0 || lag["u"] != 0 {
 		t.Fatalf("lag %v, want none", lag)
 	}
@@ -244,18 +244,18 @@ func TestTrackerUntilEnd(t *testing.T) {
 	if !tr.complete() {
 		t.Fatal("not complete with every record below the end sent")
 	}
-	if lag := tr.lag(); lag["t"] != 10 {
+	if lag := tr.lag(nil); lag["t"] != 10 {
 		t.Fatalf("lag %v, want 10 until acked (measured to the end, not the newer high watermark)", lag)
 	}
 	tr.ack(batch(recs, 0, 10))
-	if lag := tr.lag(); lag["t"] != 0 {
+	if lag := tr.lag(nil); lag["t"] != 0 {
 		t.Fatalf("lag %v, want 0", lag)
 	}
 	tr.revokeAll(true)
 	if tr.complete() {
 		t.Fatal("complete with no assignment in force")
 	}
-	if lag := tr.lag(); lag["t"] != 0 {
+	if lag := tr.lag(nil); lag["t"] != 0 {
 		t.Fatalf("kept states: lag %v, want t:0", lag)
 	}
 }
@@ -268,17 +268,17 @@ func TestTrackerLagToHighWatermark(t *testing.T) {
 	recs := records("t", 0, span(0, 10)...)
 	tr.sent(st, recs)
 	tr.ack(batch(recs, 0, 10))
-	if lag := tr.lag(); lag["t"] != 90 {
+	if lag := tr.lag(nil); lag["t"] != 90 {
 		t.Fatalf("lag %v, want 90", lag)
 	}
 	var consumer atomic.Int64
 	consumer.Store(150)
 	tr.follow(st, consumer.Load)
-	if lag := tr.lag(); lag["t"] != 140 {
+	if lag := tr.lag(nil); lag["t"] != 140 {
 		t.Fatalf("lag %v, want 140, to the consumer's high watermark", lag)
 	}
 	tr.highWatermark(topicPartition{"t", 0}, 200) // the consumer stopped fetching
-	if lag := tr.lag(); lag["t"] != 190 {
+	if lag := tr.lag(nil); lag["t"] != 190 {
 		t.Fatalf("lag %v, want 190, to the broker's high watermark", lag)
 	}
 	consumer.Store(210)
@@ -288,7 +288,7 @@ func TestTrackerLagToHighWatermark(t *testing.T) {
 
 	bounded := tr.assign("u", 0, 0, 10, 10)
 	tr.follow(bounded, consumer.Load)
-	if lag := tr.lag(); lag["u"] != 10 {
+	if lag := tr.lag(nil); lag["u"] != 10 {
 		t.Fatalf("lag %v, want u:10, to the end offset", lag)
 	}
 	if tps := tr.unbounded(); len(tps) != 1 || tps[0] != (topicPartition{"t", 0}) {
@@ -360,7 +360,7 @@ func TestTrackerConcurrentAcks(t *testing.T) {
 			}
 		}
 		tr.committed(cs)
-		tr.lag()
+		tr.lag(nil)
 	}
 	for range 8 {
 		ackers.Go(func() {
@@ -485,5 +485,52 @@ func TestTrackerShortOfEnd(t *testing.T) {
 	cs := tr.shortOfEnd()
 	if len(cs) != 1 || cs[0].st.tp != (topicPartition{"t", 0}) || cs[0].offset != 3 {
 		t.Fatalf("short of the end: %+v, want t[0] at 3", cs)
+	}
+}
+
+// A revoke: no batch with records of the partitions taken starts from then
+// on; one started before is waited for, its acks still count, and they
+// are committed before the partitions go; a batch mixing them with records
+// of the next assignment keeps only those.
+func TestTrackerWithdraw(t *testing.T) {
+	tr := newTracker()
+	st := tr.assign("t", 0, 0, -1, 0)
+	recs := records("t", 0, span(0, 30)...)
+	tr.sent(st, recs)
+	if idx := tr.withdraw(1, batch(recs, 0, 10)); idx != nil {
+		t.Fatalf("withdrew %v of a partition held", idx)
+	}
+	tr.revoke()
+	if idx := tr.withdraw(2, batch(recs, 10, 20)); len(idx) != 10 {
+		t.Fatalf("withdrew %v of a partition revoked, want all 10", idx)
+	}
+	n, settled := tr.inFlight()
+	if n != 1 {
+		t.Fatalf("%d batches in flight, want batch 1", n)
+	}
+	tr.settle(2) // never started: nothing to wake
+	select {
+	case <-settled:
+		t.Fatal("woken by a batch that never started")
+	default:
+	}
+	tr.ack(batch(recs, 0, 10))
+	tr.settle(1)
+	<-settled
+	if n, _ := tr.inFlight(); n != 0 {
+		t.Fatalf("%d batches in flight after the last settled", n)
+	}
+	if cs := tr.commits(); len(cs) != 1 || cs[0].offset != 10 {
+		t.Fatalf("commits %+v, want offset 10: what batch 1 delivered", cs)
+	}
+	tr.letGo(false)
+
+	cur := tr.assign("t", 0, 10, -1, 0)
+	again := records("t", 0, span(10, 20)...)
+	tr.sent(cur, again)
+	mixed := append(batch(recs, 20, 30), batch(again, 0, 5)...)
+	idx := tr.withdraw(3, mixed)
+	if len(idx) != 10 || idx[0] != 0 || idx[9] != 9 {
+		t.Fatalf("withdrew %v, want the 10 records of the old assignment", idx)
 	}
 }
