@@ -78,7 +78,7 @@ func TestRecordOverLimitFails(t *testing.T) {
 	if r.code != 1 {
 		t.Fatalf("exit %d: %s", r.code, r.stderr)
 	}
-	if !strings.Contains(r.stderr, "record 2 (byte offset 3): record of 2000 bytes is larger than the record limit (1024 bytes)") ||
+	if !strings.Contains(r.stderr, "record 2 at byte offset 3: record of 2000 bytes is larger than the record limit (1024 bytes)") ||
 		!strings.Contains(r.stderr, "not delivered") {
 		t.Fatalf("stderr: %s", r.stderr)
 	}

@@ -208,7 +208,7 @@ func TestHTTPTooLargeSplits(t *testing.T) {
 	if m := srv.missing(rest); len(m) > 0 {
 		t.Errorf("%d records never arrived, the first %q", len(m), m[0])
 	}
-	for _, s := range []string{"record 42 (byte offset 451) (1004 bytes) is too large", "413", "99 delivered", "1 dead-lettered"} {
+	for _, s := range []string{"record 42 at byte offset 451 (1004 bytes) is too large", "413", "99 delivered", "1 dead-lettered"} {
 		if !strings.Contains(res.stderr, s) {
 			t.Errorf("stderr does not say %q:\n%s", s, res.stderr)
 		}
@@ -229,7 +229,7 @@ func TestHTTPInvalidJSONAloneDeadLettered(t *testing.T) {
 	if m := srv.missing(strings.Replace(input, "{\"n\":7,\n", "", 1)); len(m) > 0 {
 		t.Errorf("%d valid records never arrived, the first %q", len(m), m[0])
 	}
-	if !strings.Contains(res.stderr, "record 7 (byte offset 48) is not valid JSON") {
+	if !strings.Contains(res.stderr, "record 7 at byte offset 48 is not valid JSON") {
 		t.Errorf("stderr does not name record 7:\n%s", res.stderr)
 	}
 }

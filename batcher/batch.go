@@ -101,7 +101,7 @@ type Pos struct {
 }
 
 func (p Pos) String() string {
-	return fmt.Sprintf("record %d (byte offset %d)", p.Record, p.Offset)
+	return fmt.Sprintf("record %d at byte offset %d", p.Record, p.Offset)
 }
 
 // A Batch is a run of consecutive records. Its records are stored back to

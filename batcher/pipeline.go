@@ -764,6 +764,9 @@ func (p *Pipeline) settle(b *Batch, o Outcome, took time.Duration, err error, le
 			p.noteLost(b.First)
 		}
 	}
+	if o != Delivered && left < b.Len() {
+		p.c.batchesPartly.Add(1)
+	}
 	// A withdrawn batch may keep records delivered by an earlier attempt.
 	if o == Delivered || o == Partial || o == DeadLettered || o == Withdrawn {
 		if a, ok := p.Source.(Acker); ok {

@@ -717,7 +717,7 @@ func TestTooLargeRecord(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {
 			p := &Pipeline{Source: &sliceSource{recs: slices.Clone(in), n: 1}, Sink: newSink(), Config: cfg(Config{})}
 			st, err := p.Run(context.Background())
-			if err == nil || !strings.Contains(err.Error(), "record 2 (byte offset 2): record of 100 bytes") {
+			if err == nil || !strings.Contains(err.Error(), "record 2 at byte offset 2: record of 100 bytes") {
 				t.Fatalf("error %v", err)
 			}
 			if st.Undelivered < 1 || st.Delivered+st.Undelivered != st.Read {

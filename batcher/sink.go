@@ -202,5 +202,8 @@ func (e *RejectError) Error() string {
 	if len(e.Records) == 1 {
 		return fmt.Sprintf("1 record rejected: %v", e.Records[0].Err)
 	}
+	if len(e.Records) == 1 {
+		return fmt.Sprintf("1 record rejected: %v", e.Records[0].Err)
+	}
 	return fmt.Sprintf("%d records rejected, the first: %v", len(e.Records), e.Records[0].Err)
 }

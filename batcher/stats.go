@@ -18,6 +18,7 @@ type Stats struct {
 
 	Batches        int64 // batches flushed
 	BatchesDone    int64 // batches delivered in full
+	BatchesPartly  int64 // batches of which some records were delivered, not all
 	BytesDelivered int64
 	Retries        int64 // delivery attempts after the first
 
@@ -37,6 +38,7 @@ type counters struct {
 	inFlight       atomic.Int64
 	batches        atomic.Int64
 	batchesDone    atomic.Int64
+	batchesPartly  atomic.Int64
 	bytesDelivered atomic.Int64
 	retries        atomic.Int64
 	reasons        [numReasons]atomic.Int64
@@ -53,6 +55,7 @@ func (c *counters) snapshot() Stats {
 		InFlight:       c.inFlight.Load(),
 		Batches:        c.batches.Load(),
 		BatchesDone:    c.batchesDone.Load(),
+		BatchesPartly:  c.batchesPartly.Load(),
 		BytesDelivered: c.bytesDelivered.Load(),
 		Retries:        c.retries.Load(),
 		Reasons:        make(map[string]int64),

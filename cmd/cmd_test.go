@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"reflect"
+	"runtime/debug"
 	"strings"
 	"syscall"
 	"testing"
@@ -28,7 +29,7 @@ func parse(t *testing.T, args ...string) (batcher.Config, batcher.Sink, string, 
 		var err error
 		sink, err = open()
 		if err != nil {
-			return &usageError{err}
+			return refused(err)
 		}
 		if c, ok := sink.(batcher.Closer); ok {
 			c.Close()
@@ -119,12 +120,13 @@ func TestParseSize(t *testing.T) {
 	for in, want := range map[string]int64{
 		"0": 0, "1000": 1000, "64KiB": 64 << 10, "64K": 64 << 10, "64k": 64 << 10, "4MB": 4000000,
 		"1MiB": 1 << 20, "2G": 2 << 30, "3GB": 3000000000, "10B": 10, "1 MiB": 1 << 20,
+		"1m": 1 << 20, "64kb": 64000, "1.5M": 3 << 19, "1.5MB": 1500000, "0.5k": 512, "4GiB": 4 << 30,
 	} {
 		if got, err := parseSize(in); err != nil || got != want {
 			t.Errorf("%q: %d %v, want %d", in, got, err, want)
 		}
 	}
-	for _, in := range []string{"", "x", "-1", "1.5MB", "1TB", "99999999999GiB"} {
+	for _, in := range []string{"", "x", "-1", "1.5B", "1TB", "99999999999GiB", "999999999G", "5G", "1e3", "1/2K", "+1", "K"} {
 		if _, err := parseSize(in); err == nil {
 			t.Errorf("%q accepted", in)
 		}
@@ -173,6 +175,25 @@ func TestSummaryCounts(t *testing.T) {
 	for _, want := range []string{"5 records", "in 2 batches (flushed: 1 size, 1 eof)", "3 retries"} {
 		if !strings.Contains(many, want) {
 			t.Errorf("%q lacks %q", many, want)
+		}
+	}
+}
+
+func TestVersionOf(t *testing.T) {
+	for _, tc := range []struct {
+		set  string
+		info *debug.BuildInfo
+		want string
+	}{
+		{"1.4.0", &debug.BuildInfo{Main: debug.Module{Version: "v9.9.9"}}, "1.4.0"},
+		{"dev", &debug.BuildInfo{Main: debug.Module{Version: "v1.2.3"}}, "v1.2.3"}, // go install …@v1.2.3
+		{"dev", &debug.BuildInfo{Main: debug.Module{Version: "(devel)"}, Settings: []debug.BuildSetting{
+			{Key: "vcs.revision", Value: "0123456789abcdef0123"}, {Key: "vcs.modified", Value: "true"}}}, "dev (0123456789ab, modified)"},
+		{"dev", &debug.BuildInfo{Main: debug.Module{Version: "(devel)"}}, "dev"},
+		{"dev", nil, "dev"},
+	} {
+		if got := versionOf(tc.set, tc.info); got != tc.want {
+			t.Errorf("versionOf(%q, %+v) = %q, want %q", tc.set, tc.info, got, tc.want)
 		}
 	}
 }

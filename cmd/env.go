@@ -1,8 +1,10 @@
 package cmd
 
 import (
+	"errors"
 	"fmt"
 	"os"
+	"regexp"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -33,18 +35,46 @@ func flagsFromEnv(c *cobra.Command) error {
 			return
 		}
 		if serr := c.Flags().Set(f.Name, v); serr != nil {
-			err = usagef("%s=%q: %v", envName(f.Name), v, serr)
+			err = usagef("%s=%q: %v", envName(f.Name), v, plainError(serr))
 		}
 	})
 	return err
 }
 
+// goInternals are the words of Go's parsers that pflag passes on, and
+// what they mean to someone typing a command.
+var goInternals = []struct {
+	re   *regexp.Regexp
+	says string
+}{
+	{regexp.MustCompile(`strconv\.ParseBool: parsing "[^"]*": invalid syntax`), "not true or false"},
+	{regexp.MustCompile(`strconv\.Parse(Int|Uint): parsing "[^"]*": invalid syntax`), "not a whole number"},
+	{regexp.MustCompile(`strconv\.Parse\w+: parsing "[^"]*": invalid syntax`), "not a number"},
+	{regexp.MustCompile(`strconv\.Parse\w+: parsing "[^"]*": value out of range`), "out of range"},
+	{regexp.MustCompile(`time: missing unit in duration "[^"]*"`), "a duration needs a unit (500ms, 2s, 1m30s, 1h)"},
+	{regexp.MustCompile(`time: (invalid duration|unknown unit "[^"]*" in duration) "[^"]*"`), "not a duration (500ms, 2s, 1m30s, 1h)"},
+}
+
+// plainError rewrites what Go's parsers said in err (strconv.ParseInt:
+// parsing "x": invalid syntax) in words for people.
+func plainError(err error) error {
+	msg := err.Error()
+	for _, g := range goInternals {
+		msg = g.re.ReplaceAllString(msg, g.says)
+	}
+	if msg == err.Error() {
+		return err
+	}
+	return errors.New(msg)
+}
+
 // suggestFlag adds a "did you mean" to an unknown-flag error.
 func suggestFlag(c *cobra.Command, err error) error {
+	err = plainError(err)
 	msg := err.Error()
 	const prefix = "unknown flag: --"
 	if !strings.HasPrefix(msg, prefix) {
-		return &usageError{err}
+		return &usageError{err: err, hint: true}
 	}
 	typed := strings.TrimPrefix(msg, prefix)
 	best, bestDist := "", 3 // suggest only close matches
@@ -54,9 +84,9 @@ func suggestFlag(c *cobra.Command, err error) error {
 		}
 	})
 	if best == "" {
-		return &usageError{err}
+		return &usageError{err: err, hint: true}
 	}
-	return &usageError{fmt.Errorf("%w (did you mean --%s?)", err, best)}
+	return &usageError{err: fmt.Errorf("%w (did you mean --%s?)", err, best), hint: true}
 }
 
 // distance is the Levenshtein edit distance, with a swap of two adjacent

@@ -29,6 +29,9 @@ PASSWORD, SECRET or TOKEN in it), plus:
   BATCHPIPE_REASON    why the batch was flushed: size, bytes, linger, eof,
                       signal or flush
   BATCHPIPE_ATTEMPT   delivery attempt, from 1
+  BATCHPIPE_RUN       the run's ID, as {run} of file --per-batch: its start
+                      time and a random suffix, so that names made from it
+                      and BATCHPIPE_SEQ never repeat another run's
 and, when every record comes from one Kafka partition, BATCHPIPE_TOPIC,
 BATCHPIPE_PARTITION, BATCHPIPE_FIRST_OFFSET and BATCHPIPE_LAST_OFFSET.
 
@@ -114,7 +117,7 @@ func newExecCmd(o *options) *cobra.Command {
 					KillAfter: killAfter,
 					Parallel:  o.parallel,
 					KeepOrder: keepOrder,
-					Stdout:    o.streams.Out,
+					Stdout:    o.stdout(),
 					Stderr:    diagWriter{o},
 					Env:       childEnv(os.Environ()),
 				})
@@ -130,6 +133,14 @@ func newExecCmd(o *options) *cobra.Command {
 	f.DurationVar(&timeout, "timeout", 0, "fail a run that takes longer than this (0: no limit)")
 	f.DurationVar(&killAfter, "kill-after", 5*time.Second, "SIGKILL a run this long after SIGTERM (timeout, shutdown), or after it exits leaving its output held open")
 	return c
+}
+
+// stdout is where output goes once the run has set up its progress line.
+func (o *options) stdout() io.Writer {
+	if o.out != nil {
+		return o.out
+	}
+	return o.streams.Out
 }
 
 // diagWriter writes where the run's diagnostics go. That is known only once

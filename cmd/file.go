@@ -1,6 +1,10 @@
 package cmd
 
 import (
+	"os"
+	"path/filepath"
+	"strings"
+
 	"github.com/batchpipe/batchpipe/batcher"
 	"github.com/batchpipe/batchpipe/sinks"
 	"github.com/spf13/cobra"
@@ -10,10 +14,26 @@ const fileExamples = `  # append batches to a file, fsynced before they count as
   tail -F app.log | batchpipe -n 500 -t 2s file --fsync batched.log
 
   # one file per batch, written atomically; directories are created
-  batchpipe -n 1000 file --per-batch 'out/{date}/{seq}.ndjson' < events.ndjson
+  batchpipe -n 1000 file --per-batch 'out/{date}/{run}-{seq}.ndjson' < events.ndjson
 
   # to stdout
   seq 10 | batchpipe -n 3 file -`
+
+// samePath reports whether a and b name the same file: the same path, or
+// the same existing file by another name.
+func samePath(a, b string) bool {
+	if filepath.Clean(a) == filepath.Clean(b) {
+		return true
+	}
+	absA, errA := filepath.Abs(a)
+	absB, errB := filepath.Abs(b)
+	if errA == nil && errB == nil && absA == absB {
+		return true
+	}
+	fa, errA := os.Stat(a)
+	fb, errB := os.Stat(b)
+	return errA == nil && errB == nil && os.SameFile(fa, fb)
+}
 
 func newFileCmd(o *options) *cobra.Command {
 	var perBatch string
@@ -25,14 +45,18 @@ func newFileCmd(o *options) *cobra.Command {
 created with mode 0644 if missing; PATH - is stdout.
 
 With --per-batch, each batch goes to a file of its own named from TEMPLATE,
-where {seq} is the batch number, {time} the UTC time (20060102T150405Z),
-{date} the UTC date (2006-01-02), and, reading Kafka, {topic} and
+where {seq} is the batch number, {run} the run's (its start, UTC to the
+millisecond, and 24 random bits: 20260102T150405.123Z-9f3a1c), {time} the
+UTC time (20060102T150405Z), {date} the UTC date (2006-01-02), and, reading
+Kafka, {topic} and
 {partition} those of the batch's records ("mixed" when they differ; a
 topic keeps only letters, digits, '.', '_' and '-', so no name climbs out
 of the template's directory). Each is written to a temporary file in the
 same directory, fsynced and linked into place, so a reader never sees a
 partial file; missing directories are created, and an existing file is never
-overwritten (the batch fails instead).`,
+overwritten (the batch fails instead). A template without {seq} would give
+two batches the same name and is refused; {seq} starts at 1 in every run, so
+put {run} in it too where runs write to the same place.`,
 		Example: fileExamples,
 		RunE: func(c *cobra.Command, args []string) error {
 			switch {
@@ -42,6 +66,10 @@ overwritten (the batch fails instead).`,
 				return usagef("file: give one PATH (- for stdout) or --per-batch TEMPLATE")
 			case perBatch == "" && args[0] == "-" && opt.Fsync:
 				return usagef("file: --fsync makes no sense with stdout")
+			case perBatch == "" && o.deadLetter != "" && samePath(o.deadLetter, args[0]):
+				return usagef("file: --dead-letter %s is the output too: failed batches would be appended to what they failed to reach", o.deadLetter)
+			case !o.kafka.enabled() && (strings.Contains(perBatch, "{topic}") || strings.Contains(perBatch, "{partition}")):
+				return usagef("file: {topic} and {partition} are those of Kafka records: give --topic, or take them out of --per-batch")
 			}
 			return o.run(func() (batcher.Sink, error) {
 				switch {
@@ -51,7 +79,7 @@ overwritten (the batch fails instead).`,
 					if err := o.checkStdout(); err != nil {
 						return nil, err
 					}
-					return sinks.NewWriter(o.streams.Out, "stdout", opt.Format), nil
+					return sinks.NewWriter(o.stdout(), "stdout", opt.Format), nil
 				default:
 					opt.FollowSymlinks = o.followSymlinks
 					return sinks.OpenFile(args[0], opt)
@@ -59,8 +87,8 @@ overwritten (the batch fails instead).`,
 			})
 		},
 	}
-	c.Flags().StringVar(&perBatch, "per-batch", "", "write each batch to its own file named from this template ({seq}, {time}, {date}, {topic}, {partition})")
+	c.Flags().StringVar(&perBatch, "per-batch", "", "write each batch to its own file named from this template ({seq}, {run}, {time}, {date}, {topic}, {partition})")
 	c.Flags().BoolVar(&opt.Fsync, "fsync", false, "fsync the file after each batch before it counts as delivered")
-	c.Flags().Var(&opt.Format, "format", "body format: lines (records as read), ndjson (one JSON value per line) or json (an array per batch)")
+	c.Flags().Var(&opt.Format, "format", "body format: lines (records as read), ndjson (one JSON value per line; blank lines pass as blank lines, a byte order mark is left out) or json (an array per batch)")
 	return c
 }

@@ -9,8 +9,8 @@ import (
 	"github.com/spf13/cobra"
 )
 
-const httpExamples = `  # insert NDJSON rows into ClickHouse, 10000 per INSERT
-  batchpipe -n 10000 -t 1s http --format ndjson 'http://localhost:8123/?query=INSERT%20INTO%20logs%20FORMAT%20JSONEachRow' < logs.ndjson
+const httpExamples = `  # insert NDJSON rows into ClickHouse, 10000 per INSERT (-b 32M, or the default 1MiB cuts first)
+  batchpipe -n 10000 -b 32M -t 1s http --format ndjson 'http://localhost:8123/?query=INSERT%20INTO%20logs%20FORMAT%20JSONEachRow' < logs.ndjson
 
   # Influx line protocol into VictoriaMetrics, gzipped
   tail -F metrics.lp | batchpipe -n 5000 http --gzip http://localhost:8428/write
@@ -19,7 +19,7 @@ const httpExamples = `  # insert NDJSON rows into ClickHouse, 10000 per INSERT
   batchpipe -n 100 --dead-letter rejected.ndjson http --format json -H "Authorization: Bearer $TOKEN" https://api.example.com/events < events.ndjson
 
   # one PUT per batch, 4 at a time, to a server with a private CA that wants a client certificate
-  batchpipe -j 4 http -X PUT --cacert ca.pem --cert client.pem --key client-key.pem 'https://store.internal:8443/logs/{seq}.log' < app.log`
+  batchpipe -j 4 http -X PUT --cacert ca.pem --cert client.pem --key client-key.pem 'https://store.internal:8443/logs/{run}-{seq}.log' < app.log`
 
 const httpHelp = `Send each batch as the body of one HTTP request to URL (default POST), with
 up to -j requests in flight over kept-alive connections.
@@ -29,8 +29,16 @@ delimiter; ndjson is one JSON value per line; json is a JSON array of the
 records. With ndjson and json a record that is not valid JSON is rejected on
 its own, naming its position, and the rest of the batch is sent; ndjson turns
 line breaks inside a record (pretty-printed JSON read with -0) into spaces and
-changes nothing else. The Content-Type is text/plain, application/x-ndjson or
+changes nothing else. As jq and ClickHouse read NDJSON, a blank record goes
+as a blank line (delivered, and skipped by the reader), and a UTF-8 byte order
+mark starting a record is left out. The Content-Type is text/plain, application/x-ndjson or
 application/json unless --content-type says otherwise.
+
+--timeout bounds each request, from connecting to the end of the response
+(30s by default); a request still unanswered after 5s gets a warning then,
+not only at --timeout. A server that never answers holds a batch at most (1 + --retries) ×
+--timeout plus the backoff between (about 2 minutes by default) before it
+goes to --dead-letter or stops the run.
 
 A 2xx response is success. Connection errors, timeouts, 408, 429 and 5xx
 other than 501 and 505 are retried (--retries, --backoff), waiting as long
@@ -42,9 +50,15 @@ are sent again. Errors quote the status and the start of the response body.
 
 {seq} in URL is replaced by the batch number (the halves of a split batch get
 {seq}-1 and {seq}-2, records sent again after a part failed {seq}-r2…). It
-starts at 1 in every run. A user:password@ in URL is sent as basic auth. Errors
+starts at 1 in every run; {run} is the run's (as for file --per-batch), so
+'…/{run}-{seq}.log' never replaces an earlier run's object. A user:password@ in URL is sent as basic auth. Errors
 show URL only as scheme://host/…, and header values never appear, so tokens
-stay out of logs.
+stay out of logs. Where an error quotes what the server said (its status line
+and the first 512 bytes of its body), every -H value (but Content-Type,
+Content-Encoding, Accept, Accept-Encoding, User-Agent and Host) and each word
+of one, the URL's user name and password, each path segment, the query and
+each query value are cut out, as is any run of 6 bytes or more of one of
+them: a server that echoes a token, whole, cut or in part, shows [redacted].
 
 https uses the system's CAs, or those in --cacert; --cert and --key give a
 client certificate for mutual TLS.`
@@ -75,7 +89,10 @@ func newHTTPCmd(o *options) *cobra.Command {
 			if cfg.Timeout <= 0 {
 				return usagef("http: --timeout must be positive, not %v", cfg.Timeout)
 			}
-			return o.run(func() (batcher.Sink, error) { return sinks.NewHTTP(cfg) })
+			return o.run(func() (batcher.Sink, error) {
+				cfg.Logger = o.log
+				return sinks.NewHTTP(cfg)
+			})
 		},
 	}
 	f := c.Flags()

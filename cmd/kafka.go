@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"sort"
@@ -62,7 +63,7 @@ func (k *kafkaOptions) addFlags(f *pflag.FlagSet) {
 	f.Int64Var(&k.limit, "limit", 0, "stop after reading this many Kafka records (-n is the batch size)")
 	f.StringVar(&k.envelope, "envelope", "", "json: each record is a JSON object with topic, partition, offset, timestamp, key, headers and value")
 	f.DurationVar(&k.commitInterval, "commit-interval", time.Second, "with --group, commit delivered offsets this often (and at rebalance and exit)")
-	f.DurationVar(&k.timeout, "kafka-timeout", 30*time.Second, "exit 1 once no broker has answered for this long, or the group has assigned this member no partitions for this long, or (--group --until-end) other members have left partitions undrained for this long after this member's were; also the longest the final commit waits")
+	f.DurationVar(&k.timeout, "kafka-timeout", 30*time.Second, "give up (exit 1; at start, exit 69 within seconds) when no broker has answered, or the group has assigned this member no partitions, for this long, or (--group --until-end) when other members have left partitions undrained for this long after this member's were; also the longest the final commit waits")
 	f.DurationVar(&k.sessionTimeout, "kafka-session-timeout", 10*time.Second, "with --group, how long the group waits for a member that stopped answering; brokers refuse values below their group.min.session.timeout.ms, 6s by default (exit 2)")
 	f.DurationVar(&k.rebalance, "kafka-rebalance-timeout", 60*time.Second, "with --group, how long a rebalance waits for members to rejoin; a member losing partitions waits up to 3/4 of it for the batches in flight that hold their records, then commits them and lets go (a batch still running after that may be delivered twice)")
 	f.BoolVar(&k.tls, "kafka-tls", false, "connect to Kafka with TLS")
@@ -157,7 +158,7 @@ func (o *options) kafkaConn() (*sources.KafkaConn, error) {
 		return nil, usagef("--kafka-sasl: set the password in %s", envPassword)
 	}
 	if _, err := c.Config(); err != nil {
-		return nil, &usageError{err}
+		return nil, refused(err)
 	}
 	return c, nil
 }
@@ -182,7 +183,10 @@ func (o *options) openKafka(logger *slog.Logger) (*kafkaRun, error) {
 	}
 	client, err := conn.Connect(topics...)
 	if err != nil {
-		return nil, &usageError{err}
+		if errors.Is(err, sarama.ErrSASLAuthenticationFailed) || conn.SASL != "" && errors.Is(err, io.EOF) {
+			return nil, refused(err) // credentials to fix, not an outage
+		}
+		return nil, &unavailableError{err}
 	}
 	kr := &kafkaRun{client: client}
 	if !o.kafka.enabled() {
@@ -204,7 +208,8 @@ func (o *options) openKafka(logger *slog.Logger) (*kafkaRun, error) {
 	})
 	if err != nil {
 		client.Close()
-		return nil, &usageError{err}
+		return nil, &unavailableError{err} // a topic or partition missing, a broker refusing
+
 	}
 	kr.src = src
 	return kr, nil
@@ -214,7 +219,7 @@ func (o *options) openKafka(logger *slog.Logger) (*kafkaRun, error) {
 func (kr *kafkaRun) deadLetter(topic string) (batcher.DeadLetter, error) {
 	dl, err := sinks.NewKafkaDeadLetter(kr.client, topic)
 	if err != nil {
-		return nil, &usageError{err}
+		return nil, &unavailableError{err}
 	}
 	kr.dl = dl
 	return dl, nil

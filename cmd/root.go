@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
+	"runtime/debug"
 	"strings"
 	"time"
 
@@ -14,8 +16,40 @@ import (
 	"github.com/spf13/pflag"
 )
 
-// version is set at build time: -ldflags "-X github.com/batchpipe/batchpipe/cmd.version=…".
+// version is set at build time: -ldflags "-X github.com/batchpipe/batchpipe/cmd.version=…";
+// else it comes from the build info (see versionOf).
 var version = "dev"
+
+func init() {
+	info, _ := debug.ReadBuildInfo()
+	version = versionOf(version, info)
+}
+
+// versionOf is the version to report: the one set at build time; else the
+// module's, which `go install …@v1.2.3` records; else the commit built from.
+func versionOf(set string, info *debug.BuildInfo) string {
+	if set != "dev" || info == nil {
+		return set
+	}
+	if v := info.Main.Version; v != "" && v != "(devel)" {
+		return v
+	}
+	var rev, modified string
+	for _, s := range info.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			rev = s.Value
+		case "vcs.modified":
+			if s.Value == "true" {
+				modified = ", modified"
+			}
+		}
+	}
+	if rev == "" {
+		return set
+	}
+	return "dev (" + rev[:min(len(rev), 12)] + modified + ")"
+}
 
 // Streams are the process's standard streams, passed in so tests can
 // replace them.
@@ -56,33 +90,48 @@ type options struct {
 	logFormat       string
 	progress        string
 	statsFile       string
+	statsBroken     bool // the stats file cannot be written
 	metricsAddr     string
 
 	sink string // the subcommand's name
 	// diag is where diagnostics go once a run has started: stderr, or
 	// through the progress line when there is one.
 	diag io.Writer
+	log  *slog.Logger // the run's logger, once it has started
+	// out is where output goes (file -, commands' stdout): stdout, or
+	// through the progress line when both show on one terminal.
+	out io.Writer
 
 	// runHook, in tests, replaces running the pipeline once the flags are
 	// checked.
 	runHook func(batcher.Config, func() (batcher.Sink, error)) error
 }
 
-// A usageError is a mistake on the command line: exit 2, with a hint.
-type usageError struct{ err error }
+// A usageError is a mistake in what the command line asks: exit 2. Only a
+// mistake in the command line itself (a flag, a value) gets the hint to
+// read --help; a path the system refuses does not.
+type usageError struct {
+	err  error
+	hint bool
+}
 
 func (e *usageError) Error() string { return e.err.Error() }
 func (e *usageError) Unwrap() error { return e.err }
 
 func usagef(format string, a ...any) error {
-	return &usageError{fmt.Errorf(format, a...)}
+	return &usageError{err: fmt.Errorf(format, a...), hint: true}
 }
+
+// refused is a setting the system turns down at start (a path that cannot
+// be written, a command that cannot be run): exit 2, without the hint.
+func refused(err error) error { return &usageError{err: err} }
 
 const rootHelp = `batchpipe groups a stream of records into batches and delivers each batch
 to a sink: a file, a command or an HTTP endpoint. A batch is flushed when it
 holds --max-records records, when the next record would take it past
 --max-bytes, when its oldest record has waited --linger, at end of input, on
-SIGTERM/SIGINT (after which everything read is delivered) and on SIGUSR1.
+SIGTERM/SIGINT (after which everything read is delivered) and on SIGUSR1
+(pkill -USR1 -x batchpipe, as pidof names every batchpipe running).
 
 Records are read from stdin, one per line (or per NUL with -0, or per any
 byte with -d), and pass through byte for byte.
@@ -107,11 +156,17 @@ Exit status:
   0    every record read was delivered
   1    records were not delivered, or the final Kafka commit was not
        answered (the message says how many and why)
-  2    usage error: bad flag or value, sink or Kafka unusable at start
-       (brokers unreachable, a topic missing, a group refusing the join:
-       a session timeout out of its range, a missing permission)
+  2    usage error, nothing read: a bad flag or value (these add a hint
+       to read --help), or a setting refused at start: an output, stats
+       file or dead letter that cannot be written, a command that cannot
+       be run, a group refusing the join (a session timeout out of its
+       range, a missing permission), wrong Kafka credentials
   3    the run completed (or was stopped by a signal), but records were
        dead-lettered (--dead-letter)
+  69   a dependency unavailable at start, nothing read (EX_UNAVAILABLE):
+       Kafka brokers unreachable, a topic or partition missing, the
+       --metrics-addr port taken. Fix or wait, then run again; not
+       EX_TEMPFAIL (75), which would promise that waiting is enough
   130  stopped by SIGINT, 143 by SIGTERM, after delivering everything read
        (a second signal abandons deliveries in flight and the final Kafka
        commit: exit 1; a record the signal cut in half, its end still
@@ -121,7 +176,7 @@ const rootExamples = `  # append the lines of a growing log in batches of 500, a
   tail -F app.log | batchpipe -n 500 -t 2s file batched.log
 
   # one file per batch of 1000 records, each written atomically
-  batchpipe -n 1000 file --per-batch 'out/{seq}.ndjson' < events.ndjson
+  batchpipe -n 1000 file --per-batch 'out/{run}-{seq}.ndjson' < events.ndjson
 
   # NUL-separated file names in batches of 100, to stdout
   find . -print0 | batchpipe -0 -n 100 file -
@@ -171,23 +226,23 @@ func newRoot(o *options) *cobra.Command {
 	o.maxBytes = 1 << 20
 	o.maxRecordBytes = 64 << 20
 	f.IntVarP(&o.maxRecords, "max-records", "n", 1000, "flush a batch when it holds this many records")
-	f.VarP(&o.maxBytes, "max-bytes", "b", "flush before a batch would pass this size, records plus delimiters (64KiB, 4MB…)")
+	f.VarP(&o.maxBytes, "max-bytes", "b", "flush before a batch would pass this size, records plus delimiters (64k, 1m, 1.5M, 4MB…; K, M, G are powers of 1024, KB, MB, GB of 1000; at most 4GiB)")
 	f.DurationVarP(&o.linger, "linger", "t", time.Second, "flush a batch once its oldest record has waited this long (0: never)")
 	f.BoolVarP(&o.null, "null", "0", false, "records end with NUL instead of newline")
 	f.StringVarP(&o.delimiter, "delimiter", "d", "", "records end with this single byte (\\n, \\t, \\0 or one character)")
 	f.Var(&o.maxRecordBytes, "max-record-bytes", "refuse a record longer than this (it is not delivered; exit 1)")
 	f.IntVarP(&o.parallel, "parallel", "j", 1, "batches delivered at once")
 	f.IntVar(&o.retries, "retries", 3, "re-deliver a failed batch up to this many times, with backoff")
-	f.DurationVar(&o.backoff, "backoff", 500*time.Millisecond, "first retry waits up to this long; doubles each retry, with full jitter")
+	f.DurationVar(&o.backoff, "backoff", 500*time.Millisecond, "first retry waits up to this long; doubles each retry, with full jitter (not above --max-backoff)")
 	f.DurationVar(&o.maxBackoff, "max-backoff", 30*time.Second, "no retry waits longer than this")
 	f.StringVar(&o.deadLetter, "dead-letter", "", "append batches that still fail after retries to this file, as they were read, and carry on (exit 3); kafka:TOPIC produces them to a Kafka topic, which must exist (batchpipe creates no topics)")
 	f.BoolVar(&o.followSymlinks, "follow-symlinks", false, "write through a symbolic link at the output or dead-letter path (refused by default)")
 	f.DurationVar(&o.shutdownTimeout, "shutdown-timeout", 30*time.Second, "after SIGTERM/SIGINT, abandon deliveries and the final Kafka commit still running after this long (0: wait)")
-	f.BoolVarP(&o.quiet, "quiet", "q", false, "no summary line at exit")
+	f.BoolVarP(&o.quiet, "quiet", "q", false, "no summary line at exit, no status line (unless --progress always), no metrics address")
 	f.BoolVarP(&o.verbose, "verbose", "v", false, "log a line for every batch")
-	f.StringVar(&o.logFormat, "log-format", "text", "log lines as text or json")
-	f.StringVar(&o.progress, "progress", "auto", "status line on stderr: auto (when it is a terminal), always or never")
-	f.StringVar(&o.statsFile, "stats-file", "", "write the run's counters as JSON to this file at exit and on SIGUSR2")
+	f.StringVar(&o.logFormat, "log-format", "text", "log lines, the summary and errors as text or json (durations with their unit)")
+	f.StringVar(&o.progress, "progress", "auto", "status line on stderr: auto (when stderr is a terminal, stdout is not that same terminal, TERM is not dumb and no -q), always or never")
+	f.StringVar(&o.statsFile, "stats-file", "", "write the run's counters as JSON to this file at start (exit 2 if it cannot be), at exit, whatever the status, and on SIGUSR2")
 	f.StringVar(&o.metricsAddr, "metrics-addr", "", "serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9464)")
 	o.kafka.addFlags(f)
 	o.flags = f
@@ -209,17 +264,35 @@ func Main(args []string, streams Streams, sigs <-chan os.Signal) int {
 	if err == nil {
 		return exitOK
 	}
-	var code exitError
-	if errors.As(err, &code) {
-		return int(code)
+	var status exitError
+	if errors.As(err, &status) {
+		return int(status)
 	}
-	fmt.Fprintf(streams.Err, "batchpipe: %v\n", err)
 	var ue *usageError
-	if errors.As(err, &ue) || isCobraUsage(err) {
-		fmt.Fprintln(streams.Err, "Run 'batchpipe --help' for usage.")
-		return exitUsage
+	var unavailable *unavailableError
+	code, hint := exitFailed, false
+	switch {
+	case errors.As(err, &unavailable):
+		code = exitUnavailable
+	case errors.As(err, &ue) && !ue.hint:
+		code = exitUsage
+	case errors.As(err, &ue) || isCobraUsage(err):
+		code, hint = exitUsage, true
 	}
-	return exitFailed
+	if o.logFormat == "json" {
+		jsonLogger(streams.Err).Error(err.Error(), "exit_status", code)
+	} else {
+		fmt.Fprintf(streams.Err, "batchpipe: %v\n", err)
+		if hint {
+			fmt.Fprintln(streams.Err, "Run 'batchpipe --help' for usage.")
+		}
+	}
+	if !o.statsBroken {
+		// Nothing was read; the file says so rather than keep an earlier
+		// run's report.
+		o.writeStats(streams.Err, batcher.Stats{}, &code, err)
+	}
+	return code
 }
 
 // isCobraUsage recognises the errors cobra returns for a bad command line

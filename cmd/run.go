@@ -13,11 +13,13 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"github.com/batchpipe/batchpipe/batcher"
 	"github.com/batchpipe/batchpipe/monitor"
 	"github.com/batchpipe/batchpipe/sinks"
 	"github.com/batchpipe/batchpipe/sources"
+	"github.com/mattn/go-isatty"
 )
 
 // maxParallel bounds -j: more workers than this buys nothing but memory.
@@ -41,6 +43,8 @@ func (o *options) config() (batcher.Config, error) {
 		return cfg, usagef("--retries must not be negative, not %d", o.retries)
 	case o.backoff < 0 || o.maxBackoff < 0:
 		return cfg, usagef("--backoff and --max-backoff must not be negative")
+	case o.backoff > o.maxBackoff:
+		return cfg, usagef("--backoff %v is longer than --max-backoff %v: no retry would wait as long as the first is meant to", o.backoff, o.maxBackoff)
 	case o.shutdownTimeout < 0:
 		return cfg, usagef("--shutdown-timeout must not be negative, not %v", o.shutdownTimeout)
 	}
@@ -78,6 +82,7 @@ func (o *options) logger(w io.Writer) *slog.Logger {
 		opts.Level = slog.LevelDebug
 	}
 	if o.logFormat == "json" {
+		opts.ReplaceAttr = durationUnits
 		return slog.New(slog.NewJSONHandler(w, opts))
 	}
 	return slog.New(slog.NewTextHandler(w, opts))
@@ -89,6 +94,9 @@ func (o *options) delim() (byte, error) {
 	}
 	if o.null {
 		return 0, nil
+	}
+	if f := o.flags.Lookup("delimiter"); f != nil && f.Changed && o.delimiter == "" {
+		return 0, usagef("-d takes a single byte (or \\n, \\t, \\r, \\0), not an empty string")
 	}
 	switch o.delimiter {
 	case "", `\n`:
@@ -135,6 +143,19 @@ func (o *options) run(openSink func() (batcher.Sink, error)) error {
 	if err := o.checkKafka(); err != nil {
 		return err
 	}
+	if o.kafka.enabled() && waiting(o.streams.In) {
+		return usagef("--topic reads Kafka, but data waits on stdin, which would be ignored: leave out --topic to read stdin, or give no input")
+	}
+	if o.statsFile != "" {
+		// Found now, not at exit: and a report from an earlier run no
+		// longer stands for this one.
+		r := monitor.NewReport(o.sink, batcher.Stats{})
+		r.Running = true
+		if err := monitor.WriteFile(o.statsFile, r); err != nil {
+			o.statsBroken = true
+			return refused(fmt.Errorf("--stats-file: %w", err))
+		}
+	}
 	if o.runHook != nil {
 		return o.runHook(cfg, openSink)
 	}
@@ -144,14 +165,21 @@ func (o *options) run(openSink func() (batcher.Sink, error)) error {
 			KeepTooLarge: o.deadLetter != "" && !strings.HasPrefix(o.deadLetter, "kafka:")},
 	}
 	errw := o.streams.Err
+	o.out = o.streams.Out
 	var progress *monitor.Progress
-	if o.progress == "always" || o.progress == "auto" && o.streams.ErrIsTerminal {
+	if o.showProgress() {
 		_, noColor := os.LookupEnv("NO_COLOR")
-		progress = &monitor.Progress{W: o.streams.Err, Stats: p.Stats, Color: o.streams.ErrIsTerminal && !noColor}
+		dumb := os.Getenv("TERM") == "dumb"
+		progress = &monitor.Progress{W: o.streams.Err, Stats: p.Stats, Color: o.streams.ErrIsTerminal && !noColor && !dumb, Dumb: dumb}
 		errw = progress.Log()
+		if sameTerminal(o.streams.Out, o.streams.Err) {
+			// Commands' output then passes through batchpipe, which
+			// erases the status line before it and draws it again after.
+			o.out = progress.Through(o.streams.Out)
+		}
 	}
 	cfg.Logger = o.logger(errw)
-	o.diag = errw
+	o.diag, o.log = errw, cfg.Logger
 
 	dlTopic, dlKafka := strings.CutPrefix(o.deadLetter, "kafka:")
 	var kr *kafkaRun
@@ -189,7 +217,7 @@ func (o *options) run(openSink func() (batcher.Sink, error)) error {
 			return o.report(batcher.Stats{}, nil, s.sig)
 		}
 		if err != nil {
-			return &usageError{fmt.Errorf("dead letter: %w", err)}
+			return refused(fmt.Errorf("dead letter: %w", err))
 		}
 		defer dl.Close()
 		cfg.DeadLetter = dl
@@ -203,7 +231,7 @@ func (o *options) run(openSink func() (batcher.Sink, error)) error {
 		return o.report(batcher.Stats{}, nil, s.sig)
 	}
 	if err != nil {
-		return &usageError{err}
+		return refused(err)
 	}
 	cfg = withSinkLimits(cfg, sink)
 	p.Sink = sink
@@ -218,12 +246,21 @@ func (o *options) run(openSink func() (batcher.Sink, error)) error {
 		}
 		m := monitor.NewMetrics(o.sink, p.Stats, lag)
 		addr, stop, err := m.Serve(o.metricsAddr)
+		if errors.Is(err, syscall.EADDRINUSE) {
+			return &unavailableError{err}
+		}
 		if err != nil {
-			return &usageError{err}
+			return refused(err)
 		}
 		defer stop()
 		cfg.OnSettled = m.Observe
-		fmt.Fprintf(errw, "batchpipe: metrics at http://%s/metrics\n", addr)
+		switch {
+		case o.quiet:
+		case o.logFormat == "json":
+			jsonLogger(errw).Info("metrics at http://" + addr + "/metrics")
+		default:
+			fmt.Fprintf(errw, "batchpipe: metrics at http://%s/metrics\n", addr)
+		}
 	}
 	p.Config = cfg
 
@@ -278,7 +315,11 @@ func (o *options) run(openSink func() (batcher.Sink, error)) error {
 					if finishing.Load() {
 						what = "committing the offsets of what was delivered"
 					}
-					fmt.Fprintf(errw, "batchpipe: %v: %s (%v again to abandon it)\n", s, what, s)
+					if o.logFormat == "json" {
+						jsonLogger(errw).Warn(fmt.Sprintf("%v: %s (%v again to abandon it)", s, what, s), "signal", s.String())
+					} else {
+						fmt.Fprintf(errw, "batchpipe: %v: %s (%v again to abandon it)\n", s, what, s)
+					}
 				default:
 					abandon(fmt.Errorf("second signal (%v)", s))
 				}
@@ -313,10 +354,11 @@ func (o *options) run(openSink func() (batcher.Sink, error)) error {
 	close(done)
 	signals.Wait()
 
-	var refused *sources.StartError
-	if errors.As(runErr, &refused) {
-		// Nothing was read: like the checks at start, a usage error.
-		return &usageError{refused}
+	var startErr *sources.StartError
+	if errors.As(runErr, &startErr) {
+		// Nothing was read, and retrying cannot mend it: a setting or a
+		// permission to fix, exit 2.
+		return refused(startErr)
 	}
 	var sig os.Signal
 	select {
@@ -362,6 +404,74 @@ func (o *options) whileOpening(open func() error) error {
 // collector then works harder (at most half the CPU), nothing fails.
 func memoryLimit(cfg batcher.Config) int64 {
 	return 8<<20 + 2*int64(cfg.Parallel+2)*int64(cfg.MaxBytes)
+}
+
+// waiting reports whether in is a file with bytes left to read or a pipe
+// with bytes in it: input that a run reading Kafka would ignore. (A pipe
+// whose writer has not written yet cannot be told from an idle one.)
+func waiting(in io.Reader) bool {
+	f, ok := in.(*os.File)
+	if !ok {
+		return false
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		return false
+	}
+	switch {
+	case fi.Mode().IsRegular():
+		off, err := f.Seek(0, io.SeekCurrent)
+		return err == nil && fi.Size() > off
+	case fi.Mode()&os.ModeNamedPipe != 0:
+		var n int32
+		var errno syscall.Errno
+		withFd(f, func(fd uintptr) {
+			_, _, errno = syscall.Syscall(syscall.SYS_IOCTL, fd, syscall.TIOCINQ, uintptr(unsafe.Pointer(&n)))
+		})
+		return errno == 0 && n > 0
+	}
+	return false
+}
+
+// withFd calls do with f's descriptor. Unlike f.Fd, it leaves f in the
+// mode it was, non-blocking or not.
+func withFd(f *os.File, do func(fd uintptr)) bool {
+	rc, err := f.SyscallConn()
+	return err == nil && rc.Control(do) == nil
+}
+
+// showProgress decides whether the status line is drawn: with --progress
+// auto, only where a person watches stderr and nothing else writes to the
+// same terminal (stdout there would mix with it, as pv users know), not on
+// a dumb terminal and not with -q.
+func (o *options) showProgress() bool {
+	switch o.progress {
+	case "always":
+		return true
+	case "never":
+		return false
+	}
+	return o.streams.ErrIsTerminal && !o.quiet && os.Getenv("TERM") != "dumb" &&
+		!sameTerminal(o.streams.Out, o.streams.Err)
+}
+
+// sameTerminal reports whether a and b are both the same terminal.
+func sameTerminal(a, b io.Writer) bool {
+	fa, ok := a.(*os.File)
+	if !ok {
+		return false
+	}
+	fb, ok := b.(*os.File)
+	if !ok {
+		return false
+	}
+	var sa, sb syscall.Stat_t
+	terminal := func(f *os.File, st *syscall.Stat_t) bool {
+		is := false
+		withFd(f, func(fd uintptr) { is = isatty.IsTerminal(fd) && syscall.Fstat(int(fd), st) == nil })
+		return is
+	}
+	return terminal(fa, &sa) && terminal(fb, &sb) && sa.Rdev == sb.Rdev
 }
 
 // finishKafka runs kr.finish for no longer than --kafka-timeout, and not
@@ -424,6 +534,14 @@ func (o *options) report(st batcher.Stats, runErr error, sig os.Signal, extra ..
 		o.writeStats(w, st, &code, runErr)
 		return exitError(code)
 	}
+	if o.logFormat == "json" {
+		o.reportJSON(st, runErr, code, extra)
+		o.writeStats(w, st, &code, runErr)
+		if code == exitOK {
+			return nil
+		}
+		return exitError(code)
+	}
 	if !o.quiet {
 		fmt.Fprintln(w, summary(st))
 		for _, l := range extra {
@@ -433,7 +551,7 @@ func (o *options) report(st batcher.Stats, runErr error, sig os.Signal, extra ..
 	switch code {
 	case exitFailed:
 		if st.Undelivered > 0 {
-			fmt.Fprintf(w, "batchpipe: %d of %d records not delivered\n", st.Undelivered, st.Read)
+			fmt.Fprintf(w, "batchpipe: %d of %s not delivered\n", st.Undelivered, count(st.Read, "record", "records"))
 		}
 		if runErr != nil {
 			// Joined errors come a line each, each named as batchpipe's.
@@ -442,7 +560,7 @@ func (o *options) report(st batcher.Stats, runErr error, sig os.Signal, extra ..
 			}
 		}
 	case exitDeadLettered:
-		fmt.Fprintf(w, "batchpipe: completed, %d records dead-lettered to %s\n", st.DeadLettered, o.deadLetter)
+		fmt.Fprintf(w, "batchpipe: completed, %s dead-lettered to %s\n", count(st.DeadLettered, "record", "records"), o.deadLetter)
 	}
 	o.writeStats(w, st, &code, runErr)
 	if code == exitOK {
@@ -457,6 +575,49 @@ func brokenPipe(err error) bool {
 	return batcher.IsFatal(err) && errors.Is(err, syscall.EPIPE)
 }
 
+// reportJSON is report for --log-format json: the summary and what went
+// wrong as JSON log records.
+func (o *options) reportJSON(st batcher.Stats, runErr error, code int, extra []string) {
+	log := jsonLogger(o.streams.Err)
+	if !o.quiet {
+		args := []any{"records_read", st.Read, "bytes_read", st.BytesRead, "elapsed", st.Elapsed,
+			"records_delivered", st.Delivered, "batches_delivered", st.BatchesDone, "batches_partly_delivered", st.BatchesPartly,
+			"flush_reasons", st.Reasons, "records_dead_lettered", st.DeadLettered, "records_undelivered", st.Undelivered,
+			"retries", st.Retries, "exit_status", code}
+		if s := st.Elapsed.Seconds(); s > 0 {
+			args = append(args, "records_per_second", float64(st.Read)/s)
+		}
+		if len(extra) > 0 {
+			args = append(args, "kafka", strings.Join(extra, "; "))
+		}
+		log.Info("summary", args...)
+	}
+	switch code {
+	case exitFailed:
+		args := []any{"records_undelivered", st.Undelivered, "records_read", st.Read, "exit_status", code}
+		if runErr != nil {
+			args = append(args, "error", runErr.Error())
+		}
+		log.Error("records not delivered", args...)
+	case exitDeadLettered:
+		log.Warn("completed, records dead-lettered", "records_dead_lettered", st.DeadLettered, "dead_letter", o.deadLetter, "exit_status", code)
+	}
+}
+
+// jsonLogger logs JSON to w at every level, durations with their unit
+// ("1.5s"): slog would write them as a bare count of nanoseconds.
+func jsonLogger(w io.Writer) *slog.Logger {
+	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug, ReplaceAttr: durationUnits}))
+}
+
+// durationUnits writes a duration as text with its unit.
+func durationUnits(_ []string, a slog.Attr) slog.Attr {
+	if a.Value.Kind() == slog.KindDuration {
+		return slog.String(a.Key, a.Value.Duration().String())
+	}
+	return a
+}
+
 // summary is the line printed at exit.
 func summary(st batcher.Stats) string {
 	var b strings.Builder
@@ -464,7 +625,13 @@ func summary(st batcher.Stats) string {
 	if s := st.Elapsed.Seconds(); s > 0 && st.Read > 0 {
 		fmt.Fprintf(&b, " (%s records/s)", monitor.Count(int64(float64(st.Read)/s)))
 	}
-	fmt.Fprintf(&b, ", %d delivered in %s", st.Delivered, count(st.BatchesDone, "batch", "batches"))
+	// A batch of which part was delivered counts: "40 delivered in 0
+	// batches" would say nothing arrived whole or not.
+	fmt.Fprintf(&b, ", %d delivered in %s", st.Delivered, count(st.BatchesDone+st.BatchesPartly, "batch", "batches"))
+	var notes []string
+	if st.BatchesPartly > 0 {
+		notes = append(notes, fmt.Sprintf("%d in part", st.BatchesPartly))
+	}
 	var reasons []string
 	for _, r := range []string{"size", "bytes", "linger", "eof", "signal", "flush"} {
 		if n := st.Reasons[r]; n > 0 {
@@ -472,7 +639,10 @@ func summary(st batcher.Stats) string {
 		}
 	}
 	if len(reasons) > 0 {
-		fmt.Fprintf(&b, " (flushed: %s)", strings.Join(reasons, ", "))
+		notes = append(notes, "flushed: "+strings.Join(reasons, ", "))
+	}
+	if len(notes) > 0 {
+		fmt.Fprintf(&b, " (%s)", strings.Join(notes, "; "))
 	}
 	fmt.Fprintf(&b, ", %d dead-lettered, %d undelivered, %s", st.DeadLettered, st.Undelivered, count(st.Retries, "retry", "retries"))
 	if st.Withdrawn > 0 {

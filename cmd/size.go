@@ -2,44 +2,57 @@ package cmd
 
 import (
 	"fmt"
+	"math/big"
 	"strconv"
 	"strings"
 )
 
-// byteSize is a flag value such as 1000, 64KiB or 4MB. As in GNU coreutils,
-// K, M and G (and KiB, MiB, GiB) are powers of 1024; KB, MB and GB are
-// powers of 1000.
+// byteSize is a flag value such as 1000, 64KiB, 4MB, 1m or 1.5M. As in GNU
+// coreutils, K, M and G (and KiB, MiB, GiB) are powers of 1024; KB, MB and
+// GB are powers of 1000. Units take any case; a fraction is fine as long
+// as the size comes to whole bytes.
 type byteSize int64
 
+// sizeUnits are matched lower-cased, longest first.
 var sizeUnits = []struct {
 	suffix string
 	mult   int64
 }{
-	{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30},
-	{"KB", 1000}, {"MB", 1000 * 1000}, {"GB", 1000 * 1000 * 1000},
-	{"kB", 1000},
-	{"K", 1 << 10}, {"M", 1 << 20}, {"G", 1 << 30},
-	{"k", 1 << 10},
-	{"B", 1},
+	{"kib", 1 << 10}, {"mib", 1 << 20}, {"gib", 1 << 30},
+	{"kb", 1000}, {"mb", 1000 * 1000}, {"gb", 1000 * 1000 * 1000},
+	{"k", 1 << 10}, {"m", 1 << 20}, {"g", 1 << 30},
+	{"b", 1},
 }
+
+// maxSize bounds any size flag: batches are held in memory, -j + 2 of them.
+const maxSize = 4 << 30
 
 func parseSize(s string) (int64, error) {
 	t := strings.TrimSpace(s)
+	lower := strings.ToLower(t)
 	mult := int64(1)
 	for _, u := range sizeUnits {
-		if strings.HasSuffix(t, u.suffix) {
-			t, mult = strings.TrimSpace(strings.TrimSuffix(t, u.suffix)), u.mult
+		if strings.HasSuffix(lower, u.suffix) {
+			t, mult = strings.TrimSpace(t[:len(t)-len(u.suffix)]), u.mult
 			break
 		}
 	}
-	n, err := strconv.ParseInt(t, 10, 64)
-	if err != nil || n < 0 {
-		return 0, fmt.Errorf("%q is not a size (examples: 1000, 64KiB, 4MB)", s)
+	bad := fmt.Errorf("%q is not a size (examples: 1000, 64KiB, 4MB, 1.5M)", s)
+	if t == "" || strings.ContainsAny(t, "+-eE/") { // big.Rat takes 1e3 and 1/2 too
+		return 0, bad
 	}
-	if n > (1<<62)/mult {
-		return 0, fmt.Errorf("%q is too large", s)
+	n, ok := new(big.Rat).SetString(t)
+	if !ok {
+		return 0, bad
 	}
-	return n * mult, nil
+	n.Mul(n, new(big.Rat).SetInt64(mult))
+	if !n.IsInt() {
+		return 0, fmt.Errorf("%q is not a whole number of bytes", s)
+	}
+	if n.Cmp(new(big.Rat).SetInt64(maxSize)) > 0 {
+		return 0, fmt.Errorf("%q is more than %s: batches and records are held in memory", s, formatSize(maxSize))
+	}
+	return n.Num().Int64(), nil
 }
 
 func (b *byteSize) Set(s string) error {

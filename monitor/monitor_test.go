@@ -53,10 +53,89 @@ func TestProgressRedrawsAndErases(t *testing.T) {
 			t.Errorf("%d redraws in a second", n)
 		}
 		p.Log().Write([]byte("warning\n"))
+		status := "read 100 (100/s) · delivered 0 in 0 batches · in flight 0"
+		if !strings.HasSuffix(out.String(), "\r\x1b[Kwarning\n\r\x1b[K"+status) {
+			t.Errorf("log line not on a clean line, or status not redrawn after it: %q", out.String()[max(0, out.Len()-100):])
+		}
 		cancel()
 		<-done
-		if !strings.HasSuffix(out.String(), "\r\x1b[Kwarning\n\r\x1b[K") {
-			t.Errorf("log line not on a clean line, or status not erased: %q", out.String()[len(out.String())-40:])
+		if !strings.HasSuffix(out.String(), status+"\r\x1b[K") {
+			t.Errorf("status not erased: %q", out.String()[max(0, out.Len()-100):])
+		}
+	})
+}
+
+// Output through the progress's writers that ends mid-line holds the
+// status back until the line is complete: drawn over it, the status would
+// hide it, and what follows would be glued to the status.
+func TestProgressWaitsForWholeLines(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var out bytes.Buffer
+		p := &Progress{W: &out, Stats: func() batcher.Stats { return batcher.Stats{Read: 7} }}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() {
+			p.Run(ctx)
+			close(done)
+		}()
+		stdout := p.Through(&out)
+		advance(150 * time.Millisecond)
+		stdout.Write([]byte("par"))
+		advance(time.Second)
+		synctest.Wait()
+		stdout.Write([]byte("tial\n"))
+		cancel()
+		<-done
+		screen := out.String()
+		if !strings.Contains(screen, "\r\x1b[Kpartial\n\r\x1b[Kread 7") || strings.Count(screen, "read 7") != 2 {
+			t.Errorf("status drawn over a partial line, or not after it: %q", screen)
+		}
+	})
+}
+
+// The rate is over a window: a sink that takes input in bursts a second
+// apart does not make it flicker to 0/s.
+func TestProgressRateDoesNotFlicker(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var out bytes.Buffer
+		start := time.Now()
+		p := &Progress{W: &out, Stats: func() batcher.Stats {
+			return batcher.Stats{Read: 100 * int64(time.Since(start)/time.Second)}
+		}}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() {
+			p.Run(ctx)
+			close(done)
+		}()
+		advance(10 * time.Second)
+		cancel()
+		<-done
+		screen := out.String()
+		after := screen[strings.Index(screen, "read 100 "):]
+		if strings.Contains(after, "(0/s)") || !strings.Contains(after, "(100/s)") {
+			t.Errorf("rate flickers: %q", after)
+		}
+	})
+}
+
+// TERM=dumb: no escape codes; the line is overwritten with spaces.
+func TestProgressDumbTerminal(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var out bytes.Buffer
+		p := &Progress{W: &out, Dumb: true, Stats: func() batcher.Stats { return batcher.Stats{Read: 3} }}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() {
+			p.Run(ctx)
+			close(done)
+		}()
+		advance(250 * time.Millisecond)
+		p.Log().Write([]byte("note\n"))
+		cancel()
+		<-done
+		if s := out.String(); strings.Contains(s, "\x1b") || !strings.Contains(s, "read 3") || !strings.HasSuffix(s, " \r") {
+			t.Errorf("dumb terminal got %q", s)
 		}
 	})
 }

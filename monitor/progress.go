@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/batchpipe/batchpipe/batcher"
 )
@@ -22,31 +23,101 @@ type Progress struct {
 	Stats func() batcher.Stats
 	Lag   func() int64 // total consumer lag; nil when not reading Kafka
 	Color bool
+	// Dumb is for a terminal without escape codes (TERM=dumb): the line
+	// is erased by overwriting it with spaces.
+	Dumb bool
 
 	Interval time.Duration // default 100ms
+	// RateWindow is how far back the rate looks; default 5s. A shorter
+	// one shows 0/s between the bursts of a slow sink's backpressure.
+	RateWindow time.Duration
 
-	mu sync.Mutex // one writer of the terminal at a time
+	mu      sync.Mutex // one writer of the terminal at a time
+	shown   string     // the status line on the screen, "" if none
+	last    string     // the latest status, redrawn after other output
+	midLine bool       // other output left a partial line: no status until it ends
+	stopped bool
 }
 
 // Log returns a writer for other output to the same terminal: each write
-// first erases the status line, which is redrawn at the next tick.
-func (p *Progress) Log() io.Writer { return logWriter{p} }
+// first erases the status line, which is redrawn after it.
+func (p *Progress) Log() io.Writer { return logWriter{p, p.W} }
 
-type logWriter struct{ p *Progress }
+// Through returns a writer for w, another stream showing on the same
+// terminal (stdout, where commands' output goes): like Log, it erases the
+// status line before each write, and redraws it once a line is complete.
+func (p *Progress) Through(w io.Writer) io.Writer { return logWriter{p, w} }
+
+type logWriter struct {
+	p *Progress
+	w io.Writer
+}
 
 func (w logWriter) Write(b []byte) (int, error) {
-	w.p.mu.Lock()
-	defer w.p.mu.Unlock()
-	if _, err := io.WriteString(w.p.W, "\r\x1b[K"); err != nil {
+	p := w.p
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if err := p.erase(); err != nil {
 		return 0, err
 	}
-	return w.p.W.Write(b)
+	n, err := w.w.Write(b)
+	if n > 0 {
+		p.midLine = b[n-1] != '\n'
+	}
+	if err == nil && !p.midLine && !p.stopped && p.last != "" {
+		p.show(p.last)
+	}
+	return n, err
+}
+
+// erase clears the status line, if it is shown.
+func (p *Progress) erase() error {
+	if p.shown == "" {
+		return nil
+	}
+	var err error
+	if p.Dumb {
+		_, err = io.WriteString(p.W, "\r"+strings.Repeat(" ", utf8.RuneCountInString(p.shown))+"\r")
+	} else {
+		_, err = io.WriteString(p.W, "\r\x1b[K")
+	}
+	p.shown = ""
+	return err
+}
+
+// show draws s in place of the status line shown.
+func (p *Progress) show(s string) {
+	if p.Dumb {
+		pad := utf8.RuneCountInString(p.shown) - utf8.RuneCountInString(s)
+		io.WriteString(p.W, "\r"+s+strings.Repeat(" ", max(pad, 0)))
+	} else {
+		io.WriteString(p.W, "\r\x1b[K"+s)
+	}
+	p.shown = s
 }
 
 func (p *Progress) draw(s string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	io.WriteString(p.W, "\r\x1b[K"+s)
+	p.last = s
+	if !p.midLine {
+		// Over a partial line, the status would hide it: wait for its end.
+		p.show(s)
+	}
+}
+
+// stop erases the line for good.
+func (p *Progress) stop() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.stopped = true
+	p.erase()
+}
+
+// sample is the count read at a moment, for the rate.
+type sample struct {
+	at   time.Time
+	read int64
 }
 
 // Run draws until ctx is done. It returns once the line is erased.
@@ -55,19 +126,29 @@ func (p *Progress) Run(ctx context.Context) {
 	if every <= 0 {
 		every = 100 * time.Millisecond
 	}
+	window := p.RateWindow
+	if window <= 0 {
+		window = 5 * time.Second
+	}
 	tick := time.NewTicker(every)
 	defer tick.Stop()
-	var last batcher.Stats
-	lastAt := time.Now()
+	// The rate is over the last window, not the last tick: reading comes in
+	// bursts when the sink sets the pace, and a rate per tick would flicker
+	// to 0/s between them.
+	samples := []sample{{time.Now(), 0}}
 	for {
 		select {
 		case <-ctx.Done():
-			p.draw("")
+			p.stop()
 			return
 		case now := <-tick.C:
 			st := p.Stats()
-			rate := float64(st.Read-last.Read) / now.Sub(lastAt).Seconds()
-			last, lastAt = st, now
+			samples = append(samples, sample{now, st.Read})
+			for len(samples) > 2 && now.Sub(samples[1].at) >= window {
+				samples = samples[1:]
+			}
+			first := samples[0]
+			rate := float64(st.Read-first.read) / now.Sub(first.at).Seconds()
 			var lag int64 = -1
 			if p.Lag != nil {
 				lag = p.Lag()

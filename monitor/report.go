@@ -25,6 +25,7 @@ type Report struct {
 	InFlight         int64            `json:"records_in_flight"`
 	Batches          int64            `json:"batches"`
 	BatchesDelivered int64            `json:"batches_delivered"`
+	BatchesPartly    int64            `json:"batches_partly_delivered"`
 	BytesDelivered   int64            `json:"bytes_delivered"`
 	Retries          int64            `json:"retries"`
 	FlushReasons     map[string]int64 `json:"flush_reasons"`
@@ -46,6 +47,7 @@ func NewReport(sink string, st batcher.Stats) Report {
 		InFlight:         st.InFlight,
 		Batches:          st.Batches,
 		BatchesDelivered: st.BatchesDone,
+		BatchesPartly:    st.BatchesPartly,
 		BytesDelivered:   st.BytesDelivered,
 		Retries:          st.Retries,
 		FlushReasons:     st.Reasons,

@@ -446,7 +446,7 @@ func exitStatus(ee *exec.ExitError) string {
 
 // environ is the run's environment: batchpipe's, then what it is given.
 func (s *Exec) environ(b *batcher.Batch, records, size int) []string {
-	env := make([]string, len(s.env), len(s.env)+9)
+	env := make([]string, len(s.env), len(s.env)+10)
 	copy(env, s.env)
 	env = append(env,
 		"BATCHPIPE_SEQ="+strconv.FormatInt(b.Seq, 10),
@@ -454,6 +454,7 @@ func (s *Exec) environ(b *batcher.Batch, records, size int) []string {
 		"BATCHPIPE_BYTES="+strconv.Itoa(size),
 		"BATCHPIPE_REASON="+b.Reason.String(),
 		"BATCHPIPE_ATTEMPT="+strconv.Itoa(b.Attempt),
+		"BATCHPIPE_RUN="+RunID(), // as {run}: names that no other run gives
 	)
 	if m, last, ok := onePartition(b); ok {
 		env = append(env,

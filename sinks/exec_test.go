@@ -144,7 +144,7 @@ func TestExecEnviron(t *testing.T) {
 			})
 			want := append([]string{"HOME=/h", "BATCHPIPE_SEQ=1",
 				fmt.Sprintf("BATCHPIPE_RECORDS=%d", len(recs)), fmt.Sprintf("BATCHPIPE_BYTES=%d", 3*len(recs)),
-				"BATCHPIPE_REASON=eof", "BATCHPIPE_ATTEMPT=2"}, tc.want...)
+				"BATCHPIPE_REASON=eof", "BATCHPIPE_ATTEMPT=2", "BATCHPIPE_RUN=" + RunID()}, tc.want...)
 			if !slices.Equal(got, want) {
 				t.Errorf("environment\n%q\nwant\n%q", got, want)
 			}

@@ -96,11 +96,12 @@ func (s *File) write(body []byte) error {
 	}
 	if s.f == nil {
 		if _, err := s.w.Write(body); err != nil {
-			return brokenPipe(fmt.Errorf("file sink: write %s: %w", s.path, err))
+			return brokenPipe(fmt.Errorf("file sink: write %s: %w", s.path, bare(err)))
 		}
 		return nil
 	}
 	if n, err := s.f.Write(body); err != nil {
+		err = bare(err)
 		// The batch began n bytes before the end: found after the failure,
 		// so a write that succeeds costs no extra system call.
 		if fi, serr := s.f.Stat(); n > 0 && serr == nil && fi.Mode().IsRegular() {
@@ -113,7 +114,7 @@ func (s *File) write(body []byte) error {
 	}
 	if s.fsync {
 		if err := s.f.Sync(); err != nil {
-			return fmt.Errorf("file sink: fsync %s: %w", s.path, err)
+			return fmt.Errorf("file sink: fsync %s: %w", s.path, bare(err))
 		}
 	}
 	return nil
@@ -124,6 +125,15 @@ func (s *File) write(body []byte) error {
 func brokenPipe(err error) error {
 	if errors.Is(err, syscall.EPIPE) {
 		return batcher.Fatal(err)
+	}
+	return err
+}
+
+// bare drops the operation and path an *os.File error repeats, for a
+// message that names them already: not "write x: write x: no space".
+func bare(err error) error {
+	if pe, ok := err.(*fs.PathError); ok {
+		return pe.Err
 	}
 	return err
 }
@@ -149,12 +159,17 @@ type PerBatch struct {
 
 var _ batcher.Sink = (*PerBatch)(nil)
 
-// NewPerBatch checks the template. It must name a file, and hold {seq} or
-// {time} unless one batch is all that is wanted.
+// NewPerBatch checks the template. It must name a file, and give each batch
+// of a run a name of its own. {run} is replaced at once: it is the same for
+// every batch.
 func NewPerBatch(tmpl string, f Format) (*PerBatch, error) {
 	if tmpl == "" || strings.HasSuffix(tmpl, "/") {
 		return nil, fmt.Errorf("per-batch template %q does not name a file", tmpl)
 	}
+	if err := uniqueNames(tmpl); err != nil {
+		return nil, err
+	}
+	tmpl = strings.ReplaceAll(tmpl, "{run}", RunID())
 	if err := checkTemplate(tmpl); err != nil {
 		return nil, err
 	}

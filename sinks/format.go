@@ -20,7 +20,10 @@ const (
 	// as read. The default.
 	Lines Format = iota
 	// NDJSON is one JSON value per line, each ended by '\n'. Every record
-	// must be valid JSON (RFC 8259, so UTF-8). A record holding raw line
+	// must be valid JSON (RFC 8259, so UTF-8), or blank: a blank record (empty,
+	// or only spaces, tabs and CRs) is a blank line, which NDJSON readers
+	// skip. A UTF-8 byte order mark starting a record is left out, in JSON
+	// too. A record holding raw line
 	// breaks, such as pretty-printed JSON read with -0, has each CR and LF
 	// turned into a space: in valid JSON they can only be whitespace
 	// between tokens, so the value is unchanged and fits on one line.
@@ -107,11 +110,28 @@ func (f Format) Body(buf *[]byte, b *batcher.Batch) ([]byte, []batcher.Rejected)
 	return body, rej
 }
 
+// bom is the UTF-8 byte order mark, which an editor may put at the start
+// of a file. RFC 8259 lets a JSON reader ignore it; it is no part of the
+// value.
+var bom = []byte("\xEF\xBB\xBF")
+
+// blank reports whether r holds only JSON whitespace, or nothing.
+func blank(r []byte) bool {
+	for _, c := range r {
+		if c != ' ' && c != '\t' && c != '\r' && c != '\n' {
+			return false
+		}
+	}
+	return true
+}
+
 func encodeNDJSON(dst []byte, b *batcher.Batch) ([]byte, []batcher.Rejected) {
 	var rej []batcher.Rejected
 	for i := range b.Len() {
-		r := b.Record(i)
-		if err := checkJSON(r); err != nil {
+		r := bytes.TrimPrefix(b.Record(i), bom)
+		// A blank line goes as read: NDJSON readers (jq, ClickHouse)
+		// skip it. Delivered, not dropped.
+		if err := checkJSON(r); err != nil && !blank(r) {
 			rej = append(rej, batcher.Rejected{Index: i, Err: notJSON(b, i, err)})
 			continue
 		}
@@ -133,7 +153,7 @@ func encodeJSON(dst []byte, b *batcher.Batch) ([]byte, []batcher.Rejected) {
 	var rej []batcher.Rejected
 	start := len(dst)
 	for i := range b.Len() {
-		r := b.Record(i)
+		r := bytes.TrimPrefix(b.Record(i), bom)
 		if err := checkJSON(r); err != nil {
 			rej = append(rej, batcher.Rejected{Index: i, Err: notJSON(b, i, err)})
 			continue

@@ -6,10 +6,10 @@ import (
 	"compress/gzip"
 	"context"
 	"crypto/tls"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptrace"
@@ -48,6 +48,12 @@ type HTTPConfig struct {
 	// pool of kept-alive connections. Default 1.
 	Parallel int
 
+	// Logger, if set, is told of a request with no answer after
+	// SlowAfter (default 5s), so a server that never answers is not met
+	// with silence until --timeout.
+	Logger    *slog.Logger
+	SlowAfter time.Duration
+
 	CACert   string // PEM file of the CAs to trust instead of the system roots
 	Cert     string // PEM client certificate, for mutual TLS; needs Key
 	Key      string // PEM private key of Cert
@@ -77,8 +83,10 @@ type HTTP struct {
 	timeout  time.Duration
 	client   *http.Client
 	now      func() time.Time // for Retry-After dates
+	log      *slog.Logger
+	slow     time.Duration
 
-	secrets []string // header values and URL credentials, cut from quoted response bodies
+	red *redactor // cuts header values and URL parts out of what a server says
 
 	scratch sync.Pool // *scratch
 }
@@ -94,6 +102,7 @@ func NewHTTP(cfg HTTPConfig) (*HTTP, error) {
 	if cfg.Method == "" {
 		cfg.Method = http.MethodPost
 	}
+	cfg.URL = strings.ReplaceAll(cfg.URL, "{run}", RunID()) // one value for the whole run
 	if cfg.Timeout == 0 {
 		cfg.Timeout = 30 * time.Second
 	}
@@ -117,6 +126,15 @@ func NewHTTP(cfg HTTPConfig) (*HTTP, error) {
 	}
 	endpoint := redactURL(u)
 	switch {
+	case !strings.Contains(cfg.URL, "://"):
+		// "localhost:8080/x" parses as scheme "localhost": name the host
+		// as given, without user info, path or query.
+		host, _, _ := strings.Cut(cfg.URL, "/")
+		if i := strings.LastIndexByte(host, '@'); i >= 0 {
+			host = host[i+1:]
+		}
+		host, _, _ = strings.Cut(host, "?")
+		return nil, fmt.Errorf("http sink: URL has no http:// or https:// in front: give http://%s/… or https://%s/…", host, host)
 	case u.Scheme != "http" && u.Scheme != "https":
 		return nil, fmt.Errorf("http sink: URL %s: want an http:// or https:// URL", endpoint)
 	case u.Host == "":
@@ -192,27 +210,11 @@ func NewHTTP(cfg HTTPConfig) (*HTTP, error) {
 				return http.ErrUseLastResponse
 			},
 		},
-		now:     time.Now,
-		secrets: secrets(cfg.Header, u),
+		now:  time.Now,
+		red:  newRedactor(cfg.Header, u),
+		log:  cfg.Logger,
+		slow: cmp.Or(cfg.SlowAfter, 5*time.Second),
 	}, nil
-}
-
-// secrets lists what a server might echo back in an error page that must
-// not reach the logs: the header values and the URL's credentials, also as
-// the basic auth header carries them.
-func secrets(h http.Header, u *url.URL) []string {
-	var out []string
-	for _, vs := range h {
-		for _, v := range vs {
-			if len(v) >= 4 {
-				out = append(out, v)
-			}
-		}
-	}
-	if pass, ok := u.User.Password(); ok && pass != "" {
-		out = append(out, pass, base64.StdEncoding.EncodeToString([]byte(u.User.Username()+":"+pass)))
-	}
-	return out
 }
 
 func (cfg *HTTPConfig) tlsConfig(https bool) (*tls.Config, error) {
@@ -432,6 +434,12 @@ func (s *HTTP) post(ctx context.Context, sc *scratch, u string, body []byte, inP
 		req.Body, closed = wb, wb.closed
 	}
 
+	if s.log != nil && s.slow < s.timeout {
+		waited := time.AfterFunc(s.slow, func() {
+			s.log.Warn(fmt.Sprintf("http sink: %s %s: no response after %v; waiting up to --timeout %v", s.method, s.endpoint, s.slow, s.timeout))
+		})
+		defer waited.Stop()
+	}
 	resp, err := s.client.Do(req)
 	if err != nil {
 		return 0, s.requestError(ctx, rctx, err)
@@ -444,17 +452,20 @@ func (s *HTTP) post(ctx context.Context, sc *scratch, u string, body []byte, inP
 		resp.Body.Close()
 		return code, nil
 	}
-	var snippet [512]byte
-	n, _ := io.ReadFull(resp.Body, snippet[:])
+	// Read past the quoted length, so that a secret the quote would cut
+	// is still recognised and cut out whole.
+	snippet := make([]byte, s.red.window(maxQuote))
+	n, _ := io.ReadFull(resp.Body, snippet)
 	more, _ := io.CopyN(io.Discard, resp.Body, maxDrain)
 	resp.Body.Close()
+	quoted, cut := s.red.quote(snippet[:n], maxQuote)
 	err = &statusError{
 		method:    s.method,
 		endpoint:  s.endpoint,
-		status:    resp.Status,
+		status:    s.red.redact(resp.Status), // the reason phrase is the server's too
 		code:      code,
-		body:      s.redact(string(snippet[:n])),
-		truncated: more > 0,
+		body:      quoted,
+		truncated: cut || more > 0,
 	}
 	switch {
 	case code == http.StatusRequestEntityTooLarge:
@@ -469,13 +480,8 @@ func (s *HTTP) post(ctx context.Context, sc *scratch, u string, body []byte, inP
 	}
 }
 
-// redact cuts the secrets out of a response body quoted in an error.
-func (s *HTTP) redact(body string) string {
-	for _, v := range s.secrets {
-		body = strings.ReplaceAll(body, v, "[redacted]")
-	}
-	return body
-}
+// maxQuote is how much of an error response's body its error quotes.
+const maxQuote = 512
 
 // maxDrain bounds how much of a response body is read to keep its
 // connection; past it, closing the connection is cheaper.
@@ -519,6 +525,10 @@ func (s *HTTP) requestError(ctx, rctx context.Context, err error) error {
 		err = fmt.Errorf("no response within %v (--timeout): %w", s.timeout, err)
 	}
 	err = fmt.Errorf("http sink: %s %s: %w", s.method, s.endpoint, err)
+	if msg := s.red.redact(err.Error()); msg != err.Error() {
+		// The client quotes a malformed response, which may echo a secret.
+		err = &redactedError{msg: msg, err: err}
+	}
 	// Retrying cannot fix a certificate the client rejects, a handshake the
 	// server refuses, or a server that does not speak TLS.
 	var cv *tls.CertificateVerificationError
@@ -531,12 +541,21 @@ func (s *HTTP) requestError(ctx, rctx context.Context, err error) error {
 	return err
 }
 
+// A redactedError is err with secrets cut out of its text.
+type redactedError struct {
+	msg string
+	err error
+}
+
+func (e *redactedError) Error() string { return e.msg }
+func (e *redactedError) Unwrap() error { return e.err }
+
 // A statusError is a response other than 2xx.
 type statusError struct {
 	method, endpoint string
 	status           string // "503 Service Unavailable"
 	code             int
-	body             string // its first 512 bytes
+	body             string // its first maxQuote bytes, secrets cut out
 	truncated        bool
 }
 

@@ -660,7 +660,7 @@ func TestNewHTTPRefuses(t *testing.T) {
 		cfg  HTTPConfig
 		want string
 	}{
-		{HTTPConfig{URL: "localhost:8080/x"}, "want an http:// or https:// URL"},
+		{HTTPConfig{URL: "localhost:8080/x"}, "no http:// or https:// in front"},
 		{HTTPConfig{URL: "http:///x"}, "has no host"},
 		{HTTPConfig{URL: "https://h/", Method: "PO ST"}, `method "PO ST" is not a valid HTTP method`},
 		{HTTPConfig{URL: "http://h/", CACert: certs.CAFile}, "need an https:// URL"},
