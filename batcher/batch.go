@@ -63,6 +63,11 @@ type Meta struct {
 	Key       []byte
 	Headers   []Header
 	Timestamp time.Time
+
+	// PlanEnd, if not 0, says the record belongs to a batch whose cut was
+	// planned before (--exactly-once): the batch ends at offset PlanEnd-1,
+	// whatever the size and time limits say.
+	PlanEnd int64
 }
 
 // A Header is one Kafka record header.
@@ -75,16 +80,20 @@ type Header struct {
 type Reason uint8
 
 const (
-	ReasonSize   Reason = iota // it held --max-records records
-	ReasonBytes                // the next record would have pushed it past --max-bytes
-	ReasonLinger               // its oldest record waited --linger
-	ReasonEOF                  // input ended
-	ReasonSignal               // a shutdown signal arrived
-	ReasonFlush                // an explicit flush (SIGUSR1)
+	ReasonSize     Reason = iota // it held --max-records records
+	ReasonBytes                  // the next record would have pushed it past --max-bytes
+	ReasonLinger                 // its oldest record waited --linger
+	ReasonEOF                    // input ended
+	ReasonSignal                 // a shutdown signal arrived
+	ReasonFlush                  // an explicit flush (SIGUSR1)
+	ReasonKeys                   // a new key found MaxOpenKeys batches open: the oldest went
+	ReasonBuffered               // the open batches held MaxBufferedBytes: the largest went
+	ReasonPlanned                // its last record ends a cut planned before (exactly once)
+	ReasonKey                    // its key's next record cannot join it (see aggregator.addKeyed)
 	numReasons
 )
 
-var reasonNames = [numReasons]string{"size", "bytes", "linger", "eof", "signal", "flush"}
+var reasonNames = [numReasons]string{"size", "bytes", "linger", "eof", "signal", "flush", "keys", "buffered", "planned", "key"}
 
 func (r Reason) String() string {
 	if r < numReasons {
@@ -113,6 +122,17 @@ type Batch struct {
 	Reason Reason // why it was flushed
 	First  Pos    // position of its first record
 	Delim  byte
+
+	// Key is the batch's key with Config.Key (Keyed): all its records
+	// have it.
+	Key   string
+	Keyed bool
+	// Reformed says the batch was cut where an earlier run planned it.
+	Reformed bool
+	// ID is the batch's identity when its records are of one Kafka
+	// partition, TOPIC-PARTITION-FIRST-LAST; else "". Parts made by Pick
+	// and Slice keep it: dead letters name the batch they came from.
+	ID string
 
 	// Attempt is the delivery attempt in progress, from 1.
 	Attempt int
@@ -189,7 +209,8 @@ func (b *Batch) Slice(i, j int) *Batch {
 // Pick returns a new batch holding copies of the listed records, in order.
 // Each keeps its position in the input.
 func (b *Batch) Pick(idx []int) *Batch {
-	p := &Batch{Seq: b.Seq, Reason: b.Reason, Delim: b.Delim, Attempt: b.Attempt, pos: make([]Pos, 0, len(idx))}
+	p := &Batch{Seq: b.Seq, Reason: b.Reason, Delim: b.Delim, Attempt: b.Attempt, ID: b.ID, Key: b.Key, Keyed: b.Keyed,
+		pos: make([]Pos, 0, len(idx))}
 	if len(idx) > 0 {
 		p.First = b.Pos(idx[0])
 	}
@@ -240,6 +261,39 @@ func (b *Batch) drop(idx []int) {
 	if kept > 0 {
 		b.First = pos[0]
 	}
+	if s, ok := b.Span(); ok && b.ID != "" {
+		b.ID = s.ID() // its identity is the records it holds
+	}
+}
+
+// A Span is where the records of a batch that holds one Kafka partition's
+// records came from: its identity for --exactly-once.
+type Span struct {
+	Topic       string
+	Partition   int32
+	First, Last int64 // offsets of its first and last records
+}
+
+// ID is TOPIC-PARTITION-FIRST-LAST.
+func (s Span) ID() string {
+	return s.Topic + "-" + strconv.FormatInt(int64(s.Partition), 10) + "-" +
+		strconv.FormatInt(s.First, 10) + "-" + strconv.FormatInt(s.Last, 10)
+}
+
+// Span returns the partition and offsets of b's records, if they all have
+// metadata and come from one partition.
+func (b *Batch) Span() (Span, bool) {
+	n := b.Len()
+	if n == 0 || b.meta == nil || b.meta[0] == nil {
+		return Span{}, false
+	}
+	m := b.meta[0]
+	for _, o := range b.meta[1:n] {
+		if o == nil || o.Partition != m.Partition || o.Topic != m.Topic {
+			return Span{}, false
+		}
+	}
+	return Span{Topic: m.Topic, Partition: m.Partition, First: m.Offset, Last: b.meta[n-1].Offset}, true
 }
 
 // String describes the batch for logs and errors.

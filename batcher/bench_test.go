@@ -3,6 +3,7 @@ package batcher
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"testing"
 )
 
@@ -48,9 +49,12 @@ func BenchmarkPipeline(b *testing.B) {
 		name     string
 		batch, j int
 		block    bool
+		keys     int // with Key, records spread over this many keys
 	}{
-		{"records/n=1000/j=1", 1000, 1, false}, {"records/n=1000/j=4", 1000, 4, false}, {"records/n=10/j=1", 10, 1, false},
-		{"blocks/n=1000/j=1", 1000, 1, true}, {"blocks/n=10/j=1", 10, 1, true},
+		{"records/n=1000/j=1", 1000, 1, false, 0}, {"records/n=1000/j=4", 1000, 4, false, 0}, {"records/n=10/j=1", 10, 1, false, 0},
+		{"blocks/n=1000/j=1", 1000, 1, true, 0}, {"blocks/n=10/j=1", 10, 1, true, 0},
+		{"records/keys=10/n=1000/j=1", 1000, 1, false, 10}, {"records/keys=1/n=1000/j=1", 1000, 1, false, 1},
+		{"blocks/keys=10/n=1000/j=1", 1000, 1, true, 10},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
 			line := append(bytes.Repeat([]byte{'x'}, 99), '\n')
@@ -58,15 +62,37 @@ func BenchmarkPipeline(b *testing.B) {
 			chunk := make([]Record, 650)
 			for i := range chunk {
 				chunk[i].Data = line[:99]
+				if bc.keys > 0 {
+					// "k3:xxx…": prefixKey finds the key before the ':'.
+					chunk[i].Data = fmt.Appendf(nil, "k%d:%s", i%bc.keys, line[:99-3])
+				}
 			}
 			src := &repeatSource{chunk: chunk, n: b.N}
 			if bc.block {
-				src = &repeatSource{chunk: []Record{{Data: bytes.Repeat(line, 650), Block: true}}, n: b.N, per: 650}
+				var block []byte
+				for i := range 650 {
+					if bc.keys > 0 {
+						block = fmt.Appendf(block, "k%d\t%s\n", i%bc.keys, line[:99-3])
+					} else {
+						block = append(block, line...)
+					}
+				}
+				src = &repeatSource{chunk: []Record{{Data: block, Block: true}}, n: b.N, per: 650}
 			}
 			b.SetBytes(100)
 			b.ReportAllocs()
 			p := &Pipeline{Source: src, Sink: discard{},
 				Config: Config{MaxRecords: bc.batch, Parallel: bc.j, Delim: '\n', MaxBytes: 1 << 20}}
+			if bc.keys > 0 {
+				p.Key = prefixKey
+				if bc.block {
+					kt, err := ParseKeyTemplate("{field:1}", '\t') // as --partition-by '{field:1}'
+					if err != nil {
+						b.Fatal(err)
+					}
+					p.Key = kt.Key
+				}
+			}
 			b.ResetTimer()
 			st, err := p.Run(context.Background())
 			if err != nil || st.Delivered != int64(b.N) {

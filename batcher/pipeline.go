@@ -45,7 +45,35 @@ type Config struct {
 
 	// OnSettled, if set, is called once per batch when its fate is known.
 	OnSettled func(Settlement)
+
+	// Key, if set, gives each record a key, appended to dst, and batches
+	// records by key: each key has a batch open of its own, flushed by
+	// MaxRecords, MaxBytes and Linger (from its own oldest record) alone.
+	// A record whose key cannot be found (the error) is dead-lettered on
+	// its own, or counted undelivered, never put in a batch of a guessed
+	// key. Order within a key is kept. Stream blocks are split into
+	// records for it, which costs more than an unkeyed run.
+	Key func(dst []byte, r *Record) ([]byte, error)
+	// MaxOpenKeys bounds the batches open at once with Key: a record of a
+	// new key past it flushes the batch with the oldest record first.
+	// Default 1000.
+	MaxOpenKeys int
+	// MaxBufferedBytes bounds the bytes held in all open batches with Key:
+	// past it, the largest batch is flushed. Default 64 MiB.
+	MaxBufferedBytes int
+
+	// Plan, if set with Key, is called with every batch that Key formed,
+	// before it is queued, so that the source can store its cut (exactly
+	// once). Batches of records whose Meta.PlanEnd says they were planned
+	// before are not passed again. An error wrapping ErrNotOwned gives the
+	// records back (Stats.Withdrawn); another fails the batch.
+	Plan func(b *Batch) error
 }
+
+// ErrNotOwned says the records of a batch are no longer this run's to
+// deliver: their Kafka partition went to another group member, who reads
+// them again.
+var ErrNotOwned = errors.New("records no longer owned")
 
 // A Settlement is the fate of one batch.
 type Settlement struct {
@@ -88,6 +116,12 @@ func (c *Config) Validate() error {
 		return errors.New("backoff must not be negative")
 	case c.ShutdownTimeout < 0:
 		return fmt.Errorf("shutdown timeout must not be negative, not %v", c.ShutdownTimeout)
+	case c.MaxOpenKeys < 0:
+		return fmt.Errorf("max open keys must be at least 1, not %d", c.MaxOpenKeys)
+	case c.MaxBufferedBytes < 0:
+		return fmt.Errorf("max buffered bytes must be positive, not %d", c.MaxBufferedBytes)
+	case c.Plan != nil && c.Key == nil:
+		return errors.New("a plan hook needs a key")
 	}
 	return nil
 }
@@ -104,6 +138,12 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.MaxOpenKeys == 0 {
+		c.MaxOpenKeys = DefaultMaxOpenKeys
+	}
+	if c.MaxBufferedBytes == 0 {
+		c.MaxBufferedBytes = DefaultMaxBufferedBytes
 	}
 	return c
 }
@@ -164,7 +204,13 @@ func (p *Pipeline) Run(ctx context.Context) (Stats, error) {
 	p.c.start.Store(&now)
 	p.failed = make(chan struct{})
 	p.failSeq.Store(math.MaxInt64)
-	p.free = make(chan *Batch, cfg.Parallel+2)
+	pool := cfg.Parallel + 2
+	if cfg.Key != nil {
+		// Room for the open batches too, as many as the buffered bytes
+		// bound lets be full: each key's batch then grows once.
+		pool += min(cfg.MaxOpenKeys, cfg.MaxBufferedBytes/cfg.MaxBytes)
+	}
+	p.free = make(chan *Batch, pool)
 
 	dctx, abandon := context.WithCancelCause(ctx)
 	defer abandon(nil)
@@ -196,6 +242,9 @@ func (p *Pipeline) Run(ctx context.Context) (Stats, error) {
 	a.timer = time.NewTimer(time.Hour)
 	a.timer.Stop()
 	defer a.timer.Stop()
+	if cfg.Key != nil {
+		a.keyed = newKeyedState()
+	}
 
 	// The shutdown timeout runs from the stop, even while the aggregator
 	// waits for room in the queue and cannot see it.
@@ -235,7 +284,11 @@ func (p *Pipeline) Run(ctx context.Context) (Stats, error) {
 				cfg.Logger.Debug("read", "records", a.pos.Record-before, "total", a.pos.Record-1)
 			}
 		case <-a.timer.C:
-			a.flush(ReasonLinger)
+			if a.keyed != nil {
+				a.lingered()
+			} else {
+				a.flush(ReasonLinger)
+			}
 		case <-p.Flush:
 			a.flush(ReasonFlush)
 		case <-stop:
@@ -360,6 +413,8 @@ type aggregator struct {
 	seq    int64
 	pos    Pos // position of the next record
 	weight int // open batch's bytes plus per-record overhead
+
+	keyed *keyedState // with Config.Key; open is unused then
 }
 
 // addChunk adds a chunk's records. The read counters are bumped per chunk,
@@ -375,6 +430,16 @@ func (a *aggregator) addChunk(recs []Record) {
 	}
 	a.p.c.read.Add(int64(n))
 	a.p.c.bytesRead.Add(int64(size))
+	if a.keyed != nil {
+		for i := range recs {
+			if recs[i].Block {
+				a.addKeyedBlock(recs[i].Data)
+			} else {
+				a.addKeyed(&recs[i])
+			}
+		}
+		return
+	}
 	for i := range recs {
 		if recs[i].Block {
 			a.addBlock(recs[i].Data)
@@ -498,6 +563,10 @@ func (a *aggregator) add(r *Record) {
 // flush hands the open batch to the workers, waiting while the queue is
 // full: that wait is the backpressure that pauses reading.
 func (a *aggregator) flush(why Reason) {
+	if a.keyed != nil {
+		a.flushAll(why)
+		return
+	}
 	b := a.open
 	if b == nil || b.Len() == 0 {
 		return
@@ -505,8 +574,16 @@ func (a *aggregator) flush(why Reason) {
 	a.open = nil
 	a.weight = 0
 	a.timer.Stop()
+	a.send(b, why)
+}
+
+// send numbers b and queues it for delivery.
+func (a *aggregator) send(b *Batch, why Reason) {
 	a.seq++
 	b.Seq, b.Reason = a.seq, why
+	if s, ok := b.Span(); ok {
+		b.ID = s.ID()
+	}
 	p := a.p
 	n := int64(b.Len())
 	p.c.batches.Add(1)
@@ -662,7 +739,11 @@ func (p *Pipeline) deadLetter(ctx context.Context, b *Batch, reason error) bool 
 		p.Logger.Error("dead letter", "batch", b.String(), "err", err)
 		return false
 	}
-	p.Logger.Warn("dead-lettered", "batch", b.String(), "records", b.Len(), "reason", reason)
+	if b.ID != "" {
+		p.Logger.Warn("dead-lettered", "batch", b.String(), "batch_id", b.ID, "records", b.Len(), "reason", reason)
+	} else {
+		p.Logger.Warn("dead-lettered", "batch", b.String(), "records", b.Len(), "reason", reason)
+	}
 	p.c.deadLettered.Add(int64(b.Len()))
 	return true
 }

@@ -13,14 +13,19 @@ type Stats struct {
 	Delivered    int64 // records delivered
 	DeadLettered int64 // records written to the dead letter
 	Undelivered  int64 // records neither delivered nor dead-lettered
-	Withdrawn    int64 // records the source took back before delivery (see Withdrawer)
-	InFlight     int64 // records flushed and not yet settled
+	// Withdrawn counts records read but given back to the source unsent,
+	// for it to read again, and not committed: their Kafka partition went
+	// to another member (see Withdrawer), or a stop came in the middle of
+	// a batch cut before (exactly once).
+	Withdrawn int64
+	InFlight  int64 // records flushed and not yet settled
 
 	Batches        int64 // batches flushed
 	BatchesDone    int64 // batches delivered in full
 	BatchesPartly  int64 // batches of which some records were delivered, not all
 	BytesDelivered int64
 	Retries        int64 // delivery attempts after the first
+	Reformed       int64 // batches cut again where an earlier run planned them
 
 	Reasons map[string]int64 // batches flushed, by reason
 	Elapsed time.Duration
@@ -42,6 +47,7 @@ type counters struct {
 	bytesDelivered atomic.Int64
 	retries        atomic.Int64
 	reasons        [numReasons]atomic.Int64
+	reformed       atomic.Int64
 }
 
 func (c *counters) snapshot() Stats {
@@ -53,6 +59,7 @@ func (c *counters) snapshot() Stats {
 		Undelivered:    c.undelivered.Load(),
 		Withdrawn:      c.withdrawn.Load(),
 		InFlight:       c.inFlight.Load(),
+		Reformed:       c.reformed.Load(),
 		Batches:        c.batches.Load(),
 		BatchesDone:    c.batchesDone.Load(),
 		BatchesPartly:  c.batchesPartly.Load(),

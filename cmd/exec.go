@@ -33,7 +33,10 @@ PASSWORD, SECRET or TOKEN in it), plus:
                       time and a random suffix, so that names made from it
                       and BATCHPIPE_SEQ never repeat another run's
 and, when every record comes from one Kafka partition, BATCHPIPE_TOPIC,
-BATCHPIPE_PARTITION, BATCHPIPE_FIRST_OFFSET and BATCHPIPE_LAST_OFFSET.
+BATCHPIPE_PARTITION, BATCHPIPE_FIRST_OFFSET, BATCHPIPE_LAST_OFFSET and
+BATCHPIPE_BATCH_ID (TOPIC-PARTITION-FIRST-LAST: the same batch has the same
+id after a crash with --exactly-once); with --partition-by, BATCHPIPE_KEY,
+the batch's key ('%' and NUL as %25 and %00).
 
 Output: CMD's stdout goes to batchpipe's stdout and its stderr to stderr,
 failed attempts' included. With -j 1 stdout passes straight through. With

@@ -16,6 +16,10 @@ const fileExamples = `  # append batches to a file, fsynced before they count as
   # one file per batch, written atomically; directories are created
   batchpipe -n 1000 file --per-batch 'out/{date}/{run}-{seq}.ndjson' < events.ndjson
 
+  # exactly once from Kafka: files named by their offsets
+  batchpipe --kafka-brokers localhost:9092 --topic orders --group loader --exactly-once --until-end \
+    file --per-batch 'out/{partition}/{first_offset}-{last_offset}'
+
   # to stdout
   seq 10 | batchpipe -n 3 file -`
 
@@ -45,18 +49,20 @@ func newFileCmd(o *options) *cobra.Command {
 created with mode 0644 if missing; PATH - is stdout.
 
 With --per-batch, each batch goes to a file of its own named from TEMPLATE,
-where {seq} is the batch number, {run} the run's (its start, UTC to the
-millisecond, and 24 random bits: 20260102T150405.123Z-9f3a1c), {time} the
-UTC time (20060102T150405Z), {date} the UTC date (2006-01-02), and, reading
-Kafka, {topic} and
-{partition} those of the batch's records ("mixed" when they differ; a
-topic keeps only letters, digits, '.', '_' and '-', so no name climbs out
-of the template's directory). Each is written to a temporary file in the
-same directory, fsynced and linked into place, so a reader never sees a
-partial file; missing directories are created, and an existing file is never
-overwritten (the batch fails instead). A template without {seq} would give
-two batches the same name and is refused; {seq} starts at 1 in every run, so
-put {run} in it too where runs write to the same place.`,
+with placeholders:
+` + sinks.PlaceholderHelp + `.
+A value from the input ({topic}, {key}) keeps letters, digits, '.', '_'
+and '-'; any other byte becomes %XX ('/' is %2F), "." and ".." become %2E
+and %2E%2E, and an empty key is "%": no value climbs out of the template's
+directory, and two keys never share a file. Each file is written to a
+temporary file in the same directory, fsynced and linked into place, so a
+reader never sees a partial file; missing directories are created. A file
+already there with the batch's bytes is that batch, delivered before (a
+retry, or a run after a crash with --exactly-once); with other bytes it is
+never overwritten: the batch fails, naming the file. A template that would
+give two batches of a run one name (no {seq}, nor {batch_id} or an offset)
+is refused; {seq} starts at 1 in every run, so put {run} in it too where
+runs write to the same place.`,
 		Example: fileExamples,
 		RunE: func(c *cobra.Command, args []string) error {
 			switch {
@@ -87,7 +93,7 @@ put {run} in it too where runs write to the same place.`,
 			})
 		},
 	}
-	c.Flags().StringVar(&perBatch, "per-batch", "", "write each batch to its own file named from this template ({seq}, {run}, {time}, {date}, {topic}, {partition})")
+	c.Flags().StringVar(&perBatch, "per-batch", "", "write each batch to its own file named from this template ({seq}, {run}, {time}, {date}, {topic}, {partition}, {first_offset}, {last_offset}, {batch_id}, {key})")
 	c.Flags().BoolVar(&opt.Fsync, "fsync", false, "fsync the file after each batch before it counts as delivered")
 	c.Flags().Var(&opt.Format, "format", "body format: lines (records as read), ndjson (one JSON value per line; blank lines pass as blank lines, a byte order mark is left out) or json (an array per batch)")
 	return c

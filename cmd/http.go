@@ -48,10 +48,13 @@ A 413 splits the batch in half and sends each half, down to single records;
 a record too large alone is rejected. If a part then fails, only its records
 are sent again. Errors quote the status and the start of the response body.
 
-{seq} in URL is replaced by the batch number (the halves of a split batch get
-{seq}-1 and {seq}-2, records sent again after a part failed {seq}-r2…). It
-starts at 1 in every run; {run} is the run's (as for file --per-batch), so
-'…/{run}-{seq}.log' never replaces an earlier run's object. A user:password@ in URL is sent as basic auth. Errors
+Placeholders in URL and in -H values are replaced by the batch's values:
+` + sinks.PlaceholderHelp + `.
+In URL they are percent-encoded (all but letters, digits and -._~); in
+header values only control bytes and '%' are. {seq} starts at 1 in every
+run, so '…/{run}-{seq}.log' never replaces an earlier run's object; the
+halves of a split batch get {seq}-1 and {seq}-2, records sent again after a
+part failed {seq}-r2…, and each part its own {batch_id}. A user:password@ in URL is sent as basic auth. Errors
 show URL only as scheme://host/…, and header values never appear, so tokens
 stay out of logs. Where an error quotes what the server said (its status line
 and the first 512 bytes of its body), every -H value (but Content-Type,

@@ -42,6 +42,7 @@ type kafkaOptions struct {
 	timeout        time.Duration
 	sessionTimeout time.Duration
 	rebalance      time.Duration
+	exactlyOnce    bool
 
 	tls      bool
 	caFile   string
@@ -66,6 +67,7 @@ func (k *kafkaOptions) addFlags(f *pflag.FlagSet) {
 	f.DurationVar(&k.timeout, "kafka-timeout", 30*time.Second, "give up (exit 1; at start, exit 69 within seconds) when no broker has answered, or the group has assigned this member no partitions, for this long, or (--group --until-end) when other members have left partitions undrained for this long after this member's were; also the longest the final commit waits")
 	f.DurationVar(&k.sessionTimeout, "kafka-session-timeout", 10*time.Second, "with --group, how long the group waits for a member that stopped answering; brokers refuse values below their group.min.session.timeout.ms, 6s by default (exit 2)")
 	f.DurationVar(&k.rebalance, "kafka-rebalance-timeout", 60*time.Second, "with --group, how long a rebalance waits for members to rejoin; a member losing partitions waits up to 3/4 of it for the batches in flight that hold their records, then commits them and lets go (a batch still running after that may be delivered twice)")
+	f.BoolVar(&k.exactlyOnce, "exactly-once", false, "with --group: one partition per batch, each batch's offsets stored in the group before delivery, so every later attempt forms the same batches (see README: Exactly once)")
 	f.BoolVar(&k.tls, "kafka-tls", false, "connect to Kafka with TLS")
 	f.StringVar(&k.caFile, "kafka-cacert", "", "PEM file of CA certificates for Kafka TLS (implies --kafka-tls)")
 	f.StringVar(&k.certFile, "kafka-cert", "", "PEM client certificate for Kafka TLS, with --kafka-key")
@@ -85,6 +87,9 @@ func (o *options) checkKafka() error {
 		f := o.flags.Lookup(name)
 		return f != nil && f.Changed
 	}
+	if !k.enabled() && k.exactlyOnce {
+		return usagef("--exactly-once reads Kafka with --group: stdin cannot be read again, so a batch cannot be formed again")
+	}
 	if !k.enabled() {
 		for _, name := range []string{"partitions", "from", "group", "until-end", "isolation", "limit", "envelope", "commit-interval", "kafka-session-timeout", "kafka-rebalance-timeout"} {
 			if changed(name) {
@@ -96,6 +101,8 @@ func (o *options) checkKafka() error {
 	switch {
 	case k.group != "" && len(k.partitions) > 0:
 		return usagef("--partitions and --group: the group assigns partitions; give one")
+	case k.exactlyOnce && k.group == "":
+		return usagef("--exactly-once needs --group: the batches' offsets are stored with the group's")
 	case k.limit < 0:
 		return usagef("--limit must not be negative, not %d", k.limit)
 	case k.isolation != "read_committed" && k.isolation != "read_uncommitted":
@@ -205,6 +212,7 @@ func (o *options) openKafka(logger *slog.Logger) (*kafkaRun, error) {
 		CommitInterval: k.commitInterval,
 		Timeout:        k.timeout,
 		Logger:         logger,
+		ExactlyOnce:    k.exactlyOnce,
 	})
 	if err != nil {
 		client.Close()

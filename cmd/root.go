@@ -93,6 +93,11 @@ type options struct {
 	statsBroken     bool // the stats file cannot be written
 	metricsAddr     string
 
+	partitionBy      string
+	fieldDelimiter   string
+	maxOpenKeys      int
+	maxBufferedBytes byteSize
+
 	sink string // the subcommand's name
 	// diag is where diagnostics go once a run has started: stderr, or
 	// through the progress line when there is one.
@@ -147,6 +152,21 @@ once everything below them is delivered (and committed). The final commit
 waits no longer than --kafka-timeout, nor, after a signal, past
 --shutdown-timeout; unanswered, it makes the exit status 1, and the records
 delivered since the last commit will be read again.
+
+With --partition-by TEMPLATE, each key has a batch open of its own, and
+-n, -b and -t apply per key (linger from the key's oldest record); order
+within a key is kept. TEMPLATE holds:
+` + batcher.KeyTemplateHelp + `
+At most --max-open-keys batches are open (a new key past it flushes the
+batch with the oldest record) holding at most --max-buffered-bytes (past
+it, the largest is flushed). {key} names the batch in per-batch file
+names, http URLs and headers, and exec gets it as BATCHPIPE_KEY.
+
+With --exactly-once (Kafka, with --group), each batch holds one
+partition's records, and its offsets are stored with the group's before it
+is delivered, so a retry, a restart after a crash or another member forms
+exactly the same batch again: {batch_id}, {first_offset} and
+{last_offset} name it in per-batch files, URLs and headers.
 
 Every flag can also be set from the environment as BATCHPIPE_<FLAG>, e.g.
 BATCHPIPE_MAX_RECORDS=500 for --max-records; a flag on the command line wins.
@@ -235,6 +255,11 @@ func newRoot(o *options) *cobra.Command {
 	f.IntVar(&o.retries, "retries", 3, "re-deliver a failed batch up to this many times, with backoff")
 	f.DurationVar(&o.backoff, "backoff", 500*time.Millisecond, "first retry waits up to this long; doubles each retry, with full jitter (not above --max-backoff)")
 	f.DurationVar(&o.maxBackoff, "max-backoff", 30*time.Second, "no retry waits longer than this")
+	f.StringVar(&o.partitionBy, "partition-by", "", "one open batch per key, the key rendered from this template for each record ({json:PATH}, {field:N}, {kafka_key}, {topic}, {partition}, {date}, {hour}, literal text); -n, -b and -t apply per key. A record whose key cannot be rendered (a missing field) goes to --dead-letter alone, or counts as undelivered (exit 1)")
+	f.StringVar(&o.fieldDelimiter, "field-delimiter", "", "splits a record into columns for {field:N} in --partition-by: one byte, or \\t (default: tab)")
+	o.maxBufferedBytes = batcher.DefaultMaxBufferedBytes
+	f.IntVar(&o.maxOpenKeys, "max-open-keys", batcher.DefaultMaxOpenKeys, "with --partition-by, a new key past this many open batches flushes the one with the oldest record")
+	f.Var(&o.maxBufferedBytes, "max-buffered-bytes", "with --partition-by, past this many bytes in all open batches the largest is flushed")
 	f.StringVar(&o.deadLetter, "dead-letter", "", "append batches that still fail after retries to this file, as they were read, and carry on (exit 3); kafka:TOPIC produces them to a Kafka topic, which must exist (batchpipe creates no topics)")
 	f.BoolVar(&o.followSymlinks, "follow-symlinks", false, "write through a symbolic link at the output or dead-letter path (refused by default)")
 	f.DurationVar(&o.shutdownTimeout, "shutdown-timeout", 30*time.Second, "after SIGTERM/SIGINT, abandon deliveries and the final Kafka commit still running after this long (0: wait)")

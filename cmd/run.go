@@ -62,7 +62,11 @@ func (o *options) config() (batcher.Config, error) {
 	if err != nil {
 		return cfg, err
 	}
-	return batcher.Config{
+	key, err := o.keyFunc()
+	if err != nil {
+		return cfg, err
+	}
+	cfg = batcher.Config{
 		MaxRecords:      o.maxRecords,
 		MaxBytes:        int(o.maxBytes),
 		Linger:          o.linger,
@@ -72,7 +76,54 @@ func (o *options) config() (batcher.Config, error) {
 		Backoff:         o.backoff,
 		MaxBackoff:      o.maxBackoff,
 		ShutdownTimeout: o.shutdownTimeout,
-	}, nil
+	}
+	if key != nil {
+		cfg.Key, cfg.MaxOpenKeys, cfg.MaxBufferedBytes = key, o.maxOpenKeys, int(o.maxBufferedBytes)
+	}
+	return cfg, nil
+}
+
+// keyFunc checks --partition-by and its bounds and returns the key
+// function, or nil without it.
+func (o *options) keyFunc() (func([]byte, *batcher.Record) ([]byte, error), error) {
+	changed := func(name string) bool {
+		f := o.flags.Lookup(name)
+		return f != nil && f.Changed
+	}
+	if o.partitionBy == "" {
+		for _, name := range []string{"field-delimiter", "max-open-keys", "max-buffered-bytes"} {
+			if changed(name) {
+				return nil, usagef("--%s is for --partition-by: give it too", name)
+			}
+		}
+		return nil, nil
+	}
+	switch {
+	case o.kafka.exactlyOnce:
+		return nil, usagef("--partition-by and --exactly-once: exactly once batches by partition, and key batches would not be formed again the same way after a crash; give one")
+	case o.maxOpenKeys < 1:
+		return nil, usagef("--max-open-keys must be at least 1, not %d", o.maxOpenKeys)
+	case o.maxBufferedBytes < 1:
+		return nil, usagef("--max-buffered-bytes must be at least 1 byte")
+	}
+	fd := o.fieldDelimiter
+	switch fd {
+	case "", `\t`:
+		fd = "\t"
+	case `\0`:
+		fd = "\x00"
+	}
+	if len(fd) != 1 {
+		return nil, usagef("--field-delimiter takes a single byte (or \\t), not %q", o.fieldDelimiter)
+	}
+	kt, err := batcher.ParseKeyTemplate(o.partitionBy, fd[0])
+	if err != nil {
+		return nil, usagef("--partition-by: %v", err)
+	}
+	if kt.NeedsKafka() && !o.kafka.enabled() {
+		return nil, usagef("--partition-by: {kafka_key}, {topic} and {partition} read Kafka: give --topic too")
+	}
+	return kt.Key, nil
 }
 
 // logger writes warnings, and with -v a line per batch, to w.
@@ -194,6 +245,9 @@ func (o *options) run(openSink func() (batcher.Sink, error)) error {
 		}()
 		if kr.src != nil {
 			p.Source = kr.src
+			if o.kafka.exactlyOnce {
+				cfg.Key, cfg.Plan = batcher.PartitionKey, kr.src.PlanBatch
+			}
 			o.kafkaLag = kr.src.Lag
 			if progress != nil {
 				progress.Lag = kr.totalLag
@@ -633,7 +687,7 @@ func summary(st batcher.Stats) string {
 		notes = append(notes, fmt.Sprintf("%d in part", st.BatchesPartly))
 	}
 	var reasons []string
-	for _, r := range []string{"size", "bytes", "linger", "eof", "signal", "flush"} {
+	for _, r := range []string{"size", "bytes", "linger", "eof", "signal", "flush", "keys", "buffered", "planned", "key"} {
 		if n := st.Reasons[r]; n > 0 {
 			reasons = append(reasons, fmt.Sprintf("%d %s", n, r))
 		}
@@ -645,10 +699,14 @@ func summary(st batcher.Stats) string {
 		fmt.Fprintf(&b, " (%s)", strings.Join(notes, "; "))
 	}
 	fmt.Fprintf(&b, ", %d dead-lettered, %d undelivered, %s", st.DeadLettered, st.Undelivered, count(st.Retries, "retry", "retries"))
+	if st.Reformed > 0 {
+		fmt.Fprintf(&b, ", %s re-formed as planned before", count(st.Reformed, "batch", "batches"))
+	}
 	if st.Withdrawn > 0 {
-		// Records of Kafka partitions a rebalance took: read again by
-		// their new owner.
-		fmt.Fprintf(&b, ", %d left to the group's other members", st.Withdrawn)
+		// Records of Kafka partitions a rebalance took, or of a planned
+		// batch a stop cut short: read again, by their new owner or the
+		// next run.
+		fmt.Fprintf(&b, ", %d withdrawn, to be read again (not committed)", st.Withdrawn)
 	}
 	return b.String()
 }

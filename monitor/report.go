@@ -28,6 +28,7 @@ type Report struct {
 	BatchesPartly    int64            `json:"batches_partly_delivered"`
 	BytesDelivered   int64            `json:"bytes_delivered"`
 	Retries          int64            `json:"retries"`
+	BatchesReformed  int64            `json:"batches_reformed"` // cut where an earlier run planned them
 	FlushReasons     map[string]int64 `json:"flush_reasons"`
 	ElapsedSeconds   float64          `json:"elapsed_seconds"`
 	RecordsPerSecond float64          `json:"records_per_second"`
@@ -45,6 +46,7 @@ func NewReport(sink string, st batcher.Stats) Report {
 		Undelivered:      st.Undelivered,
 		Withdrawn:        st.Withdrawn,
 		InFlight:         st.InFlight,
+		BatchesReformed:  st.Reformed,
 		Batches:          st.Batches,
 		BatchesDelivered: st.BatchesDone,
 		BatchesPartly:    st.BatchesPartly,

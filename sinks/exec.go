@@ -446,7 +446,7 @@ func exitStatus(ee *exec.ExitError) string {
 
 // environ is the run's environment: batchpipe's, then what it is given.
 func (s *Exec) environ(b *batcher.Batch, records, size int) []string {
-	env := make([]string, len(s.env), len(s.env)+10)
+	env := make([]string, len(s.env), len(s.env)+12)
 	copy(env, s.env)
 	env = append(env,
 		"BATCHPIPE_SEQ="+strconv.FormatInt(b.Seq, 10),
@@ -456,35 +456,20 @@ func (s *Exec) environ(b *batcher.Batch, records, size int) []string {
 		"BATCHPIPE_ATTEMPT="+strconv.Itoa(b.Attempt),
 		"BATCHPIPE_RUN="+RunID(), // as {run}: names that no other run gives
 	)
-	if m, last, ok := onePartition(b); ok {
+	v := BatchValues(b, time.Now())
+	if v.SpanOK {
 		env = append(env,
-			"BATCHPIPE_TOPIC="+m.Topic,
-			"BATCHPIPE_PARTITION="+strconv.FormatInt(int64(m.Partition), 10),
-			"BATCHPIPE_FIRST_OFFSET="+strconv.FormatInt(m.Offset, 10),
-			"BATCHPIPE_LAST_OFFSET="+strconv.FormatInt(last.Offset, 10),
+			"BATCHPIPE_TOPIC="+v.Get("topic"),
+			"BATCHPIPE_PARTITION="+v.Get("partition"),
+			"BATCHPIPE_FIRST_OFFSET="+v.Get("first_offset"),
+			"BATCHPIPE_LAST_OFFSET="+v.Get("last_offset"),
+			"BATCHPIPE_BATCH_ID="+v.Get("batch_id"),
 		)
 	}
+	if v.Keyed {
+		env = append(env, "BATCHPIPE_KEY="+envEscape(v.Get("key")))
+	}
 	return env
-}
-
-// onePartition returns the metadata of b's first and last records if every
-// record has metadata from the same topic and partition.
-func onePartition(b *batcher.Batch) (first, last *batcher.Meta, ok bool) {
-	n := b.Len()
-	if n == 0 {
-		return nil, nil, false
-	}
-	first = b.Meta(0)
-	if first == nil {
-		return nil, nil, false
-	}
-	for i := 1; i < n; i++ {
-		m := b.Meta(i)
-		if m == nil || m.Topic != first.Topic || m.Partition != first.Partition {
-			return nil, nil, false
-		}
-	}
-	return first, b.Meta(n - 1), true
 }
 
 // lockedWriter makes each Write whole with respect to other runs'.

@@ -124,12 +124,15 @@ func TestExecEnviron(t *testing.T) {
 		name  string
 		metas []*batcher.Meta
 		want  []string
+		key   string // with --partition-by: every record's key
 	}{
-		{"stdin", []*batcher.Meta{nil, nil}, nil},
+		{"keyed", []*batcher.Meta{nil}, []string{"BATCHPIPE_KEY=a%25b%00"}, "a%b\x00"},
+		{"stdin", []*batcher.Meta{nil, nil}, nil, ""},
 		{"one partition", []*batcher.Meta{meta("hits", 3, 17), meta("hits", 3, 18), meta("hits", 3, 20)},
-			[]string{"BATCHPIPE_TOPIC=hits", "BATCHPIPE_PARTITION=3", "BATCHPIPE_FIRST_OFFSET=17", "BATCHPIPE_LAST_OFFSET=20"}},
-		{"two partitions", []*batcher.Meta{meta("hits", 3, 17), meta("hits", 4, 2)}, nil},
-		{"two topics", []*batcher.Meta{meta("hits", 3, 17), meta("misses", 3, 18)}, nil},
+			[]string{"BATCHPIPE_TOPIC=hits", "BATCHPIPE_PARTITION=3", "BATCHPIPE_FIRST_OFFSET=17", "BATCHPIPE_LAST_OFFSET=20",
+				"BATCHPIPE_BATCH_ID=hits-3-17-20"}, ""},
+		{"two partitions", []*batcher.Meta{meta("hits", 3, 17), meta("hits", 4, 2)}, nil, ""},
+		{"two topics", []*batcher.Meta{meta("hits", 3, 17), meta("misses", 3, 18)}, nil, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := newExec(t, ExecConfig{Argv: []string{"true"}, Env: []string{"HOME=/h"}, Stdout: io.Discard, Stderr: io.Discard})
@@ -138,7 +141,11 @@ func TestExecEnviron(t *testing.T) {
 				recs = append(recs, batcher.Record{Data: fmt.Appendf(nil, "r%d", i), Meta: m})
 			}
 			var got []string
-			batches(t, batcher.Config{}, recs, func(b *batcher.Batch) {
+			cfg := batcher.Config{}
+			if tc.key != "" {
+				cfg.Key = func(dst []byte, r *batcher.Record) ([]byte, error) { return append(dst, tc.key...), nil }
+			}
+			batches(t, cfg, recs, func(b *batcher.Batch) {
 				b.Attempt = 2
 				got = s.environ(b, b.Len(), b.Size())
 			})

@@ -3,6 +3,7 @@
 package sinks
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -10,7 +11,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -152,16 +152,19 @@ func (s *File) Close() error {
 // PerBatch writes each batch to a file of its own, named from a template,
 // so that a reader never sees a partial file and no file is overwritten.
 type PerBatch struct {
-	tmpl string
+	tmpl *Template
+	src  string
 	body Format
 	now  func() time.Time
+	// byOffsets: the template names batches by their offsets alone, which
+	// needs batches of one partition each.
+	byOffsets bool
 }
 
 var _ batcher.Sink = (*PerBatch)(nil)
 
 // NewPerBatch checks the template. It must name a file, and give each batch
-// of a run a name of its own. {run} is replaced at once: it is the same for
-// every batch.
+// of a run a name of its own.
 func NewPerBatch(tmpl string, f Format) (*PerBatch, error) {
 	if tmpl == "" || strings.HasSuffix(tmpl, "/") {
 		return nil, fmt.Errorf("per-batch template %q does not name a file", tmpl)
@@ -169,73 +172,18 @@ func NewPerBatch(tmpl string, f Format) (*PerBatch, error) {
 	if err := uniqueNames(tmpl); err != nil {
 		return nil, err
 	}
-	tmpl = strings.ReplaceAll(tmpl, "{run}", RunID())
-	if err := checkTemplate(tmpl); err != nil {
-		return nil, err
+	t, err := ParseTemplate(tmpl, true)
+	if err != nil {
+		return nil, fmt.Errorf("per-batch template %q: %w", tmpl, err)
 	}
-	return &PerBatch{tmpl: tmpl, body: f, now: time.Now}, nil
+	return &PerBatch{tmpl: t, src: tmpl, body: f, now: time.Now, byOffsets: !t.Has("seq")}, nil
 }
 
-// checkTemplate refuses unknown placeholders, which are most likely typos.
-func checkTemplate(tmpl string) error {
-	rest := tmpl
-	for {
-		i := strings.IndexByte(rest, '{')
-		if i < 0 {
-			return nil
-		}
-		j := strings.IndexByte(rest[i:], '}')
-		if j < 0 {
-			return fmt.Errorf("per-batch template %q: unclosed {", tmpl)
-		}
-		switch name := rest[i+1 : i+j]; name {
-		case "seq", "time", "date", "topic", "partition":
-		default:
-			return fmt.Errorf("per-batch template %q: unknown placeholder {%s} (known: {seq}, {time}, {date}, {topic}, {partition})", tmpl, name)
-		}
-		rest = rest[i+j+1:]
-	}
-}
-
-// Name returns the file name for batch b.
+// Name returns the file name for batch b. Values from the input (topic,
+// key) are escaped to one path element each (see pathEscape): no value
+// climbs out of the template's directory.
 func (s *PerBatch) Name(b *batcher.Batch) string {
-	t := s.now().UTC()
-	topic, partition := "none", "none"
-	if m := b.Meta(0); m != nil {
-		topic, partition = m.Topic, strconv.Itoa(int(m.Partition))
-		for i := 1; i < b.Len(); i++ {
-			if n := b.Meta(i); n.Topic != m.Topic {
-				topic, partition = "mixed", "mixed"
-				break
-			} else if n.Partition != m.Partition {
-				partition = "mixed"
-			}
-		}
-	}
-	return strings.NewReplacer(
-		"{seq}", strconv.FormatInt(b.Seq, 10),
-		"{time}", t.Format("20060102T150405Z"),
-		"{date}", t.Format("2006-01-02"),
-		"{topic}", pathSafe(topic),
-		"{partition}", partition,
-	).Replace(s.tmpl)
-}
-
-// pathSafe makes a value from the input fit for one path element: only
-// letters, digits, '.', '_' and '-' are kept, and "." and ".." become "_",
-// so a value can neither climb out of the template's directory nor make
-// a new one.
-func pathSafe(v string) string {
-	safe := []byte(v)
-	for i, c := range safe {
-		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '.' || c == '_' || c == '-') {
-			safe[i] = '_'
-		}
-	}
-	if s := string(safe); s != "" && s != "." && s != ".." {
-		return s
-	}
-	return "_"
+	return string(s.tmpl.Render(nil, BatchValues(b, s.now()), pathEscape))
 }
 
 // Deliver writes b to a temporary file beside its final name, syncs it and
@@ -245,6 +193,9 @@ func (s *PerBatch) Deliver(ctx context.Context, b *batcher.Batch) error {
 	body, rej := s.body.Body(&buf, b)
 	if len(body) == 0 {
 		return rejected(rej) // every record rejected: no file
+	}
+	if _, ok := b.Span(); s.byOffsets && !ok {
+		return batcher.Permanent(fmt.Errorf("file sink: per-batch template %q names batches by their offsets, and batch %d holds records of several partitions, or none from Kafka: add {seq}, or use --exactly-once", s.src, b.Seq))
 	}
 	name := s.Name(b)
 	if err := writeNew(name, body); err != nil {
@@ -259,7 +210,7 @@ func writeNew(name string, data []byte) (err error) {
 		return batcher.Permanent(err)
 	}
 	if _, err := os.Lstat(name); err == nil {
-		return batcher.Permanent(fmt.Errorf("%w: not overwriting it", fs.ErrExist))
+		return sameFile(name, data)
 	}
 	tmp, err := os.CreateTemp(dir, "."+filepath.Base(name)+".tmp*")
 	if err != nil {
@@ -286,7 +237,7 @@ func writeNew(name string, data []byte) (err error) {
 	// A hard link never replaces an existing name, unlike rename.
 	if err := os.Link(tmp.Name(), name); err != nil {
 		if errors.Is(err, fs.ErrExist) {
-			return batcher.Permanent(fmt.Errorf("%w: not overwriting it", fs.ErrExist))
+			return sameFile(name, data)
 		}
 		if !errors.Is(err, syscall.EPERM) && !errors.Is(err, syscall.ENOTSUP) {
 			return err
@@ -301,6 +252,21 @@ func writeNew(name string, data []byte) (err error) {
 		os.Remove(tmp.Name())
 	}
 	return syncDir(dir)
+}
+
+// sameFile checks a file already at a batch's name: with the batch's bytes
+// it is that batch, delivered before (a retry, or a run again after a
+// crash, with names from {batch_id} or the offsets); with others it is
+// another batch's, and is not overwritten.
+func sameFile(name string, data []byte) error {
+	have, err := os.ReadFile(name)
+	if err != nil {
+		return err
+	}
+	if !bytes.Equal(have, data) {
+		return batcher.Permanent(fmt.Errorf("%w with other bytes (%d, the batch has %d): not overwriting it", fs.ErrExist, len(have), len(data)))
+	}
+	return nil
 }
 
 // syncDir makes a new directory entry durable.

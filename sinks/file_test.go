@@ -221,8 +221,9 @@ func (d *memDeadLetter) Write(ctx context.Context, b *batcher.Batch, reason erro
 
 func TestPathSafe(t *testing.T) {
 	for in, want := range map[string]string{
-		"orders": "orders", "a.b-c_d": "a.b-c_d", "..": "_", ".": "_", "": "_",
-		"../../etc": ".._.._etc", "a/b": "a_b", "x\x00y": "x_y", "é": "__",
+		"orders": "orders", "a.b-c_d": "a.b-c_d", "..": "%2E%2E", ".": "%2E", "": "%",
+		"../../etc": "..%2F..%2Fetc", "a/b": "a%2Fb", "a_b": "a_b", "x\x00y": "x%00y", "é": "%C3%A9",
+		"/etc/passwd": "%2Fetc%2Fpasswd", "%": "%25",
 	} {
 		if got := pathSafe(in); got != want {
 			t.Errorf("pathSafe(%q) = %q, want %q", in, got, want)
@@ -236,7 +237,7 @@ func TestPerBatchTopicStaysInItsDirectory(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for topic, want := range map[string]string{"orders": "orders-3-1", "../../x": ".._.._x-3-1", "..": "_-3-1"} {
+	for topic, want := range map[string]string{"orders": "orders-3-1", "../../x": "..%2F..%2Fx-3-1", "..": "%2E%2E-3-1"} {
 		recs := []batcher.Record{{Data: []byte("a"), Meta: &batcher.Meta{Topic: topic, Partition: 3}}}
 		p := &batcher.Pipeline{Source: sliceSource(recs), Sink: sinkFunc(func(ctx context.Context, b *batcher.Batch) error {
 			if got := s.Name(b); got != filepath.Join(dir, want) {

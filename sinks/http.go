@@ -28,18 +28,22 @@ import (
 // HTTPConfig configures an HTTP sink. A zero field means the default given
 // beside it.
 type HTTPConfig struct {
-	// URL is the http or https endpoint. {seq} in it is replaced by the
-	// batch's sequence number; the parts of a batch split after a 413 get
-	// {seq}-1 and {seq}-2 (and so on down), so they do not overwrite each
-	// other. User info (user:password@) is sent as basic auth.
+	// URL is the http or https endpoint. Placeholders in it (see
+	// PlaceholderHelp) are replaced by the batch's values, percent-encoded;
+	// the parts of a batch split after a 413 get {seq}-1 and {seq}-2 (and
+	// so on down), so they do not overwrite each other. User info
+	// (user:password@) is sent as basic auth.
 	URL string
 
-	Method      string      // default POST
-	Header      http.Header // sent with every request; a Host entry sets the Host
-	Format      Format      // body format; default Lines
-	ContentType string      // default: the format's; conflicts with a Content-Type header
-	Gzip        bool        // compress bodies and send Content-Encoding: gzip
-	UserAgent   string      // unless Header has one; default "batchpipe"
+	Method string // default POST
+	// Header is sent with every request; a Host entry sets the Host.
+	// Placeholders in values are replaced by the batch's, control bytes
+	// and '%' in them percent-encoded; other braces stay as they are.
+	Header      http.Header
+	Format      Format // body format; default Lines
+	ContentType string // default: the format's; conflicts with a Content-Type header
+	Gzip        bool   // compress bodies and send Content-Encoding: gzip
+	UserAgent   string // unless Header has one; default "batchpipe"
 
 	// Timeout bounds each request, from connecting to reading the
 	// response. Default 30s.
@@ -72,9 +76,9 @@ type HTTPConfig struct {
 // Errors name the endpoint as scheme://host/… so that passwords and
 // tokens in the URL stay out of logs; header values never appear.
 type HTTP struct {
-	url      string // template, with {seq}
-	hasSeq   bool
-	endpoint string // for errors: without user info, path or query
+	url      *Template
+	hdrs     []hdrTemplate // header values with placeholders
+	endpoint string        // for errors: without user info, path or query
 	method   string
 	host     string // a Host header
 	header   http.Header
@@ -102,7 +106,6 @@ func NewHTTP(cfg HTTPConfig) (*HTTP, error) {
 	if cfg.Method == "" {
 		cfg.Method = http.MethodPost
 	}
-	cfg.URL = strings.ReplaceAll(cfg.URL, "{run}", RunID()) // one value for the whole run
 	if cfg.Timeout == 0 {
 		cfg.Timeout = 30 * time.Second
 	}
@@ -115,7 +118,11 @@ func NewHTTP(cfg HTTPConfig) (*HTTP, error) {
 	if cfg.Format >= numFormats {
 		return nil, fmt.Errorf("http sink: unknown format %v", cfg.Format)
 	}
-	u, err := url.Parse(strings.ReplaceAll(cfg.URL, "{seq}", "1"))
+	ut, err := ParseTemplate(cfg.URL, true)
+	if err != nil {
+		return nil, fmt.Errorf("http sink: URL: %w", err)
+	}
+	u, err := url.Parse(string(ut.Render(nil, sampleValues, urlEscape)))
 	if err != nil {
 		// url.Error quotes the whole URL, password included.
 		var ue *url.Error
@@ -153,6 +160,15 @@ func NewHTTP(cfg HTTPConfig) (*HTTP, error) {
 	header := cfg.Header.Clone()
 	if header == nil {
 		header = http.Header{}
+	}
+	var hdrs []hdrTemplate
+	for name, vals := range header {
+		for i, v := range vals {
+			t, _ := ParseTemplate(v, false) // lenient: never fails
+			if !t.Static() {
+				hdrs = append(hdrs, hdrTemplate{name: name, i: i, t: t})
+			}
+		}
 	}
 	host := header.Get("Host")
 	header.Del("Host") // the client ignores it: it goes in Request.Host
@@ -195,8 +211,8 @@ func NewHTTP(cfg HTTPConfig) (*HTTP, error) {
 		WriteBufferSize: 256 << 10,
 	}
 	return &HTTP{
-		url:      cfg.URL,
-		hasSeq:   strings.Contains(cfg.URL, "{seq}"),
+		url:      ut,
+		hdrs:     hdrs,
 		endpoint: endpoint,
 		method:   cfg.Method,
 		host:     host,
@@ -215,6 +231,13 @@ func NewHTTP(cfg HTTPConfig) (*HTTP, error) {
 		log:  cfg.Logger,
 		slow: cmp.Or(cfg.SlowAfter, 5*time.Second),
 	}, nil
+}
+
+// A hdrTemplate is a header value with placeholders: value i of name.
+type hdrTemplate struct {
+	name string
+	i    int
+	t    *Template
 }
 
 func (cfg *HTTPConfig) tlsConfig(https bool) (*tls.Config, error) {
@@ -326,11 +349,12 @@ func (s *HTTP) send(ctx context.Context, b *batcher.Batch, base int, part string
 		s.putScratch(sc)
 		return rej, nil
 	}
-	u := s.url
-	if s.hasSeq {
-		u = strings.ReplaceAll(u, "{seq}", strconv.FormatInt(b.Seq, 10)+part)
-	}
-	status, err := s.post(ctx, sc, u, body, inPlace)
+	// A part of a split batch has its own offsets, and so its own
+	// {batch_id}: a receiver that drops a key seen before keeps both.
+	v := BatchValues(b, s.now())
+	v.SetSeq(strconv.FormatInt(b.Seq, 10) + part)
+	u := string(s.url.Render(nil, v, urlEscape))
+	status, err := s.post(ctx, sc, u, v, body, inPlace)
 	switch {
 	case err == nil:
 		return rej, nil
@@ -383,7 +407,7 @@ func rejectRest(b *batcher.Batch, base int, rej []batcher.Rejected, err error) [
 // It takes sc, whose memory holds body unless inPlace, and returns it to
 // the pool once the transport is done with it. A body inPlace (the batch's
 // memory) is waited for: post returns only once the transport closed it.
-func (s *HTTP) post(ctx context.Context, sc *scratch, u string, body []byte, inPlace bool) (int, error) {
+func (s *HTTP) post(ctx context.Context, sc *scratch, u string, v *Values, body []byte, inPlace bool) (int, error) {
 	if s.gzip {
 		inPlace = false // compressed into sc
 
@@ -420,6 +444,9 @@ func (s *HTTP) post(ctx context.Context, sc *scratch, u string, body []byte, inP
 		return 0, batcher.Permanent(s.requestError(ctx, rctx, err))
 	}
 	req.Header = s.header.Clone()
+	for _, h := range s.hdrs {
+		req.Header[h.name][h.i] = string(h.t.Render(nil, v, headerEscape))
+	}
 	if s.host != "" {
 		req.Host = s.host
 	}

@@ -17,6 +17,7 @@ const (
 	HeaderSourceTopic     = "batchpipe-source-topic"
 	HeaderSourcePartition = "batchpipe-source-partition"
 	HeaderSourceOffset    = "batchpipe-source-offset"
+	HeaderBatchID         = "batchpipe-batch-id" // the batch's id, when of one partition
 )
 
 // KafkaDeadLetter produces records that could not be delivered to a Kafka
@@ -80,6 +81,9 @@ func (d *KafkaDeadLetter) Write(ctx context.Context, b *batcher.Batch, reason er
 			sarama.RecordHeader{Key: []byte(HeaderError), Value: why},
 			sarama.RecordHeader{Key: []byte(HeaderAttempts), Value: attempts},
 		)
+		if b.ID != "" {
+			m.Headers = append(m.Headers, sarama.RecordHeader{Key: []byte(HeaderBatchID), Value: []byte(b.ID)})
+		}
 		msgs[i] = m
 	}
 	if err := d.producer.SendMessages(msgs); err != nil {

@@ -22,8 +22,9 @@ var RunID = sync.OnceValue(func() string {
 })
 
 // uniquePlaceholders are those that alone give each batch of a run a name
-// of its own.
-var uniquePlaceholders = []string{"{seq}"}
+// of its own: its number, or its offsets where every batch holds one
+// partition's records (PerBatch checks that for each batch).
+var uniquePlaceholders = []string{"{seq}", "{batch_id}", "{first_offset}", "{last_offset}"}
 
 // uniqueNames refuses a per-batch template that would give two batches of
 // a run the same name, so that the second would fail: "out.log", or

@@ -95,6 +95,10 @@ type KafkaConfig struct {
 	Timeout time.Duration
 	// Logger gets rebalances and broker trouble; default: silent.
 	Logger *slog.Logger
+	// ExactlyOnce stores each batch's cut in the group's offset metadata
+	// before it is delivered (PlanBatch), and cuts the records read again
+	// where it was stored (see kafka_cuts.go). Needs Group.
+	ExactlyOnce bool
 }
 
 // maxChunk bounds the records sent to the pipeline at once.
@@ -134,6 +138,9 @@ type Kafka struct {
 	// against the end offsets.
 	othersLag atomic.Pointer[map[topicPartition]int64]
 	handed    atomic.Int64 // records Run handed to the pipeline
+
+	cuts       *cutStore // with ExactlyOnce
+	cutsStored atomic.Int64
 
 	// Without a group.
 	consumer sarama.Consumer
@@ -180,6 +187,9 @@ func OpenKafka(client sarama.Client, cfg KafkaConfig) (*Kafka, error) {
 	if cfg.Group != "" && cfg.Partitions != nil {
 		return nil, errors.New("kafka: partitions are assigned by the group: give a group or partitions, not both")
 	}
+	if cfg.ExactlyOnce && cfg.Group == "" {
+		return nil, errors.New("kafka: exactly once needs a group: the cuts are stored with its offsets")
+	}
 	if cfg.CommitInterval <= 0 {
 		cfg.CommitInterval = time.Second
 	}
@@ -203,6 +213,9 @@ func OpenKafka(client sarama.Client, cfg KafkaConfig) (*Kafka, error) {
 		finalDone: make(chan struct{}),
 	}
 	k.life, k.stop = context.WithCancel(context.Background())
+	if cfg.ExactlyOnce {
+		k.cuts = newCutStore()
+	}
 
 	for _, topic := range cfg.Topics {
 		parts, err := client.Partitions(topic)
@@ -418,6 +431,9 @@ func (k *Kafka) Run(ctx context.Context, out chan<- []batcher.Record) error {
 			if c.toEnd && len(recs) == len(c.recs) {
 				k.track.readToEnd(c.st)
 			}
+			if k.cuts != nil {
+				k.cuts.markPlanned(c.st, recs)
+			}
 			if len(recs) == 0 {
 				continue
 			}
@@ -534,7 +550,12 @@ func (k *Kafka) initOthersLag() {
 func (k *Kafka) LocatesErrors() bool { return true }
 
 // Ack marks the records of b delivered or dead-lettered.
-func (k *Kafka) Ack(b *batcher.Batch) { k.track.ack(b) }
+func (k *Kafka) Ack(b *batcher.Batch) {
+	k.track.ack(b)
+	if k.cuts != nil {
+		k.cuts.acked()
+	}
+}
 
 // Withdraw takes back the records of b whose partitions a rebalance is
 // taking away: their new owner reads them from the last commit, so
@@ -1056,6 +1077,7 @@ func (k *Kafka) close() {
 				err = fmt.Errorf("%w; delivered records not committed will be read again", err)
 			}
 		}
+		k.closeCutsConn()
 		k.mu.Unlock()
 		k.finalErr = err
 		close(k.finalDone)
@@ -1191,6 +1213,7 @@ func (h groupHandler) Setup(sess sarama.ConsumerGroupSession) error {
 		return err
 	}
 	var assigned []string
+	states := make(map[topicPartition]*partState)
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	for _, topic := range sortedKeys(claims) {
@@ -1234,9 +1257,12 @@ func (h groupHandler) Setup(sess sarama.ConsumerGroupSession) error {
 				}
 				end = e
 			}
-			k.track.assign(topic, p, start, end, hwm)
+			states[tp] = k.track.assign(topic, p, start, end, hwm)
 			assigned = append(assigned, partName(topic, p, start, end))
 		}
+	}
+	if err := k.loadCuts(states); err != nil {
+		return err
 	}
 	k.track.activate()
 	k.sess = sess
@@ -1358,7 +1384,7 @@ func (k *Kafka) commitLocked(sess sarama.ConsumerGroupSession) error {
 	}
 	req := newCommitRequest(k.cfg.Group, sess.MemberID(), sess.GenerationID())
 	for _, c := range cs {
-		req.AddBlockWithLeaderEpoch(c.st.tp.topic, c.st.tp.part, c.offset, -1, 0, "")
+		req.AddBlockWithLeaderEpoch(c.st.tp.topic, c.st.tp.part, c.offset, -1, 0, k.commitMetadata(c.st, c.offset))
 	}
 	coord, err := k.client.Coordinator(k.cfg.Group)
 	if err != nil {

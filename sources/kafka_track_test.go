@@ -534,3 +534,43 @@ func TestTrackerWithdraw(t *testing.T) {
 		t.Fatalf("withdrew %v, want the 10 records of the old assignment", idx)
 	}
 }
+
+// With --partition-by a partition's records sit in many key batches, not
+// consecutive in any: acked in any order, the watermark is always the
+// first record not acked.
+func TestTrackerKeyBatchesInterleaved(t *testing.T) {
+	tr := newTracker()
+	st := tr.assign("t", 0, 0, -1, 0)
+	recs := records("t", 0, span(0, 600)...)
+	tr.sent(st, recs)
+	// Key k of record i is i%7; batches of up to 5 records of a key.
+	var batches []metas
+	open := map[int]metas{}
+	for i, r := range recs {
+		k := i % 7
+		open[k] = append(open[k], r.Meta)
+		if len(open[k]) == 5 {
+			batches = append(batches, open[k])
+			delete(open, k)
+		}
+	}
+	for _, b := range open {
+		batches = append(batches, b)
+	}
+	done := make([]bool, 600)
+	rng := rand.New(rand.NewPCG(7, 7))
+	rng.Shuffle(len(batches), func(i, j int) { batches[i], batches[j] = batches[j], batches[i] })
+	for _, b := range batches {
+		tr.ack(b)
+		for _, m := range b {
+			done[m.Offset] = true
+		}
+		want := int64(0)
+		for want < 600 && done[want] {
+			want++
+		}
+		if got := acked(t, tr, st); got != want {
+			t.Fatalf("watermark %d, want %d", got, want)
+		}
+	}
+}

@@ -1,0 +1,341 @@
+package batcher
+
+import (
+	"bytes"
+	"container/heap"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+)
+
+// Defaults of the bounds on keyed batching.
+const (
+	DefaultMaxOpenKeys      = 1000
+	DefaultMaxBufferedBytes = 64 << 20
+)
+
+// keyedState holds the open batches of a run with Config.Key: one per key.
+// One timer serves them all, set for the batch with the oldest record, the
+// top of byAge: batches are opened in arrival order and Linger is the same
+// for all, so the oldest record is also the earliest deadline.
+type keyedState struct {
+	open     map[string]*keyedBatch
+	byAge    ageHeap // batches the limits may flush, oldest record on top
+	buffered int     // bytes held in all open batches
+	reused   int     // capacity of the recycled buffers open batches took
+	arrivals int64   // batches opened so far: orders them by age
+	kbuf     []byte  // the key being found
+	rec      Record  // a block's record being added: one, not one per record
+}
+
+func newKeyedState() *keyedState {
+	return &keyedState{open: make(map[string]*keyedBatch)}
+}
+
+// A keyedBatch is the open batch of one key.
+type keyedBatch struct {
+	key    string
+	b      *Batch
+	weight int       // bytes plus per-record overhead, as MaxBytes counts
+	first  int64     // arrival number: lower is older
+	since  time.Time // when its first record came, with Linger
+	plan   int64     // its records' Meta.PlanEnd; 0: cut by the limits
+	reused int       // capacity of the recycled buffer it took, or 0
+	last   int64     // offset of its last record; -1 before one
+	idx    int       // in byAge; -1 for a planned batch, which no limit flushes
+}
+
+// ageHeap orders open batches by the arrival of their first record.
+type ageHeap []*keyedBatch
+
+func (h ageHeap) Len() int           { return len(h) }
+func (h ageHeap) Less(i, j int) bool { return h[i].first < h[j].first }
+func (h ageHeap) Swap(i, j int) {
+	h[i], h[j] = h[j], h[i]
+	h[i].idx, h[j].idx = i, j
+}
+func (h *ageHeap) Push(x any) {
+	o := x.(*keyedBatch)
+	o.idx = len(*h)
+	*h = append(*h, o)
+}
+func (h *ageHeap) Pop() any {
+	old := *h
+	o := old[len(old)-1]
+	old[len(old)-1] = nil
+	*h = old[:len(old)-1]
+	o.idx = -1
+	return o
+}
+
+// PartitionKey is a Config.Key that batches records by Kafka partition:
+// TOPIC-PARTITION. A record without metadata is refused.
+func PartitionKey(dst []byte, r *Record) ([]byte, error) {
+	if r.Meta == nil {
+		return dst, errors.New("record has no Kafka partition")
+	}
+	dst = append(dst, r.Meta.Topic...)
+	dst = append(dst, '-')
+	return strconv.AppendInt(dst, int64(r.Meta.Partition), 10), nil
+}
+
+// addKeyedBlock adds a block's records one by one: each needs its key.
+func (a *aggregator) addKeyedBlock(data []byte) {
+	delim := a.cfg.Delim
+	a.p.c.bytesRead.Add(int64(len(data)))
+	a.p.c.read.Add(int64(bytes.Count(data, []byte{delim})))
+	for off := 0; off < len(data); {
+		i := bytes.IndexByte(data[off:], delim)
+		if i < 0 {
+			panic("batcher: a block's last record has no delimiter")
+		}
+		r := &a.keyed.rec
+		r.Data = data[off : off+i : off+i]
+		a.addKeyed(r)
+		off += i + 1
+	}
+}
+
+// addKeyed adds one record to its key's batch.
+func (a *aggregator) addKeyed(r *Record) {
+	k := a.keyed
+	size := len(r.Data) + 1
+	pos := a.pos
+	a.pos.Record++
+	if r.Err != nil {
+		var tl *TooLargeError
+		if errors.As(r.Err, &tl) {
+			a.p.c.bytesRead.Add(tl.Size - int64(len(r.Data)))
+			size = int(tl.Size) + 1
+		}
+		a.pos.Offset += int64(size)
+		a.p.reject(a.ctx, pos, r.Err)
+		return
+	}
+	a.pos.Offset += int64(size)
+
+	kb, err := a.cfg.Key(k.kbuf[:0], r)
+	k.kbuf = kb
+	if err != nil {
+		a.rejectKey(pos, r, err)
+		return
+	}
+	var plan, off int64 = 0, -1
+	if r.Meta != nil {
+		plan, off = r.Meta.PlanEnd, r.Meta.Offset
+	}
+	o := k.open[string(kb)]
+	// A record of another plan cannot join the batch. Nor, with a plan hook
+	// (one partition per key), can one at an offset the batch is past: the
+	// partition was assigned again and is read anew, and the batch belongs
+	// to the earlier assignment.
+	if o != nil && (o.plan != plan || a.cfg.Plan != nil && off >= 0 && off <= o.last) {
+		a.closeKeyed(o, ReasonKey)
+		o = nil
+	}
+	w := size + a.cfg.PerRecordOverhead
+	if o != nil && plan == 0 && o.weight+w > a.cfg.MaxBytes {
+		a.closeKeyed(o, ReasonBytes)
+		o = nil
+	}
+	if o == nil {
+		if plan == 0 {
+			for len(k.open) >= a.cfg.MaxOpenKeys && len(k.byAge) > 0 {
+				a.closeKeyed(k.byAge[0], ReasonKeys)
+			}
+		}
+		o = a.openKeyed(string(kb), plan, pos)
+	}
+	o.b.add(r)
+	o.weight += w
+	k.buffered += size
+	if off >= 0 {
+		o.last = off
+	}
+	switch {
+	case plan != 0:
+		// Inside a planned cut the limits do not apply: the batch must come
+		// out as it did before.
+		if off == plan-1 {
+			a.closeKeyed(o, ReasonPlanned)
+		}
+	case o.b.Len() >= a.cfg.MaxRecords:
+		a.closeKeyed(o, ReasonSize)
+	case o.weight+1+a.cfg.PerRecordOverhead > a.cfg.MaxBytes:
+		a.closeKeyed(o, ReasonBytes)
+	}
+	for k.buffered > a.cfg.MaxBufferedBytes {
+		l := k.largest()
+		if l == nil {
+			break // only planned batches: they end where planned
+		}
+		a.closeKeyed(l, ReasonBuffered)
+	}
+}
+
+// openKeyed opens the batch of a key, its first record at pos.
+func (a *aggregator) openKeyed(key string, plan int64, pos Pos) *keyedBatch {
+	k := a.keyed
+	b, reused := a.getKeyed()
+	o := &keyedBatch{key: key, b: b, reused: reused, plan: plan, last: -1, idx: -1, first: k.arrivals}
+	k.arrivals++
+	k.reused += reused
+	o.b.First = pos
+	k.open[key] = o
+	if plan == 0 {
+		if a.cfg.Linger > 0 {
+			o.since = time.Now()
+		}
+		heap.Push(&k.byAge, o)
+		if len(k.byAge) == 1 {
+			a.rearm() // the newest is on top only when alone
+		}
+	}
+	return o
+}
+
+// getKeyed returns an empty batch and the capacity it was recycled with:
+// a recycled one while the recycled buffers held open stay within
+// MaxBufferedBytes, else a small new one, as most of many open batches
+// never grow to MaxBytes. So the open batches' buffers take at most
+// MaxBufferedBytes recycled plus what they grew by, at most twice what
+// they hold.
+func (a *aggregator) getKeyed() (*Batch, int) {
+	select {
+	case b := <-a.p.free:
+		b.Delim = a.cfg.Delim
+		if c := cap(b.buf); a.keyed.reused+c <= a.cfg.MaxBufferedBytes {
+			return b, c
+		}
+		b.buf = make([]byte, 0, min(a.cfg.MaxBytes, 512))
+		return b, 0
+	default:
+		return &Batch{Delim: a.cfg.Delim, buf: make([]byte, 0, min(a.cfg.MaxBytes, 512))}, 0
+	}
+}
+
+// largest returns the open batch holding the most bytes that the limits
+// may flush, or nil. A scan: it runs only when the buffered bytes pass
+// their bound, and at most MaxOpenKeys batches are open.
+func (k *keyedState) largest() *keyedBatch {
+	var l *keyedBatch
+	for _, o := range k.byAge {
+		if l == nil || o.b.Size() > l.b.Size() {
+			l = o
+		}
+	}
+	return l
+}
+
+// rearm sets the timer for the oldest record's linger.
+func (a *aggregator) rearm() {
+	if a.cfg.Linger <= 0 {
+		return
+	}
+	k := a.keyed
+	if len(k.byAge) == 0 {
+		a.timer.Stop()
+		return
+	}
+	a.timer.Reset(time.Until(k.byAge[0].since.Add(a.cfg.Linger)))
+}
+
+// lingered flushes every batch whose oldest record has waited Linger.
+func (a *aggregator) lingered() {
+	k := a.keyed
+	now := time.Now()
+	for len(k.byAge) > 0 && !k.byAge[0].since.Add(a.cfg.Linger).After(now) {
+		a.closeKeyed(k.byAge[0], ReasonLinger)
+	}
+	a.rearm()
+}
+
+// flushAll flushes every open batch, oldest first. A planned batch not at
+// its planned end stays open on an explicit flush, and is given back at
+// the end of input: cut anywhere else, it would differ from the batch a
+// sink may have had before.
+func (a *aggregator) flushAll(why Reason) {
+	k := a.keyed
+	for len(k.byAge) > 0 {
+		a.closeKeyed(k.byAge[0], why)
+	}
+	if why == ReasonFlush {
+		return
+	}
+	for _, o := range k.open {
+		a.closeKeyed(o, why)
+	}
+}
+
+// closeKeyed takes o's batch out of the open ones and queues it, or, for a
+// planned batch cut short of its planned end, gives its records back.
+func (a *aggregator) closeKeyed(o *keyedBatch, why Reason) {
+	k := a.keyed
+	delete(k.open, o.key)
+	k.buffered -= o.b.Size()
+	k.reused -= o.reused
+	if o.idx >= 0 {
+		top := o.idx == 0
+		heap.Remove(&k.byAge, o.idx)
+		if top {
+			a.rearm()
+		}
+	}
+	b := o.b
+	b.Key, b.Keyed = o.key, true
+	p := a.p
+	if o.plan != 0 {
+		if o.last != o.plan-1 {
+			p.Logger.Warn("planned batch cut short: its records are left to be read again",
+				"batch", b.String(), "planned_end", o.plan-1)
+			a.giveBack(b)
+			return
+		}
+		b.Reformed = true
+		p.c.reformed.Add(1)
+	} else if a.cfg.Plan != nil {
+		if err := a.cfg.Plan(b); err != nil {
+			if errors.Is(err, ErrNotOwned) {
+				p.Logger.Debug("batch given back", "batch", b.String(), "err", err)
+				a.giveBack(b)
+				return
+			}
+			p.c.undelivered.Add(int64(b.Len()))
+			p.fail(a.seq+1, b.String(), fmt.Errorf("store the batch's cut: %w", err))
+			p.release(b)
+			return
+		}
+	}
+	a.send(b, why)
+}
+
+// giveBack drops a batch's records unsent, for the source to read again.
+func (a *aggregator) giveBack(b *Batch) {
+	a.p.c.withdrawn.Add(int64(b.Len()))
+	a.p.release(b)
+}
+
+// rejectKey handles a record whose key cannot be found: it goes to the
+// dead letter on its own, or counts as undelivered.
+func (a *aggregator) rejectKey(pos Pos, r *Record, err error) {
+	p := a.p
+	where := pos.String()
+	if m := r.Meta; m != nil {
+		where = fmt.Sprintf("%s[%d] offset %d", m.Topic, m.Partition, m.Offset)
+	}
+	err = fmt.Errorf("no key: %w", err)
+	if p.DeadLetter != nil {
+		b := &Batch{Delim: a.cfg.Delim, First: pos}
+		b.add(r)
+		if p.deadLetter(a.ctx, b, err) {
+			if ak, ok := p.Source.(Acker); ok {
+				ak.Ack(b)
+			}
+			return
+		}
+	}
+	p.c.undelivered.Add(1)
+	p.Logger.Error("record not delivered", "record", where, "err", err)
+	p.noteFailure(where, err)
+}

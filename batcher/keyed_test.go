@@ -1,0 +1,371 @@
+package batcher
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"testing/synctest"
+	"time"
+)
+
+// prefixKey keys a record by what comes before its first ':'; a record
+// without one has no key.
+func prefixKey(dst []byte, r *Record) ([]byte, error) {
+	i := bytes.IndexByte(r.Data, ':')
+	if i < 0 {
+		return dst, errors.New("no ':' in the record")
+	}
+	return append(dst, r.Data[:i]...), nil
+}
+
+// keyOf is the key of a record as prefixKey finds it.
+func keyOf(s string) string { k, _, _ := strings.Cut(s, ":"); return k }
+
+// checkKeyed checks that every batch holds one key, that each key's
+// records came in order and that all of want came once.
+func checkKeyed(t *testing.T, got []sent, want []string) {
+	t.Helper()
+	got = slices.Clone(got)
+	slices.SortFunc(got, func(a, b sent) int { return int(a.seq - b.seq) }) // -j delivers in any order
+	byKey := map[string][]string{}
+	for _, b := range got {
+		k := keyOf(b.records[0])
+		for _, r := range b.records {
+			if keyOf(r) != k {
+				t.Fatalf("batch %d mixes keys: %q", b.seq, b.records)
+			}
+		}
+		byKey[k] = append(byKey[k], b.records...)
+	}
+	wantByKey := map[string][]string{}
+	for _, r := range want {
+		wantByKey[keyOf(r)] = append(wantByKey[keyOf(r)], r)
+	}
+	for k, w := range wantByKey {
+		if !slices.Equal(byKey[k], w) {
+			t.Fatalf("key %s: got %q, want %q", k, byKey[k], w)
+		}
+	}
+	if len(byKey) != len(wantByKey) {
+		t.Fatalf("got keys %v, want %v", byKey, wantByKey)
+	}
+}
+
+func interleaved(keys, n int) []string {
+	var out []string
+	for i := range n {
+		out = append(out, fmt.Sprintf("k%d:%d", i%keys, i))
+	}
+	return out
+}
+
+func TestKeyedBatchesPerKey(t *testing.T) {
+	in := interleaved(5, 53)
+	for _, block := range []bool{false, true} {
+		t.Run(fmt.Sprint("block=", block), func(t *testing.T) {
+			var rs []Record
+			if block {
+				rs = blocks(in, 7)
+			} else {
+				rs = recs(in...)
+			}
+			sink := newSink()
+			var mu sync.Mutex
+			keys := map[int64]string{}
+			sink.deliver = func(_ context.Context, b *Batch) error {
+				mu.Lock()
+				defer mu.Unlock()
+				keys[b.Seq] = b.Key
+				return nil
+			}
+			p := &Pipeline{Source: &sliceSource{recs: rs, n: 4}, Sink: sink,
+				Config: cfg(Config{MaxRecords: 3, Key: prefixKey, Parallel: 3})}
+			st, err := p.Run(context.Background())
+			if err != nil || st.Delivered != 53 || st.Read != 53 {
+				t.Fatalf("err %v, stats %+v", err, st)
+			}
+			got := sink.got()
+			checkKeyed(t, got, in)
+			full := 0
+			for _, b := range got {
+				if keys[b.seq] != keyOf(b.records[0]) {
+					t.Errorf("batch %d: Key %q, records %q", b.seq, keys[b.seq], b.records)
+				}
+				if b.reason == ReasonSize {
+					full++
+				}
+			}
+			// 11 records for 3 keys, 10 for 2: 3+3+3 full each, rest at EOF.
+			if full != 5*3 || len(got) != 5*4 {
+				t.Fatalf("want 15 full batches of 20, got %d of %d", full, len(got))
+			}
+		})
+	}
+}
+
+func TestKeyedLingerPerKey(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		src := &chanSource{in: make(chan []Record)}
+		sink := newSink()
+		p := &Pipeline{Source: src, Sink: sink,
+			Config: cfg(Config{MaxRecords: 10, Linger: 5 * time.Second, Key: prefixKey})}
+		done := make(chan Stats)
+		go func() {
+			st, err := p.Run(context.Background())
+			if err != nil {
+				t.Error(err)
+			}
+			done <- st
+		}()
+		src.in <- recs("a:1")
+		advance(3 * time.Second)
+		src.in <- recs("b:1", "a:2")
+		advance(2 * time.Second)
+		synctest.Wait()
+		got := sink.got()
+		if len(got) != 1 || got[0].at != 5*time.Second || got[0].reason != ReasonLinger ||
+			!slices.Equal(got[0].records, []string{"a:1", "a:2"}) {
+			t.Fatalf("want [a:1 a:2] at 5s for linger, got %+v", got)
+		}
+		// b's linger runs from its own first record, at 3s; a new batch of
+		// a starts its own.
+		advance(time.Second)
+		src.in <- recs("a:3")
+		advance(2 * time.Second)
+		synctest.Wait()
+		got = sink.got()
+		if len(got) != 2 || got[1].at != 8*time.Second || !slices.Equal(got[1].records, []string{"b:1"}) {
+			t.Fatalf("want [b:1] at 8s, got %+v", got)
+		}
+		advance(3 * time.Second)
+		synctest.Wait()
+		got = sink.got()
+		if len(got) != 3 || got[2].at != 11*time.Second || !slices.Equal(got[2].records, []string{"a:3"}) {
+			t.Fatalf("want [a:3] at 11s, got %+v", got)
+		}
+		close(src.in)
+		if st := <-done; st.Delivered != 4 || st.Reasons["linger"] != 3 {
+			t.Fatalf("stats %+v", st)
+		}
+	})
+}
+
+func TestMaxOpenKeysFlushesTheOldest(t *testing.T) {
+	in := []string{"a:1", "b:1", "a:2", "c:1", "b:2", "d:1", "a:3", "c:2"}
+	sink := newSink()
+	p := &Pipeline{Source: &sliceSource{recs: recs(in...), n: 1}, Sink: sink,
+		Config: cfg(Config{MaxRecords: 10, Key: prefixKey, MaxOpenKeys: 2})}
+	st, err := p.Run(context.Background())
+	if err != nil || st.Delivered != int64(len(in)) {
+		t.Fatalf("err %v, stats %+v", err, st)
+	}
+	got := sink.got()
+	checkKeyed(t, got, in)
+	var order []string
+	for _, b := range got {
+		order = append(order, fmt.Sprintf("%s%v", strings.Join(b.records, ","), b.reason))
+	}
+	// c evicts a (oldest record), d evicts b, a evicts c, c evicts d; a and
+	// c at EOF.
+	want := []string{"a:1,a:2keys", "b:1,b:2keys", "c:1keys", "d:1keys", "a:3eof", "c:2eof"}
+	if !slices.Equal(order, want) {
+		t.Fatalf("got %q, want %q", order, want)
+	}
+}
+
+func TestMaxBufferedBytesFlushesTheLargest(t *testing.T) {
+	in := []string{"a:1", "a:2", "b:1", "a:3", "c:1"} // 4 bytes each with the delimiter
+	sink := newSink()
+	p := &Pipeline{Source: &sliceSource{recs: recs(in...), n: 1}, Sink: sink,
+		Config: cfg(Config{MaxRecords: 10, Key: prefixKey, MaxBufferedBytes: 16})}
+	st, err := p.Run(context.Background())
+	if err != nil || st.Delivered != 5 {
+		t.Fatalf("err %v, stats %+v", err, st)
+	}
+	got := sink.got()
+	checkKeyed(t, got, in)
+	if got[0].reason != ReasonBuffered || !slices.Equal(got[0].records, []string{"a:1", "a:2", "a:3"}) {
+		t.Fatalf("want a's three records flushed for buffered bytes first, got %+v", got)
+	}
+}
+
+func TestRecordWithoutKeyIsRejectedAlone(t *testing.T) {
+	in := []string{"a:1", "nokey", "a:2"}
+	t.Run("dead letter", func(t *testing.T) {
+		dl := &memDL{}
+		sink := newSink()
+		src := &ackSource{sliceSource: sliceSource{recs: recs(in...), n: 3}}
+		p := &Pipeline{Source: src, Sink: sink, Config: cfg(Config{Key: prefixKey, DeadLetter: dl})}
+		st, err := p.Run(context.Background())
+		if err != nil || st.Delivered != 2 || st.DeadLettered != 1 {
+			t.Fatalf("err %v, stats %+v", err, st)
+		}
+		if !slices.Equal(dl.records, []string{"nokey"}) || !strings.Contains(dl.reasons[0], "no ':'") {
+			t.Fatalf("dead letter: %q %q", dl.records, dl.reasons)
+		}
+		if src.acked != 2 {
+			t.Fatalf("acked %d batches, want the dead letter and the batch", src.acked)
+		}
+	})
+	t.Run("counted", func(t *testing.T) {
+		sink := newSink()
+		p := &Pipeline{Source: &sliceSource{recs: recs(in...), n: 3}, Sink: sink, Config: cfg(Config{Key: prefixKey})}
+		st, err := p.Run(context.Background())
+		if err == nil || !strings.Contains(err.Error(), "record 2") || !strings.Contains(err.Error(), "no key") {
+			t.Fatalf("want an error naming record 2, got %v", err)
+		}
+		if st.Delivered != 2 || st.Undelivered != 1 {
+			t.Fatalf("stats %+v", st)
+		}
+	})
+}
+
+// kafkaRecs makes records of one partition at offsets from first; plan,
+// if not 0, is their PlanEnd.
+func kafkaRecs(part int32, first int64, n int, plan int64) []Record {
+	rs := make([]Record, n)
+	for i := range rs {
+		o := first + int64(i)
+		rs[i] = Record{Data: fmt.Appendf(nil, "p%d@%d", part, o),
+			Meta: &Meta{Topic: "t", Partition: part, Offset: o, PlanEnd: plan}}
+	}
+	return rs
+}
+
+func TestPlannedCutsIgnoreTheLimits(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		src := &chanSource{in: make(chan []Record)}
+		sink := newSink()
+		var mu sync.Mutex
+		var planned []string
+		p := &Pipeline{Source: src, Sink: sink, Config: cfg(Config{MaxRecords: 2, Linger: time.Second,
+			Key: PartitionKey, Plan: func(b *Batch) error {
+				s, _ := b.Span()
+				mu.Lock()
+				defer mu.Unlock()
+				planned = append(planned, s.ID())
+				return nil
+			}})}
+		done := make(chan Stats)
+		go func() {
+			st, err := p.Run(context.Background())
+			if err != nil {
+				t.Error(err)
+			}
+			done <- st
+		}()
+		// Offsets 10-14 were cut as one batch before: -n 2 and the linger
+		// do not split them; 15 and on are cut anew.
+		src.in <- kafkaRecs(0, 10, 3, 15)
+		advance(5 * time.Second)
+		src.in <- kafkaRecs(0, 13, 2, 15)
+		src.in <- kafkaRecs(0, 15, 3, 0)
+		// Partition 1: a planned batch the input stops short of.
+		src.in <- kafkaRecs(1, 0, 2, 4)
+		close(src.in)
+		st := <-done
+		var got []string
+		for _, b := range sink.got() {
+			got = append(got, strings.Join(b.records, ",")+" "+b.reason.String())
+		}
+		want := []string{"p0@10,p0@11,p0@12,p0@13,p0@14 planned", "p0@15,p0@16 size", "p0@17 eof"}
+		if !slices.Equal(got, want) {
+			t.Fatalf("got %q, want %q", got, want)
+		}
+		if !slices.Equal(planned, []string{"t-0-15-16", "t-0-17-17"}) {
+			t.Fatalf("plan hook saw %q", planned)
+		}
+		if st.Withdrawn != 2 || st.Reformed != 1 || st.Delivered != 8 {
+			t.Fatalf("stats %+v", st)
+		}
+	})
+}
+
+func TestPlanHookGivesBackOrFails(t *testing.T) {
+	t.Run("not owned", func(t *testing.T) {
+		sink := newSink()
+		p := &Pipeline{Source: &sliceSource{recs: kafkaRecs(0, 0, 4, 0), n: 4}, Sink: sink,
+			Config: cfg(Config{MaxRecords: 2, Key: PartitionKey, Plan: func(b *Batch) error {
+				if s, _ := b.Span(); s.First == 0 {
+					return fmt.Errorf("partition revoked: %w", ErrNotOwned)
+				}
+				return nil
+			}})}
+		st, err := p.Run(context.Background())
+		if err != nil || st.Withdrawn != 2 || st.Delivered != 2 || len(sink.got()) != 1 {
+			t.Fatalf("err %v, stats %+v", err, st)
+		}
+	})
+	t.Run("error", func(t *testing.T) {
+		sink := newSink()
+		p := &Pipeline{Source: &sliceSource{recs: kafkaRecs(0, 0, 4, 0), n: 4}, Sink: sink,
+			Config: cfg(Config{MaxRecords: 2, Key: PartitionKey, Plan: func(b *Batch) error {
+				return errors.New("coordinator unreachable")
+			}})}
+		st, err := p.Run(context.Background())
+		if err == nil || !strings.Contains(err.Error(), "store the batch's cut: coordinator unreachable") {
+			t.Fatalf("want the plan error, got %v", err)
+		}
+		if st.Delivered != 0 || st.Undelivered != 4 || len(sink.got()) != 0 {
+			t.Fatalf("stats %+v", st)
+		}
+	})
+}
+
+func TestReadAgainAfterReassignmentStartsANewBatch(t *testing.T) {
+	rs := append(kafkaRecs(0, 5, 3, 0), kafkaRecs(0, 6, 3, 0)...)
+	sink := newSink()
+	p := &Pipeline{Source: &sliceSource{recs: rs, n: 6}, Sink: sink,
+		Config: cfg(Config{MaxRecords: 10, Key: PartitionKey, Plan: func(*Batch) error { return nil }})}
+	if _, err := p.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	got := sink.got()
+	if len(got) != 2 || got[0].reason != ReasonKey || len(got[0].records) != 3 || got[1].records[0] != "p0@6" {
+		t.Fatalf("got %+v", got)
+	}
+}
+
+// One batch per Kafka partition (--exactly-once): each lingers from its
+// own oldest record.
+func TestLingerPerPartition(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		src := &chanSource{in: make(chan []Record)}
+		sink := newSink()
+		p := &Pipeline{Source: src, Sink: sink, Config: cfg(Config{MaxRecords: 100, Linger: 2 * time.Second,
+			Key: PartitionKey, Plan: func(*Batch) error { return nil }})}
+		done := make(chan Stats)
+		go func() {
+			st, err := p.Run(context.Background())
+			if err != nil {
+				t.Error(err)
+			}
+			done <- st
+		}()
+		src.in <- kafkaRecs(0, 0, 2, 0)
+		advance(time.Second)
+		src.in <- kafkaRecs(1, 0, 3, 0)
+		src.in <- kafkaRecs(0, 2, 1, 0)
+		advance(time.Second)
+		synctest.Wait()
+		got := sink.got()
+		if len(got) != 1 || got[0].at != 2*time.Second || !slices.Equal(got[0].records, []string{"p0@0", "p0@1", "p0@2"}) {
+			t.Fatalf("want partition 0's three records at 2s, got %+v", got)
+		}
+		advance(time.Second)
+		synctest.Wait()
+		got = sink.got()
+		if len(got) != 2 || got[1].at != 3*time.Second || len(got[1].records) != 3 || got[1].reason != ReasonLinger {
+			t.Fatalf("want partition 1's records at 3s, got %+v", got)
+		}
+		close(src.in)
+		if st := <-done; st.Delivered != 6 || st.Reasons["linger"] != 2 {
+			t.Fatalf("stats %+v", st)
+		}
+	})
+}

@@ -1,0 +1,50 @@
+package batcher
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestKeyTemplate(t *testing.T) {
+	now := func() time.Time { return time.Date(2026, 11, 25, 7, 30, 0, 0, time.FixedZone("X", 3600)) }
+	kafka := &Meta{Topic: "orders", Partition: 3, Key: []byte("k1")}
+	for _, tc := range []struct {
+		tmpl, rec string
+		meta      *Meta
+		want, err string
+	}{
+		{"{json:tenant}", `{"tenant":"acme","n":1}`, nil, "acme", ""},
+		{"t={json:user.id}/{json:ok}", `{"user":{"id":42},"ok":true}`, nil, "t=42/true", ""},
+		{"{json:tenant}", `{"n":1}`, nil, "", `no field "tenant"`},
+		{"{json:a.b}", `{"a":"x"}`, nil, "", `"a" is not an object`},
+		{"{json:a}", `{"a":null}`, nil, "", "null"},
+		{"{json:a}", `{"a":[1]}`, nil, "", "object or array"},
+		{"{json:a}", `not json`, nil, "", "not a JSON object"},
+		{"{field:2}", "a\tb\tc", nil, "b", ""},
+		{"{field:3}", "a\tb\tc", nil, "c", ""},
+		{"{field:4}", "a\tb\tc", nil, "", "fewer columns"},
+		{"{field:2}", "a\t\tc", nil, "", ""},
+		{"{topic}-{partition}-{kafka_key}", "x", kafka, "orders-3-k1", ""},
+		{"{kafka_key}", "x", nil, "", "need Kafka records"},
+		{"{date}T{hour}", "x", nil, "2026-11-25T06", ""},
+	} {
+		kt, err := ParseKeyTemplate(tc.tmpl, '\t')
+		if err != nil {
+			t.Fatalf("%s: %v", tc.tmpl, err)
+		}
+		kt.now = now
+		got, err := kt.Key(nil, &Record{Data: []byte(tc.rec), Meta: tc.meta})
+		switch {
+		case tc.err != "" && (err == nil || !strings.Contains(err.Error(), tc.err)):
+			t.Errorf("%s on %q: error %v, want %q", tc.tmpl, tc.rec, err, tc.err)
+		case tc.err == "" && (err != nil || string(got) != tc.want):
+			t.Errorf("%s on %q: %q, %v; want %q", tc.tmpl, tc.rec, got, err, tc.want)
+		}
+	}
+	for _, bad := range []string{"{json:}", "{json:a..b}", "{field:0}", "{field:x}", "{nope}", "{json:a", ""} {
+		if _, err := ParseKeyTemplate(bad, '\t'); err == nil {
+			t.Errorf("%q: want an error", bad)
+		}
+	}
+}
