@@ -93,7 +93,7 @@ func TestKafkaGroupJoinsDeliverOnce(t *testing.T) {
 // again. A drain after them gets every partition, once the group has
 // given up on the dead, and finishes within the session timeout plus 30s.
 // (Killed in the middle of a join, a member stays in kfake's group for
-// good: kfake cannot play that part; TestKafkaReadTimeoutOutlastsJoins
+// good: kfake cannot play that part; TestConnReadTimeoutOutlastsJoins
 // checks the read timeout.)
 func TestKafkaJoinsAfterKills(t *testing.T) {
 	k := newKafka(t, 4)

@@ -13,6 +13,7 @@ import (
 
 	"github.com/IBM/sarama"
 	"github.com/batchpipe/batchpipe/batcher"
+	"github.com/batchpipe/batchpipe/internal/kafkaconn"
 	"github.com/batchpipe/batchpipe/monitor"
 	"github.com/batchpipe/batchpipe/sinks"
 	"github.com/batchpipe/batchpipe/sources"
@@ -130,7 +131,7 @@ func (o *options) checkKafka() error {
 }
 
 // kafkaConn returns the connection settings, or a usage error.
-func (o *options) kafkaConn() (*sources.KafkaConn, error) {
+func (o *options) kafkaConn() (*kafkaconn.Conn, error) {
 	k := &o.kafka
 	brokers := k.brokers
 	if brokers == "" {
@@ -145,7 +146,7 @@ func (o *options) kafkaConn() (*sources.KafkaConn, error) {
 	if len(list) == 0 {
 		return nil, usagef("Kafka needs brokers: give --kafka-brokers or set %s", envBrokers)
 	}
-	c := &sources.KafkaConn{
+	c := &kafkaconn.Conn{
 		Brokers:  list,
 		ClientID: k.clientID,
 		TLS:      k.tls,
@@ -190,10 +191,7 @@ func (o *options) openKafka(logger *slog.Logger) (*kafkaRun, error) {
 	}
 	client, err := conn.Connect(topics...)
 	if err != nil {
-		if errors.Is(err, sarama.ErrSASLAuthenticationFailed) || conn.SASL != "" && errors.Is(err, io.EOF) {
-			return nil, refused(err) // credentials to fix, not an outage
-		}
-		return nil, &unavailableError{err}
+		return nil, connectError(conn, err)
 	}
 	kr := &kafkaRun{client: client}
 	if !o.kafka.enabled() {
@@ -221,6 +219,15 @@ func (o *options) openKafka(logger *slog.Logger) (*kafkaRun, error) {
 	}
 	kr.src = src
 	return kr, nil
+}
+
+// connectError says whether a failure to reach the cluster is for the user
+// to fix (exit 2: credentials) or an outage (exit 69).
+func connectError(conn *kafkaconn.Conn, err error) error {
+	if errors.Is(err, sarama.ErrSASLAuthenticationFailed) || conn.SASL != "" && errors.Is(err, io.EOF) {
+		return refused(err) // credentials to fix, not an outage
+	}
+	return &unavailableError{err}
 }
 
 // deadLetter opens the dead letter named kafka:TOPIC.

@@ -132,7 +132,7 @@ func usagef(format string, a ...any) error {
 func refused(err error) error { return &usageError{err: err} }
 
 const rootHelp = `batchpipe groups a stream of records into batches and delivers each batch
-to a sink: a file, a command or an HTTP endpoint. A batch is flushed when it
+to a sink: a file, a command, an HTTP endpoint or a Kafka topic. A batch is flushed when it
 holds --max-records records, when the next record would take it past
 --max-bytes, when its oldest record has waited --linger, at end of input, on
 SIGTERM/SIGINT (after which everything read is delivered) and on SIGUSR1
@@ -207,6 +207,9 @@ const rootExamples = `  # append the lines of a growing log in batches of 500, a
   # drain a Kafka topic to a file and exit
   batchpipe --kafka-brokers localhost:9092 --topic orders --until-end -n 1000 file orders.ndjson
 
+  # a log into a Kafka topic, in batches of 1000 acknowledged by all replicas
+  tail -F app.log | batchpipe -n 1000 kafka --brokers localhost:9092 logs
+
   # consume as a group, committing offsets once batches are written
   batchpipe --kafka-brokers b1:9092,b2:9092 --topic clicks --group loader -n 5000 -t 2s file clicks.log`
 
@@ -235,9 +238,9 @@ func newRoot(o *options) *cobra.Command {
 			if s := c.SuggestionsFor(args[0]); len(s) > 0 {
 				return usagef("unknown sink %q (did you mean %s?)", args[0], s[0])
 			}
-			return usagef("unknown sink %q (sinks: file, exec, http)", args[0])
+			return usagef("unknown sink %q (sinks: file, exec, http, kafka)", args[0])
 		}
-		return usagef("no sink given (sinks: file, exec, http)")
+		return usagef("no sink given (sinks: file, exec, http, kafka)")
 	}
 
 	f := root.PersistentFlags()
@@ -275,6 +278,7 @@ func newRoot(o *options) *cobra.Command {
 	root.AddCommand(newFileCmd(o))
 	root.AddCommand(newHTTPCmd(o))
 	root.AddCommand(newExecCmd(o))
+	root.AddCommand(newKafkaCmd(o))
 	return root
 }
 

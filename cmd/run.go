@@ -284,6 +284,10 @@ func (o *options) run(openSink func() (batcher.Sink, error)) error {
 	if s, ok := err.(stoppedAtStart); ok {
 		return o.report(batcher.Stats{}, nil, s.sig)
 	}
+	var unavailable *unavailableError
+	if errors.As(err, &unavailable) {
+		return err
+	}
 	if err != nil {
 		return refused(err)
 	}

@@ -8,6 +8,7 @@ import (
 
 	"github.com/IBM/sarama"
 	"github.com/batchpipe/batchpipe/batcher"
+	"github.com/batchpipe/batchpipe/internal/kafkaconn"
 )
 
 // Headers added to every dead-lettered record, beside its own.
@@ -41,11 +42,8 @@ func NewKafkaDeadLetter(client sarama.Client, topic string) (*KafkaDeadLetter, e
 	if topic == "" {
 		return nil, errors.New("kafka dead letter: no topic after kafka:")
 	}
-	if _, err := client.Partitions(topic); err != nil {
-		if errors.Is(err, sarama.ErrUnknownTopicOrPartition) {
-			return nil, fmt.Errorf("kafka dead letter: topic %q does not exist", topic)
-		}
-		return nil, fmt.Errorf("kafka dead letter: topic %q: %w", topic, err)
+	if _, err := kafkaconn.Partitions(client, topic); err != nil {
+		return nil, fmt.Errorf("kafka dead letter: %w", err)
 	}
 	p, err := sarama.NewSyncProducerFromClient(client)
 	if err != nil {

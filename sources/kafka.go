@@ -15,6 +15,8 @@ import (
 
 	"github.com/IBM/sarama"
 	"github.com/batchpipe/batchpipe/batcher"
+	"github.com/batchpipe/batchpipe/internal/envelope"
+	"github.com/batchpipe/batchpipe/internal/kafkaconn"
 	"github.com/batchpipe/batchpipe/monitor"
 )
 
@@ -345,7 +347,7 @@ func (k *Kafka) listOffset(topic string, p int32) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
-	req := sarama.NewOffsetRequest(KafkaVersion)
+	req := sarama.NewOffsetRequest(kafkaconn.Version)
 	if k.readCommitted() {
 		req.IsolationLevel = sarama.ReadCommitted
 	}
@@ -771,8 +773,8 @@ func (k *Kafka) nothingBelow(tp topicPartition, from, end int64) (bool, error) {
 	// A long run of markers takes several fetches, each from where the
 	// last one's whole batches ended.
 	for range maxProbes {
-		// Version 10 is what sarama's consumer uses at KafkaVersion, at
-		// the consumer's isolation level: under read_committed, records
+		// Version 10 is what sarama's consumer uses at kafkaconn.Version,
+		// at the consumer's isolation level: under read_committed, records
 		// of aborted transactions are skipped, as the consumer skips them.
 		req := &sarama.FetchRequest{Version: 10, MaxBytes: probeBytes, Isolation: sarama.ReadUncommitted, SessionEpoch: -1}
 		if committed {
@@ -860,7 +862,7 @@ func (k *Kafka) refreshHighWatermarks(c sarama.Client) {
 		byLeader[b] = append(byLeader[b], tp)
 	}
 	for b, tps := range byLeader {
-		req := sarama.NewOffsetRequest(KafkaVersion)
+		req := sarama.NewOffsetRequest(kafkaconn.Version)
 		if k.readCommitted() {
 			req.IsolationLevel = sarama.ReadCommitted // lag to what can be read
 		}
@@ -917,7 +919,7 @@ func (c *chunkBuilder) add(m *sarama.ConsumerMessage) {
 		c.recs = append(c.recs, batcher.Record{Data: m.Value, Meta: meta})
 		return
 	}
-	c.buf = appendEnvelope(c.buf, meta, m.Key, m.Value, m.Key == nil, m.Value == nil)
+	c.buf = envelope.Append(c.buf, meta, m.Key, m.Value, m.Key == nil, m.Value == nil)
 	c.ends = append(c.ends, len(c.buf))
 	c.recs = append(c.recs, batcher.Record{Meta: meta})
 }
@@ -1424,7 +1426,7 @@ func (k *Kafka) commitLocked(sess sarama.ConsumerGroupSession) error {
 }
 
 // newCommitRequest builds an offset commit at version 6, the one sarama's
-// own offset manager uses at KafkaVersion, the only version spoken.
+// own offset manager uses at kafkaconn.Version, the only version spoken.
 func newCommitRequest(group, member string, generation int32) *sarama.OffsetCommitRequest {
 	return &sarama.OffsetCommitRequest{
 		Version:                 6,

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"github.com/IBM/sarama"
 	"github.com/batchpipe/batchpipe/batcher"
+	"github.com/batchpipe/batchpipe/internal/kafkaconn"
 	"github.com/batchpipe/batchpipe/internal/kafkareal"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
@@ -35,7 +36,7 @@ func newCluster(t *testing.T, opts ...kfake.Opt) *kfake.Cluster {
 
 func connect(t *testing.T, c brokers) sarama.Client {
 	t.Helper()
-	conn := KafkaConn{Brokers: c.ListenAddrs(), SessionTimeout: time.Second}
+	conn := kafkaconn.Conn{Brokers: c.ListenAddrs(), SessionTimeout: time.Second}
 	client, err := conn.Connect()
 	if err != nil {
 		t.Fatal(err)
@@ -49,7 +50,7 @@ func connect(t *testing.T, c brokers) sarama.Client {
 func produce(t *testing.T, c brokers, topic string, parts []int32, n int) {
 	t.Helper()
 	cfg := sarama.NewConfig()
-	cfg.Version = KafkaVersion
+	cfg.Version = kafkaconn.Version
 	cfg.Producer.Partitioner = sarama.NewManualPartitioner
 	cfg.Producer.Return.Successes = true
 	cfg.Producer.MaxMessageBytes = 8 << 20

@@ -18,6 +18,7 @@ import (
 	"os"
 	"os/signal"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -27,7 +28,7 @@ import (
 
 func main() {
 	addr := flag.String("addr", "127.0.0.1:9092", "listen address; port 0 picks a free one")
-	topic := flag.String("topic", "demo", "topic to create")
+	topic := flag.String("topic", "demo", "topics to create, comma-separated; -seed and -records fill the first")
 	partitions := flag.Int("partitions", 4, "partitions of the topic")
 	seed := flag.String("seed", "", "produce the lines of this file to the topic, round-robin over partitions")
 	records := flag.Int("records", 0, "produce this many generated records to the topic")
@@ -51,7 +52,7 @@ func run(addr, topic string, partitions int32, seed string, records, size int, d
 	}
 	opts := []kfake.Opt{
 		kfake.NumBrokers(1),
-		kfake.SeedTopics(partitions, topic),
+		kfake.SeedTopics(partitions, strings.Split(topic, ",")...),
 		kfake.ListenFn(func(network, _ string) (net.Listener, error) {
 			return net.Listen(network, net.JoinHostPort(host, strconv.Itoa(port)))
 		}),
@@ -65,9 +66,10 @@ func run(addr, topic string, partitions int32, seed string, records, size int, d
 	}
 	defer c.Close()
 	brokers := c.ListenAddrs()
-	fmt.Fprintf(os.Stderr, "kafka-dev: listening on %s (topic %s, %d partitions)\n", brokers[0], topic, partitions)
+	fmt.Fprintf(os.Stderr, "kafka-dev: listening on %s (topics %s, %d partitions each)\n", brokers[0], topic, partitions)
 
 	start := time.Now()
+	topic, _, _ = strings.Cut(topic, ",")
 	n, err := seedTopic(brokers, topic, partitions, seed, records, size)
 	if err != nil {
 		return err

@@ -1,4 +1,7 @@
-package sources
+// Package kafkaconn is the one place that builds Kafka clients: the
+// connection settings (brokers, TLS, SASL), the client configuration the
+// source and the producers rely on, and the checks made at start.
+package kafkaconn
 
 import (
 	"crypto/sha256"
@@ -22,9 +25,9 @@ func init() {
 	metrics.UseNilMetrics = true
 }
 
-// KafkaConn says how to reach a Kafka cluster: brokers, client id, TLS and
+// Conn says how to reach a Kafka cluster: brokers, client id, TLS and
 // SASL. The Kafka source and the Kafka dead letter share one connection.
-type KafkaConn struct {
+type Conn struct {
 	Brokers  []string // host:port
 	ClientID string   // default "batchpipe"
 
@@ -57,20 +60,20 @@ type KafkaConn struct {
 	SessionTimeout time.Duration
 }
 
-// KafkaVersion is the protocol version spoken: Kafka 2.1 (2018) and later
+// Version is the protocol version spoken: Kafka 2.1 (2018) and later
 // brokers understand it, and it has what offset commits with generations and
 // record headers need. The Kafka source builds some requests itself, at
 // the versions sarama uses for it: change them with it.
-var KafkaVersion = sarama.V2_1_0_0
+var Version = sarama.V2_1_0_0
 
 // Config returns the client configuration: the connection settings, and the
 // consumer and producer settings batchpipe relies on.
-func (c *KafkaConn) Config() (*sarama.Config, error) {
+func (c *Conn) Config() (*sarama.Config, error) {
 	if len(c.Brokers) == 0 {
 		return nil, errors.New("kafka: no brokers given")
 	}
 	cfg := sarama.NewConfig()
-	cfg.Version = KafkaVersion
+	cfg.Version = Version
 	cfg.ClientID = c.ClientID
 	if cfg.ClientID == "" {
 		cfg.ClientID = "batchpipe"
@@ -143,7 +146,7 @@ func (c *KafkaConn) Config() (*sarama.Config, error) {
 	return cfg, nil
 }
 
-func (c *KafkaConn) tlsConfig() (*tls.Config, error) {
+func (c *Conn) tlsConfig() (*tls.Config, error) {
 	tc, err := tlsfiles.Config(c.CAFile, c.CertFile, c.KeyFile)
 	if err != nil {
 		return nil, fmt.Errorf("kafka: %w", err)
@@ -151,7 +154,7 @@ func (c *KafkaConn) tlsConfig() (*tls.Config, error) {
 	return tc, nil
 }
 
-func (c *KafkaConn) sasl(cfg *sarama.Config) error {
+func (c *Conn) sasl(cfg *sarama.Config) error {
 	if c.SASL == "" {
 		if c.User != "" {
 			return errors.New("kafka: a user name without a SASL mechanism")
@@ -184,12 +187,17 @@ func (c *KafkaConn) sasl(cfg *sarama.Config) error {
 // Connect connects to the cluster and loads the metadata of topics, so
 // that brokers that cannot be reached (or refuse the credentials) are
 // reported now. Its error names the brokers; it never holds credentials.
-func (c *KafkaConn) Connect(topics ...string) (sarama.Client, error) {
+func (c *Conn) Connect(topics ...string) (sarama.Client, error) {
+	return c.connect(c.Config, topics)
+}
+
+// connect opens a client made with config, after a probe.
+func (c *Conn) connect(config func() (*sarama.Config, error), topics []string) (sarama.Client, error) {
 	// First a probe that waits for answers no longer than it waits to
 	// connect: a broker that accepts connections but never answers would
 	// otherwise hold the start for sarama's read timeout (30s), which the
 	// client itself needs for long requests.
-	probe, err := c.Config()
+	probe, err := config()
 	if err != nil {
 		return nil, err
 	}
@@ -198,7 +206,7 @@ func (c *KafkaConn) Connect(topics ...string) (sarama.Client, error) {
 	client, err := c.open(probe, topics)
 	if err == nil {
 		client.Close()
-		cfg, _ := c.Config() // as above: no error
+		cfg, _ := config() // as above: no error
 		client, err = c.open(cfg, topics)
 	}
 	if err != nil {
@@ -213,7 +221,7 @@ func (c *KafkaConn) Connect(topics ...string) (sarama.Client, error) {
 }
 
 // open creates a client and loads the metadata of topics.
-func (c *KafkaConn) open(cfg *sarama.Config, topics []string) (sarama.Client, error) {
+func (c *Conn) open(cfg *sarama.Config, topics []string) (sarama.Client, error) {
 	client, err := sarama.NewClient(c.Brokers, cfg)
 	if err != nil {
 		return nil, err

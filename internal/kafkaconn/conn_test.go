@@ -1,4 +1,4 @@
-package sources
+package kafkaconn
 
 import (
 	"crypto/tls"
@@ -8,13 +8,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/IBM/sarama"
 	"github.com/batchpipe/batchpipe/internal/testcert"
 	"github.com/twmb/franz-go/pkg/kfake"
 )
 
 // TLS and each SASL mechanism against a cluster that requires them; a wrong
 // password is refused without being repeated.
-func TestKafkaConnSecurity(t *testing.T) {
+func TestConnSecurity(t *testing.T) {
 	certs := testcert.New(t)
 	for _, mech := range []string{"plain", "scram-sha-256", "scram-sha-512"} {
 		t.Run(mech, func(t *testing.T) {
@@ -24,7 +25,7 @@ func TestKafkaConnSecurity(t *testing.T) {
 				kfake.EnableSASL(),
 				kfake.Superuser(strings.ToUpper(mech), "alice", "right-password"),
 			)
-			conn := KafkaConn{Brokers: c.ListenAddrs(), CAFile: certs.CAFile, SASL: mech, User: "alice", Password: "right-password"}
+			conn := Conn{Brokers: c.ListenAddrs(), CAFile: certs.CAFile, SASL: mech, User: "alice", Password: "right-password"}
 			client, err := conn.Connect("t")
 			if err != nil {
 				t.Fatal(err)
@@ -55,7 +56,7 @@ func TestKafkaConnSecurity(t *testing.T) {
 }
 
 // Mutual TLS: the broker wants a client certificate signed by its CA.
-func TestKafkaConnClientCertificate(t *testing.T) {
+func TestConnClientCertificate(t *testing.T) {
 	certs := testcert.New(t)
 	c := newCluster(t,
 		kfake.SeedTopics(1, "t"),
@@ -65,7 +66,7 @@ func TestKafkaConnClientCertificate(t *testing.T) {
 			ClientCAs:    certs.Pool,
 		}),
 	)
-	conn := KafkaConn{Brokers: c.ListenAddrs(), CAFile: certs.CAFile, CertFile: certs.ClientCert, KeyFile: certs.ClientKey}
+	conn := Conn{Brokers: c.ListenAddrs(), CAFile: certs.CAFile, CertFile: certs.ClientCert, KeyFile: certs.ClientKey}
 	client, err := conn.Connect("t")
 	if err != nil {
 		t.Fatal(err)
@@ -78,17 +79,17 @@ func TestKafkaConnClientCertificate(t *testing.T) {
 	}
 }
 
-func TestKafkaConnConfigErrors(t *testing.T) {
+func TestConnConfigErrors(t *testing.T) {
 	for _, tc := range []struct {
-		conn KafkaConn
+		conn Conn
 		want string
 	}{
-		{KafkaConn{}, "no brokers"},
-		{KafkaConn{Brokers: []string{"b:9092"}, SASL: "gssapi", User: "u"}, "unknown SASL mechanism"},
-		{KafkaConn{Brokers: []string{"b:9092"}, SASL: "plain"}, "needs a user name"},
-		{KafkaConn{Brokers: []string{"b:9092"}, User: "u"}, "without a SASL mechanism"},
-		{KafkaConn{Brokers: []string{"b:9092"}, CertFile: "c.pem"}, "both the certificate and the key"},
-		{KafkaConn{Brokers: []string{"b:9092"}, CAFile: "/nonexistent/ca.pem"}, "CA file"},
+		{Conn{}, "no brokers"},
+		{Conn{Brokers: []string{"b:9092"}, SASL: "gssapi", User: "u"}, "unknown SASL mechanism"},
+		{Conn{Brokers: []string{"b:9092"}, SASL: "plain"}, "needs a user name"},
+		{Conn{Brokers: []string{"b:9092"}, User: "u"}, "without a SASL mechanism"},
+		{Conn{Brokers: []string{"b:9092"}, CertFile: "c.pem"}, "both the certificate and the key"},
+		{Conn{Brokers: []string{"b:9092"}, CAFile: "/nonexistent/ca.pem"}, "CA file"},
 	} {
 		if _, err := tc.conn.Config(); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%+v: error %v, want %q", tc.conn, err, tc.want)
@@ -98,7 +99,7 @@ func TestKafkaConnConfigErrors(t *testing.T) {
 
 // A broker that takes connections but never answers is reported within
 // the dial timeout, not sarama's 30-second read timeout.
-func TestKafkaConnSilentBroker(t *testing.T) {
+func TestConnSilentBroker(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -124,7 +125,7 @@ func TestKafkaConnSilentBroker(t *testing.T) {
 			c.Close()
 		}
 	}()
-	conn := KafkaConn{Brokers: []string{ln.Addr().String()}, DialTimeout: 200 * time.Millisecond}
+	conn := Conn{Brokers: []string{ln.Addr().String()}, DialTimeout: 200 * time.Millisecond}
 	start := time.Now()
 	client, err := conn.Connect("t")
 	if err == nil {
@@ -142,9 +143,9 @@ func TestKafkaConnSilentBroker(t *testing.T) {
 // A join waits at the coordinator up to the rebalance timeout: the read
 // timeout must outlast it, or joins after members die fail and start
 // again, over and over.
-func TestKafkaReadTimeoutOutlastsJoins(t *testing.T) {
+func TestConnReadTimeoutOutlastsJoins(t *testing.T) {
 	for _, rt := range []time.Duration{0, time.Second, 5 * time.Minute} {
-		c := KafkaConn{Brokers: []string{"b:9092"}, RebalanceTimeout: rt}
+		c := Conn{Brokers: []string{"b:9092"}, RebalanceTimeout: rt}
 		cfg, err := c.Config()
 		if err != nil {
 			t.Fatal(err)
@@ -152,5 +153,37 @@ func TestKafkaReadTimeoutOutlastsJoins(t *testing.T) {
 		if g := cfg.Consumer.Group.Rebalance.Timeout; cfg.Net.ReadTimeout < g+5*time.Second {
 			t.Errorf("rebalance timeout %v: read timeout %v, want at least 5s more", g, cfg.Net.ReadTimeout)
 		}
+	}
+}
+
+// The user's options apply on top of acks=all.
+func TestProducerConfig(t *testing.T) {
+	conn := Conn{Brokers: []string{"b:9092"}}
+	cfg, err := conn.ProducerConfig(ProducerOptions{Compression: sarama.CompressionZSTD})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Producer.RequiredAcks != sarama.WaitForAll || cfg.Producer.Compression != sarama.CompressionZSTD ||
+		cfg.Producer.MaxMessageBytes != DefaultMaxMessageBytes {
+		t.Fatalf("producer settings %+v", cfg.Producer)
+	}
+}
+
+// A missing topic is named; it is not created.
+func TestPartitionsMissingTopic(t *testing.T) {
+	c := newCluster(t, kfake.SeedTopics(3, "t"))
+	client, err := (&Conn{Brokers: c.ListenAddrs()}).Connect("t", "nope")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	if n, err := Partitions(client, "t"); n != 3 || err != nil {
+		t.Fatalf("t: %d partitions, %v", n, err)
+	}
+	if _, err := Partitions(client, "nope"); err == nil || err.Error() != `topic "nope" does not exist` {
+		t.Fatalf("nope: %v", err)
+	}
+	if _, err := Partitions(client, "nope"); err == nil {
+		t.Fatal("the topic was created")
 	}
 }

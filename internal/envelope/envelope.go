@@ -1,4 +1,4 @@
-package sources
+package envelope
 
 import (
 	"bytes"
@@ -10,18 +10,19 @@ import (
 	"github.com/batchpipe/batchpipe/batcher"
 )
 
-// appendEnvelope appends one JSON object describing a Kafka record, on one
+// Append appends one JSON object describing a Kafka record, on one
 // line, like kcat -J:
 //
 //	{"topic":"t","partition":0,"offset":7,"timestamp":"2024-05-01T10:00:00.123Z",
 //	 "key":"k","headers":[{"key":"h","value":"v"}],"value":{"a":1}}
 //
-// The key and the value are embedded as JSON when they are valid JSON
-// (compacted, so the object stays on one line), else as a string when they
-// are valid UTF-8, else base64-encoded under "key_base64"/"value_base64".
+// The key and the value are embedded as JSON when they are compact JSON
+// other than a string (so the object stays on one line and --unwrap gets
+// the same bytes back), else as a string when they are valid UTF-8, else
+// base64-encoded under "key_base64"/"value_base64".
 // A null key or value is null. Header values are strings or, when not
 // UTF-8, base64 under "value_base64".
-func appendEnvelope(dst []byte, m *batcher.Meta, key, value []byte, keyNull, valueNull bool) []byte {
+func Append(dst []byte, m *batcher.Meta, key, value []byte, keyNull, valueNull bool) []byte {
 	dst = append(dst, `{"topic":`...)
 	dst = appendJSONString(dst, m.Topic)
 	dst = append(dst, `,"partition":`...)
@@ -59,32 +60,34 @@ func appendEnvelope(dst []byte, m *batcher.Meta, key, value []byte, keyNull, val
 	return append(dst, '}')
 }
 
-// appendPayload appends ,"name":… for a key or a value.
+// appendPayload appends ,"name":… for a key or a value, so that it can be
+// restored byte for byte (batchpipe's kafka --unwrap): JSON is embedded
+// only when it is compact and not a string nor null, exactly as it is;
+// other UTF-8 (pretty JSON, a JSON string, text) is a string; the rest is
+// base64.
 func appendPayload(dst []byte, name string, p []byte, null bool) []byte {
+	dst = append(dst, `,"`...)
+	dst = append(dst, name...)
 	switch {
 	case null:
-		dst = append(dst, `,"`...)
-		dst = append(dst, name...)
 		return append(dst, `":null`...)
-	case utf8.Valid(p) && json.Valid(p):
-		dst = append(dst, `,"`...)
-		dst = append(dst, name...)
-		dst = append(dst, `":`...)
-		buf := bytes.NewBuffer(dst)
-		json.Compact(buf, p) // cannot fail: p is valid
-		return buf.Bytes()
-	case utf8.Valid(p):
-		dst = append(dst, `,"`...)
-		dst = append(dst, name...)
-		dst = append(dst, `":`...)
-		return appendJSONString(dst, string(p))
-	default:
-		dst = append(dst, `,"`...)
-		dst = append(dst, name...)
+	case !utf8.Valid(p):
 		dst = append(dst, `_base64":"`...)
 		dst = base64.StdEncoding.AppendEncode(dst, p)
 		return append(dst, '"')
 	}
+	dst = append(dst, `":`...)
+	// null itself would read back as no value at all.
+	if len(p) > 0 && p[0] != '"' && string(p) != "null" && json.Valid(p) {
+		mark := len(dst)
+		buf := bytes.NewBuffer(dst)
+		json.Compact(buf, p) // cannot fail: p is valid
+		if dst = buf.Bytes(); bytes.Equal(dst[mark:], p) {
+			return dst
+		}
+		dst = dst[:mark]
+	}
+	return appendJSONString(dst, string(p))
 }
 
 // envelopeTime is RFC 3339 in UTC with milliseconds, Kafka's precision.

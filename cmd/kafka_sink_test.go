@@ -1,0 +1,114 @@
+package cmd
+
+import (
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/IBM/sarama"
+	"github.com/batchpipe/batchpipe/sinks"
+)
+
+func TestKafkaSinkFlags(t *testing.T) {
+	for _, tc := range []struct {
+		opts           kafkaSinkOptions
+		partitionerSet bool
+		want           sinks.KafkaProducerConfig
+		compression    sarama.CompressionCodec
+	}{
+		{kafkaSinkOptions{partitioner: "murmur2", keepMeta: true, compression: "none", maxMessageBytes: 1},
+			false, sinks.KafkaProducerConfig{Topic: "t", KeepMeta: true}, sarama.CompressionNone},
+		{kafkaSinkOptions{partitioner: "crc32", keyDelimiter: `\t`, compression: "zstd", maxMessageBytes: 1},
+			true, sinks.KafkaProducerConfig{Topic: "t", KeyDelimiter: []byte("\t")}, sarama.CompressionZSTD},
+		{kafkaSinkOptions{partitioner: "murmur2", keyDelimiter: "::", compression: "lz4", maxMessageBytes: 1},
+			false, sinks.KafkaProducerConfig{Topic: "t", KeyDelimiter: []byte("::")}, sarama.CompressionLZ4},
+		// The envelope's partition is kept unless a partitioner is asked for.
+		{kafkaSinkOptions{partitioner: "murmur2", unwrap: true, compression: "gzip", maxMessageBytes: 1},
+			false, sinks.KafkaProducerConfig{Topic: "t", Unwrap: true, KeepPartition: true}, sarama.CompressionGZIP},
+		{kafkaSinkOptions{partitioner: "random", unwrap: true, compression: "snappy", maxMessageBytes: 1},
+			true, sinks.KafkaProducerConfig{Topic: "t", Unwrap: true}, sarama.CompressionSnappy},
+	} {
+		cfg, popts, err := tc.opts.config("t", tc.partitionerSet)
+		if err != nil {
+			t.Fatalf("%+v: %v", tc.opts, err)
+		}
+		if cfg.Partitioner == nil {
+			t.Fatalf("%+v: no partitioner", tc.opts)
+		}
+		cfg.Partitioner = nil
+		if !reflect.DeepEqual(cfg, tc.want) || popts.Compression != tc.compression || popts.MaxMessageBytes != 1 {
+			t.Errorf("%+v:\n got %+v %+v\nwant %+v", tc.opts, cfg, popts, tc.want)
+		}
+	}
+}
+
+func TestKafkaSinkUsageErrors(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"kafka", "--brokers", "b:1"}, "kafka: give one TOPIC"},
+		{[]string{"kafka", "--brokers", "b:1", "a", "b"}, "kafka: give one TOPIC"},
+		{[]string{"kafka", "t"}, "kafka: give --brokers, or --kafka-brokers, or set " + envBrokers},
+		{[]string{"kafka", "--brokers", "b:1", "--partitioner", "fnv", "t"}, "unknown partitioner"},
+		{[]string{"kafka", "--brokers", "b:1", "--compression", "brotli", "t"}, "--compression takes none, gzip"},
+		{[]string{"kafka", "--brokers", "b:1", "--unwrap", "-K", ":", "t"}, "--unwrap and --key-delimiter"},
+		{[]string{"kafka", "--brokers", "b:1", "--max-message-bytes", "0", "t"}, "--max-message-bytes must be at least 1"},
+		{[]string{"--kafka-sasl", "plain", "--kafka-user", "u", "kafka", "--brokers", "b:1", "t"}, envPassword},
+	} {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			t.Setenv(envBrokers, "")
+			t.Setenv(envPassword, "")
+			_, stderr, code := parseKafka(t, tc.args...)
+			if code != exitUsage || !strings.Contains(stderr, tc.want) {
+				t.Fatalf("exit %d, %q; want exit 2 and %q", code, stderr, tc.want)
+			}
+		})
+	}
+}
+
+// --brokers wins; else the source's brokers, from the flag or the
+// environment. TLS and SASL are the source's.
+func TestKafkaSinkBrokers(t *testing.T) {
+	t.Setenv(envBrokers, "env:9092")
+	t.Setenv(envPassword, "pw")
+	o, stderr, code := parseKafka(t, "--kafka-sasl", "plain", "--kafka-user", "u", "kafka", "t")
+	if code != exitOK {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	for _, tc := range []struct {
+		flag, source string
+		want         []string
+	}{
+		{"", "", []string{"env:9092"}},
+		{"", "src:9092", []string{"src:9092"}},
+		{"a:1,b:2", "src:9092", []string{"a:1", "b:2"}},
+	} {
+		o.kafka.brokers = tc.source
+		conn, err := o.sinkConn(tc.flag)
+		if err != nil || !reflect.DeepEqual(conn.Brokers, tc.want) || conn.SASL != "plain" || conn.Password != "pw" {
+			t.Errorf("--brokers %q, --kafka-brokers %q: %+v, %v", tc.flag, tc.source, conn, err)
+		}
+	}
+}
+
+// The kafka sink's examples parse.
+func TestKafkaSinkExamplesParse(t *testing.T) {
+	n := 0
+	for line := range strings.Lines(kafkaSinkExamples) {
+		line = strings.TrimSpace(line)
+		_, cmdline, ok := strings.Cut(line, "batchpipe ")
+		if !ok || strings.HasPrefix(line, "#") || !strings.Contains(cmdline, "kafka ") {
+			continue
+		}
+		cmdline, _, _ = strings.Cut(cmdline, " <")
+		n++
+		_, stderr, code := parseKafka(t, shellWords(t, cmdline)...)
+		if code != exitOK {
+			t.Errorf("example %q: exit %d: %s", line, code, stderr)
+		}
+	}
+	if n < 3 {
+		t.Errorf("%d examples, want 3", n)
+	}
+}

@@ -1,0 +1,495 @@
+package sinks
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/IBM/sarama"
+	"github.com/batchpipe/batchpipe/batcher"
+	"github.com/batchpipe/batchpipe/internal/envelope"
+	"github.com/batchpipe/batchpipe/internal/kafkaconn"
+)
+
+// KafkaProducerConfig says what the Kafka sink makes of a record.
+type KafkaProducerConfig struct {
+	Topic string
+	// Partitioner places records with a key: Murmur2Partition (the
+	// default), CRC32Partition or a random one.
+	Partitioner func(key []byte, partitions int32) int32
+	// KeyDelimiter, when set, splits a record at its first occurrence:
+	// the key before, the value after (kcat -K). A record without it has
+	// no key.
+	KeyDelimiter []byte
+	// Unwrap reads each record as an envelope (--envelope json) and
+	// produces the record it describes.
+	Unwrap bool
+	// KeepPartition, with Unwrap, sends a record to the envelope's
+	// partition; else the partitioner places it.
+	KeepPartition bool
+	// KeepMeta gives a record read from Kafka its key, headers and
+	// timestamp.
+	KeepMeta bool
+}
+
+// KafkaProducer produces each batch to a topic, and returns once every
+// record is acknowledged by all in-sync replicas (acks=all), or has failed.
+//
+// It builds the produce requests itself, one record batch per partition
+// (more when they would pass --max-message-bytes), rather than handing
+// each record through sarama's producer goroutines, which cost more than
+// the rest of batchpipe together. It is idempotent as the Java client is:
+// a producer id from the broker and a sequence number per partition, so a
+// request retried after a lost answer is written once; one request per
+// partition is in flight at a time, so order within a partition is kept.
+//
+// Records the broker refuses for good (too large, invalid) are rejected
+// on their own; records that failed for a reason that may pass (no
+// leader, a timeout) after the retries here are rejected to be tried again
+// by the pipeline; the rest of the batch counts as delivered.
+//
+// Records without a key, as with the Java client's sticky partitioner, all
+// go to one partition per batch, the next partition for the next batch.
+type KafkaProducer struct {
+	cfg      KafkaProducerConfig
+	client   sarama.Client
+	codec    sarama.CompressionCodec
+	maxBytes int
+	attempts int // per record batch and delivery
+	sticky   atomic.Uint32
+
+	idMu sync.Mutex
+	id   producerID
+
+	partsMu sync.Mutex
+	parts   map[int32]*partitionState
+
+	sends sync.WaitGroup // requests a Deliver gave up waiting for
+}
+
+// producerID is the identity the broker deduplicates by; gen counts the
+// ids this producer has had, so that partitions know to restart their
+// sequence numbers.
+type producerID struct {
+	id    int64
+	epoch int16
+	gen   int
+	valid bool
+}
+
+type partitionState struct {
+	mu  sync.Mutex // held while a record batch to the partition is in flight
+	gen int
+	seq int32
+}
+
+var (
+	_ batcher.Sink   = (*KafkaProducer)(nil)
+	_ batcher.Closer = (*KafkaProducer)(nil)
+)
+
+// Retries of a record batch within one delivery: about 20 seconds in all,
+// enough for a leader election.
+const (
+	produceAttempts   = 10
+	produceBackoff    = 100 * time.Millisecond
+	produceMaxBackoff = 5 * time.Second
+	// batchOverhead is a record batch's header; recordOverhead bounds a
+	// record's own (lengths, attributes, deltas as varints).
+	batchOverhead  = 61
+	recordOverhead = 24
+)
+
+// NewKafkaProducer checks that the topic exists and takes client, made
+// with kafkaconn's ProducerConfig, which it closes.
+func NewKafkaProducer(client sarama.Client, cfg KafkaProducerConfig) (*KafkaProducer, error) {
+	if _, err := kafkaconn.Partitions(client, cfg.Topic); err != nil {
+		return nil, fmt.Errorf("kafka sink: %w", err)
+	}
+	if cfg.Partitioner == nil {
+		cfg.Partitioner = Murmur2Partition
+	}
+	conf := client.Config()
+	return &KafkaProducer{cfg: cfg, client: client, codec: conf.Producer.Compression,
+		maxBytes: conf.Producer.MaxMessageBytes, attempts: produceAttempts, parts: make(map[int32]*partitionState)}, nil
+}
+
+// A chunk is records of one partition sent as one record batch.
+type chunk struct {
+	partition int32
+	index     []int // each record's index in the delivered batch
+	recs      []*sarama.Record
+}
+
+// A chunkResult says how each record of a chunk fared.
+type chunkResult struct {
+	index []int
+	errs  []error // one per record, or one for all; nil: delivered
+}
+
+// Deliver produces b's records.
+func (k *KafkaProducer) Deliver(ctx context.Context, b *batcher.Batch) error {
+	n := b.Len()
+	parts, err := kafkaconn.Partitions(k.client, k.cfg.Topic)
+	if err != nil {
+		return fmt.Errorf("kafka sink: %w", err)
+	}
+	sticky := int32(k.sticky.Add(1) % uint32(parts))
+	// Our own copy of the records: if ctx ends first, a request may still
+	// be on its way after Deliver has returned the batch.
+	buf := bytes.Clone(b.Bytes())
+	slab := make([]sarama.Record, n)
+	now := time.Now()
+	var rejected []batcher.Rejected
+	var chunks []*chunk
+	open := make(map[int32]*chunk) // the chunk being filled, per partition
+	size := make(map[int32]int)
+	start := 0
+	for i := range n {
+		end := start + len(b.Record(i))
+		r := &slab[i]
+		p, ts, err := k.record(r, buf[start:end:end], b.Meta(i), sticky, int32(parts))
+		start = end + 1
+		if err != nil {
+			rejected = append(rejected, batcher.Rejected{Index: i, Err: fmt.Errorf("kafka sink: %s: %w", b.Pos(i), err)})
+			continue
+		}
+		if ts.IsZero() {
+			ts = now
+		}
+		r.TimestampDelta = time.Duration(ts.UnixMilli()) * time.Millisecond // made relative below
+		sz := recordOverhead + len(r.Key) + len(r.Value)
+		for _, h := range r.Headers {
+			sz += len(h.Key) + len(h.Value) + 10
+		}
+		c := open[p]
+		if c == nil || size[p]+sz > k.maxBytes-batchOverhead {
+			c = &chunk{partition: p}
+			open[p], size[p] = c, 0
+			chunks = append(chunks, c)
+		}
+		c.index = append(c.index, i)
+		c.recs = append(c.recs, r)
+		size[p] += sz
+	}
+
+	// A goroutine per partition sends its chunks in order, and stops at
+	// the first that fails, so that nothing overtakes it.
+	results := make(chan chunkResult, len(chunks))
+	byPartition := make(map[int32][]*chunk)
+	var order []int32
+	for _, c := range chunks {
+		if byPartition[c.partition] == nil {
+			order = append(order, c.partition)
+		}
+		byPartition[c.partition] = append(byPartition[c.partition], c)
+	}
+	for _, p := range order {
+		cs := byPartition[p]
+		k.sends.Go(func() {
+			var failed error
+			for _, c := range cs {
+				if failed != nil {
+					results <- chunkResult{c.index, []error{fmt.Errorf("not sent: an earlier record batch of partition %d failed: %w", p, failed)}}
+					continue
+				}
+				res := k.produceChunk(ctx, c)
+				for _, e := range res.errs {
+					if e != nil && !refusedForGood(e) {
+						failed = e
+					}
+				}
+				results <- res
+			}
+		})
+	}
+	for range chunks {
+		var res chunkResult
+		select {
+		case res = <-results:
+		case <-ctx.Done():
+			return fmt.Errorf("kafka sink: %s: %w", b, context.Cause(ctx))
+		}
+		for j, i := range res.index {
+			var err error
+			if len(res.errs) == 1 {
+				err = res.errs[0]
+			} else if len(res.errs) > 1 {
+				err = res.errs[j]
+			}
+			if err != nil {
+				rejected = append(rejected, batcher.Rejected{
+					Index: i,
+					Err:   fmt.Errorf("kafka sink: %s: produce to %s: %w", b.Pos(i), k.cfg.Topic, err),
+					Again: !refusedForGood(err),
+				})
+			}
+		}
+	}
+	if len(rejected) > 0 {
+		// In batch order, so that records tried again keep theirs.
+		slices.SortFunc(rejected, func(a, b batcher.Rejected) int { return a.Index - b.Index })
+		return &batcher.RejectError{Records: rejected}
+	}
+	return nil
+}
+
+// produceChunk sends c as one record batch. A batch the broker finds too
+// large is sent again a record at a time, as it judges a batch whole.
+func (k *KafkaProducer) produceChunk(ctx context.Context, c *chunk) chunkResult {
+	err := k.produce(ctx, c.partition, c.recs)
+	if err == nil || len(c.recs) == 1 || !isTooLarge(err) {
+		return chunkResult{c.index, []error{err}}
+	}
+	errs := make([]error, len(c.recs))
+	for j, r := range c.recs {
+		errs[j] = k.produce(ctx, c.partition, []*sarama.Record{r})
+		if errs[j] != nil && !refusedForGood(errs[j]) {
+			for l := j + 1; l < len(errs); l++ {
+				errs[l] = fmt.Errorf("not sent: an earlier record failed: %w", errs[j])
+			}
+			break
+		}
+	}
+	return chunkResult{c.index, errs}
+}
+
+// produce writes recs to partition p as one record batch, retrying with
+// backoff what may pass. The records' TimestampDelta holds their
+// timestamp since the epoch.
+func (k *KafkaProducer) produce(ctx context.Context, p int32, recs []*sarama.Record) error {
+	first, last := recs[0].TimestampDelta, recs[0].TimestampDelta
+	for _, r := range recs {
+		first, last = min(first, r.TimestampDelta), max(last, r.TimestampDelta)
+	}
+	rb := &sarama.RecordBatch{
+		Version: 2, Codec: k.codec, CompressionLevel: sarama.CompressionLevelDefault,
+		LastOffsetDelta: int32(len(recs) - 1),
+		FirstTimestamp:  time.UnixMilli(int64(first / time.Millisecond)),
+		MaxTimestamp:    time.UnixMilli(int64(last / time.Millisecond)),
+		Records:         make([]*sarama.Record, len(recs)),
+	}
+	for j, r := range recs {
+		c := *r // r may be sent again alone: its deltas are this batch's
+		c.OffsetDelta = int64(j)
+		c.TimestampDelta = r.TimestampDelta - first
+		rb.Records[j] = &c
+	}
+
+	st := k.partition(p)
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	var wait *time.Timer
+	defer func() {
+		if wait != nil {
+			wait.Stop()
+		}
+	}()
+	backoff := produceBackoff
+	for attempt := 1; ; attempt++ {
+		id, err := k.producerID()
+		if err == nil {
+			if st.gen != id.gen {
+				st.gen, st.seq = id.gen, 0
+			}
+			rb.ProducerID, rb.ProducerEpoch, rb.FirstSequence = id.id, id.epoch, st.seq
+			err = k.send(p, rb)
+			switch {
+			case err == nil, attempt > 1 && errors.Is(err, sarama.ErrDuplicateSequenceNumber):
+				// A duplicate is this very batch, written by an attempt
+				// whose answer was lost.
+				st.seq += int32(len(recs))
+				return nil
+			case refusedForGood(err):
+				return err // nothing written: the sequence stays
+			case errors.Is(err, sarama.ErrOutOfOrderSequenceNumber), errors.Is(err, sarama.ErrUnknownProducerID),
+				errors.Is(err, sarama.ErrInvalidProducerEpoch), errors.Is(err, sarama.ErrDuplicateSequenceNumber):
+				// The broker's idea of the sequence is not ours: start
+				// again with a new producer id.
+				k.resetProducerID(id.gen)
+			}
+			// Otherwise the next attempt sends the same batch with the
+			// same sequence, which the broker writes once.
+		}
+		// Giving up, whether the broker wrote the batch is unknown: a new
+		// producer id restarts the sequences, so that no later batch can
+		// be taken for a duplicate of this one.
+		giveUp := func() error {
+			if id.valid {
+				k.resetProducerID(id.gen)
+			}
+			return err
+		}
+		if attempt >= k.attempts || ctx.Err() != nil {
+			return giveUp()
+		}
+		if wait == nil {
+			wait = time.NewTimer(backoff)
+		} else {
+			wait.Reset(backoff)
+		}
+		select {
+		case <-wait.C:
+		case <-ctx.Done():
+			return giveUp()
+		}
+		backoff = min(2*backoff, produceMaxBackoff)
+	}
+}
+
+// send makes one produce request of rb to the leader of partition p.
+func (k *KafkaProducer) send(p int32, rb *sarama.RecordBatch) error {
+	broker, err := k.client.Leader(k.cfg.Topic, p)
+	if err != nil {
+		k.client.RefreshMetadata(k.cfg.Topic)
+		return err
+	}
+	req := &sarama.ProduceRequest{RequiredAcks: sarama.WaitForAll, Timeout: 10000, Version: 7}
+	req.AddBatch(k.cfg.Topic, p, rb)
+	resp, err := broker.Produce(req)
+	if err != nil {
+		// The connection is in doubt: the next attempt opens a new one.
+		broker.Close()
+		k.client.RefreshMetadata(k.cfg.Topic)
+		return err
+	}
+	block := resp.GetBlock(k.cfg.Topic, p)
+	switch {
+	case block == nil:
+		return fmt.Errorf("broker %d: no answer for partition %d", broker.ID(), p)
+	case block.Err != sarama.ErrNoError:
+		if errors.Is(block.Err, sarama.ErrNotLeaderForPartition) || errors.Is(block.Err, sarama.ErrLeaderNotAvailable) ||
+			errors.Is(block.Err, sarama.ErrUnknownTopicOrPartition) {
+			k.client.RefreshMetadata(k.cfg.Topic)
+		}
+		return block.Err
+	}
+	return nil
+}
+
+// producerID returns the current producer id, asking the broker for one
+// if there is none.
+func (k *KafkaProducer) producerID() (producerID, error) {
+	k.idMu.Lock()
+	defer k.idMu.Unlock()
+	if !k.id.valid {
+		resp, err := k.client.InitProducerID()
+		if err == nil && resp.Err != sarama.ErrNoError {
+			err = resp.Err
+		}
+		if err != nil {
+			return producerID{}, fmt.Errorf("producer id: %w", err)
+		}
+		k.id = producerID{id: resp.ProducerID, epoch: resp.ProducerEpoch, gen: k.id.gen + 1, valid: true}
+	}
+	return k.id, nil
+}
+
+// resetProducerID drops producer id gen, if it is still the current one.
+func (k *KafkaProducer) resetProducerID(gen int) {
+	k.idMu.Lock()
+	defer k.idMu.Unlock()
+	if k.id.gen == gen {
+		k.id.valid = false
+	}
+}
+
+func (k *KafkaProducer) partition(p int32) *partitionState {
+	k.partsMu.Lock()
+	defer k.partsMu.Unlock()
+	st := k.parts[p]
+	if st == nil {
+		st = &partitionState{}
+		k.parts[p] = st
+	}
+	return st
+}
+
+func isTooLarge(err error) bool {
+	return errors.Is(err, sarama.ErrMessageSizeTooLarge) || errors.Is(err, sarama.ErrMessageSetSizeTooLarge)
+}
+
+// refusedForGood reports whether the broker will refuse a record whatever
+// the number of attempts.
+func refusedForGood(err error) bool {
+	for _, e := range []error{
+		sarama.ErrMessageSizeTooLarge, sarama.ErrInvalidRecord, sarama.ErrMessageSetSizeTooLarge,
+		sarama.ErrInvalidTimestamp, sarama.ErrTopicAuthorizationFailed, sarama.ErrClusterAuthorizationFailed,
+		sarama.ErrUnsupportedVersion, sarama.ErrUnsupportedForMessageFormat, sarama.ErrPolicyViolation,
+	} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
+}
+
+// record fills r with record rec of metadata meta, and returns its
+// partition and timestamp.
+func (k *KafkaProducer) record(r *sarama.Record, rec []byte, meta *batcher.Meta, sticky, parts int32) (int32, time.Time, error) {
+	p := int32(-1) // by key
+	var ts time.Time
+	r.Value = rec
+	switch {
+	case k.cfg.Unwrap:
+		e, err := envelope.Parse(rec)
+		if err != nil {
+			return 0, ts, err
+		}
+		r.Key, r.Value, ts = e.Key, e.Value, e.Timestamp
+		r.Headers = headers(e.Headers)
+		if k.cfg.KeepPartition && e.Partition >= 0 {
+			if e.Partition >= parts {
+				return 0, ts, fmt.Errorf("envelope partition %d: topic %s has %d partitions", e.Partition, k.cfg.Topic, parts)
+			}
+			p = e.Partition
+		}
+	case k.cfg.KeyDelimiter != nil:
+		if i := bytes.Index(rec, k.cfg.KeyDelimiter); i >= 0 {
+			r.Key, r.Value = rec[:i:i], rec[i+len(k.cfg.KeyDelimiter):]
+		}
+		if meta != nil && k.cfg.KeepMeta {
+			r.Headers, ts = headers(meta.Headers), meta.Timestamp
+		}
+	case meta != nil && k.cfg.KeepMeta:
+		r.Key, r.Headers, ts = meta.Key, headers(meta.Headers), meta.Timestamp
+	}
+	if size := len(r.Key) + len(r.Value); size > k.maxBytes {
+		return 0, ts, fmt.Errorf("record of %d bytes is larger than the largest the producer sends (%d bytes, --max-message-bytes)", size, k.maxBytes)
+	}
+	switch {
+	case p >= 0:
+	case r.Key != nil:
+		p = k.cfg.Partitioner(r.Key, parts)
+	default:
+		p = sticky
+	}
+	return p, ts, nil
+}
+
+func headers(hs []batcher.Header) []*sarama.RecordHeader {
+	if len(hs) == 0 {
+		return nil
+	}
+	out := make([]*sarama.RecordHeader, len(hs))
+	slab := make([]sarama.RecordHeader, len(hs))
+	for i, h := range hs {
+		slab[i] = sarama.RecordHeader{Key: []byte(h.Key), Value: h.Value}
+		out[i] = &slab[i]
+	}
+	return out
+}
+
+// Close waits for requests still out, then closes the client.
+func (k *KafkaProducer) Close() error {
+	k.sends.Wait()
+	if err := k.client.Close(); err != nil && !errors.Is(err, sarama.ErrClosedClient) {
+		return fmt.Errorf("kafka sink: close: %w", err)
+	}
+	return nil
+}
