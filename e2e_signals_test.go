@@ -505,7 +505,7 @@ func TestOverLimitRecordSparesItsNeighbours(t *testing.T) {
 	if r.code != 1 {
 		t.Errorf("exit %d, want 1", r.code)
 	}
-	if want := "first record not delivered: record 2 (byte offset 2)"; !strings.Contains(r.stderr, want) {
+	if want := "first record not delivered: record 2 at byte offset 2"; !strings.Contains(r.stderr, want) {
 		t.Errorf("stderr does not say %q:\n%s", want, r.stderr)
 	}
 	if n := summary(t, r.stderr); n[1] != 2 || n[3] != 1 {
@@ -526,7 +526,7 @@ func TestErrorNamesTheFirstUndeliveredRecord(t *testing.T) {
 	if code := p.wait(); code != 1 {
 		t.Fatalf("exit %d, want 1; stderr:\n%s", code, p.stderr())
 	}
-	if want := "first record not delivered: record 1 (byte offset 0)"; !strings.Contains(p.stderr(), want) {
+	if want := "first record not delivered: record 1 at byte offset 0"; !strings.Contains(p.stderr(), want) {
 		t.Errorf("stderr does not say %q:\n%s", want, p.stderr())
 	}
 }

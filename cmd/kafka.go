@@ -191,7 +191,7 @@ func (o *options) openKafka(logger *slog.Logger) (*kafkaRun, error) {
 	}
 	client, err := conn.Connect(topics...)
 	if err != nil {
-		return nil, connectError(conn, err)
+		return nil, connectError(err)
 	}
 	kr := &kafkaRun{client: client}
 	if !o.kafka.enabled() {
@@ -222,10 +222,12 @@ func (o *options) openKafka(logger *slog.Logger) (*kafkaRun, error) {
 }
 
 // connectError says whether a failure to reach the cluster is for the user
-// to fix (exit 2: credentials) or an outage (exit 69).
-func connectError(conn *kafkaconn.Conn, err error) error {
-	if errors.Is(err, sarama.ErrSASLAuthenticationFailed) || conn.SASL != "" && errors.Is(err, io.EOF) {
-		return refused(err) // credentials to fix, not an outage
+// to fix (exit 2) or an outage (exit 69). A broker that answers the
+// connection and then closes it at once (EOF) is there: it refused the
+// credentials, or speaks TLS to a client that does not, or the reverse.
+func connectError(err error) error {
+	if errors.Is(err, sarama.ErrSASLAuthenticationFailed) || errors.Is(err, io.EOF) {
+		return refused(err)
 	}
 	return &unavailableError{err}
 }

@@ -86,7 +86,7 @@ func newKafkaCmd(o *options) *cobra.Command {
 			return o.run(func() (batcher.Sink, error) {
 				client, err := conn.ConnectProducer(popts, cfg.Topic)
 				if err != nil {
-					return nil, connectError(conn, fmt.Errorf("kafka sink: %w", err))
+					return nil, connectError(fmt.Errorf("kafka sink: %w", err))
 				}
 				sink, err := sinks.NewKafkaProducer(client, cfg)
 				if err != nil {

@@ -169,12 +169,12 @@ func NewPerBatch(tmpl string, f Format) (*PerBatch, error) {
 	if tmpl == "" || strings.HasSuffix(tmpl, "/") {
 		return nil, fmt.Errorf("per-batch template %q does not name a file", tmpl)
 	}
-	if err := uniqueNames(tmpl); err != nil {
-		return nil, err
-	}
 	t, err := ParseTemplate(tmpl, true)
 	if err != nil {
 		return nil, fmt.Errorf("per-batch template %q: %w", tmpl, err)
+	}
+	if err := uniqueNames(tmpl); err != nil {
+		return nil, err
 	}
 	return &PerBatch{tmpl: t, src: tmpl, body: f, now: time.Now, byOffsets: !t.Has("seq")}, nil
 }
