@@ -256,10 +256,13 @@ func TestKafkaExactlyOnceIdempotentHTTP(t *testing.T) {
 	}
 	files := map[int32][]offsetFile{}
 	for key, body := range bodies {
-		f := strings.Split(key, "-") // t-PARTITION-FIRST-LAST
-		p, _ := strconv.Atoi(f[1])
-		first, _ := strconv.ParseInt(f[2], 10, 64)
-		last, _ := strconv.ParseInt(f[3], 10, 64)
+		f := strings.Split(strings.TrimPrefix(key, k.topic+"-"), "-") // TOPIC-PARTITION-FIRST-LAST
+		if len(f) != 3 {
+			t.Fatalf("key %q is not %s-PARTITION-FIRST-LAST", key, k.topic)
+		}
+		p, _ := strconv.Atoi(f[0])
+		first, _ := strconv.ParseInt(f[1], 10, 64)
+		last, _ := strconv.ParseInt(f[2], 10, 64)
 		files[int32(p)] = append(files[int32(p)], offsetFile{first, last, strings.Split(strings.TrimSuffix(body, "\n"), "\n")})
 	}
 	checkOffsetFiles(t, files, perPartition)

@@ -226,7 +226,7 @@ func (o *options) openKafka(logger *slog.Logger) (*kafkaRun, error) {
 // connection and then closes it at once (EOF) is there: it refused the
 // credentials, or speaks TLS to a client that does not, or the reverse.
 func connectError(err error) error {
-	if errors.Is(err, sarama.ErrSASLAuthenticationFailed) || errors.Is(err, io.EOF) {
+	if errors.Is(err, sarama.ErrSASLAuthenticationFailed) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
 		return refused(err)
 	}
 	return &unavailableError{err}
