@@ -14,8 +14,9 @@ import (
 	"testing"
 )
 
-// pgBinDirs are where PostgreSQL's server programs may be.
-var pgBinDirs = []string{"/usr/lib/postgresql/17/bin", "/usr/lib/postgresql/16/bin", "/usr/lib/postgresql/15/bin", "/usr/lib/postgresql/14/bin"}
+// pgBinDirs are where Debian puts PostgreSQL's server programs, a
+// directory per major version.
+var pgBinDirs, _ = filepath.Glob("/usr/lib/postgresql/*/bin")
 
 // The recipe, as the README gives it.
 const (
