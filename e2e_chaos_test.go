@@ -103,18 +103,24 @@ func init() {
 		case 3:
 			<-make(chan struct{}) // killed by --timeout
 		}
-		f, err := os.OpenFile(args[0], os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
-		if err != nil {
-			return 1
-		}
-		if _, err := f.Write(in); err != nil {
-			return 1
-		}
-		if f.Close() != nil {
-			return 1
-		}
-		return 0
+		return appendTo(args[0], in)
 	}
+}
+
+// appendTo appends in to the file named, in one write, and returns a
+// child's exit status.
+func appendTo(name string, in []byte) int {
+	f, err := os.OpenFile(name, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+	if err != nil {
+		return 1
+	}
+	if _, err := f.Write(in); err != nil {
+		return 1
+	}
+	if f.Close() != nil {
+		return 1
+	}
+	return 0
 }
 
 // TestChaosExecDeliveredPlusDeadLetteredIsInput runs commands that fail,

@@ -30,17 +30,7 @@ func init() {
 		if err != nil {
 			return 1
 		}
-		f, err := os.OpenFile(args[0], os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
-		if err != nil {
-			return 1
-		}
-		if _, err := f.Write(in); err != nil {
-			return 1
-		}
-		if f.Close() != nil {
-			return 1
-		}
-		return 0
+		return appendTo(args[0], in)
 	}
 }
 
