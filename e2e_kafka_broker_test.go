@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/IBM/sarama"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
@@ -363,4 +364,56 @@ func TestKafkaGroupThreeMembersOneKilled(t *testing.T) {
 	committed := committedOffsets(t, k.addr, k.topic, k.group, parts4)
 	last := drainFrom(t, k, committed, perPartition)
 	t.Logf("%d records delivered by the members, %d of them twice; %d by the final drain", d.count(), d.count()-4*perPartition, last.count())
+}
+
+// groupState returns the state of group and its count of members.
+func groupState(t *testing.T, admin sarama.ClusterAdmin, group string) (string, int) {
+	t.Helper()
+	ds, err := admin.DescribeConsumerGroups([]string{group})
+	if err != nil || len(ds) != 1 {
+		t.Fatalf("describe group %s: %v", group, err)
+	}
+	return ds[0].State, len(ds[0].Members)
+}
+
+// Ten members killed with SIGKILL in turn while they join the group (the
+// broker has them as members, the rebalance is not over): a drain then
+// finishes within the session timeout and 30 s, exit 0, the end committed.
+func TestKafkaKillsWhileJoining(t *testing.T) {
+	if realKafka == nil {
+		// A member killed in the middle of a join stays in kfake's
+		// group for good.
+		t.Skip("real broker only (kfake keeps a member killed while it joins): set BATCHPIPE_TEST_KAFKA, or make test-kafka-real")
+	}
+	const perPartition = 1000
+	k := newKafka(t, 4)
+	newProducer(t, k.addr).produce(k.topic, parts4, perPartition)
+	admin := clusterAdmin(t, k.addr)
+	defer admin.Close()
+	for i := range 10 {
+		_, before := groupState(t, admin, k.group)
+		p := start(t, "--kafka-brokers", k.addr, "--topic", k.topic, "--group", k.group, "file", "/dev/null")
+		eventually(t, fmt.Sprintf("member %d in the group", i), func() bool {
+			state, n := groupState(t, admin, k.group)
+			return n > before || state == "PreparingRebalance" || state == "CompletingRebalance"
+		})
+		p.signal(syscall.SIGKILL)
+		p.wait()
+	}
+	began := time.Now()
+	out := filepath.Join(t.TempDir(), "out")
+	r := run(t, nil, "--kafka-brokers", k.addr, "--topic", k.topic, "--group", k.group, "--until-end", "file", out)
+	took := time.Since(began)
+	if r.code != 0 {
+		t.Fatalf("drain: exit %d after %v:\n%s", r.code, took, r.stderr)
+	}
+	if took > 40*time.Second { // the default session timeout, 10s, and 30s
+		t.Fatalf("drain took %v, more than the session timeout and 30s:\n%s", took, r.stderr)
+	}
+	for p, o := range committedOffsets(t, k.addr, k.topic, k.group, parts4) {
+		if o != perPartition {
+			t.Errorf("partition %d: committed %d, want %d", p, o, perPartition)
+		}
+	}
+	t.Logf("drain took %v", took)
 }

@@ -1196,10 +1196,24 @@ func (k *Kafka) commitLoop() {
 		if k.sess != nil && !k.closing {
 			if err := k.commitLocked(k.sess); err != nil {
 				k.log.Warn("kafka: commit, retrying", "group", k.cfg.Group, "err", err)
+				if replaced(err) {
+					// The group went on without this member (its
+					// session ran out: a stall, a loaded machine):
+					// the partitions' new owners read from the last
+					// commit, so start no more batches of them.
+					k.track.revoke()
+				}
 			}
 		}
 		k.mu.Unlock()
 	}
+}
+
+// replaced reports whether a commit failed because the group has moved to
+// a generation without this member, or is moving to one.
+func replaced(err error) bool {
+	return errors.Is(err, sarama.ErrUnknownMemberId) || errors.Is(err, sarama.ErrIllegalGeneration) ||
+		errors.Is(err, sarama.ErrRebalanceInProgress) || errors.Is(err, sarama.ErrFencedInstancedId)
 }
 
 // groupHandler is the Kafka source as sarama's group handler.
