@@ -5,6 +5,7 @@ import (
 	"container/heap"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"strconv"
 	"time"
 )
@@ -27,10 +28,45 @@ type keyedState struct {
 	arrivals int64   // batches opened so far: orders them by age
 	kbuf     []byte  // the key being found
 	rec      Record  // a block's record being added: one, not one per record
+
+	// recent caches open batches by a hash of their key, so that most
+	// records find their batch without hashing the key the map's way. It
+	// holds only open batches: closeKeyed clears a batch's slot.
+	recent [recentSize]*keyedBatch
+	seed   maphash.Seed // hashes keys too long for keyHash's loop
+}
+
+const recentSize = 256 // a power of two
+
+// slot returns where key's batch may be in recent.
+func (k *keyedState) slot(key []byte) uint32 {
+	if len(key) > 16 {
+		return uint32(maphash.Bytes(k.seed, key)) & (recentSize - 1)
+	}
+	// FNV-1a: keys that differ in one byte land in different slots.
+	h := uint32(2166136261)
+	for _, c := range key {
+		h = (h ^ uint32(c)) * 16777619
+	}
+	return h & (recentSize - 1)
+}
+
+// lookup returns key's open batch, or nil. A []byte key converted in a
+// comparison or map index does not allocate.
+func (k *keyedState) lookup(key []byte) *keyedBatch {
+	s := k.slot(key)
+	if o := k.recent[s]; o != nil && o.key == string(key) {
+		return o
+	}
+	o := k.open[string(key)]
+	if o != nil {
+		k.recent[s] = o
+	}
+	return o
 }
 
 func newKeyedState() *keyedState {
-	return &keyedState{open: make(map[string]*keyedBatch)}
+	return &keyedState{open: make(map[string]*keyedBatch), seed: maphash.MakeSeed()}
 }
 
 // A keyedBatch is the open batch of one key.
@@ -44,6 +80,7 @@ type keyedBatch struct {
 	reused int       // capacity of the recycled buffer it took, or 0
 	last   int64     // offset of its last record; -1 before one
 	idx    int       // in byAge; -1 for a planned batch, which no limit flushes
+	slot   uint32    // in keyedState.recent
 }
 
 // ageHeap orders open batches by the arrival of their first record.
@@ -80,20 +117,75 @@ func PartitionKey(dst []byte, r *Record) ([]byte, error) {
 	return strconv.AppendInt(dst, int64(r.Meta.Partition), 10), nil
 }
 
-// addKeyedBlock adds a block's records one by one: each needs its key.
+// addKeyedBlock adds a block's records one by one, as addKeyed would: each
+// needs its key. It is addKeyed cut down to what a block's records can
+// be (no metadata, no error, no plan), for speed: each record is copied
+// into its batch with its delimiter, and found in the block but once.
 func (a *aggregator) addKeyedBlock(data []byte) {
-	delim := a.cfg.Delim
+	k := a.keyed
+	delim, over := a.cfg.Delim, a.cfg.PerRecordOverhead
+	maxRecords, maxBytes := a.cfg.MaxRecords, a.cfg.MaxBytes
+	key := a.cfg.Key
 	a.p.c.bytesRead.Add(int64(len(data)))
 	a.p.c.read.Add(int64(bytes.Count(data, []byte{delim})))
+	r := &k.rec
 	for off := 0; off < len(data); {
 		i := bytes.IndexByte(data[off:], delim)
 		if i < 0 {
 			panic("batcher: a block's last record has no delimiter")
 		}
-		r := &a.keyed.rec
-		r.Data = data[off : off+i : off+i]
-		a.addKeyed(r)
+		rec := data[off : off+i+1 : off+i+1] // with its delimiter
 		off += i + 1
+		size := i + 1
+		pos := a.pos
+		a.pos.Record++
+		a.pos.Offset += int64(size)
+
+		r.Data = rec[:i:i]
+		kb, err := key(k.kbuf[:0], r)
+		k.kbuf = kb
+		if err != nil {
+			a.rejectKey(pos, r, err)
+			continue
+		}
+		o := k.lookup(kb)
+		w := size + over
+		if o != nil && (o.plan != 0 || o.weight+w > maxBytes) {
+			// (A planned batch holds Kafka records, not these.)
+			why := ReasonBytes
+			if o.plan != 0 {
+				why = ReasonKey
+			}
+			a.closeKeyed(o, why)
+			o = nil
+		}
+		if o == nil {
+			for len(k.open) >= a.cfg.MaxOpenKeys && len(k.byAge) > 0 {
+				a.closeKeyed(k.byAge[0], ReasonKeys)
+			}
+			o = a.openKeyed(kb, 0, pos)
+		}
+		b := o.b
+		b.buf = append(b.buf, rec...)
+		b.ends = append(b.ends, len(b.buf)-1)
+		if b.meta != nil {
+			b.meta = append(b.meta, nil)
+		}
+		o.weight += w
+		k.buffered += size
+		switch {
+		case len(b.ends) >= maxRecords:
+			a.closeKeyed(o, ReasonSize)
+		case o.weight+1+over > maxBytes:
+			a.closeKeyed(o, ReasonBytes)
+		}
+		for k.buffered > a.cfg.MaxBufferedBytes {
+			l := k.largest()
+			if l == nil {
+				break
+			}
+			a.closeKeyed(l, ReasonBuffered)
+		}
 	}
 }
 
@@ -125,7 +217,7 @@ func (a *aggregator) addKeyed(r *Record) {
 	if r.Meta != nil {
 		plan, off = r.Meta.PlanEnd, r.Meta.Offset
 	}
-	o := k.open[string(kb)]
+	o := k.lookup(kb)
 	// A record of another plan cannot join the batch. Nor, with a plan hook
 	// (one partition per key), can one at an offset the batch is past: the
 	// partition was assigned again and is read anew, and the batch belongs
@@ -145,7 +237,7 @@ func (a *aggregator) addKeyed(r *Record) {
 				a.closeKeyed(k.byAge[0], ReasonKeys)
 			}
 		}
-		o = a.openKeyed(string(kb), plan, pos)
+		o = a.openKeyed(kb, plan, pos)
 	}
 	o.b.add(r)
 	o.weight += w
@@ -175,14 +267,16 @@ func (a *aggregator) addKeyed(r *Record) {
 }
 
 // openKeyed opens the batch of a key, its first record at pos.
-func (a *aggregator) openKeyed(key string, plan int64, pos Pos) *keyedBatch {
+func (a *aggregator) openKeyed(kb []byte, plan int64, pos Pos) *keyedBatch {
 	k := a.keyed
 	b, reused := a.getKeyed()
-	o := &keyedBatch{key: key, b: b, reused: reused, plan: plan, last: -1, idx: -1, first: k.arrivals}
+	o := &keyedBatch{key: string(kb), b: b, reused: reused, plan: plan, last: -1, idx: -1, first: k.arrivals,
+		slot: k.slot(kb)}
 	k.arrivals++
 	k.reused += reused
 	o.b.First = pos
-	k.open[key] = o
+	k.open[o.key] = o
+	k.recent[o.slot] = o
 	if plan == 0 {
 		if a.cfg.Linger > 0 {
 			o.since = time.Now()
@@ -273,6 +367,9 @@ func (a *aggregator) flushAll(why Reason) {
 func (a *aggregator) closeKeyed(o *keyedBatch, why Reason) {
 	k := a.keyed
 	delete(k.open, o.key)
+	if k.recent[o.slot] == o {
+		k.recent[o.slot] = nil
+	}
 	k.buffered -= o.b.Size()
 	k.reused -= o.reused
 	if o.idx >= 0 {
