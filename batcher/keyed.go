@@ -3,9 +3,10 @@ package batcher
 import (
 	"bytes"
 	"container/heap"
+	"encoding/binary"
 	"errors"
 	"fmt"
-	"hash/maphash"
+	"math/bits"
 	"strconv"
 	"time"
 )
@@ -32,23 +33,25 @@ type keyedState struct {
 	// recent caches open batches by a hash of their key, so that most
 	// records find their batch without hashing the key the map's way. It
 	// holds only open batches: closeKeyed clears a batch's slot.
-	recent [recentSize]*keyedBatch
-	seed   maphash.Seed // hashes keys too long for keyHash's loop
+	recent [1 << recentBits]*keyedBatch
 }
 
-const recentSize = 256 // a power of two
+const recentBits = 8 // recent has 1<<recentBits slots
 
-// slot returns where key's batch may be in recent.
+// slot returns where key's batch may be in recent. It hashes the key's
+// length and first and last 8 bytes: cheap, and keys differ there. Keys
+// that collide only cost a map lookup.
 func (k *keyedState) slot(key []byte) uint32 {
-	if len(key) > 16 {
-		return uint32(maphash.Bytes(k.seed, key)) & (recentSize - 1)
+	var h uint64
+	if n := len(key); n >= 8 {
+		h = binary.LittleEndian.Uint64(key) ^ bits.RotateLeft64(binary.LittleEndian.Uint64(key[n-8:]), 29) ^ uint64(n)
+	} else {
+		h = uint64(n) << 56
+		for _, c := range key {
+			h = h<<8 | uint64(c)
+		}
 	}
-	// FNV-1a: keys that differ in one byte land in different slots.
-	h := uint32(2166136261)
-	for _, c := range key {
-		h = (h ^ uint32(c)) * 16777619
-	}
-	return h & (recentSize - 1)
+	return uint32((h * 0x9e3779b97f4a7c15) >> (64 - recentBits))
 }
 
 // lookup returns key's open batch, or nil. A []byte key converted in a
@@ -66,7 +69,7 @@ func (k *keyedState) lookup(key []byte) *keyedBatch {
 }
 
 func newKeyedState() *keyedState {
-	return &keyedState{open: make(map[string]*keyedBatch), seed: maphash.MakeSeed()}
+	return &keyedState{open: make(map[string]*keyedBatch)}
 }
 
 // A keyedBatch is the open batch of one key.
@@ -119,16 +122,18 @@ func PartitionKey(dst []byte, r *Record) ([]byte, error) {
 
 // addKeyedBlock adds a block's records one by one, as addKeyed would: each
 // needs its key. It is addKeyed cut down to what a block's records can
-// be (no metadata, no error, no plan), for speed: each record is copied
-// into its batch with its delimiter, and found in the block but once.
+// be (no metadata, no error, no plan), for speed: each record is found in
+// the block once, looked up in recent before the map, and copied into its
+// batch with its delimiter. The records are counted read in runs, before
+// anything that may flush them.
 func (a *aggregator) addKeyedBlock(data []byte) {
 	k := a.keyed
 	delim, over := a.cfg.Delim, a.cfg.PerRecordOverhead
 	maxRecords, maxBytes := a.cfg.MaxRecords, a.cfg.MaxBytes
 	key := a.cfg.Key
 	a.p.c.bytesRead.Add(int64(len(data)))
-	a.p.c.read.Add(int64(bytes.Count(data, []byte{delim})))
 	r := &k.rec
+	var counted int64 // records not yet added to the read counter
 	for off := 0; off < len(data); {
 		i := bytes.IndexByte(data[off:], delim)
 		if i < 0 {
@@ -140,15 +145,23 @@ func (a *aggregator) addKeyedBlock(data []byte) {
 		pos := a.pos
 		a.pos.Record++
 		a.pos.Offset += int64(size)
+		counted++
 
 		r.Data = rec[:i:i]
 		kb, err := key(k.kbuf[:0], r)
 		k.kbuf = kb
 		if err != nil {
+			a.countRead(&counted)
 			a.rejectKey(pos, r, err)
 			continue
 		}
-		o := k.lookup(kb)
+		s := k.slot(kb)
+		o := k.recent[s]
+		if o == nil || o.key != string(kb) {
+			if o = k.open[string(kb)]; o != nil {
+				k.recent[s] = o
+			}
+		}
 		w := size + over
 		if o != nil && (o.plan != 0 || o.weight+w > maxBytes) {
 			// (A planned batch holds Kafka records, not these.)
@@ -156,10 +169,12 @@ func (a *aggregator) addKeyedBlock(data []byte) {
 			if o.plan != 0 {
 				why = ReasonKey
 			}
+			a.countRead(&counted)
 			a.closeKeyed(o, why)
 			o = nil
 		}
 		if o == nil {
+			a.countRead(&counted)
 			for len(k.open) >= a.cfg.MaxOpenKeys && len(k.byAge) > 0 {
 				a.closeKeyed(k.byAge[0], ReasonKeys)
 			}
@@ -175,17 +190,31 @@ func (a *aggregator) addKeyedBlock(data []byte) {
 		k.buffered += size
 		switch {
 		case len(b.ends) >= maxRecords:
+			a.countRead(&counted)
 			a.closeKeyed(o, ReasonSize)
 		case o.weight+1+over > maxBytes:
+			a.countRead(&counted)
 			a.closeKeyed(o, ReasonBytes)
 		}
-		for k.buffered > a.cfg.MaxBufferedBytes {
-			l := k.largest()
-			if l == nil {
-				break
+		if k.buffered > a.cfg.MaxBufferedBytes {
+			a.countRead(&counted)
+			for k.buffered > a.cfg.MaxBufferedBytes {
+				l := k.largest()
+				if l == nil {
+					break
+				}
+				a.closeKeyed(l, ReasonBuffered)
 			}
-			a.closeKeyed(l, ReasonBuffered)
 		}
+	}
+	a.countRead(&counted)
+}
+
+// countRead adds *n records to the read counter and zeroes it.
+func (a *aggregator) countRead(n *int64) {
+	if *n > 0 {
+		a.p.c.read.Add(*n)
+		*n = 0
 	}
 }
 

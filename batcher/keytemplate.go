@@ -232,14 +232,32 @@ func jsonPath(obj map[string]json.RawMessage, path []string) ([]byte, error) {
 // field returns column n (from 0) of data split by delim.
 func field(data []byte, delim byte, n int) ([]byte, bool) {
 	for range n {
-		i := bytes.IndexByte(data, delim)
+		i := indexShort(data, delim)
 		if i < 0 {
 			return nil, false
 		}
 		data = data[i+1:]
 	}
-	if i := bytes.IndexByte(data, delim); i >= 0 {
+	if i := indexShort(data, delim); i >= 0 {
 		data = data[:i]
 	}
 	return data, true
+}
+
+// indexShort is bytes.IndexByte for columns, which are mostly short: a
+// loop over the first bytes costs less than setting up the vector search.
+func indexShort(b []byte, c byte) int {
+	const short = 16
+	for i := 0; i < len(b) && i < short; i++ {
+		if b[i] == c {
+			return i
+		}
+	}
+	if len(b) <= short {
+		return -1
+	}
+	if i := bytes.IndexByte(b[short:], c); i >= 0 {
+		return short + i
+	}
+	return -1
 }
