@@ -27,8 +27,14 @@ type keyedState struct {
 	buffered int     // bytes held in all open batches
 	reused   int     // capacity of the recycled buffers open batches took
 	arrivals int64   // batches opened so far: orders them by age
-	kbuf     []byte  // the key being found
-	rec      Record  // a block's record being added: one, not one per record
+	// waiting holds, from head, batches flushed while the queue was full,
+	// in flush order; buffered and reused count them until they go.
+	waiting []waitingBatch
+	head    int
+	waited  int // bytes in waiting batches
+
+	kbuf []byte // the key being found
+	rec  Record // a block's record being added: one, not one per record
 
 	// recent caches open batches by a hash of their key, so that most
 	// records find their batch without hashing the key the map's way. It
@@ -84,6 +90,33 @@ type keyedBatch struct {
 	last   int64     // offset of its last record; -1 before one
 	idx    int       // in byAge; -1 for a planned batch, which no limit flushes
 	slot   uint32    // in keyedState.recent
+}
+
+// A waitingBatch is a flushed batch waiting for room in the queue.
+type waitingBatch struct {
+	b      *Batch
+	size   int // b.Size(), which is not b's to read once queued
+	reused int // capacity of the recycled buffer it took, or 0
+}
+
+// waits reports whether a flushed batch waits for room in the queue.
+func (k *keyedState) waits() bool { return k.head < len(k.waiting) }
+
+// popWaiting takes the batch flushed first out of the waiting ones.
+func (k *keyedState) popWaiting() *Batch {
+	w := k.waiting[k.head]
+	k.waiting[k.head] = waitingBatch{}
+	k.head++
+	if k.head*2 >= len(k.waiting) {
+		// Move the rest to the front, lest appends grow the slice forever.
+		n := copy(k.waiting, k.waiting[k.head:])
+		clear(k.waiting[n:])
+		k.waiting, k.head = k.waiting[:n], 0
+	}
+	k.buffered -= w.size
+	k.waited -= w.size
+	k.reused -= w.reused
+	return w.b
 }
 
 // ageHeap orders open batches by the arrival of their first record.
@@ -198,13 +231,7 @@ func (a *aggregator) addKeyedBlock(data []byte) {
 		}
 		if k.buffered > a.cfg.MaxBufferedBytes {
 			a.countRead(&counted)
-			for k.buffered > a.cfg.MaxBufferedBytes {
-				l := k.largest()
-				if l == nil {
-					break
-				}
-				a.closeKeyed(l, ReasonBuffered)
-			}
+			a.bound()
 		}
 	}
 	a.countRead(&counted)
@@ -286,12 +313,8 @@ func (a *aggregator) addKeyed(r *Record) {
 	case o.weight+1+a.cfg.PerRecordOverhead > a.cfg.MaxBytes:
 		a.closeKeyed(o, ReasonBytes)
 	}
-	for k.buffered > a.cfg.MaxBufferedBytes {
-		l := k.largest()
-		if l == nil {
-			break // only planned batches: they end where planned
-		}
-		a.closeKeyed(l, ReasonBuffered)
+	if k.buffered > a.cfg.MaxBufferedBytes {
+		a.bound()
 	}
 }
 
@@ -411,6 +434,7 @@ func (a *aggregator) closeKeyed(o *keyedBatch, why Reason) {
 	b := o.b
 	b.Key, b.Keyed = o.key, true
 	p := a.p
+	reused := o.reused
 	if o.plan != 0 {
 		if o.last != o.plan-1 {
 			p.Logger.Warn("planned batch cut short: its records are left to be read again",
@@ -433,7 +457,67 @@ func (a *aggregator) closeKeyed(o *keyedBatch, why Reason) {
 			return
 		}
 	}
-	a.send(b, why)
+	a.number(b, why)
+	a.sendKeyed(b, reused)
+}
+
+// sendKeyed queues b, or, while the queue is full, keeps it waiting. Keys
+// fill their batches at about the same pace, so their flushes come in
+// bursts: waiting in turn for room for each batch of a burst would stop
+// reading while the workers catch up, and leave them idle after. A
+// waiting batch still counts toward MaxBufferedBytes: reading pauses
+// (bound) once open and waiting batches hold that much.
+func (a *aggregator) sendKeyed(b *Batch, reused int) {
+	k := a.keyed
+	if a.feed() {
+		select {
+		case a.queue <- b:
+			return
+		default:
+		}
+	}
+	k.waiting = append(k.waiting, waitingBatch{b: b, size: b.Size(), reused: reused})
+	k.buffered += b.Size()
+	k.waited += b.Size()
+	k.reused += reused
+	// Waiting batches keep buffers from being recycled: beyond a burst's
+	// worth, reading ahead would only make new ones.
+	for k.waited > (a.cfg.Parallel+1)*a.cfg.MaxBytes {
+		a.enqueue(k.popWaiting())
+	}
+}
+
+// feed queues waiting batches while the queue has room, and reports
+// whether none is left waiting.
+func (a *aggregator) feed() bool {
+	k := a.keyed
+	for k.waits() {
+		select {
+		case a.queue <- k.waiting[k.head].b:
+			k.popWaiting()
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// bound flushes batches until the open and waiting ones hold at most
+// MaxBufferedBytes: the waiting ones first, as the queue takes them, then
+// the largest open one.
+func (a *aggregator) bound() {
+	k := a.keyed
+	for k.buffered > a.cfg.MaxBufferedBytes {
+		if k.waits() {
+			a.enqueue(k.popWaiting())
+			continue
+		}
+		l := k.largest()
+		if l == nil {
+			break // only planned batches: they end where planned
+		}
+		a.closeKeyed(l, ReasonBuffered)
+	}
 }
 
 // giveBack drops a batch's records unsent, for the source to read again.
