@@ -481,8 +481,9 @@ func (a *aggregator) sendKeyed(b *Batch, reused int) {
 	k.waited += b.Size()
 	k.reused += reused
 	// Waiting batches keep buffers from being recycled: beyond a burst's
-	// worth, reading ahead would only make new ones.
-	for k.waited > (a.cfg.Parallel+1)*a.cfg.MaxBytes {
+	// worth, or as many as are recycled, reading ahead would only make new
+	// ones.
+	for k.waited > (a.cfg.Parallel+1)*a.cfg.MaxBytes || len(k.waiting)-k.head > cap(a.p.free) {
 		a.enqueue(k.popWaiting())
 	}
 }
