@@ -108,6 +108,32 @@ func TestKeyedBatchesPerKey(t *testing.T) {
 	}
 }
 
+// Keys alike in length and first and last 8 bytes share a slot of the
+// cache of recent batches: each must still find its own.
+func TestKeysSharingACacheSlot(t *testing.T) {
+	var in []string
+	for i := range 60 {
+		in = append(in, fmt.Sprintf("aaaaaaaa%03dbbbbbbbb:%d", i%6, i))
+	}
+	if k := newKeyedState(); k.slot([]byte(keyOf(in[0]))) != k.slot([]byte(keyOf(in[1]))) {
+		t.Fatal("the keys do not share a slot: the test tests nothing")
+	}
+	for _, block := range []bool{false, true} {
+		rs := recs(in...)
+		if block {
+			rs = blocks(in, 7)
+		}
+		sink := newSink()
+		p := &Pipeline{Source: &sliceSource{recs: rs, n: 4}, Sink: sink,
+			Config: cfg(Config{MaxRecords: 4, Key: prefixKey, MaxOpenKeys: 5})}
+		st, err := p.Run(context.Background())
+		if err != nil || st.Delivered != 60 {
+			t.Fatalf("err %v, stats %+v", err, st)
+		}
+		checkKeyed(t, sink.got(), in)
+	}
+}
+
 func TestKeyedLingerPerKey(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		src := &chanSource{in: make(chan []Record)}
@@ -210,6 +236,21 @@ func TestRecordWithoutKeyIsRejectedAlone(t *testing.T) {
 		}
 		if src.acked != 2 {
 			t.Fatalf("acked %d batches, want the dead letter and the batch", src.acked)
+		}
+	})
+	t.Run("in a block", func(t *testing.T) {
+		dl := &memDL{}
+		sink := newSink()
+		p := &Pipeline{Source: &sliceSource{recs: blocks(in, 3), n: 1}, Sink: sink, Config: cfg(Config{Key: prefixKey, DeadLetter: dl})}
+		st, err := p.Run(context.Background())
+		if err != nil || st.Read != 3 || st.Delivered != 2 || st.DeadLettered != 1 {
+			t.Fatalf("err %v, stats %+v", err, st)
+		}
+		if got := sink.got(); len(got) != 1 || !slices.Equal(got[0].records, []string{"a:1", "a:2"}) || got[0].first.Record != 1 {
+			t.Fatalf("got %+v", got)
+		}
+		if !slices.Equal(dl.records, []string{"nokey"}) {
+			t.Fatalf("dead letter: %q", dl.records)
 		}
 	})
 	t.Run("counted", func(t *testing.T) {
@@ -368,4 +409,81 @@ func TestLingerPerPartition(t *testing.T) {
 			t.Fatalf("stats %+v", st)
 		}
 	})
+}
+
+// Keys fill their batches at the same pace, so their flushes come in
+// bursts. A burst waits for the workers without stopping reading, and goes
+// in flush order; but only so far: reading pauses once as many batches
+// wait as are recycled, or they hold (Parallel+1) x MaxBytes.
+func TestKeyedBurstDoesNotStopReading(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		maxBytes int
+		most     int // records read, at most, while the sink holds the first batch
+	}{
+		{"batches", 0, 67 + 4}, // -j 1: 1+2+64 batches recycled, 2 in the workers' hands
+		{"bytes", 64, 2*64/5 + 4},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				src := &chanSource{in: make(chan []Record)}
+				release := make(chan struct{})
+				sink := newSink()
+				sink.deliver = func(ctx context.Context, b *Batch) error {
+					select {
+					case <-release:
+					case <-ctx.Done():
+					}
+					return nil
+				}
+				p := &Pipeline{Source: src, Sink: sink,
+					Config: cfg(Config{MaxRecords: 1, Key: prefixKey, MaxBytes: tc.maxBytes})}
+				done := make(chan Stats)
+				go func() {
+					st, err := p.Run(context.Background())
+					if err != nil {
+						t.Error(err)
+					}
+					done <- st
+				}()
+				var in []string
+				send := func(rs ...string) bool {
+					select {
+					case src.in <- recs(rs...):
+						in = append(in, rs...)
+						return true
+					case <-time.After(time.Minute):
+						return false
+					}
+				}
+				end := func() Stats {
+					close(release)
+					close(src.in)
+					return <-done
+				}
+				// Ten batches flushed at once: one in the sink, one queued.
+				if !send(interleaved(10, 10)...) || !send("k1:10") || !send("k2:11") {
+					end()
+					t.Fatal("reading stopped behind a burst of flushes")
+				}
+				for i := 12; send(fmt.Sprintf("k%d:%d", i, i)); i++ {
+					if len(in) > tc.most {
+						end()
+						t.Fatalf("read %d records while the sink held the first batch: no bound", len(in))
+					}
+				}
+				st := end()
+				if st.Delivered != int64(len(in)) || st.Batches != int64(len(in)) {
+					t.Fatalf("read %d, stats %+v", len(in), st)
+				}
+				got := sink.got()
+				checkKeyed(t, got, in)
+				for i, b := range got {
+					if b.seq != int64(i+1) {
+						t.Fatalf("delivered batch %d as the %dth: waiting batches go in flush order", b.seq, i+1)
+					}
+				}
+			})
+		})
+	}
 }

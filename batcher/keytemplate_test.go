@@ -25,6 +25,10 @@ func TestKeyTemplate(t *testing.T) {
 		{"{field:3}", "a\tb\tc", nil, "c", ""},
 		{"{field:4}", "a\tb\tc", nil, "", "fewer columns"},
 		{"{field:2}", "a\t\tc", nil, "", ""},
+		// Columns longer than indexShort's loop.
+		{"{field:2}", strings.Repeat("a", 20) + "\t" + strings.Repeat("b", 30) + "\tc", nil, strings.Repeat("b", 30), ""},
+		{"{field:1}", strings.Repeat("a", 40), nil, strings.Repeat("a", 40), ""},
+		{"{field:2}", strings.Repeat("a", 40), nil, "", "fewer columns"},
 		{"{topic}-{partition}-{kafka_key}", "x", kafka, "orders-3-k1", ""},
 		{"{kafka_key}", "x", nil, "", "need Kafka records"},
 		{"{date}T{hour}", "x", nil, "2026-11-25T06", ""},
