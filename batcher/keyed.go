@@ -28,7 +28,10 @@ type keyedState struct {
 	reused   int     // capacity of the recycled buffers open batches took
 	arrivals int64   // batches opened so far: orders them by age
 	// waiting holds, from head, batches flushed while the queue was full,
-	// in flush order; buffered and reused count them until they go.
+	// in flush order; waited counts their bytes and reused their recycled
+	// buffers until they go. They are not in buffered: which batch
+	// MaxBufferedBytes flushes depends on the input alone, not on how fast
+	// the workers took the others.
 	waiting []waitingBatch
 	head    int
 	waited  int // bytes in waiting batches
@@ -113,7 +116,6 @@ func (k *keyedState) popWaiting() *Batch {
 		clear(k.waiting[n:])
 		k.waiting, k.head = k.waiting[:n], 0
 	}
-	k.buffered -= w.size
 	k.waited -= w.size
 	k.reused -= w.reused
 	return w.b
@@ -464,9 +466,9 @@ func (a *aggregator) closeKeyed(o *keyedBatch, why Reason) {
 // sendKeyed queues b, or, while the queue is full, keeps it waiting. Keys
 // fill their batches at about the same pace, so their flushes come in
 // bursts: waiting in turn for room for each batch of a burst would stop
-// reading while the workers catch up, and leave them idle after. A
-// waiting batch still counts toward MaxBufferedBytes: reading pauses
-// (bound) once open and waiting batches hold that much.
+// reading while the workers catch up, and leave them idle after. Reading
+// pauses once (Parallel+1) x MaxBytes wait, as many as the queue and
+// workers hold, or as many batches as are recycled.
 func (a *aggregator) sendKeyed(b *Batch, reused int) {
 	k := a.keyed
 	if a.feed() {
@@ -477,7 +479,6 @@ func (a *aggregator) sendKeyed(b *Batch, reused int) {
 		}
 	}
 	k.waiting = append(k.waiting, waitingBatch{b: b, size: b.Size(), reused: reused})
-	k.buffered += b.Size()
 	k.waited += b.Size()
 	k.reused += reused
 	// Waiting batches keep buffers from being recycled: beyond a burst's
@@ -503,16 +504,11 @@ func (a *aggregator) feed() bool {
 	return true
 }
 
-// bound flushes batches until the open and waiting ones hold at most
-// MaxBufferedBytes: the waiting ones first, as the queue takes them, then
-// the largest open one.
+// bound flushes the largest open batches until they hold at most
+// MaxBufferedBytes.
 func (a *aggregator) bound() {
 	k := a.keyed
 	for k.buffered > a.cfg.MaxBufferedBytes {
-		if k.waits() {
-			a.enqueue(k.popWaiting())
-			continue
-		}
 		l := k.largest()
 		if l == nil {
 			break // only planned batches: they end where planned

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -486,4 +487,68 @@ func TestKeyedBurstDoesNotStopReading(t *testing.T) {
 			})
 		})
 	}
+}
+
+// firstByteKey keys a record by its first byte; an empty record has no
+// key.
+func firstByteKey(dst []byte, r *Record) ([]byte, error) {
+	if len(r.Data) == 0 {
+		return dst, errors.New("empty record")
+	}
+	return append(dst, r.Data[0]), nil
+}
+
+// Keyed blocks take a path of their own (addKeyedBlock): it must batch as
+// records one by one do, whatever the limits.
+func FuzzKeyedBlocksBatchLikeRecords(f *testing.F) {
+	f.Add([]byte("a1\nb1\na2\n\nc1\nb2\na3\n"), uint64(5), uint8(2), uint16(0), uint8(2), uint16(0))
+	f.Add([]byte("one\ntwo\nthree\nfour\nfive\nsix\n"), uint64(0xff), uint8(0), uint16(9), uint8(1), uint16(7))
+	f.Fuzz(func(t *testing.T, in []byte, cuts uint64, maxRecords uint8, maxBytes uint16, maxKeys uint8, maxBuffered uint16) {
+		if len(in) == 0 || in[len(in)-1] != '\n' {
+			in = append(in, '\n')
+		}
+		lines := strings.SplitAfter(string(in), "\n")
+		lines = lines[:len(lines)-1]
+		var one, blocked []Record
+		var block []byte
+		for i, l := range lines {
+			one = append(one, Record{Data: []byte(strings.TrimSuffix(l, "\n"))})
+			block = append(block, l...)
+			if cuts>>(i%64)&1 == 1 || i == len(lines)-1 {
+				blocked = append(blocked, Record{Data: block, Block: true})
+				block = nil
+			}
+		}
+		c := cfg(Config{MaxRecords: int(maxRecords), MaxBytes: int(maxBytes), Key: firstByteKey,
+			MaxOpenKeys: int(maxKeys % 5), MaxBufferedBytes: int(maxBuffered)})
+		run := func(rs []Record) ([]sent, Stats, string) {
+			var got []sent
+			var st Stats
+			var msg string
+			synctest.Test(t, func(t *testing.T) {
+				sink := newSink()
+				p := &Pipeline{Source: &sliceSource{recs: rs, n: 3}, Sink: sink, Config: c}
+				var err error
+				if st, err = p.Run(context.Background()); err != nil {
+					msg = err.Error()
+				}
+				got = sink.got()
+			})
+			for i := range got {
+				got[i].at = 0
+			}
+			return got, st, msg
+		}
+		want, wantStats, wantErr := run(one)
+		got, gotStats, gotErr := run(blocked)
+		if !slices.EqualFunc(got, want, func(a, b sent) bool {
+			return a.seq == b.seq && a.reason == b.reason && a.first == b.first && slices.Equal(a.records, b.records)
+		}) {
+			t.Fatalf("blocks made\n%+v\nrecords made\n%+v", got, want)
+		}
+		gotStats.Elapsed, wantStats.Elapsed = 0, 0
+		if !reflect.DeepEqual(gotStats, wantStats) || gotErr != wantErr {
+			t.Fatalf("stats %+v, %q, want %+v, %q", gotStats, gotErr, wantStats, wantErr)
+		}
+	})
 }
