@@ -47,27 +47,30 @@ type keyedState struct {
 
 const recentBits = 8 // recent has 1<<recentBits slots
 
-// slot returns where key's batch may be in recent. It hashes the key's
-// length and first and last 8 bytes: cheap, and keys differ there. Keys
-// that collide only cost a map lookup.
-func (k *keyedState) slot(key []byte) uint32 {
-	var h uint64
-	if n := len(key); n >= 8 {
-		h = binary.LittleEndian.Uint64(key) ^ bits.RotateLeft64(binary.LittleEndian.Uint64(key[n-8:]), 29) ^ uint64(n)
-	} else {
-		h = uint64(n) << 56
-		for _, c := range key {
-			h = h<<8 | uint64(c)
-		}
+// keyHash sums up a key for recent: its length and first and last 8
+// bytes, cheap to take, and where keys differ. A key shorter than 8 bytes
+// is its own sum: equal sums, equal keys.
+func keyHash(key []byte) uint64 {
+	n := len(key)
+	if n >= 8 {
+		return binary.LittleEndian.Uint64(key) ^ bits.RotateLeft64(binary.LittleEndian.Uint64(key[n-8:]), 29) ^ uint64(n)
 	}
-	return uint32((h * 0x9e3779b97f4a7c15) >> (64 - recentBits))
+	var h uint64
+	for _, c := range key {
+		h = h<<8 | uint64(c)
+	}
+	return h | uint64(n)<<56 // the bytes take 56 bits at most
 }
 
-// lookup returns key's open batch, or nil. A []byte key converted in a
-// comparison or map index does not allocate.
-func (k *keyedState) lookup(key []byte) *keyedBatch {
-	s := k.slot(key)
-	if o := k.recent[s]; o != nil && o.key == string(key) {
+// slot is where the batch of a key of sum h may be in recent. Keys that
+// share a slot only cost a map lookup.
+func slot(h uint64) uint32 { return uint32((h * 0x9e3779b97f4a7c15) >> (64 - recentBits)) }
+
+// find returns the open batch of key, whose sum is h, or nil. A []byte
+// key converted in a comparison or map index does not allocate.
+func (k *keyedState) find(key []byte, h uint64) *keyedBatch {
+	s := slot(h)
+	if o := k.recent[s]; o != nil && o.hash == h && (len(key) < 8 || o.key == string(key)) {
 		return o
 	}
 	o := k.open[string(key)]
@@ -92,7 +95,7 @@ type keyedBatch struct {
 	reused int       // capacity of the recycled buffer it took, or 0
 	last   int64     // offset of its last record; -1 before one
 	idx    int       // in byAge; -1 for a planned batch, which no limit flushes
-	slot   uint32    // in keyedState.recent
+	hash   uint64    // keyHash(key)
 }
 
 // A waitingBatch is a flushed batch waiting for room in the queue.
@@ -168,6 +171,7 @@ func (a *aggregator) addKeyedBlock(data []byte) {
 	key := a.cfg.Key
 	a.p.c.bytesRead.Add(int64(len(data)))
 	r := &k.rec
+	kbuf := k.kbuf
 	var counted int64 // records not yet added to the read counter
 	for off := 0; off < len(data); {
 		i := bytes.IndexByte(data[off:], delim)
@@ -183,19 +187,17 @@ func (a *aggregator) addKeyedBlock(data []byte) {
 		counted++
 
 		r.Data = rec[:i:i]
-		kb, err := key(k.kbuf[:0], r)
-		k.kbuf = kb
+		kb, err := key(kbuf[:0], r)
+		kbuf = kb
 		if err != nil {
 			a.countRead(&counted)
 			a.rejectKey(pos, r, err)
 			continue
 		}
-		s := k.slot(kb)
-		o := k.recent[s]
-		if o == nil || o.key != string(kb) {
-			if o = k.open[string(kb)]; o != nil {
-				k.recent[s] = o
-			}
+		h := keyHash(kb)
+		o := k.recent[slot(h)]
+		if o == nil || o.hash != h || len(kb) >= 8 && o.key != string(kb) {
+			o = k.find(kb, h)
 		}
 		w := size + over
 		if o != nil && (o.plan != 0 || o.weight+w > maxBytes) {
@@ -213,7 +215,7 @@ func (a *aggregator) addKeyedBlock(data []byte) {
 			for len(k.open) >= a.cfg.MaxOpenKeys && len(k.byAge) > 0 {
 				a.closeKeyed(k.byAge[0], ReasonKeys)
 			}
-			o = a.openKeyed(kb, 0, pos)
+			o = a.openKeyed(kb, h, 0, pos)
 		}
 		b := o.b
 		b.buf = append(b.buf, rec...)
@@ -236,6 +238,7 @@ func (a *aggregator) addKeyedBlock(data []byte) {
 			a.bound()
 		}
 	}
+	k.kbuf = kbuf
 	a.countRead(&counted)
 }
 
@@ -275,7 +278,8 @@ func (a *aggregator) addKeyed(r *Record) {
 	if r.Meta != nil {
 		plan, off = r.Meta.PlanEnd, r.Meta.Offset
 	}
-	o := k.lookup(kb)
+	h := keyHash(kb)
+	o := k.find(kb, h)
 	// A record of another plan cannot join the batch. Nor, with a plan hook
 	// (one partition per key), can one at an offset the batch is past: the
 	// partition was assigned again and is read anew, and the batch belongs
@@ -295,7 +299,7 @@ func (a *aggregator) addKeyed(r *Record) {
 				a.closeKeyed(k.byAge[0], ReasonKeys)
 			}
 		}
-		o = a.openKeyed(kb, plan, pos)
+		o = a.openKeyed(kb, h, plan, pos)
 	}
 	o.b.add(r)
 	o.weight += w
@@ -321,16 +325,15 @@ func (a *aggregator) addKeyed(r *Record) {
 }
 
 // openKeyed opens the batch of a key, its first record at pos.
-func (a *aggregator) openKeyed(kb []byte, plan int64, pos Pos) *keyedBatch {
+func (a *aggregator) openKeyed(kb []byte, h uint64, plan int64, pos Pos) *keyedBatch {
 	k := a.keyed
 	b, reused := a.getKeyed()
-	o := &keyedBatch{key: string(kb), b: b, reused: reused, plan: plan, last: -1, idx: -1, first: k.arrivals,
-		slot: k.slot(kb)}
+	o := &keyedBatch{key: string(kb), b: b, reused: reused, plan: plan, last: -1, idx: -1, first: k.arrivals, hash: h}
 	k.arrivals++
 	k.reused += reused
 	o.b.First = pos
 	k.open[o.key] = o
-	k.recent[o.slot] = o
+	k.recent[slot(h)] = o
 	if plan == 0 {
 		if a.cfg.Linger > 0 {
 			o.since = time.Now()
@@ -421,8 +424,8 @@ func (a *aggregator) flushAll(why Reason) {
 func (a *aggregator) closeKeyed(o *keyedBatch, why Reason) {
 	k := a.keyed
 	delete(k.open, o.key)
-	if k.recent[o.slot] == o {
-		k.recent[o.slot] = nil
+	if s := slot(o.hash); k.recent[s] == o {
+		k.recent[s] = nil
 	}
 	k.buffered -= o.b.Size()
 	k.reused -= o.reused

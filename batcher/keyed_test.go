@@ -116,7 +116,7 @@ func TestKeysSharingACacheSlot(t *testing.T) {
 	for i := range 60 {
 		in = append(in, fmt.Sprintf("aaaaaaaa%03dbbbbbbbb:%d", i%6, i))
 	}
-	if k := newKeyedState(); k.slot([]byte(keyOf(in[0]))) != k.slot([]byte(keyOf(in[1]))) {
+	if slot(keyHash([]byte(keyOf(in[0])))) != slot(keyHash([]byte(keyOf(in[1])))) {
 		t.Fatal("the keys do not share a slot: the test tests nothing")
 	}
 	for _, block := range []bool{false, true} {
@@ -132,6 +132,20 @@ func TestKeysSharingACacheSlot(t *testing.T) {
 			t.Fatalf("err %v, stats %+v", err, st)
 		}
 		checkKeyed(t, sink.got(), in)
+	}
+}
+
+// A key shorter than 8 bytes is found by its sum alone: sums of different
+// keys must differ.
+func TestShortKeysHaveSumsOfTheirOwn(t *testing.T) {
+	keys := []string{"", "a", "\x00a", "a\x00", "\x00\x00a", "ab", "ba", "abcdefg", "\x00bcdefg", "\xff\xff\xff\xff\xff\xff\xff"}
+	seen := map[uint64]string{}
+	for _, k := range keys {
+		h := keyHash([]byte(k))
+		if o, ok := seen[h]; ok {
+			t.Fatalf("%q and %q have the same sum %#x", o, k, h)
+		}
+		seen[h] = k
 	}
 }
 
@@ -489,13 +503,14 @@ func TestKeyedBurstDoesNotStopReading(t *testing.T) {
 	}
 }
 
-// firstByteKey keys a record by its first byte; an empty record has no
-// key.
-func firstByteKey(dst []byte, r *Record) ([]byte, error) {
+// fuzzKey keys a record by what comes before its first ':', or all of it;
+// an empty record has no key.
+func fuzzKey(dst []byte, r *Record) ([]byte, error) {
 	if len(r.Data) == 0 {
 		return dst, errors.New("empty record")
 	}
-	return append(dst, r.Data[0]), nil
+	k, _, _ := bytes.Cut(r.Data, []byte{':'})
+	return append(dst, k...), nil
 }
 
 // Keyed blocks take a path of their own (addKeyedBlock): it must batch as
@@ -503,6 +518,7 @@ func firstByteKey(dst []byte, r *Record) ([]byte, error) {
 func FuzzKeyedBlocksBatchLikeRecords(f *testing.F) {
 	f.Add([]byte("a1\nb1\na2\n\nc1\nb2\na3\n"), uint64(5), uint8(2), uint16(0), uint8(2), uint16(0))
 	f.Add([]byte("one\ntwo\nthree\nfour\nfive\nsix\n"), uint64(0xff), uint8(0), uint16(9), uint8(1), uint16(7))
+	f.Add([]byte("aaaaaaaa1bbbbbbbb:1\na:2\naaaaaaaa2bbbbbbbb:3\n\x00a:4\naaaaaaaa1bbbbbbbb:5\n"), uint64(3), uint8(3), uint16(0), uint8(3), uint16(0))
 	f.Fuzz(func(t *testing.T, in []byte, cuts uint64, maxRecords uint8, maxBytes uint16, maxKeys uint8, maxBuffered uint16) {
 		if len(in) == 0 || in[len(in)-1] != '\n' {
 			in = append(in, '\n')
@@ -519,7 +535,7 @@ func FuzzKeyedBlocksBatchLikeRecords(f *testing.F) {
 				block = nil
 			}
 		}
-		c := cfg(Config{MaxRecords: int(maxRecords), MaxBytes: int(maxBytes), Key: firstByteKey,
+		c := cfg(Config{MaxRecords: int(maxRecords), MaxBytes: int(maxBytes), Key: fuzzKey,
 			MaxOpenKeys: int(maxKeys % 5), MaxBufferedBytes: int(maxBuffered)})
 		run := func(rs []Record) ([]sent, Stats, string) {
 			var got []sent
@@ -545,6 +561,25 @@ func FuzzKeyedBlocksBatchLikeRecords(f *testing.F) {
 			return a.seq == b.seq && a.reason == b.reason && a.first == b.first && slices.Equal(a.records, b.records)
 		}) {
 			t.Fatalf("blocks made\n%+v\nrecords made\n%+v", got, want)
+		}
+		// And both batch by key, in order within a key.
+		key := func(s string) string { k, _, _ := strings.Cut(s, ":"); return k }
+		byKey, wantByKey := map[string][]string{}, map[string][]string{}
+		for _, b := range got {
+			for _, r := range b.records {
+				if key(r) != key(b.records[0]) {
+					t.Fatalf("batch %d mixes keys: %q", b.seq, b.records)
+				}
+				byKey[key(r)] = append(byKey[key(r)], r)
+			}
+		}
+		for _, r := range one {
+			if len(r.Data) > 0 {
+				wantByKey[key(string(r.Data))] = append(wantByKey[key(string(r.Data))], string(r.Data))
+			}
+		}
+		if !reflect.DeepEqual(byKey, wantByKey) {
+			t.Fatalf("by key %q, want %q", byKey, wantByKey)
 		}
 		gotStats.Elapsed, wantStats.Elapsed = 0, 0
 		if !reflect.DeepEqual(gotStats, wantStats) || gotErr != wantErr {
