@@ -127,8 +127,20 @@ func (t *KeyTemplate) NeedsKafka() bool { return t.kafka }
 // Key appends r's key to dst: it is a Config.Key.
 func (t *KeyTemplate) Key(dst []byte, r *Record) ([]byte, error) {
 	if t.column {
-		// The most common template, at the cost of a search or two.
-		f, ok := field(r.Data, t.delim, t.parts[0].field)
+		// The most common template, at the cost of a search or two: a
+		// short first column is found and copied without a call.
+		data, delim := r.Data, t.delim
+		if t.parts[0].field == 0 {
+			for i := 0; i < len(data) && i < 8; i++ {
+				if data[i] == delim {
+					for _, c := range data[:i] {
+						dst = append(dst, c)
+					}
+					return dst, nil
+				}
+			}
+		}
+		f, ok := field(data, delim, t.parts[0].field)
 		if !ok {
 			return dst, fmt.Errorf("{field:%d}: the record has fewer columns", t.parts[0].field+1)
 		}

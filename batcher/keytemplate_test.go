@@ -27,6 +27,10 @@ func TestKeyTemplate(t *testing.T) {
 		{"{field:3}", "a\tb\tc", nil, "c", ""},
 		{"{field:4}", "a\tb\tc", nil, "", "fewer columns"},
 		{"{field:2}", "a\t\tc", nil, "", ""},
+		{"{field:1}", "abc", nil, "abc", ""},
+		{"{field:1}", "\tx", nil, "", ""},
+		{"{field:1}", "1234567\tx", nil, "1234567", ""},
+		{"{field:1}", "12345678\tx", nil, "12345678", ""},
 		// Columns longer than indexShort's loop.
 		{"{field:2}", strings.Repeat("a", 20) + "\t" + strings.Repeat("b", 30) + "\tc", nil, strings.Repeat("b", 30), ""},
 		{"{field:1}", strings.Repeat("a", 40), nil, strings.Repeat("a", 40), ""},
