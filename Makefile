@@ -60,6 +60,8 @@ memlong: build
 fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzFraming -fuzztime $(FUZZTIME) ./sources
 	$(GO) test -run '^$$' -fuzz FuzzBlocksBatchLikeRecords -fuzztime $(FUZZTIME) ./batcher
+	$(GO) test -run '^$$' -fuzz FuzzKeyedBlocksBatchLikeRecords -fuzztime $(FUZZTIME) ./batcher
+	$(GO) test -run '^$$' -fuzz FuzzJSONFind -fuzztime $(FUZZTIME) ./batcher
 	$(GO) test -run '^$$' -fuzz FuzzJSONString -fuzztime $(FUZZTIME) ./internal/envelope
 	$(GO) test -run '^$$' -fuzz FuzzRoundTrip -fuzztime $(FUZZTIME) ./internal/envelope
 	$(GO) test -run '^$$' -fuzz FuzzFormat -fuzztime $(FUZZTIME) ./sinks

@@ -3,8 +3,10 @@ package batcher
 import (
 	"bytes"
 	"container/heap"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"math/bits"
 	"strconv"
 	"time"
 )
@@ -25,8 +27,57 @@ type keyedState struct {
 	buffered int     // bytes held in all open batches
 	reused   int     // capacity of the recycled buffers open batches took
 	arrivals int64   // batches opened so far: orders them by age
-	kbuf     []byte  // the key being found
-	rec      Record  // a block's record being added: one, not one per record
+	// waiting holds, from head, batches flushed while the queue was full,
+	// in flush order; waited counts their bytes and reused their recycled
+	// buffers until they go. They are not in buffered: which batch
+	// MaxBufferedBytes flushes depends on the input alone, not on how fast
+	// the workers took the others.
+	waiting []waitingBatch
+	head    int
+	waited  int // bytes in waiting batches
+
+	kbuf []byte // the key being found
+	rec  Record // a block's record being added: one, not one per record
+
+	// recent caches open batches by a hash of their key, so that most
+	// records find their batch without hashing the key the map's way. It
+	// holds only open batches: closeKeyed clears a batch's slot.
+	recent [1 << recentBits]*keyedBatch
+}
+
+const recentBits = 8 // recent has 1<<recentBits slots
+
+// keyHash sums up a key for recent: its length and first and last 8
+// bytes, cheap to take, and where keys differ. A key shorter than 8 bytes
+// is its own sum: equal sums, equal keys.
+func keyHash(key []byte) uint64 {
+	n := len(key)
+	if n >= 8 {
+		return binary.LittleEndian.Uint64(key) ^ bits.RotateLeft64(binary.LittleEndian.Uint64(key[n-8:]), 29) ^ uint64(n)
+	}
+	var h uint64
+	for _, c := range key {
+		h = h<<8 | uint64(c)
+	}
+	return h | uint64(n)<<56 // the bytes take 56 bits at most
+}
+
+// slot is where the batch of a key of sum h may be in recent. Keys that
+// share a slot only cost a map lookup.
+func slot(h uint64) uint32 { return uint32((h * 0x9e3779b97f4a7c15) >> (64 - recentBits)) }
+
+// find returns the open batch of key, whose sum is h, or nil. A []byte
+// key converted in a comparison or map index does not allocate.
+func (k *keyedState) find(key []byte, h uint64) *keyedBatch {
+	s := slot(h)
+	if o := k.recent[s]; o != nil && o.hash == h && (len(key) < 8 || o.key == string(key)) {
+		return o
+	}
+	o := k.open[string(key)]
+	if o != nil {
+		k.recent[s] = o
+	}
+	return o
 }
 
 func newKeyedState() *keyedState {
@@ -44,6 +95,33 @@ type keyedBatch struct {
 	reused int       // capacity of the recycled buffer it took, or 0
 	last   int64     // offset of its last record; -1 before one
 	idx    int       // in byAge; -1 for a planned batch, which no limit flushes
+	hash   uint64    // keyHash(key)
+}
+
+// A waitingBatch is a flushed batch waiting for room in the queue.
+type waitingBatch struct {
+	b      *Batch
+	size   int // b.Size(), which is not b's to read once queued
+	reused int // capacity of the recycled buffer it took, or 0
+}
+
+// waits reports whether a flushed batch waits for room in the queue.
+func (k *keyedState) waits() bool { return k.head < len(k.waiting) }
+
+// popWaiting takes the batch flushed first out of the waiting ones.
+func (k *keyedState) popWaiting() *Batch {
+	w := k.waiting[k.head]
+	k.waiting[k.head] = waitingBatch{}
+	k.head++
+	if k.head*2 >= len(k.waiting) {
+		// Move the rest to the front, lest appends grow the slice forever.
+		n := copy(k.waiting, k.waiting[k.head:])
+		clear(k.waiting[n:])
+		k.waiting, k.head = k.waiting[:n], 0
+	}
+	k.waited -= w.size
+	k.reused -= w.reused
+	return w.b
 }
 
 // ageHeap orders open batches by the arrival of their first record.
@@ -80,20 +158,95 @@ func PartitionKey(dst []byte, r *Record) ([]byte, error) {
 	return strconv.AppendInt(dst, int64(r.Meta.Partition), 10), nil
 }
 
-// addKeyedBlock adds a block's records one by one: each needs its key.
+// addKeyedBlock adds a block's records one by one, as addKeyed would: each
+// needs its key. It is addKeyed cut down to what a block's records can
+// be (no metadata, no error, no plan), for speed: each record is found in
+// the block once, looked up in recent before the map, and copied into its
+// batch with its delimiter. The records are counted read in runs, before
+// anything that may flush them.
 func (a *aggregator) addKeyedBlock(data []byte) {
-	delim := a.cfg.Delim
+	k := a.keyed
+	delim, over := a.cfg.Delim, a.cfg.PerRecordOverhead
+	maxRecords, maxBytes := a.cfg.MaxRecords, a.cfg.MaxBytes
+	key := a.cfg.Key
 	a.p.c.bytesRead.Add(int64(len(data)))
-	a.p.c.read.Add(int64(bytes.Count(data, []byte{delim})))
+	r := &k.rec
+	kbuf := k.kbuf
+	var counted int64 // records not yet added to the read counter
 	for off := 0; off < len(data); {
 		i := bytes.IndexByte(data[off:], delim)
 		if i < 0 {
 			panic("batcher: a block's last record has no delimiter")
 		}
-		r := &a.keyed.rec
-		r.Data = data[off : off+i : off+i]
-		a.addKeyed(r)
+		rec := data[off : off+i+1 : off+i+1] // with its delimiter
 		off += i + 1
+		size := i + 1
+		pos := a.pos
+		a.pos.Record++
+		a.pos.Offset += int64(size)
+		counted++
+
+		r.Data = rec[:i:i]
+		kb, err := key(kbuf[:0], r)
+		kbuf = kb
+		if err != nil {
+			a.countRead(&counted)
+			a.rejectKey(pos, r, err)
+			continue
+		}
+		h := keyHash(kb)
+		o := k.recent[slot(h)]
+		if o == nil || o.hash != h || len(kb) >= 8 && o.key != string(kb) {
+			o = k.find(kb, h)
+		}
+		w := size + over
+		if o != nil && (o.plan != 0 || o.weight+w > maxBytes) {
+			// (A planned batch holds Kafka records, not these.)
+			why := ReasonBytes
+			if o.plan != 0 {
+				why = ReasonKey
+			}
+			a.countRead(&counted)
+			a.closeKeyed(o, why)
+			o = nil
+		}
+		if o == nil {
+			a.countRead(&counted)
+			for len(k.open) >= a.cfg.MaxOpenKeys && len(k.byAge) > 0 {
+				a.closeKeyed(k.byAge[0], ReasonKeys)
+			}
+			o = a.openKeyed(kb, h, 0, pos)
+		}
+		b := o.b
+		b.buf = append(b.buf, rec...)
+		b.ends = append(b.ends, len(b.buf)-1)
+		if b.meta != nil {
+			b.meta = append(b.meta, nil)
+		}
+		o.weight += w
+		k.buffered += size
+		switch {
+		case len(b.ends) >= maxRecords:
+			a.countRead(&counted)
+			a.closeKeyed(o, ReasonSize)
+		case o.weight+1+over > maxBytes:
+			a.countRead(&counted)
+			a.closeKeyed(o, ReasonBytes)
+		}
+		if k.buffered > a.cfg.MaxBufferedBytes {
+			a.countRead(&counted)
+			a.bound()
+		}
+	}
+	k.kbuf = kbuf
+	a.countRead(&counted)
+}
+
+// countRead adds *n records to the read counter and zeroes it.
+func (a *aggregator) countRead(n *int64) {
+	if *n > 0 {
+		a.p.c.read.Add(*n)
+		*n = 0
 	}
 }
 
@@ -125,7 +278,8 @@ func (a *aggregator) addKeyed(r *Record) {
 	if r.Meta != nil {
 		plan, off = r.Meta.PlanEnd, r.Meta.Offset
 	}
-	o := k.open[string(kb)]
+	h := keyHash(kb)
+	o := k.find(kb, h)
 	// A record of another plan cannot join the batch. Nor, with a plan hook
 	// (one partition per key), can one at an offset the batch is past: the
 	// partition was assigned again and is read anew, and the batch belongs
@@ -145,7 +299,7 @@ func (a *aggregator) addKeyed(r *Record) {
 				a.closeKeyed(k.byAge[0], ReasonKeys)
 			}
 		}
-		o = a.openKeyed(string(kb), plan, pos)
+		o = a.openKeyed(kb, h, plan, pos)
 	}
 	o.b.add(r)
 	o.weight += w
@@ -165,24 +319,21 @@ func (a *aggregator) addKeyed(r *Record) {
 	case o.weight+1+a.cfg.PerRecordOverhead > a.cfg.MaxBytes:
 		a.closeKeyed(o, ReasonBytes)
 	}
-	for k.buffered > a.cfg.MaxBufferedBytes {
-		l := k.largest()
-		if l == nil {
-			break // only planned batches: they end where planned
-		}
-		a.closeKeyed(l, ReasonBuffered)
+	if k.buffered > a.cfg.MaxBufferedBytes {
+		a.bound()
 	}
 }
 
 // openKeyed opens the batch of a key, its first record at pos.
-func (a *aggregator) openKeyed(key string, plan int64, pos Pos) *keyedBatch {
+func (a *aggregator) openKeyed(kb []byte, h uint64, plan int64, pos Pos) *keyedBatch {
 	k := a.keyed
 	b, reused := a.getKeyed()
-	o := &keyedBatch{key: key, b: b, reused: reused, plan: plan, last: -1, idx: -1, first: k.arrivals}
+	o := &keyedBatch{key: string(kb), b: b, reused: reused, plan: plan, last: -1, idx: -1, first: k.arrivals, hash: h}
 	k.arrivals++
 	k.reused += reused
 	o.b.First = pos
-	k.open[key] = o
+	k.open[o.key] = o
+	k.recent[slot(h)] = o
 	if plan == 0 {
 		if a.cfg.Linger > 0 {
 			o.since = time.Now()
@@ -273,6 +424,9 @@ func (a *aggregator) flushAll(why Reason) {
 func (a *aggregator) closeKeyed(o *keyedBatch, why Reason) {
 	k := a.keyed
 	delete(k.open, o.key)
+	if s := slot(o.hash); k.recent[s] == o {
+		k.recent[s] = nil
+	}
 	k.buffered -= o.b.Size()
 	k.reused -= o.reused
 	if o.idx >= 0 {
@@ -285,6 +439,7 @@ func (a *aggregator) closeKeyed(o *keyedBatch, why Reason) {
 	b := o.b
 	b.Key, b.Keyed = o.key, true
 	p := a.p
+	reused := o.reused
 	if o.plan != 0 {
 		if o.last != o.plan-1 {
 			p.Logger.Warn("planned batch cut short: its records are left to be read again",
@@ -307,7 +462,62 @@ func (a *aggregator) closeKeyed(o *keyedBatch, why Reason) {
 			return
 		}
 	}
-	a.send(b, why)
+	a.number(b, why)
+	a.sendKeyed(b, reused)
+}
+
+// sendKeyed queues b, or, while the queue is full, keeps it waiting. Keys
+// fill their batches at about the same pace, so their flushes come in
+// bursts: waiting in turn for room for each batch of a burst would stop
+// reading while the workers catch up, and leave them idle after. Reading
+// pauses once (Parallel+1) x MaxBytes wait, as many as the queue and
+// workers hold, or as many batches as are recycled.
+func (a *aggregator) sendKeyed(b *Batch, reused int) {
+	k := a.keyed
+	if a.feed() {
+		select {
+		case a.queue <- b:
+			return
+		default:
+		}
+	}
+	k.waiting = append(k.waiting, waitingBatch{b: b, size: b.Size(), reused: reused})
+	k.waited += b.Size()
+	k.reused += reused
+	// Waiting batches keep buffers from being recycled: beyond a burst's
+	// worth, or as many as are recycled, reading ahead would only make new
+	// ones.
+	for k.waited > (a.cfg.Parallel+1)*a.cfg.MaxBytes || len(k.waiting)-k.head > cap(a.p.free) {
+		a.enqueue(k.popWaiting())
+	}
+}
+
+// feed queues waiting batches while the queue has room, and reports
+// whether none is left waiting.
+func (a *aggregator) feed() bool {
+	k := a.keyed
+	for k.waits() {
+		select {
+		case a.queue <- k.waiting[k.head].b:
+			k.popWaiting()
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// bound flushes the largest open batches until they hold at most
+// MaxBufferedBytes.
+func (a *aggregator) bound() {
+	k := a.keyed
+	for k.buffered > a.cfg.MaxBufferedBytes {
+		l := k.largest()
+		if l == nil {
+			break // only planned batches: they end where planned
+		}
+		a.closeKeyed(l, ReasonBuffered)
+	}
 }
 
 // giveBack drops a batch's records unsent, for the source to read again.

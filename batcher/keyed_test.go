@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -105,6 +106,46 @@ func TestKeyedBatchesPerKey(t *testing.T) {
 				t.Fatalf("want 15 full batches of 20, got %d of %d", full, len(got))
 			}
 		})
+	}
+}
+
+// Keys alike in length and first and last 8 bytes share a slot of the
+// cache of recent batches: each must still find its own.
+func TestKeysSharingACacheSlot(t *testing.T) {
+	var in []string
+	for i := range 60 {
+		in = append(in, fmt.Sprintf("aaaaaaaa%03dbbbbbbbb:%d", i%6, i))
+	}
+	if slot(keyHash([]byte(keyOf(in[0])))) != slot(keyHash([]byte(keyOf(in[1])))) {
+		t.Fatal("the keys do not share a slot: the test tests nothing")
+	}
+	for _, block := range []bool{false, true} {
+		rs := recs(in...)
+		if block {
+			rs = blocks(in, 7)
+		}
+		sink := newSink()
+		p := &Pipeline{Source: &sliceSource{recs: rs, n: 4}, Sink: sink,
+			Config: cfg(Config{MaxRecords: 4, Key: prefixKey, MaxOpenKeys: 5})}
+		st, err := p.Run(context.Background())
+		if err != nil || st.Delivered != 60 {
+			t.Fatalf("err %v, stats %+v", err, st)
+		}
+		checkKeyed(t, sink.got(), in)
+	}
+}
+
+// A key shorter than 8 bytes is found by its sum alone: sums of different
+// keys must differ.
+func TestShortKeysHaveSumsOfTheirOwn(t *testing.T) {
+	keys := []string{"", "a", "\x00a", "a\x00", "\x00\x00a", "ab", "ba", "abcdefg", "\x00bcdefg", "\xff\xff\xff\xff\xff\xff\xff"}
+	seen := map[uint64]string{}
+	for _, k := range keys {
+		h := keyHash([]byte(k))
+		if o, ok := seen[h]; ok {
+			t.Fatalf("%q and %q have the same sum %#x", o, k, h)
+		}
+		seen[h] = k
 	}
 }
 
@@ -210,6 +251,21 @@ func TestRecordWithoutKeyIsRejectedAlone(t *testing.T) {
 		}
 		if src.acked != 2 {
 			t.Fatalf("acked %d batches, want the dead letter and the batch", src.acked)
+		}
+	})
+	t.Run("in a block", func(t *testing.T) {
+		dl := &memDL{}
+		sink := newSink()
+		p := &Pipeline{Source: &sliceSource{recs: blocks(in, 3), n: 1}, Sink: sink, Config: cfg(Config{Key: prefixKey, DeadLetter: dl})}
+		st, err := p.Run(context.Background())
+		if err != nil || st.Read != 3 || st.Delivered != 2 || st.DeadLettered != 1 {
+			t.Fatalf("err %v, stats %+v", err, st)
+		}
+		if got := sink.got(); len(got) != 1 || !slices.Equal(got[0].records, []string{"a:1", "a:2"}) || got[0].first.Record != 1 {
+			t.Fatalf("got %+v", got)
+		}
+		if !slices.Equal(dl.records, []string{"nokey"}) {
+			t.Fatalf("dead letter: %q", dl.records)
 		}
 	})
 	t.Run("counted", func(t *testing.T) {
@@ -366,6 +422,168 @@ func TestLingerPerPartition(t *testing.T) {
 		close(src.in)
 		if st := <-done; st.Delivered != 6 || st.Reasons["linger"] != 2 {
 			t.Fatalf("stats %+v", st)
+		}
+	})
+}
+
+// Keys fill their batches at the same pace, so their flushes come in
+// bursts. A burst waits for the workers without stopping reading, and goes
+// in flush order; but only so far: reading pauses once as many batches
+// wait as are recycled, or they hold (Parallel+1) x MaxBytes.
+func TestKeyedBurstDoesNotStopReading(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		maxBytes int
+		most     int // records read, at most, while the sink holds the first batch
+	}{
+		{"batches", 0, 67 + 4}, // -j 1: 1+2+64 batches recycled, 2 in the workers' hands
+		{"bytes", 64, 2*64/5 + 4},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				src := &chanSource{in: make(chan []Record)}
+				release := make(chan struct{})
+				sink := newSink()
+				sink.deliver = func(ctx context.Context, b *Batch) error {
+					select {
+					case <-release:
+					case <-ctx.Done():
+					}
+					return nil
+				}
+				p := &Pipeline{Source: src, Sink: sink,
+					Config: cfg(Config{MaxRecords: 1, Key: prefixKey, MaxBytes: tc.maxBytes})}
+				done := make(chan Stats)
+				go func() {
+					st, err := p.Run(context.Background())
+					if err != nil {
+						t.Error(err)
+					}
+					done <- st
+				}()
+				var in []string
+				send := func(rs ...string) bool {
+					select {
+					case src.in <- recs(rs...):
+						in = append(in, rs...)
+						return true
+					case <-time.After(time.Minute):
+						return false
+					}
+				}
+				end := func() Stats {
+					close(release)
+					close(src.in)
+					return <-done
+				}
+				// Ten batches flushed at once: one in the sink, one queued.
+				if !send(interleaved(10, 10)...) || !send("k1:10") || !send("k2:11") {
+					end()
+					t.Fatal("reading stopped behind a burst of flushes")
+				}
+				for i := 12; send(fmt.Sprintf("k%d:%d", i, i)); i++ {
+					if len(in) > tc.most {
+						end()
+						t.Fatalf("read %d records while the sink held the first batch: no bound", len(in))
+					}
+				}
+				st := end()
+				if st.Delivered != int64(len(in)) || st.Batches != int64(len(in)) {
+					t.Fatalf("read %d, stats %+v", len(in), st)
+				}
+				got := sink.got()
+				checkKeyed(t, got, in)
+				for i, b := range got {
+					if b.seq != int64(i+1) {
+						t.Fatalf("delivered batch %d as the %dth: waiting batches go in flush order", b.seq, i+1)
+					}
+				}
+			})
+		})
+	}
+}
+
+// fuzzKey keys a record by what comes before its first ':', or all of it;
+// an empty record has no key.
+func fuzzKey(dst []byte, r *Record) ([]byte, error) {
+	if len(r.Data) == 0 {
+		return dst, errors.New("empty record")
+	}
+	k, _, _ := bytes.Cut(r.Data, []byte{':'})
+	return append(dst, k...), nil
+}
+
+// Keyed blocks take a path of their own (addKeyedBlock): it must batch as
+// records one by one do, whatever the limits.
+func FuzzKeyedBlocksBatchLikeRecords(f *testing.F) {
+	f.Add([]byte("a1\nb1\na2\n\nc1\nb2\na3\n"), uint64(5), uint8(2), uint16(0), uint8(2), uint16(0))
+	f.Add([]byte("one\ntwo\nthree\nfour\nfive\nsix\n"), uint64(0xff), uint8(0), uint16(9), uint8(1), uint16(7))
+	f.Add([]byte("aaaaaaaa1bbbbbbbb:1\na:2\naaaaaaaa2bbbbbbbb:3\n\x00a:4\naaaaaaaa1bbbbbbbb:5\n"), uint64(3), uint8(3), uint16(0), uint8(3), uint16(0))
+	f.Fuzz(func(t *testing.T, in []byte, cuts uint64, maxRecords uint8, maxBytes uint16, maxKeys uint8, maxBuffered uint16) {
+		if len(in) == 0 || in[len(in)-1] != '\n' {
+			in = append(in, '\n')
+		}
+		lines := strings.SplitAfter(string(in), "\n")
+		lines = lines[:len(lines)-1]
+		var one, blocked []Record
+		var block []byte
+		for i, l := range lines {
+			one = append(one, Record{Data: []byte(strings.TrimSuffix(l, "\n"))})
+			block = append(block, l...)
+			if cuts>>(i%64)&1 == 1 || i == len(lines)-1 {
+				blocked = append(blocked, Record{Data: block, Block: true})
+				block = nil
+			}
+		}
+		c := cfg(Config{MaxRecords: int(maxRecords), MaxBytes: int(maxBytes), Key: fuzzKey,
+			MaxOpenKeys: int(maxKeys % 5), MaxBufferedBytes: int(maxBuffered)})
+		run := func(rs []Record) ([]sent, Stats, string) {
+			var got []sent
+			var st Stats
+			var msg string
+			synctest.Test(t, func(t *testing.T) {
+				sink := newSink()
+				p := &Pipeline{Source: &sliceSource{recs: rs, n: 3}, Sink: sink, Config: c}
+				var err error
+				if st, err = p.Run(context.Background()); err != nil {
+					msg = err.Error()
+				}
+				got = sink.got()
+			})
+			for i := range got {
+				got[i].at = 0
+			}
+			return got, st, msg
+		}
+		want, wantStats, wantErr := run(one)
+		got, gotStats, gotErr := run(blocked)
+		if !slices.EqualFunc(got, want, func(a, b sent) bool {
+			return a.seq == b.seq && a.reason == b.reason && a.first == b.first && slices.Equal(a.records, b.records)
+		}) {
+			t.Fatalf("blocks made\n%+v\nrecords made\n%+v", got, want)
+		}
+		// And both batch by key, in order within a key.
+		key := func(s string) string { k, _, _ := strings.Cut(s, ":"); return k }
+		byKey, wantByKey := map[string][]string{}, map[string][]string{}
+		for _, b := range got {
+			for _, r := range b.records {
+				if key(r) != key(b.records[0]) {
+					t.Fatalf("batch %d mixes keys: %q", b.seq, b.records)
+				}
+				byKey[key(r)] = append(byKey[key(r)], r)
+			}
+		}
+		for _, r := range one {
+			if len(r.Data) > 0 {
+				wantByKey[key(string(r.Data))] = append(wantByKey[key(string(r.Data))], string(r.Data))
+			}
+		}
+		if !reflect.DeepEqual(byKey, wantByKey) {
+			t.Fatalf("by key %q, want %q", byKey, wantByKey)
+		}
+		gotStats.Elapsed, wantStats.Elapsed = 0, 0
+		if !reflect.DeepEqual(gotStats, wantStats) || gotErr != wantErr {
+			t.Fatalf("stats %+v, %q, want %+v, %q", gotStats, gotErr, wantStats, wantErr)
 		}
 	})
 }

@@ -1,6 +1,8 @@
 package batcher
 
 import (
+	"bytes"
+	"encoding/json"
 	"strings"
 	"testing"
 	"time"
@@ -25,6 +27,14 @@ func TestKeyTemplate(t *testing.T) {
 		{"{field:3}", "a\tb\tc", nil, "c", ""},
 		{"{field:4}", "a\tb\tc", nil, "", "fewer columns"},
 		{"{field:2}", "a\t\tc", nil, "", ""},
+		{"{field:1}", "abc", nil, "abc", ""},
+		{"{field:1}", "\tx", nil, "", ""},
+		{"{field:1}", "1234567\tx", nil, "1234567", ""},
+		{"{field:1}", "12345678\tx", nil, "12345678", ""},
+		// Columns longer than indexShort's loop.
+		{"{field:2}", strings.Repeat("a", 20) + "\t" + strings.Repeat("b", 30) + "\tc", nil, strings.Repeat("b", 30), ""},
+		{"{field:1}", strings.Repeat("a", 40), nil, strings.Repeat("a", 40), ""},
+		{"{field:2}", strings.Repeat("a", 40), nil, "", "fewer columns"},
 		{"{topic}-{partition}-{kafka_key}", "x", kafka, "orders-3-k1", ""},
 		{"{kafka_key}", "x", nil, "", "need Kafka records"},
 		{"{date}T{hour}", "x", nil, "2026-11-25T06", ""},
@@ -47,4 +57,57 @@ func TestKeyTemplate(t *testing.T) {
 			t.Errorf("%q: want an error", bad)
 		}
 	}
+}
+
+// BenchmarkKeyTemplate renders the key of a 100-byte record.
+func BenchmarkKeyTemplate(b *testing.B) {
+	for _, bc := range []struct{ tmpl, rec string }{
+		{"{field:1}", "k3\t" + strings.Repeat("x", 96)},
+		{"{field:3}", "a\tbb\tk3\t" + strings.Repeat("x", 91)},
+		{"{json:tenant}", `{"ts":"2026-11-25T07:30:00Z","tenant":"acme","level":"info","msg":"` + strings.Repeat("x", 24) + `"}`},
+		{"{json:user.id}/{date}", `{"ts":"2026-11-25T07:30:00Z","user":{"id":42,"name":"ann"},"msg":"` + strings.Repeat("x", 25) + `"}`},
+	} {
+		b.Run(bc.tmpl, func(b *testing.B) {
+			kt, err := ParseKeyTemplate(bc.tmpl, '\t')
+			if err != nil {
+				b.Fatal(err)
+			}
+			r := &Record{Data: []byte(bc.rec)}
+			var dst []byte
+			b.ReportAllocs()
+			for b.Loop() {
+				if dst, err = kt.Key(dst[:0], r); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// jsonFind must find what the parsing path finds, or leave the record to
+// it.
+func FuzzJSONFind(f *testing.F) {
+	f.Add(`{"a":"x","b":{"c":1,"d":[1,{"e":"}"}]},"a":"y"}`, "a")
+	f.Add(`{"a":"x","b":{"c":1,"d":[1,{"e":"}"}]}}`, "b.c")
+	f.Add(` { "t" : "caf\u00e9" , "n" : -1.5e3 } `, "t")
+	f.Add(`{"k":true,"s":"a\"b"}`, "s")
+	f.Add(`{"ü":"x"}`, "ü")
+	f.Fuzz(func(t *testing.T, data, dotted string) {
+		path := strings.Split(dotted, ".")
+		if slicesContainsEmpty(path) || !json.Valid([]byte(data)) {
+			return
+		}
+		got, ok := jsonFind([]byte(data), path)
+		if !ok {
+			return
+		}
+		obj, err := jsonObject([]byte(data))
+		if err != nil {
+			t.Fatalf("found %q in %s, which is not an object: %v", got, data, err)
+		}
+		want, err := jsonPath(obj, path)
+		if err != nil || !bytes.Equal(got, want) {
+			t.Fatalf("%s in %s: found %q, want %q, %v", dotted, data, got, want, err)
+		}
+	})
 }

@@ -272,7 +272,15 @@ func (p *Pipeline) Run(ctx context.Context) (Stats, error) {
 	in, stop, failed, done := chunks, p.Stop, p.failed, ctx.Done()
 	stopping := false
 	for in != nil {
+		// Keyed batches flushed while the queue was full go as it empties.
+		var feed chan<- *Batch
+		var next *Batch
+		if a.keyed != nil && a.keyed.waits() {
+			feed, next = queue, a.keyed.waiting[a.keyed.head].b
+		}
 		select {
+		case feed <- next:
+			a.keyed.popWaiting()
 		case recs, ok := <-in:
 			if !ok {
 				in = nil
@@ -318,6 +326,9 @@ func (p *Pipeline) Run(ctx context.Context) (Stats, error) {
 		a.flush(ReasonSignal)
 	default:
 		a.flush(ReasonEOF)
+	}
+	for a.keyed != nil && a.keyed.waits() {
+		a.enqueue(a.keyed.popWaiting())
 	}
 	close(queue)
 	stuck := p.waitWorkers(dctx, &workers)
@@ -579,6 +590,12 @@ func (a *aggregator) flush(why Reason) {
 
 // send numbers b and queues it for delivery.
 func (a *aggregator) send(b *Batch, why Reason) {
+	a.number(b, why)
+	a.enqueue(b)
+}
+
+// number numbers b and counts it flushed.
+func (a *aggregator) number(b *Batch, why Reason) {
 	a.seq++
 	b.Seq, b.Reason = a.seq, why
 	if s, ok := b.Span(); ok {
@@ -589,6 +606,12 @@ func (a *aggregator) send(b *Batch, why Reason) {
 	p.c.batches.Add(1)
 	p.c.reasons[why].Add(1)
 	p.c.inFlight.Add(n)
+}
+
+// enqueue hands b to the workers, waiting while the queue is full: that
+// wait is the backpressure that pauses reading.
+func (a *aggregator) enqueue(b *Batch) {
+	p := a.p
 	select {
 	case a.queue <- b:
 	case <-p.failed:

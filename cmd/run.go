@@ -460,7 +460,16 @@ func (o *options) whileOpening(open func() error) error {
 // the binary and memory the runtime does not count. A record larger than
 // --max-bytes may take the heap past the limit while it is held: the
 // collector then works harder (at most half the CPU), nothing fails.
+//
+// With --partition-by the open batches and those flushed and waiting for
+// a worker hold up to --max-buffered-bytes more, in buffers within the
+// bound the README states for it: 5 × --max-buffered-bytes + 4 × (-j + 2)
+// × --max-bytes. Held to the bound without a key, the collector ran
+// dozens of times a second and took more time than the batching.
 func memoryLimit(cfg batcher.Config) int64 {
+	if cfg.Key != nil {
+		return 8<<20 + 5*int64(cfg.MaxBufferedBytes) + 4*int64(cfg.Parallel+2)*int64(cfg.MaxBytes)
+	}
 	return 8<<20 + 2*int64(cfg.Parallel+2)*int64(cfg.MaxBytes)
 }
 
