@@ -77,6 +77,10 @@ func (k *kafkaOptions) addFlags(f *pflag.FlagSet) {
 	f.StringVar(&k.user, "kafka-user", "", "SASL user name")
 }
 
+// txnSink reports whether batches go to Kafka in transactions that
+// commit the source's offsets: --exactly-once with the kafka sink.
+func (o *options) txnSink() bool { return o.kafka.exactlyOnce && o.sink == "kafka" }
+
 // enabled reports whether Kafka is the source.
 func (k *kafkaOptions) enabled() bool { return len(k.topics) > 0 }
 
@@ -210,7 +214,10 @@ func (o *options) openKafka(logger *slog.Logger) (*kafkaRun, error) {
 		CommitInterval: k.commitInterval,
 		Timeout:        k.timeout,
 		Logger:         logger,
-		ExactlyOnce:    k.exactlyOnce,
+		// To Kafka, the sink's transactions commit the offsets, and
+		// where batches are cut no longer matters (sinks/kafka_txn.go).
+		ExactlyOnce:   k.exactlyOnce && !o.txnSink(),
+		OffsetsInSink: o.txnSink(),
 	})
 	if err != nil {
 		client.Close()

@@ -83,6 +83,13 @@ func (o *options) config() (batcher.Config, error) {
 	return cfg, nil
 }
 
+// txnOrderer is the kafka sink with --exactly-once: it learns the order
+// batches are formed in, and their fate.
+type txnOrderer interface {
+	Plan(b *batcher.Batch) error
+	OnSettled(s batcher.Settlement)
+}
+
 // keyFunc checks --partition-by and its bounds and returns the key
 // function, or nil without it.
 func (o *options) keyFunc() (func([]byte, *batcher.Record) ([]byte, error), error) {
@@ -245,7 +252,10 @@ func (o *options) run(openSink func() (batcher.Sink, error)) error {
 		}()
 		if kr.src != nil {
 			p.Source = kr.src
-			if o.kafka.exactlyOnce {
+			switch {
+			case o.txnSink():
+				cfg.Key = batcher.PartitionKey // Plan: the sink's, below
+			case o.kafka.exactlyOnce:
 				cfg.Key, cfg.Plan = batcher.PartitionKey, kr.src.PlanBatch
 			}
 			o.kafkaLag = kr.src.Lag
@@ -318,6 +328,15 @@ func (o *options) run(openSink func() (batcher.Sink, error)) error {
 			jsonLogger(errw).Info("metrics at http://" + addr + "/metrics")
 		default:
 			fmt.Fprintf(errw, "batchpipe: metrics at http://%s/metrics\n", addr)
+		}
+	}
+	if ts, ok := sink.(txnOrderer); ok && o.txnSink() {
+		// The sink commits each partition's batches in the order formed.
+		cfg.Plan = ts.Plan
+		if observe := cfg.OnSettled; observe != nil {
+			cfg.OnSettled = func(s batcher.Settlement) { ts.OnSettled(s); observe(s) }
+		} else {
+			cfg.OnSettled = ts.OnSettled
 		}
 	}
 	p.Config = cfg

@@ -35,6 +35,14 @@ type KafkaProducerConfig struct {
 	// KeepMeta gives a record read from Kafka its key, headers and
 	// timestamp.
 	KeepMeta bool
+	// TxnGroup, if set, makes each batch one transaction that also commits
+	// the source offset it completes for this consumer group (exactly
+	// once from Kafka; see kafka_txn.go). Batches must hold one source
+	// partition each.
+	TxnGroup string
+	// TxnTimeout is the broker's bound on an open transaction; default
+	// DefaultTxnTimeout.
+	TxnTimeout time.Duration
 }
 
 // KafkaProducer produces each batch to a topic, and returns once every
@@ -70,6 +78,8 @@ type KafkaProducer struct {
 	parts   map[int32]*partitionState
 
 	sends sync.WaitGroup // requests a Deliver gave up waiting for
+
+	txn *txnSink // with TxnGroup
 }
 
 // producerID is the identity the broker deduplicates by; gen counts the
@@ -115,8 +125,15 @@ func NewKafkaProducer(client sarama.Client, cfg KafkaProducerConfig) (*KafkaProd
 		cfg.Partitioner = Murmur2Partition
 	}
 	conf := client.Config()
-	return &KafkaProducer{cfg: cfg, client: client, codec: conf.Producer.Compression,
-		maxBytes: conf.Producer.MaxMessageBytes, attempts: produceAttempts, parts: make(map[int32]*partitionState)}, nil
+	k := &KafkaProducer{cfg: cfg, client: client, codec: conf.Producer.Compression,
+		maxBytes: conf.Producer.MaxMessageBytes, attempts: produceAttempts, parts: make(map[int32]*partitionState)}
+	if cfg.TxnGroup != "" {
+		if cfg.TxnTimeout <= 0 {
+			cfg.TxnTimeout = DefaultTxnTimeout
+		}
+		k.txn = &txnSink{group: cfg.TxnGroup, timeout: cfg.TxnTimeout, turns: newTurns(), parts: make(map[string]*txnPartition)}
+	}
+	return k, nil
 }
 
 // A chunk is records of one partition sent as one record batch.
@@ -134,49 +151,15 @@ type chunkResult struct {
 
 // Deliver produces b's records.
 func (k *KafkaProducer) Deliver(ctx context.Context, b *batcher.Batch) error {
-	n := b.Len()
+	if k.txn != nil {
+		return k.deliverTxn(ctx, b)
+	}
 	parts, err := kafkaconn.Partitions(k.client, k.cfg.Topic)
 	if err != nil {
 		return fmt.Errorf("kafka sink: %w", err)
 	}
 	sticky := int32(k.sticky.Add(1) % uint32(parts))
-	// Our own copy of the records: if ctx ends first, a request may still
-	// be on its way after Deliver has returned the batch.
-	buf := bytes.Clone(b.Bytes())
-	slab := make([]sarama.Record, n)
-	now := time.Now()
-	var rejected []batcher.Rejected
-	var chunks []*chunk
-	open := make(map[int32]*chunk) // the chunk being filled, per partition
-	size := make(map[int32]int)
-	start := 0
-	for i := range n {
-		end := start + len(b.Record(i))
-		r := &slab[i]
-		p, ts, err := k.record(r, buf[start:end:end], b.Meta(i), sticky, int32(parts))
-		start = end + 1
-		if err != nil {
-			rejected = append(rejected, batcher.Rejected{Index: i, Err: fmt.Errorf("kafka sink: %s: %w", b.Pos(i), err)})
-			continue
-		}
-		if ts.IsZero() {
-			ts = now
-		}
-		r.TimestampDelta = time.Duration(ts.UnixMilli()) * time.Millisecond // made relative below
-		sz := recordOverhead + len(r.Key) + len(r.Value)
-		for _, h := range r.Headers {
-			sz += len(h.Key) + len(h.Value) + 10
-		}
-		c := open[p]
-		if c == nil || size[p]+sz > k.maxBytes-batchOverhead {
-			c = &chunk{partition: p}
-			open[p], size[p] = c, 0
-			chunks = append(chunks, c)
-		}
-		c.index = append(c.index, i)
-		c.recs = append(c.recs, r)
-		size[p] += sz
-	}
+	chunks, rejected := k.chunks(b, 0, sticky, int32(parts))
 
 	// A goroutine per partition sends its chunks in order, and stops at
 	// the first that fails, so that nothing overtakes it.
@@ -239,6 +222,54 @@ func (k *KafkaProducer) Deliver(ctx context.Context, b *batcher.Batch) error {
 	return nil
 }
 
+// chunks turns b's records from index from on into record batches, one
+// or more per partition, and lists the records refused before sending.
+func (k *KafkaProducer) chunks(b *batcher.Batch, from int, sticky, parts int32) ([]*chunk, []batcher.Rejected) {
+	n := b.Len()
+	// Our own copy of the records: if ctx ends first, a request may still
+	// be on its way after Deliver has returned the batch.
+	buf := bytes.Clone(b.Bytes())
+	slab := make([]sarama.Record, n)
+	now := time.Now()
+	var rejected []batcher.Rejected
+	var chunks []*chunk
+	open := make(map[int32]*chunk) // the chunk being filled, per partition
+	size := make(map[int32]int)
+	start := 0
+	for i := range n {
+		end := start + len(b.Record(i))
+		r := &slab[i]
+		rec := buf[start:end:end]
+		start = end + 1
+		if i < from {
+			continue
+		}
+		p, ts, err := k.record(r, rec, b.Meta(i), sticky, parts)
+		if err != nil {
+			rejected = append(rejected, batcher.Rejected{Index: i, Err: fmt.Errorf("kafka sink: %s: %w", b.Pos(i), err)})
+			continue
+		}
+		if ts.IsZero() {
+			ts = now
+		}
+		r.TimestampDelta = time.Duration(ts.UnixMilli()) * time.Millisecond // made relative in produce
+		sz := recordOverhead + len(r.Key) + len(r.Value)
+		for _, h := range r.Headers {
+			sz += len(h.Key) + len(h.Value) + 10
+		}
+		c := open[p]
+		if c == nil || size[p]+sz > k.maxBytes-batchOverhead {
+			c = &chunk{partition: p}
+			open[p], size[p] = c, 0
+			chunks = append(chunks, c)
+		}
+		c.index = append(c.index, i)
+		c.recs = append(c.recs, r)
+		size[p] += sz
+	}
+	return chunks, rejected
+}
+
 // produceChunk sends c as one record batch. A batch the broker finds too
 // large is sent again a record at a time, as it judges a batch whole.
 func (k *KafkaProducer) produceChunk(ctx context.Context, c *chunk) chunkResult {
@@ -263,23 +294,7 @@ func (k *KafkaProducer) produceChunk(ctx context.Context, c *chunk) chunkResult 
 // backoff what may pass. The records' TimestampDelta holds their
 // timestamp since the epoch.
 func (k *KafkaProducer) produce(ctx context.Context, p int32, recs []*sarama.Record) error {
-	first, last := recs[0].TimestampDelta, recs[0].TimestampDelta
-	for _, r := range recs {
-		first, last = min(first, r.TimestampDelta), max(last, r.TimestampDelta)
-	}
-	rb := &sarama.RecordBatch{
-		Version: 2, Codec: k.codec, CompressionLevel: sarama.CompressionLevelDefault,
-		LastOffsetDelta: int32(len(recs) - 1),
-		FirstTimestamp:  time.UnixMilli(int64(first / time.Millisecond)),
-		MaxTimestamp:    time.UnixMilli(int64(last / time.Millisecond)),
-		Records:         make([]*sarama.Record, len(recs)),
-	}
-	for j, r := range recs {
-		c := *r // r may be sent again alone: its deltas are this batch's
-		c.OffsetDelta = int64(j)
-		c.TimestampDelta = r.TimestampDelta - first
-		rb.Records[j] = &c
-	}
+	rb := recordBatch(recs, k.codec)
 
 	st := k.partition(p)
 	st.mu.Lock()
@@ -298,7 +313,7 @@ func (k *KafkaProducer) produce(ctx context.Context, p int32, recs []*sarama.Rec
 				st.gen, st.seq = id.gen, 0
 			}
 			rb.ProducerID, rb.ProducerEpoch, rb.FirstSequence = id.id, id.epoch, st.seq
-			err = k.send(p, rb)
+			err = k.send(p, rb, nil)
 			switch {
 			case err == nil, attempt > 1 && errors.Is(err, sarama.ErrDuplicateSequenceNumber):
 				// A duplicate is this very batch, written by an attempt
@@ -342,14 +357,40 @@ func (k *KafkaProducer) produce(ctx context.Context, p int32, recs []*sarama.Rec
 	}
 }
 
+// recordBatch makes recs one record batch. The records' TimestampDelta
+// holds their timestamp since the epoch; they are copied, as a record may
+// be sent again alone, with deltas of its own.
+func recordBatch(recs []*sarama.Record, codec sarama.CompressionCodec) *sarama.RecordBatch {
+	first, last := recs[0].TimestampDelta, recs[0].TimestampDelta
+	for _, r := range recs {
+		first, last = min(first, r.TimestampDelta), max(last, r.TimestampDelta)
+	}
+	rb := &sarama.RecordBatch{
+		Version: 2, Codec: codec, CompressionLevel: sarama.CompressionLevelDefault,
+		LastOffsetDelta: int32(len(recs) - 1),
+		FirstTimestamp:  time.UnixMilli(int64(first / time.Millisecond)),
+		MaxTimestamp:    time.UnixMilli(int64(last / time.Millisecond)),
+		Records:         make([]*sarama.Record, len(recs)),
+	}
+	for j, r := range recs {
+		c := *r // r may be sent again alone: its deltas are this batch's
+		c.OffsetDelta = int64(j)
+		c.TimestampDelta = r.TimestampDelta - first
+		rb.Records[j] = &c
+	}
+
+	return rb
+}
+
 // send makes one produce request of rb to the leader of partition p.
-func (k *KafkaProducer) send(p int32, rb *sarama.RecordBatch) error {
+// txnID, if set, is the transaction rb belongs to.
+func (k *KafkaProducer) send(p int32, rb *sarama.RecordBatch, txnID *string) error {
 	broker, err := k.client.Leader(k.cfg.Topic, p)
 	if err != nil {
 		k.client.RefreshMetadata(k.cfg.Topic)
 		return err
 	}
-	req := &sarama.ProduceRequest{RequiredAcks: sarama.WaitForAll, Timeout: 10000, Version: 7}
+	req := &sarama.ProduceRequest{RequiredAcks: sarama.WaitForAll, Timeout: 10000, Version: 7, TransactionalID: txnID}
 	req.AddBatch(k.cfg.Topic, p, rb)
 	resp, err := broker.Produce(req)
 	if err != nil {

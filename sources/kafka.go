@@ -101,6 +101,15 @@ type KafkaConfig struct {
 	// before it is delivered (PlanBatch), and cuts the records read again
 	// where it was stored (see kafka_cuts.go). Needs Group.
 	ExactlyOnce bool
+	// OffsetsInSink says the sink commits the group's offsets itself, in
+	// the Kafka transaction that writes a batch (exactly once to Kafka).
+	// The source then commits none: a commit of its own could only repeat
+	// an offset a transaction committed (delivered records are acked after
+	// their transaction), or, sent in the moment between a transaction
+	// committing further and its batch being acked, move the offset back,
+	// so that a crash then would write those records twice. Delivered
+	// offsets count as committed. Needs Group.
+	OffsetsInSink bool
 }
 
 // maxChunk bounds the records sent to the pipeline at once.
@@ -188,6 +197,9 @@ func OpenKafka(client sarama.Client, cfg KafkaConfig) (*Kafka, error) {
 	}
 	if cfg.Group != "" && cfg.Partitions != nil {
 		return nil, errors.New("kafka: partitions are assigned by the group: give a group or partitions, not both")
+	}
+	if cfg.OffsetsInSink && (cfg.Group == "" || cfg.ExactlyOnce) {
+		return nil, errors.New("kafka: offsets committed by the sink need a group, and no cuts of the source's own")
 	}
 	if cfg.ExactlyOnce && cfg.Group == "" {
 		return nil, errors.New("kafka: exactly once needs a group: the cuts are stored with its offsets")
@@ -1396,6 +1408,10 @@ func (k *Kafka) fetchCommittedWith(client sarama.Client, claims map[string][]int
 func (k *Kafka) commitLocked(sess sarama.ConsumerGroupSession) error {
 	cs := k.track.commits()
 	if len(cs) == 0 {
+		return nil
+	}
+	if k.cfg.OffsetsInSink {
+		k.track.committed(cs) // by the transactions that delivered them
 		return nil
 	}
 	req := newCommitRequest(k.cfg.Group, sess.MemberID(), sess.GenerationID())
