@@ -79,11 +79,12 @@ func newKafkaCmd(o *options) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if o.kafka.exactlyOnce {
+			if o.kafka.exactlyOnce && o.kafka.enabled() && o.kafka.group != "" { // else refused below
 				if k.brokers != "" && k.brokers != o.kafka.brokers {
 					return usagef("kafka: --exactly-once commits the source group's offsets in the sink's transactions: source and sink must be one cluster; drop --brokers")
 				}
 				cfg.TxnGroup = o.kafka.group
+				popts.Transactional = true
 			}
 			conn, err := o.sinkConn(k.brokers)
 			if err != nil {

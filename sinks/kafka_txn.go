@@ -54,6 +54,13 @@ import (
 // waits behind a transaction whose producer died, if no run starts again.
 const DefaultTxnTimeout = time.Minute
 
+// Tries of a request the broker answers busy: up to 20 s in all; up to
+// 2 s for a committed offset not yet stable.
+const (
+	busyTries   = 100
+	stableTries = 16
+)
+
 // Protocol versions of the transaction requests: those of Kafka 2.1, the
 // oldest a Kafka 4 broker answers.
 const (
@@ -376,7 +383,7 @@ func (k *KafkaProducer) produceTxn(ctx context.Context, tp *txnPartition, p, seq
 // or aborts its transaction first), then reads the group's committed
 // offset of the partition: what earlier transactions wrote.
 func (k *KafkaProducer) initTxn(ctx context.Context, tp *txnPartition, span batcher.Span) error {
-	if err := retryBusy(ctx, func() (sarama.KError, error) {
+	if err := retryBusy(ctx, busyTries, func() (sarama.KError, error) {
 		coord, err := k.client.TransactionCoordinator(tp.id)
 		if err != nil {
 			return 0, fmt.Errorf("transaction coordinator: %w", err)
@@ -396,13 +403,22 @@ func (k *KafkaProducer) initTxn(ctx context.Context, tp *txnPartition, span batc
 	}); err != nil {
 		return err
 	}
+	// require_stable makes the broker answer UNSTABLE_OFFSET_COMMIT while
+	// a transaction with offsets of the group is pending. Ours is over:
+	// InitProducerId finished it. A broker whose group coordinator applies
+	// a finished transaction's offsets a moment later (before Kafka 4)
+	// answers so for that moment, which the stable tries wait out. kfake
+	// answers so while any transaction holds offsets of the group, those
+	// of other partitions too, whose producers may wait for this batch's
+	// worker: past the stable tries, the offset is read as it stands.
 	group := k.txn.group
-	if err := retryBusy(ctx, func() (sarama.KError, error) {
+	stable := true
+	fetch := func() (sarama.KError, error) {
 		coord, err := k.client.Coordinator(group)
 		if err != nil {
 			return 0, fmt.Errorf("group %q coordinator: %w", group, err)
 		}
-		req := &sarama.OffsetFetchRequest{Version: offsetFetchVersion, ConsumerGroup: group, RequireStable: true}
+		req := &sarama.OffsetFetchRequest{Version: offsetFetchVersion, ConsumerGroup: group, RequireStable: stable}
 		req.AddPartition(span.Topic, span.Partition)
 		resp, err := coord.FetchOffset(req)
 		if err != nil {
@@ -426,7 +442,13 @@ func (k *KafkaProducer) initTxn(ctx context.Context, tp *txnPartition, span batc
 		}
 		tp.done = blk.Offset // -1 when none: nothing to skip
 		return 0, nil
-	}); err != nil {
+	}
+	err := retryBusy(ctx, stableTries, fetch)
+	if errors.Is(err, sarama.ErrUnstableOffsetCommit) {
+		stable = false
+		err = retryBusy(ctx, busyTries, fetch)
+	}
+	if err != nil {
 		return err
 	}
 	tp.seqs = make(map[int32]int32)
@@ -438,8 +460,7 @@ func (k *KafkaProducer) initTxn(ctx context.Context, tp *txnPartition, span batc
 // broker being busy with the id (a transaction finishing, offsets
 // pending, a coordinator loading or moving), or ctx ends. A transaction
 // the broker is aborting or committing takes a moment.
-func retryBusy(ctx context.Context, f func() (sarama.KError, error)) error {
-	const max = 100 // 100 × up to 200 ms: 20 s
+func retryBusy(ctx context.Context, max int, f func() (sarama.KError, error)) error {
 	t := time.NewTimer(0)
 	defer t.Stop()
 	<-t.C

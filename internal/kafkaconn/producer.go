@@ -16,7 +16,15 @@ type ProducerOptions struct {
 	// the Java client's max.request.size and the brokers' default
 	// max.message.bytes.
 	MaxMessageBytes int
+	// Transactional speaks Kafka 2.5 (KIP-447): a transactional producer
+	// reads the group's committed offsets with require_stable, which
+	// waits for transactions still committing offsets.
+	Transactional bool
 }
+
+// TransactionalVersion is the protocol version of a transactional
+// producer's client.
+var TransactionalVersion = sarama.V2_5_0_0
 
 // DefaultMaxMessageBytes is ProducerOptions.MaxMessageBytes's default.
 const DefaultMaxMessageBytes = 1000000
@@ -29,6 +37,9 @@ func (c *Conn) ProducerConfig(p ProducerOptions) (*sarama.Config, error) {
 	cfg, err := c.Config()
 	if err != nil {
 		return nil, err
+	}
+	if p.Transactional && !cfg.Version.IsAtLeast(TransactionalVersion) {
+		cfg.Version = TransactionalVersion
 	}
 	cfg.Producer.RequiredAcks = sarama.WaitForAll
 	cfg.Producer.Return.Successes = true

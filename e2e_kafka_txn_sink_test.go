@@ -1,0 +1,239 @@
+package main
+
+// End-to-end tests of --exactly-once from Kafka to Kafka: each batch one
+// transaction with the source offsets it completes, so a read_committed
+// reader of the output sees every source record once, whatever kills
+// batchpipe.
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/IBM/sarama"
+)
+
+// committedRecord is one record a read_committed reader sees.
+type committedRecord struct {
+	partition int32
+	offset    int64
+	value     []byte
+}
+
+// readCommitted returns every record of topic a read_committed consumer
+// sees: records of committed transactions and outside any, no control
+// records. It waits for the transaction markers first, so that the last
+// stable offset is the end.
+func readCommitted(t *testing.T, addr, topic string) []committedRecord {
+	t.Helper()
+	waitStable(t, addr, topic)
+	cfg := sarama.NewConfig()
+	cfg.Version = sarama.V2_1_0_0
+	client, err := sarama.NewClient([]string{addr}, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	parts, err := client.Partitions(topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []committedRecord
+	for _, p := range parts {
+		end, err := client.GetOffset(topic, p, sarama.OffsetNewest)
+		if err != nil {
+			t.Fatal(err)
+		}
+		leader, err := client.Leader(topic, p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		aborting := make(map[int64]bool) // producers whose open transaction was aborted
+		var aborted []*sarama.AbortedTransaction
+		for off := int64(0); off < end; {
+			req := &sarama.FetchRequest{Version: 10, MaxBytes: 8 << 20, MaxWaitTime: 100, MinBytes: 1,
+				Isolation: sarama.ReadCommitted, SessionEpoch: -1}
+			req.AddBlock(topic, p, off, 4<<20, -1)
+			resp, err := leader.Fetch(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			blk := resp.GetBlock(topic, p)
+			if blk == nil || blk.Err != sarama.ErrNoError {
+				t.Fatalf("fetch %s[%d] at %d: %v", topic, p, off, blk)
+			}
+			aborted = append(aborted, blk.AbortedTransactions...)
+			moved := false
+			for _, rs := range blk.RecordsSet {
+				rb := rs.RecordBatch
+				if rb == nil {
+					t.Fatalf("%s[%d] at %d: not a v2 record batch", topic, p, off)
+				}
+				last := rb.FirstOffset + int64(rb.LastOffsetDelta)
+				if last < off {
+					continue
+				}
+				for _, a := range aborted {
+					if a.ProducerID == rb.ProducerID && a.FirstOffset <= rb.FirstOffset && a.FirstOffset > -1 {
+						aborting[a.ProducerID] = true
+						a.FirstOffset = -1 // counted once
+					}
+				}
+				switch {
+				case rb.Control:
+					if len(rb.Records) > 0 && isAbortMarker(rb.Records[0]) {
+						delete(aborting, rb.ProducerID)
+					}
+				case rb.IsTransactional && aborting[rb.ProducerID]:
+				default:
+					for _, r := range rb.Records {
+						if o := rb.FirstOffset + r.OffsetDelta; o >= off {
+							out = append(out, committedRecord{p, o, r.Value})
+						}
+					}
+				}
+				off, moved = last+1, true
+			}
+			if !moved {
+				t.Fatalf("fetch %s[%d] at %d of %d: no records", topic, p, off, end)
+			}
+		}
+	}
+	return out
+}
+
+// isAbortMarker reports whether a control record marks an abort: its key
+// is version (int16) then type (int16), 0 for abort.
+func isAbortMarker(r *sarama.Record) bool {
+	return len(r.Key) >= 4 && r.Key[2] == 0 && r.Key[3] == 0
+}
+
+// checkCopiedOnce checks that out holds every record of the source
+// partitions once: perPartition each, nothing else.
+func checkCopiedOnce(t *testing.T, out []committedRecord, perPartition int) {
+	t.Helper()
+	seen := make(map[int32]map[int64]int)
+	for _, r := range out {
+		p, i := parseValue(t, string(r.value))
+		if seen[p] == nil {
+			seen[p] = make(map[int64]int)
+		}
+		seen[p][i]++
+	}
+	dups, missing := 0, 0
+	for _, p := range parts4 {
+		for i := range int64(perPartition) {
+			switch n := seen[p][i]; {
+			case n == 0:
+				missing++
+			case n > 1:
+				dups += n - 1
+			}
+		}
+	}
+	if want := 4 * perPartition; len(out) != want || dups != 0 || missing != 0 {
+		t.Fatalf("read_committed sees %d records, want %d: %d duplicates, %d missing", len(out), want, dups, missing)
+	}
+}
+
+// kill -9 ten times during a Kafka → Kafka copy with --exactly-once, each
+// run with another -n, then a run to the end: a read_committed reader of
+// the output sees every source record exactly once, and the group's
+// offsets are at the end.
+func TestKafkaTxnSinkKills(t *testing.T) {
+	const perPartition = 50000
+	s := *exactlySeed
+	if s == 0 {
+		s = rand.Uint64()
+	}
+	t.Logf("seed %d: -exactly-seed %d picks the same kill points", s, s)
+	rng := rand.New(rand.NewPCG(s, 2))
+	k := newKafka(t, 4)
+	out := k.name("copy")
+	createTopic(t, k.addr, out, 4)
+	newProducer(t, k.addr).produce(k.topic, parts4, perPartition)
+	args := func(n int) []string {
+		return []string{"-v", "--kafka-brokers", k.addr, "--topic", k.topic, "--group", k.group, "--exactly-once", "--until-end",
+			"-n", strconv.Itoa(n), "-j", "4", "--kafka-session-timeout", "1s", "kafka", out}
+	}
+	kills := 0
+	for kill := range 10 {
+		n := 50 + rng.IntN(3000)
+		p := start(t, args(n)...)
+		want := 1 + rng.IntN(12)
+		p.waitLine(fmt.Sprintf("%d batches delivered, or the end", want), func(string) bool {
+			e := p.stderr()
+			return strings.Count(e, "outcome=delivered") >= want || strings.Contains(e, "drained")
+		})
+		p.signal(syscall.SIGKILL)
+		if code := p.wait(); code == 0 {
+			t.Logf("run %d finished before the kill", kill)
+			break
+		}
+		kills++
+	}
+	r := run(t, nil, args(777)...)
+	if r.code != 0 {
+		t.Fatalf("final run: exit %d:\n%s", r.code, r.stderr)
+	}
+	if kills < 10 {
+		t.Fatalf("only %d kills landed before the copy was done: make the input larger", kills)
+	}
+	checkCopiedOnce(t, readCommitted(t, k.addr, out), perPartition)
+	for p, off := range committedOffsets(t, k.addr, k.topic, k.group, parts4) {
+		if off != perPartition {
+			t.Fatalf("group offset of partition %d is %d, want %d", p, off, perPartition)
+		}
+	}
+	t.Logf("%d kills", kills)
+}
+
+// A member that lost its partitions and comes back with an old
+// transaction is fenced: two runs copy the same partitions at once into
+// one topic (both with the group, so each gets some; a rebalance moves
+// them while batches are in transactions), and the output holds each
+// record once.
+func TestKafkaTxnSinkTwoMembers(t *testing.T) {
+	const perPartition = 20000
+	k := newKafka(t, 4)
+	out := k.name("copy")
+	createTopic(t, k.addr, out, 4)
+	newProducer(t, k.addr).produce(k.topic, parts4, perPartition)
+	args := []string{"-v", "--kafka-brokers", k.addr, "--topic", k.topic, "--group", k.group, "--exactly-once", "--until-end",
+		"-n", "500", "-j", "2", "--kafka-session-timeout", "1s", "kafka", out}
+	p1 := start(t, args...)
+	p1.waitLine("a batch delivered", func(string) bool { return strings.Contains(p1.stderr(), "outcome=delivered") })
+	p2 := start(t, args...)
+	c1, c2 := p1.wait(), p2.wait()
+	if c1 != 0 || c2 != 0 {
+		t.Fatalf("exits %d and %d:\n%s\n---\n%s", c1, c2, p1.stderr(), p2.stderr())
+	}
+	// A member that stopped while the other still held partitions leaves
+	// them to it: a last run finishes whatever is left.
+	if r := run(t, nil, args...); r.code != 0 {
+		t.Fatalf("last run: exit %d:\n%s", r.code, r.stderr)
+	}
+	checkCopiedOnce(t, readCommitted(t, k.addr, out), perPartition)
+}
+
+func TestKafkaTxnSinkUsage(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--exactly-once", "kafka", "--brokers", "127.0.0.1:1", "out"}, "stdin cannot be read again"},
+		{[]string{"--kafka-brokers", "127.0.0.1:1", "--topic", "t", "--exactly-once", "kafka", "out"}, "--exactly-once needs --group"},
+		{[]string{"--kafka-brokers", "127.0.0.1:1", "--topic", "t", "--group", "g", "--exactly-once", "kafka", "--brokers", "127.0.0.2:1", "out"},
+			"must be one cluster"},
+	} {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			r := run(t, nil, tc.args...)
+			if r.code != 2 || !strings.Contains(r.stderr, tc.want) {
+				t.Fatalf("exit %d, stderr:\n%s\nwant exit 2 and %q", r.code, r.stderr, tc.want)
+			}
+		})
+	}
+}
