@@ -197,19 +197,22 @@ func TestKafkaTxnSinkKills(t *testing.T) {
 // them while batches are in transactions), and the output holds each
 // record once.
 func TestKafkaTxnSinkTwoMembers(t *testing.T) {
-	const perPartition = 20000
+	const perPartition = 50000
 	k := newKafka(t, 4)
 	out := k.name("copy")
 	createTopic(t, k.addr, out, 4)
 	newProducer(t, k.addr).produce(k.topic, parts4, perPartition)
 	args := []string{"-v", "--kafka-brokers", k.addr, "--topic", k.topic, "--group", k.group, "--exactly-once", "--until-end",
-		"-n", "500", "-j", "2", "--kafka-session-timeout", "1s", "kafka", out}
+		"-n", "100", "--kafka-session-timeout", "1s", "kafka", out}
 	p1 := start(t, args...)
 	p1.waitLine("a batch delivered", func(string) bool { return strings.Contains(p1.stderr(), "outcome=delivered") })
 	p2 := start(t, args...)
 	c1, c2 := p1.wait(), p2.wait()
 	if c1 != 0 || c2 != 0 {
 		t.Fatalf("exits %d and %d:\n%s\n---\n%s", c1, c2, p1.stderr(), p2.stderr())
+	}
+	if !strings.Contains(p2.stderr(), "outcome=delivered") {
+		t.Fatalf("the second member delivered nothing: the first was done before it joined")
 	}
 	// A member that stopped while the other still held partitions leaves
 	// them to it: a last run finishes whatever is left.
