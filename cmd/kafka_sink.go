@@ -40,6 +40,13 @@ drain with --envelope json and a replay with --unwrap copy a topic exactly;
 the envelope's partition is kept unless --partitioner is given. A record
 that is not such an envelope is rejected on its own, with the reason.
 
+With --exactly-once (a Kafka source with --group), each batch is one Kafka
+transaction holding its records and the source offsets it completes, with
+a transactional id per source partition (batchpipe-GROUP-TOPIC-PARTITION),
+so a run after a crash or another member fences the one before. A reader
+of TOPIC with isolation.level=read_committed then sees every source record
+once. Source and sink must be one cluster; Kafka 2.5 or later.
+
 TLS and SASL are those of the Kafka source: --kafka-tls, --kafka-cacert,
 --kafka-sasl, --kafka-user and $BATCHPIPE_KAFKA_PASSWORD.`
 
@@ -48,6 +55,9 @@ const kafkaSinkExamples = `  # a growing log into a topic, keyed by what comes b
 
   # replay a dead-letter topic into the topic it came from, then stop
   batchpipe --kafka-brokers localhost:9092 --topic orders-dlq --group replay --until-end kafka orders
+
+  # copy a topic, each record once for read_committed readers, whatever crashes
+  batchpipe --kafka-brokers localhost:9092 --topic orders --group copier --exactly-once --until-end kafka orders-copy
 
   # back up a topic and restore it into another, exactly
   batchpipe --kafka-brokers localhost:9092 --topic orders --until-end --envelope json -n 10000 file orders.ndjson
@@ -95,6 +105,7 @@ func newKafkaCmd(o *options) *cobra.Command {
 				if err != nil {
 					return nil, connectError(fmt.Errorf("kafka sink: %w", err))
 				}
+				cfg.Logger = o.log
 				sink, err := sinks.NewKafkaProducer(client, cfg)
 				if err != nil {
 					client.Close()

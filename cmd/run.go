@@ -88,6 +88,7 @@ func (o *options) config() (batcher.Config, error) {
 type txnOrderer interface {
 	Plan(b *batcher.Batch) error
 	OnSettled(s batcher.Settlement)
+	SetOwner(owns func(b *batcher.Batch) bool)
 }
 
 // keyFunc checks --partition-by and its bounds and returns the key
@@ -333,6 +334,7 @@ func (o *options) run(openSink func() (batcher.Sink, error)) error {
 	if ts, ok := sink.(txnOrderer); ok && o.txnSink() {
 		// The sink commits each partition's batches in the order formed.
 		cfg.Plan = ts.Plan
+		ts.SetOwner(kr.src.Owns)
 		if observe := cfg.OnSettled; observe != nil {
 			cfg.OnSettled = func(s batcher.Settlement) { ts.OnSettled(s); observe(s) }
 		} else {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -43,6 +44,8 @@ type KafkaProducerConfig struct {
 	// TxnTimeout is the broker's bound on an open transaction; default
 	// DefaultTxnTimeout.
 	TxnTimeout time.Duration
+	// Logger, if set, gets a debug line per transaction attempted again.
+	Logger *slog.Logger
 }
 
 // KafkaProducer produces each batch to a topic, and returns once every

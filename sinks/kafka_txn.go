@@ -77,6 +77,7 @@ type txnSink struct {
 	group   string
 	timeout time.Duration
 	turns   *turns
+	owns    func(b *batcher.Batch) bool // see SetOwner
 
 	mu    sync.Mutex
 	parts map[string]*txnPartition // by source "topic/partition"
@@ -127,6 +128,17 @@ func (k *KafkaProducer) Plan(b *batcher.Batch) error {
 	return nil
 }
 
+// SetOwner gives the sink, before the run, the source's word on whether a
+// batch's partition is still this member's. A new producer id, which
+// fences whoever holds the partition now, is asked for only for a batch
+// it owns: a member that lost the partition would otherwise fence its new
+// owner, and be fenced back, in turn.
+func (k *KafkaProducer) SetOwner(owns func(b *batcher.Batch) bool) {
+	if k.txn != nil {
+		k.txn.owns = owns
+	}
+}
+
 // OnSettled learns each batch's fate: the next batch of its partition may
 // go, unless this one was neither delivered, dead-lettered nor withdrawn.
 func (k *KafkaProducer) OnSettled(s batcher.Settlement) {
@@ -165,6 +177,12 @@ func (k *KafkaProducer) deliverTxn(ctx context.Context, b *batcher.Batch) error 
 	}()
 	backoff := produceBackoff
 	for attempt := 1; ; attempt++ {
+		if owns := k.txn.owns; !tp.valid && owns != nil && !owns(b) {
+			// Its new owner fenced us, or will: a new producer id
+			// would fence it in turn. The pipeline withdraws the
+			// batch.
+			return fmt.Errorf("kafka sink: %s: %s[%d] is no longer this member's", b, span.Topic, span.Partition)
+		}
 		err := k.transact(ctx, tp, b, span)
 		if err == nil {
 			return nil
@@ -175,6 +193,9 @@ func (k *KafkaProducer) deliverTxn(ctx context.Context, b *batcher.Batch) error 
 		tp.valid = false // the next attempt fences this one, and aborts what it left
 		if attempt >= k.attempts || ctx.Err() != nil {
 			return fmt.Errorf("kafka sink: %s: transaction %s: %w", b, tp.id, err)
+		}
+		if k.cfg.Logger != nil {
+			k.cfg.Logger.Debug("kafka sink: transaction again", "batch", b.String(), "txn", tp.id, "attempt", attempt, "wait", backoff, "err", err)
 		}
 		if wait == nil {
 			wait = time.NewTimer(backoff)
@@ -235,17 +256,28 @@ func (k *KafkaProducer) transact(ctx context.Context, tp *txnPartition, b *batch
 			outs = append(outs, c.partition)
 		}
 	}
-	addResp, err := coord.AddPartitionsToTxn(&sarama.AddPartitionsToTxnRequest{Version: addPartitionsVersion,
-		TransactionalID: tp.id, ProducerID: tp.pid, ProducerEpoch: tp.epoch, TopicPartitions: map[string][]int32{k.cfg.Topic: outs}})
-	if err != nil {
-		k.lostCoordinator(coord, tp.id)
-		return fmt.Errorf("add partitions: %w", err)
-	}
-	for _, pe := range addResp.Errors[k.cfg.Topic] {
-		if pe.Err != sarama.ErrNoError {
-			k.coordinatorError(pe.Err, tp.id)
-			return fmt.Errorf("add partition %d: %w", pe.Partition, pe.Err)
+	// Right after the previous EndTxn the broker is still writing its
+	// markers, and answers CONCURRENT_TRANSACTIONS for a moment.
+	if err := retryBusy(ctx, busyTries, func() (sarama.KError, error) {
+		resp, err := coord.AddPartitionsToTxn(&sarama.AddPartitionsToTxnRequest{Version: addPartitionsVersion,
+			TransactionalID: tp.id, ProducerID: tp.pid, ProducerEpoch: tp.epoch, TopicPartitions: map[string][]int32{k.cfg.Topic: outs}})
+		if err != nil {
+			k.lostCoordinator(coord, tp.id)
+			return 0, fmt.Errorf("add partitions: %w", err)
 		}
+		var first *sarama.PartitionError
+		for _, pe := range resp.Errors[k.cfg.Topic] {
+			if pe.Err != sarama.ErrNoError && (first == nil || first.Err == sarama.ErrOperationNotAttempted) {
+				first = pe
+			}
+		}
+		if first != nil {
+			k.coordinatorError(first.Err, tp.id)
+			return first.Err, fmt.Errorf("add partition %d: %w", first.Partition, first.Err)
+		}
+		return 0, nil
+	}); err != nil {
+		return err
 	}
 
 	// A goroutine per output partition sends its chunks in order.
@@ -276,16 +308,20 @@ func (k *KafkaProducer) transact(ctx context.Context, tp *txnPartition, b *batch
 		tp.seqs[c.partition] += int32(len(c.recs))
 	}
 
-	offResp, err := coord.AddOffsetsToTxn(&sarama.AddOffsetsToTxnRequest{Version: addOffsetsVersion,
-		TransactionalID: tp.id, ProducerID: tp.pid, ProducerEpoch: tp.epoch, GroupID: k.txn.group})
-	if err == nil && offResp.Err != sarama.ErrNoError {
-		k.coordinatorError(offResp.Err, tp.id)
-		err = offResp.Err
-	} else if err != nil {
-		k.lostCoordinator(coord, tp.id)
-	}
-	if err != nil {
-		return fmt.Errorf("add offsets of group %q: %w", k.txn.group, err)
+	if err := retryBusy(ctx, busyTries, func() (sarama.KError, error) {
+		resp, err := coord.AddOffsetsToTxn(&sarama.AddOffsetsToTxnRequest{Version: addOffsetsVersion,
+			TransactionalID: tp.id, ProducerID: tp.pid, ProducerEpoch: tp.epoch, GroupID: k.txn.group})
+		if err != nil {
+			k.lostCoordinator(coord, tp.id)
+			return 0, fmt.Errorf("add offsets of group %q: %w", k.txn.group, err)
+		}
+		if resp.Err != sarama.ErrNoError {
+			k.coordinatorError(resp.Err, tp.id)
+			return resp.Err, fmt.Errorf("add offsets of group %q: %w", k.txn.group, resp.Err)
+		}
+		return 0, nil
+	}); err != nil {
+		return err
 	}
 	if err := k.commitTxnOffset(tp, span); err != nil {
 		return err

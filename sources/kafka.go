@@ -576,6 +576,21 @@ func (k *Kafka) Ack(b *batcher.Batch) {
 // delivering them here too would deliver them twice.
 func (k *Kafka) Withdraw(b *batcher.Batch) []int { return k.track.withdraw(b.Seq, b) }
 
+// Owns reports whether b's records are still this member's to deliver:
+// their partition is assigned to it, and they were read under the current
+// assignment. A sink that fences other producers of the partition (exactly
+// once to Kafka) asks before it does.
+func (k *Kafka) Owns(b *batcher.Batch) bool {
+	span, ok := b.Span()
+	if !ok {
+		return false
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	st := k.track.get(span.Topic, span.Partition)
+	return k.sess != nil && !k.closing && st != nil && k.track.holds(st, b.Meta(0))
+}
+
 // Settled notes that no further attempt will be made at batch seq: a
 // rebalance waits for that before it commits and lets go.
 func (k *Kafka) Settled(seq int64) { k.track.settle(seq) }
