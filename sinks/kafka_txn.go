@@ -500,7 +500,7 @@ func retryBusy(ctx context.Context, max int, f func() (sarama.KError, error)) er
 	t := time.NewTimer(0)
 	defer t.Stop()
 	<-t.C
-	d := 10 * time.Millisecond
+	d := 2 * time.Millisecond
 	for i := 1; ; i++ {
 		kerr, err := f()
 		if err == nil {

@@ -7,6 +7,10 @@
 # -j 4 both. Prints records/s and the ratio of the times. Each runs ROUNDS
 # times (default 3), alternating; the best time of each counts. The copies
 # are counted with a read_committed reader (kcat, if there).
+#
+# BROKERS=host:port runs against that cluster instead, whose topics must
+# exist: ${PREFIX}src holding the records (4 partitions), and
+# ${PREFIX}plain1, ${PREFIX}txn1, ... (one of each per round) empty.
 set -euo pipefail
 
 bin=${1:?usage: bench-kafka-txn.sh BIN}
@@ -14,6 +18,7 @@ bin=$(cd "$(dirname "$bin")" && pwd)/$(basename "$bin")
 records=${RECORDS:-1000000}
 size=${SIZE:-100}
 rounds=${ROUNDS:-3}
+pre=${PREFIX:-}
 root=$(cd "$(dirname "$0")/.." && pwd)
 work=$(mktemp -d)
 dev_pid=
@@ -24,18 +29,22 @@ cleanup() {
 trap cleanup EXIT
 
 echo "== kafka -> kafka: $records records of $size bytes, without and with --exactly-once"
-topics=src
-for r in $(seq 1 "$rounds"); do topics="$topics,plain$r,txn$r"; done
-(cd "$root" && go build -o "$work/kafka-dev" ./tools/kafka-dev)
-"$work/kafka-dev" -addr 127.0.0.1:0 -topic "$topics" -partitions 4 -records "$records" -size "$size" 2>"$work/dev.log" &
-dev_pid=$!
-for _ in $(seq 1 600); do
-	grep -q "kafka-dev: ready" "$work/dev.log" && break
-	kill -0 "$dev_pid" 2>/dev/null || { cat "$work/dev.log"; exit 1; }
-	sleep 0.1
-done
-grep -q "kafka-dev: ready" "$work/dev.log" || { echo "kafka-dev did not get ready"; cat "$work/dev.log"; exit 1; }
-addr=$(grep -o 'listening on [0-9.:]*' "$work/dev.log" | awk '{print $3}')
+if [ -n "${BROKERS:-}" ]; then
+	addr=$BROKERS
+else
+	topics=src
+	for r in $(seq 1 "$rounds"); do topics="$topics,plain$r,txn$r"; done
+	(cd "$root" && go build -o "$work/kafka-dev" ./tools/kafka-dev)
+	"$work/kafka-dev" -addr 127.0.0.1:0 -topic "$topics" -partitions 4 -records "$records" -size "$size" 2>"$work/dev.log" &
+	dev_pid=$!
+	for _ in $(seq 1 600); do
+		grep -q "kafka-dev: ready" "$work/dev.log" && break
+		kill -0 "$dev_pid" 2>/dev/null || { cat "$work/dev.log"; exit 1; }
+		sleep 0.1
+	done
+	grep -q "kafka-dev: ready" "$work/dev.log" || { echo "kafka-dev did not get ready"; cat "$work/dev.log"; exit 1; }
+	addr=$(grep -o 'listening on [0-9.:]*' "$work/dev.log" | awk '{print $3}')
+fi
 
 now() { date +%s.%N; }
 sub() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", a - b }'; }
@@ -57,10 +66,10 @@ timed() {
 }
 plain= txn=
 for r in $(seq 1 "$rounds"); do
-	timed plain "$bin" -q --kafka-brokers "$addr" --topic src --group "plain$r" --until-end -n 1000 -j 4 kafka "plain$r"
-	check "plain$r"
-	timed txn "$bin" -q --kafka-brokers "$addr" --topic src --group "txn$r" --exactly-once --until-end -n 1000 -j 4 kafka "txn$r"
-	check "txn$r"
+	timed plain "$bin" -q --kafka-brokers "$addr" --topic "${pre}src" --group "${pre}plain$r" --until-end -n 1000 -j 4 kafka "${pre}plain$r"
+	check "${pre}plain$r"
+	timed txn "$bin" -q --kafka-brokers "$addr" --topic "${pre}src" --group "${pre}txn$r" --exactly-once --until-end -n 1000 -j 4 kafka "${pre}txn$r"
+	check "${pre}txn$r"
 done
 
 rate() { awk -v n="$records" -v t="$1" 'BEGIN { printf "%d", n / t }'; }
