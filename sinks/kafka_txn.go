@@ -467,6 +467,10 @@ func (k *KafkaProducer) initTxn(ctx context.Context, tp *txnPartition, span batc
 		if kerr == sarama.ErrNoError && blk == nil {
 			return 0, fmt.Errorf("group %q: no committed offset in the answer for %s[%d]", group, span.Topic, span.Partition)
 		}
+		if kerr == sarama.ErrGroupIDNotFound {
+			tp.done = -1 // no group, no offsets (kfake; Kafka answers -1)
+			return 0, nil
+		}
 		if kerr == sarama.ErrNoError {
 			kerr = blk.Err
 		}

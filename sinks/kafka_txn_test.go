@@ -1,0 +1,211 @@
+package sinks
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/IBM/sarama"
+	"github.com/batchpipe/batchpipe/batcher"
+	"github.com/batchpipe/batchpipe/internal/kafkaconn"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// metaSource sends records read from partition 0 of topic "src", at the
+// offsets given.
+type metaSource []int64
+
+func (s metaSource) Run(ctx context.Context, out chan<- []batcher.Record) error {
+	recs := make([]batcher.Record, len(s))
+	for i, off := range s {
+		recs[i] = batcher.Record{Data: []byte("r" + strconv.FormatInt(off, 10)),
+			Meta: &batcher.Meta{Topic: "src", Partition: 0, Offset: off}}
+	}
+	select {
+	case out <- recs:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// srcBatch makes a batch of the records of src[0] from first to last, as
+// the pipeline does with --exactly-once.
+func srcBatch(t *testing.T, first, last int64) *batcher.Batch {
+	t.Helper()
+	var offs metaSource
+	for o := first; o <= last; o++ {
+		offs = append(offs, o)
+	}
+	var got *batcher.Batch
+	p := &batcher.Pipeline{
+		Source: offs,
+		Sink: sinkFunc(func(_ context.Context, b *batcher.Batch) error {
+			idx := make([]int, b.Len())
+			for i := range idx {
+				idx[i] = i
+			}
+			got = b.Pick(idx)
+			return nil
+		}),
+		Config: batcher.Config{MaxRecords: len(offs), MaxBytes: 1 << 30, Delim: '\n'},
+	}
+	if _, err := p.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if got == nil || got.Len() != len(offs) {
+		t.Fatalf("pipeline made no batch of %d records", len(offs))
+	}
+	return got
+}
+
+func txnProducer(t *testing.T, addr, group string) *KafkaProducer {
+	t.Helper()
+	client, err := (&kafkaconn.Conn{Brokers: []string{addr}}).ConnectProducer(kafkaconn.ProducerOptions{Transactional: true}, "t")
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, err := NewKafkaProducer(client, KafkaProducerConfig{Topic: "t", TxnGroup: group})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { k.Close() })
+	return k
+}
+
+func groupOffset(t *testing.T, addr, group string) int64 {
+	t.Helper()
+	cfg := sarama.NewConfig()
+	cfg.Version = sarama.V2_1_0_0
+	client, err := sarama.NewClient([]string{addr}, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	coord, err := client.Coordinator(group)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := &sarama.OffsetFetchRequest{Version: 5, ConsumerGroup: group}
+	req.AddPartition("src", 0)
+	resp, err := coord.FetchOffset(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.GetBlock("src", 0).Offset
+}
+
+// A run after a crash reads records a transaction of the run before wrote:
+// it skips them, as the group's offset says. The run before, fenced, does
+// not deliver the batch it held, and a read_committed reader sees every
+// record once.
+func TestKafkaTxnSkipsWhatWasCommittedAndFences(t *testing.T) {
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "src"), kfake.SeedTopics(2, "t"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	addr := c.ListenAddrs()[0]
+	ctx := context.Background()
+
+	old := txnProducer(t, addr, "g")
+	if err := old.Deliver(ctx, srcBatch(t, 0, 9)); err != nil {
+		t.Fatal(err)
+	}
+	if got := groupOffset(t, addr, "g"); got != 10 {
+		t.Fatalf("group offset %d after the first transaction, want 10", got)
+	}
+
+	next := txnProducer(t, addr, "g") // fences old
+	if err := next.Deliver(ctx, srcBatch(t, 5, 14)); err != nil {
+		t.Fatal(err)
+	}
+	if got := groupOffset(t, addr, "g"); got != 15 {
+		t.Fatalf("group offset %d, want 15", got)
+	}
+
+	// old lost the partition: fenced, it must not fence next back.
+	old.SetOwner(func(*batcher.Batch) bool { return false })
+	if err := old.Deliver(ctx, srcBatch(t, 10, 19)); err == nil {
+		t.Fatal("a fenced producer's batch was counted delivered")
+	}
+	if err := next.Deliver(ctx, srcBatch(t, 15, 19)); err != nil {
+		t.Fatalf("the new owner was fenced back: %v", err)
+	}
+	if got := groupOffset(t, addr, "g"); got != 20 {
+		t.Fatalf("group offset %d, want 20", got)
+	}
+
+	cl, err := kgo.NewClient(kgo.SeedBrokers(addr), kgo.ConsumeTopics("t"),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	var got []string
+	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	for len(got) < 20 {
+		fs := cl.PollFetches(pctx)
+		if err := pctx.Err(); err != nil {
+			t.Fatalf("read_committed: %d records of 20: %v", len(got), got)
+		}
+		fs.EachRecord(func(r *kgo.Record) { got = append(got, string(r.Value)) })
+	}
+	slices.Sort(got)
+	var want []string
+	for i := range 20 {
+		want = append(want, fmt.Sprintf("r%d", i))
+	}
+	slices.Sort(want)
+	if !slices.Equal(got, want) {
+		t.Fatalf("read_committed sees %v, want %v", got, want)
+	}
+}
+
+// Batches of a partition commit in the order formed; one not delivered
+// stops the later ones of its partition, not those of others.
+func TestTurns(t *testing.T) {
+	tr := newTurns()
+	tr.plan("a", "p")
+	tr.plan("b", "p")
+	tr.plan("x", "q")
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- tr.wait(ctx, "b", "p") }()
+	if err := tr.wait(ctx, "x", "q"); err != nil {
+		t.Fatalf("the first batch of another partition waits: %v", err)
+	}
+	if err := tr.wait(ctx, "a", "p"); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		t.Fatalf("b went before a settled: %v", err)
+	default:
+	}
+	tr.settled("a", nil)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+
+	tr.plan("c", "p")
+	tr.plan("d", "p")
+	tr.settled("b", nil)
+	tr.settled("c", errors.New("failed"))
+	if err := tr.wait(ctx, "d", "p"); err == nil {
+		t.Fatal("a batch after one not delivered may commit")
+	}
+	tr.plan("e", "r")
+	tr.plan("f", "r")
+	go func() { done <- tr.wait(ctx, "f", "r") }()
+	cancel()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Fatalf("wait after cancel: %v", err)
+	}
+}
