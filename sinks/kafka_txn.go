@@ -234,8 +234,9 @@ func (k *KafkaProducer) transact(ctx context.Context, tp *txnPartition, b *batch
 	chunks, rejected := k.chunks(b, from, sticky, int32(parts))
 	if len(rejected) > 0 {
 		// The offset committed covers the whole batch: writing the rest
-		// without it would leave it behind the offset, lost.
-		return batcher.Permanent(fmt.Errorf("%w; with --exactly-once the whole batch is not written", (&batcher.RejectError{Records: rejected})))
+		// without it would leave it behind the offset, lost. Not a
+		// RejectError (%v): the whole batch fails, not these records.
+		return batcher.Permanent(fmt.Errorf("%v; with --exactly-once the whole batch is not written", &batcher.RejectError{Records: rejected}))
 	}
 	coord, err := k.client.TransactionCoordinator(tp.id)
 	if err != nil {

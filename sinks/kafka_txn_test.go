@@ -64,9 +64,13 @@ func srcBatch(t *testing.T, first, last int64) *batcher.Batch {
 	return got
 }
 
-func txnProducer(t *testing.T, addr, group string) *KafkaProducer {
+func txnProducer(t *testing.T, addr, group string, maxBytes ...int) *KafkaProducer {
 	t.Helper()
-	client, err := (&kafkaconn.Conn{Brokers: []string{addr}}).ConnectProducer(kafkaconn.ProducerOptions{Transactional: true}, "t")
+	opts := kafkaconn.ProducerOptions{Transactional: true}
+	if len(maxBytes) > 0 {
+		opts.MaxMessageBytes = maxBytes[0]
+	}
+	client, err := (&kafkaconn.Conn{Brokers: []string{addr}}).ConnectProducer(opts, "t")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -97,7 +101,14 @@ func groupOffset(t *testing.T, addr, group string) int64 {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return resp.GetBlock("src", 0).Offset
+	if resp.Err == sarama.ErrGroupIDNotFound {
+		return -1 // kfake: a group never committed to
+	}
+	b := resp.GetBlock("src", 0)
+	if b == nil {
+		t.Fatalf("offset fetch: %v, no block", resp.Err)
+	}
+	return b.Offset
 }
 
 // A run after a crash reads records a transaction of the run before wrote:
@@ -165,6 +176,26 @@ func TestKafkaTxnSkipsWhatWasCommittedAndFences(t *testing.T) {
 	slices.Sort(want)
 	if !slices.Equal(got, want) {
 		t.Fatalf("read_committed sees %v, want %v", got, want)
+	}
+}
+
+// A record refused fails its whole batch: the offset committed would pass
+// it. Not a RejectError, which would count the others delivered.
+func TestKafkaTxnRefusedRecordFailsTheBatch(t *testing.T) {
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "src"), kfake.SeedTopics(2, "t"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	addr := c.ListenAddrs()[0]
+	k := txnProducer(t, addr, "g", 2) // "r10" is over 2 bytes
+	err = k.Deliver(context.Background(), srcBatch(t, 8, 11))
+	var rej *batcher.RejectError
+	if err == nil || !batcher.IsPermanent(err) || errors.As(err, &rej) {
+		t.Fatalf("Deliver: %v; want a permanent error for the whole batch", err)
+	}
+	if got := groupOffset(t, addr, "g"); got != -1 {
+		t.Fatalf("group offset %d, want none", got)
 	}
 }
 
