@@ -1,12 +1,18 @@
 #!/usr/bin/env bash
-# bench-kafka-sink.sh BIN: produce 1,000,000 records of 100 bytes to a
-# local kfake cluster, from stdin with batchpipe ... kafka and with kcat -P,
-# and copy them topic to topic with batchpipe --topic ... kafka and with
-# kcat -C -e | kcat -P, against the same cluster in the same run. Both
+# bench-kafka-sink.sh BIN: produce 1,000,000 records of 100 bytes to one
+# broker, from stdin with batchpipe ... kafka and with kcat -P, and copy
+# them topic to topic with batchpipe --topic ... kafka and with
+# kcat -C -e | kcat -P, against the same broker in the same run. Both
 # producers use acks=all, idempotence and batches of 1000 records. Prints
 # records/s, the ratios of the times (targets: <= 1.0 from stdin, <= 1.2
 # topic to topic) and batchpipe's peak RSS (target <= 128 MB). Each runs
 # ROUNDS times (default 3), alternating; the best time of each counts.
+#
+# The broker: a real Apache Kafka (KAFKA_VERSION, default 4.1.1, single
+# node on loopback) when Java is there, started around the script by
+# tools/kafka-real, which fetches it with Maven once; the one of the env
+# file BATCHPIPE_TEST_KAFKA names, if set; else, or with KAFKA_BENCH=kfake,
+# kfake in tools/kafka-dev. The output says which.
 #
 # kcat comes from Debian's package (apt-get install kcat); as root the
 # script installs it.
@@ -26,7 +32,30 @@ cleanup() {
 }
 trap cleanup EXIT
 
-echo "== kafka sink: $records records of $size bytes (batchpipe kafka vs kcat -P)"
+# A real broker when Java can run one: this script again, under kafka-real.
+if [ -z "${BATCHPIPE_TEST_KAFKA:-}" ] && [ "${KAFKA_BENCH:-}" != kfake ] && command -v java >/dev/null; then
+	version=${KAFKA_VERSION:-4.1.1}
+	(cd "$root" && go build -o "$work/kafka-real" ./tools/kafka-real)
+	if "$work/kafka-real" -version "$version" -fetch >/dev/null 2>"$work/fetch.log"; then
+		status=0
+		# Its progress lines are left out; its errors are not.
+		"$work/kafka-real" -version "$version" -env "$work/kafka-real.env" -- bash "$root/testdata/$(basename "$0")" "$bin" \
+			2> >(grep -Ev '^kafka-real: (kafka [^ ]+ in |ready |stopped$)' >&2) || status=$?
+		exit "$status"
+	fi
+	echo "kafka sink: could not fetch Kafka $version, so kfake stands in:"
+	tail -3 "$work/fetch.log"
+fi
+if [ -n "${BATCHPIPE_TEST_KAFKA:-}" ]; then
+	broker=$(sed -n 's/^KAFKA_REAL_PLAINTEXT=//p' "$BATCHPIPE_TEST_KAFKA")
+	where="a real Apache Kafka $(sed -n 's/^KAFKA_REAL_VERSION=//p' "$BATCHPIPE_TEST_KAFKA") at $broker"
+elif command -v java >/dev/null; then
+	broker= where="kfake (in-process, tools/kafka-dev)"
+else
+	broker= where="kfake (in-process, tools/kafka-dev; no Java for a real broker)"
+fi
+
+echo "== kafka sink: $records records of $size bytes (batchpipe kafka vs kcat -P), against $where"
 if ! command -v kcat >/dev/null; then
 	if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
 		echo "kcat missing: installing it with apt-get"
@@ -45,9 +74,11 @@ head -n "$records" < <(yes "$(printf "%0$((size - 1))d" 0)") >"$work/in.txt"
 topics=src
 for r in $(seq 1 "$rounds"); do topics="$topics,bp$r,bpj$r,kcat$r,bpcopy$r,kcatcopy$r"; done
 (cd "$root" && go build -o "$work/kafka-dev" ./tools/kafka-dev)
-"$work/kafka-dev" -addr 127.0.0.1:0 -topic "$topics" -partitions 4 -records "$records" -size "$size" 2>"$work/dev.log" &
+dev=(-addr 127.0.0.1:0)
+[ -n "$broker" ] && dev=(-brokers "$broker")
+"$work/kafka-dev" "${dev[@]}" -topic "$topics" -partitions 4 -records "$records" -size "$size" 2>"$work/dev.log" &
 dev_pid=$!
-for _ in $(seq 1 600); do
+for _ in $(seq 1 1200); do
 	grep -q "kafka-dev: ready" "$work/dev.log" && break
 	kill -0 "$dev_pid" 2>/dev/null || { cat "$work/dev.log"; exit 1; }
 	sleep 0.1

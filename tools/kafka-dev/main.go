@@ -7,11 +7,16 @@
 // It prints "kafka-dev: listening on HOST:PORT" once the cluster is up and
 // "kafka-dev: ready" once the topics are seeded, then runs until
 // interrupted. Nothing is kept on disk unless -data-dir is given.
+//
+// With -brokers it starts no cluster: it creates and seeds the topics on
+// the running one named (a real broker: see tools/kafka-real), says the
+// same, and waits the same, so a script can use either.
 package main
 
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"flag"
 	"fmt"
 	"net"
@@ -23,6 +28,7 @@ import (
 	"time"
 
 	"github.com/IBM/sarama"
+	"github.com/batchpipe/batchpipe/internal/kafkareal"
 	"github.com/twmb/franz-go/pkg/kfake"
 )
 
@@ -34,8 +40,15 @@ func main() {
 	records := flag.Int("records", 0, "produce this many generated records to the topic")
 	size := flag.Int("size", 100, "bytes in each generated record")
 	dataDir := flag.String("data-dir", "", "keep the cluster's data in this directory across restarts")
+	brokers := flag.String("brokers", "", "start no cluster: create and seed the topics on this running one")
 	flag.Parse()
-	if err := run(*addr, *topic, int32(*partitions), *seed, *records, *size, *dataDir); err != nil {
+	var err error
+	if *brokers != "" {
+		err = onBrokers(*brokers, *topic, int32(*partitions), *seed, *records, *size)
+	} else {
+		err = run(*addr, *topic, int32(*partitions), *seed, *records, *size, *dataDir)
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "kafka-dev:", err)
 		os.Exit(1)
 	}
@@ -67,7 +80,26 @@ func run(addr, topic string, partitions int32, seed string, records, size int, d
 	defer c.Close()
 	brokers := c.ListenAddrs()
 	fmt.Fprintf(os.Stderr, "kafka-dev: listening on %s (topics %s, %d partitions each)\n", brokers[0], topic, partitions)
+	return seedAndWait(brokers, topic, partitions, seed, records, size)
+}
 
+// onBrokers creates the topics on a running cluster, for what run does on
+// kfake.
+func onBrokers(addr, topic string, partitions int32, seed string, records, size int) error {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	for _, t := range strings.Split(topic, ",") {
+		if err := kafkareal.CreateTopic(ctx, addr, t, partitions); err != nil {
+			return err
+		}
+	}
+	fmt.Fprintf(os.Stderr, "kafka-dev: listening on %s (topics %s, %d partitions each, created on a running cluster)\n", addr, topic, partitions)
+	return seedAndWait([]string{addr}, topic, partitions, seed, records, size)
+}
+
+// seedAndWait seeds the first topic, says it is ready and waits for a
+// signal.
+func seedAndWait(brokers []string, topic string, partitions int32, seed string, records, size int) error {
 	start := time.Now()
 	topic, _, _ = strings.Cut(topic, ",")
 	n, err := seedTopic(brokers, topic, partitions, seed, records, size)
