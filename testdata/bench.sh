@@ -22,7 +22,8 @@ fi
 in=$dir/lines-$SIZE.txt
 if [ ! -f "$in" ] || [ "$(stat -c %s "$in")" != "$SIZE" ]; then
 	echo "generating $in: $SIZE bytes of 100-byte lines"
-	yes "$(printf '%099d' 0)" | head -c "$SIZE" >"$in"
+	# Not yes | head: under pipefail, yes's SIGPIPE would end the script.
+	head -c "$SIZE" < <(yes "$(printf '%099d' 0)") >"$in"
 fi
 cat "$in" >/dev/null # into the page cache, so both read from memory
 # The practical limit: a minimal Go program that reads, finds the lines
