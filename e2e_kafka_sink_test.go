@@ -471,3 +471,21 @@ func TestKafkaSinkCompression(t *testing.T) {
 		mu.Unlock()
 	}
 }
+
+// Stdin to Kafka sets the garbage collector no soft memory limit: the
+// sink's client holds buffers outside the bound the limit is computed
+// from, and under it the collector ran without end, taking ten times the
+// CPU. Stdin to a file keeps its limit.
+func TestKafkaSinkNoSoftMemoryLimit(t *testing.T) {
+	t.Setenv("GOMEMLIMIT", "") // restored at the end
+	os.Unsetenv("GOMEMLIMIT")
+	k := newKafka(t, 1)
+	r := run(t, strings.NewReader("a\n"), "-v", "kafka", "--brokers", k.addr, k.topic)
+	if r.code != 0 || !strings.Contains(r.stderr, `msg="no soft memory limit"`) {
+		t.Fatalf("kafka sink: exit %d, want no soft memory limit:\n%s", r.code, r.stderr)
+	}
+	r = run(t, strings.NewReader("a\n"), "-v", "file", filepath.Join(t.TempDir(), "out"))
+	if r.code != 0 || !strings.Contains(r.stderr, `msg="soft memory limit" bytes=`) {
+		t.Fatalf("file sink: exit %d, want a soft memory limit:\n%s", r.code, r.stderr)
+	}
+}

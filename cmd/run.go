@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"os"
 	"runtime/debug"
 	"strings"
@@ -304,9 +305,17 @@ func (o *options) run(openSink func() (batcher.Sink, error)) error {
 	}
 	cfg = withSinkLimits(cfg, sink)
 	p.Sink = sink
-	if _, set := os.LookupEnv("GOMEMLIMIT"); !set && kr == nil {
-		// (Kafka clients hold buffers of their own, outside the bound.)
+	// Kafka clients, of the source, the sink or a dead-letter topic, hold
+	// buffers of their own, outside the bound: under a limit that leaves
+	// them out the collector runs without end (stdin to a Kafka sink took
+	// 4 s of CPU a million records instead of 0.4).
+	if _, set := os.LookupEnv("GOMEMLIMIT"); !set && kr == nil && o.sink != "kafka" {
 		defer debug.SetMemoryLimit(debug.SetMemoryLimit(memoryLimit(cfg)))
+	}
+	if limit := debug.SetMemoryLimit(-1); limit == math.MaxInt64 {
+		cfg.Logger.Debug("no soft memory limit")
+	} else {
+		cfg.Logger.Debug("soft memory limit", "bytes", limit)
 	}
 	if o.metricsAddr != "" {
 		var lag func() []monitor.PartitionLag
