@@ -14,9 +14,13 @@ test:
 	$(GO) vet ./...
 	$(GO) test -race -count=1 ./...
 
+# The Go benchmarks, then testdata/bench.sh, which runs every
+# testdata/bench-*.sh after its own. The Kafka sink's runs against a real
+# broker (Kafka $(KAFKA_VERSION), as make kafka-real) when Java is there,
+# else against kfake, and says which; KAFKA_BENCH=kfake picks kfake.
 bench: build
 	$(GO) test -run '^$$' -bench . -benchmem ./batcher ./sources ./sinks
-	./testdata/bench.sh
+	KAFKA_VERSION=$(KAFKA_VERSION) ./testdata/bench.sh
 
 demo: build
 	rm -rf bin/demo
