@@ -825,12 +825,24 @@ func readTopic(t *testing.T, addr, topic string) []*sarama.ConsumerMessage {
 		if err != nil {
 			t.Fatal(err)
 		}
-		for m := range pc.Messages() {
-			msgs = append(msgs, m)
-			if m.Offset+1 >= end {
-				break
+		// A minute at most: a record that never comes fails the test
+		// rather than hang it until go test's own timeout.
+		timeout := time.NewTimer(time.Minute)
+		next := int64(0)
+	read:
+		for {
+			select {
+			case m := <-pc.Messages():
+				msgs, next = append(msgs, m), m.Offset+1
+				if next >= end {
+					break read
+				}
+			case <-timeout.C:
+				pc.Close()
+				t.Fatalf("topic %s partition %d: nothing from offset %d to its end %d within a minute", topic, p, next, end)
 			}
 		}
+		timeout.Stop()
 		pc.Close()
 	}
 	return msgs
