@@ -154,7 +154,7 @@ func TestKafkaSinkEnvelopeRoundTrip(t *testing.T) {
 	}
 	// A recent time: a real broker deletes records older than its
 	// retention (7 days), which would empty the topic mid-test.
-	ts := time.UnixMilli(time.Now().Add(-time.Hour).UnixMilli() | 123)
+	ts := time.Now().Add(-time.Hour).Truncate(time.Millisecond)
 	dup := []sarama.RecordHeader{{Key: []byte("h"), Value: []byte("1")}, {Key: []byte("bin"), Value: []byte{0xff, 0}},
 		{Key: []byte("h"), Value: []byte("2")}, {Key: []byte("h"), Value: []byte{}}}
 	orig := []*sarama.ProducerMessage{
