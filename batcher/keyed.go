@@ -253,20 +253,10 @@ func (a *aggregator) countRead(n *int64) {
 // addKeyed adds one record to its key's batch.
 func (a *aggregator) addKeyed(r *Record) {
 	k := a.keyed
-	size := len(r.Data) + 1
-	pos := a.pos
-	a.pos.Record++
-	if r.Err != nil {
-		var tl *TooLargeError
-		if errors.As(r.Err, &tl) {
-			a.p.c.bytesRead.Add(tl.Size - int64(len(r.Data)))
-			size = int(tl.Size) + 1
-		}
-		a.pos.Offset += int64(size)
-		a.p.reject(a.ctx, pos, r.Err)
+	pos, size, ok := a.next(r)
+	if !ok {
 		return
 	}
-	a.pos.Offset += int64(size)
 
 	kb, err := a.cfg.Key(k.kbuf[:0], r)
 	k.kbuf = kb

@@ -530,9 +530,12 @@ func (a *aggregator) flushPart(b *Batch, part []byte, counted int64, why Reason)
 	a.flush(why)
 }
 
-func (a *aggregator) add(r *Record) {
-	size := len(r.Data) + 1
-	pos := a.pos
+// next moves the input position past r and returns where r began and its
+// size with its delimiter. A record the source could not take whole is
+// rejected there, and ok is false.
+func (a *aggregator) next(r *Record) (pos Pos, size int, ok bool) {
+	size = len(r.Data) + 1
+	pos = a.pos
 	a.pos.Record++
 	if r.Err != nil {
 		var tl *TooLargeError
@@ -542,10 +545,17 @@ func (a *aggregator) add(r *Record) {
 		}
 		a.pos.Offset += int64(size)
 		a.p.reject(a.ctx, pos, r.Err)
-		return
+		return pos, size, false
 	}
 	a.pos.Offset += int64(size)
+	return pos, size, true
+}
 
+func (a *aggregator) add(r *Record) {
+	pos, size, ok := a.next(r)
+	if !ok {
+		return
+	}
 	w := size + a.cfg.PerRecordOverhead
 	if a.open != nil && a.open.Len() > 0 && a.weight+w > a.cfg.MaxBytes {
 		a.flush(ReasonBytes)
