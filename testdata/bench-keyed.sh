@@ -9,13 +9,16 @@
 #   3. Kafka (local kfake), drain 1,000,000 records over 4 partitions as a
 #      group, -n 1000: --exactly-once against without (target >= 0.8x),
 #      with the offset commits each made.
-# Each contender runs ROUNDS times (default 3), alternating; the best counts.
+# Each contender runs ROUNDS times (default 3; KEY_ROUNDS, default 7, for
+# the first, whose runs take a tenth of a second), alternating; the best
+# counts.
 set -euo pipefail
 
 bin=${1:?usage: bench-keyed.sh BIN}
 bin=$(cd "$(dirname "$bin")" && pwd)/$(basename "$bin")
 records=${RECORDS:-1000000}
 rounds=${ROUNDS:-3}
+key_rounds=${KEY_ROUNDS:-7}
 root=$(cd "$(dirname "$0")/.." && pwd)
 work=$(mktemp -d)
 dev_pid=
@@ -54,7 +57,7 @@ echo "== keys: $records records of 100 bytes over 10 keys, -n 1000, to a file"
 awk -v n="$records" 'BEGIN { pad = sprintf("%090d", 0); for (i = 0; i < n; i++) printf "k%d\t%s\n", i % 10, pad }' >"$work/keys10.txt"
 awk 'BEGIN { pad = sprintf("%085d", 0); for (i = 0; i < 100000; i++) printf "key%06d\t%s\n", i, pad }' >"$work/keys100k.txt"
 best_plain= best_keyed=
-for _ in $(seq 1 "$rounds"); do
+for _ in $(seq 1 "$key_rounds"); do
 	rm -f "$work/out"
 	time_run t "$bin" -q -n 1000 file "$work/out" <"$work/keys10.txt"
 	cmp -s "$work/out" "$work/keys10.txt" || { echo "FAIL: output differs from input"; exit 1; }
