@@ -17,20 +17,11 @@
 # kcat comes from Debian's package (apt-get install kcat); as root the
 # script installs it.
 set -euo pipefail
+. "$(dirname "$0")/bench-lib.sh" "$@"
 
-bin=${1:?usage: bench-kafka-sink.sh BIN}
-bin=$(cd "$(dirname "$bin")" && pwd)/$(basename "$bin")
 records=${RECORDS:-1000000}
 size=${SIZE:-100}
 rounds=${ROUNDS:-3}
-root=$(cd "$(dirname "$0")/.." && pwd)
-work=$(mktemp -d)
-dev_pid=
-cleanup() {
-	if [ -n "$dev_pid" ]; then kill "$dev_pid" 2>/dev/null || true; wait "$dev_pid" 2>/dev/null || true; fi
-	rm -rf "$work"
-}
-trap cleanup EXIT
 
 # A real broker when Java can run one: this script again, under kafka-real.
 if [ -z "${BATCHPIPE_TEST_KAFKA:-}" ] && [ "${KAFKA_BENCH:-}" != kfake ] && command -v java >/dev/null; then
@@ -78,17 +69,8 @@ dev=(-addr 127.0.0.1:0)
 [ -n "$broker" ] && dev=(-brokers "$broker")
 "$work/kafka-dev" "${dev[@]}" -topic "$topics" -partitions 4 -records "$records" -size "$size" 2>"$work/dev.log" &
 dev_pid=$!
-for _ in $(seq 1 1200); do
-	grep -q "kafka-dev: ready" "$work/dev.log" && break
-	kill -0 "$dev_pid" 2>/dev/null || { cat "$work/dev.log"; exit 1; }
-	sleep 0.1
-done
-grep -q "kafka-dev: ready" "$work/dev.log" || { echo "kafka-dev did not get ready"; cat "$work/dev.log"; exit 1; }
-addr=$(grep -o 'listening on [0-9.:]*' "$work/dev.log" | awk '{print $3}')
+dev_ready 1200
 
-now() { date +%s.%N; }
-sub() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", a - b }'; }
-lt() { awk -v a="$1" -v b="$2" 'BEGIN { exit !(a < b) }'; }
 # count TOPIC: the records in TOPIC.
 count() { kcat -C -e -q -b "$addr" -t "$1" -f '\n' | wc -l; }
 check() { local n; n=$(count "$1"); [ "$n" -eq "$records" ] || { echo "$1 holds $n records, want $records"; exit 1; }; }
@@ -126,7 +108,6 @@ for r in $(seq 1 "$rounds"); do
 done
 
 rate() { awk -v n="$records" -v t="$1" 'BEGIN { printf "%d", n / t }'; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 printf "   stdin -> kafka   batchpipe %6.3f s %8d records/s | kcat -P %6.3f s %8d records/s | ratio %s (target <= 1.0)\n" \
 	"$bp" "$(rate "$bp")" "$kc" "$(rate "$kc")" "$(ratio "$bp" "$kc")"
 printf "   stdin -> kafka   batchpipe -j 2 %6.3f s %8d records/s | ratio %s\n" "$bpj" "$(rate "$bpj")" "$(ratio "$bpj" "$kc")"

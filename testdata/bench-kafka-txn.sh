@@ -12,21 +12,12 @@
 # exist: ${PREFIX}src holding the records (4 partitions), and
 # ${PREFIX}plain1, ${PREFIX}txn1, ... (one of each per round) empty.
 set -euo pipefail
+. "$(dirname "$0")/bench-lib.sh" "$@"
 
-bin=${1:?usage: bench-kafka-txn.sh BIN}
-bin=$(cd "$(dirname "$bin")" && pwd)/$(basename "$bin")
 records=${RECORDS:-1000000}
 size=${SIZE:-100}
 rounds=${ROUNDS:-3}
 pre=${PREFIX:-}
-root=$(cd "$(dirname "$0")/.." && pwd)
-work=$(mktemp -d)
-dev_pid=
-cleanup() {
-	if [ -n "$dev_pid" ]; then kill "$dev_pid" 2>/dev/null || true; wait "$dev_pid" 2>/dev/null || true; fi
-	rm -rf "$work"
-}
-trap cleanup EXIT
 
 echo "== kafka -> kafka: $records records of $size bytes, without and with --exactly-once"
 if [ -n "${BROKERS:-}" ]; then
@@ -37,18 +28,9 @@ else
 	(cd "$root" && go build -o "$work/kafka-dev" ./tools/kafka-dev)
 	"$work/kafka-dev" -addr 127.0.0.1:0 -topic "$topics" -partitions 4 -records "$records" -size "$size" 2>"$work/dev.log" &
 	dev_pid=$!
-	for _ in $(seq 1 600); do
-		grep -q "kafka-dev: ready" "$work/dev.log" && break
-		kill -0 "$dev_pid" 2>/dev/null || { cat "$work/dev.log"; exit 1; }
-		sleep 0.1
-	done
-	grep -q "kafka-dev: ready" "$work/dev.log" || { echo "kafka-dev did not get ready"; cat "$work/dev.log"; exit 1; }
-	addr=$(grep -o 'listening on [0-9.:]*' "$work/dev.log" | awk '{print $3}')
+	dev_ready 600
 fi
 
-now() { date +%s.%N; }
-sub() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", a - b }'; }
-lt() { awk -v a="$1" -v b="$2" 'BEGIN { exit !(a < b) }'; }
 check() {
 	command -v kcat >/dev/null || return 0
 	local n
@@ -73,7 +55,6 @@ for r in $(seq 1 "$rounds"); do
 done
 
 rate() { awk -v n="$records" -v t="$1" 'BEGIN { printf "%d", n / t }'; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 printf "   without --exactly-once %6.3f s %8d records/s\n" "$plain" "$(rate "$plain")"
 printf "   with --exactly-once    %6.3f s %8d records/s | ratio %s x the time without\n" "$txn" "$(rate "$txn")" "$(ratio "$txn" "$plain")"
 exit 0

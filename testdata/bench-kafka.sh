@@ -6,20 +6,11 @@
 # batchpipe's peak RSS (target <= 128 MB). Each tool runs ROUNDS times
 # (default 5), alternating; the best time of each counts.
 set -euo pipefail
+. "$(dirname "$0")/bench-lib.sh" "$@"
 
-bin=${1:?usage: bench-kafka.sh BIN}
-bin=$(cd "$(dirname "$bin")" && pwd)/$(basename "$bin")
 records=${RECORDS:-1000000}
 size=${SIZE:-100}
 rounds=${ROUNDS:-5}
-root=$(cd "$(dirname "$0")/.." && pwd)
-work=$(mktemp -d)
-dev_pid=
-cleanup() {
-	if [ -n "$dev_pid" ]; then kill "$dev_pid" 2>/dev/null || true; wait "$dev_pid" 2>/dev/null || true; fi
-	rm -rf "$work"
-}
-trap cleanup EXIT
 
 echo "== kafka: drain $records records of $size bytes (batchpipe --until-end vs kcat -C -e)"
 
@@ -45,20 +36,11 @@ fi
 (cd "$root" && go build -o "$work/kafka-dev" ./tools/kafka-dev)
 "$work/kafka-dev" -addr 127.0.0.1:0 -topic bench -partitions 4 -records "$records" -size "$size" 2>"$work/dev.log" &
 dev_pid=$!
-for _ in $(seq 1 600); do
-	grep -q "kafka-dev: ready" "$work/dev.log" && break
-	kill -0 "$dev_pid" 2>/dev/null || { cat "$work/dev.log"; exit 1; }
-	sleep 0.1
-done
-grep -q "kafka-dev: ready" "$work/dev.log" || { echo "kafka-dev did not get ready"; cat "$work/dev.log"; exit 1; }
-addr=$(grep -o 'listening on [0-9.:]*' "$work/dev.log" | awk '{print $3}')
+dev_ready 600
 grep "produced" "$work/dev.log" | sed 's/^/   /'
 
-now() { date +%s.%N; }
 # sub A B and lt A B: arithmetic on decimal seconds, with awk (bc may be
 # missing).
-sub() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", a - b }'; }
-lt() { awk -v a="$1" -v b="$2" 'BEGIN { exit !(a < b) }'; }
 best_bp= best_kcat= rss=0
 for round in $(seq 1 "$rounds"); do
 	rm -f "$work/bp.out"

@@ -13,25 +13,12 @@
 # the first, whose runs take a tenth of a second), alternating; the best
 # counts.
 set -euo pipefail
+. "$(dirname "$0")/bench-lib.sh" "$@"
 
-bin=${1:?usage: bench-keyed.sh BIN}
-bin=$(cd "$(dirname "$bin")" && pwd)/$(basename "$bin")
 records=${RECORDS:-1000000}
 rounds=${ROUNDS:-3}
 key_rounds=${KEY_ROUNDS:-7}
-root=$(cd "$(dirname "$0")/.." && pwd)
-work=$(mktemp -d)
-dev_pid=
-cleanup() {
-	if [ -n "$dev_pid" ]; then kill "$dev_pid" 2>/dev/null || true; wait "$dev_pid" 2>/dev/null || true; fi
-	rm -rf "$work"
-}
-trap cleanup EXIT
 
-now() { date +%s.%N; }
-sub() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", a - b }'; }
-lt() { awk -v a="$1" -v b="$2" 'BEGIN { exit !(a < b) }'; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 rate() { awk -v n="$1" -v t="$2" 'BEGIN { printf "%.0f", n / t }'; }
 timer=
 [ -x /usr/bin/time ] && timer=/usr/bin/time
@@ -88,13 +75,7 @@ echo "== exactly once: drain $records records of 100 bytes over 4 partitions as 
 (cd "$root" && go build -o "$work/kafka-dev" ./tools/kafka-dev)
 "$work/kafka-dev" -addr 127.0.0.1:0 -topic bench -partitions 4 -records "$records" -size 100 2>"$work/dev.log" &
 dev_pid=$!
-for _ in $(seq 1 600); do
-	grep -q "kafka-dev: ready" "$work/dev.log" && break
-	kill -0 "$dev_pid" 2>/dev/null || { cat "$work/dev.log"; exit 1; }
-	sleep 0.1
-done
-grep -q "kafka-dev: ready" "$work/dev.log" || { echo "kafka-dev did not get ready"; cat "$work/dev.log"; exit 1; }
-addr=$(grep -o 'listening on [0-9.:]*' "$work/dev.log" | awk '{print $3}')
+dev_ready 600
 best_plain= best_eo= commits=
 for round in $(seq 1 "$rounds"); do
 	for mode in plain eo; do
