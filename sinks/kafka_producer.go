@@ -302,13 +302,8 @@ func (k *KafkaProducer) produce(ctx context.Context, p int32, recs []*sarama.Rec
 	st := k.partition(p)
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	var wait *time.Timer
-	defer func() {
-		if wait != nil {
-			wait.Stop()
-		}
-	}()
-	backoff := produceBackoff
+	var wait backoff
+	defer wait.stop()
 	for attempt := 1; ; attempt++ {
 		id, err := k.producerID()
 		if err == nil {
@@ -346,17 +341,48 @@ func (k *KafkaProducer) produce(ctx context.Context, p int32, recs []*sarama.Rec
 		if attempt >= k.attempts || ctx.Err() != nil {
 			return giveUp()
 		}
-		if wait == nil {
-			wait = time.NewTimer(backoff)
-		} else {
-			wait.Reset(backoff)
-		}
-		select {
-		case <-wait.C:
-		case <-ctx.Done():
+		if !wait.wait(ctx) {
 			return giveUp()
 		}
-		backoff = min(2*backoff, produceMaxBackoff)
+	}
+}
+
+// backoff waits between attempts, from produceBackoff doubling up to
+// produceMaxBackoff, on one timer. The zero value is ready; stop it when
+// done.
+type backoff struct {
+	timer *time.Timer
+	next  time.Duration
+}
+
+// delay is the wait the next call to wait makes.
+func (b *backoff) delay() time.Duration {
+	if b.next == 0 {
+		return produceBackoff
+	}
+	return b.next
+}
+
+// wait waits the next delay; false if ctx ended first.
+func (b *backoff) wait(ctx context.Context) bool {
+	d := b.delay()
+	b.next = min(2*d, produceMaxBackoff)
+	if b.timer == nil {
+		b.timer = time.NewTimer(d)
+	} else {
+		b.timer.Reset(d)
+	}
+	select {
+	case <-b.timer.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+func (b *backoff) stop() {
+	if b.timer != nil {
+		b.timer.Stop()
 	}
 }
 

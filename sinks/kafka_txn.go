@@ -169,13 +169,8 @@ func (k *KafkaProducer) deliverTxn(ctx context.Context, b *batcher.Batch) error 
 	tp := k.txn.partition(span)
 	tp.mu.Lock()
 	defer tp.mu.Unlock()
-	var wait *time.Timer
-	defer func() {
-		if wait != nil {
-			wait.Stop()
-		}
-	}()
-	backoff := produceBackoff
+	var wait backoff
+	defer wait.stop()
 	for attempt := 1; ; attempt++ {
 		if owns := k.txn.owns; !tp.valid && owns != nil && !owns(b) {
 			// Its new owner fenced us, or will: a new producer id
@@ -195,19 +190,11 @@ func (k *KafkaProducer) deliverTxn(ctx context.Context, b *batcher.Batch) error 
 			return fmt.Errorf("kafka sink: %s: transaction %s: %w", b, tp.id, err)
 		}
 		if k.cfg.Logger != nil {
-			k.cfg.Logger.Debug("kafka sink: transaction again", "batch", b.String(), "txn", tp.id, "attempt", attempt, "wait", backoff, "err", err)
+			k.cfg.Logger.Debug("kafka sink: transaction again", "batch", b.String(), "txn", tp.id, "attempt", attempt, "wait", wait.delay(), "err", err)
 		}
-		if wait == nil {
-			wait = time.NewTimer(backoff)
-		} else {
-			wait.Reset(backoff)
-		}
-		select {
-		case <-wait.C:
-		case <-ctx.Done():
+		if !wait.wait(ctx) {
 			return fmt.Errorf("kafka sink: %s: transaction %s: %w", b, tp.id, err)
 		}
-		backoff = min(2*backoff, produceMaxBackoff)
 	}
 }
 
@@ -381,13 +368,8 @@ func (k *KafkaProducer) produceTxn(ctx context.Context, tp *txnPartition, p, seq
 	rb := recordBatch(recs, k.codec)
 	rb.IsTransactional = true
 	rb.ProducerID, rb.ProducerEpoch, rb.FirstSequence = tp.pid, tp.epoch, seq
-	var wait *time.Timer
-	defer func() {
-		if wait != nil {
-			wait.Stop()
-		}
-	}()
-	backoff := produceBackoff
+	var wait backoff
+	defer wait.stop()
 	for attempt := 1; ; attempt++ {
 		err := k.send(p, rb, &tp.id)
 		switch {
@@ -402,17 +384,9 @@ func (k *KafkaProducer) produceTxn(ctx context.Context, tp *txnPartition, p, seq
 		if attempt >= k.attempts || ctx.Err() != nil {
 			return err
 		}
-		if wait == nil {
-			wait = time.NewTimer(backoff)
-		} else {
-			wait.Reset(backoff)
-		}
-		select {
-		case <-wait.C:
-		case <-ctx.Done():
+		if !wait.wait(ctx) {
 			return err
 		}
-		backoff = min(2*backoff, produceMaxBackoff)
 	}
 }
 
