@@ -12,13 +12,14 @@ import (
 
 const kafkaSinkHelp = `Produce each record to the Kafka topic TOPIC, which must exist (batchpipe
 never creates topics). Brokers that cannot be reached or a missing topic end
-the run before anything is read (exit 2).
+the run before anything is read (exit 69).
 
 A batch is delivered once every record in it is acknowledged by all in-sync
 replicas (acks=all). The producer is idempotent: its own retries (with
-backoff, for about 20 seconds) write no duplicates and keep the order
-within a partition; with -j 1 (the default) batches reach each partition in
-order too. A record the broker refuses for good (larger than the topic's
+backoff, for about 20 seconds) write no duplicates. Up to -j batches are
+in flight at once (without --exactly-once, 5 unless -j is given, as Kafka's
+producers keep five requests in flight), and records reach each partition
+in the order read, whatever -j. A record the broker refuses for good (larger than the topic's
 max.message.bytes or --max-message-bytes, invalid) is rejected on its own,
 dead-lettered (--dead-letter) or counted, and the rest of its batch is
 delivered. Records that failed for a passing reason (no leader, a timeout)
@@ -95,6 +96,11 @@ func newKafkaCmd(o *options) *cobra.Command {
 				}
 				cfg.TxnGroup = o.kafka.group
 				popts.Transactional = true
+			}
+			if !c.Flags().Changed("parallel") && cfg.TxnGroup == "" {
+				// As Kafka's producers keep five requests in flight; the
+				// sink keeps each partition's order whatever -j.
+				o.parallel = sinks.KafkaParallel
 			}
 			conn, err := o.sinkConn(k.brokers)
 			if err != nil {

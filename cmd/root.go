@@ -254,7 +254,7 @@ func newRoot(o *options) *cobra.Command {
 	f.BoolVarP(&o.null, "null", "0", false, "records end with NUL instead of newline")
 	f.StringVarP(&o.delimiter, "delimiter", "d", "", "records end with this single byte (\\n, \\t, \\0 or one character)")
 	f.Var(&o.maxRecordBytes, "max-record-bytes", "refuse a record longer than this (it is not delivered; exit 1)")
-	f.IntVarP(&o.parallel, "parallel", "j", 1, "batches delivered at once")
+	f.IntVarP(&o.parallel, "parallel", "j", 1, "batches delivered at once (the kafka sink: 5 unless given)")
 	f.IntVar(&o.retries, "retries", 3, "re-deliver a failed batch up to this many times, with backoff")
 	f.DurationVar(&o.backoff, "backoff", 500*time.Millisecond, "first retry waits up to this long; doubles each retry, with full jitter (not above --max-backoff)")
 	f.DurationVar(&o.maxBackoff, "max-backoff", 30*time.Second, "no retry waits longer than this")

@@ -56,8 +56,10 @@ type KafkaProducerConfig struct {
 // each record through sarama's producer goroutines, which cost more than
 // the rest of batchpipe together. It is idempotent as the Java client is:
 // a producer id from the broker and a sequence number per partition, so a
-// request retried after a lost answer is written once; one request per
-// partition is in flight at a time, so order within a partition is kept.
+// request retried after a lost answer is written once. Up to five record
+// batches a partition are in flight at once, in the order the batches were
+// formed, and settled in that order (kafka_inflight.go), so order within a
+// partition is kept.
 //
 // Records the broker refuses for good (too large, invalid) are rejected
 // on their own; records that failed for a reason that may pass (no
@@ -80,7 +82,9 @@ type KafkaProducer struct {
 	partsMu sync.Mutex
 	parts   map[int32]*partitionState
 
-	sends sync.WaitGroup // requests a Deliver gave up waiting for
+	order *sendOrder
+	conns conns
+	sends sync.WaitGroup // record batches in flight, which a Deliver may have given up waiting for
 
 	txn *txnSink // with TxnGroup
 }
@@ -95,15 +99,10 @@ type producerID struct {
 	valid bool
 }
 
-type partitionState struct {
-	mu  sync.Mutex // held while a record batch to the partition is in flight
-	gen int
-	seq int32
-}
-
 var (
-	_ batcher.Sink   = (*KafkaProducer)(nil)
-	_ batcher.Closer = (*KafkaProducer)(nil)
+	_ batcher.Sink    = (*KafkaProducer)(nil)
+	_ batcher.Closer  = (*KafkaProducer)(nil)
+	_ batcher.Settler = (*KafkaProducer)(nil)
 )
 
 // Retries of a record batch within one delivery: about 20 seconds in all,
@@ -129,7 +128,8 @@ func NewKafkaProducer(client sarama.Client, cfg KafkaProducerConfig) (*KafkaProd
 	}
 	conf := client.Config()
 	k := &KafkaProducer{cfg: cfg, client: client, codec: conf.Producer.Compression,
-		maxBytes: conf.Producer.MaxMessageBytes, attempts: produceAttempts, parts: make(map[int32]*partitionState)}
+		maxBytes: conf.Producer.MaxMessageBytes, attempts: produceAttempts, parts: make(map[int32]*partitionState),
+		order: newSendOrder()}
 	if cfg.TxnGroup != "" {
 		if cfg.TxnTimeout <= 0 {
 			cfg.TxnTimeout = DefaultTxnTimeout
@@ -152,7 +152,10 @@ type chunkResult struct {
 	errs  []error // one per record, or one for all; nil: delivered
 }
 
-// Deliver produces b's records.
+// Deliver produces b's records. Its record batches are sent after those of
+// every earlier batch, without waiting for their answers: with -j above 1,
+// batches follow one another down the connection as the Java client's
+// requests do, in order.
 func (k *KafkaProducer) Deliver(ctx context.Context, b *batcher.Batch) error {
 	if k.txn != nil {
 		return k.deliverTxn(ctx, b)
@@ -161,39 +164,22 @@ func (k *KafkaProducer) Deliver(ctx context.Context, b *batcher.Batch) error {
 	if err != nil {
 		return fmt.Errorf("kafka sink: %w", err)
 	}
+	if err := k.order.wait(ctx, b.Seq); err != nil {
+		return fmt.Errorf("kafka sink: %s: waiting for the batches before it: %w", b, err)
+	}
 	sticky := int32(k.sticky.Add(1) % uint32(parts))
 	chunks, rejected := k.chunks(b, 0, sticky, int32(parts))
 
-	// A goroutine per partition sends its chunks in order, and stops at
-	// the first that fails, so that nothing overtakes it.
 	results := make(chan chunkResult, len(chunks))
-	byPartition := make(map[int32][]*chunk)
-	var order []int32
 	for _, c := range chunks {
-		if byPartition[c.partition] == nil {
-			order = append(order, c.partition)
+		fl, err := k.start(ctx, c, b.Seq)
+		if err != nil {
+			results <- chunkResult{c.index, []error{err}}
+			continue
 		}
-		byPartition[c.partition] = append(byPartition[c.partition], c)
+		k.sends.Go(func() { results <- k.finish(ctx, fl, b.Seq) })
 	}
-	for _, p := range order {
-		cs := byPartition[p]
-		k.sends.Go(func() {
-			var failed error
-			for _, c := range cs {
-				if failed != nil {
-					results <- chunkResult{c.index, []error{fmt.Errorf("not sent: an earlier record batch of partition %d failed: %w", p, failed)}}
-					continue
-				}
-				res := k.produceChunk(ctx, c)
-				for _, e := range res.errs {
-					if e != nil && !refusedForGood(e) {
-						failed = e
-					}
-				}
-				results <- res
-			}
-		})
-	}
+	k.order.pass(b.Seq)
 	for range chunks {
 		var res chunkResult
 		select {
@@ -223,6 +209,13 @@ func (k *KafkaProducer) Deliver(ctx context.Context, b *batcher.Batch) error {
 		return &batcher.RejectError{Records: rejected}
 	}
 	return nil
+}
+
+// Settled lets the batches after seq send, if it never did, and those
+// behind it if it owed records.
+func (k *KafkaProducer) Settled(seq int64) {
+	k.order.pass(seq)
+	k.settled(seq)
 }
 
 // chunks turns b's records from index from on into record batches, one
@@ -273,16 +266,17 @@ func (k *KafkaProducer) chunks(b *batcher.Batch, from int, sticky, parts int32) 
 	return chunks, rejected
 }
 
-// produceChunk sends c as one record batch. A batch the broker finds too
-// large is sent again a record at a time, as it judges a batch whole.
-func (k *KafkaProducer) produceChunk(ctx context.Context, c *chunk) chunkResult {
-	err := k.produce(ctx, c.partition, c.recs)
+// resendChunk sends c again as one record batch, with st.mu held. A batch
+// the broker finds too large is sent again a record at a time, as it
+// judges a batch whole.
+func (k *KafkaProducer) resendChunk(ctx context.Context, st *partitionState, c *chunk) chunkResult {
+	err := k.resend(ctx, st, c.partition, c.recs)
 	if err == nil || len(c.recs) == 1 || !isTooLarge(err) {
 		return chunkResult{c.index, []error{err}}
 	}
 	errs := make([]error, len(c.recs))
 	for j, r := range c.recs {
-		errs[j] = k.produce(ctx, c.partition, []*sarama.Record{r})
+		errs[j] = k.resend(ctx, st, c.partition, []*sarama.Record{r})
 		if errs[j] != nil && !refusedForGood(errs[j]) {
 			for l := j + 1; l < len(errs); l++ {
 				errs[l] = fmt.Errorf("not sent: an earlier record failed: %w", errs[j])
@@ -293,35 +287,34 @@ func (k *KafkaProducer) produceChunk(ctx context.Context, c *chunk) chunkResult 
 	return chunkResult{c.index, errs}
 }
 
-// produce writes recs to partition p as one record batch, retrying with
-// backoff what may pass. The records' TimestampDelta holds their
-// timestamp since the epoch.
-func (k *KafkaProducer) produce(ctx context.Context, p int32, recs []*sarama.Record) error {
+// resend writes recs to partition p as one record batch, from sequence
+// number st.seq, waiting for each answer and retrying with backoff what may
+// pass; st.mu is held. recs were sent before, so the broker's finding them
+// a duplicate means they are written. The records' TimestampDelta holds
+// their timestamp since the epoch.
+func (k *KafkaProducer) resend(ctx context.Context, st *partitionState, p int32, recs []*sarama.Record) error {
 	rb := recordBatch(recs, k.codec)
-
-	st := k.partition(p)
-	st.mu.Lock()
-	defer st.mu.Unlock()
 	var wait backoff
 	defer wait.stop()
 	for attempt := 1; ; attempt++ {
 		id, err := k.producerID()
 		if err == nil {
 			if st.gen != id.gen {
-				st.gen, st.seq = id.gen, 0
+				st.gen, st.seq, st.good = id.gen, 0, 0
 			}
 			rb.ProducerID, rb.ProducerEpoch, rb.FirstSequence = id.id, id.epoch, st.seq
 			err = k.send(p, rb, nil)
 			switch {
-			case err == nil, attempt > 1 && errors.Is(err, sarama.ErrDuplicateSequenceNumber):
-				// A duplicate is this very batch, written by an attempt
-				// whose answer was lost.
+			case err == nil, errors.Is(err, sarama.ErrDuplicateSequenceNumber):
+				// A duplicate is this very batch, written by an earlier
+				// send whose answer was lost: no other records ever had
+				// its producer id and sequence.
 				st.seq += int32(len(recs))
 				return nil
 			case refusedForGood(err):
 				return err // nothing written: the sequence stays
 			case errors.Is(err, sarama.ErrOutOfOrderSequenceNumber), errors.Is(err, sarama.ErrUnknownProducerID),
-				errors.Is(err, sarama.ErrInvalidProducerEpoch), errors.Is(err, sarama.ErrDuplicateSequenceNumber):
+				errors.Is(err, sarama.ErrInvalidProducerEpoch):
 				// The broker's idea of the sequence is not ours: start
 				// again with a new producer id.
 				k.resetProducerID(id.gen)
@@ -411,32 +404,38 @@ func recordBatch(recs []*sarama.Record, codec sarama.CompressionCodec) *sarama.R
 	return rb
 }
 
-// send makes one produce request of rb to the leader of partition p.
-// txnID, if set, is the transaction rb belongs to.
+// send makes one produce request of rb to the leader of partition p, and
+// waits for the answer. txnID, if set, is the transaction rb belongs to.
 func (k *KafkaProducer) send(p int32, rb *sarama.RecordBatch, txnID *string) error {
 	broker, err := k.client.Leader(k.cfg.Topic, p)
 	if err != nil {
 		k.client.RefreshMetadata(k.cfg.Topic)
 		return err
 	}
+	conn := k.conns.ref(broker)
+	resp, err := broker.Produce(k.produceRequest(p, rb, txnID))
+	if err != nil {
+		err = &connError{err}
+	} else {
+		err = k.blockError(broker, resp, p)
+	}
+	k.afterError(p, conn, err)
+	return err
+}
+
+func (k *KafkaProducer) produceRequest(p int32, rb *sarama.RecordBatch, txnID *string) *sarama.ProduceRequest {
 	req := &sarama.ProduceRequest{RequiredAcks: sarama.WaitForAll, Timeout: 10000, Version: 7, TransactionalID: txnID}
 	req.AddBatch(k.cfg.Topic, p, rb)
-	resp, err := broker.Produce(req)
-	if err != nil {
-		// The connection is in doubt: the next attempt opens a new one.
-		broker.Close()
-		k.client.RefreshMetadata(k.cfg.Topic)
-		return err
-	}
+	return req
+}
+
+// blockError is the broker's answer for partition p in resp.
+func (k *KafkaProducer) blockError(broker *sarama.Broker, resp *sarama.ProduceResponse, p int32) error {
 	block := resp.GetBlock(k.cfg.Topic, p)
 	switch {
 	case block == nil:
 		return fmt.Errorf("broker %d: no answer for partition %d", broker.ID(), p)
 	case block.Err != sarama.ErrNoError:
-		if errors.Is(block.Err, sarama.ErrNotLeaderForPartition) || errors.Is(block.Err, sarama.ErrLeaderNotAvailable) ||
-			errors.Is(block.Err, sarama.ErrUnknownTopicOrPartition) {
-			k.client.RefreshMetadata(k.cfg.Topic)
-		}
 		return block.Err
 	}
 	return nil
@@ -474,7 +473,7 @@ func (k *KafkaProducer) partition(p int32) *partitionState {
 	defer k.partsMu.Unlock()
 	st := k.parts[p]
 	if st == nil {
-		st = &partitionState{}
+		st = &partitionState{changed: make(chan struct{})}
 		k.parts[p] = st
 	}
 	return st
