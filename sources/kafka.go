@@ -1352,10 +1352,13 @@ func (h groupHandler) ConsumeClaim(sess sarama.ConsumerGroupSession, claim saram
 
 // waitInFlight waits for the batches being delivered that hold records of
 // partitions revoked, for no longer than the rebalance timeout leaves: a
-// member that rejoins later is dropped from the group.
+// member that rejoins later is dropped from the group, and the group
+// rebalances again. Rejoining takes a round trip or two, longer on a busy
+// broker: a quarter of the timeout is left for it, and at least half, up to
+// 2 s, of a short one.
 func (k *Kafka) waitInFlight() {
 	rt := k.client.Config().Consumer.Group.Rebalance.Timeout
-	bound := rt - rt/4
+	bound := rt - max(rt/4, min(rt/2, 2*time.Second))
 	timer := time.NewTimer(bound)
 	defer timer.Stop()
 	for {
