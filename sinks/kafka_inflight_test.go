@@ -59,21 +59,8 @@ func runKafkaPipeline(t *testing.T, k *KafkaProducer, c *kfake.Cluster, parts in
 // partition ends with its records once each, in the order of the input.
 func TestKafkaProducerInFlightKeepsOrder(t *testing.T) {
 	refuse := func(code int16) func(c *kfake.Cluster, r kmsg.Request) (kmsg.Response, error, bool) {
-		return func(c *kfake.Cluster, r kmsg.Request) (kmsg.Response, error, bool) {
-			req := r.(*kmsg.ProduceRequest)
-			resp := req.ResponseKind().(*kmsg.ProduceResponse)
-			for _, tp := range req.Topics {
-				rt := kmsg.NewProduceResponseTopic()
-				rt.Topic = tp.Topic
-				for _, p := range tp.Partitions {
-					rp := kmsg.NewProduceResponseTopicPartition()
-					rp.Partition = p.Partition
-					rp.ErrorCode = code
-					rt.Partitions = append(rt.Partitions, rp)
-				}
-				resp.Topics = append(resp.Topics, rt)
-			}
-			return resp, nil, true
+		return func(_ *kfake.Cluster, r kmsg.Request) (kmsg.Response, error, bool) {
+			return refuseProduce(r, code), nil, true
 		}
 	}
 	for _, tc := range []struct {

@@ -335,20 +335,7 @@ func TestKafkaProducerRetriesNotLeader(t *testing.T) {
 			return nil, nil, false
 		}
 		c.KeepControl()
-		req := r.(*kmsg.ProduceRequest)
-		resp := req.ResponseKind().(*kmsg.ProduceResponse)
-		for _, tp := range req.Topics {
-			rt := kmsg.NewProduceResponseTopic()
-			rt.Topic = tp.Topic
-			for _, p := range tp.Partitions {
-				rp := kmsg.NewProduceResponseTopicPartition()
-				rp.Partition = p.Partition
-				rp.ErrorCode = kerr.NotLeaderForPartition.Code
-				rt.Partitions = append(rt.Partitions, rp)
-			}
-			resp.Topics = append(resp.Topics, rt)
-		}
-		return resp, nil, true
+		return refuseProduce(r, kerr.NotLeaderForPartition.Code), nil, true
 	})
 	if err := k.Deliver(context.Background(), batchOf(t, '\n', []byte("a"), []byte("b"))); err != nil {
 		t.Fatal(err)
@@ -356,6 +343,25 @@ func TestKafkaProducerRetriesNotLeader(t *testing.T) {
 	if got := readAll(t, c, 1)[0]; refused != 3 || len(got) != 2 || got[0] != "a" || got[1] != "b" {
 		t.Fatalf("%d produce requests, records %q; want 2 refused, then a and b once", refused, got)
 	}
+}
+
+// refuseProduce answers produce request r with error code for every
+// partition in it.
+func refuseProduce(r kmsg.Request, code int16) kmsg.Response {
+	req := r.(*kmsg.ProduceRequest)
+	resp := req.ResponseKind().(*kmsg.ProduceResponse)
+	for _, tp := range req.Topics {
+		rt := kmsg.NewProduceResponseTopic()
+		rt.Topic = tp.Topic
+		for _, p := range tp.Partitions {
+			rp := kmsg.NewProduceResponseTopicPartition()
+			rp.Partition = p.Partition
+			rp.ErrorCode = code
+			rt.Partitions = append(rt.Partitions, rp)
+		}
+		resp.Topics = append(resp.Topics, rt)
+	}
+	return resp
 }
 
 // Records rejected from several partitions are listed in batch order, so
