@@ -198,37 +198,49 @@ type metaLister interface {
 func (t *tracker) ack(b metaLister) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	t.locate(b, func(_ int, st *partState, j int) {
+		if st == nil || st.gone || j < 0 {
+			return // nothing to mark
+		}
+		st.done[j] = true
+		if j == st.head {
+			st.advance()
+		}
+	})
+}
+
+// locate calls f with each record of b that has Kafka metadata: its index
+// in b, its partition's state (nil for a partition not tracked) and its
+// index in the state's pending records (-1 if not there). t.mu is held.
+func (t *tracker) locate(b metaLister, f func(i int, st *partState, j int)) {
 	var (
-		st  *partState
-		cur topicPartition
-		j   = -1 // index in st.pending of the last record found
+		st   *partState
+		cur  topicPartition
+		seen bool
+		j    = -1 // index in st.pending of the last record found
 	)
 	for i := range b.Len() {
 		m := b.Meta(i)
 		if m == nil {
 			continue
 		}
-		if st == nil || cur.topic != m.Topic || cur.part != m.Partition {
-			cur = topicPartition{m.Topic, m.Partition}
+		if !seen || cur.topic != m.Topic || cur.part != m.Partition {
+			cur, seen = topicPartition{m.Topic, m.Partition}, true
 			st, j = t.parts[cur], -1
-			if st == nil {
-				st = &partState{gone: true} // nothing to mark: skip this partition's records
+		}
+		k := -1
+		if st != nil {
+			// A batch's records of one partition are consecutive in the
+			// order they were sent, so the next one is almost always
+			// just after.
+			if k = j + 1; k < st.head || k >= len(st.pending) || st.pending[k] != m {
+				k = st.find(m)
+			}
+			if k >= 0 {
+				j = k
 			}
 		}
-		if st.gone {
-			continue
-		}
-		// A batch's records of one partition are consecutive in the order
-		// they were sent, so the next one is almost always just after.
-		if k := j + 1; k >= st.head && k < len(st.pending) && st.pending[k] == m {
-			j = k
-		} else if j = st.find(m); j < 0 {
-			continue
-		}
-		st.done[j] = true
-		if j == st.head {
-			st.advance()
-		}
+		f(i, st, k)
 	}
 }
 
@@ -330,43 +342,20 @@ func (t *tracker) withdraw(seq int64, b metaLister) []int {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	var (
-		idx   []int
-		held  []*partState
-		st    *partState
-		cur   topicPartition
-		j     = -1
-		owned bool // the record is of st, which is not revoked
+		idx  []int
+		held []*partState
 	)
-	for i := range b.Len() {
-		m := b.Meta(i)
-		if m == nil {
-			continue
-		}
-		if st == nil || cur.topic != m.Topic || cur.part != m.Partition {
-			cur = topicPartition{m.Topic, m.Partition}
-			st, j = t.parts[cur], -1
-			if st == nil {
-				st = &partState{gone: true, revoked: true}
-			}
-		}
-		owned = false
-		if !st.revoked {
-			if k := j + 1; k >= st.head && k < len(st.pending) && st.pending[k] == m {
-				j, owned = k, true
-			} else if k := st.find(m); k >= 0 {
-				j, owned = k, true
-			}
-		}
-		if !owned {
+	t.locate(b, func(i int, st *partState, j int) {
+		if st == nil || st.revoked || j < 0 {
 			idx = append(idx, i)
-			continue
+			return
 		}
 		if len(held) == 0 || held[len(held)-1] != st {
 			if !slices.Contains(held, st) {
 				held = append(held, st)
 			}
 		}
-	}
+	})
 	if len(held) > 0 {
 		t.started[seq] = held
 	}
