@@ -19,8 +19,6 @@ import (
 	"time"
 
 	"github.com/IBM/sarama"
-	"github.com/batchpipe/batchpipe/internal/kafkareal"
-	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
@@ -144,14 +142,7 @@ func TestKafkaSinkEnvelopeRoundTrip(t *testing.T) {
 	k := newKafka(t, 3)
 	addr, restored := k.addr, k.name("restored")
 	createTopic(t, addr, restored, 3)
-	cfg := sarama.NewConfig()
-	cfg.Version = sarama.V2_1_0_0
-	cfg.Producer.Partitioner = sarama.NewManualPartitioner
-	cfg.Producer.Return.Successes = true
-	p, err := sarama.NewSyncProducer([]string{addr}, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	p := newProducer(t, addr).p
 	// A recent time: a real broker deletes records older than its
 	// retention (7 days), which would empty the topic mid-test.
 	ts := time.Now().Add(-time.Hour).Truncate(time.Millisecond)
@@ -173,7 +164,6 @@ func TestKafkaSinkEnvelopeRoundTrip(t *testing.T) {
 	if err := p.SendMessages(orig); err != nil {
 		t.Fatal(err)
 	}
-	p.Close()
 
 	backup := filepath.Join(t.TempDir(), "backup.ndjson")
 	r := run(t, nil, "--kafka-brokers", addr, "--topic", k.topic, "--until-end", "--envelope", "json", "file", backup)
@@ -379,17 +369,7 @@ func TestKafkaSinkUnusableAtStart(t *testing.T) {
 // usage error that does not repeat it. On the real broker: PLAIN and
 // SCRAM-SHA-256 on its SASL_PLAINTEXT listener.
 func TestKafkaSinkSASL(t *testing.T) {
-	type login struct{ mechanism, addr, user, pass string }
-	var k *kafkaEnv
-	var logins []login
-	if realKafka == nil {
-		k = newFakeKafka(t, 1, kfake.EnableSASL(), kfake.Superuser("SCRAM-SHA-256", "writer", "PASS-e2e-2"))
-		logins = []login{{"scram-sha-256", k.addr, "writer", "PASS-e2e-2"}}
-	} else {
-		k = newKafka(t, 1)
-		addr, user, pass := realKafka[kafkareal.EnvSASL], realKafka[kafkareal.EnvUser], realKafka[kafkareal.EnvPassword]
-		logins = []login{{"plain", addr, user, pass}, {"scram-sha-256", addr, user, pass}}
-	}
+	k, logins := saslKafka(t, "scram-sha-256", "writer", "PASS-e2e-2")
 	for _, l := range logins {
 		t.Run(l.mechanism, func(t *testing.T) {
 			t.Setenv("BATCHPIPE_KAFKA_PASSWORD", "not-the-pass")

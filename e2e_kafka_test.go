@@ -793,8 +793,25 @@ func headers(m *sarama.ConsumerMessage) map[string]string {
 	return h
 }
 
-// readTopic returns every record of topic.
-func readTopic(t *testing.T, addr, topic string) []*sarama.ConsumerMessage {
+// A saslLogin is a way to log in to a cluster that takes SASL.
+type saslLogin struct{ mechanism, addr, user, pass string }
+
+// saslKafka returns a cluster of one partition that takes SASL, and the
+// logins to try on it: on kfake, mechanism with user and pass; on the real
+// broker, PLAIN and SCRAM-SHA-256 on its SASL_PLAINTEXT listener.
+func saslKafka(t *testing.T, mechanism, user, pass string) (*kafkaEnv, []saslLogin) {
+	t.Helper()
+	if realKafka == nil {
+		k := newFakeKafka(t, 1, kfake.EnableSASL(), kfake.Superuser(strings.ToUpper(mechanism), user, pass))
+		return k, []saslLogin{{mechanism, k.addr, user, pass}}
+	}
+	addr, user, pass := realKafka[kafkareal.EnvSASL], realKafka[kafkareal.EnvUser], realKafka[kafkareal.EnvPassword]
+	return newKafka(t, 1), []saslLogin{{"plain", addr, user, pass}, {"scram-sha-256", addr, user, pass}}
+}
+
+// testClient returns a client of the cluster at addr, closed when the
+// test ends.
+func testClient(t *testing.T, addr string) sarama.Client {
 	t.Helper()
 	cfg := sarama.NewConfig()
 	cfg.Version = sarama.V2_1_0_0
@@ -802,7 +819,14 @@ func readTopic(t *testing.T, addr, topic string) []*sarama.ConsumerMessage {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer client.Close()
+	t.Cleanup(func() { client.Close() })
+	return client
+}
+
+// readTopic returns every record of topic.
+func readTopic(t *testing.T, addr, topic string) []*sarama.ConsumerMessage {
+	t.Helper()
+	client := testClient(t, addr)
 	consumer, err := sarama.NewConsumerFromClient(client)
 	if err != nil {
 		t.Fatal(err)
@@ -881,17 +905,7 @@ func TestKafkaBrokerLost(t *testing.T) {
 // password is a usage error that does not repeat it. On the real broker:
 // PLAIN and SCRAM-SHA-256 on its SASL_PLAINTEXT listener.
 func TestKafkaSASL(t *testing.T) {
-	type login struct{ mechanism, addr, user, pass string }
-	var k *kafkaEnv
-	var logins []login
-	if realKafka == nil {
-		k = newFakeKafka(t, 1, kfake.EnableSASL(), kfake.Superuser("SCRAM-SHA-512", "loader", "s3cret-pass"))
-		logins = []login{{"scram-sha-512", k.addr, "loader", "s3cret-pass"}}
-	} else {
-		k = newKafka(t, 1)
-		addr, user, pass := realKafka[kafkareal.EnvSASL], realKafka[kafkareal.EnvUser], realKafka[kafkareal.EnvPassword]
-		logins = []login{{"plain", addr, user, pass}, {"scram-sha-256", addr, user, pass}}
-	}
+	k, logins := saslKafka(t, "scram-sha-512", "loader", "s3cret-pass")
 	n := 0 // kfake with SASL takes no records from the test's producer
 	if realKafka != nil {
 		n = 10

@@ -30,13 +30,7 @@ type committedRecord struct {
 func readCommitted(t *testing.T, addr, topic string) []committedRecord {
 	t.Helper()
 	waitStable(t, addr, topic)
-	cfg := sarama.NewConfig()
-	cfg.Version = sarama.V2_1_0_0
-	client, err := sarama.NewClient([]string{addr}, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer client.Close()
+	client := testClient(t, addr)
 	parts, err := client.Partitions(topic)
 	if err != nil {
 		t.Fatal(err)
