@@ -155,14 +155,7 @@ func TestKeyedLingerPerKey(t *testing.T) {
 		sink := newSink()
 		p := &Pipeline{Source: src, Sink: sink,
 			Config: cfg(Config{MaxRecords: 10, Linger: 5 * time.Second, Key: prefixKey})}
-		done := make(chan Stats)
-		go func() {
-			st, err := p.Run(context.Background())
-			if err != nil {
-				t.Error(err)
-			}
-			done <- st
-		}()
+		done := runAsync(t, p)
 		src.in <- recs("a:1")
 		advance(3 * time.Second)
 		src.in <- recs("b:1", "a:2")
@@ -307,14 +300,7 @@ func TestPlannedCutsIgnoreTheLimits(t *testing.T) {
 				planned = append(planned, s.ID())
 				return nil
 			}})}
-		done := make(chan Stats)
-		go func() {
-			st, err := p.Run(context.Background())
-			if err != nil {
-				t.Error(err)
-			}
-			done <- st
-		}()
+		done := runAsync(t, p)
 		// Offsets 10-14 were cut as one batch before: -n 2 and the linger
 		// do not split them; 15 and on are cut anew.
 		src.in <- kafkaRecs(0, 10, 3, 15)
@@ -395,14 +381,7 @@ func TestLingerPerPartition(t *testing.T) {
 		sink := newSink()
 		p := &Pipeline{Source: src, Sink: sink, Config: cfg(Config{MaxRecords: 100, Linger: 2 * time.Second,
 			Key: PartitionKey, Plan: func(*Batch) error { return nil }})}
-		done := make(chan Stats)
-		go func() {
-			st, err := p.Run(context.Background())
-			if err != nil {
-				t.Error(err)
-			}
-			done <- st
-		}()
+		done := runAsync(t, p)
 		src.in <- kafkaRecs(0, 0, 2, 0)
 		advance(time.Second)
 		src.in <- kafkaRecs(1, 0, 3, 0)
@@ -453,14 +432,7 @@ func TestKeyedBurstDoesNotStopReading(t *testing.T) {
 				}
 				p := &Pipeline{Source: src, Sink: sink,
 					Config: cfg(Config{MaxRecords: 1, Key: prefixKey, MaxBytes: tc.maxBytes})}
-				done := make(chan Stats)
-				go func() {
-					st, err := p.Run(context.Background())
-					if err != nil {
-						t.Error(err)
-					}
-					done <- st
-				}()
+				done := runAsync(t, p)
 				var in []string
 				send := func(rs ...string) bool {
 					select {

@@ -149,19 +149,26 @@ func cfg(c Config) Config {
 	return c
 }
 
+// runAsync runs p in a goroutine; its stats come on the channel returned,
+// and an error fails t.
+func runAsync(t *testing.T, p *Pipeline) <-chan Stats {
+	done := make(chan Stats, 1)
+	go func() {
+		st, err := p.Run(context.Background())
+		if err != nil {
+			t.Error(err)
+		}
+		done <- st
+	}()
+	return done
+}
+
 func TestLingerFlushesOldestRecordOnTime(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		src := &chanSource{in: make(chan []Record)}
 		sink := newSink()
 		p := &Pipeline{Source: src, Sink: sink, Config: cfg(Config{MaxRecords: 10, Linger: 5 * time.Second})}
-		done := make(chan Stats)
-		go func() {
-			st, err := p.Run(context.Background())
-			if err != nil {
-				t.Error(err)
-			}
-			done <- st
-		}()
+		done := runAsync(t, p)
 		src.in <- recs("a")
 		advance(3 * time.Second) // fake time: the second record is younger
 		src.in <- recs("b")
