@@ -189,20 +189,10 @@ func TestKafkaExactlyOnceTwoMembers(t *testing.T) {
 }
 
 func TestKafkaExactlyOnceUsage(t *testing.T) {
-	for _, tc := range []struct {
-		args []string
-		want string
-	}{
+	checkUsage(t, []usageCase{
 		{[]string{"--exactly-once", "file", "-"}, "stdin cannot be read again"},
 		{[]string{"--kafka-brokers", "127.0.0.1:1", "--topic", "t", "--exactly-once", "file", "-"}, "--exactly-once needs --group"},
-	} {
-		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
-			r := run(t, nil, tc.args...)
-			if r.code != 2 || !strings.Contains(r.stderr, tc.want) {
-				t.Fatalf("exit %d, stderr:\n%s\nwant exit 2 and %q", r.code, r.stderr, tc.want)
-			}
-		})
-	}
+	})
 }
 
 // An idempotent receiver keeps a batch by its Idempotency-Key and drops

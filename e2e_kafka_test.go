@@ -651,10 +651,7 @@ func (d delivered) covers(parts []int32, n int) bool {
 }
 
 func TestKafkaUsage(t *testing.T) {
-	for _, tc := range []struct {
-		args []string
-		want string
-	}{
+	checkUsage(t, []usageCase{
 		{[]string{"--until-end", "file", "-"}, "--until-end reads Kafka: give --topic too"},
 		{[]string{"--group", "g", "file", "-"}, "--group reads Kafka: give --topic too"},
 		{[]string{"--topic", "t", "file", "-"}, "Kafka needs brokers"},
@@ -662,14 +659,7 @@ func TestKafkaUsage(t *testing.T) {
 		{[]string{"--kafka-brokers", "127.0.0.1:1", "--topic", "t", "--from", "yesterday", "file", "-"}, "--from"},
 		{[]string{"--kafka-brokers", "127.0.0.1:1", "--topic", "t", "--envelope", "xml", "file", "-"}, "--envelope takes json"},
 		{[]string{"--kafka-brokers", "127.0.0.1:1", "--topic", "t", "--kafka-sasl", "plain", "--kafka-user", "u", "file", "-"}, "BATCHPIPE_KAFKA_PASSWORD"},
-	} {
-		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
-			r := run(t, nil, tc.args...)
-			if r.code != 2 || !strings.Contains(r.stderr, tc.want) {
-				t.Fatalf("exit %d, stderr:\n%s\nwant exit 2 and %q", r.code, r.stderr, tc.want)
-			}
-		})
-	}
+	})
 }
 
 // batchFiles reads the files of a --per-batch run.

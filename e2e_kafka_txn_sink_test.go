@@ -217,20 +217,10 @@ func TestKafkaTxnSinkTwoMembers(t *testing.T) {
 }
 
 func TestKafkaTxnSinkUsage(t *testing.T) {
-	for _, tc := range []struct {
-		args []string
-		want string
-	}{
+	checkUsage(t, []usageCase{
 		{[]string{"--exactly-once", "kafka", "--brokers", "127.0.0.1:1", "out"}, "stdin cannot be read again"},
 		{[]string{"--kafka-brokers", "127.0.0.1:1", "--topic", "t", "--exactly-once", "kafka", "out"}, "--exactly-once needs --group"},
 		{[]string{"--kafka-brokers", "127.0.0.1:1", "--topic", "t", "--group", "g", "--exactly-once", "kafka", "--brokers", "127.0.0.2:1", "out"},
 			"must be one cluster"},
-	} {
-		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
-			r := run(t, nil, tc.args...)
-			if r.code != 2 || !strings.Contains(r.stderr, tc.want) {
-				t.Fatalf("exit %d, stderr:\n%s\nwant exit 2 and %q", r.code, r.stderr, tc.want)
-			}
-		})
-	}
+	})
 }

@@ -147,10 +147,7 @@ not json
 }
 
 func TestPartitionByUsage(t *testing.T) {
-	for _, tc := range []struct {
-		args []string
-		want string
-	}{
+	checkUsage(t, []usageCase{
 		{[]string{"--partition-by", "{nope}", "file", "-"}, "unknown placeholder {nope}"},
 		{[]string{"--partition-by", "{kafka_key}", "file", "-"}, "give --topic too"},
 		{[]string{"--max-open-keys", "3", "file", "-"}, "--max-open-keys is for --partition-by"},
@@ -158,14 +155,7 @@ func TestPartitionByUsage(t *testing.T) {
 		{[]string{"--partition-by", "{field:1}", "--field-delimiter", "ab", "file", "-"}, "single byte"},
 		{[]string{"--kafka-brokers", "127.0.0.1:1", "--topic", "t", "--group", "g", "--exactly-once", "--partition-by", "{kafka_key}", "file", "-"}, "--partition-by and --exactly-once"},
 		{[]string{"file", "--per-batch", "out/{batchid}"}, "unknown placeholder {batchid}"},
-	} {
-		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
-			r := run(t, nil, tc.args...)
-			if r.code != 2 || !strings.Contains(r.stderr, tc.want) {
-				t.Fatalf("exit %d, stderr:\n%s\nwant exit 2 and %q", r.code, r.stderr, tc.want)
-			}
-		})
-	}
+	})
 }
 
 // A group drain with --partition-by by Kafka key (the same keys in every

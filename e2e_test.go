@@ -38,6 +38,25 @@ var outputs struct {
 	bytes.Buffer
 }
 
+// A usageCase is a command line and what its usage error (exit 2) says.
+type usageCase struct {
+	args []string
+	want string
+}
+
+// checkUsage runs each case and checks that it exits 2 saying want.
+func checkUsage(t *testing.T, cases []usageCase) {
+	t.Helper()
+	for _, tc := range cases {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			r := run(t, nil, tc.args...)
+			if r.code != 2 || !strings.Contains(r.stderr, tc.want) {
+				t.Fatalf("exit %d, stderr:\n%s\nwant exit 2 and %q", r.code, r.stderr, tc.want)
+			}
+		})
+	}
+}
+
 func keepOutput(s ...string) {
 	outputs.Lock()
 	defer outputs.Unlock()
