@@ -87,6 +87,10 @@ func run(in io.Reader, path string, n int) error {
 				carry = append(carry, p[:i+1]...)
 				batch, lines = append(batch, carry...), lines+1
 				carry, p = carry[:0], p[i+1:]
+				if lines == n {
+					batches <- batch
+					batch, lines = <-empty, 0
+				}
 			}
 		}
 		whole := p[:bytes.LastIndexByte(p, '\n')+1]
