@@ -537,7 +537,7 @@ func TestErrorNamesTheFirstUndeliveredRecord(t *testing.T) {
 // delivered, and the run exits 3.
 func TestOverLimitRecordGoesToTheDeadLetter(t *testing.T) {
 	small := fmt.Sprintf("%0100d", 1)
-	big := strings.Repeat("y", 3<<20) // spans the 1 MiB reads
+	big := strings.Repeat("y", 3<<20) // spans several reads
 	dead := filepath.Join(t.TempDir(), "dead")
 	in := "a\n" + small + "\nb\n" + big + "\nc\n"
 	r := run(t, strings.NewReader(in), "--max-record-bytes", "50", "--dead-letter", dead, "file", "-")

@@ -22,7 +22,7 @@ type Stream struct {
 	// MaxRecordBytes is the longest record accepted; a longer one is
 	// skipped and sent as a *batcher.TooLargeError. Default 64 MiB.
 	MaxRecordBytes int
-	// ReadSize is the size of each read. Default 1 MiB.
+	// ReadSize is the size of each read. Default DefaultReadSize.
 	ReadSize int
 	// KeepTooLarge keeps the bytes of a record over MaxRecordBytes aside,
 	// in an unlinked temporary file, for the dead letter
@@ -38,6 +38,13 @@ type Stream struct {
 }
 
 var _ batcher.Source = (*Stream)(nil)
+
+// DefaultReadSize is the size of a read: small enough that a read is
+// framed and copied into batches while it is still in the CPU's cache the
+// kernel wrote it through (three such buffers circulate), large enough that
+// the system calls cost little. Reads of 1 MiB, past a core's cache, made
+// a run to a file 10-20% slower, and one with --partition-by 20% slower.
+const DefaultReadSize = 256 << 10
 
 // nbufs read buffers circulate: one being read into, one being framed and
 // sent, one still referenced by the chunk the receiver is working on.
@@ -71,7 +78,7 @@ type readResult struct {
 func (s *Stream) Run(ctx context.Context, out chan<- []batcher.Record) error {
 	size := s.ReadSize
 	if size <= 0 {
-		size = 1 << 20
+		size = DefaultReadSize
 	}
 	limit := s.MaxRecordBytes
 	if limit <= 0 {

@@ -51,7 +51,7 @@ held=$((read_bytes - delivered_bytes))
 echo "  after 8 s: read $((read_bytes / 1000000)) MB of the 2000 MB offered, delivered $((delivered_bytes / 1000000)) MB"
 echo "  read but not yet delivered: $((held / 1024)) KiB; peak RSS $((rss_kb / 1024)) MiB (bound $((bound_kb / 1024)) MiB)"
 # What is read and not delivered sits in at most -j + 2 batches, plus the
-# source's three 1 MiB read buffers.
+# source's three 256 KiB read buffers (1 MiB is a generous margin).
 check "reading paced by the sink: read - delivered <= (j+2) x max-bytes + 1 MiB" [ "$held" -le $(( (j + 2) * maxbytes + (1 << 20) )) ]
 check "peak RSS <= 15 MiB + 2 x (j+2) x max-bytes" [ "$rss_kb" -le "$bound_kb" ]
 check "exit 143 after SIGTERM, everything read delivered" [ "$code" = 143 ]

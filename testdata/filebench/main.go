@@ -4,8 +4,9 @@
 //
 //	filebench -n 1000 OUT < IN
 //
-// One goroutine reads stdin in 1 MiB reads, one finds the lines and copies
-// n of them at a time into a batch, one writes each batch with one write.
+// One goroutine reads stdin in 256 KiB reads, as batchpipe does, one finds
+// the lines and copies n of them at a time into a batch, one writes each
+// batch with one write.
 package main
 
 import (
@@ -42,7 +43,7 @@ func run(in io.Reader, path string, n int) error {
 	}
 	free := make(chan []byte, 3)
 	for range cap(free) {
-		free <- make([]byte, 1<<20)
+		free <- make([]byte, 256<<10)
 	}
 	reads := make(chan read, cap(free))
 	go func() {
