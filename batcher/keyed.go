@@ -25,8 +25,11 @@ type keyedState struct {
 	open     map[string]*keyedBatch
 	byAge    ageHeap // batches the limits may flush, oldest record on top
 	buffered int     // bytes held in all open batches
-	reused   int     // capacity of the recycled buffers open batches took
+	reused   int     // capacity open batches' buffers had when taken
 	arrivals int64   // batches opened so far: orders them by age
+	// full and fullRecs are the bytes and records of the last batch the
+	// limits flushed: a new buffer is made that large, not grown to it.
+	full, fullRecs int
 	// waiting holds, from head, batches flushed while the queue was full,
 	// in flush order; waited counts their bytes and reused their recycled
 	// buffers until they go. They are not in buffered: which batch
@@ -336,22 +339,28 @@ func (a *aggregator) openKeyed(kb []byte, h uint64, plan int64, pos Pos) *keyedB
 	return o
 }
 
-// getKeyed returns an empty batch and the capacity it was recycled with:
-// a recycled one while the recycled buffers held open stay within
-// MaxBufferedBytes, else a small new one, as most of many open batches
-// never grow to MaxBytes. So the open batches' buffers take at most
-// MaxBufferedBytes recycled plus what they grew by, at most twice what
-// they hold.
+// getKeyed returns an empty batch and the capacity it was taken with: a
+// recycled one, or a new one as large as the last full batch, while the
+// capacity taken by open batches stays within MaxBufferedBytes; else a
+// small new one, as most of many open batches never grow to MaxBytes. So
+// the open batches' buffers take at most MaxBufferedBytes up front plus
+// what they grew by, at most twice what they hold. (Grown by append from
+// small, each new buffer of a run of full batches left four times its
+// size of garbage behind, and page faults for all of it.)
 func (a *aggregator) getKeyed() (*Batch, int) {
+	k := a.keyed
 	select {
 	case b := <-a.p.free:
 		b.Delim = a.cfg.Delim
-		if c := cap(b.buf); a.keyed.reused+c <= a.cfg.MaxBufferedBytes {
+		if c := cap(b.buf); k.reused+c <= a.cfg.MaxBufferedBytes {
 			return b, c
 		}
 		b.buf = make([]byte, 0, min(a.cfg.MaxBytes, 512))
 		return b, 0
 	default:
+		if c := k.full; c > 512 && k.reused+c <= a.cfg.MaxBufferedBytes {
+			return &Batch{Delim: a.cfg.Delim, buf: make([]byte, 0, c), ends: make([]int, 0, k.fullRecs)}, c
+		}
 		return &Batch{Delim: a.cfg.Delim, buf: make([]byte, 0, min(a.cfg.MaxBytes, 512))}, 0
 	}
 }
@@ -427,6 +436,11 @@ func (a *aggregator) closeKeyed(o *keyedBatch, why Reason) {
 		}
 	}
 	b := o.b
+	if why == ReasonSize || why == ReasonBytes {
+		// An eighth more, for the next batch's records to be a little longer.
+		k.full = min(b.Size()+b.Size()/8, a.cfg.MaxBytes)
+		k.fullRecs = min(b.Len()+b.Len()/8, a.cfg.MaxRecords)
+	}
 	b.Key, b.Keyed = o.key, true
 	p := a.p
 	reused := o.reused

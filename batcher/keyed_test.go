@@ -559,3 +559,38 @@ func FuzzKeyedBlocksBatchLikeRecords(f *testing.F) {
 		}
 	})
 }
+
+// A new buffer is made as large as the last full batch (and an eighth),
+// not grown to it by append, while the capacity taken by open batches
+// stays within MaxBufferedBytes; past it, a small one is.
+func TestNewKeyedBuffersAreSizedAsAFullBatch(t *testing.T) {
+	p := &Pipeline{Config: cfg(Config{Key: prefixKey, MaxRecords: 4, MaxBufferedBytes: 2000}).withDefaults()}
+	p.free = make(chan *Batch) // nothing recycled: every buffer is new
+	queue := make(chan *Batch, 10)
+	a := &aggregator{p: p, cfg: &p.Config, queue: queue, ctx: context.Background(),
+		keyed: newKeyedState(), pos: Pos{Record: 1}}
+	rec := func(key string) string { return key + ":" + strings.Repeat("x", 197) + "\n" } // 200 bytes
+	var block strings.Builder
+	for _, k := range []string{"a", "a", "a", "a", "b", "c"} {
+		block.WriteString(rec(k))
+	}
+	a.addKeyedBlock([]byte(block.String()))
+
+	if full := <-queue; full.Len() != 4 || full.Reason != ReasonSize {
+		t.Fatalf("want a's 4 records flushed full, got %d (%v)", full.Len(), full.Reason)
+	}
+	if got := cap(a.keyed.open["b"].b.buf); got != 900 {
+		t.Errorf("b's buffer: capacity %d, want 900 (the 800 bytes of the full batch and an eighth)", got)
+	}
+	if got := cap(a.keyed.open["b"].b.ends); got != 4 {
+		t.Errorf("b's record ends: capacity %d, want 4", got)
+	}
+	// b and c take 1800 of the 2000: a third new buffer would pass it.
+	if got := cap(a.keyed.open["c"].b.buf); got != 900 {
+		t.Errorf("c's buffer: capacity %d, want 900", got)
+	}
+	a.addKeyedBlock([]byte(rec("d")))
+	if got := cap(a.keyed.open["d"].b.buf); got > 512 {
+		t.Errorf("d's buffer: capacity %d past MaxBufferedBytes, want a small one", got)
+	}
+}
