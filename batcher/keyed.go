@@ -31,8 +31,8 @@ type keyedState struct {
 	// limits flushed: a new buffer is made that large, not grown to it.
 	full, fullRecs int
 	// waiting holds, from head, batches flushed while the queue was full,
-	// in flush order; waited counts their bytes and reused their recycled
-	// buffers until they go. They are not in buffered: which batch
+	// in flush order; waited counts their bytes and reused their buffers'
+	// capacity until they go. They are not in buffered: which batch
 	// MaxBufferedBytes flushes depends on the input alone, not on how fast
 	// the workers took the others.
 	waiting []waitingBatch
@@ -95,7 +95,7 @@ type keyedBatch struct {
 	first  int64     // arrival number: lower is older
 	since  time.Time // when its first record came, with Linger
 	plan   int64     // its records' Meta.PlanEnd; 0: cut by the limits
-	reused int       // capacity of the recycled buffer it took, or 0
+	reused int       // capacity its buffer was taken with (getKeyed), or 0
 	last   int64     // offset of its last record; -1 before one
 	idx    int       // in byAge; -1 for a planned batch, which no limit flushes
 	hash   uint64    // keyHash(key)
@@ -105,7 +105,7 @@ type keyedBatch struct {
 type waitingBatch struct {
 	b      *Batch
 	size   int // b.Size(), which is not b's to read once queued
-	reused int // capacity of the recycled buffer it took, or 0
+	reused int // capacity its buffer was taken with (getKeyed), or 0
 }
 
 // waits reports whether a flushed batch waits for room in the queue.
