@@ -16,14 +16,15 @@ the run before anything is read (exit 69).
 
 A batch is delivered once every record in it is acknowledged by all in-sync
 replicas (acks=all). The producer is idempotent: its own retries (with
-backoff, for about 20 seconds) write no duplicates. Up to -j batches are
-in flight at once (without --exactly-once, 5 unless -j is given, as Kafka's
+backoff, for about 20 seconds) write no duplicates. Up to -j batches are in
+flight at once (without --exactly-once, 5 unless -j is given, as Kafka's
 producers keep five requests in flight), and records reach each partition
-in the order read, whatever -j. A record the broker refuses for good (larger than the topic's
-max.message.bytes or --max-message-bytes, invalid) is rejected on its own,
-dead-lettered (--dead-letter) or counted, and the rest of its batch is
-delivered. Records that failed for a passing reason (no leader, a timeout)
-are tried again on their own (--retries, --backoff).
+in the order read, whatever -j. A record the broker refuses for good
+(larger than the topic's max.message.bytes or --max-message-bytes,
+invalid) is rejected on its own, dead-lettered (--dead-letter) or counted,
+and the rest of its batch is delivered. Records that failed for a passing
+reason (no leader, a timeout) are tried again on their own (--retries,
+--backoff).
 
 Keys: with --key-delimiter D (kcat -K), the bytes before the first D are the
 key and the rest the value; a record without D has no key. Records with a
