@@ -349,21 +349,26 @@ func (a *aggregator) openKeyed(kb []byte, h uint64, plan int64, pos Pos) *keyedB
 // size of garbage behind, and page faults for all of it.)
 func (a *aggregator) getKeyed() (*Batch, int) {
 	k := a.keyed
+	small := min(a.cfg.MaxBytes, smallKeyedBuf)
 	select {
 	case b := <-a.p.free:
 		b.Delim = a.cfg.Delim
 		if c := cap(b.buf); k.reused+c <= a.cfg.MaxBufferedBytes {
 			return b, c
 		}
-		b.buf = make([]byte, 0, min(a.cfg.MaxBytes, 512))
+		b.buf = make([]byte, 0, small)
 		return b, 0
 	default:
-		if c := k.full; c > 512 && k.reused+c <= a.cfg.MaxBufferedBytes {
+		if c := k.full; c > small && k.reused+c <= a.cfg.MaxBufferedBytes {
 			return &Batch{Delim: a.cfg.Delim, buf: make([]byte, 0, c), ends: make([]int, 0, k.fullRecs)}, c
 		}
-		return &Batch{Delim: a.cfg.Delim, buf: make([]byte, 0, min(a.cfg.MaxBytes, 512))}, 0
+		return &Batch{Delim: a.cfg.Delim, buf: make([]byte, 0, small)}, 0
 	}
 }
+
+// smallKeyedBuf is the capacity of a key's buffer past the bound on those
+// taken large: it grows by append if the batch does.
+const smallKeyedBuf = 512
 
 // largest returns the open batch holding the most bytes that the limits
 // may flush, or nil. A scan: it runs only when the buffered bytes pass
