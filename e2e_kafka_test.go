@@ -1155,8 +1155,10 @@ func joinGroup(t *testing.T, k *kafkaEnv) []int32 {
 	cfg := sarama.NewConfig()
 	cfg.Version = sarama.V2_1_0_0
 	cfg.Consumer.Offsets.AutoCommit.Enable = false
-	cfg.Consumer.Group.Session.Timeout = time.Second
-	cfg.Consumer.Group.Heartbeat.Interval = 300 * time.Millisecond
+	// Long enough that a busy machine does not drop it from the group:
+	// the tests want its partitions held until they end.
+	cfg.Consumer.Group.Session.Timeout = 5 * time.Second
+	cfg.Consumer.Group.Heartbeat.Interval = 500 * time.Millisecond
 	g, err := sarama.NewConsumerGroup([]string{k.addr}, k.group, cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -1167,8 +1169,17 @@ func joinGroup(t *testing.T, k *kafkaEnv) []int32 {
 	go func() {
 		defer close(done)
 		for ctx.Err() == nil {
-			if err := g.Consume(ctx, []string{k.topic}, m); err != nil {
+			// A rebalance may fail to join (another one began): join
+			// again, as a real member would, rather than leave.
+			err := g.Consume(ctx, []string{k.topic}, m)
+			if errors.Is(err, sarama.ErrClosedConsumerGroup) {
 				return
+			}
+			if err != nil {
+				select { // not in a tight loop while the broker refuses
+				case <-time.After(100 * time.Millisecond):
+				case <-ctx.Done():
+				}
 			}
 		}
 	}()
