@@ -9,6 +9,7 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -247,6 +248,91 @@ func TestKafkaAbortedTransactions(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// A group read without --until-end, of a topic that ends in an aborted
+// transaction: once the committed records are delivered, the group's
+// offsets pass the aborted records and the markers to the log end, so its
+// lag reaches 0 though no record is left to read; records produced after
+// are read and committed from there.
+func TestKafkaGroupCommitsPastTransactionTail(t *testing.T) {
+	k := newKafka(t, 4)
+	pr := newProducer(t, k.addr)
+	pr.produceTxn(k.addr, k.topic, k.name("txn"), parts4, 250)     // 0-249, a commit marker at 250
+	produceAborted(t, k.addr, k.topic, k.name("txn"), parts4, 500) // 251-750, an abort marker at 751
+	waitStable(t, k.addr, k.topic)
+	out := filepath.Join(t.TempDir(), "out")
+	p := start(t, "-v", "--kafka-brokers", k.addr, "--topic", k.topic, "--group", k.group, "-n", "100",
+		"--commit-interval", "50ms", "file", out)
+	committedTo := func(end int64) func([]string) bool {
+		return func(lines []string) bool {
+			at := make(map[string]string) // the last offset committed, by partition
+			for _, l := range lines {
+				if strings.Contains(l, "kafka: committed") {
+					part, _ := logValue(l, "partition")
+					at[part], _ = logValue(l, "offset")
+				}
+			}
+			n := 0
+			for _, off := range at {
+				if off == strconv.FormatInt(end, 10) {
+					n++
+				}
+			}
+			return n == len(parts4)
+		}
+	}
+	p.waitForLines("commits at the log end, past the aborted tail", committedTo(752))
+	for part, o := range committedOffsets(t, k.addr, k.topic, k.group, parts4) {
+		if o != 752 {
+			t.Fatalf("partition %d: committed %d, want the log end, 752", part, o)
+		}
+	}
+	pr.produce(k.topic, parts4, 100) // offsets 752-851
+	p.waitForLines("commits of the records produced after the tail", committedTo(852))
+	p.signal(syscall.SIGTERM)
+	if code := p.wait(); code != 143 {
+		t.Fatalf("exit %d, want 143:\n%s", code, p.stderr())
+	}
+	if !strings.Contains(p.stderr(), "kafka: 1400 records read from 1 topic, lag 0") {
+		t.Fatalf("no lag 0 in the summary:\n%s", p.stderr())
+	}
+	// Numbered 0-349 per partition (the aborted ones from 1,000,000).
+	d := delivered{}
+	d.add(t, fileLines(t, out)...)
+	wantExactly(t, d, nil, each(parts4, 350))
+	for part, o := range committedOffsets(t, k.addr, k.topic, k.group, parts4) {
+		if o != 852 {
+			t.Errorf("partition %d: committed %d, want the log end, 852", part, o)
+		}
+	}
+}
+
+// produceAborted writes n records to each partition listed in one aborted
+// transaction, so that each ends with an abort marker. The records' values
+// are those of the numbers they would have had.
+func produceAborted(t *testing.T, addr, topic, txnID string, parts []int32, n int) {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(addr), kgo.TransactionalID(txnID), kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	if err := cl.BeginTransaction(); err != nil {
+		t.Fatal(err)
+	}
+	var recs []*kgo.Record
+	for _, p := range parts {
+		for i := range n {
+			recs = append(recs, &kgo.Record{Topic: topic, Partition: p, Value: []byte(value(p, 1_000_000+i))})
+		}
+	}
+	if err := cl.ProduceSync(context.Background(), recs...).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	if err := cl.EndTransaction(context.Background(), kgo.TryAbort); err != nil {
+		t.Fatal(err)
 	}
 }
 

@@ -182,10 +182,15 @@ var (
 // nothing is left to read below the partition's end offset after them,
 // even if no record sits at end-1: a transaction marker may, or the
 // records there were compacted away or deleted.
+//
+// With skipTo (no records, no end offset), nothing is left to read below
+// it: the offsets from the last record sent hold transaction markers or
+// aborted records, and the commit may pass them once all before is done.
 type chunk struct {
-	st    *partState
-	recs  []batcher.Record
-	toEnd bool
+	st     *partState
+	recs   []batcher.Record
+	toEnd  bool
+	skipTo int64
 }
 
 // OpenKafka checks that the topics (and partitions) exist and, without a
@@ -445,6 +450,9 @@ func (k *Kafka) Run(ctx context.Context, out chan<- []batcher.Record) error {
 			if c.toEnd && len(recs) == len(c.recs) {
 				k.track.readToEnd(c.st)
 			}
+			if c.skipTo > 0 {
+				k.track.skip(c.st, c.skipTo)
+			}
 			if k.cuts != nil {
 				k.cuts.markPlanned(c.st, recs)
 			}
@@ -703,16 +711,14 @@ func (k *Kafka) read(ctx context.Context, st *partState, msgs <-chan *sarama.Con
 	k.track.follow(st, hwm)
 	end := st.end    // set once, at assignment
 	next := st.start // the offset after the last record seen
-	var idle *time.Timer
-	var idleC <-chan time.Time
-	if end >= 0 {
-		// sarama skips transaction markers and compacted offsets without a
-		// word: if the last offsets below the end are such, no record ever
-		// says the end was reached, so an idle partition asks.
-		idle = time.NewTimer(tailWait)
-		defer idle.Stop()
-		idleC = idle.C
-	}
+	// sarama skips transaction markers, aborted records and compacted
+	// offsets without a word: if the last offsets below the end are such,
+	// no record ever says the end was reached; without an end, the offset
+	// committed would stay short of the high watermark for good, a lag
+	// that never clears. So an idle partition asks.
+	idle := time.NewTimer(tailWait)
+	defer idle.Stop()
+	var asked [2]int64 // next and the high watermark of the last fruitless ask
 	for {
 		var m *sarama.ConsumerMessage
 		var ok bool
@@ -721,7 +727,19 @@ func (k *Kafka) read(ctx context.Context, st *partState, msgs <-chan *sarama.Con
 			if !ok {
 				return
 			}
-		case <-idleC:
+		case <-idle.C:
+			if end < 0 {
+				if to := k.skipTail(st, next, hwm(), &asked); to > next {
+					select {
+					case k.chunks <- chunk{st: st, skipTo: to}:
+						next = to
+					case <-ctx.Done():
+						return
+					}
+				}
+				idle.Reset(tailWait)
+				continue
+			}
 			empty, err := k.nothingBelow(st.tp, next, end)
 			if err != nil {
 				k.log.Debug("kafka: look past the last record read", "topic", st.tp.topic, "partition", st.tp.part,
@@ -777,10 +795,29 @@ func (k *Kafka) read(ctx context.Context, st *partState, msgs <-chan *sarama.Con
 		if finished || !ok {
 			return
 		}
-		if idle != nil {
-			idle.Reset(tailWait)
-		}
+		idle.Reset(tailWait)
 	}
+}
+
+// skipTail returns how far past next, up to the high watermark hwm, a
+// partition read without an end holds nothing to read; next if nothing
+// or in doubt. It asks the leader once per next and hwm: until either
+// moves, the answer stays (an open transaction holds the last stable
+// offset back; its end moves the high watermark).
+func (k *Kafka) skipTail(st *partState, next, hwm int64, asked *[2]int64) int64 {
+	if hwm <= next || *asked == [2]int64{next, hwm} {
+		return next
+	}
+	to, err := k.emptyTo(st.tp, next, hwm)
+	if err != nil {
+		k.log.Debug("kafka: look past the last record read", "topic", st.tp.topic, "partition", st.tp.part,
+			"offset", next, "err", err)
+		return next // asked again at the next idle tick
+	}
+	if to == next {
+		*asked = [2]int64{next, hwm}
+	}
+	return to
 }
 
 // nothingBelow reports whether a partition holds no record to read from
@@ -789,14 +826,24 @@ func (k *Kafka) read(ctx context.Context, st *partState, msgs <-chan *sarama.Con
 // false when in doubt; a record the consumer has yet to deliver is for the
 // reader to see.
 func (k *Kafka) nothingBelow(tp topicPartition, from, end int64) (bool, error) {
+	to, err := k.emptyTo(tp, from, end)
+	return to >= end, err
+}
+
+// emptyTo returns how far from offset from, up to end at most, a partition
+// holds no record to read, asking its leader directly: from itself if a
+// record is there, or in doubt; past transaction markers, records of
+// aborted transactions (read_committed) and offsets compacted away.
+func (k *Kafka) emptyTo(tp topicPartition, from, end int64) (int64, error) {
 	if from >= end {
-		return true, nil
+		return from, nil
 	}
 	leader, err := k.client.Leader(tp.topic, tp.part)
 	if err != nil {
-		return false, err
+		return from, err
 	}
 	committed := k.readCommitted()
+	seen := from // every offset from from to seen holds no record to read
 	// A long run of markers takes several fetches, each from where the
 	// last one's whole batches ended.
 	for range maxProbes {
@@ -807,21 +854,21 @@ func (k *Kafka) nothingBelow(tp topicPartition, from, end int64) (bool, error) {
 		if committed {
 			req.Isolation = sarama.ReadCommitted
 		}
-		req.AddBlock(tp.topic, tp.part, from, probeBytes, -1)
+		req.AddBlock(tp.topic, tp.part, seen, probeBytes, -1)
 		resp, err := leader.Fetch(req)
 		if err != nil {
-			return false, err
+			return seen, err
 		}
 		b := resp.GetBlock(tp.topic, tp.part)
 		if b == nil {
-			return false, sarama.ErrIncompleteResponse
+			return seen, sarama.ErrIncompleteResponse
 		}
 		if b.Err != sarama.ErrNoError {
 			// Out of range too: records deleted before they were read are
 			// the consumer's to report.
-			return false, b.Err
+			return seen, b.Err
 		}
-		seen := from // every offset from from to seen holds no record to read
+		at := seen
 		// As sarama's consumer does: a producer's batches are aborted from
 		// the first offset of an aborted transaction to its abort marker.
 		aborts := b.AbortedTransactions
@@ -830,7 +877,7 @@ func (k *Kafka) nothingBelow(tp topicPartition, from, end int64) (bool, error) {
 		for _, rs := range b.RecordsSet {
 			rb := rs.RecordBatch
 			if rb == nil {
-				return false, nil // the old message format has no markers
+				return seen, nil // the old message format has no markers
 			}
 			if rb.PartialTrailingRecord {
 				break // cut short by probeBytes: fetch it again
@@ -845,21 +892,20 @@ func (k *Kafka) nothingBelow(tp topicPartition, from, end int64) (bool, error) {
 			}
 			if !skip {
 				for _, r := range rb.Records {
-					if rb.FirstOffset+r.OffsetDelta >= from {
-						return false, nil
+					if rb.FirstOffset+r.OffsetDelta >= seen {
+						return seen, nil
 					}
 				}
 			}
 			if seen = max(seen, rb.LastOffset()+1); seen >= end {
-				return true, nil
+				return end, nil
 			}
 		}
-		if seen == from {
-			return false, nil // nothing whole came back: in doubt
+		if seen == at {
+			return seen, nil // nothing whole came back: in doubt
 		}
-		from = seen
 	}
-	return false, nil
+	return seen, nil
 }
 
 // isAbortMarker reports whether a control record marks the abort of a

@@ -175,16 +175,29 @@ func (t *tracker) highWatermark(tp topicPartition, hwm int64) {
 // though the last record sent is short of it: the offsets between hold
 // transaction markers, or records compacted away.
 func (t *tracker) readToEnd(st *partState) {
+	if st.end >= 0 {
+		t.skip(st, st.end)
+	}
+}
+
+// skip records that nothing is left to read from the last record sent of
+// st up to offset to: transaction markers, aborted records or offsets
+// compacted away. The offset committed passes them once every record sent
+// before them is done with.
+func (t *tracker) skip(st *partState, to int64) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if st.revoked || st.end < 0 || st.complete() {
+	if st.revoked || to <= st.next {
 		return
 	}
-	st.next = st.end
+	wasComplete := st.complete()
+	st.next = to
 	if st.head == len(st.pending) {
 		st.acked = st.next // nothing in flight: no ack will move it
 	}
-	t.incomplete--
+	if st.end >= 0 && !wasComplete && st.complete() {
+		t.incomplete--
+	}
 }
 
 // metaLister is what ack needs of a *batcher.Batch.

@@ -456,6 +456,41 @@ func TestTrackerReadToEnd(t *testing.T) {
 	}
 }
 
+// A partition read without an end whose last offsets hold aborted records
+// and markers: the watermark passes them once every record sent before is
+// acked, and records sent after them hold it as usual. A skip backwards,
+// or of a revoked partition, changes nothing.
+func TestTrackerSkip(t *testing.T) {
+	tr := newTracker()
+	st := tr.assign("t", 0, 0, -1, 0)
+	tr.activate()
+	recs := records("t", 0, span(0, 10)...)
+	tr.sent(st, recs)
+	tr.skip(st, 20) // 10-19: an aborted transaction and its marker
+	if got := acked(t, tr, st); got != 0 {
+		t.Fatalf("watermark %d before any ack, want 0", got)
+	}
+	tr.ack(batch(recs, 0, 10))
+	if got := acked(t, tr, st); got != 20 {
+		t.Fatalf("watermark %d, want 20: past the tail", got)
+	}
+	tr.skip(st, 15)
+	more := records("t", 0, span(20, 25)...)
+	tr.sent(st, more)
+	if got := acked(t, tr, st); got != 20 {
+		t.Fatalf("watermark %d with 20-24 in flight, want 20", got)
+	}
+	tr.ack(batch(more, 0, 5))
+	if got := acked(t, tr, st); got != 25 {
+		t.Fatalf("watermark %d, want 25", got)
+	}
+	tr.revoke()
+	tr.skip(st, 30)
+	if got := acked(t, tr, st); got != 25 {
+		t.Fatalf("watermark %d after a skip of a revoked partition, want 25", got)
+	}
+}
+
 // A drained partition that a rebalance took away is not this process's to
 // vouch for; one it got back, starting again below the end, is short of
 // it; one it got only after the drain was never drained.
