@@ -36,6 +36,7 @@ type kafkaOptions struct {
 	from           string
 	group          string
 	untilEnd       bool
+	until          string
 	isolation      string
 	limit          int64
 	envelope       string
@@ -44,6 +45,10 @@ type kafkaOptions struct {
 	sessionTimeout time.Duration
 	rebalance      time.Duration
 	exactlyOnce    bool
+
+	// --from and --until, resolved once, at start, by checkKafka.
+	fromAt  sources.From
+	untilAt time.Time
 
 	tls      bool
 	caFile   string
@@ -58,9 +63,10 @@ func (k *kafkaOptions) addFlags(f *pflag.FlagSet) {
 	f.StringSliceVar(&k.topics, "topic", nil, "Kafka topic to read; repeat for several (selects the Kafka source)")
 	f.StringVar(&k.clientID, "client-id", "batchpipe", "Kafka client id")
 	f.Int32SliceVar(&k.partitions, "partitions", nil, "read only these partitions, e.g. 0,2 (not with --group)")
-	f.StringVar(&k.from, "from", "oldest", "start at oldest, newest, an offset or an RFC 3339 time; with --group only where nothing is committed")
+	f.StringVar(&k.from, "from", "oldest", "start at oldest, newest, an offset, an RFC 3339 time or a time before now (-24h, -90m): the first record at or after it; with --group only where nothing is committed")
 	f.StringVar(&k.group, "group", "", "read as this consumer group; offsets are committed once records are delivered")
 	f.BoolVar(&k.untilEnd, "until-end", false, "stop at the end offsets seen at start, once all below is delivered; with --group, once the group has committed them on every partition")
+	f.StringVar(&k.until, "until", "", "stop each partition at its first record at or after this RFC 3339 time or time before now (-24h), as the broker's timestamp index finds it (else at its end offset at start); then as --until-end")
 	f.StringVar(&k.isolation, "isolation", "read_committed", "read_committed: only records of committed transactions, as kcat (--until-end stops at the last stable offset); read_uncommitted: aborted and open ones too")
 	f.Int64Var(&k.limit, "limit", 0, "stop after reading this many Kafka records (-n is the batch size)")
 	f.StringVar(&k.envelope, "envelope", "", "json: each record is a JSON object with topic, partition, offset, timestamp, key, headers and value")
@@ -96,7 +102,7 @@ func (o *options) checkKafka() error {
 		return usagef("--exactly-once reads Kafka with --group: stdin cannot be read again, so a batch cannot be formed again")
 	}
 	if !k.enabled() {
-		for _, name := range []string{"partitions", "from", "group", "until-end", "isolation", "limit", "envelope", "commit-interval", "kafka-session-timeout", "kafka-rebalance-timeout"} {
+		for _, name := range []string{"partitions", "from", "group", "until-end", "until", "isolation", "limit", "envelope", "commit-interval", "kafka-session-timeout", "kafka-rebalance-timeout"} {
 			if changed(name) {
 				return usagef("--%s reads Kafka: give --topic too", name)
 			}
@@ -128,8 +134,21 @@ func (o *options) checkKafka() error {
 			return usagef("--partitions: %d is not a partition", p)
 		}
 	}
-	if _, err := sources.ParseFrom(k.from); err != nil {
+	// Relative times count from one moment, so that --from -48h
+	// --until -24h is a window of exactly a day.
+	now := time.Now()
+	from, err := sources.ParseFrom(k.from, now)
+	if err != nil {
 		return usagef("--from: %v", err)
+	}
+	k.fromAt = from
+	if k.until != "" {
+		if k.untilAt, err = sources.ParseTime(k.until, now); err != nil {
+			return usagef("--until: %v", err)
+		}
+		if from.Kind == sources.FromTime && from.Time.After(k.untilAt) {
+			return usagef("--from %s is after --until %s", from.Time.Format(time.RFC3339), k.untilAt.Format(time.RFC3339))
+		}
 	}
 	return nil
 }
@@ -202,13 +221,13 @@ func (o *options) openKafka(logger *slog.Logger) (*kafkaRun, error) {
 		return kr, nil
 	}
 	k := &o.kafka
-	from, _ := sources.ParseFrom(k.from) // checked
 	src, err := sources.OpenKafka(client, sources.KafkaConfig{
 		Topics:         k.topics,
 		Partitions:     k.partitions,
-		From:           from,
+		From:           k.fromAt,
 		Group:          k.group,
 		UntilEnd:       k.untilEnd,
+		Until:          k.untilAt,
 		Limit:          k.limit,
 		Envelope:       k.envelope == "json",
 		CommitInterval: k.commitInterval,

@@ -25,7 +25,7 @@ func parseKafka(t *testing.T, args ...string) (*options, string, int) {
 func TestKafkaFlags(t *testing.T) {
 	t.Setenv(envPassword, "pw")
 	o, stderr, code := parseKafka(t, "--kafka-brokers", "b1:9092, b2:9092", "--topic", "a", "--topic", "b,c", "--group", "g",
-		"--from", "2024-05-01T10:00:00Z", "--until-end", "--limit", "10", "--envelope", "json", "--commit-interval", "250ms",
+		"--from", "2024-05-01T10:00:00Z", "--until", "2024-05-02T10:00:00+02:00", "--until-end", "--limit", "10", "--envelope", "json", "--commit-interval", "250ms",
 		"--kafka-timeout", "3s", "--kafka-session-timeout", "2s", "--kafka-cacert", "ca.pem", "--kafka-sasl", "scram-sha-256",
 		"--kafka-user", "u", "--client-id", "me", "--isolation", "read_uncommitted", "--kafka-rebalance-timeout", "20s", "file", "-")
 	if code != exitOK {
@@ -35,6 +35,9 @@ func TestKafkaFlags(t *testing.T) {
 	if !reflect.DeepEqual(k.topics, []string{"a", "b", "c"}) || k.group != "g" || !k.untilEnd || k.limit != 10 ||
 		k.envelope != "json" || k.commitInterval != 250*time.Millisecond || k.timeout != 3*time.Second {
 		t.Fatalf("options %+v", k)
+	}
+	if !k.fromAt.Time.Equal(time.Date(2024, 5, 1, 10, 0, 0, 0, time.UTC)) || !k.untilAt.Equal(time.Date(2024, 5, 2, 8, 0, 0, 0, time.UTC)) {
+		t.Fatalf("--from %v, --until %v", k.fromAt, k.untilAt)
 	}
 	// The connection, short of reading the CA file.
 	o.kafka.caFile = ""
@@ -75,6 +78,9 @@ func TestKafkaUsageErrors(t *testing.T) {
 		{nil, []string{"--topic", "t", "--limit", "-5", "file", "-"}, "--limit must not be negative"},
 		{nil, []string{"--topic", "t", "--envelope", "avro", "file", "-"}, "--envelope takes json"},
 		{nil, []string{"--topic", "t", "--from", "last tuesday", "file", "-"}, "--from"},
+		{nil, []string{"--topic", "t", "--until", "24h", "file", "-"}, "--until"},
+		{nil, []string{"--topic", "t", "--from", "-1h", "--until", "-2h", "file", "-"}, "is after --until"},
+		{nil, []string{"--until", "-1h", "file", "-"}, "--until reads Kafka: give --topic too"},
 		{nil, []string{"--topic", "t", "--commit-interval", "0", "file", "-"}, "--commit-interval must be positive"},
 		{nil, []string{"--topic", "t", "--kafka-timeout", "0", "file", "-"}, "--kafka-timeout must be positive"},
 		{nil, []string{"--topic", "t", "--isolation", "committed", "file", "-"}, "--isolation takes read_committed or read_uncommitted"},

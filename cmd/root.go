@@ -148,7 +148,10 @@ partitions are shared with the group's other members, and an offset is
 committed only once every record before it was delivered or dead-lettered,
 so a restart after a crash re-reads at most what was in flight. With
 --until-end, batchpipe stops at the end offsets seen at start and exits
-once everything below them is delivered (and committed). The final commit
+once everything below them is delivered (and committed); with --until TIME,
+at each partition's first record at or after TIME. --from and --until take
+RFC 3339 times or times before now (-24h, -90m), resolved once at start, so
+--from -48h --until -24h reads the records of that day. The final commit
 waits no longer than --kafka-timeout, nor, after a signal, past
 --shutdown-timeout; unanswered, it makes the exit status 1, and the records
 delivered since the last commit will be read again.
@@ -206,6 +209,9 @@ const rootExamples = `  # append the lines of a growing log in batches of 500, a
 
   # drain a Kafka topic to a file and exit
   batchpipe --kafka-brokers localhost:9092 --topic orders --until-end -n 1000 file orders.ndjson
+
+  # the records of yesterday, by their timestamps, and exit
+  batchpipe --kafka-brokers localhost:9092 --topic orders --from -48h --until -24h file day.ndjson
 
   # a log into a Kafka topic, in batches of 1000 acknowledged by all replicas
   tail -F app.log | batchpipe -n 1000 kafka --brokers localhost:9092 logs

@@ -37,8 +37,8 @@ const (
 	FromTime                   // the first record with a timestamp at or after a time
 )
 
-// ParseFrom parses oldest, newest, an offset or an RFC 3339 time.
-func ParseFrom(s string) (From, error) {
+// ParseFrom parses oldest, newest, an offset or a time (see ParseTime).
+func ParseFrom(s string, now time.Time) (From, error) {
 	switch s {
 	case "oldest", "beginning", "earliest":
 		return From{Kind: FromOldest}, nil
@@ -51,10 +51,24 @@ func ParseFrom(s string) (From, error) {
 		}
 		return From{Kind: FromOffset, Offset: n}, nil
 	}
-	if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
+	if t, err := ParseTime(s, now); err == nil {
 		return From{Kind: FromTime, Time: t}, nil
 	}
-	return From{}, fmt.Errorf("%q is not oldest, newest, an offset or an RFC 3339 time (2024-05-01T10:00:00Z)", s)
+	return From{}, fmt.Errorf("%q is not oldest, newest, an offset, an RFC 3339 time (2024-05-01T10:00:00Z) or a time before now (-24h)", s)
+}
+
+// ParseTime parses an RFC 3339 time, or a duration before now: -24h, -90m.
+func ParseTime(s string, now time.Time) (time.Time, error) {
+	if strings.HasPrefix(s, "-") {
+		if d, err := time.ParseDuration(s); err == nil {
+			return now.Add(d), nil
+		}
+	}
+	t, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("%q is not an RFC 3339 time (2024-05-01T10:00:00Z) or a time before now (-24h)", s)
+	}
+	return t, nil
 }
 
 func (f From) String() string {
@@ -85,6 +99,12 @@ type KafkaConfig struct {
 	// UntilEnd captures the end offset of each partition when it is
 	// assigned; once every record below it has been sent, Run returns nil.
 	UntilEnd bool
+	// Until, if set, ends each partition at its first record with a
+	// timestamp at or after it, as the broker's timestamp index finds it
+	// (or at the end offset, if none), once, at start; then as UntilEnd,
+	// which it implies. A partition with no record before it is done at
+	// once and commits nothing.
+	Until time.Time
 	// Limit stops reading after this many records; 0: no limit.
 	Limit int64
 	// Envelope makes each record a JSON object with its metadata.
@@ -215,6 +235,9 @@ func OpenKafka(client sarama.Client, cfg KafkaConfig) (*Kafka, error) {
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = 30 * time.Second
 	}
+	if !cfg.Until.IsZero() {
+		cfg.UntilEnd = true
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -250,7 +273,7 @@ func OpenKafka(client sarama.Client, cfg KafkaConfig) (*Kafka, error) {
 				// offsets, taken now, for every partition, read here or
 				// by another member.
 				for _, p := range parts {
-					e, err := k.endOffset(topic, p)
+					e, err := k.stopOffset(topic, p)
 					if err != nil {
 						return nil, err
 					}
@@ -279,6 +302,11 @@ func OpenKafka(client sarama.Client, cfg KafkaConfig) (*Kafka, error) {
 			end := int64(-1)
 			if cfg.UntilEnd {
 				end = hwm
+			}
+			if !cfg.Until.IsZero() {
+				if end, err = k.stopOffset(topic, p); err != nil {
+					return nil, err
+				}
 			}
 			k.parts = append(k.parts, k.track.assign(topic, p, start, end, hwm))
 			k.log.Debug("kafka: reading", "partition", partName(topic, p, start, end))
@@ -352,14 +380,36 @@ func (k *Kafka) readCommitted() bool {
 // is still open, and which --until-end stops at; else its high watermark.
 // sarama's GetOffset asks for the high watermark whatever the level.
 func (k *Kafka) endOffset(topic string, p int32) (int64, error) {
-	o, err := k.listOffset(topic, p)
+	o, err := k.listOffset(topic, p, sarama.OffsetNewest)
 	if err != nil {
 		return 0, fmt.Errorf("kafka: %s[%d]: end offset: %w", topic, p, err)
 	}
 	return o, nil
 }
 
-func (k *Kafka) listOffset(topic string, p int32) (int64, error) {
+// stopOffset returns where reading a partition stops: with Until, at the
+// first record at or after it, else at its end offset.
+func (k *Kafka) stopOffset(topic string, p int32) (int64, error) {
+	end, err := k.endOffset(topic, p)
+	if err != nil || k.cfg.Until.IsZero() {
+		return end, err
+	}
+	o, err := k.listOffset(topic, p, k.cfg.Until.UnixMilli())
+	if err != nil {
+		return 0, fmt.Errorf("kafka: %s[%d]: offset at %v (--until): %w", topic, p, k.cfg.Until.Format(time.RFC3339Nano), err)
+	}
+	if o < 0 { // no record that recent
+		return end, nil
+	}
+	// A record at or after Until in a transaction still open is beyond
+	// the last stable offset: reading stops there, as at the end.
+	return min(o, end), nil
+}
+
+// listOffset asks the leader of a partition for an offset: at a time (Unix
+// milliseconds: the first record at or after it, -1 if none), or
+// sarama.OffsetNewest, at the isolation level read.
+func (k *Kafka) listOffset(topic string, p int32, at int64) (int64, error) {
 	leader, err := k.client.Leader(topic, p)
 	if err != nil {
 		return 0, err
@@ -368,7 +418,7 @@ func (k *Kafka) listOffset(topic string, p int32) (int64, error) {
 	if k.readCommitted() {
 		req.IsolationLevel = sarama.ReadCommitted
 	}
-	req.AddBlock(topic, p, sarama.OffsetNewest, 1)
+	req.AddBlock(topic, p, at, 1)
 	resp, err := leader.GetAvailableOffsets(req)
 	if err != nil {
 		return 0, err
@@ -1339,7 +1389,7 @@ func (h groupHandler) Setup(sess sarama.ConsumerGroupSession) error {
 				// records produced meanwhile do not move it.
 				e, ok := k.ends[tp]
 				if !ok {
-					if e, err = k.endOffset(topic, p); err != nil {
+					if e, err = k.stopOffset(topic, p); err != nil {
 						return err
 					}
 					k.ends[tp] = e

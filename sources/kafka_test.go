@@ -262,7 +262,7 @@ func TestKafkaFrom(t *testing.T) {
 		{"2000-01-01T00:00:00Z", []int32{0}, 100, 0},
 	} {
 		t.Run(fmt.Sprintf("%s %v", tc.from, tc.parts), func(t *testing.T) {
-			from, err := ParseFrom(tc.from)
+			from, err := ParseFrom(tc.from, time.Now())
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -343,14 +343,27 @@ func TestParseFrom(t *testing.T) {
 		"0": "0", "42": "42", "2024-05-01T10:00:00Z": "2024-05-01T10:00:00Z",
 		"2024-05-01T10:00:00.5+02:00": "2024-05-01T10:00:00.5+02:00",
 	} {
-		f, err := ParseFrom(in)
+		f, err := ParseFrom(in, time.Now())
 		if err != nil || f.String() != want {
 			t.Errorf("ParseFrom(%q) = %v, %v; want %s", in, f, err, want)
 		}
 	}
-	for _, bad := range []string{"", "-1", "yesterday", "2024-05-01"} {
-		if _, err := ParseFrom(bad); err == nil {
+	for _, bad := range []string{"", "-1", "yesterday", "2024-05-01", "+24h", "24h"} {
+		if _, err := ParseFrom(bad, time.Now()); err == nil {
 			t.Errorf("ParseFrom(%q) accepted", bad)
+		}
+	}
+	now := time.Date(2024, 5, 2, 10, 0, 0, 0, time.UTC)
+	for in, want := range map[string]string{
+		"-24h": "2024-05-01T10:00:00Z", "-90m": "2024-05-02T08:30:00Z", "-1h30m15s": "2024-05-02T08:29:45Z",
+	} {
+		f, err := ParseFrom(in, now)
+		if err != nil || f.Kind != FromTime || f.String() != want {
+			t.Errorf("ParseFrom(%q) = %v, %v; want %s", in, f, err, want)
+		}
+		u, err := ParseTime(in, now)
+		if err != nil || u.Format(time.RFC3339Nano) != want {
+			t.Errorf("ParseTime(%q) = %v, %v; want %s", in, u, err, want)
 		}
 	}
 }
