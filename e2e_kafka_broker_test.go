@@ -309,6 +309,53 @@ func TestKafkaGroupCommitsPastTransactionTail(t *testing.T) {
 	}
 }
 
+// The same with --exactly-once to Kafka, where the transactions commit the
+// offsets: none passes the tail, so the source commits it, and the copy
+// holds every committed record once. With --until-end, the drain's offsets
+// are at the log end too, not at the last record.
+func TestKafkaTxnSinkCommitsPastTransactionTail(t *testing.T) {
+	k := newKafka(t, 4)
+	pr := newProducer(t, k.addr)
+	pr.produceTxn(k.addr, k.topic, k.name("txn"), parts4, 250)     // 0-249, a commit marker at 250
+	produceAborted(t, k.addr, k.topic, k.name("txn"), parts4, 500) // 251-750, an abort marker at 751
+	waitStable(t, k.addr, k.topic)
+	for _, untilEnd := range []bool{false, true} {
+		t.Run(fmt.Sprintf("until-end=%v", untilEnd), func(t *testing.T) {
+			out, group := k.name(fmt.Sprintf("copy-%v", untilEnd)), k.name(fmt.Sprintf("g-%v", untilEnd))
+			createTopic(t, k.addr, out, 4)
+			args := []string{"-v", "--kafka-brokers", k.addr, "--topic", k.topic, "--group", group, "--exactly-once",
+				"-n", "100", "--commit-interval", "50ms", "kafka", out}
+			if untilEnd {
+				r := run(t, nil, append([]string{"--until-end"}, args...)...)
+				if r.code != 0 || !strings.Contains(r.stderr, "drained 1000 records from 1 topic, lag 0") {
+					t.Fatalf("exit %d:\n%s", r.code, r.stderr)
+				}
+			} else {
+				p := start(t, args...)
+				p.waitForLines("commits at the log end, past the aborted tail", func(lines []string) bool {
+					n := 0
+					for _, l := range lines {
+						if off, _ := logValue(l, "offset"); strings.Contains(l, "kafka: committed") && off == "752" {
+							n++
+						}
+					}
+					return n == len(parts4)
+				})
+				p.signal(syscall.SIGTERM)
+				if code := p.wait(); code != 143 {
+					t.Fatalf("exit %d, want 143:\n%s", code, p.stderr())
+				}
+			}
+			checkCopiedOnce(t, readCommitted(t, k.addr, out), 250)
+			for part, o := range committedOffsets(t, k.addr, k.topic, group, parts4) {
+				if o != 752 {
+					t.Errorf("partition %d: committed %d, want the log end, 752", part, o)
+				}
+			}
+		})
+	}
+}
+
 // produceAborted writes n records to each partition listed in one aborted
 // transaction, so that each ends with an abort marker. The records' values
 // are those of the numbers they would have had.

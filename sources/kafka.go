@@ -128,7 +128,10 @@ type KafkaConfig struct {
 	// their transaction), or, sent in the moment between a transaction
 	// committing further and its batch being acked, move the offset back,
 	// so that a crash then would write those records twice. Delivered
-	// offsets count as committed. Needs Group.
+	// offsets count as committed. Only a tail of transaction markers or
+	// aborted records after the last record, which no transaction passes,
+	// is committed by the source, while no further record is handed on
+	// (see tracker.gateTails). Needs Group.
 	OffsetsInSink bool
 }
 
@@ -494,7 +497,16 @@ func (k *Kafka) Run(ctx context.Context, out chan<- []batcher.Record) error {
 			}
 			// Tracked before it is sent, so that no ack can come first.
 			// Records never sent stay pending: no commit passes them.
-			if !k.track.sent(c.st, recs) {
+			ok, wait := k.track.sendOrWait(c.st, recs)
+			for wait != nil { // a commit of the partition's tail is being sent
+				select {
+				case <-wait:
+				case <-ctx.Done():
+					return ctx.Err()
+				}
+				ok, wait = k.track.sendOrWait(c.st, recs)
+			}
+			if !ok {
 				continue // its partition was revoked: the new owner reads it
 			}
 			if c.toEnd && len(recs) == len(c.recs) {
@@ -1525,8 +1537,16 @@ func (k *Kafka) commitLocked(sess sarama.ConsumerGroupSession) error {
 		return nil
 	}
 	if k.cfg.OffsetsInSink {
-		k.track.committed(cs) // by the transactions that delivered them
-		return nil
+		// The transactions that delivered the records committed their
+		// offsets; a tail of markers or aborted records after the last is
+		// the source's to commit.
+		var rest []commit
+		cs, rest = k.track.gateTails(cs)
+		k.track.committed(rest)
+		if len(cs) == 0 {
+			return nil
+		}
+		defer k.track.ungate(cs)
 	}
 	req := newCommitRequest(k.cfg.Group, sess.MemberID(), sess.GenerationID())
 	for _, c := range cs {

@@ -58,6 +58,12 @@ type partState struct {
 	hwm       int64 // latest high watermark known
 	revoked   bool  // being given up: takes no records, and no batch of them starts
 	gone      bool  // given up: acks no longer count
+	tail      int64 // the last skip's end: nothing to read from the last record before it
+
+	// gate, while a commit of the tail is sent for a sink that commits
+	// offsets itself (OffsetsInSink), holds back further records: no
+	// transaction may commit past them before the tail's commit is in.
+	gate chan struct{}
 
 	liveHWM func() int64 // the consumer's high watermark, as it moves; nil before reading starts
 }
@@ -117,10 +123,21 @@ func (t *tracker) get(topic string, part int32) *partState {
 // about to be handed to the pipeline. It returns false, and records nothing,
 // if st was revoked meanwhile: the records must then be dropped.
 func (t *tracker) sent(st *partState, recs []batcher.Record) bool {
+	ok, _ := t.sendOrWait(st, recs)
+	return ok
+}
+
+// sendOrWait is sent, unless a commit of st's tail is being sent: it then
+// records nothing and returns a channel closed once it is over, to try
+// again.
+func (t *tracker) sendOrWait(st *partState, recs []batcher.Record) (bool, <-chan struct{}) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if st.revoked {
-		return false
+		return false, nil
+	}
+	if st.gate != nil && len(recs) > 0 {
+		return false, st.gate
 	}
 	if st.head > 0 && st.head >= len(st.pending)/2 {
 		n := copy(st.pending, st.pending[st.head:])
@@ -138,7 +155,7 @@ func (t *tracker) sent(st *partState, recs []batcher.Record) bool {
 	if st.end >= 0 && !wasComplete && st.complete() {
 		t.incomplete--
 	}
-	return true
+	return true, nil
 }
 
 // follow makes lag read st's high watermark from hwm, as it moves.
@@ -191,7 +208,7 @@ func (t *tracker) skip(st *partState, to int64) {
 		return
 	}
 	wasComplete := st.complete()
-	st.next = to
+	st.next, st.tail = to, to
 	if st.head == len(st.pending) {
 		st.acked = st.next // nothing in flight: no ack will move it
 	}
@@ -300,6 +317,38 @@ func (t *tracker) commits() []commit {
 		}
 	}
 	return cs
+}
+
+// gateTails splits cs, for a sink that commits offsets itself, into the
+// tails the source must commit (a skip's end, with every record before it
+// done with and none sent after) and the rest, which the sink committed.
+// Each tail's partition takes no records until ungate: a transaction of
+// later records then commits after the tail, never before it.
+func (t *tracker) gateTails(cs []commit) (tails, rest []commit) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, c := range cs {
+		st := c.st
+		if c.offset == st.tail && st.next == st.tail && st.head == len(st.pending) && !st.revoked && st.gate == nil {
+			st.gate = make(chan struct{})
+			tails = append(tails, c)
+		} else {
+			rest = append(rest, c)
+		}
+	}
+	return tails, rest
+}
+
+// ungate lets the partitions of tails take records again.
+func (t *tracker) ungate(tails []commit) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, c := range tails {
+		if c.st.gate != nil {
+			close(c.st.gate)
+			c.st.gate = nil
+		}
+	}
 }
 
 // committed records that the commits succeeded.

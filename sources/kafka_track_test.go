@@ -491,6 +491,52 @@ func TestTrackerSkip(t *testing.T) {
 	}
 }
 
+// For a sink that commits offsets itself, only a skip's end with nothing
+// in flight and nothing sent after it is the source's to commit; while
+// that commit is out, the partition takes no records.
+func TestTrackerGateTails(t *testing.T) {
+	tr := newTracker()
+	st := tr.assign("t", 0, 0, -1, 0)
+	busy := tr.assign("t", 1, 0, -1, 0)
+	tr.activate()
+	recs := records("t", 0, span(0, 10)...)
+	tr.sent(st, recs)
+	tr.skip(st, 12) // a commit marker at 10, an abort marker at 11
+	tr.ack(batch(recs, 0, 10))
+	other := records("t", 1, span(0, 10)...)
+	tr.sent(busy, other)
+	tr.ack(batch(other, 0, 5)) // the sink committed 5
+	tails, rest := tr.gateTails(tr.commits())
+	if len(tails) != 1 || tails[0].st != st || tails[0].offset != 12 || len(rest) != 1 || rest[0].st != busy {
+		t.Fatalf("tails %+v, rest %+v; want partition 0 at 12 a tail, partition 1 not", tails, rest)
+	}
+	more := records("t", 0, 12, 13)
+	ok, wait := tr.sendOrWait(st, more)
+	if ok || wait == nil {
+		t.Fatalf("sendOrWait while the tail's commit is out: %v, %v; want to wait", ok, wait)
+	}
+	if again, _ := tr.gateTails([]commit{{st, 12}}); len(again) != 0 {
+		t.Fatal("a tail gated twice")
+	}
+	tr.ungate(tails)
+	select {
+	case <-wait:
+	default:
+		t.Fatal("not released by ungate")
+	}
+	if ok, wait := tr.sendOrWait(st, more); !ok || wait != nil {
+		t.Fatalf("sendOrWait after ungate: %v, %v", ok, wait)
+	}
+	tr.committed(tails)
+	// Records sent after the tail: their transaction commits past it.
+	tr.skip(st, 20)
+	tr.ack(batch(more, 0, 2))
+	tr.sent(st, records("t", 0, 20))
+	if tails, _ := tr.gateTails(tr.commits()); len(tails) != 0 {
+		t.Fatalf("tails %+v with a record sent after the skip, want none", tails)
+	}
+}
+
 // A drained partition that a rebalance took away is not this process's to
 // vouch for; one it got back, starting again below the end, is short of
 // it; one it got only after the drain was never drained.
