@@ -50,8 +50,14 @@ are sent again. Errors quote the status and the start of the response body.
 
 Placeholders in URL and in -H values are replaced by the batch's values:
 ` + sinks.PlaceholderHelp + `.
-In URL they are percent-encoded (all but letters, digits and -._~); in
-header values only control bytes and '%' are. {seq} starts at 1 in every
+In the URL's path a value is escaped as in file names (see file --help: '/'
+is %2F, "." and ".." are %2E and %2E%2E, the empty value is %), then
+percent-encoded, '%' too: ".." goes as %252E%252E, so a value stays one
+segment, never a dot segment, even behind a proxy that decodes %XX once.
+A receiver decodes the segment twice ("%" once decoded is the empty value);
+Go's r.PathValue decodes once. In the query a value is percent-encoded once
+(all but letters, digits and -._~); in header values only control bytes and
+'%' are. {seq} starts at 1 in every
 run, so '…/{run}-{seq}.log' never replaces an earlier run's object; the
 halves of a split batch get {seq}-1 and {seq}-2, records sent again after a
 part failed {seq}-r2…, and each part its own {batch_id}. A user:password@ in URL is sent as basic auth. Errors
