@@ -229,10 +229,20 @@ func NewHTTP(cfg HTTPConfig) (*HTTP, error) {
 			},
 		},
 		now:  time.Now,
-		red:  newRedactor(cfg.Header, u),
+		red:  newRedactor(cfg.Header, secretURL(ut, u)),
 		log:  cfg.Logger,
 		slow: cmp.Or(cfg.SlowAfter, 5*time.Second),
 	}, nil
+}
+
+// secretURL is the URL template with placeholderMark for each placeholder,
+// for the redactor to tell the parts a batch's values make; u if it does
+// not parse.
+func secretURL(t *Template, u *url.URL) *url.URL {
+	if m, err := url.Parse(string(t.renderURL(nil, markValues))); err == nil {
+		return m
+	}
+	return u
 }
 
 // A hdrTemplate is a header value with placeholders: value i of name.
