@@ -214,3 +214,73 @@ http {
 		}
 	}
 }
+
+// A symbolic link planted at out/<key> does not take that key's batches
+// where it points: the batch fails naming the link, other keys land, and
+// --follow-symlinks writes through it.
+func TestPerBatchPlantedSymlinkRefused(t *testing.T) {
+	for _, follow := range []bool{false, true} {
+		dir, elsewhere := t.TempDir(), t.TempDir()
+		out := filepath.Join(dir, "out")
+		if err := os.MkdirAll(out, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Symlink(elsewhere, filepath.Join(out, "victim")); err != nil {
+			t.Fatal(err)
+		}
+		args := []string{"--partition-by", "{field:1}", "-n", "1", "--dead-letter", filepath.Join(dir, "dead")}
+		if follow {
+			args = append(args, "--follow-symlinks")
+		}
+		r := run(t, strings.NewReader("victim\tv\nother\to\n"), append(args, "file", "--per-batch", filepath.Join(out, "{key}", "{seq}"))...)
+		landed, _ := os.ReadDir(elsewhere)
+		if b, err := os.ReadFile(filepath.Join(out, "other", "2")); err != nil || string(b) != "other\to\n" {
+			t.Errorf("follow %v: the other key: %q, %v; stderr:\n%s", follow, b, err, r.stderr)
+		}
+		if follow {
+			if r.code != 0 || len(landed) != 1 {
+				t.Errorf("--follow-symlinks: exit %d, %d files through the link, want 0 and 1; stderr:\n%s", r.code, len(landed), r.stderr)
+			}
+			continue
+		}
+		if r.code != 3 || len(landed) != 0 || !strings.Contains(r.stderr, filepath.Join(out, "victim")+": is a symbolic link") {
+			t.Errorf("exit %d, %d files through the link, want 3, 0 and an error naming the link; stderr:\n%s", r.code, len(landed), r.stderr)
+		}
+		if b, _ := os.ReadFile(filepath.Join(dir, "dead")); string(b) != "victim\tv\n" {
+			t.Errorf("dead letters %q, want the victim's record", b)
+		}
+	}
+}
+
+// Keys too long for a file name (10 KB, or 100 × '/', which escapes to 300
+// bytes) land under a short form of their own.
+func TestPerBatchOverlongKeysLand(t *testing.T) {
+	out := t.TempDir()
+	long := strings.Repeat("k", 10<<10)
+	keys := []string{long, long[:len(long)-1] + "j", strings.Repeat("/", 100), strings.Repeat("/", 99) + "."}
+	var in strings.Builder
+	for _, k := range keys {
+		fmt.Fprintf(&in, "%s\t%d\n", k, len(k))
+	}
+	r := run(t, strings.NewReader(in.String()), "--partition-by", "{field:1}", "file", "--per-batch", filepath.Join(out, "{key}-{seq}.log"))
+	if r.code != 0 {
+		t.Fatalf("exit %d; stderr:\n%s", r.code, r.stderr)
+	}
+	files, _ := os.ReadDir(out)
+	if len(files) != len(keys) {
+		t.Fatalf("%d files, want %d", len(files), len(keys))
+	}
+	got := map[string]bool{}
+	for _, f := range files {
+		b, _ := os.ReadFile(filepath.Join(out, f.Name()))
+		got[string(b)] = true
+		if !strings.Contains(f.Name(), "%~") {
+			t.Errorf("%s: no short form", f.Name())
+		}
+	}
+	for _, k := range keys {
+		if !got[fmt.Sprintf("%s\t%d\n", k, len(k))] {
+			t.Errorf("the key of %d bytes %.12q… did not land in a file of its own", len(k), k)
+		}
+	}
+}
