@@ -49,9 +49,10 @@ var authSchemes = map[string]bool{"bearer": true, "basic": true, "token": true, 
 // logs: every header value but public ones, and each word in it (a bare
 // token without its "Bearer "); the URL's user name and password, also as
 // the basic auth header carries them; each path segment and each query
-// value, raw and decoded. Parts made of placeholders, query parameter
-// names and query values holding spaces (SQL, not a token) are not
-// secrets: a server that names a setting or a table must stay readable.
+// value, raw and decoded. The batch's values put in by placeholders,
+// query parameter names and query values holding spaces (SQL, not a token)
+// are not secrets: a server that names a setting or a table must stay
+// readable.
 func newRedactor(h http.Header, u *url.URL) *redactor {
 	r := &redactor{}
 	for name, vs := range h {
@@ -59,8 +60,8 @@ func newRedactor(h http.Header, u *url.URL) *redactor {
 			continue
 		}
 		for _, v := range vs {
-			if hasPlaceholder(v) {
-				continue
+			if t, err := ParseTemplate(v, false); err == nil && !t.Static() {
+				v = string(t.Render(nil, markValues, func(dst []byte, s string) []byte { return append(dst, s...) }))
 			}
 			// "Bearer" is no secret, what follows it is.
 			if scheme, rest, ok := strings.Cut(v, " "); ok && authSchemes[asciiLower(scheme)] {
@@ -106,19 +107,16 @@ func newRedactor(h http.Header, u *url.URL) *redactor {
 	return r
 }
 
-// hasPlaceholder reports whether a header value holds a placeholder.
-func hasPlaceholder(v string) bool {
-	for _, p := range Placeholders {
-		if strings.Contains(v, "{"+p+"}") {
-			return true
-		}
-	}
-	return false
-}
-
-// add adds s in the forms a server may echo it.
+// add adds s in the forms a server may echo it. Of a value with
+// placeholders, the text between them is secret, not the batch's values.
 func (r *redactor) add(s string) {
-	if len(s) < minSecret || strings.Contains(asciiLower(s), placeholderMark) {
+	if strings.Contains(s, placeholderMark) {
+		for _, lit := range strings.Split(s, placeholderMark) {
+			r.add(lit)
+		}
+		return
+	}
+	if len(s) < minSecret {
 		return
 	}
 	r.addForm(s)

@@ -53,7 +53,10 @@ func TestRedactorForms(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := newRedactor(http.Header{"Authorization": {"Bearer " + tok}}, u)
+	r := newRedactor(http.Header{"Authorization": {"Bearer " + tok}, "X-Sig": {"sig9Kx2-{batch_id}"}, "Idempotency-Key": {"{batch_id}"}}, u)
+	if got := r.redact("sig sig9Kx2-orders-0-5-9 of orders-0-5-9"); got != "sig [redacted]orders-0-5-9 of orders-0-5-9" {
+		t.Errorf("a header with a placeholder: %q", got)
+	}
 	b64 := base64.StdEncoding.EncodeToString
 	for _, secret := range []string{tok, q, pass} {
 		for _, form := range []string{
