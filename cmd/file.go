@@ -54,7 +54,13 @@ with placeholders:
 A value from the input ({topic}, {key}) keeps letters, digits, '.', '_'
 and '-'; any other byte becomes %XX ('/' is %2F), "." and ".." become %2E
 and %2E%2E, and an empty key is "%": no value climbs out of the template's
-directory, and two keys never share a file. Each file is written to a
+directory, and two keys never share a file. A name component longer than
+240 bytes (a key of 10 KB, or 100 '/') is cut to its first 160 bytes or
+so, followed by %~ and the SHA-256 of the whole component in hex, which no
+other key gives. Below the template's fixed directory (its text before the
+first placeholder, up to a '/'), no symbolic link is followed: a link
+planted at out/<key> fails that key's batches, naming it, unless
+--follow-symlinks. Each file is written to a
 temporary file in the same directory, fsynced and linked into place, so a
 reader never sees a partial file; missing directories are created. A file
 already there with the batch's bytes is that batch, delivered before (a
@@ -80,7 +86,12 @@ runs write to the same place.`,
 			return o.run(func() (batcher.Sink, error) {
 				switch {
 				case perBatch != "":
-					return sinks.NewPerBatch(perBatch, opt.Format)
+					s, err := sinks.NewPerBatch(perBatch, opt.Format)
+					if err != nil {
+						return nil, err
+					}
+					s.FollowSymlinks = o.followSymlinks
+					return s, nil
 				case args[0] == "-":
 					if err := o.checkStdout(); err != nil {
 						return nil, err

@@ -50,8 +50,14 @@ are sent again. Errors quote the status and the start of the response body.
 
 Placeholders in URL and in -H values are replaced by the batch's values:
 ` + sinks.PlaceholderHelp + `.
-In URL they are percent-encoded (all but letters, digits and -._~); in
-header values only control bytes and '%' are. {seq} starts at 1 in every
+In the URL's path a value is escaped as in file names (see file --help: '/'
+is %2F, "." and ".." are %2E and %2E%2E, the empty value is %), then
+percent-encoded, '%' too: ".." goes as %252E%252E, so a value stays one
+segment, never a dot segment, even behind a proxy that decodes %XX once.
+A receiver decodes the segment twice ("%" once decoded is the empty value);
+Go's r.PathValue decodes once. In the query a value is percent-encoded once
+(all but letters, digits and -._~); in header values only control bytes and
+'%' are. {seq} starts at 1 in every
 run, so '…/{run}-{seq}.log' never replaces an earlier run's object; the
 halves of a split batch get {seq}-1 and {seq}-2, records sent again after a
 part failed {seq}-r2…, and each part its own {batch_id}. A user:password@ in URL is sent as basic auth. Errors
@@ -59,9 +65,13 @@ show URL only as scheme://host/…, and header values never appear, so tokens
 stay out of logs. Where an error quotes what the server said (its status line
 and the first 512 bytes of its body), every -H value (but Content-Type,
 Content-Encoding, Accept, Accept-Encoding, User-Agent and Host) and each word
-of one, the URL's user name and password, each path segment, the query and
-each query value are cut out, as is any run of 6 bytes or more of one of
-them: a server that echoes a token, whole, cut or in part, shows [redacted].
+of one, the URL's user name and password, each path segment and each query
+value are cut out, as is any run of 6 bytes or more of one of them, in any
+letter case and URL-escaped, JSON-escaped or in base64: a server that echoes
+a token, whole, cut, in part or encoded, shows [redacted]. Parts made of
+placeholders, query parameter names, and query values holding spaces (SQL,
+not a token) are left alone, so "Unknown setting insert_deduplication_token"
+stays readable.
 
 https uses the system's CAs, or those in --cacert; --cert and --key give a
 client certificate for mutual TLS.`

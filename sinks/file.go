@@ -3,14 +3,14 @@
 package sinks
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
 	"os"
-	"path/filepath"
+	"path"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -159,6 +159,12 @@ type PerBatch struct {
 	// byOffsets: the template names batches by their offsets alone, which
 	// needs batches of one partition each.
 	byOffsets bool
+	// dirLen is the length of the template's fixed directory: its text up
+	// to the last '/' before the first placeholder; -1 if none.
+	dirLen int
+	// FollowSymlinks lets a symbolic link below the fixed directory (at
+	// out/<key>, or at a file's name) take the batch where it points.
+	FollowSymlinks bool
 }
 
 var _ batcher.Sink = (*PerBatch)(nil)
@@ -176,14 +182,48 @@ func NewPerBatch(tmpl string, f Format) (*PerBatch, error) {
 	if err := uniqueNames(tmpl); err != nil {
 		return nil, err
 	}
-	return &PerBatch{tmpl: t, src: tmpl, body: f, now: time.Now, byOffsets: !t.Has("seq")}, nil
+	fixed := tmpl
+	if i := strings.IndexByte(fixed, '{'); i >= 0 {
+		fixed = fixed[:i]
+	}
+	s := &PerBatch{tmpl: t, src: tmpl, body: f, now: time.Now, byOffsets: !t.Has("seq"), dirLen: strings.LastIndexByte(fixed, '/')}
+	if _, rel := s.split(string(t.Render(nil, sampleValues, pathEscape))); slices.Contains(strings.Split(rel, "/"), "..") {
+		return nil, fmt.Errorf("per-batch template %q: '..' after its first placeholder would leave the directory it names", tmpl)
+	}
+	return s, nil
 }
 
 // Name returns the file name for batch b. Values from the input (topic,
 // key) are escaped to one path element each (see pathEscape): no value
-// climbs out of the template's directory.
+// climbs out of the template's directory. A name component longer than
+// maxName gets its short form (shortName).
 func (s *PerBatch) Name(b *batcher.Batch) string {
-	return string(s.tmpl.Render(nil, BatchValues(b, s.now()), pathEscape))
+	dir, rel := s.names(b)
+	return path.Join(dir, rel)
+}
+
+// names returns the fixed directory of b's name and the rest below it.
+func (s *PerBatch) names(b *batcher.Batch) (dir, rel string) {
+	dir, rel = s.split(string(s.tmpl.Render(nil, BatchValues(b, s.now()), pathEscape)))
+	if len(rel) > maxName {
+		parts := strings.Split(rel, "/")
+		for i, p := range parts {
+			parts[i] = shortName(p)
+		}
+		rel = strings.Join(parts, "/")
+	}
+	return dir, rel
+}
+
+// split cuts a rendered name after its fixed directory.
+func (s *PerBatch) split(name string) (dir, rel string) {
+	switch s.dirLen {
+	case -1:
+		return ".", name
+	case 0:
+		return "/", name[1:]
+	}
+	return name[:s.dirLen], name[s.dirLen+1:]
 }
 
 // Deliver writes b to a temporary file beside its final name, syncs it and
@@ -197,89 +237,34 @@ func (s *PerBatch) Deliver(ctx context.Context, b *batcher.Batch) error {
 	if _, ok := b.Span(); s.byOffsets && !ok {
 		return batcher.Permanent(fmt.Errorf("file sink: per-batch template %q names batches by their offsets, and batch %d holds records of several partitions, or none from Kafka: add {seq}, or use --exactly-once", s.src, b.Seq))
 	}
-	name := s.Name(b)
-	if err := writeNew(name, body); err != nil {
-		return fmt.Errorf("file sink: %s: %w", name, err)
+	dir, rel := s.names(b)
+	if err := s.write(dir, rel, body); err != nil {
+		return fmt.Errorf("file sink: %s: %w", path.Join(dir, rel), err)
 	}
 	return rejected(rej)
 }
 
-func writeNew(name string, data []byte) (err error) {
-	dir := filepath.Dir(name)
+// write writes data to the new file rel below dir, resolved beneath dir
+// without following a symbolic link unless FollowSymlinks. dir itself is
+// the user's, and may be or hold a link.
+func (s *PerBatch) write(dir, rel string, data []byte) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return batcher.Permanent(err)
 	}
-	if _, err := os.Lstat(name); err == nil {
-		return sameFile(name, data)
-	}
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(name)+".tmp*")
+	root, err := os.Open(dir)
 	if err != nil {
 		return err
 	}
-	defer func() {
-		if err != nil {
-			tmp.Close()
-			os.Remove(tmp.Name())
-		}
-	}()
-	if err := tmp.Chmod(0o644); err != nil {
-		return err
-	}
-	if _, err := tmp.Write(data); err != nil {
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	// A hard link never replaces an existing name, unlike rename.
-	if err := os.Link(tmp.Name(), name); err != nil {
-		if errors.Is(err, fs.ErrExist) {
-			return sameFile(name, data)
-		}
-		if !errors.Is(err, syscall.EPERM) && !errors.Is(err, syscall.ENOTSUP) {
-			return err
-		}
-		// No hard links here: rename, having checked for the name above.
-		if err := os.Rename(tmp.Name(), name); err != nil {
-			return err
-		}
-	} else {
-		// The batch is in place: a temporary name left behind (it starts
-		// with a dot) is no reason to send the batch again.
-		os.Remove(tmp.Name())
-	}
-	return syncDir(dir)
-}
-
-// sameFile checks a file already at a batch's name: with the batch's bytes
-// it is that batch, delivered before (a retry, or a run again after a
-// crash, with names from {batch_id} or the offsets); with others it is
-// another batch's, and is not overwritten.
-func sameFile(name string, data []byte) error {
-	have, err := os.ReadFile(name)
+	defer root.Close()
+	d, err := openBeneath(root, path.Dir(rel), s.FollowSymlinks)
 	if err != nil {
-		return err
-	}
-	if !bytes.Equal(have, data) {
-		return batcher.Permanent(fmt.Errorf("%w with other bytes (%d, the batch has %d): not overwriting it", fs.ErrExist, len(have), len(data)))
-	}
-	return nil
-}
-
-// syncDir makes a new directory entry durable.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
+		if errors.Is(err, errSymlink) || errors.Is(err, syscall.ENOTDIR) {
+			return batcher.Permanent(err)
+		}
 		return err
 	}
 	defer d.Close()
-	if err := d.Sync(); err != nil && !errors.Is(err, syscall.EINVAL) {
-		return err
-	}
-	return nil
+	return writeAt(d, path.Base(rel), data, s.FollowSymlinks)
 }
 
 var (

@@ -29,7 +29,9 @@ import (
 // beside it.
 type HTTPConfig struct {
 	// URL is the http or https endpoint. Placeholders in it (see
-	// PlaceholderHelp) are replaced by the batch's values, percent-encoded;
+	// PlaceholderHelp) are replaced by the batch's values: in the path
+	// escaped as file names are, then percent-encoded (segmentEscape), in
+	// the query percent-encoded;
 	// the parts of a batch split after a 413 get {seq}-1 and {seq}-2 (and
 	// so on down), so they do not overwrite each other. User info
 	// (user:password@) is sent as basic auth.
@@ -122,7 +124,7 @@ func NewHTTP(cfg HTTPConfig) (*HTTP, error) {
 	if err != nil {
 		return nil, fmt.Errorf("http sink: URL: %w", err)
 	}
-	u, err := url.Parse(string(ut.Render(nil, sampleValues, urlEscape)))
+	u, err := url.Parse(string(ut.renderURL(nil, sampleValues)))
 	if err != nil {
 		// url.Error quotes the whole URL, password included.
 		var ue *url.Error
@@ -227,10 +229,20 @@ func NewHTTP(cfg HTTPConfig) (*HTTP, error) {
 			},
 		},
 		now:  time.Now,
-		red:  newRedactor(cfg.Header, u),
+		red:  newRedactor(cfg.Header, secretURL(ut, u)),
 		log:  cfg.Logger,
 		slow: cmp.Or(cfg.SlowAfter, 5*time.Second),
 	}, nil
+}
+
+// secretURL is the URL template with placeholderMark for each placeholder,
+// for the redactor to tell the parts a batch's values make; u if it does
+// not parse.
+func secretURL(t *Template, u *url.URL) *url.URL {
+	if m, err := url.Parse(string(t.renderURL(nil, markValues))); err == nil {
+		return m
+	}
+	return u
 }
 
 // A hdrTemplate is a header value with placeholders: value i of name.
@@ -353,7 +365,7 @@ func (s *HTTP) send(ctx context.Context, b *batcher.Batch, base int, part string
 	// {batch_id}: a receiver that drops a key seen before keeps both.
 	v := BatchValues(b, s.now())
 	v.SetSeq(strconv.FormatInt(b.Seq, 10) + part)
-	u := string(s.url.Render(nil, v, urlEscape))
+	u := string(s.url.renderURL(nil, v))
 	status, err := s.post(ctx, sc, u, v, body, inPlace)
 	switch {
 	case err == nil:

@@ -1,7 +1,10 @@
 package sinks
 
 import (
+	"bytes"
 	"encoding/base64"
+	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/url"
 	"strings"
@@ -23,17 +26,33 @@ var publicHeaders = map[string]bool{
 	"Accept-Encoding": true, "User-Agent": true, "Host": true,
 }
 
-// A redactor cuts configured secrets out of text a server sent back.
+// A redactor cuts configured secrets out of text a server sent back, in
+// any letter case and in the forms a server may echo them: URL-escaped,
+// JSON-escaped, base64.
 type redactor struct {
-	secrets [][]byte
+	secrets [][]byte // lower-cased
 	longest int
 }
+
+// placeholderMark stands for every placeholder in the URL given to
+// newRedactor: a value made of a batch's values is no secret.
+const placeholderMark = "zq9placeholder9qz"
+
+// markValues render every placeholder as placeholderMark.
+var markValues = &Values{v: [10]string{placeholderMark, placeholderMark, placeholderMark, placeholderMark,
+	placeholderMark, placeholderMark, placeholderMark, placeholderMark, placeholderMark, placeholderMark}}
+
+// authSchemes start Authorization values; they are no secret.
+var authSchemes = map[string]bool{"bearer": true, "basic": true, "token": true, "digest": true, "negotiate": true}
 
 // newRedactor collects what a server might echo that must not reach the
 // logs: every header value but public ones, and each word in it (a bare
 // token without its "Bearer "); the URL's user name and password, also as
-// the basic auth header carries them; each path segment, the query and
-// each query value, raw and decoded.
+// the basic auth header carries them; each path segment and each query
+// value, raw and decoded. The batch's values put in by placeholders,
+// query parameter names and query values holding spaces (SQL, not a token)
+// are not secrets: a server that names a setting or a table must stay
+// readable.
 func newRedactor(h http.Header, u *url.URL) *redactor {
 	r := &redactor{}
 	for name, vs := range h {
@@ -41,21 +60,29 @@ func newRedactor(h http.Header, u *url.URL) *redactor {
 			continue
 		}
 		for _, v := range vs {
-			r.add(v)
+			if t, err := ParseTemplate(v, false); err == nil && !t.Static() {
+				v = string(t.Render(nil, markValues, func(dst []byte, s string) []byte { return append(dst, s...) }))
+			}
+			// "Bearer" is no secret, what follows it is.
+			if scheme, rest, ok := strings.Cut(v, " "); ok && authSchemes[asciiLower(scheme)] {
+				r.add(strings.TrimSpace(rest))
+			} else {
+				r.add(v)
+			}
 			for _, w := range strings.FieldsFunc(v, func(c rune) bool {
 				return c == ' ' || c == '\t' || c == ',' || c == ';' || c == '='
 			}) {
-				r.add(w)
+				if !authSchemes[strings.ToLower(w)] {
+					r.add(w)
+				}
 			}
 		}
 	}
 	if u.User != nil {
 		name := u.User.Username()
 		r.add(name)
-		r.add(url.QueryEscape(name))
 		if pass, ok := u.User.Password(); ok {
 			r.add(pass)
-			r.add(url.QueryEscape(pass))
 			r.add(base64.StdEncoding.EncodeToString([]byte(name + ":" + pass)))
 		}
 	}
@@ -66,28 +93,78 @@ func newRedactor(h http.Header, u *url.URL) *redactor {
 		}
 	}
 	r.add(u.Opaque)
-	r.add(u.RawQuery)
 	for _, kv := range strings.Split(u.RawQuery, "&") {
 		_, v, _ := strings.Cut(kv, "=")
+		d, err := url.QueryUnescape(v)
+		if err == nil && strings.ContainsAny(d, " \t\n") {
+			continue
+		}
 		r.add(v)
-		if d, err := url.QueryUnescape(v); err == nil {
+		if err == nil {
 			r.add(d)
 		}
 	}
 	return r
 }
 
+// add adds s in the forms a server may echo it. Of a value with
+// placeholders, the text between them is secret, not the batch's values.
 func (r *redactor) add(s string) {
+	if strings.Contains(s, placeholderMark) {
+		for _, lit := range strings.Split(s, placeholderMark) {
+			r.add(lit)
+		}
+		return
+	}
 	if len(s) < minSecret {
 		return
 	}
+	r.addForm(s)
+	r.addForm(url.QueryEscape(s))
+	r.addForm(url.PathEscape(s))
+	r.addForm(escapeAll(s))
+	if j, err := json.Marshal(s); err == nil {
+		js := string(j[1 : len(j)-1])
+		r.addForm(js)
+		r.addForm(strings.ReplaceAll(js, "/", `\/`)) // as PHP and others escape it
+	}
+	// A secret inside base64 text starts at any of three offsets of a
+	// 3-byte group: what of each encoding depends on the secret alone.
+	for _, enc := range []*base64.Encoding{base64.RawStdEncoding, base64.RawURLEncoding} {
+		for k := range 3 {
+			b := enc.EncodeToString(append(make([]byte, k), s...))
+			from, to := (8*k+5)/6, 8*(k+len(s))/6
+			r.addForm(b[from:to])
+		}
+	}
+}
+
+// escapeAll percent-encodes every byte that is not a letter or digit.
+func escapeAll(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' {
+			b.WriteByte(c)
+		} else {
+			fmt.Fprintf(&b, "%%%02X", c)
+		}
+	}
+	return b.String()
+}
+
+func (r *redactor) addForm(s string) {
+	if len(s) < minSecret {
+		return
+	}
+	low := []byte(asciiLower(s))
 	for _, have := range r.secrets {
-		if string(have) == s {
+		if bytes.Equal(have, low) {
 			return
 		}
 	}
-	r.secrets = append(r.secrets, []byte(s))
-	r.longest = max(r.longest, len(s))
+	r.secrets = append(r.secrets, low)
+	r.longest = max(r.longest, len(low))
 }
 
 // window is how much of a text to read to quote limit bytes of it: enough
@@ -122,8 +199,9 @@ func (r *redactor) quote(text []byte, limit int) (s string, cut bool) {
 		for i := range n {
 			best := 0
 			cur[0] = 0
+			c := lower(text[i])
 			for j := range sec {
-				if text[i] == sec[j] {
+				if c == sec[j] {
 					cur[j+1] = prev[j] + 1
 					best = max(best, cur[j+1])
 				} else {
@@ -159,6 +237,24 @@ func (r *redactor) quote(text []byte, limit int) (s string, cut bool) {
 		b.WriteByte(text[i])
 	}
 	return b.String(), false
+}
+
+// lower folds an ASCII letter to lower case, as the secrets are.
+func lower(c byte) byte {
+	if 'A' <= c && c <= 'Z' {
+		return c + 'a' - 'A'
+	}
+	return c
+}
+
+// asciiLower folds ASCII letters to lower case, and only them: a byte of
+// text is compared with a byte of a secret.
+func asciiLower(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		b[i] = lower(c)
+	}
+	return string(b)
 }
 
 // redact cuts the secrets out of s.

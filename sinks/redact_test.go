@@ -1,6 +1,9 @@
 package sinks
 
 import (
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/url"
 	"strings"
@@ -23,10 +26,10 @@ func TestRedactorQuote(t *testing.T) {
 		want  string
 		cut   bool
 	}{
-		{"token BEARERTOKEN123 bad", 100, "token[redacted] bad", false}, // the space is the value's too
-		{"whole: Bearer BEARERTOKEN123", 100, "whole: [redacted]", false},
-		{"start only: BEARER…", 100, "start only:[redacted]…", false},
-		{"/hooks/PATHTOKEN9?key=QUERYTOKEN7", 100, "/[redacted]/[redacted]?[redacted]", false},
+		{"token BEARERTOKEN123 bad", 100, "token [redacted] bad", false},
+		{"whole: Bearer BEARERTOKEN123", 100, "whole: [redacted] [redacted]", false}, // the token starts with "bearer"
+		{"start only: BEARER…", 100, "start only: [redacted]…", false},
+		{"/hooks/PATHTOKEN9?key=QUERYTOKEN7", 100, "/[redacted]/[redacted]?key=[redacted]", false},
 		{"pass pa55word-x", 100, "pass [redacted]", false},
 		{"want application/json", 100, "want application/json", false},
 		{"short BEAR ok", 100, "short BEAR ok", false},
@@ -40,6 +43,48 @@ func TestRedactorQuote(t *testing.T) {
 			t.Errorf("quote(%q, %d) = %q, %v; want %q, %v", tc.text, tc.limit, got, cut, tc.want, tc.cut)
 		}
 	}
+}
+
+// Every letter case and every encoding of a secret is cut; names of query
+// parameters, and query values that are SQL rather than tokens, are not.
+func TestRedactorForms(t *testing.T) {
+	const tok, q, pass = "Hdr/Secret+1\"x", "QuerySecret7", "pa55:wörd"
+	u, err := url.Parse("http://me:" + url.QueryEscape(pass) + "@h/?query=INSERT%20INTO%20events%20FORMAT%20JSONEachRow&insert_deduplication_token=" + placeholderMark + "&api_key=" + q)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := newRedactor(http.Header{"Authorization": {"Bearer " + tok}, "X-Sig": {"sig9Kx2-{batch_id}"}, "Idempotency-Key": {"{batch_id}"}}, u)
+	if got := r.redact("sig sig9Kx2-orders-0-5-9 of orders-0-5-9"); got != "sig [redacted]orders-0-5-9 of orders-0-5-9" {
+		t.Errorf("a header with a placeholder: %q", got)
+	}
+	b64 := base64.StdEncoding.EncodeToString
+	for _, secret := range []string{tok, q, pass} {
+		for _, form := range []string{
+			secret, strings.ToLower(secret), strings.ToUpper(secret),
+			url.QueryEscape(secret), url.PathEscape(secret), strings.ToLower(url.QueryEscape(secret)),
+			strings.Trim(fmt.Sprintf("%q", secret), `"`), strings.ReplaceAll(mustJSON(secret), "/", `\/`),
+			b64([]byte(secret)), b64([]byte("x" + secret + "y")), b64([]byte("xy" + secret)),
+			base64.URLEncoding.EncodeToString([]byte("x" + secret)),
+		} {
+			if got := r.redact("echo: " + form + " end"); strings.Contains(got, secret) || got == "echo: "+form+" end" {
+				t.Errorf("secret %q as %q: %q", secret, form, got)
+			}
+		}
+	}
+	for _, text := range []string{
+		"Code: 115. DB::Exception: Unknown setting insert_deduplication_token. (UNKNOWN_SETTING)",
+		"Table default.events does not exist; format JSONEachRow",
+		"authorization scheme Bearer refused",
+	} {
+		if got := r.redact(text); got != text {
+			t.Errorf("redact(%q) = %q, want it unchanged", text, got)
+		}
+	}
+}
+
+func mustJSON(s string) string {
+	b, _ := json.Marshal(s)
+	return string(b[1 : len(b)-1])
 }
 
 // BenchmarkRedactorQuote is the cost of quoting an error page: paid once

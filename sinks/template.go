@@ -210,6 +210,35 @@ func urlEscape(dst []byte, v string) []byte {
 	return dst
 }
 
+// segmentEscape makes a value one path segment of a URL that stays one
+// even where a proxy decodes %XX once before it resolves dot segments (as
+// nginx does, %2E and %2F included): the value's file name (pathEscape:
+// never empty, never "." or "..", no '/') is percent-encoded, '%' too. A
+// server that decodes the path once sees the file name; decoding that once
+// more gives the value back, "%" alone standing for the empty value.
+func segmentEscape(dst []byte, v string) []byte {
+	var buf [64]byte
+	return urlEscape(dst, string(pathEscape(buf[:0], v)))
+}
+
+// renderURL renders a URL template: values in the path with
+// segmentEscape, values in the query (past the first '?') with urlEscape.
+func (t *Template) renderURL(dst []byte, v *Values) []byte {
+	inQuery := false
+	for _, p := range t.parts {
+		dst = append(dst, p.lit...)
+		inQuery = inQuery || strings.IndexByte(p.lit, '?') >= 0
+		switch {
+		case p.ph < 0:
+		case inQuery:
+			dst = urlEscape(dst, v.get(p.ph))
+		default:
+			dst = segmentEscape(dst, v.get(p.ph))
+		}
+	}
+	return dst
+}
+
 // headerEscape percent-encodes control bytes, which a header value cannot
 // hold, and '%', so that the encoding can be undone.
 func headerEscape(dst []byte, v string) []byte {

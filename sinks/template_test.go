@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -138,8 +139,45 @@ func TestHTTPIdentityInURLAndHeaders(t *testing.T) {
 			t.Fatal(err)
 		}
 	})
-	want := `/a%20b%26c/ins?insert_deduplication_token=orders-2-5-7 orders-2-5-7 {"k":"a b&c"}`
+	want := `/a%2520b%2526c/ins?insert_deduplication_token=orders-2-5-7 orders-2-5-7 {"k":"a b&c"}`
 	if len(got) != 1 || got[0] != want {
 		t.Fatalf("got %q, want %q", got, want)
+	}
+}
+
+func TestSegmentEscape(t *testing.T) {
+	seen := map[string]string{}
+	for key, want := range map[string]string{
+		"":           "%25",
+		".":          "%252E",
+		"..":         "%252E%252E",
+		"a.b":        "a.b",
+		"a/b":        "a%252Fb",
+		"a%2Fb":      "a%25252Fb",
+		"..%2Fadmin": "..%25252Fadmin",
+		"%2e%2e":     "%25252e%25252e",
+		"é~":         "%25C3%25A9%257E",
+	} {
+		got := string(segmentEscape(nil, key))
+		if got != want {
+			t.Errorf("segmentEscape(%q) = %q, want %q", key, got, want)
+		}
+		// Decoded once, as a proxy does: one segment, not a dot segment.
+		once, err := url.PathUnescape(got)
+		if err != nil || once == "" || once == "." || once == ".." || strings.Contains(once, "/") {
+			t.Errorf("key %q: decoded once %q (%v)", key, once, err)
+		}
+		// Decoded twice, as a receiver does: the key.
+		twice, err := url.PathUnescape(once)
+		if once == "%" {
+			twice, err = "", nil
+		}
+		if err != nil || twice != key {
+			t.Errorf("key %q: decoded twice %q (%v)", key, twice, err)
+		}
+		if k, ok := seen[got]; ok {
+			t.Errorf("keys %q and %q both give %q", k, key, got)
+		}
+		seen[got] = key
 	}
 }
