@@ -113,6 +113,7 @@ func newKafkaCmd(o *options) *cobra.Command {
 					return nil, connectError(fmt.Errorf("kafka sink: %w", err))
 				}
 				cfg.Logger = o.log
+				cfg.Brokers, cfg.Timeout = conn.Brokers, o.kafka.timeout
 				sink, err := sinks.NewKafkaProducer(client, cfg)
 				if err != nil {
 					client.Close()

@@ -46,7 +46,20 @@ type KafkaProducerConfig struct {
 	TxnTimeout time.Duration
 	// Logger, if set, gets a debug line per transaction attempted again.
 	Logger *slog.Logger
+	// Brokers are the addresses the client was made with. sarama drops a
+	// broker that fails a request, its seeds too, and after an outage may
+	// have none left ("run out of available brokers"): the client is then
+	// seeded with these again.
+	Brokers []string
+	// Timeout is how long a record batch keeps being tried while no broker
+	// answers (--kafka-timeout); default DefaultKafkaTimeout. Failures
+	// while brokers answer are tried produceAttempts times.
+	Timeout time.Duration
 }
+
+// DefaultKafkaTimeout is KafkaProducerConfig.Timeout's default, as
+// --kafka-timeout's.
+const DefaultKafkaTimeout = 30 * time.Second
 
 // KafkaProducer produces each batch to a topic, and returns once every
 // record is acknowledged by all in-sync replicas (acks=all), or has failed.
@@ -75,6 +88,7 @@ type KafkaProducer struct {
 	maxBytes int
 	attempts int // per record batch and delivery
 	sticky   atomic.Uint32
+	silentAt atomic.Int64 // when brokers stopped answering (Unix ns); 0 while they answer
 
 	idMu sync.Mutex
 	id   producerID
@@ -125,6 +139,9 @@ func NewKafkaProducer(client sarama.Client, cfg KafkaProducerConfig) (*KafkaProd
 	}
 	if cfg.Partitioner == nil {
 		cfg.Partitioner = Murmur2Partition
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = DefaultKafkaTimeout
 	}
 	conf := client.Config()
 	k := &KafkaProducer{cfg: cfg, client: client, codec: conf.Producer.Compression,
@@ -296,7 +313,8 @@ func (k *KafkaProducer) resend(ctx context.Context, st *partitionState, p int32,
 	rb := recordBatch(recs, k.codec)
 	var wait backoff
 	defer wait.stop()
-	for attempt := 1; ; attempt++ {
+	attempt := 0 // those a broker answered, or that failed otherwise
+	for {
 		id, err := k.producerID()
 		if err == nil {
 			if st.gen != id.gen {
@@ -331,12 +349,49 @@ func (k *KafkaProducer) resend(ctx context.Context, st *partitionState, p int32,
 			}
 			return err
 		}
-		if attempt >= k.attempts || ctx.Err() != nil {
+		// While no broker answers (an outage, a restart), attempts go on
+		// until none has for the timeout: the same record batch, the same
+		// producer id and sequence, so that it is written once.
+		if silent, d := k.silence(err); silent {
+			if d >= k.cfg.Timeout {
+				err = fmt.Errorf("no broker answered for %v (--kafka-timeout): %w", d.Round(time.Second), err)
+				return giveUp()
+			}
+		} else if attempt++; attempt >= k.attempts {
 			return giveUp()
 		}
-		if !wait.wait(ctx) {
+		if ctx.Err() != nil || !wait.wait(ctx) {
 			return giveUp()
 		}
+	}
+}
+
+// silence reports whether err says that no broker answered, and for how
+// long none has: since the first such failure after the last answer.
+func (k *KafkaProducer) silence(err error) (bool, time.Duration) {
+	var ce *connError
+	if !errors.As(err, &ce) && !errors.Is(err, sarama.ErrOutOfBrokers) {
+		return false, 0
+	}
+	now := time.Now().UnixNano()
+	k.silentAt.CompareAndSwap(0, now)
+	since := k.silentAt.Load()
+	if since == 0 { // an answer came meanwhile
+		return true, 0
+	}
+	return true, time.Duration(now - since)
+}
+
+// answered notes that a broker answered.
+func (k *KafkaProducer) answered() { k.silentAt.Store(0) }
+
+// reseed gives the client its brokers again when err says it has none
+// left: sarama drops each broker that fails a request (InitProducerID
+// drops its seeds too, for good), and after an outage would have nobody to
+// ask once the brokers are back.
+func (k *KafkaProducer) reseed(err error) {
+	if errors.Is(err, sarama.ErrOutOfBrokers) && len(k.cfg.Brokers) > 0 {
+		k.client.RefreshBrokers(k.cfg.Brokers)
 	}
 }
 
@@ -409,6 +464,7 @@ func recordBatch(recs []*sarama.Record, codec sarama.CompressionCodec) *sarama.R
 func (k *KafkaProducer) send(p int32, rb *sarama.RecordBatch, txnID *string) error {
 	broker, err := k.client.Leader(k.cfg.Topic, p)
 	if err != nil {
+		k.reseed(err)
 		k.client.RefreshMetadata(k.cfg.Topic)
 		return err
 	}
@@ -417,6 +473,7 @@ func (k *KafkaProducer) send(p int32, rb *sarama.RecordBatch, txnID *string) err
 	if err != nil {
 		err = &connError{err}
 	} else {
+		k.answered()
 		err = k.blockError(broker, resp, p)
 	}
 	k.afterError(p, conn, err)
@@ -448,10 +505,14 @@ func (k *KafkaProducer) producerID() (producerID, error) {
 	defer k.idMu.Unlock()
 	if !k.id.valid {
 		resp, err := k.client.InitProducerID()
-		if err == nil && resp.Err != sarama.ErrNoError {
-			err = resp.Err
+		if err == nil {
+			k.answered()
+			if resp.Err != sarama.ErrNoError {
+				err = resp.Err
+			}
 		}
 		if err != nil {
+			k.reseed(err)
 			return producerID{}, fmt.Errorf("producer id: %w", err)
 		}
 		k.id = producerID{id: resp.ProducerID, epoch: resp.ProducerEpoch, gen: k.id.gen + 1, valid: true}
