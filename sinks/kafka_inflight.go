@@ -227,7 +227,6 @@ func (k *KafkaProducer) sendAsync(p int32, rb *sarama.RecordBatch, answer chan<-
 			answer <- &connError{err}
 			return
 		}
-		k.answered()
 		answer <- k.blockError(broker, resp, p)
 	})
 	if err != nil {

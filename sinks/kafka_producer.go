@@ -88,7 +88,6 @@ type KafkaProducer struct {
 	maxBytes int
 	attempts int // per record batch and delivery
 	sticky   atomic.Uint32
-	silentAt atomic.Int64 // when brokers stopped answering (Unix ns); 0 while they answer
 
 	idMu sync.Mutex
 	id   producerID
@@ -313,7 +312,8 @@ func (k *KafkaProducer) resend(ctx context.Context, st *partitionState, p int32,
 	rb := recordBatch(recs, k.codec)
 	var wait backoff
 	defer wait.stop()
-	attempt := 0 // those a broker answered, or that failed otherwise
+	attempt := 0         // those a broker answered, or that failed otherwise
+	var silent time.Time // since when no broker has answered; zero: one did
 	for {
 		id, err := k.producerID()
 		if err == nil {
@@ -352,12 +352,16 @@ func (k *KafkaProducer) resend(ctx context.Context, st *partitionState, p int32,
 		// While no broker answers (an outage, a restart), attempts go on
 		// until none has for the timeout: the same record batch, the same
 		// producer id and sequence, so that it is written once.
-		if silent, d := k.silence(err); silent {
-			if d >= k.cfg.Timeout {
-				err = fmt.Errorf("no broker answered for %v (--kafka-timeout): %w", d.Round(time.Second), err)
+		switch {
+		case !unanswered(err):
+			silent = time.Time{}
+			if attempt++; attempt >= k.attempts {
 				return giveUp()
 			}
-		} else if attempt++; attempt >= k.attempts {
+		case silent.IsZero():
+			silent = time.Now()
+		case time.Since(silent) >= k.cfg.Timeout:
+			err = fmt.Errorf("no broker answered for %v (--kafka-timeout): %w", time.Since(silent).Round(time.Second), err)
 			return giveUp()
 		}
 		if ctx.Err() != nil || !wait.wait(ctx) {
@@ -366,24 +370,12 @@ func (k *KafkaProducer) resend(ctx context.Context, st *partitionState, p int32,
 	}
 }
 
-// silence reports whether err says that no broker answered, and for how
-// long none has: since the first such failure after the last answer.
-func (k *KafkaProducer) silence(err error) (bool, time.Duration) {
+// unanswered reports whether err says that no broker answered: the
+// connection failed, or the client knows of none to ask.
+func unanswered(err error) bool {
 	var ce *connError
-	if !errors.As(err, &ce) && !errors.Is(err, sarama.ErrOutOfBrokers) {
-		return false, 0
-	}
-	now := time.Now().UnixNano()
-	k.silentAt.CompareAndSwap(0, now)
-	since := k.silentAt.Load()
-	if since == 0 { // an answer came meanwhile
-		return true, 0
-	}
-	return true, time.Duration(now - since)
+	return errors.As(err, &ce) || errors.Is(err, sarama.ErrOutOfBrokers)
 }
-
-// answered notes that a broker answered.
-func (k *KafkaProducer) answered() { k.silentAt.Store(0) }
 
 // reseed gives the client its brokers again when err says it has none
 // left: sarama drops each broker that fails a request (InitProducerID
@@ -473,7 +465,6 @@ func (k *KafkaProducer) send(p int32, rb *sarama.RecordBatch, txnID *string) err
 	if err != nil {
 		err = &connError{err}
 	} else {
-		k.answered()
 		err = k.blockError(broker, resp, p)
 	}
 	k.afterError(p, conn, err)
@@ -505,11 +496,8 @@ func (k *KafkaProducer) producerID() (producerID, error) {
 	defer k.idMu.Unlock()
 	if !k.id.valid {
 		resp, err := k.client.InitProducerID()
-		if err == nil {
-			k.answered()
-			if resp.Err != sarama.ErrNoError {
-				err = resp.Err
-			}
+		if err == nil && resp.Err != sarama.ErrNoError {
+			err = resp.Err
 		}
 		if err != nil {
 			k.reseed(err)
