@@ -8,6 +8,7 @@ package main
 import (
 	"fmt"
 	"math/rand/v2"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -223,4 +224,49 @@ func TestKafkaTxnSinkUsage(t *testing.T) {
 		{[]string{"--kafka-brokers", "127.0.0.1:1", "--topic", "t", "--group", "g", "--exactly-once", "kafka", "--brokers", "127.0.0.2:1", "out"},
 			"must be one cluster"},
 	})
+}
+
+// A record larger than the output topic's max.message.bytes, with
+// --exactly-once: the broker's refusal is final, as for the sink without
+// transactions, so its batch (one transaction, whose offset covers it
+// whole) is dead-lettered at once, not tried again for minutes while its
+// partition stands still; the other partitions are copied.
+func TestKafkaTxnSinkRecordTooLarge(t *testing.T) {
+	k := newKafka(t, 4)
+	out := k.name("copy")
+	createTopic(t, k.addr, out, 4, "max.message.bytes", "10000")
+	pr := newProducer(t, k.addr)
+	pr.produce(k.topic, parts4, 50)
+	big := "1/big/" + strings.Repeat("B", 20000)
+	if _, _, err := pr.p.SendMessage(&sarama.ProducerMessage{Topic: k.topic, Partition: 1, Value: sarama.StringEncoder(big)}); err != nil {
+		t.Fatal(err)
+	}
+	pr.produce(k.topic, parts4, 50)
+	dl := filepath.Join(t.TempDir(), "dead")
+	// One batch a partition; many records a transaction (-n), so that a
+	// chunk the broker finds too large is not taken for one record that is.
+	r := run(t, nil, "-v", "--kafka-brokers", k.addr, "--topic", k.topic, "--group", k.group, "--exactly-once", "--until-end",
+		"-n", "1000", "--dead-letter", dl, "kafka", out)
+	if r.code != 3 {
+		t.Fatalf("exit %d, want 3 (dead-lettered):\n%s", r.code, r.stderr)
+	}
+	if strings.Contains(r.stderr, "transaction again") || !strings.Contains(r.stderr, ", 0 retries") {
+		t.Fatalf("the refused record was tried again:\n%s", r.stderr)
+	}
+	lines := strings.Split(strings.TrimSuffix(readFile(t, dl), "\n"), "\n")
+	if len(lines) != 101 || lines[50] != big || lines[0] != value(1, 0) || lines[100] != value(1, 99) {
+		t.Fatalf("dead letter of %d lines, want partition 1's 101 records, the large one among them", len(lines))
+	}
+	got := readCommitted(t, k.addr, out)
+	if len(got) != 300 {
+		t.Fatalf("read_committed sees %d records, want the 300 of partitions 0, 2 and 3", len(got))
+	}
+	for _, rec := range got {
+		if p, _ := parseValue(t, string(rec.value)); p == 1 {
+			t.Fatalf("a record of partition 1 was written: %.40q", rec.value)
+		}
+	}
+	if off := committedOffsets(t, k.addr, k.topic, k.group, parts4); off[0] != 100 || off[2] != 100 || off[3] != 100 {
+		t.Fatalf("committed offsets %v, want the end of partitions 0, 2 and 3", off)
+	}
 }

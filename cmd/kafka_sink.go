@@ -24,7 +24,11 @@ in the order read, whatever -j. A record the broker refuses for good
 invalid) is rejected on its own, dead-lettered (--dead-letter) or counted,
 and the rest of its batch is delivered. Records that failed for a passing
 reason (no leader, a timeout) are tried again on their own (--retries,
---backoff).
+--backoff). While no broker answers (an outage, a restart), a batch is
+sent again, the same records under the same producer id and sequence
+numbers, until a broker answers or none has for --kafka-timeout (30s):
+meanwhile reading waits, and what was read is delivered, in order, once
+the brokers are back. Raise --kafka-timeout to ride out longer outages.
 
 Keys: with --key-delimiter D (kcat -K), the bytes before the first D are the
 key and the rest the value; a record without D has no key. Records with a
@@ -113,6 +117,7 @@ func newKafkaCmd(o *options) *cobra.Command {
 					return nil, connectError(fmt.Errorf("kafka sink: %w", err))
 				}
 				cfg.Logger = o.log
+				cfg.Brokers, cfg.Timeout = conn.Brokers, o.kafka.timeout
 				sink, err := sinks.NewKafkaProducer(client, cfg)
 				if err != nil {
 					client.Close()

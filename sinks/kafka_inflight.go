@@ -214,6 +214,7 @@ func (k *KafkaProducer) settled(batch int64) {
 func (k *KafkaProducer) sendAsync(p int32, rb *sarama.RecordBatch, answer chan<- error) connRef {
 	broker, err := k.client.Leader(k.cfg.Topic, p)
 	if err != nil {
+		k.reseed(err)
 		answer <- err
 		return connRef{}
 	}

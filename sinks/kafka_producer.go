@@ -46,7 +46,20 @@ type KafkaProducerConfig struct {
 	TxnTimeout time.Duration
 	// Logger, if set, gets a debug line per transaction attempted again.
 	Logger *slog.Logger
+	// Brokers are the addresses the client was made with. sarama drops a
+	// broker that fails a request, its seeds too, and after an outage may
+	// have none left ("run out of available brokers"): the client is then
+	// seeded with these again.
+	Brokers []string
+	// Timeout is how long a record batch keeps being tried while no broker
+	// answers (--kafka-timeout); default DefaultKafkaTimeout. Failures
+	// while brokers answer are tried produceAttempts times.
+	Timeout time.Duration
 }
+
+// DefaultKafkaTimeout is KafkaProducerConfig.Timeout's default, as
+// --kafka-timeout's.
+const DefaultKafkaTimeout = 30 * time.Second
 
 // KafkaProducer produces each batch to a topic, and returns once every
 // record is acknowledged by all in-sync replicas (acks=all), or has failed.
@@ -125,6 +138,9 @@ func NewKafkaProducer(client sarama.Client, cfg KafkaProducerConfig) (*KafkaProd
 	}
 	if cfg.Partitioner == nil {
 		cfg.Partitioner = Murmur2Partition
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = DefaultKafkaTimeout
 	}
 	conf := client.Config()
 	k := &KafkaProducer{cfg: cfg, client: client, codec: conf.Producer.Compression,
@@ -296,7 +312,9 @@ func (k *KafkaProducer) resend(ctx context.Context, st *partitionState, p int32,
 	rb := recordBatch(recs, k.codec)
 	var wait backoff
 	defer wait.stop()
-	for attempt := 1; ; attempt++ {
+	attempt := 0         // those a broker answered, or that failed otherwise
+	var silent time.Time // since when no broker has answered; zero: one did
+	for {
 		id, err := k.producerID()
 		if err == nil {
 			if st.gen != id.gen {
@@ -331,12 +349,41 @@ func (k *KafkaProducer) resend(ctx context.Context, st *partitionState, p int32,
 			}
 			return err
 		}
-		if attempt >= k.attempts || ctx.Err() != nil {
+		// While no broker answers (an outage, a restart), attempts go on
+		// until none has for the timeout: the same record batch, the same
+		// producer id and sequence, so that it is written once.
+		switch {
+		case !unanswered(err):
+			silent = time.Time{}
+			if attempt++; attempt >= k.attempts {
+				return giveUp()
+			}
+		case silent.IsZero():
+			silent = time.Now()
+		case time.Since(silent) >= k.cfg.Timeout:
+			err = fmt.Errorf("no broker answered for %v (--kafka-timeout): %w", time.Since(silent).Round(time.Second), err)
 			return giveUp()
 		}
-		if !wait.wait(ctx) {
+		if ctx.Err() != nil || !wait.wait(ctx) {
 			return giveUp()
 		}
+	}
+}
+
+// unanswered reports whether err says that no broker answered: the
+// connection failed, or the client knows of none to ask.
+func unanswered(err error) bool {
+	var ce *connError
+	return errors.As(err, &ce) || errors.Is(err, sarama.ErrOutOfBrokers)
+}
+
+// reseed gives the client its brokers again when err says it has none
+// left: sarama drops each broker that fails a request (InitProducerID
+// drops its seeds too, for good), and after an outage would have nobody to
+// ask once the brokers are back.
+func (k *KafkaProducer) reseed(err error) {
+	if errors.Is(err, sarama.ErrOutOfBrokers) && len(k.cfg.Brokers) > 0 {
+		k.client.RefreshBrokers(k.cfg.Brokers)
 	}
 }
 
@@ -409,6 +456,7 @@ func recordBatch(recs []*sarama.Record, codec sarama.CompressionCodec) *sarama.R
 func (k *KafkaProducer) send(p int32, rb *sarama.RecordBatch, txnID *string) error {
 	broker, err := k.client.Leader(k.cfg.Topic, p)
 	if err != nil {
+		k.reseed(err)
 		k.client.RefreshMetadata(k.cfg.Topic)
 		return err
 	}
@@ -452,6 +500,7 @@ func (k *KafkaProducer) producerID() (producerID, error) {
 			err = resp.Err
 		}
 		if err != nil {
+			k.reseed(err)
 			return producerID{}, fmt.Errorf("producer id: %w", err)
 		}
 		k.id = producerID{id: resp.ProducerID, epoch: resp.ProducerEpoch, gen: k.id.gen + 1, valid: true}

@@ -279,8 +279,8 @@ func (k *KafkaProducer) transact(ctx context.Context, tp *txnPartition, b *batch
 		seq := tp.seqs[p]
 		sends.Go(func() {
 			for _, c := range byPartition[p] {
-				if err := k.produceTxn(ctx, tp, p, seq, c.recs); err != nil {
-					errs <- fmt.Errorf("produce to %s[%d]: %w", k.cfg.Topic, p, err)
+				if err := k.produceChunkTxn(ctx, tp, b, c, seq); err != nil {
+					errs <- err
 					return
 				}
 				seq += int32(len(c.recs))
@@ -289,8 +289,20 @@ func (k *KafkaProducer) transact(ctx context.Context, tp *txnPartition, b *batch
 	}
 	sends.Wait()
 	close(errs)
-	if err := <-errs; err != nil {
-		return err
+	var first error
+	for err := range errs {
+		if refusedForGood(err) {
+			// As without transactions, the broker will refuse it
+			// whatever the attempts; the offset committed covers the
+			// whole batch, so the whole batch fails, at once.
+			return batcher.Permanent(fmt.Errorf("kafka sink: %s: %w; with --exactly-once the whole batch is not written", b, err))
+		}
+		if first == nil {
+			first = err
+		}
+	}
+	if first != nil {
+		return first
 	}
 	for _, c := range chunks {
 		tp.seqs[c.partition] += int32(len(c.recs))
@@ -357,6 +369,28 @@ func (k *KafkaProducer) commitTxnOffset(tp *txnPartition, span batcher.Span) err
 			}
 			return fmt.Errorf("group %q: commit offset %d of %s[%d]: %w", group, span.Last+1, span.Topic, span.Partition, pe.Err)
 		}
+	}
+	return nil
+}
+
+// produceChunkTxn writes c, a chunk of b, to its partition in tp's
+// transaction from sequence number seq. A chunk the broker finds too large
+// is sent again a record at a time, as it judges a record batch whole, so
+// that only a record too large by itself is refused.
+func (k *KafkaProducer) produceChunkTxn(ctx context.Context, tp *txnPartition, b *batcher.Batch, c *chunk, seq int32) error {
+	p := c.partition
+	err := k.produceTxn(ctx, tp, p, seq, c.recs)
+	if err != nil && len(c.recs) > 1 && isTooLarge(err) {
+		for j, r := range c.recs {
+			if err := k.produceTxn(ctx, tp, p, seq+int32(j), []*sarama.Record{r}); err != nil {
+				m := b.Meta(c.index[j])
+				return fmt.Errorf("produce to %s[%d]: record %s[%d] offset %d: %w", k.cfg.Topic, p, m.Topic, m.Partition, m.Offset, err)
+			}
+		}
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("produce to %s[%d]: %w", k.cfg.Topic, p, err)
 	}
 	return nil
 }
