@@ -123,6 +123,7 @@ func newExecCmd(o *options) *cobra.Command {
 					Stdout:    o.stdout(),
 					Stderr:    diagWriter{o},
 					Env:       childEnv(os.Environ()),
+					Logger:    o.log,
 				})
 			})
 		},
