@@ -3,11 +3,14 @@
 // killer, a crash.
 //
 // A guardian is a small process, batchpipe's own binary started again with
-// BATCHPIPE_GUARD set, in a process group of its own. It reads a pipe whose
-// write end only batchpipe holds, on which batchpipe tells it of each
-// process group it starts and of each one it has waited for. When the pipe
-// reaches end of file, batchpipe is gone, however it went: the guardian
-// SIGKILLs every group still running that it was told of, and exits.
+// BATCHPIPE_GUARD set, in a process group of its own. It shares two things
+// with batchpipe: a table in memory (a memfd) where batchpipe writes the
+// process group of each command it starts and clears it once the command
+// was waited for, and a pipe whose write end only batchpipe holds. The
+// guardian sleeps in a read of the pipe; at end of file batchpipe is gone,
+// however it went, and the guardian SIGKILLs every group left in the table.
+// Writing the table costs batchpipe two small writes per command, and the
+// guardian no wake-up at all.
 //
 // Why not the parent-death signal alone: it reaches the command, not what
 // the command started (sh -c 'sleep 30; cat'), and Linux sends it when the
@@ -17,81 +20,80 @@
 package guard
 
 import (
-	"bufio"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
 	"os/signal"
-	"strconv"
 	"sync"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // envGuard, set to 1, makes batchpipe a guardian: see Main.
 const envGuard = "BATCHPIPE_GUARD"
+
+// Slots is how many commands can be guarded at once: -j at its largest.
+const Slots = 1024
+
+// slotSize is the bytes of a slot: a process group, as a little-endian
+// uint32; 0 is a free slot.
+const slotSize = 4
 
 // serves says that this binary calls Main first thing, so that it can be
 // started as a guardian. A test binary does not: started again, it would
 // run its tests.
 var serves bool
 
-// Main runs this process as a guardian, reading its stdin, and exits, if it
-// was started as one; else it returns, and from then on New gives guards.
-// It is called first thing in main, before any goroutine of batchpipe's.
+// Main runs this process as a guardian and exits, if it was started as
+// one; else it returns, and from then on New gives guards. It is called
+// first thing in main.
 func Main() {
 	if os.Getenv(envGuard) != "1" {
 		serves = true
 		return
 	}
-	os.Exit(Serve(os.Stdin))
+	os.Exit(Serve(os.Stdin, os.NewFile(3, "table")))
 }
 
-// Serve is the guardian: it follows the groups told of on r until r ends,
-// then SIGKILLs those left, and returns the exit status.
-func Serve(r io.Reader) int {
+// Serve is the guardian: it waits for life to end, then SIGKILLs the
+// process groups in table, and returns the exit status.
+func Serve(life io.Reader, table io.ReaderAt) int {
 	// Signals meant for batchpipe (pkill -x batchpipe, a terminal's) must
 	// not stop the one process that cleans up after it.
 	signal.Ignore(syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT,
 		syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGPIPE)
 	// Named apart in ps, and kept out of pkill -x batchpipe.
 	os.WriteFile("/proc/self/comm", []byte("batchpipe-guard"), 0)
-	groups := make(map[int]bool)
-	sc := bufio.NewScanner(r)
-	for sc.Scan() {
-		line := sc.Text()
-		if len(line) < 2 {
-			continue
+	// Nothing is ever written: a read ends at end of file, or on an error
+	// that means the same.
+	io.Copy(io.Discard, life)
+	buf := make([]byte, Slots*slotSize)
+	n, _ := table.ReadAt(buf, 0)
+	for i := 0; i+slotSize <= n; i += slotSize {
+		if pgid := int(binary.LittleEndian.Uint32(buf[i:])); pgid > 1 {
+			syscall.Kill(-pgid, syscall.SIGKILL)
 		}
-		pgid, err := strconv.Atoi(line[1:])
-		if err != nil || pgid <= 1 {
-			continue
-		}
-		switch line[0] {
-		case '+':
-			groups[pgid] = true
-		case '-':
-			delete(groups, pgid)
-		}
-	}
-	// End of file, or the pipe broke: batchpipe is gone, or about to be.
-	for pgid := range groups {
-		syscall.Kill(-pgid, syscall.SIGKILL)
 	}
 	return 0
 }
 
-// A Guard is batchpipe's end of a guardian, started with the first Start.
+// A Guard is batchpipe's end of a guardian, started by the first Start.
 // Its methods may be called at once from several goroutines; a nil Guard
 // guards nothing.
 type Guard struct {
 	mu     sync.Mutex
 	cmd    *exec.Cmd
-	w      *os.File // the pipe's write end; nil until started, and after a failure
+	life   *os.File    // the pipe's write end; nil until started, and once closed
+	table  *os.File    // nil until started, and after a failure
+	slots  map[int]int // slot of each group in the table
+	free   []int       // slots free
 	closed bool
-	failed bool // told once, through the error returned
+	failed bool // said once, through the error returned
 }
 
 // New returns a Guard, or nil where this binary cannot be a guardian (a
@@ -116,67 +118,110 @@ func (g *Guard) Start() error {
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if g.w != nil || g.closed || g.failed {
+	if g.table != nil || g.closed || g.failed {
 		return nil
+	}
+	fd, err := unix.MemfdCreate("batchpipe-guard", unix.MFD_CLOEXEC)
+	if err != nil {
+		return g.fail(fmt.Errorf("guardian: memfd: %w", err))
+	}
+	table := os.NewFile(uintptr(fd), "batchpipe-guard")
+	if err := table.Truncate(Slots * slotSize); err != nil {
+		table.Close()
+		return g.fail(fmt.Errorf("guardian: table: %w", err))
 	}
 	r, w, err := os.Pipe()
 	if err != nil {
+		table.Close()
 		return g.fail(fmt.Errorf("guardian: pipe: %w", err))
 	}
 	defer r.Close()
 	// /proc/self/exe, not the path batchpipe was started from: the same
 	// binary even if an upgrade has replaced that file since.
-	c := &exec.Cmd{Path: "/proc/self/exe", Args: []string{"batchpipe-guard"}, Env: []string{envGuard + "=1"}, Stdin: r}
+	c := &exec.Cmd{Path: "/proc/self/exe", Args: []string{"batchpipe-guard"},
+		Env: []string{envGuard + "=1"}, Stdin: r, ExtraFiles: []*os.File{table}}
 	// A group of its own: signals sent to batchpipe's group (a terminal's
 	// Ctrl-C, kill -9 -PGID) do not reach it.
 	c.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := c.Start(); err != nil {
+		table.Close()
 		w.Close()
 		return g.fail(fmt.Errorf("guardian: start: %w", err))
 	}
-	g.cmd, g.w = c, w
+	g.cmd, g.life, g.table = c, w, table
+	g.slots = make(map[int]int)
+	g.free = make([]int, Slots)
+	for i := range g.free {
+		g.free[i] = Slots - 1 - i
+	}
 	return nil
 }
 
 // fail gives up guarding; under mu.
 func (g *Guard) fail(err error) error {
 	g.failed = true
-	if g.w != nil {
-		g.w.Close()
-		g.w = nil
+	if g.table != nil {
+		g.table.Close()
+		g.table = nil
 	}
 	return fmt.Errorf("%w; a command may outlive batchpipe if batchpipe is killed", err)
 }
 
-// Add tells the guardian of process group pgid.
-func (g *Guard) Add(pgid int) error { return g.tell('+', pgid) }
-
-// Remove tells the guardian that group pgid was waited for: its number may
-// be given to another group from then on.
-func (g *Guard) Remove(pgid int) error { return g.tell('-', pgid) }
-
-func (g *Guard) tell(op byte, pgid int) error {
+// Add puts process group pgid in the table.
+func (g *Guard) Add(pgid int) error {
 	if g == nil {
 		return nil
 	}
-	var buf [24]byte
-	msg := strconv.AppendInt(append(buf[:0], op), int64(pgid), 10)
-	msg = append(msg, '\n')
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if g.w == nil {
+	if g.table == nil || g.closed {
 		return nil
 	}
-	// One write of a few bytes, under PIPE_BUF: whole, never mixed.
-	if _, err := g.w.Write(msg); err != nil {
-		return g.fail(fmt.Errorf("guardian: %w", err))
+	if len(g.free) == 0 {
+		return fmt.Errorf("guardian: more than %d commands at once: process group %d is not guarded", Slots, pgid)
+	}
+	slot := g.free[len(g.free)-1]
+	if err := g.write(slot, pgid); err != nil {
+		return err
+	}
+	g.free = g.free[:len(g.free)-1]
+	g.slots[pgid] = slot
+	return nil
+}
+
+// Remove takes group pgid out of the table once it was waited for: its
+// number may be given to another group from then on.
+func (g *Guard) Remove(pgid int) error {
+	if g == nil {
+		return nil
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	slot, ok := g.slots[pgid]
+	if !ok || g.table == nil || g.closed {
+		return nil
+	}
+	if err := g.write(slot, 0); err != nil {
+		return err
+	}
+	delete(g.slots, pgid)
+	g.free = append(g.free, slot)
+	return nil
+}
+
+// write sets a slot of the table; under mu.
+func (g *Guard) write(slot, pgid int) error {
+	var b [slotSize]byte
+	binary.LittleEndian.PutUint32(b[:], uint32(pgid))
+	if _, err := g.table.WriteAt(b[:], int64(slot*slotSize)); err != nil {
+		return g.fail(fmt.Errorf("guardian: table: %w", err))
 	}
 	return nil
 }
 
-// Close closes the pipe, upon which the guardian SIGKILLs the groups still
-// told of and exits, and waits for it. It is called once no command runs,
-// or once those still running are abandoned.
+// Close ends the pipe, upon which the guardian SIGKILLs the groups left in
+// the table and exits, and waits for it. It is called once no command
+// runs, or once those still running are abandoned.
 func (g *Guard) Close() error {
 	if g == nil {
 		return nil
@@ -190,9 +235,9 @@ func (g *Guard) Close() error {
 	if g.cmd == nil {
 		return nil
 	}
-	if g.w != nil {
-		g.w.Close()
-		g.w = nil
+	g.life.Close()
+	if g.table != nil {
+		g.table.Close()
 	}
 	done := make(chan error, 1)
 	go func() { done <- g.cmd.Wait() }()
