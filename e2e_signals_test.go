@@ -628,6 +628,23 @@ func TestHangUpAndQuitDrain(t *testing.T) {
 	}
 }
 
+// TestNohupKeepsRunning: under nohup (SIGHUP ignored at start) a hang-up
+// is still ignored, by batchpipe and its commands; SIGTERM then drains.
+func TestNohupKeepsRunning(t *testing.T) {
+	c := exec.Command("sh", "-c", `trap "" HUP; exec "$0" "$@"`, bin, "-v", "-n", "2", "-t", "0", "file", "-")
+	p := startCmd(t, c)
+	p.write("a\n")
+	p.waitFor("total=1")
+	p.signal(syscall.SIGHUP)
+	p.signal(syscall.SIGTERM)
+	if code := p.wait(); code != 143 {
+		t.Fatalf("exit %d, want 143: SIGHUP was not ignored; stderr:\n%s", code, p.stderr())
+	}
+	if got := p.stdout.String(); got != "a\n" {
+		t.Errorf("delivered %q", got)
+	}
+}
+
 // groupAlive reports whether a process of group pgid is still running (a
 // zombie is not: it waits only to be reaped).
 func groupAlive(pgid int) bool {
