@@ -244,8 +244,8 @@ func (s *Exec) Kill() {
 	s.closeGuard()
 }
 
-// closeGuard lets the guardian go: it kills what it was told of and is
-// still running, and exits.
+// closeGuard lets the guardian go: it SIGKILLs the groups still in its
+// table, if any, and exits.
 func (s *Exec) closeGuard() {
 	if err := s.guard.Close(); err != nil {
 		s.log.Warn("exec sink: " + err.Error())
@@ -389,9 +389,10 @@ func (s *Exec) run(ctx context.Context, b *batcher.Batch, r *run) error {
 	// A group of its own: a terminal's Ctrl-C reaches only batchpipe, which
 	// lets runs finish, and a stopped run is stopped with its children.
 	// Should batchpipe die before it can stop them (kill -9), the guardian
-	// kills the group; until it has been told of it, the parent-death
-	// signal kills the command. Linux sends that when the thread that
-	// started the command ends: the thread is kept until it is waited for.
+	// kills the group (internal/guard); until the group is in its table,
+	// the parent-death signal kills the command. Linux sends that when the
+	// thread that started the command ends: the thread is kept until the
+	// command is waited for.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := s.guard.Start(); err != nil {
 		s.log.Warn("exec sink: " + err.Error())
