@@ -25,6 +25,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/IBM/sarama"
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
@@ -788,6 +789,45 @@ func TestSignalDuringKafkaStartUp(t *testing.T) {
 		}
 		if code != 130 {
 			t.Fatalf("exit %d, want 130; stderr:\n%s", code, p.stderr())
+		}
+	})
+	t.Run("join held by a stopped member", func(t *testing.T) {
+		if realKafka == nil {
+			t.Skip("a real broker's rebalance waits for a stopped member; on kfake, see group join")
+		}
+		k := newKafka(t, 1)
+		args := []string{"-v", "--kafka-brokers", k.addr, "--topic", k.topic, "--group", k.group,
+			"--kafka-session-timeout", "25s", "--kafka-timeout", "1m", "--shutdown-timeout", "1m", "file", os.DevNull}
+		a := start(t, args...)
+		a.waitFor("kafka: assigned")
+		a.signal(syscall.SIGSTOP)
+		defer func() {
+			a.signal(syscall.SIGCONT)
+			a.signal(syscall.SIGTERM)
+			a.wait()
+		}()
+		b := start(t, args...)
+		cfg := sarama.NewConfig()
+		cfg.Version = sarama.V2_1_0_0
+		admin, err := sarama.NewClusterAdmin([]string{k.addr}, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer admin.Close()
+		// The second member's join waits for the first, stopped, to join
+		// again, until its session times out.
+		eventually(t, "a rebalance waiting for the stopped member", func() bool {
+			gs, err := admin.DescribeConsumerGroups([]string{k.group})
+			return err == nil && len(gs) == 1 && gs[0].State == "PreparingRebalance"
+		})
+		signalled := time.Now()
+		b.signal(syscall.SIGTERM)
+		code := b.wait()
+		if took := time.Since(signalled); took > 10*time.Second {
+			t.Errorf("exited %v after the signal; stderr:\n%s", took.Round(time.Millisecond), b.stderr())
+		}
+		if code != 143 {
+			t.Fatalf("exit %d, want 143; stderr:\n%s", code, b.stderr())
 		}
 	})
 }
