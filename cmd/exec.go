@@ -65,13 +65,15 @@ undelivered, while the rest of its batch runs.
 
 Each run has a process group of its own, so a terminal's Ctrl-C reaches only
 batchpipe. On --timeout, the group gets SIGTERM, then SIGKILL after
---kill-after. On the first SIGINT/SIGTERM running commands are left to
-finish; past --shutdown-timeout they get SIGTERM and, --kill-after later,
-SIGKILL (one that exits 0 after the SIGTERM delivered its batch); a second
-signal SIGKILLs them at once. batchpipe exits only once they are gone. A
-command that exits 0 while processes it left in the background still hold
-its output open is waited for --kill-after, at any -j, then the rest of its
-group is SIGKILLed; the batch is delivered.`
+--kill-after. On the first SIGINT, SIGTERM, SIGHUP or SIGQUIT running
+commands are left to finish; past --shutdown-timeout they get SIGTERM and,
+--kill-after later, SIGKILL (one that exits 0 after the SIGTERM delivered
+its batch); a second signal SIGKILLs them at once. batchpipe exits only
+once they are gone. A command that exits 0 while processes it left in the
+background still hold its output open is waited for --kill-after, at any
+-j, then the rest of its group is SIGKILLed; the batch is delivered. Should
+batchpipe itself be killed (kill -9), a guardian process it starts with the
+first command (batchpipe-guard in ps) SIGKILLs the groups still running.`
 
 const execExamples = `  # count the lines of each batch of 3
   seq 10 | batchpipe -n 3 exec -- wc -l
@@ -123,6 +125,7 @@ func newExecCmd(o *options) *cobra.Command {
 					Stdout:    o.stdout(),
 					Stderr:    diagWriter{o},
 					Env:       childEnv(os.Environ()),
+					Logger:    o.log,
 				})
 			})
 		},

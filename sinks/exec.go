@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/exec"
 	"runtime"
@@ -17,6 +18,7 @@ import (
 	"time"
 
 	"github.com/batchpipe/batchpipe/batcher"
+	"github.com/batchpipe/batchpipe/internal/guard"
 )
 
 // ExecConfig configures an Exec sink.
@@ -49,6 +51,9 @@ type ExecConfig struct {
 	Stdout, Stderr io.Writer
 	// Env is the environment each run starts from. Default os.Environ().
 	Env []string
+	// Logger, if set, is told when commands cannot be guarded against
+	// batchpipe's own death (see Exec.run).
+	Logger *slog.Logger
 }
 
 // Exec runs a command once per batch, the batch on its stdin or as its
@@ -75,6 +80,8 @@ type Exec struct {
 
 	groupsMu sync.Mutex
 	groups   map[int]bool // process groups of runs not yet waited for
+	guard    *guard.Guard // kills them should batchpipe die; nil in tests
+	log      *slog.Logger
 }
 
 var (
@@ -114,6 +121,11 @@ func NewExec(cfg ExecConfig) (*Exec, error) {
 		outw:      cfg.Stdout,
 		stderr:    &lockedWriter{w: cfg.Stderr},
 		groups:    make(map[int]bool),
+		guard:     guard.New(),
+		log:       cfg.Logger,
+	}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
 	}
 	if s.killAfter <= 0 {
 		s.killAfter = 5 * time.Second
@@ -225,9 +237,18 @@ func (s *Exec) AbandonGrace(cause error) time.Duration {
 // outlives batchpipe.
 func (s *Exec) Kill() {
 	s.groupsMu.Lock()
-	defer s.groupsMu.Unlock()
 	for pgid := range s.groups {
 		syscall.Kill(-pgid, syscall.SIGKILL)
+	}
+	s.groupsMu.Unlock()
+	s.closeGuard()
+}
+
+// closeGuard lets the guardian go: it SIGKILLs the groups still in its
+// table, if any, and exits.
+func (s *Exec) closeGuard() {
+	if err := s.guard.Close(); err != nil {
+		s.log.Warn("exec sink: " + err.Error())
 	}
 }
 
@@ -241,6 +262,7 @@ func (s *Exec) Settled(seq int64) {
 // Close reports outputs that could not be written after their batches
 // were settled; those of batches not yet settled failed their batches.
 func (s *Exec) Close() error {
+	s.closeGuard()
 	s.emitMu.Lock()
 	defer s.emitMu.Unlock()
 	if s.lost > 0 {
@@ -366,7 +388,17 @@ func (s *Exec) run(ctx context.Context, b *batcher.Batch, r *run) error {
 	cmd.Stderr = errw
 	// A group of its own: a terminal's Ctrl-C reaches only batchpipe, which
 	// lets runs finish, and a stopped run is stopped with its children.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// Should batchpipe die before it can stop them (kill -9), the guardian
+	// kills the group (internal/guard); until the group is in its table,
+	// the parent-death signal kills the command. Linux sends that when the
+	// thread that started the command ends: the thread is kept until the
+	// command is waited for.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := s.guard.Start(); err != nil {
+		s.log.Warn("exec sink: " + err.Error())
+	}
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
 	var cancelled atomic.Bool
 	cmd.Cancel = func() error {
 		cancelled.Store(true)
@@ -394,10 +426,16 @@ func (s *Exec) run(ctx context.Context, b *batcher.Batch, r *run) error {
 	s.groupsMu.Lock()
 	s.groups[pgid] = true
 	s.groupsMu.Unlock()
+	if err := s.guard.Add(pgid); err != nil {
+		s.log.Warn("exec sink: " + err.Error())
+	}
 	defer func() {
 		s.groupsMu.Lock()
 		delete(s.groups, pgid)
 		s.groupsMu.Unlock()
+		if err := s.guard.Remove(pgid); err != nil {
+			s.log.Warn("exec sink: " + err.Error())
+		}
 	}()
 	err := cmd.Wait()
 	errw.finish()
