@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"io"
+	"math/rand/v2"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -121,6 +122,27 @@ var execChildren = map[string]func(args []string) int{
 				fmt.Fprintf(os.Stderr, "err seq=%s i=%d ", seq, i)
 				os.Stderr.WriteString(spewTail)
 			}
+		}
+		return 0
+	},
+	// jitter OUT takes a random while, fails one attempt in five, and
+	// otherwise appends stdin to OUT in one write.
+	"jitter": func(args []string) int {
+		in, err := io.ReadAll(os.Stdin)
+		if err != nil {
+			return 1
+		}
+		<-time.NewTimer(time.Duration(rand.IntN(20)) * time.Millisecond).C // work that takes a while
+		if rand.IntN(5) == 0 {
+			return 1
+		}
+		f, err := os.OpenFile(args[0], os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+		if err != nil {
+			return 1
+		}
+		defer f.Close()
+		if _, err := f.Write(in); err != nil {
+			return 1
 		}
 		return 0
 	},
@@ -524,6 +546,26 @@ func TestExecKeepOrder(t *testing.T) {
 	}
 	if r.stdout != in {
 		t.Errorf("output out of order:\n%s", r.stdout)
+	}
+}
+
+// The case: two keys taking turns, a batch per record, runs that
+// take a random while and fail now and then. Each key's records reach the
+// file in input order, at any -j.
+func TestExecPartitionByKeepsOrder(t *testing.T) {
+	keys := []string{"a", "b"}
+	const n = 40
+	in := keyTurnsInput(keys, n)
+	for _, j := range []string{"4", "16"} {
+		t.Run("j="+j, func(t *testing.T) {
+			out := filepath.Join(t.TempDir(), "out")
+			r := run(t, strings.NewReader(in), execArgs(t, []string{"--partition-by", "{field:1}", "--field-delimiter", " ",
+				"--max-open-keys", "1", "-j", j, "--retries", "20", "--backoff", "1ms", "--max-backoff", "5ms", "exec"}, "jitter", out)...)
+			if r.code != 0 {
+				t.Fatalf("exit %d:\n%s", r.code, r.stderr)
+			}
+			checkKeyTurns(t, readFile(t, out), keys, n)
+		})
 	}
 }
 

@@ -228,8 +228,17 @@ func (p *Pipeline) Run(ctx context.Context) (Stats, error) {
 	// (Parallel+2) batches.
 	queue := make(chan *Batch, 1)
 	var workers sync.WaitGroup
+	var turns *keyTurns
+	if cfg.Key != nil && cfg.Parallel > 1 {
+		// (One worker delivers a key's batches in order by itself.)
+		turns = newKeyTurns(cfg.Parallel)
+	}
 	for range cfg.Parallel {
 		workers.Go(func() {
+			if turns != nil {
+				p.deliverKeyed(dctx, queue, turns)
+				return
+			}
 			for b := range queue {
 				p.handle(dctx, b)
 				p.release(b)
@@ -630,6 +639,24 @@ func (a *aggregator) enqueue(b *Batch) {
 	case <-a.ctx.Done():
 		p.settle(b, Abandoned, 0, context.Cause(a.ctx), b.Len())
 		p.release(b)
+	}
+}
+
+// deliverKeyed is a worker's loop with keys: it takes batches from queue
+// as turns lets it, and delivers each key's batches set aside after the
+// one it delivered.
+func (p *Pipeline) deliverKeyed(ctx context.Context, queue <-chan *Batch, turns *keyTurns) {
+	for {
+		b := turns.take(queue)
+		if b == nil {
+			return
+		}
+		for b != nil {
+			key := b.Key
+			p.handle(ctx, b)
+			p.release(b)
+			b = turns.next(key)
+		}
 	}
 }
 
