@@ -1,6 +1,9 @@
 package batcher
 
-import "sync"
+import (
+	"context"
+	"sync"
+)
 
 // keyTurns delivers each key's batches one after another when several
 // workers deliver keyed batches: a batch starts only once the batch of its
@@ -29,14 +32,25 @@ type keyTurns struct {
 	room sync.Cond // signalled when held drops below max
 	max  int       // Parallel
 	held int       // batches being delivered or set aside, and workers about to take one
+	// abandoned lifts the bound once deliveries are abandoned: the batches
+	// left are settled at once, and a delivery that hangs must not keep
+	// the other workers waiting for room.
+	abandoned bool
 	// keys maps a key being delivered to its batches set aside, in order.
 	keys map[string][]*Batch
 }
 
-func newKeyTurns(parallel int) *keyTurns {
-	t := &keyTurns{max: parallel, keys: make(map[string][]*Batch)}
+// newKeyTurns returns turns for parallel workers, whose deliveries ctx
+// abandons; stop undoes the watch on ctx.
+func newKeyTurns(ctx context.Context, parallel int) (t *keyTurns, stop func() bool) {
+	t = &keyTurns{max: parallel, keys: make(map[string][]*Batch)}
 	t.room.L = &t.mu
-	return t
+	return t, context.AfterFunc(ctx, func() {
+		t.mu.Lock()
+		defer t.mu.Unlock()
+		t.abandoned = true
+		t.room.Broadcast()
+	})
 }
 
 // take waits until the workers may take another batch, and returns the
@@ -64,7 +78,7 @@ func (t *keyTurns) take(queue <-chan *Batch) *Batch {
 func (t *keyTurns) reserve() {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	for t.held >= t.max {
+	for t.held >= t.max && !t.abandoned {
 		t.room.Wait()
 	}
 	t.held++

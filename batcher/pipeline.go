@@ -231,7 +231,9 @@ func (p *Pipeline) Run(ctx context.Context) (Stats, error) {
 	var turns *keyTurns
 	if cfg.Key != nil && cfg.Parallel > 1 {
 		// (One worker delivers a key's batches in order by itself.)
-		turns = newKeyTurns(cfg.Parallel)
+		var stop func() bool
+		turns, stop = newKeyTurns(dctx, cfg.Parallel)
+		defer stop()
 	}
 	for range cfg.Parallel {
 		workers.Go(func() {
