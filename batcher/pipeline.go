@@ -51,7 +51,9 @@ type Config struct {
 	// MaxRecords, MaxBytes and Linger (from its own oldest record) alone.
 	// A record whose key cannot be found (the error) is dead-lettered on
 	// its own, or counted undelivered, never put in a batch of a guessed
-	// key. Order within a key is kept. Stream blocks are split into
+	// key. Order within a key is kept: with Parallel above 1, a key's
+	// batch is delivered only once the one before it is settled (see
+	// keyTurns). Stream blocks are split into
 	// records for it, which costs more than an unkeyed run.
 	Key func(dst []byte, r *Record) ([]byte, error)
 	// MaxOpenKeys bounds the batches open at once with Key: a record of a
