@@ -43,9 +43,11 @@ failed attempts' included. With -j 1 stdout passes straight through. With
 -j above 1 each run's stdout is held until the run ends and then written in
 one piece (256 KiB per run in memory, the rest in a temporary file), and
 stderr is passed on in whole lines, so runs never mix within a line.
---keep-order writes the runs' stdout in batch order; a run then waits to
-start while its batch is 2×-j or more batches ahead of the oldest batch
-whose output has not been written yet. Output that cannot be written fails
+Without --keep-order, outputs come in the order runs end. --keep-order
+writes them in batch order, as file does its batches; it is not the
+default, as a run then waits to start while its batch is 2×-j or more
+batches ahead of the oldest batch whose output has not been written yet,
+so one slow run holds up the rest. Output that cannot be written fails
 its batch, without retries, however the run went; with --keep-order, output
 written only once its batch is done is instead counted and reported at exit,
 and later batches fail. A closed pipe (batchpipe exec … | head -1) stops the

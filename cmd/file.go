@@ -46,7 +46,9 @@ func newFileCmd(o *options) *cobra.Command {
 		Use:   "file [flags] PATH | file --per-batch TEMPLATE",
 		Short: "Append batches to a file or stdout, or write one file per batch",
 		Long: `Append each batch (records joined and terminated by the delimiter) to PATH,
-created with mode 0644 if missing; PATH - is stdout.
+created with mode 0644 if missing; PATH - is stdout. Batches are appended in
+the order they were read, at any -j: each waits until every batch before it
+is written, dead-lettered or given up, so the output is the input, in order.
 
 With --per-batch, each batch goes to a file of its own named from TEMPLATE,
 with placeholders:

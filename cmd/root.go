@@ -159,7 +159,8 @@ delivered since the last commit will be read again.
 
 With --partition-by TEMPLATE, each key has a batch open of its own, and
 -n, -b and -t apply per key (linger from the key's oldest record); order
-within a key is kept. TEMPLATE holds:
+within a key is kept at any -j: a key's batches are delivered one after
+another, retries included, while keys go in parallel. TEMPLATE holds:
 ` + batcher.KeyTemplateHelp + `
 At most --max-open-keys batches are open (a new key past it flushes the
 batch with the oldest record) holding at most --max-buffered-bytes (past

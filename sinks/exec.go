@@ -70,7 +70,7 @@ type Exec struct {
 	emitMu  sync.Mutex    // one held output written at a time
 	outw    io.Writer     // batchpipe's stdout
 	stderr  *lockedWriter // batchpipe's stderr
-	order   *orderer      // nil unless --keep-order with -j > 1
+	order   *batchOrder   // nil unless --keep-order with -j > 1
 	emitErr error         // first failure to write a held output; under emitMu
 	lost    int           // outputs not written once their batch was settled; under emitMu
 	lostSeq int64         // the batch of the first of them
@@ -135,7 +135,7 @@ func NewExec(cfg ExecConfig) (*Exec, error) {
 	}
 	switch {
 	case cfg.Parallel > 1 && cfg.KeepOrder:
-		s.order = newOrderer(int64(2*cfg.Parallel), s.emitSettled)
+		s.order = newBatchOrder(int64(2 * cfg.Parallel))
 	case cfg.Parallel <= 1:
 		// One run at a time: output passes straight through, live.
 		s.stdout = cfg.Stdout
@@ -322,8 +322,8 @@ func (o *outWriter) Write(p []byte) (int, error) {
 	return n, err
 }
 
-// hold passes an output to the orderer, or fails its batch if stdout
-// already failed, since it would not be written.
+// hold keeps an output until its batch's turn (s.order), or fails its
+// batch if stdout already failed, since it would not be written.
 func (s *Exec) hold(seq int64, h *heldOutput) error {
 	s.emitMu.Lock()
 	err := s.emitErr
@@ -332,12 +332,12 @@ func (s *Exec) hold(seq int64, h *heldOutput) error {
 		h.Close()
 		return outputLost(s.name, err)
 	}
-	s.order.add(seq, h)
+	s.order.hold(seq, func() { s.emitSettled(seq, h) })
 	return nil
 }
 
-// emitSettled writes an output for the orderer. Its batch is settled by
-// then, so a failure can only be counted for Close.
+// emitSettled writes an output held until its batch's turn. Its batch is
+// settled by then, so a failure can only be counted for Close.
 func (s *Exec) emitSettled(seq int64, h *heldOutput) {
 	if s.emit(h) == nil {
 		return
@@ -647,72 +647,6 @@ func (h *heldOutput) Close() {
 	if h.file != nil {
 		h.file.Close()
 		h.file = nil
-	}
-}
-
-// orderer writes held outputs in batch order. A run waits to start while
-// its batch is window or more ahead of the oldest one not yet written, so
-// at most window outputs are ever held.
-type orderer struct {
-	window int64
-	emit   func(seq int64, h *heldOutput)
-
-	mu      sync.Mutex
-	next    int64 // oldest batch whose output is not yet written
-	settled map[int64]bool
-	outs    map[int64][]*heldOutput // by batch, in attempt order
-	moved   chan struct{}           // closed and replaced when next moves
-}
-
-func newOrderer(window int64, emit func(seq int64, h *heldOutput)) *orderer {
-	return &orderer{window: window, emit: emit, next: 1,
-		settled: make(map[int64]bool), outs: make(map[int64][]*heldOutput), moved: make(chan struct{})}
-}
-
-// wait blocks until batch seq is within the window.
-func (o *orderer) wait(ctx context.Context, seq int64) error {
-	for {
-		o.mu.Lock()
-		ok, moved := seq < o.next+o.window, o.moved
-		o.mu.Unlock()
-		if ok {
-			return nil
-		}
-		select {
-		case <-moved:
-		case <-ctx.Done():
-			return context.Cause(ctx)
-		}
-	}
-}
-
-// add holds an attempt's output until its batch's turn.
-func (o *orderer) add(seq int64, h *heldOutput) {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	o.outs[seq] = append(o.outs[seq], h)
-}
-
-// settle notes that batch seq will not run again, and writes every output
-// that is now next in order. Writing under the lock keeps the order; a slow
-// stdout holds up runs, which is the backpressure wanted.
-func (o *orderer) settle(seq int64) {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	o.settled[seq] = true
-	moved := false
-	for o.settled[o.next] {
-		for _, h := range o.outs[o.next] {
-			o.emit(o.next, h)
-		}
-		delete(o.outs, o.next)
-		delete(o.settled, o.next)
-		o.next++
-		moved = true
-	}
-	if moved {
-		close(o.moved)
-		o.moved = make(chan struct{})
 	}
 }
 

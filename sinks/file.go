@@ -19,13 +19,16 @@ import (
 	"github.com/batchpipe/batchpipe/batcher"
 )
 
-// File appends every batch to one file, or to a writer such as stdout.
+// File appends every batch to one file, or to a writer such as stdout, in
+// the order the batches were formed, whatever -j: a batch waits for its
+// turn, once every batch before it is settled.
 type File struct {
 	path  string
 	f     *os.File  // nil when writing to w
 	w     io.Writer // stdout
 	fsync bool
 	body  Format
+	order *batchOrder
 
 	mu  sync.Mutex // one batch at a time, so batches never interleave
 	buf []byte     // body of the batch being written, for formats that build one
@@ -40,8 +43,9 @@ type FileOptions struct {
 }
 
 var (
-	_ batcher.Sink   = (*File)(nil)
-	_ batcher.Closer = (*File)(nil)
+	_ batcher.Sink    = (*File)(nil)
+	_ batcher.Closer  = (*File)(nil)
+	_ batcher.Settler = (*File)(nil)
 )
 
 // OpenFile opens path for appending, creating it with mode 0644. Errors
@@ -60,19 +64,22 @@ func OpenFile(path string, opt FileOptions) (*File, error) {
 	if err != nil {
 		return nil, fmt.Errorf("file sink: %w", err)
 	}
-	return &File{path: path, f: f, fsync: opt.Fsync, body: opt.Format}, nil
+	return &File{path: path, f: f, fsync: opt.Fsync, body: opt.Format, order: newBatchOrder(1)}, nil
 }
 
 // NewWriter returns a sink that writes batches to w (stdout), named name in
 // errors.
 func NewWriter(w io.Writer, name string, f Format) *File {
-	return &File{path: name, w: w, body: f}
+	return &File{path: name, w: w, body: f, order: newBatchOrder(1)}
 }
 
-// Deliver writes the batch with a single write. If that fails part-way in a
-// regular file, the file is cut back to where the batch began, so a retry
-// does not leave half a batch behind it.
+// Deliver writes the batch with a single write, in its turn. If that fails
+// part-way in a regular file, the file is cut back to where the batch
+// began, so a retry does not leave half a batch behind it.
 func (s *File) Deliver(ctx context.Context, b *batcher.Batch) error {
+	if err := s.order.wait(ctx, b.Seq); err != nil {
+		return fmt.Errorf("file sink: %s: waiting for the batches before it: %w", b, err)
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	body, rej := s.body.Body(&s.buf, b)
@@ -81,6 +88,9 @@ func (s *File) Deliver(ctx context.Context, b *batcher.Batch) error {
 	}
 	return rejected(rej)
 }
+
+// Settled lets the batch after seq write, once those before it have.
+func (s *File) Settled(seq int64) { s.order.settle(seq) }
 
 // rejected turns a format's rejected records into the sink's error.
 func rejected(rej []batcher.Rejected) error {
