@@ -71,6 +71,8 @@ type options struct {
 	kafka   kafkaOptions
 	// kafkaLag is the lag by topic while reading Kafka, for the stats file.
 	kafkaLag func() map[string]int64
+	// foundInPlace counts the s3 sink's batches found stored already.
+	foundInPlace func() int64
 
 	maxRecords      int
 	maxBytes        byteSize
@@ -238,9 +240,9 @@ func newRoot(o *options) *cobra.Command {
 			if s := c.SuggestionsFor(args[0]); len(s) > 0 {
 				return usagef("unknown sink %q (did you mean %s?)", args[0], s[0])
 			}
-			return usagef("unknown sink %q (sinks: file, exec, http, kafka)", args[0])
+			return usagef("unknown sink %q (sinks: file, exec, http, kafka, s3)", args[0])
 		}
-		return usagef("no sink given (sinks: file, exec, http, kafka)")
+		return usagef("no sink given (sinks: file, exec, http, kafka, s3)")
 	}
 
 	f := root.PersistentFlags()
@@ -279,6 +281,7 @@ func newRoot(o *options) *cobra.Command {
 	root.AddCommand(newHTTPCmd(o))
 	root.AddCommand(newExecCmd(o))
 	root.AddCommand(newKafkaCmd(o))
+	root.AddCommand(newS3Cmd(o))
 	return root
 }
 
