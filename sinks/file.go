@@ -29,6 +29,11 @@ type File struct {
 
 	mu  sync.Mutex // one batch at a time, so batches never interleave
 	buf []byte     // body of the batch being written, for formats that build one
+
+	// compress makes each batch one gzip member or zstd frame: the file
+	// stays one valid stream, for zcat and zstdcat.
+	compress Compression
+	zbuf     []byte
 }
 
 // FileOptions are the file sink's settings; the zero value appends records
@@ -37,6 +42,8 @@ type FileOptions struct {
 	Fsync          bool   // fsync after each batch, before it counts as delivered
 	Format         Format // body format; default Lines
 	FollowSymlinks bool   // write through a symbolic link at the path
+
+	Compress Compression // gzip or zstd, a member or frame per batch
 }
 
 var (
@@ -60,13 +67,19 @@ func OpenFile(path string, opt FileOptions) (*File, error) {
 	if err != nil {
 		return nil, fmt.Errorf("file sink: %w", err)
 	}
-	return &File{path: path, f: f, fsync: opt.Fsync, body: opt.Format}, nil
+	return &File{path: path, f: f, fsync: opt.Fsync, body: opt.Format, compress: opt.Compress}, nil
 }
 
 // NewWriter returns a sink that writes batches to w (stdout), named name in
 // errors.
 func NewWriter(w io.Writer, name string, f Format) *File {
 	return &File{path: name, w: w, body: f}
+}
+
+// Compressed makes s compress each batch (see FileOptions.Compress).
+func (s *File) Compressed(c Compression) *File {
+	s.compress = c
+	return s
 }
 
 // Deliver writes the batch with a single write. If that fails part-way in a
@@ -76,6 +89,13 @@ func (s *File) Deliver(ctx context.Context, b *batcher.Batch) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	body, rej := s.body.Body(&s.buf, b)
+	if s.compress.On() && len(body) > 0 {
+		var err error
+		if s.zbuf, err = s.compress.Append(s.zbuf[:0], body); err != nil {
+			return batcher.Permanent(fmt.Errorf("file sink: %s: %w", s.path, err))
+		}
+		body = s.zbuf
+	}
 	if err := s.write(body); err != nil {
 		return err
 	}
@@ -159,6 +179,8 @@ type PerBatch struct {
 	// byOffsets: the template names batches by their offsets alone, which
 	// needs batches of one partition each.
 	byOffsets bool
+
+	Compress Compression // gzip or zstd: each file compressed
 }
 
 var _ batcher.Sink = (*PerBatch)(nil)
@@ -196,6 +218,12 @@ func (s *PerBatch) Deliver(ctx context.Context, b *batcher.Batch) error {
 	}
 	if _, ok := b.Span(); s.byOffsets && !ok {
 		return batcher.Permanent(fmt.Errorf("file sink: per-batch template %q names batches by their offsets, and batch %d holds records of several partitions, or none from Kafka: add {seq}, or use --exactly-once", s.src, b.Seq))
+	}
+	if s.Compress.On() {
+		var err error
+		if body, err = s.Compress.Append(nil, body); err != nil {
+			return batcher.Permanent(fmt.Errorf("file sink: batch %d: %w", b.Seq, err))
+		}
 	}
 	name := s.Name(b)
 	if err := writeNew(name, body); err != nil {

@@ -4,9 +4,9 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"log/slog"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -16,8 +16,6 @@ import (
 	"time"
 
 	"github.com/batchpipe/batchpipe/batcher"
-	"github.com/klauspost/compress/gzip"
-	"github.com/klauspost/compress/zstd"
 )
 
 // fakeS3 is an in-process S3 of one bucket, path style, enough for the
@@ -336,47 +334,6 @@ func TestS3KeyTimeFromFirstRecordWithExactlyOnce(t *testing.T) {
 		}
 		if key != want {
 			t.Errorf("exactly once %v: key %q, want %q", exactly, key, want)
-		}
-	}
-}
-
-func TestCompressionDeterministic(t *testing.T) {
-	body := bytes.Repeat([]byte("some line of a log\n"), 5000)
-	for _, spec := range []string{"gzip", "gzip:9", "zstd", "zstd:19"} {
-		c, err := ParseCompression(spec)
-		if err != nil {
-			t.Fatal(err)
-		}
-		a, err := c.Append(nil, body)
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, _ := c.Append(nil, body)
-		if !bytes.Equal(a, b) {
-			t.Errorf("%s: two compressions of one body differ", spec)
-		}
-		var r io.Reader
-		if strings.HasPrefix(spec, "gzip") {
-			r, err = gzip.NewReader(bytes.NewReader(a))
-		} else {
-			var d *zstd.Decoder
-			d, err = zstd.NewReader(bytes.NewReader(a))
-			if err == nil {
-				defer d.Close()
-			}
-			r = d
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		got, err := io.ReadAll(r)
-		if err != nil || !bytes.Equal(got, body) {
-			t.Errorf("%s: decompressed %d bytes (%v), want the %d put in", spec, len(got), err, len(body))
-		}
-	}
-	for _, bad := range []string{"lz4", "gzip:0", "zstd:23", "none:1", "gzip:x"} {
-		if _, err := ParseCompression(bad); err == nil {
-			t.Errorf("%q accepted", bad)
 		}
 	}
 }
