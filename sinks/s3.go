@@ -306,7 +306,7 @@ func (s *S3) headBucket(ctx context.Context) error {
 	case status == 400 && (code == "AuthorizationHeaderMalformed" || code == "BadRequest" || code == ""):
 		return fmt.Errorf("s3 sink: bucket %s: the store refused the request (%s): check --region and --endpoint", where, cmpOr(msg, "400 Bad Request"))
 	case status == 403 || status == 401:
-		return fmt.Errorf("s3 sink: bucket %s: access denied (%s): check the credentials (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or --profile) and that they may use the bucket", where, cmpOr(strings.TrimSpace(code+" "+msg), "403 Forbidden"))
+		return fmt.Errorf("s3 sink: bucket %s: access denied (%s): check the credentials (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or --profile) and that they may use the bucket", where, s.red.redact(s.reason(err)))
 	case status == 0 || status >= 500:
 		return &UnavailableError{fmt.Errorf("s3 sink: bucket %s: %s", where, s.red.redact(firstLine(s.reason(err))))}
 	}

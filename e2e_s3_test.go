@@ -1,0 +1,422 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/s3/types"
+	"github.com/klauspost/compress/gzip"
+	"github.com/klauspost/compress/zstd"
+)
+
+// The credentials the s3 tests give batchpipe: neither may appear in any
+// output.
+const (
+	s3TestKeyID  = "AKIDE2ETESTKEY7Q"
+	s3TestSecret = "s3-e2e-secret-Zq8vLw3nX"
+)
+
+// startS3Server starts moto's S3 server (PyPI's moto[server], which .ci/run
+// installs) on a free port and returns its URL. env is added to its
+// environment. Missing, the test is skipped, or fails in CI.
+func startS3Server(t *testing.T, env ...string) string {
+	t.Helper()
+	path, err := exec.LookPath("moto_server")
+	if err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatal("moto_server is not installed (pip install 'moto[server]')")
+		}
+		t.Skip("moto_server is not installed (pip install 'moto[server]')")
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := strconv.Itoa(l.Addr().(*net.TCPAddr).Port)
+	l.Close()
+	c := exec.Command(path, "-H", "127.0.0.1", "-p", port)
+	c.Env = append(os.Environ(), env...)
+	c.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	var log bytes.Buffer
+	c.Stdout, c.Stderr = &log, &log
+	if err := c.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() { c.Wait(); close(exited) }()
+	t.Cleanup(func() {
+		syscall.Kill(-c.Process.Pid, syscall.SIGKILL)
+		<-exited
+	})
+	u := "http://127.0.0.1:" + port
+	// Ready once it answers; a tick between tries.
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	deadline := time.After(time.Minute)
+	for {
+		if resp, err := http.Get(u + "/moto-api/"); err == nil {
+			resp.Body.Close()
+			return u
+		}
+		select {
+		case <-tick.C:
+		case <-exited:
+			t.Fatalf("moto_server exited: %s", log.String())
+		case <-deadline:
+			t.Fatalf("moto_server did not answer within a minute: %s", log.String())
+		}
+	}
+}
+
+// s3Setenv points the SDK in batchpipe at the test credentials, and away
+// from any file or instance metadata.
+func s3Setenv(t *testing.T) {
+	dir := t.TempDir()
+	for k, v := range map[string]string{
+		"AWS_ACCESS_KEY_ID": s3TestKeyID, "AWS_SECRET_ACCESS_KEY": s3TestSecret,
+		"AWS_SESSION_TOKEN": "", "AWS_PROFILE": "", "AWS_REGION": "us-east-1",
+		"AWS_EC2_METADATA_DISABLED": "true",
+		"AWS_CONFIG_FILE":           filepath.Join(dir, "config"), "AWS_SHARED_CREDENTIALS_FILE": filepath.Join(dir, "credentials"),
+	} {
+		t.Setenv(k, v)
+	}
+	if !slices.Contains(testSecrets, s3TestSecret) {
+		testSecrets = append(testSecrets, s3TestSecret, s3TestKeyID)
+	}
+}
+
+// s3Test is a client of the test store, to set it up and read back.
+type s3Test struct {
+	t        *testing.T
+	endpoint string
+	c        *s3.Client
+}
+
+func newS3Test(t *testing.T, endpoint string) *s3Test {
+	s3Setenv(t)
+	c := s3.New(s3.Options{
+		Region:       "us-east-1",
+		BaseEndpoint: aws.String(endpoint),
+		UsePathStyle: true,
+		Credentials:  credentials.NewStaticCredentialsProvider(s3TestKeyID, s3TestSecret, ""),
+		HTTPClient:   awshttp.NewBuildableClient(),
+	})
+	t.Cleanup(func() {
+		c.Options().HTTPClient.(*awshttp.BuildableClient).GetTransport().CloseIdleConnections()
+	})
+	return &s3Test{t: t, endpoint: endpoint, c: c}
+}
+
+func (s *s3Test) bucket(name string) string {
+	s.t.Helper()
+	if _, err := s.c.CreateBucket(context.Background(), &s3.CreateBucketInput{Bucket: aws.String(name)}); err != nil {
+		s.t.Fatal(err)
+	}
+	return name
+}
+
+// keys lists the bucket's keys under prefix, in S3's order.
+func (s *s3Test) keys(bucket, prefix string) []string {
+	s.t.Helper()
+	var keys []string
+	p := s3.NewListObjectsV2Paginator(s.c, &s3.ListObjectsV2Input{Bucket: aws.String(bucket), Prefix: aws.String(prefix)})
+	for p.HasMorePages() {
+		page, err := p.NextPage(context.Background())
+		if err != nil {
+			s.t.Fatal(err)
+		}
+		for _, o := range page.Contents {
+			keys = append(keys, aws.ToString(o.Key))
+		}
+	}
+	return keys
+}
+
+func (s *s3Test) get(bucket, key string) ([]byte, *s3.GetObjectOutput) {
+	s.t.Helper()
+	out, err := s.c.GetObject(context.Background(), &s3.GetObjectInput{Bucket: aws.String(bucket), Key: aws.String(key)})
+	if err != nil {
+		s.t.Fatalf("get %s: %v", key, err)
+	}
+	defer out.Body.Close()
+	b, err := io.ReadAll(out.Body)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	return b, out
+}
+
+// bySeq sorts keys ending in -SEQ.EXT or /SEQ.EXT by SEQ.
+func bySeq(keys []string) []string {
+	seq := func(k string) int {
+		k = k[strings.LastIndexAny(k, "-/")+1:]
+		k, _, _ = strings.Cut(k, ".")
+		n, _ := strconv.Atoi(k)
+		return n
+	}
+	slices.SortFunc(keys, func(a, b string) int { return seq(a) - seq(b) })
+	return keys
+}
+
+func (s *s3Test) s3(args ...string) []string {
+	return append([]string{"s3", "--endpoint", s.endpoint, "--path-style"}, args...)
+}
+
+// testLines is n lines of bytes of every kind but the newline, CRLF
+// endings among them.
+func testLines(n int) []byte {
+	var b bytes.Buffer
+	for i := range n {
+		fmt.Fprintf(&b, "%d\t\xff\xfe é \x00 \"q\"", i)
+		if i%7 == 0 {
+			b.WriteByte('\r')
+		}
+		b.WriteByte('\n')
+	}
+	return b.Bytes()
+}
+
+func TestS3ServerRefusesSecondCreateOnlyPut(t *testing.T) {
+	st := newS3Test(t, startS3Server(t))
+	bkt := st.bucket("proof")
+	ctx := context.Background()
+	put := func(body string) error {
+		_, err := st.c.PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String(bkt), Key: aws.String("k"),
+			Body: strings.NewReader(body), IfNoneMatch: aws.String("*")})
+		return err
+	}
+	if err := put("one"); err != nil {
+		t.Fatal(err)
+	}
+	var re *awshttp.ResponseError
+	if err := put("two"); !errors.As(err, &re) || re.HTTPStatusCode() != 412 {
+		t.Fatalf("second create-only PUT: %v, want 412: the store does not honour If-None-Match", err)
+	}
+	up, err := st.c.CreateMultipartUpload(ctx, &s3.CreateMultipartUploadInput{Bucket: aws.String(bkt), Key: aws.String("k")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	part, err := st.c.UploadPart(ctx, &s3.UploadPartInput{Bucket: aws.String(bkt), Key: aws.String("k"), UploadId: up.UploadId,
+		PartNumber: aws.Int32(1), Body: strings.NewReader("three")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = st.c.CompleteMultipartUpload(ctx, &s3.CompleteMultipartUploadInput{Bucket: aws.String(bkt), Key: aws.String("k"), UploadId: up.UploadId,
+		MultipartUpload: &types.CompletedMultipartUpload{Parts: []types.CompletedPart{{ETag: part.ETag, PartNumber: aws.Int32(1)}}},
+		IfNoneMatch:     aws.String("*")})
+	if !errors.As(err, &re) || re.HTTPStatusCode() != 412 {
+		t.Fatalf("create-only CompleteMultipartUpload over an object: %v, want 412", err)
+	}
+	if got, _ := st.get(bkt, "k"); string(got) != "one" {
+		t.Errorf("object is %q, want the first PUT's", got)
+	}
+}
+
+func TestS3Sink(t *testing.T) {
+	st := newS3Test(t, startS3Server(t))
+	bkt := st.bucket("batches")
+	input := testLines(10000)
+
+	t.Run("exact bytes, per-batch keys", func(t *testing.T) {
+		r := run(t, bytes.NewReader(input), append([]string{"-n", "1000", "-j", "4"}, st.s3("s3://"+bkt+"/plain/{run}/{seq}.log")...)...)
+		if r.code != 0 {
+			t.Fatalf("exit %d: %s", r.code, r.stderr)
+		}
+		keys := bySeq(st.keys(bkt, "plain/"))
+		if len(keys) != 10 {
+			t.Fatalf("%d objects, want 10: %q", len(keys), keys)
+		}
+		var all []byte
+		for i, k := range keys {
+			if !strings.HasSuffix(k, fmt.Sprintf("/%d.log", i+1)) {
+				t.Errorf("key %q, want …/%d.log", k, i+1)
+			}
+			b, out := st.get(bkt, k)
+			if aws.ToString(out.ContentType) != "text/plain" || out.Metadata["batchpipe-sha256"] == "" {
+				t.Errorf("%s: Content-Type %q, metadata %v", k, aws.ToString(out.ContentType), out.Metadata)
+			}
+			all = append(all, b...)
+		}
+		if !bytes.Equal(all, input) {
+			t.Errorf("objects in order hold %d bytes, not the %d read", len(all), len(input))
+		}
+	})
+
+	for _, algo := range []string{"gzip", "zstd"} {
+		t.Run(algo, func(t *testing.T) {
+			prefix := algo + "/"
+			r := run(t, bytes.NewReader(input), append([]string{"-n", "3000"}, st.s3("--compress", algo, "s3://"+bkt+"/"+prefix+"{seq}.log."+algo)...)...)
+			if r.code != 0 {
+				t.Fatalf("exit %d: %s", r.code, r.stderr)
+			}
+			var all []byte
+			for _, k := range bySeq(st.keys(bkt, prefix)) {
+				b, out := st.get(bkt, k)
+				if aws.ToString(out.ContentEncoding) != algo {
+					t.Errorf("%s: Content-Encoding %q, want %s", k, aws.ToString(out.ContentEncoding), algo)
+				}
+				all = append(all, decompress(t, algo, b)...)
+			}
+			if !bytes.Equal(all, input) {
+				t.Errorf("objects decompress to %d bytes, not the %d read", len(all), len(input))
+			}
+		})
+	}
+
+	t.Run("multipart", func(t *testing.T) {
+		raw := make([]byte, 9<<20)
+		rand.Read(raw)
+		var big bytes.Buffer
+		for chunk := range slices.Chunk([]byte(base64.StdEncoding.EncodeToString(raw)), 100) {
+			big.Write(chunk)
+			big.WriteByte('\n')
+		}
+		r := run(t, bytes.NewReader(big.Bytes()), append([]string{"-n", "1000000", "-b", "64M"},
+			st.s3("--part-size", "5M", "s3://"+bkt+"/big/{seq}")...)...)
+		if r.code != 0 {
+			t.Fatalf("exit %d: %s", r.code, r.stderr)
+		}
+		b, out := st.get(bkt, "big/1")
+		if !bytes.Equal(b, big.Bytes()) {
+			t.Errorf("object holds %d bytes, not the %d read", len(b), big.Len())
+		}
+		if etag := aws.ToString(out.ETag); !strings.HasSuffix(strings.Trim(etag, `"`), "-3") {
+			t.Errorf("ETag %s: not that of a multipart upload of 3 parts", etag)
+		}
+		uploads, err := st.c.ListMultipartUploads(context.Background(), &s3.ListMultipartUploadsInput{Bucket: aws.String(bkt)})
+		if err != nil || len(uploads.Uploads) != 0 {
+			t.Errorf("uploads left: %v (%v)", uploads.Uploads, err)
+		}
+	})
+
+	t.Run("a batch found in place, another refused", func(t *testing.T) {
+		args := append([]string{"-n", "500", "--stats-file", filepath.Join(t.TempDir(), "stats.json")}, st.s3("s3://"+bkt+"/again/{seq}.log")...)
+		some := input[:bytes.IndexByte(input[20000:], '\n')+20001]
+		if r := run(t, bytes.NewReader(some), args...); r.code != 0 {
+			t.Fatalf("first run: exit %d: %s", r.code, r.stderr)
+		}
+		n := len(st.keys(bkt, "again/"))
+		r := run(t, bytes.NewReader(some), args...)
+		if r.code != 0 || !strings.Contains(r.stderr, fmt.Sprintf("%d batches found in place", n)) {
+			t.Fatalf("same bytes again: exit %d, want 0 and %d batches found in place: %s", r.code, n, r.stderr)
+		}
+		if stats := readFile(t, args[3]); !strings.Contains(stats, fmt.Sprintf(`"batches_found_in_place": %d`, n)) && !strings.Contains(stats, fmt.Sprintf(`"batches_found_in_place":%d`, n)) {
+			t.Errorf("stats file does not count %d batches found in place: %s", n, stats)
+		}
+		r = run(t, strings.NewReader("other\nbytes\n"), args...)
+		if r.code != 1 || !strings.Contains(r.stderr, "s3://"+bkt+"/again/1.log exists already with other bytes") {
+			t.Errorf("other bytes: exit %d, want 1 naming the key: %s", r.code, r.stderr)
+		}
+		if b, _ := st.get(bkt, "again/1.log"); bytes.Contains(b, []byte("other")) {
+			t.Error("object overwritten")
+		}
+	})
+
+	t.Run("SlowDown retried", func(t *testing.T) {
+		// A proxy that answers the first two uploads 503 SlowDown.
+		target, _ := url.Parse(st.endpoint)
+		proxy := httputil.NewSingleHostReverseProxy(target)
+		var mu sync.Mutex
+		slowed := 0
+		front := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			mu.Lock()
+			slow := r.Method == http.MethodPut && !strings.Contains(r.URL.Path, ".batchpipe-probe") && slowed < 2
+			if slow {
+				slowed++
+			}
+			mu.Unlock()
+			if slow {
+				io.Copy(io.Discard, r.Body)
+				w.WriteHeader(503)
+				io.WriteString(w, "<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>")
+				return
+			}
+			proxy.ServeHTTP(w, r)
+		})}
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		go front.Serve(l)
+		defer front.Close()
+		r := run(t, strings.NewReader("a\nb\nc\n"), "-n", "1", "--backoff", "10ms",
+			"s3", "--endpoint", "http://"+l.Addr().String(), "--path-style", "s3://"+bkt+"/slow/{seq}")
+		if r.code != 0 || !strings.Contains(r.stderr, "2 retries") {
+			t.Fatalf("exit %d, want 0 after 2 retries: %s", r.code, r.stderr)
+		}
+		if keys := st.keys(bkt, "slow/"); len(keys) != 3 {
+			t.Errorf("objects %q, want 3", keys)
+		}
+	})
+
+	t.Run("missing bucket", func(t *testing.T) {
+		p := start(t, st.s3("s3://no-such-bucket/{seq}")...)
+		code := p.wait() // stdin still open: nothing was read
+		if code != 69 || !strings.Contains(p.stderr(), "s3://no-such-bucket not found") {
+			t.Errorf("exit %d, want 69 naming the bucket: %s", code, p.stderr())
+		}
+	})
+}
+
+func TestS3BadCredentials(t *testing.T) {
+	// With authentication on, moto knows no access key but those it made.
+	st := newS3Test(t, startS3Server(t, "INITIAL_NO_AUTH_ACTION_COUNT=0"))
+	p := start(t, st.s3("s3://some-bucket/{seq}")...)
+	code := p.wait()
+	if code != 2 || !strings.Contains(p.stderr(), "check the credentials") {
+		t.Errorf("exit %d, want 2 naming the credentials: %s", code, p.stderr())
+	}
+	for _, s := range []string{s3TestSecret, s3TestKeyID, s3TestSecret[:8]} {
+		if strings.Contains(p.stderr(), s) {
+			t.Errorf("stderr shows a credential: %s", p.stderr())
+		}
+	}
+}
+
+// decompress reads a whole gzip or zstd stream.
+func decompress(t *testing.T, algo string, data []byte) []byte {
+	t.Helper()
+	var r io.Reader
+	var err error
+	if algo == "gzip" {
+		r, err = gzip.NewReader(bytes.NewReader(data))
+	} else {
+		var d *zstd.Decoder
+		d, err = zstd.NewReader(bytes.NewReader(data))
+		if err == nil {
+			defer d.Close()
+		}
+		r = d
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := io.ReadAll(r)
+	if err != nil {
+		t.Fatalf("%s: %v", algo, err)
+	}
+	return b
+}
