@@ -39,10 +39,35 @@ const (
 	s3TestSecret = "s3-e2e-secret-Zq8vLw3nX"
 )
 
+// syncBuffer is a bytes.Buffer safe to write and read at once.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
+
 // startS3Server starts moto's S3 server (PyPI's moto[server], which .ci/run
 // installs) on a free port and returns its URL. env is added to its
 // environment. Missing, the test is skipped, or fails in CI.
 func startS3Server(t *testing.T, env ...string) string {
+	u, _ := startS3ServerLog(t, env...)
+	return u
+}
+
+// startS3ServerLog is startS3Server that also returns the server's log: a
+// line per request, with its status.
+func startS3ServerLog(t *testing.T, env ...string) (string, *syncBuffer) {
 	t.Helper()
 	path, err := exec.LookPath("moto_server")
 	if err != nil {
@@ -60,8 +85,8 @@ func startS3Server(t *testing.T, env ...string) string {
 	c := exec.Command(path, "-H", "127.0.0.1", "-p", port)
 	c.Env = append(os.Environ(), env...)
 	c.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	var log bytes.Buffer
-	c.Stdout, c.Stderr = &log, &log
+	log := &syncBuffer{}
+	c.Stdout, c.Stderr = log, log
 	if err := c.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -79,7 +104,7 @@ func startS3Server(t *testing.T, env ...string) string {
 	for {
 		if resp, err := http.Get(u + "/moto-api/"); err == nil {
 			resp.Body.Close()
-			return u
+			return u, log
 		}
 		select {
 		case <-tick.C:
@@ -419,4 +444,99 @@ func decompress(t *testing.T, algo string, data []byte) []byte {
 		t.Fatalf("%s: %v", algo, err)
 	}
 	return b
+}
+
+// putsByKey counts, from moto's log, the PUTs under /bucket/prefix that
+// succeeded (200), by key.
+func putsByKey(log, bucket, prefix string) map[string]int {
+	puts := map[string]int{}
+	for l := range strings.Lines(log) {
+		_, req, ok := strings.Cut(l, `"PUT /`+bucket+"/"+prefix)
+		if !ok {
+			continue
+		}
+		path, rest, _ := strings.Cut(req, " HTTP/1.1\" ")
+		if strings.HasPrefix(rest, "200 ") {
+			puts[prefix+path]++
+		}
+	}
+	return puts
+}
+
+// Killed with -9 at random moments of an --exactly-once drain from Kafka,
+// runs again and again write every record into exactly one object, and no
+// key twice: the batches are formed again the same, so are their keys, and
+// a batch found in place is not written again.
+func TestS3KafkaExactlyOnceKill9(t *testing.T) {
+	endpoint, log := startS3ServerLog(t)
+	st := newS3Test(t, endpoint)
+	bkt := st.bucket("archive")
+	k := newKafka(t, 4)
+	const perPart = 5000
+	newProducer(t, k.addr).produce(k.topic, parts4, perPart)
+	args := func(extra ...string) []string {
+		return append(append([]string{"--kafka-brokers", k.addr, "--topic", k.topic, "--group", k.group, "--exactly-once",
+			"-j", "4", "-t", "100ms", "--commit-interval", "20ms", "--kafka-session-timeout", "1s"}, extra...),
+			st.s3("--compress", "zstd", "s3://"+bkt+"/{topic}/{partition}/{first_offset}-{last_offset}.ndjson.zst")...)
+	}
+	objects := func() int { return len(st.keys(bkt, k.topic+"/")) }
+	for i := range 4 {
+		// Each run cuts other batches (-n), which the plan of the run
+		// before overrides where it had begun them.
+		p := start(t, args("-n", strconv.Itoa(97+61*i))...)
+		before := objects()
+		eventually(t, "a new object", func() bool { return objects() > before })
+		p.signal(syscall.SIGKILL)
+		p.wait()
+	}
+	r := run(t, nil, args("-n", "250", "--until-end")...)
+	if r.code != 0 {
+		t.Fatalf("final run: exit %d: %s", r.code, r.stderr)
+	}
+	for _, part := range parts4 {
+		prefix := fmt.Sprintf("%s/%d/", k.topic, part)
+		keys := st.keys(bkt, prefix)
+		type span struct {
+			first, last int64
+			key         string
+		}
+		var spans []span
+		for _, key := range keys {
+			name := strings.TrimSuffix(strings.TrimPrefix(key, prefix), ".ndjson.zst")
+			a, b, _ := strings.Cut(name, "-")
+			first, _ := strconv.ParseInt(a, 10, 64)
+			last, _ := strconv.ParseInt(b, 10, 64)
+			spans = append(spans, span{first, last, key})
+		}
+		slices.SortFunc(spans, func(a, b span) int { return int(a.first - b.first) })
+		next := int64(0)
+		for _, sp := range spans {
+			if sp.first != next {
+				t.Fatalf("partition %d: object %s starts at %d, want %d (a gap or an overlap)", part, sp.key, sp.first, next)
+			}
+			body, _ := st.get(bkt, sp.key)
+			recs := strings.Split(strings.TrimSuffix(string(decompress(t, "zstd", body)), "\n"), "\n")
+			for j, rec := range recs {
+				if want := value(part, int(sp.first)+j); rec != want {
+					t.Fatalf("partition %d: %s record %d is %.40q, want %.40q", part, sp.key, j, rec, want)
+				}
+			}
+			if int64(len(recs)) != sp.last-sp.first+1 {
+				t.Fatalf("partition %d: %s holds %d records, its name says %d", part, sp.key, len(recs), sp.last-sp.first+1)
+			}
+			next = sp.last + 1
+		}
+		if next != perPart {
+			t.Errorf("partition %d: objects end at offset %d, want %d", part, next, perPart)
+		}
+	}
+	puts := putsByKey(log.String(), bkt, k.topic+"/")
+	if len(puts) != len(st.keys(bkt, k.topic+"/")) {
+		t.Errorf("the server's log shows PUTs of %d keys, the bucket holds %d objects", len(puts), len(st.keys(bkt, k.topic+"/")))
+	}
+	for key, n := range puts {
+		if n != 1 {
+			t.Errorf("%s written %d times", key, n)
+		}
+	}
 }
