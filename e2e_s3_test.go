@@ -540,3 +540,125 @@ func TestS3KafkaExactlyOnceKill9(t *testing.T) {
 		}
 	}
 }
+
+// The README's s3 recipes, pasted twice against the test store: only the
+// store's endpoint is added, the Kafka brokers, topic and group are the
+// test's, and tail -F, which never ends, is cat.
+func TestS3READMERecipesTwice(t *testing.T) {
+	readme := readFile(t, "README.md")
+	endpoint, log := startS3ServerLog(t)
+	st := newS3Test(t, endpoint)
+	for _, b := range []string{"my-bucket", "logs", "archive", "events"} {
+		st.bucket(b)
+	}
+	dir := t.TempDir()
+	binDir := t.TempDir()
+	if err := os.Symlink(bin, filepath.Join(binDir, "batchpipe")); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PATH", binDir+":"+os.Getenv("PATH"))
+	app := testLines(25000)
+	if err := os.WriteFile(filepath.Join(dir, "app.log"), app, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var events bytes.Buffer
+	for i := range 3000 {
+		fmt.Fprintf(&events, `{"tenant":%q,"n":%d}`+"\n", []string{"acme", "a/../b", ""}[i%3], i)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "events.ndjson"), events.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	local := func(recipe string, more ...string) string {
+		if !strings.Contains(readme, recipe) {
+			t.Fatalf("not in the README: %s", recipe)
+		}
+		r := strings.NewReplacer(append([]string{"tail -F app.log", "cat app.log",
+			" s3 ", " s3 --endpoint " + endpoint + " --path-style "}, more...)...)
+		return "exec " + r.Replace(recipe)
+	}
+	sh := func(cmd string) *exec.Cmd {
+		c := exec.Command("sh", "-c", cmd)
+		c.Dir = dir
+		return c
+	}
+	// all reads back, in key order, every object under prefix.
+	all := func(bucket, prefix string, gz bool) (n int, data []byte) {
+		keys := st.keys(bucket, prefix)
+		for _, k := range keys {
+			b, _ := st.get(bucket, k)
+			if gz {
+				b = decompress(t, "gzip", b)
+			}
+			data = append(data, b...)
+		}
+		return len(keys), data
+	}
+
+	for _, rc := range []struct{ recipe, bucket, prefix string }{
+		{"tail -F app.log | batchpipe -n 10000 -t 1m --retries 5 --dead-letter unsent.log \\\n  s3 --compress gzip 's3://my-bucket/logs/{date}/{run}-{seq}.log.gz'", "my-bucket", "logs/"},
+		{"tail -F app.log | batchpipe -n 10000 -t 1m s3 --compress gzip 's3://logs/app/{date}/{hour}/{run}-{seq}.log.gz'", "logs", "app/"},
+	} {
+		for i := range 2 {
+			out, err := sh(local(rc.recipe)).CombinedOutput()
+			keepOutput(string(out))
+			if err != nil {
+				t.Fatalf("%s: %v: %s", rc.recipe, err, out)
+			}
+			n, data := all(rc.bucket, rc.prefix, true)
+			// Keys sort by {run}, then {seq} below 10: each run's bytes follow.
+			if n != 3*(i+1) || !bytes.Equal(data, bytes.Repeat(app, i+1)) {
+				t.Errorf("%s: run %d: %d objects, %d bytes; want %d objects of the log's bytes", rc.recipe, i+1, n, len(data), 3*(i+1))
+			}
+		}
+	}
+
+	keyed := "batchpipe --partition-by '{json:tenant}' -n 5000 -t 1m \\\n  s3 's3://events/{key}/{date}/{run}-{seq}.ndjson' < events.ndjson"
+	for i := range 2 {
+		out, err := sh(local(keyed)).CombinedOutput()
+		keepOutput(string(out))
+		if err != nil {
+			t.Fatalf("%s: %v: %s", keyed, err, out)
+		}
+		for tenant, prefix := range map[string]string{"acme": "acme/", "a/../b": "a%2F..%2Fb/", "": "%/"} {
+			n, data := all("events", prefix, false)
+			if got := bytes.Count(data, []byte(`"tenant":`+strconv.Quote(tenant))); n != i+1 || got != 1000*(i+1) {
+				t.Errorf("tenant %q: run %d: %d objects under %s with %d of its events, want %d and %d", tenant, i+1, n, prefix, got, i+1, 1000*(i+1))
+			}
+		}
+	}
+
+	k := newKafka(t, 4)
+	pr := newProducer(t, k.addr)
+	archive := "batchpipe --kafka-brokers localhost:9092 --topic orders --group archive --exactly-once \\\n  s3 --compress zstd 's3://archive/{topic}/{partition}/{first_offset}-{last_offset}.ndjson.zst'"
+	for i := range 2 {
+		pr.produce(k.topic, parts4, 1500)
+		p := startCmd(t, sh(local(archive, "localhost:9092", k.addr, "--topic orders", "--topic "+k.topic, "--group archive", "--group "+k.group)))
+		records := func() int {
+			n := 0
+			for _, key := range st.keys("archive", k.topic+"/") {
+				b, _ := st.get("archive", key)
+				d, err := zstd.NewReader(bytes.NewReader(b))
+				if err != nil {
+					t.Fatal(err)
+				}
+				data, err := io.ReadAll(d)
+				d.Close()
+				if err != nil {
+					t.Fatal(err)
+				}
+				n += bytes.Count(data, []byte("\n"))
+			}
+			return n
+		}
+		eventually(t, "every record archived", func() bool { return records() == 4*1500*(i+1) })
+		p.signal(syscall.SIGTERM)
+		if code := p.wait(); code != 143 {
+			t.Fatalf("%s: exit %d after SIGTERM, want 143: %s", archive, code, p.stderr())
+		}
+	}
+	for key, n := range putsByKey(log.String(), "archive", k.topic+"/") {
+		if n != 1 {
+			t.Errorf("%s written %d times", key, n)
+		}
+	}
+}

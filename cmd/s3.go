@@ -19,7 +19,7 @@ const s3Examples = `  # a log to S3, one gzip object a minute (or every 10000 li
     s3 --compress zstd 's3://archive/{topic}/{partition}/{first_offset}-{last_offset}.ndjson.zst'
 
   # one object per key, to an S3-compatible store (MinIO, Ceph, R2)
-  batchpipe --partition-by '{json:.tenant}' s3 --endpoint http://localhost:9000 --path-style \
+  batchpipe --partition-by '{json:tenant}' s3 --endpoint http://localhost:9000 --path-style \
     's3://events/{key}/{run}-{seq}.ndjson' < events.ndjson`
 
 const s3Help = `Upload each batch as one object to an S3 bucket or an S3-compatible store,
