@@ -662,3 +662,21 @@ func TestS3READMERecipesTwice(t *testing.T) {
 		}
 	}
 }
+
+func TestS3Usage(t *testing.T) {
+	kafka := []string{"--kafka-brokers", "127.0.0.1:1", "--topic", "t", "--group", "g", "--exactly-once"}
+	checkUsage(t, []usageCase{
+		{[]string{"s3"}, "give one s3://BUCKET/KEY-TEMPLATE"},
+		{[]string{"s3", "bucket/key"}, "is not s3://BUCKET/KEY-TEMPLATE"},
+		{[]string{"s3", "s3://bucket/"}, "names no object"},
+		{[]string{"s3", "s3://bucket/{run}.log"}, "put {seq} in it"},
+		{[]string{"s3", "s3://bucket/{nope}"}, "unknown placeholder {nope}"},
+		{[]string{"s3", "s3://bucket/{partition}/{seq}"}, "{topic} and {partition} are those of Kafka records"},
+		{append(kafka, "s3", "s3://bucket/{run}-{batch_id}"), "{run} differs when a batch is formed again"},
+		{append(kafka, "s3", "s3://bucket/{seq}"), "name batches by {batch_id}"},
+		{[]string{"s3", "--compress", "lz4", "s3://bucket/{seq}"}, "takes gzip, zstd or none"},
+		{[]string{"s3", "--part-size", "1M", "s3://bucket/{seq}"}, "--part-size must be at least 5MiB"},
+		{[]string{"s3", "--if-exists", "maybe", "s3://bucket/{seq}"}, "--if-exists takes fail, skip-same or overwrite"},
+		{[]string{"http", "--gzip", "--compress", "zstd", "http://localhost/"}, "--gzip is --compress gzip"},
+	})
+}
