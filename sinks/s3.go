@@ -17,11 +17,13 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
 	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 	"github.com/aws/smithy-go"
+	"github.com/aws/smithy-go/middleware"
 	"github.com/batchpipe/batchpipe/batcher"
 )
 
@@ -517,7 +519,7 @@ func (s *S3) put(ctx context.Context, key string, body []byte, sum [32]byte) (in
 		ChecksumSHA256:  aws.String(base64.StdEncoding.EncodeToString(sum[:])),
 		Metadata:        s.meta(sum),
 		IfNoneMatch:     s.ifNoneMatch(),
-	})
+	}, payloadHash(sum))
 	return s.failed(ctx, rctx, "put", key, err)
 }
 
@@ -568,7 +570,7 @@ func (s *S3) multipart(ctx context.Context, key string, body []byte, sum [32]byt
 			Body:           bytes.NewReader(part),
 			ContentLength:  aws.Int64(int64(len(part))),
 			ChecksumSHA256: aws.String(psum64),
-		})
+		}, payloadHash(psum))
 		status, err = s.failed(ctx, rctx, fmt.Sprintf("upload part %d", n), key, err)
 		cancel()
 		if err != nil {
@@ -586,6 +588,20 @@ func (s *S3) multipart(ctx context.Context, key string, body []byte, sum [32]byt
 		IfNoneMatch:     s.ifNoneMatch(),
 	})
 	return s.failed(ctx, rctx, "complete multipart upload", key, err)
+}
+
+// payloadHash hands the signer the body's SHA-256, known already: over
+// http:// it would otherwise read the body once more to compute it.
+func payloadHash(sum [32]byte) func(*s3.Options) {
+	hash := hex.EncodeToString(sum[:])
+	return func(o *s3.Options) {
+		o.APIOptions = append(o.APIOptions, func(st *middleware.Stack) error {
+			return st.Finalize.Add(middleware.FinalizeMiddlewareFunc("batchpipePayloadHash",
+				func(ctx context.Context, in middleware.FinalizeInput, next middleware.FinalizeHandler) (middleware.FinalizeOutput, middleware.Metadata, error) {
+					return next.HandleFinalize(v4.SetPayloadHash(ctx, hash), in)
+				}), middleware.Before)
+		})
+	}
 }
 
 // existing looks at the object at key: with the batch's checksum it is the
