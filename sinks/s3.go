@@ -506,6 +506,9 @@ func (s *S3) encoding() *string {
 }
 
 // put is one PutObject. The store checks the body against its SHA-256.
+// The body is the batch's memory: the SDK wraps it in a closer that it
+// closes before returning, and no read happens after, so the memory may
+// be reused once put returns, even after an early answer.
 func (s *S3) put(ctx context.Context, key string, body []byte, sum [32]byte) (int, error) {
 	rctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
