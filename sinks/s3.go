@@ -103,11 +103,15 @@ type S3 struct {
 
 	foundInPlace atomic.Int64
 	bufs         sync.Pool // *[]byte
+	// times holds the time of each unsettled batch's first attempt: a
+	// retry goes to the same key even past midnight.
+	times sync.Map // int64 → time.Time
 }
 
 var (
-	_ batcher.Sink   = (*S3)(nil)
-	_ batcher.Closer = (*S3)(nil)
+	_ batcher.Sink    = (*S3)(nil)
+	_ batcher.Closer  = (*S3)(nil)
+	_ batcher.Settler = (*S3)(nil)
 )
 
 // An UnavailableError is something a sink needs that is not there at
@@ -411,15 +415,19 @@ func (s *S3) reason(err error) string {
 // {key}) are escaped as file names are (see pathEscape): one path segment
 // each, never "." or "..", and two values never give one key.
 func (s *S3) Key(b *batcher.Batch) string {
-	now := s.now()
-	if s.exactly {
+	var now time.Time
+	if m := b.Meta(0); s.exactly && m != nil && !m.Timestamp.IsZero() {
 		// The first record's time: the same when the batch is formed again.
-		if m := b.Meta(0); m != nil && !m.Timestamp.IsZero() {
-			now = m.Timestamp
-		}
+		now = m.Timestamp
+	} else {
+		t, _ := s.times.LoadOrStore(b.Seq, s.now())
+		now = t.(time.Time)
 	}
 	return string(s.tmpl.Render(nil, BatchValues(b, now), pathEscape))
 }
+
+// Settled forgets the time of a batch no longer attempted.
+func (s *S3) Settled(seq int64) { s.times.Delete(seq) }
 
 // FoundInPlace counts batches whose object was there already, with their
 // bytes: delivered by an earlier attempt or run.

@@ -337,3 +337,19 @@ func TestS3KeyTimeFromFirstRecordWithExactlyOnce(t *testing.T) {
 		}
 	}
 }
+
+func TestS3RetryKeepsTheKeyPastMidnight(t *testing.T) {
+	now := time.Date(2025, 3, 4, 23, 59, 59, 0, time.UTC)
+	s := &S3{now: func() time.Time { return now }}
+	s.tmpl, _ = ParseTemplate("{date}/{seq}", true)
+	b := batchOf(t, '\n', lines("a")...)
+	first := s.Key(b)
+	now = now.Add(2 * time.Second)
+	if again := s.Key(b); again != first {
+		t.Errorf("retry key %q, first attempt's %q", again, first)
+	}
+	s.Settled(b.Seq)
+	if later := s.Key(b); later == first {
+		t.Errorf("key %q kept after the batch settled", later)
+	}
+}
