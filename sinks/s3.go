@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -243,7 +244,9 @@ func NewS3(ctx context.Context, cfg S3Config) (*S3, error) {
 		return nil, fmt.Errorf("s3 sink: no credentials found (%s): set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or give --profile, or run where a role is given", firstLine(err.Error()))
 	}
 	for _, s := range []string{creds.AccessKeyID, creds.SecretAccessKey, creds.SessionToken} {
+		// As sent, and as a store might quote them: URL-escaped, base64.
 		red.add(s)
+		red.add(url.QueryEscape(s))
 		red.add(base64.StdEncoding.EncodeToString([]byte(s)))
 	}
 	client := s3.NewFromConfig(awsCfg, func(o *s3.Options) {
