@@ -493,8 +493,25 @@ func TestS3KafkaExactlyOnceKill9(t *testing.T) {
 	if r.code != 0 {
 		t.Fatalf("final run: exit %d: %s", r.code, r.stderr)
 	}
+	checkArchive(t, st, bkt, k.topic, perPart)
+	puts := putsByKey(log.String(), bkt, k.topic+"/")
+	if len(puts) != len(st.keys(bkt, k.topic+"/")) {
+		t.Errorf("the server's log shows PUTs of %d keys, the bucket holds %d objects", len(puts), len(st.keys(bkt, k.topic+"/")))
+	}
+	for key, n := range puts {
+		if n != 1 {
+			t.Errorf("%s written %d times", key, n)
+		}
+	}
+}
+
+// checkArchive checks that each partition's objects under TOPIC/PARTITION/
+// follow one another from offset 0 to perPart without gap or overlap, and
+// hold exactly its records, in order.
+func checkArchive(t *testing.T, st *s3Test, bkt, topic string, perPart int64) {
+	t.Helper()
 	for _, part := range parts4 {
-		prefix := fmt.Sprintf("%s/%d/", k.topic, part)
+		prefix := fmt.Sprintf("%s/%d/", topic, part)
 		keys := st.keys(bkt, prefix)
 		type span struct {
 			first, last int64
@@ -528,15 +545,6 @@ func TestS3KafkaExactlyOnceKill9(t *testing.T) {
 		}
 		if next != perPart {
 			t.Errorf("partition %d: objects end at offset %d, want %d", part, next, perPart)
-		}
-	}
-	puts := putsByKey(log.String(), bkt, k.topic+"/")
-	if len(puts) != len(st.keys(bkt, k.topic+"/")) {
-		t.Errorf("the server's log shows PUTs of %d keys, the bucket holds %d objects", len(puts), len(st.keys(bkt, k.topic+"/")))
-	}
-	for key, n := range puts {
-		if n != 1 {
-			t.Errorf("%s written %d times", key, n)
 		}
 	}
 }
@@ -679,4 +687,71 @@ func TestS3Usage(t *testing.T) {
 		{[]string{"s3", "--if-exists", "maybe", "s3://bucket/{seq}"}, "--if-exists takes fail, skip-same or overwrite"},
 		{[]string{"http", "--gzip", "--compress", "zstd", "http://localhost/"}, "--gzip is --compress gzip"},
 	})
+}
+
+// Two members archive a topic; one is stopped (SIGSTOP) past its session
+// timeout, its partitions go to the other, and then it is continued, a
+// zombie with uploads in flight. Its late writes meet the create-only
+// condition: still no key is written twice, and the archive is exact.
+func TestS3KafkaExactlyOnceStoppedMember(t *testing.T) {
+	endpoint, log := startS3ServerLog(t)
+	st := newS3Test(t, endpoint)
+	bkt := st.bucket("zombie")
+	k := newKafka(t, 4)
+	const perPart = 20000
+	newProducer(t, k.addr).produce(k.topic, parts4, perPart)
+	args := func(n string) []string {
+		return append([]string{"-v", "--kafka-brokers", k.addr, "--topic", k.topic, "--group", k.group, "--exactly-once",
+			"-n", n, "-j", "4", "--commit-interval", "20ms", "--kafka-session-timeout", "1s"},
+			st.s3("--compress", "zstd", "s3://"+bkt+"/{topic}/{partition}/{first_offset}-{last_offset}.ndjson.zst")...)
+	}
+	p1 := start(t, args("100")...)
+	p1.waitFor("kafka: assigned")
+	p2 := start(t, args("333")...)
+	p1.waitForLines("a share of two partitions", func(l []string) bool { return assignedCount(l) == 2 })
+	p2.waitForLines("a share of two partitions", func(l []string) bool { return assignedCount(l) == 2 })
+	p1.waitForLines("p1 delivering its two partitions", func(lines []string) bool {
+		n := 0
+		for _, l := range slices.Backward(lines) {
+			if strings.Contains(l, "kafka: assigned") {
+				break
+			}
+			if strings.Contains(l, "outcome=delivered") {
+				n++
+			}
+		}
+		return n >= 3
+	})
+	p1.signal(syscall.SIGSTOP)
+	p2.waitForLines("all four partitions", func(l []string) bool { return assignedCount(l) == 4 })
+	p1.signal(syscall.SIGCONT)
+	// Back, p1 rejoins and may be given partitions again: the two
+	// finish the topic between them.
+	eventually(t, "every partition archived to its end", func() bool {
+		for _, part := range parts4 {
+			if !slices.ContainsFunc(st.keys(bkt, fmt.Sprintf("%s/%d/", k.topic, part)), func(key string) bool {
+				return strings.HasSuffix(key, fmt.Sprintf("-%d.ndjson.zst", perPart-1))
+			}) {
+				return false
+			}
+		}
+		return true
+	})
+	p1.signal(syscall.SIGTERM)
+	p2.signal(syscall.SIGTERM)
+	for _, p := range []*proc{p1, p2} {
+		if code := p.wait(); code != 143 {
+			t.Fatalf("exit %d, want 143:\n%s", code, p.stderr())
+		}
+	}
+	checkArchive(t, st, bkt, k.topic, perPart)
+	puts := putsByKey(log.String(), bkt, k.topic+"/")
+	for key, n := range puts {
+		if n != 1 {
+			t.Errorf("%s written %d times", key, n)
+		}
+	}
+	if len(puts) != len(st.keys(bkt, k.topic+"/")) {
+		t.Errorf("the server's log shows PUTs of %d keys, the bucket holds %d objects", len(puts), len(st.keys(bkt, k.topic+"/")))
+	}
 }
