@@ -182,12 +182,14 @@ func NewHTTP(cfg HTTPConfig) (*HTTP, error) {
 	case header.Get("Content-Type") == "":
 		header.Set("Content-Type", cfg.Format.ContentType())
 	}
+	flag := "--compress"
 	if cfg.Gzip && !cfg.Compress.On() {
 		cfg.Compress, _ = ParseCompression("gzip")
+		flag = "--gzip"
 	}
 	if cfg.Compress.On() {
 		if header.Get("Content-Encoding") != "" {
-			return nil, errors.New("http sink: --compress and --gzip set Content-Encoding: give no such header")
+			return nil, fmt.Errorf("http sink: %s sets Content-Encoding: give no such header", flag)
 		}
 		header.Set("Content-Encoding", cfg.Compress.Encoding())
 	}
