@@ -142,16 +142,15 @@ type s3Test struct {
 
 func newS3Test(t *testing.T, endpoint string) *s3Test {
 	s3Setenv(t)
+	tr := http.DefaultTransport.(*http.Transport).Clone()
 	c := s3.New(s3.Options{
 		Region:       "us-east-1",
 		BaseEndpoint: aws.String(endpoint),
 		UsePathStyle: true,
 		Credentials:  credentials.NewStaticCredentialsProvider(s3TestKeyID, s3TestSecret, ""),
-		HTTPClient:   awshttp.NewBuildableClient(),
+		HTTPClient:   &http.Client{Transport: tr},
 	})
-	t.Cleanup(func() {
-		c.Options().HTTPClient.(*awshttp.BuildableClient).GetTransport().CloseIdleConnections()
-	})
+	t.Cleanup(tr.CloseIdleConnections)
 	return &s3Test{t: t, endpoint: endpoint, c: c}
 }
 

@@ -2,6 +2,7 @@ package sinks
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/base64"
@@ -171,8 +172,8 @@ func CheckS3Template(tmpl string, exactlyOnce bool) error {
 // out whether the store honours create-only writes. All this happens
 // before anything is read.
 func NewS3(ctx context.Context, cfg S3Config) (*S3, error) {
-	cfg.IfExists = cmpOr(cfg.IfExists, IfExistsSkipSame)
-	cfg.Conditional = cmpOr(cfg.Conditional, ConditionalAuto)
+	cfg.IfExists = cmp.Or(cfg.IfExists, IfExistsSkipSame)
+	cfg.Conditional = cmp.Or(cfg.Conditional, ConditionalAuto)
 	if cfg.PartSize == 0 {
 		cfg.PartSize = 16 << 20
 	}
@@ -204,9 +205,14 @@ func NewS3(ctx context.Context, cfg S3Config) (*S3, error) {
 	if err != nil {
 		return nil, errors.New(strings.Replace(err.Error(), "http sink:", "s3 sink:", 1))
 	}
+	// The SDK's buildable client: the config loader adds AWS_CA_BUNDLE's
+	// CAs to it, which it cannot do to a plain http.Client.
 	httpClient := awshttp.NewBuildableClient().WithTransportOptions(func(tr *http.Transport) {
-		tr.TLSClientConfig = tlsConf
+		if tlsConf != nil {
+			tr.TLSClientConfig = tlsConf
+		}
 		tr.DialContext = (&net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}).DialContext
+		// One idle connection kept per worker, as the http sink does.
 		tr.MaxIdleConns = cfg.Parallel + 4
 		tr.MaxIdleConnsPerHost = cfg.Parallel + 4
 		tr.WriteBufferSize = 256 << 10
@@ -263,7 +269,7 @@ func NewS3(ctx context.Context, cfg S3Config) (*S3, error) {
 		byOffsets: !t.Has("seq"),
 		format:    cfg.Format,
 		compress:  cfg.Compress,
-		ctype:     cmpOr(cfg.ContentType, cfg.Format.ContentType()),
+		ctype:     cmp.Or(cfg.ContentType, cfg.Format.ContentType()),
 		ifExists:  cfg.IfExists,
 		headFirst: cfg.Conditional == ConditionalOff,
 		partSize:  cfg.PartSize,
@@ -282,13 +288,6 @@ func NewS3(ctx context.Context, cfg S3Config) (*S3, error) {
 		}
 	}
 	return s, nil
-}
-
-func cmpOr(a, b string) string {
-	if a != "" {
-		return a
-	}
-	return b
 }
 
 func firstLine(s string) string {
@@ -313,7 +312,7 @@ func (s *S3) headBucket(ctx context.Context) error {
 	case status == 301 || code == "PermanentRedirect":
 		return fmt.Errorf("s3 sink: bucket %s is in another region: give its --region", where)
 	case status == 400 && (code == "AuthorizationHeaderMalformed" || code == "BadRequest" || code == ""):
-		return fmt.Errorf("s3 sink: bucket %s: the store refused the request (%s): check --region and --endpoint", where, cmpOr(msg, "400 Bad Request"))
+		return fmt.Errorf("s3 sink: bucket %s: the store refused the request (%s): check --region and --endpoint", where, cmp.Or(msg, "400 Bad Request"))
 	case status == 403 || status == 401:
 		return fmt.Errorf("s3 sink: bucket %s: access denied (%s): check the credentials (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or --profile) and that they may use the bucket", where, s.red.redact(s.reason(err)))
 	case status == 0 || status >= 500:
@@ -674,7 +673,6 @@ func (s *S3) failed(ctx, rctx context.Context, op, key string, err error) (int, 
 	return status, batcher.Permanent(err)
 }
 
-// Close closes the connections kept alive.
-func (s *S3) Close() error {
-	return nil
-}
+// Close does nothing: the SDK's client keeps its connections to itself,
+// and they end with the process.
+func (s *S3) Close() error { return nil }
