@@ -134,7 +134,7 @@ func usagef(format string, a ...any) error {
 func refused(err error) error { return &usageError{err: err} }
 
 const rootHelp = `batchpipe groups a stream of records into batches and delivers each batch
-to a sink: a file, a command, an HTTP endpoint or a Kafka topic. A batch is flushed when it
+to a sink: a file, a command, an HTTP endpoint, a Kafka topic or an S3 bucket. A batch is flushed when it
 holds --max-records records, when the next record would take it past
 --max-bytes, when its oldest record has waited --linger, at end of input, on
 SIGTERM/SIGINT (after which everything read is delivered) and on SIGUSR1
