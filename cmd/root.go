@@ -71,6 +71,8 @@ type options struct {
 	kafka   kafkaOptions
 	// kafkaLag is the lag by topic while reading Kafka, for the stats file.
 	kafkaLag func() map[string]int64
+	// foundInPlace counts the s3 sink's batches found stored already.
+	foundInPlace func() int64
 
 	maxRecords      int
 	maxBytes        byteSize
@@ -132,7 +134,7 @@ func usagef(format string, a ...any) error {
 func refused(err error) error { return &usageError{err: err} }
 
 const rootHelp = `batchpipe groups a stream of records into batches and delivers each batch
-to a sink: a file, a command, an HTTP endpoint or a Kafka topic. A batch is flushed when it
+to a sink: a file, a command, an HTTP endpoint, a Kafka topic or an S3 bucket. A batch is flushed when it
 holds --max-records records, when the next record would take it past
 --max-bytes, when its oldest record has waited --linger, at end of input, on
 SIGTERM, SIGINT, SIGHUP or SIGQUIT (after which everything read is
@@ -246,9 +248,9 @@ func newRoot(o *options) *cobra.Command {
 			if s := c.SuggestionsFor(args[0]); len(s) > 0 {
 				return usagef("unknown sink %q (did you mean %s?)", args[0], s[0])
 			}
-			return usagef("unknown sink %q (sinks: file, exec, http, kafka)", args[0])
+			return usagef("unknown sink %q (sinks: file, exec, http, kafka, s3)", args[0])
 		}
-		return usagef("no sink given (sinks: file, exec, http, kafka)")
+		return usagef("no sink given (sinks: file, exec, http, kafka, s3)")
 	}
 
 	f := root.PersistentFlags()
@@ -287,6 +289,7 @@ func newRoot(o *options) *cobra.Command {
 	root.AddCommand(newHTTPCmd(o))
 	root.AddCommand(newExecCmd(o))
 	root.AddCommand(newKafkaCmd(o))
+	root.AddCommand(newS3Cmd(o))
 	return root
 }
 

@@ -470,6 +470,11 @@ func (o *options) run(openSink func() (batcher.Sink, error)) error {
 	}
 	close(done)
 	signals.Wait()
+	if o.foundInPlace != nil {
+		if n := o.foundInPlace(); n > 0 {
+			extra = append(extra, count(n, "batch", "batches")+" found in place, stored before with the same bytes (counted as delivered)")
+		}
+	}
 
 	var startErr *sources.StartError
 	if errors.As(runErr, &startErr) {
@@ -646,6 +651,9 @@ func (o *options) writeStats(w io.Writer, st batcher.Stats, status *int, runErr 
 	r := monitor.NewReport(o.sink, st)
 	if o.kafkaLag != nil {
 		r.Lag = o.kafkaLag()
+	}
+	if o.foundInPlace != nil {
+		r.BatchesFoundInPlace = o.foundInPlace()
 	}
 	r.Running = status == nil
 	r.ExitStatus = status

@@ -32,6 +32,11 @@ type File struct {
 
 	mu  sync.Mutex // one batch at a time, so batches never interleave
 	buf []byte     // body of the batch being written, for formats that build one
+
+	// compress makes each batch one gzip member or zstd frame: the file
+	// stays one valid stream, for zcat and zstdcat.
+	compress Compression
+	zbuf     []byte
 }
 
 // FileOptions are the file sink's settings; the zero value appends records
@@ -40,6 +45,8 @@ type FileOptions struct {
 	Fsync          bool   // fsync after each batch, before it counts as delivered
 	Format         Format // body format; default Lines
 	FollowSymlinks bool   // write through a symbolic link at the path
+
+	Compress Compression // gzip or zstd, a member or frame per batch
 }
 
 var (
@@ -64,13 +71,19 @@ func OpenFile(path string, opt FileOptions) (*File, error) {
 	if err != nil {
 		return nil, fmt.Errorf("file sink: %w", err)
 	}
-	return &File{path: path, f: f, fsync: opt.Fsync, body: opt.Format, order: newBatchOrder(1)}, nil
+	return &File{path: path, f: f, fsync: opt.Fsync, body: opt.Format, compress: opt.Compress, order: newBatchOrder(1)}, nil
 }
 
 // NewWriter returns a sink that writes batches to w (stdout), named name in
 // errors.
 func NewWriter(w io.Writer, name string, f Format) *File {
 	return &File{path: name, w: w, body: f, order: newBatchOrder(1)}
+}
+
+// Compressed makes s compress each batch (see FileOptions.Compress).
+func (s *File) Compressed(c Compression) *File {
+	s.compress = c
+	return s
 }
 
 // Deliver writes the batch with a single write, in its turn. If that fails
@@ -83,6 +96,13 @@ func (s *File) Deliver(ctx context.Context, b *batcher.Batch) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	body, rej := s.body.Body(&s.buf, b)
+	if s.compress.On() && len(body) > 0 {
+		var err error
+		if s.zbuf, err = s.compress.Append(s.zbuf[:0], body); err != nil {
+			return batcher.Permanent(fmt.Errorf("file sink: %s: %w", s.path, err))
+		}
+		body = s.zbuf
+	}
 	if err := s.write(body); err != nil {
 		return err
 	}
@@ -175,6 +195,8 @@ type PerBatch struct {
 	// FollowSymlinks lets a symbolic link below the fixed directory (at
 	// out/<key>, or at a file's name) take the batch where it points.
 	FollowSymlinks bool
+
+	Compress Compression // gzip or zstd: each file compressed
 }
 
 var _ batcher.Sink = (*PerBatch)(nil)
@@ -246,6 +268,12 @@ func (s *PerBatch) Deliver(ctx context.Context, b *batcher.Batch) error {
 	}
 	if _, ok := b.Span(); s.byOffsets && !ok {
 		return batcher.Permanent(fmt.Errorf("file sink: per-batch template %q names batches by their offsets, and batch %d holds records of several partitions, or none from Kafka: add {seq}, or use --exactly-once", s.src, b.Seq))
+	}
+	if s.Compress.On() {
+		var err error
+		if body, err = s.Compress.Append(nil, body); err != nil {
+			return batcher.Permanent(fmt.Errorf("file sink: batch %d: %w", b.Seq, err))
+		}
 	}
 	dir, rel := s.names(b)
 	if err := s.write(dir, rel, body); err != nil {
