@@ -13,7 +13,6 @@ import (
 	"runtime/debug"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 	"unsafe"
@@ -378,73 +377,22 @@ func (o *options) run(openSink func() (batcher.Sink, error)) error {
 	}
 	p.Config = cfg
 
-	stop := make(chan struct{})
-	flush := make(chan struct{}, 1)
-	p.Stop, p.Flush = stop, flush
-	// ctx ends at the second signal; drain also ends once --shutdown-timeout
-	// has passed since the first. Both bound the final Kafka commit too.
-	ctx, abandon := context.WithCancelCause(context.Background())
-	defer abandon(nil)
-	drain, drainOver := context.WithCancelCause(ctx)
-	defer drainOver(nil)
+	sd := newShutdown(o.signals, o.shutdownTimeout)
+	defer sd.release()
+	sd.stacks = func() { o.dumpStacks(errw) }
+	sd.stats = func() {
+		o.writeStats(errw, p.Stats(), nil, nil)
+		cfg.Logger.Debug("stats file written", "path", o.statsFile)
+	}
+	sd.announce = func(s os.Signal, committing bool) { o.announceStop(errw, s, committing) }
+	p.Stop, p.Flush = sd.stop, sd.flush
+	ctx, drain := sd.ctx, sd.drain
 	if src, ok := p.Source.(*sources.Stream); ok {
 		// A record the first signal cuts in half is read to its end
 		// while the drain lasts.
-		src.Stopped, src.Drain = stop, drain
+		src.Stopped, src.Drain = sd.stop, drain
 	}
-	var finishing atomic.Bool          // the pipeline is over: Kafka commits and closes
-	stopped := make(chan os.Signal, 1) // the signal that stopped the run
-	done := make(chan struct{})
-	var signals sync.WaitGroup
-	signals.Go(func() {
-		var first os.Signal
-		var deadline *time.Timer
-		defer func() {
-			if deadline != nil {
-				deadline.Stop()
-			}
-		}()
-		for {
-			select {
-			case s := <-o.signals:
-				if s == syscall.SIGQUIT {
-					o.dumpStacks(errw)
-				}
-				switch {
-				case s == syscall.SIGUSR1:
-					select {
-					case flush <- struct{}{}:
-					default: // a flush is already pending
-					}
-				case s == syscall.SIGUSR2:
-					o.writeStats(errw, p.Stats(), nil, nil)
-					cfg.Logger.Debug("stats file written", "path", o.statsFile)
-				case first == nil:
-					first = s
-					stopped <- s
-					close(stop)
-					if o.shutdownTimeout > 0 {
-						deadline = time.AfterFunc(o.shutdownTimeout, func() {
-							drainOver(fmt.Errorf("%w (--shutdown-timeout %v)", batcher.ErrShutdownTimeout, o.shutdownTimeout))
-						})
-					}
-					what := "delivering what was read"
-					if finishing.Load() {
-						what = "committing the offsets of what was delivered"
-					}
-					if o.logFormat == "json" {
-						jsonLogger(errw).Warn(fmt.Sprintf("%v: %s (%v again to abandon it)", s, what, s), "signal", s.String())
-					} else {
-						fmt.Fprintf(errw, "batchpipe: %v: %s (%v again to abandon it)\n", s, what, s)
-					}
-				default:
-					abandon(fmt.Errorf("second signal (%v)", s))
-				}
-			case <-done:
-				return
-			}
-		}
-	})
+	sd.start()
 
 	var drawing sync.WaitGroup
 	pctx, stopDrawing := context.WithCancel(ctx)
@@ -459,7 +407,7 @@ func (o *options) run(openSink func() (batcher.Sink, error)) error {
 	if kr != nil {
 		// Offsets are committed only now, once deliveries are over; signals
 		// still count meanwhile.
-		finishing.Store(true)
+		sd.finish()
 		if err := o.finishKafka(drain, kr); err != nil {
 			runErr = errors.Join(runErr, err)
 		}
@@ -468,8 +416,7 @@ func (o *options) run(openSink func() (batcher.Sink, error)) error {
 		}
 		kr = nil
 	}
-	close(done)
-	signals.Wait()
+	sig := sd.close()
 	if o.foundInPlace != nil {
 		if n := o.foundInPlace(); n > 0 {
 			extra = append(extra, count(n, "batch", "batches")+" found in place, stored before with the same bytes (counted as delivered)")
@@ -482,12 +429,21 @@ func (o *options) run(openSink func() (batcher.Sink, error)) error {
 		// permission to fix, exit 2.
 		return refused(startErr)
 	}
-	var sig os.Signal
-	select {
-	case sig = <-stopped:
-	default:
-	}
 	return o.report(st, runErr, sig, extra...)
+}
+
+// announceStop says what the first stopping signal does, and how to
+// abandon it.
+func (o *options) announceStop(w io.Writer, s os.Signal, committing bool) {
+	what := "delivering what was read"
+	if committing {
+		what = "committing the offsets of what was delivered"
+	}
+	if o.logFormat == "json" {
+		jsonLogger(w).Warn(fmt.Sprintf("%v: %s (%v again to abandon it)", s, what, s), "signal", s.String())
+		return
+	}
+	fmt.Fprintf(w, "batchpipe: %v: %s (%v again to abandon it)\n", s, what, s)
 }
 
 // stoppedAtStart is a stopping signal that came while an output or Kafka
