@@ -51,18 +51,6 @@ func versionOf(set string, info *debug.BuildInfo) string {
 	return "dev (" + rev[:min(len(rev), 12)] + modified + ")"
 }
 
-// Streams are the process's standard streams, passed in so tests can
-// replace them.
-type Streams struct {
-	In  io.Reader
-	Out io.Writer
-	Err io.Writer
-
-	// ErrIsTerminal says a person is watching stderr: progress and colour
-	// are for them only.
-	ErrIsTerminal bool
-}
-
 // options are the flags every subcommand shares.
 type options struct {
 	streams Streams

@@ -1,9 +1,12 @@
 package cmd
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"os"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -122,4 +125,71 @@ func (s *shutdown) close() os.Signal {
 func (s *shutdown) release() {
 	s.drainOver(nil)
 	s.abandon(nil)
+}
+
+// announceStop says what the first stopping signal does, and how to
+// abandon it.
+func (o *options) announceStop(w io.Writer, s os.Signal, committing bool) {
+	what := "delivering what was read"
+	if committing {
+		what = "committing the offsets of what was delivered"
+	}
+	if o.logFormat == "json" {
+		jsonLogger(w).Warn(fmt.Sprintf("%v: %s (%v again to abandon it)", s, what, s), "signal", s.String())
+		return
+	}
+	fmt.Fprintf(w, "batchpipe: %v: %s (%v again to abandon it)\n", s, what, s)
+}
+
+// stoppedAtStart is a stopping signal that came while an output or Kafka
+// was being opened.
+type stoppedAtStart struct{ sig os.Signal }
+
+func (s stoppedAtStart) Error() string { return "stopped by " + s.sig.String() }
+
+// whileOpening runs open, which may wait (a FIFO waits for a reader, a
+// broker may not answer), while SIGINT, SIGTERM, SIGHUP and SIGQUIT still
+// work: each ends the wait with stoppedAtStart, leaving open to finish with
+// the process. Nothing has been read yet: there is nothing to flush or
+// report on SIGUSR1/SIGUSR2.
+func (o *options) whileOpening(open func() error) error {
+	done := make(chan error, 1)
+	go func() { done <- open() }()
+	for {
+		select {
+		case err := <-done:
+			return err
+		case s := <-o.signals:
+			switch s {
+			case syscall.SIGQUIT:
+				o.dumpStacks(diagWriter{o})
+				return stoppedAtStart{s}
+			case syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP:
+				return stoppedAtStart{s}
+			}
+		}
+	}
+}
+
+// maxStacks bounds the buffer of a SIGQUIT's stack dump.
+const maxStacks = 64 << 20
+
+// dumpStacks writes every goroutine's stack to w, as Go does on SIGQUIT,
+// to show where a run is stuck; unlike Go, batchpipe then drains as on
+// SIGTERM, rather than lose what it read.
+func (o *options) dumpStacks(w io.Writer) {
+	buf := make([]byte, 256<<10)
+	for {
+		n := runtime.Stack(buf, true)
+		if n < len(buf) || len(buf) >= maxStacks {
+			buf = buf[:n]
+			break
+		}
+		buf = make([]byte, 2*len(buf))
+	}
+	if o.logFormat == "json" {
+		jsonLogger(w).Warn("SIGQUIT: goroutine stacks", "signal", syscall.SIGQUIT.String(), "stacks", string(buf))
+		return
+	}
+	fmt.Fprintf(w, "batchpipe: SIGQUIT: goroutine stacks follow\n%s\n", bytes.TrimRight(buf, "\n"))
 }
