@@ -1,0 +1,240 @@
+// A run's opening: the checks before anything is opened, then the status
+// line, Kafka, the dead letter, the sink, the memory limit and the metrics
+// server, each while a signal can still stop the run.
+
+package cmd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"runtime/debug"
+	"strings"
+	"syscall"
+
+	"github.com/batchpipe/batchpipe/batcher"
+	"github.com/batchpipe/batchpipe/monitor"
+	"github.com/batchpipe/batchpipe/sinks"
+	"github.com/batchpipe/batchpipe/sources"
+)
+
+// prepare checks the flags and what they name before anything is opened,
+// and returns the pipeline's config.
+func (o *options) prepare() (batcher.Config, error) {
+	cfg, err := o.config()
+	if err != nil {
+		return cfg, err
+	}
+	if err := o.checkKafka(); err != nil {
+		return cfg, err
+	}
+	if o.kafka.enabled() && o.streams.inputWaiting() {
+		return cfg, usagef("--topic reads Kafka, but data waits on stdin, which would be ignored: leave out --topic to read stdin, or give no input")
+	}
+	if o.statsFile != "" {
+		// Found now, not at exit: and a report from an earlier run no
+		// longer stands for this one.
+		r := monitor.NewReport(o.sink, batcher.Stats{})
+		r.Running = true
+		if err := monitor.WriteFile(o.statsFile, r); err != nil {
+			o.statsBroken = true
+			return cfg, refused(fmt.Errorf("--stats-file: %w", err))
+		}
+	}
+	return cfg, nil
+}
+
+// newRunning sets up the pipeline reading stdin, and the status line where
+// it is drawn, which diagnostics and output then pass through.
+func (o *options) newRunning(cfg batcher.Config) *running {
+	r := &running{o: o, cfg: cfg, errw: o.streams.Err}
+	r.p = &batcher.Pipeline{
+		Source: &sources.Stream{R: o.streams.In, Delim: cfg.Delim, MaxRecordBytes: int(o.maxRecordBytes),
+			// A dead-letter file can take a record over the limit whole.
+			KeepTooLarge: o.deadLetter != "" && !strings.HasPrefix(o.deadLetter, "kafka:")},
+	}
+	o.out = o.streams.Out
+	if o.streams.statusLine(o.progress, o.quiet) {
+		r.progress = &monitor.Progress{W: o.streams.Err, Stats: r.p.Stats, Color: o.streams.color(), Dumb: o.streams.dumb()}
+		r.errw = r.progress.Log()
+		if o.streams.sameTerminal() {
+			// Commands' output then passes through batchpipe, which
+			// erases the status line before it and draws it again after.
+			o.out = r.progress.Through(o.streams.Out)
+		}
+	}
+	r.cfg.Logger = o.logger(r.errw)
+	o.diag, o.log = r.errw, r.cfg.Logger
+	return r
+}
+
+// open opens Kafka, the dead letter and the sink. A signal meanwhile ends
+// it with stoppedAtStart.
+func (r *running) open(openSink func() (batcher.Sink, error)) error {
+	if err := r.openKafka(); err != nil {
+		return err
+	}
+	if err := r.openDeadLetter(); err != nil {
+		return err
+	}
+	var sink batcher.Sink
+	err := r.o.whileOpening(func() (err error) {
+		sink, err = openSink()
+		return err
+	})
+	if _, ok := err.(stoppedAtStart); ok {
+		return err
+	}
+	var unavailable *unavailableError
+	if errors.As(err, &unavailable) {
+		return err
+	}
+	if err != nil {
+		return refused(err)
+	}
+	r.cfg = withSinkLimits(r.cfg, sink)
+	r.p.Sink = sink
+	return nil
+}
+
+// openKafka connects to Kafka when it is read or takes dead letters, and
+// makes its source the pipeline's.
+func (r *running) openKafka() error {
+	o := r.o
+	_, dlKafka := strings.CutPrefix(o.deadLetter, "kafka:")
+	if !o.kafka.enabled() && !dlKafka {
+		return nil
+	}
+	// Connecting may wait on brokers that do not answer, for seconds.
+	var opened *kafkaRun // written by open, read only once it returned
+	err := o.whileOpening(func() (err error) {
+		opened, err = o.openKafka(r.cfg.Logger)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	r.kr = opened
+	r.closers = append(r.closers, func() {
+		if r.kr != nil { // a return before the run: nothing to commit
+			o.finishKafka(context.Background(), r.kr)
+		}
+	})
+	kr := r.kr
+	if kr.src == nil {
+		return nil
+	}
+	r.p.Source = kr.src
+	switch {
+	case o.txnSink():
+		r.cfg.Key = batcher.PartitionKey // Plan: the sink's, in orderTransactions
+	case o.kafka.exactlyOnce:
+		r.cfg.Key, r.cfg.Plan = batcher.PartitionKey, kr.src.PlanBatch
+	}
+	o.kafkaLag = kr.src.Lag
+	if r.progress != nil {
+		r.progress.Lag = kr.totalLag
+	}
+	return nil
+}
+
+// openDeadLetter opens --dead-letter: a Kafka topic or a file.
+func (r *running) openDeadLetter() error {
+	o := r.o
+	dlTopic, dlKafka := strings.CutPrefix(o.deadLetter, "kafka:")
+	switch {
+	case dlKafka:
+		var dl batcher.DeadLetter
+		err := o.whileOpening(func() (err error) {
+			dl, err = r.kr.deadLetter(dlTopic) // closed by kr.finish
+			return err
+		})
+		if err != nil {
+			return err
+		}
+		r.cfg.DeadLetter = dl
+	case o.deadLetter != "":
+		var dl *sinks.File
+		err := o.whileOpening(func() (err error) {
+			dl, err = sinks.OpenFile(o.deadLetter, sinks.FileOptions{Fsync: true, FollowSymlinks: o.followSymlinks})
+			return err
+		})
+		if _, ok := err.(stoppedAtStart); ok {
+			return err
+		}
+		if err != nil {
+			return refused(fmt.Errorf("dead letter: %w", err))
+		}
+		r.closers = append(r.closers, func() { dl.Close() })
+		r.cfg.DeadLetter = dl
+	}
+	return nil
+}
+
+// limitMemory gives the garbage collector the soft limit of memoryLimit
+// for the run, unless GOMEMLIMIT is set or Kafka clients take part.
+func (r *running) limitMemory() {
+	// Kafka clients, of the source, the sink or a dead-letter topic, hold
+	// buffers of their own, outside the bound: under a limit that leaves
+	// them out the collector runs without end (stdin to a Kafka sink took
+	// 4 s of CPU a million records instead of 0.4).
+	if _, set := os.LookupEnv("GOMEMLIMIT"); !set && r.kr == nil && r.o.sink != "kafka" {
+		old := debug.SetMemoryLimit(memoryLimit(r.cfg))
+		r.closers = append(r.closers, func() { debug.SetMemoryLimit(old) })
+	}
+	if limit := debug.SetMemoryLimit(-1); limit == math.MaxInt64 {
+		r.cfg.Logger.Debug("no soft memory limit")
+	} else {
+		r.cfg.Logger.Debug("soft memory limit", "bytes", limit)
+	}
+}
+
+// serveMetrics starts the --metrics-addr server, which observes every
+// settled batch.
+func (r *running) serveMetrics() error {
+	o := r.o
+	if o.metricsAddr == "" {
+		return nil
+	}
+	var lag func() []monitor.PartitionLag
+	if r.kr != nil && r.kr.src != nil {
+		lag = r.kr.partitionLag
+	}
+	m := monitor.NewMetrics(o.sink, r.p.Stats, lag)
+	addr, stop, err := m.Serve(o.metricsAddr)
+	if errors.Is(err, syscall.EADDRINUSE) {
+		return &unavailableError{err}
+	}
+	if err != nil {
+		return refused(err)
+	}
+	r.closers = append(r.closers, stop)
+	r.cfg.OnSettled = m.Observe
+	switch {
+	case o.quiet:
+	case o.logFormat == "json":
+		jsonLogger(r.errw).Info("metrics at http://" + addr + "/metrics")
+	default:
+		fmt.Fprintf(r.errw, "batchpipe: metrics at http://%s/metrics\n", addr)
+	}
+	return nil
+}
+
+// orderTransactions lets a transactional Kafka sink commit each
+// partition's batches in the order formed, and only while the source owns
+// the partition.
+func (r *running) orderTransactions() {
+	ts, ok := r.p.Sink.(txnOrderer)
+	if !ok || !r.o.txnSink() {
+		return
+	}
+	r.cfg.Plan = ts.Plan
+	ts.SetOwner(r.kr.src.Owns)
+	if observe := r.cfg.OnSettled; observe != nil {
+		r.cfg.OnSettled = func(s batcher.Settlement) { ts.OnSettled(s); observe(s) }
+	} else {
+		r.cfg.OnSettled = ts.OnSettled
+	}
+}
