@@ -121,7 +121,7 @@ func usagef(format string, a ...any) error {
 // be written, a command that cannot be run): exit 2, without the hint.
 func refused(err error) error { return &usageError{err: err} }
 
-const rootHelp = `batchpipe groups a stream of records into batches and delivers each batch
+var rootHelp = `batchpipe groups a stream of records into batches and delivers each batch
 to a sink: a file, a command, an HTTP endpoint, a Kafka topic or an S3 bucket. A batch is flushed when it
 holds --max-records records, when the next record would take it past
 --max-bytes, when its oldest record has waited --linger, at end of input, on
@@ -168,24 +168,10 @@ BATCHPIPE_MAX_RECORDS=500 for --max-records; a flag on the command line wins.
 (Not --topic: BATCHPIPE_TOPIC is what the exec sink tells its commands.)
 
 Exit status:
-  0    every record read was delivered
-  1    records were not delivered, or the final Kafka commit was not
-       answered (the message says how many and why)
-  2    usage error, nothing read: a bad flag or value (these add a hint
-       to read --help), or a setting refused at start: an output, stats
-       file or dead letter that cannot be written, a command that cannot
-       be run, a group refusing the join (a session timeout out of its
-       range, a missing permission), wrong Kafka credentials
-  3    the run completed (or was stopped by a signal), but records were
-       dead-lettered (--dead-letter)
-  69   a dependency unavailable at start, nothing read (EX_UNAVAILABLE):
-       Kafka brokers unreachable, a topic or partition missing, the
-       --metrics-addr port taken. Fix or wait, then run again; not
-       EX_TEMPFAIL (75), which would promise that waiting is enough
-  129  stopped by SIGHUP, 130 by SIGINT, 131 by SIGQUIT, 143 by SIGTERM,
-       after delivering everything read (a second signal abandons
-       deliveries in flight and the final Kafka commit: exit 1; a record
-       the signal cut in half, its end still unread: exit 1)`
+` + exitTableText() + `
+
+A second signal abandons deliveries in flight and the final Kafka commit:
+exit 1; so does a record the signal cut in half, its end still unread.`
 
 const rootExamples = `  # append the lines of a growing log in batches of 500, at least every 2s
   tail -F app.log | batchpipe -n 500 -t 2s file batched.log
