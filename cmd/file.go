@@ -107,7 +107,7 @@ runs write to the same place.`,
 			})
 		},
 	}
-	c.Flags().StringVar(&perBatch, "per-batch", "", "write each batch to its own file named from this template ({seq}, {run}, {time}, {date}, {topic}, {partition}, {first_offset}, {last_offset}, {batch_id}, {key})")
+	c.Flags().StringVar(&perBatch, "per-batch", "", "write each batch to its own file named from this template ("+sinks.PlaceholderList+")")
 	c.Flags().BoolVar(&opt.Fsync, "fsync", false, "fsync the file after each batch before it counts as delivered")
 	c.Flags().Var(&opt.Compress, "compress", "compress each batch: gzip or zstd, with :LEVEL if given; appended, each batch is one gzip member or zstd frame, so the file reads with zcat or zstdcat")
 	c.Flags().Var(&opt.Format, "format", "body format: lines (records as read), ndjson (one JSON value per line; blank lines pass as blank lines, a byte order mark is left out) or json (an array per batch)")

@@ -21,7 +21,7 @@ const httpExamples = `  # insert NDJSON rows into ClickHouse, 10000 per INSERT (
   # one PUT per batch, 4 at a time, to a server with a private CA that wants a client certificate
   batchpipe -j 4 http -X PUT --cacert ca.pem --cert client.pem --key client-key.pem 'https://store.internal:8443/logs/{run}-{seq}.log' < app.log`
 
-const httpHelp = `Send each batch as the body of one HTTP request to URL (default POST), with
+var httpHelp = `Send each batch as the body of one HTTP request to URL (default POST), with
 up to -j requests in flight over kept-alive connections.
 
 Body (--format): lines (default) is the records as read, each ended by the

@@ -22,7 +22,7 @@ const s3Examples = `  # a log to S3, one gzip object a minute (or every 10000 li
   batchpipe --partition-by '{json:tenant}' s3 --endpoint http://localhost:9000 --path-style \
     's3://events/{key}/{run}-{seq}.ndjson' < events.ndjson`
 
-const s3Help = `Upload each batch as one object to an S3 bucket or an S3-compatible store,
+var s3Help = `Upload each batch as one object to an S3 bucket or an S3-compatible store,
 up to -j uploads at a time.
 
 Credentials come as for the AWS CLI: AWS_ACCESS_KEY_ID and

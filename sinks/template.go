@@ -9,19 +9,78 @@ import (
 	"github.com/batchpipe/batchpipe/batcher"
 )
 
-// Placeholders are the names a template may hold in braces, the same for
-// per-batch file names, http URLs and header values; exec gets the same
-// values in its environment.
-var Placeholders = []string{"seq", "time", "date", "topic", "partition", "first_offset", "last_offset", "batch_id", "key", "run", "hour"}
+// A Placeholder is a name a template may hold in braces, and what it
+// stands for.
+type Placeholder struct {
+	Name    string
+	Meaning string // in Markdown (code in backquotes)
+}
 
-// PlaceholderHelp describes the placeholders, for --help.
-const PlaceholderHelp = `{seq} the batch's number (1, 2, 3…); {run} the run's (its start, UTC to the
-millisecond, and 24 random bits: 20260102T150405.123Z-9f3a1c); {time} and {date} when it is written
-(UTC, 20060102T150405Z and 2006-01-02), {hour} its hour (15); {topic} and {partition} of its
-Kafka records ("none" without Kafka, "mixed" if they differ); {first_offset},
-{last_offset} and {batch_id} (TOPIC-PARTITION-FIRST-LAST) when all its
-records come from one partition ("none" otherwise); {key} its key with
---partition-by (the partition, TOPIC-PARTITION, with --exactly-once)`
+// PlaceholderTable is the one list of placeholders, the same for per-batch
+// file names, S3 keys, http URLs and header values; exec gets the same
+// values in its environment. Templates are parsed by it, --help renders it
+// (PlaceholderHelp), and the README holds it as a table, which
+// TestREADMEPlaceholders checks. Values holds a batch's in this order.
+var PlaceholderTable = [...]Placeholder{
+	{"seq", "the batch's number (`1`, `2`, `3`…), from 1 in every run"},
+	{"time", "when the batch is written, UTC (`20060102T150405Z`)"},
+	{"date", "the day it is written, UTC (`2006-01-02`)"},
+	{"topic", "the topic of its Kafka records (`none` without Kafka, `mixed` if they differ)"},
+	{"partition", "the partition of its Kafka records (`none` without Kafka, `mixed` if they differ)"},
+	{"first_offset", "its first record's offset when all its records come from one partition (`none` otherwise)"},
+	{"last_offset", "its last record's offset when all its records come from one partition (`none` otherwise)"},
+	{"batch_id", "`TOPIC-PARTITION-FIRST-LAST` when all its records come from one partition (`none` otherwise)"},
+	{"key", "its key with `--partition-by` (the partition, `TOPIC-PARTITION`, with `--exactly-once`)"},
+	{"run", "the run's start, UTC to the millisecond, and 24 random bits (`20260102T150405.123Z-9f3a1c`): the same for every batch of a run"},
+	{"hour", "the hour it is written, UTC (`15`)"},
+}
+
+// Placeholders are the names of PlaceholderTable, in its order.
+var Placeholders = func() []string {
+	names := make([]string, len(PlaceholderTable))
+	for i, p := range PlaceholderTable {
+		names[i] = p.Name
+	}
+	return names
+}()
+
+// PlaceholderList names the placeholders in braces: "{seq}, {time}, …".
+var PlaceholderList = "{" + strings.Join(Placeholders, "}, {") + "}"
+
+// PlaceholderHelp describes the placeholders, for --help: plain text,
+// wrapped.
+var PlaceholderHelp = func() string {
+	var b strings.Builder
+	line := ""
+	for i, p := range PlaceholderTable {
+		text := "{" + p.Name + "} " + strings.ReplaceAll(p.Meaning, "`", "")
+		if i < len(PlaceholderTable)-1 {
+			text += ";"
+		}
+		for _, w := range strings.Fields(text) {
+			if line != "" && len(line)+1+len(w) > 76 {
+				b.WriteString(line + "\n")
+				line = ""
+			}
+			if line != "" {
+				line += " "
+			}
+			line += w
+		}
+	}
+	b.WriteString(line)
+	return b.String()
+}()
+
+// PlaceholderMarkdown is PlaceholderTable as the README's table.
+func PlaceholderMarkdown() string {
+	var b strings.Builder
+	b.WriteString("| placeholder | value |\n| --- | --- |\n")
+	for _, p := range PlaceholderTable {
+		fmt.Fprintf(&b, "| `{%s}` | %s |\n", p.Name, p.Meaning)
+	}
+	return b.String()
+}
 
 // A Template is text with placeholders, parsed once.
 type Template struct {
@@ -30,7 +89,7 @@ type Template struct {
 
 type tmplPart struct {
 	lit string
-	ph  int // index in Placeholders; -1: lit alone
+	ph  int // index in PlaceholderTable; -1: lit alone
 }
 
 // ParseTemplate parses s. With strict, an unknown {name} is an error (a
@@ -112,9 +171,10 @@ func (t *Template) Render(dst []byte, v *Values, esc func(dst []byte, s string) 
 	return dst
 }
 
-// Values are a batch's placeholder values, in the order of Placeholders.
+// Values are a batch's placeholder values, in the order of
+// PlaceholderTable.
 type Values struct {
-	v [11]string
+	v [len(PlaceholderTable)]string
 	// Span is the batch's partition and offsets; ok is false if its
 	// records are not all of one partition.
 	Span   batcher.Span

@@ -181,3 +181,30 @@ func TestSegmentEscape(t *testing.T) {
 		seen[got] = key
 	}
 }
+
+// The README's table of placeholders is PlaceholderTable: change the one,
+// and this test says to change the other.
+func TestREADMEPlaceholders(t *testing.T) {
+	b, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := string(b)
+	i := strings.Index(s, "\n### Placeholders\n")
+	if i < 0 {
+		t.Fatal("README: no ### Placeholders")
+	}
+	s = s[i+1:]
+	if j := strings.Index(s, "\n#"); j >= 0 {
+		s = s[:j]
+	}
+	var table strings.Builder
+	for l := range strings.Lines(s) {
+		if strings.HasPrefix(l, "|") {
+			table.WriteString(l)
+		}
+	}
+	if got, want := table.String(), PlaceholderMarkdown(); got != want {
+		t.Errorf("README's placeholders differ from PlaceholderTable (sinks/template.go); the table should read:\n%s", want)
+	}
+}
