@@ -122,7 +122,7 @@ func usagef(format string, a ...any) error {
 func refused(err error) error { return &usageError{err: err} }
 
 var rootHelp = `batchpipe groups a stream of records into batches and delivers each batch
-to a sink: a file, a command, an HTTP endpoint, a Kafka topic or an S3 bucket. A batch is flushed when it
+to a sink: ` + sinkTargets() + `. A batch is flushed when it
 holds --max-records records, when the next record would take it past
 --max-bytes, when its oldest record has waited --linger, at end of input, on
 SIGTERM, SIGINT, SIGHUP or SIGQUIT (after which everything read is
@@ -222,9 +222,9 @@ func newRoot(o *options) *cobra.Command {
 			if s := c.SuggestionsFor(args[0]); len(s) > 0 {
 				return usagef("unknown sink %q (did you mean %s?)", args[0], s[0])
 			}
-			return usagef("unknown sink %q (sinks: file, exec, http, kafka, s3)", args[0])
+			return usagef("unknown sink %q (sinks: %s)", args[0], sinkNames())
 		}
-		return usagef("no sink given (sinks: file, exec, http, kafka, s3)")
+		return usagef("no sink given (sinks: %s)", sinkNames())
 	}
 
 	f := root.PersistentFlags()
@@ -259,11 +259,9 @@ func newRoot(o *options) *cobra.Command {
 	o.kafka.addFlags(f)
 	o.flags = f
 
-	root.AddCommand(newFileCmd(o))
-	root.AddCommand(newHTTPCmd(o))
-	root.AddCommand(newExecCmd(o))
-	root.AddCommand(newKafkaCmd(o))
-	root.AddCommand(newS3Cmd(o))
+	for _, s := range sinkCommands {
+		root.AddCommand(s.cmd(o))
+	}
 	return root
 }
 
