@@ -1,7 +1,3 @@
-// Package batcher groups records into batches and delivers them to a sink:
-// one goroutine owns the open batch, a bounded queue feeds a fixed set of
-// delivery workers, and every record read ends up delivered, dead-lettered
-// or counted as undelivered.
 package batcher
 
 import (

@@ -1,4 +1,3 @@
-// Package cmd turns batchpipe's command line into a configured pipeline.
 package cmd
 
 import (

@@ -1,5 +1,3 @@
-// Package sinks holds the batch destinations: files, commands and HTTP
-// endpoints.
 package sinks
 
 import (
