@@ -24,10 +24,10 @@ func parse(t *testing.T, args ...string) (batcher.Config, batcher.Sink, string, 
 	o := &options{streams: Streams{In: strings.NewReader(""), Out: &bytes.Buffer{}, Err: &errb}}
 	var cfg batcher.Config
 	var sink batcher.Sink
-	o.runHook = func(c batcher.Config, open func() (batcher.Sink, error)) error {
+	o.runHook = func(c batcher.Config, open sinkOpener) error {
 		cfg = c
 		var err error
-		sink, err = open()
+		sink, err = open(sinkEnv{out: o.streams.Out, diag: o.streams.Err})
 		if err != nil {
 			return refused(err)
 		}
@@ -153,7 +153,7 @@ func TestExitStatus(t *testing.T) {
 		if tt.sig {
 			sig = syscall.SIGTERM
 		}
-		err := o.report(tt.st, tt.err, sig)
+		err := o.report(tt.st, gauges{}, tt.err, sig)
 		got := 0
 		if e, ok := err.(exitError); ok {
 			got = int(e)

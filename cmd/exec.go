@@ -1,7 +1,6 @@
 package cmd
 
 import (
-	"io"
 	"os"
 	"time"
 
@@ -112,7 +111,7 @@ func newExecCmd(o *options) *cobra.Command {
 			case killAfter <= 0:
 				return usagef("exec: --kill-after must be positive, not %v", killAfter)
 			}
-			return o.run(func() (batcher.Sink, error) {
+			return o.run(func(env sinkEnv) (batcher.Sink, error) {
 				if err := o.checkStdout(); err != nil {
 					return nil, err
 				}
@@ -124,10 +123,10 @@ func newExecCmd(o *options) *cobra.Command {
 					KillAfter: killAfter,
 					Parallel:  o.parallel,
 					KeepOrder: keepOrder,
-					Stdout:    o.stdout(),
-					Stderr:    diagWriter{o},
+					Stdout:    env.out,
+					Stderr:    env.diag,
 					Env:       childEnv(os.Environ()),
-					Logger:    o.log,
+					Logger:    env.log,
 				})
 			})
 		},
@@ -141,25 +140,4 @@ func newExecCmd(o *options) *cobra.Command {
 	f.DurationVar(&timeout, "timeout", 0, "fail a run that takes longer than this (0: no limit)")
 	f.DurationVar(&killAfter, "kill-after", 5*time.Second, "SIGKILL a run this long after SIGTERM (timeout, shutdown), or after it exits leaving its output held open")
 	return c
-}
-
-// stdout is where output goes once the run has set up its progress line.
-func (o *options) stdout() io.Writer {
-	if o.out != nil {
-		return o.out
-	}
-	return o.streams.Out
-}
-
-// diagWriter writes where the run's diagnostics go. That is known only once
-// the run has set up its progress line, after the sink is opened; commands
-// write only later.
-type diagWriter struct{ o *options }
-
-func (d diagWriter) Write(p []byte) (int, error) {
-	var w io.Writer = d.o.streams.Err
-	if d.o.diag != nil {
-		w = d.o.diag
-	}
-	return w.Write(p)
 }

@@ -85,7 +85,7 @@ runs write to the same place.`,
 			case !o.kafka.enabled() && (strings.Contains(perBatch, "{topic}") || strings.Contains(perBatch, "{partition}")):
 				return usagef("file: {topic} and {partition} are those of Kafka records: give --topic, or take them out of --per-batch")
 			}
-			return o.run(func() (batcher.Sink, error) {
+			return o.run(func(env sinkEnv) (batcher.Sink, error) {
 				switch {
 				case perBatch != "":
 					s, err := sinks.NewPerBatch(perBatch, opt.Format)
@@ -99,7 +99,7 @@ runs write to the same place.`,
 					if err := o.checkStdout(); err != nil {
 						return nil, err
 					}
-					return sinks.NewWriter(o.stdout(), "stdout", opt.Format).Compressed(opt.Compress), nil
+					return sinks.NewWriter(env.out, "stdout", opt.Format).Compressed(opt.Compress), nil
 				default:
 					opt.FollowSymlinks = o.followSymlinks
 					return sinks.OpenFile(args[0], opt)

@@ -105,8 +105,8 @@ func newHTTPCmd(o *options) *cobra.Command {
 			if cfg.Timeout <= 0 {
 				return usagef("http: --timeout must be positive, not %v", cfg.Timeout)
 			}
-			return o.run(func() (batcher.Sink, error) {
-				cfg.Logger = o.log
+			return o.run(func(env sinkEnv) (batcher.Sink, error) {
+				cfg.Logger = env.log
 				return sinks.NewHTTP(cfg)
 			})
 		},

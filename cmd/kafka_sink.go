@@ -111,12 +111,12 @@ func newKafkaCmd(o *options) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return o.run(func() (batcher.Sink, error) {
+			return o.run(func(env sinkEnv) (batcher.Sink, error) {
 				client, err := conn.ConnectProducer(popts, cfg.Topic)
 				if err != nil {
 					return nil, connectError(fmt.Errorf("kafka sink: %w", err))
 				}
-				cfg.Logger = o.log
+				cfg.Logger = env.log
 				cfg.Brokers, cfg.Timeout = conn.Brokers, o.kafka.timeout
 				sink, err := sinks.NewKafkaProducer(client, cfg)
 				if err != nil {

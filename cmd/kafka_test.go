@@ -17,7 +17,7 @@ func parseKafka(t *testing.T, args ...string) (*options, string, int) {
 	t.Helper()
 	var errb bytes.Buffer
 	o := &options{streams: Streams{In: strings.NewReader(""), Out: &bytes.Buffer{}, Err: &errb}}
-	o.runHook = func(batcher.Config, func() (batcher.Sink, error)) error { return nil }
+	o.runHook = func(batcher.Config, sinkOpener) error { return nil }
 	code := execute(o, args)
 	return o, errb.String(), code
 }

@@ -39,8 +39,7 @@ func (o *options) prepare() (batcher.Config, error) {
 		r := monitor.NewReport(o.sink, batcher.Stats{})
 		r.Running = true
 		if err := monitor.WriteFile(o.statsFile, r); err != nil {
-			o.statsBroken = true
-			return cfg, refused(fmt.Errorf("--stats-file: %w", err))
+			return cfg, &statsFileError{refused(fmt.Errorf("--stats-file: %w", err))}
 		}
 	}
 	return cfg, nil
@@ -55,24 +54,24 @@ func (o *options) newRunning(cfg batcher.Config) *running {
 			// A dead-letter file can take a record over the limit whole.
 			KeepTooLarge: o.deadLetter != "" && !strings.HasPrefix(o.deadLetter, "kafka:")},
 	}
-	o.out = o.streams.Out
+	out := o.streams.Out
 	if o.streams.statusLine(o.progress, o.quiet) {
 		r.progress = &monitor.Progress{W: o.streams.Err, Stats: r.p.Stats, Color: o.streams.color(), Dumb: o.streams.dumb()}
 		r.errw = r.progress.Log()
 		if o.streams.sameTerminal() {
 			// Commands' output then passes through batchpipe, which
 			// erases the status line before it and draws it again after.
-			o.out = r.progress.Through(o.streams.Out)
+			out = r.progress.Through(o.streams.Out)
 		}
 	}
 	r.cfg.Logger = o.logger(r.errw)
-	o.diag, o.log = r.errw, r.cfg.Logger
+	r.env = sinkEnv{out: out, diag: r.errw, log: r.cfg.Logger}
 	return r
 }
 
 // open opens Kafka, the dead letter and the sink. A signal meanwhile ends
 // it with stoppedAtStart.
-func (r *running) open(openSink func() (batcher.Sink, error)) error {
+func (r *running) open(openSink sinkOpener) error {
 	if err := r.openKafka(); err != nil {
 		return err
 	}
@@ -80,8 +79,8 @@ func (r *running) open(openSink func() (batcher.Sink, error)) error {
 		return err
 	}
 	var sink batcher.Sink
-	err := r.o.whileOpening(func() (err error) {
-		sink, err = openSink()
+	err := r.whileOpening(func() (err error) {
+		sink, err = openSink(r.env)
 		return err
 	})
 	if _, ok := err.(stoppedAtStart); ok {
@@ -96,6 +95,9 @@ func (r *running) open(openSink func() (batcher.Sink, error)) error {
 	}
 	r.cfg = withSinkLimits(r.cfg, sink)
 	r.p.Sink = sink
+	if f, ok := sink.(interface{ FoundInPlace() int64 }); ok {
+		r.gauges.foundInPlace = f.FoundInPlace
+	}
 	return nil
 }
 
@@ -109,7 +111,7 @@ func (r *running) openKafka() error {
 	}
 	// Connecting may wait on brokers that do not answer, for seconds.
 	var opened *kafkaRun // written by open, read only once it returned
-	err := o.whileOpening(func() (err error) {
+	err := r.whileOpening(func() (err error) {
 		opened, err = o.openKafka(r.cfg.Logger)
 		return err
 	})
@@ -133,7 +135,7 @@ func (r *running) openKafka() error {
 	case o.kafka.exactlyOnce:
 		r.cfg.Key, r.cfg.Plan = batcher.PartitionKey, kr.src.PlanBatch
 	}
-	o.kafkaLag = kr.src.Lag
+	r.gauges.kafkaLag = kr.src.Lag
 	if r.progress != nil {
 		r.progress.Lag = kr.totalLag
 	}
@@ -147,7 +149,7 @@ func (r *running) openDeadLetter() error {
 	switch {
 	case dlKafka:
 		var dl batcher.DeadLetter
-		err := o.whileOpening(func() (err error) {
+		err := r.whileOpening(func() (err error) {
 			dl, err = r.kr.deadLetter(dlTopic) // closed by kr.finish
 			return err
 		})
@@ -157,7 +159,7 @@ func (r *running) openDeadLetter() error {
 		r.cfg.DeadLetter = dl
 	case o.deadLetter != "":
 		var dl *sinks.File
-		err := o.whileOpening(func() (err error) {
+		err := r.whileOpening(func() (err error) {
 			dl, err = sinks.OpenFile(o.deadLetter, sinks.FileOptions{Fsync: true, FollowSymlinks: o.followSymlinks})
 			return err
 		})

@@ -14,18 +14,42 @@ import (
 	"github.com/batchpipe/batchpipe/monitor"
 )
 
+// gauges are what the stats file adds to the counters, once the run has
+// opened what gives them.
+type gauges struct {
+	kafkaLag     func() map[string]int64 // the lag by topic, reading Kafka
+	foundInPlace func() int64            // the s3 sink's batches stored already
+}
+
+// A startedError is an error of a run that got as far as opening Kafka or
+// a sink, with the gauges the stats file then reports.
+type startedError struct {
+	err error
+	g   gauges
+}
+
+func (e *startedError) Error() string { return e.err.Error() }
+func (e *startedError) Unwrap() error { return e.err }
+
+// A statsFileError is a stats file that cannot be written: the run does
+// not try again at exit.
+type statsFileError struct{ err error }
+
+func (e *statsFileError) Error() string { return e.err.Error() }
+func (e *statsFileError) Unwrap() error { return e.err }
+
 // writeStats writes the stats file, if one was asked for; status is nil
 // while the run goes on.
-func (o *options) writeStats(w io.Writer, st batcher.Stats, status *int, runErr error) {
+func (o *options) writeStats(w io.Writer, st batcher.Stats, g gauges, status *int, runErr error) {
 	if o.statsFile == "" {
 		return
 	}
 	r := monitor.NewReport(o.sink, st)
-	if o.kafkaLag != nil {
-		r.Lag = o.kafkaLag()
+	if g.kafkaLag != nil {
+		r.Lag = g.kafkaLag()
 	}
-	if o.foundInPlace != nil {
-		r.BatchesFoundInPlace = o.foundInPlace()
+	if g.foundInPlace != nil {
+		r.BatchesFoundInPlace = g.foundInPlace()
 	}
 	r.Running = status == nil
 	r.ExitStatus = status
@@ -59,18 +83,18 @@ func exitStatus(st batcher.Stats, runErr error, sig os.Signal) int {
 // report prints the summary and what went wrong, writes the stats file, and
 // returns the exit status as an error (nil for 0). Lines in extra (the
 // Kafka summary) follow the summary line.
-func (o *options) report(st batcher.Stats, runErr error, sig os.Signal, extra ...string) error {
+func (o *options) report(st batcher.Stats, g gauges, runErr error, sig os.Signal, extra ...string) error {
 	w := o.streams.Err
 	code := exitStatus(st, runErr, sig)
 	if code == exitBrokenPipe {
 		// Like cat: the reader left, so stop, and say no more than a line.
 		fmt.Fprintf(w, "batchpipe: stdout: broken pipe, %d of %d records not delivered\n", st.Undelivered+st.InFlight, st.Read)
-		o.writeStats(w, st, &code, runErr)
+		o.writeStats(w, st, g, &code, runErr)
 		return exitError(code)
 	}
 	if o.logFormat == "json" {
 		o.reportJSON(st, runErr, code, extra)
-		o.writeStats(w, st, &code, runErr)
+		o.writeStats(w, st, g, &code, runErr)
 		if code == exitOK {
 			return nil
 		}
@@ -96,7 +120,7 @@ func (o *options) report(st batcher.Stats, runErr error, sig os.Signal, extra ..
 	case exitDeadLettered:
 		fmt.Fprintf(w, "batchpipe: completed, %s dead-lettered to %s\n", count(st.DeadLettered, "record", "records"), o.deadLetter)
 	}
-	o.writeStats(w, st, &code, runErr)
+	o.writeStats(w, st, g, &code, runErr)
 	if code == exitOK {
 		return nil
 	}

@@ -3,8 +3,6 @@ package cmd
 import (
 	"errors"
 	"fmt"
-	"io"
-	"log/slog"
 	"os"
 	"runtime/debug"
 	"strings"
@@ -56,10 +54,6 @@ type options struct {
 	signals <-chan os.Signal
 	flags   *pflag.FlagSet // the root's persistent flags, to ask which were set
 	kafka   kafkaOptions
-	// kafkaLag is the lag by topic while reading Kafka, for the stats file.
-	kafkaLag func() map[string]int64
-	// foundInPlace counts the s3 sink's batches found stored already.
-	foundInPlace func() int64
 
 	maxRecords      int
 	maxBytes        byteSize
@@ -79,7 +73,6 @@ type options struct {
 	logFormat       string
 	progress        string
 	statsFile       string
-	statsBroken     bool // the stats file cannot be written
 	metricsAddr     string
 
 	partitionBy      string
@@ -88,17 +81,10 @@ type options struct {
 	maxBufferedBytes byteSize
 
 	sink string // the subcommand's name
-	// diag is where diagnostics go once a run has started: stderr, or
-	// through the progress line when there is one.
-	diag io.Writer
-	log  *slog.Logger // the run's logger, once it has started
-	// out is where output goes (file -, commands' stdout): stdout, or
-	// through the progress line when both show on one terminal.
-	out io.Writer
 
 	// runHook, in tests, replaces running the pipeline once the flags are
 	// checked.
-	runHook func(batcher.Config, func() (batcher.Sink, error)) error
+	runHook func(batcher.Config, sinkOpener) error
 }
 
 // A usageError is a mistake in what the command line asks: exit 2. Only a
@@ -298,10 +284,16 @@ func Main(args []string, streams Streams, sigs <-chan os.Signal) int {
 			fmt.Fprintln(streams.Err, "Run 'batchpipe --help' for usage.")
 		}
 	}
-	if !o.statsBroken {
+	var broken *statsFileError
+	if !errors.As(err, &broken) {
 		// Nothing was read; the file says so rather than keep an earlier
 		// run's report.
-		o.writeStats(streams.Err, batcher.Stats{}, &code, err)
+		var g gauges
+		var started *startedError
+		if errors.As(err, &started) {
+			g = started.g
+		}
+		o.writeStats(streams.Err, batcher.Stats{}, g, &code, err)
 	}
 	return code
 }

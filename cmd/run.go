@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"sync"
 
@@ -19,7 +20,7 @@ import (
 // SIGTERM, SIGHUP or SIGQUIT (which also dumps the goroutines' stacks)
 // stops reading and drains, a second abandons what is in flight; SIGUSR1
 // flushes the open batch; SIGUSR2 writes the stats file (see shutdown).
-func (o *options) run(openSink func() (batcher.Sink, error)) error {
+func (o *options) run(openSink sinkOpener) (err error) {
 	cfg, err := o.prepare()
 	if err != nil {
 		return err
@@ -29,12 +30,17 @@ func (o *options) run(openSink func() (batcher.Sink, error)) error {
 	}
 	r := o.newRunning(cfg)
 	defer r.close()
+	defer func() {
+		if err != nil {
+			err = &startedError{err, r.gauges}
+		}
+	}()
 	if err := r.open(openSink); err != nil {
 		if s, ok := err.(stoppedAtStart); ok {
 			// Nothing was read, so nothing is committed: a broker that does
 			// not answer must not hold the exit.
 			r.kr = nil
-			return o.report(batcher.Stats{}, nil, s.sig)
+			return o.report(batcher.Stats{}, r.gauges, nil, s.sig)
 		}
 		return err
 	}
@@ -54,8 +60,8 @@ func (o *options) run(openSink func() (batcher.Sink, error)) error {
 		runErr = errors.Join(runErr, err)
 	}
 	sig := sd.close()
-	if o.foundInPlace != nil {
-		if n := o.foundInPlace(); n > 0 {
+	if r.gauges.foundInPlace != nil {
+		if n := r.gauges.foundInPlace(); n > 0 {
 			extra = append(extra, count(n, "batch", "batches")+" found in place, stored before with the same bytes (counted as delivered)")
 		}
 	}
@@ -66,7 +72,18 @@ func (o *options) run(openSink func() (batcher.Sink, error)) error {
 		// permission to fix, exit 2.
 		return refused(startErr)
 	}
-	return o.report(st, runErr, sig, extra...)
+	return o.report(st, r.gauges, runErr, sig, extra...)
+}
+
+// A sinkOpener opens the sink, with what the run has set up for it.
+type sinkOpener func(sinkEnv) (batcher.Sink, error)
+
+// A sinkEnv is where a sink's output, diagnostics and log go: stdout and
+// stderr, or through the status line. The run sets it up before it opens
+// the sink.
+type sinkEnv struct {
+	out, diag io.Writer
+	log       *slog.Logger
 }
 
 // running is one run's state from open to report. It lives in run only:
@@ -77,6 +94,8 @@ type running struct {
 	p        *batcher.Pipeline
 	progress *monitor.Progress // nil without a status line
 	errw     io.Writer         // diagnostics: stderr, or through the status line
+	env      sinkEnv           // what the sink is opened with
+	gauges   gauges            // for the stats file
 	kr       *kafkaRun         // nil without Kafka, and once finished
 	closers  []func()          // what open started, undone by close in reverse
 }
@@ -95,7 +114,7 @@ func (r *running) shutdown() *shutdown {
 	sd := newShutdown(o.signals, o.shutdownTimeout)
 	sd.stacks = func() { o.dumpStacks(r.errw) }
 	sd.stats = func() {
-		o.writeStats(r.errw, p.Stats(), nil, nil)
+		o.writeStats(r.errw, p.Stats(), r.gauges, nil, nil)
 		r.cfg.Logger.Debug("stats file written", "path", o.statsFile)
 	}
 	sd.announce = func(s os.Signal, committing bool) { o.announceStop(r.errw, s, committing) }

@@ -106,8 +106,8 @@ func newS3Cmd(o *options) *cobra.Command {
 			if err := sinks.CheckS3Template(tmpl, cfg.ExactlyOnce); err != nil {
 				return usagef("%v", err)
 			}
-			return o.run(func() (batcher.Sink, error) {
-				cfg.Logger = o.log
+			return o.run(func(env sinkEnv) (batcher.Sink, error) {
+				cfg.Logger = env.log
 				sink, err := sinks.NewS3(context.Background(), cfg)
 				var unavailable *sinks.UnavailableError
 				if errors.As(err, &unavailable) {
@@ -116,7 +116,6 @@ func newS3Cmd(o *options) *cobra.Command {
 				if err != nil {
 					return nil, err
 				}
-				o.foundInPlace = sink.FoundInPlace
 				return sink, nil
 			})
 		},

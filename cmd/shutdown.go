@@ -152,17 +152,17 @@ func (s stoppedAtStart) Error() string { return "stopped by " + s.sig.String() }
 // work: each ends the wait with stoppedAtStart, leaving open to finish with
 // the process. Nothing has been read yet: there is nothing to flush or
 // report on SIGUSR1/SIGUSR2.
-func (o *options) whileOpening(open func() error) error {
+func (r *running) whileOpening(open func() error) error {
 	done := make(chan error, 1)
 	go func() { done <- open() }()
 	for {
 		select {
 		case err := <-done:
 			return err
-		case s := <-o.signals:
+		case s := <-r.o.signals:
 			switch s {
 			case syscall.SIGQUIT:
-				o.dumpStacks(diagWriter{o})
+				r.o.dumpStacks(r.errw)
 				return stoppedAtStart{s}
 			case syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP:
 				return stoppedAtStart{s}
