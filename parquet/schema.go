@@ -305,5 +305,5 @@ type field struct {
 	name string
 }
 
-func (f field) Name() string                            { return f.name }
+func (f field) Name() string                           { return f.name }
 func (f field) Value(base reflect.Value) reflect.Value { return reflect.Value{} }
