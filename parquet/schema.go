@@ -259,6 +259,15 @@ func (s *Schema) node(c *Column, name string, def, rep int) (pq.Node, error) {
 		s.wrap(c, &n)
 		return n, nil
 	}
+	// Encodings as DuckDB picks them: a dictionary for text (log levels,
+	// user ids repeat; past DictionaryMaxBytes a column chunk falls back
+	// to plain), deltas for integers and times, which mostly grow.
+	switch k {
+	case kString, kBytes, kDouble, kFloat:
+		n = pq.Encoded(n, &pq.RLEDictionary)
+	case kInt32, kInt64, kTimestamp, kDate, kDecimal:
+		n = pq.Encoded(n, &pq.DeltaBinaryPacked)
+	}
 	s.leaves++
 	s.wrap(c, &n)
 	return n, nil
