@@ -69,3 +69,4 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzJSONString -fuzztime $(FUZZTIME) ./internal/envelope
 	$(GO) test -run '^$$' -fuzz FuzzRoundTrip -fuzztime $(FUZZTIME) ./internal/envelope
 	$(GO) test -run '^$$' -fuzz FuzzFormat -fuzztime $(FUZZTIME) ./sinks
+	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime $(FUZZTIME) ./parquet

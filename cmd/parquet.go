@@ -3,6 +3,7 @@ package cmd
 import (
 	"fmt"
 
+	"github.com/batchpipe/batchpipe/batcher"
 	"github.com/batchpipe/batchpipe/parquet"
 	"github.com/batchpipe/batchpipe/sinks"
 	"github.com/spf13/pflag"
@@ -104,4 +105,19 @@ func (p *parquetFlags) encoder(o *options) (*parquet.Encoder, error) {
 		opt.Schema = s
 	}
 	return parquet.NewEncoder(opt)
+}
+
+// A memorySink holds memory of its own while it delivers a batch of up to
+// maxBytes, beyond the batch: a Parquet file's column buffers and pages.
+type memorySink interface {
+	DeliveryMemory(maxBytes int) int64
+}
+
+// deliveryMemory is what the sink's deliveries in flight (-j) hold, for
+// the soft memory limit: without it the collector ran without end.
+func deliveryMemory(s batcher.Sink, cfg batcher.Config) int64 {
+	if m, ok := s.(memorySink); ok {
+		return int64(cfg.Parallel) * m.DeliveryMemory(cfg.MaxBytes)
+	}
+	return 0
 }

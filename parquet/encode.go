@@ -84,6 +84,18 @@ func NewEncoder(opt Options) (*Encoder, error) {
 	return &Encoder{opt: opt, codec: codecs[opt.Codec], schema: opt.Schema}, nil
 }
 
+// Memory is about the most that encoding a batch of batchBytes holds
+// beyond the batch: the column buffers of a row group and the parsed text
+// (about twice the records), the file (at most the records again, before
+// compression shrinks it), and two pages a column.
+func (e *Encoder) Memory(batchBytes int) int64 {
+	leaves := 16 // an inferred schema's, until it is known
+	if e.opt.Schema != nil {
+		leaves = e.opt.Schema.leaves
+	}
+	return 3*int64(batchBytes) + 2*int64(leaves)*int64(e.opt.PageSize) + 1<<20
+}
+
 // chunk is how many rows are shredded before they are handed to the writer.
 const chunk = 256
 
@@ -124,6 +136,7 @@ func (e *Encoder) Encode(b *batcher.Batch) ([]byte, []batcher.Rejected, error) {
 		}
 		_, err := w.WriteRows(rows)
 		rows, vals = rows[:0], vals[:0]
+		sh.reset()
 		return err
 	}
 	for i := range b.Len() {

@@ -3,6 +3,7 @@ package parquet
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -199,5 +200,36 @@ func TestInfer(t *testing.T) {
 	}
 	if _, err := ParseSchema(s.JSON()); err != nil {
 		t.Errorf("the inferred schema does not parse: %v", err)
+	}
+}
+
+// TestEncodeEscapedStringsAcrossChunks checks the values of unescaped
+// strings, whose text the parser reuses once a chunk of rows is written.
+func TestEncodeEscapedStringsAcrossChunks(t *testing.T) {
+	var in strings.Builder
+	for i := range 3 * chunk {
+		fmt.Fprintf(&in, `{"s":"\u00e9%d\n","k":"k%d"}`+"\n", i, i%7)
+	}
+	s, _ := ParseSchema([]byte(`[{"name":"s","type":"string"},{"name":"k","type":"string"}]`))
+	e, _ := NewEncoder(Options{Schema: s})
+	data, rej, err := e.Encode(batchOf(t, in.String()))
+	if err != nil || rej != nil {
+		t.Fatal(rej, err)
+	}
+	type row struct {
+		S string `parquet:"s,optional"`
+		K string `parquet:"k,optional"`
+	}
+	rows, err := pq.Read[row](bytes.NewReader(data), int64(len(data)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rows) != 3*chunk {
+		t.Fatalf("%d rows", len(rows))
+	}
+	for i, r := range rows {
+		if want := fmt.Sprintf("é%d\n", i); r.S != want || r.K != fmt.Sprintf("k%d", i%7) {
+			t.Fatalf("row %d = %q, want s %q", i, r, want)
+		}
 	}
 }

@@ -22,7 +22,8 @@ import (
 type shredder struct {
 	s    *Schema
 	cols [][]pq.Value // values of the record being shredded, by leaf column
-	dec  *json.Decoder
+	p    jparser
+	dec  *json.Decoder // for Infer
 	rd   bytes.Reader
 }
 
@@ -59,22 +60,22 @@ func (sh *shredder) decode(r []byte) (any, error) {
 }
 
 // row shreds record r and appends its values to row. On error, row is
-// returned as it was.
+// returned as it was. The values may point into r, and into the parser's
+// text until reset.
 func (sh *shredder) row(row pq.Row, r []byte) (pq.Row, error) {
-	v, err := sh.decode(r)
+	r = bytes.TrimPrefix(r, []byte("\xEF\xBB\xBF"))
+	root, err := sh.p.parse(r)
 	if err != nil {
-		return row, err
+		return row, fmt.Errorf("not valid JSON: %w", err)
 	}
-	obj, ok := v.(map[string]any)
-	if !ok {
-		return row, fmt.Errorf("not a JSON object but %s", jsonKind(v))
+	if k := sh.p.nodes[root].kind; k != jObject {
+		return row, fmt.Errorf("not a JSON object but %s", sh.kindOf(root))
 	}
 	for i := range sh.cols {
 		sh.cols[i] = sh.cols[i][:0]
 	}
 	for _, c := range sh.s.Columns {
-		fv, present := lookup(obj, c.keys)
-		if err := sh.shred(c, fv, present, 0, 0); err != nil {
+		if err := sh.shred(c, sh.lookup(root, c.keys), 0, 0); err != nil {
 			return row, err
 		}
 	}
@@ -84,27 +85,30 @@ func (sh *shredder) row(row pq.Row, r []byte) (pq.Row, error) {
 	return row, nil
 }
 
-// lookup follows keys into obj.
-func lookup(obj map[string]any, keys []string) (any, bool) {
-	var v any = obj
+// reset lets the parser reuse its text: once the rows shredded so far
+// are written.
+func (sh *shredder) reset() { sh.p.text = sh.p.text[:0] }
+
+// lookup follows keys from node n; -1 if absent.
+func (sh *shredder) lookup(n int32, keys []string) int32 {
 	for _, k := range keys {
-		m, ok := v.(map[string]any)
-		if !ok {
-			return nil, false
+		if sh.p.nodes[n].kind != jObject {
+			return -1
 		}
-		if v, ok = m[k]; !ok {
-			return nil, false
+		if n = sh.p.member(n, k); n < 0 {
+			return -1
 		}
 	}
-	return v, true
+	return n
 }
 
-// shred appends the values of column c for v (absent, or JSON null, is
-// null) at repetition level rep, under a parent defined to level def.
-func (sh *shredder) shred(c *Column, v any, present bool, rep, def int) error {
-	if !present || v == nil {
+// shred appends the values of column c for node n (-1 when absent; JSON
+// null is null too) at repetition level rep, under a parent defined to
+// level def.
+func (sh *shredder) shred(c *Column, n int32, rep, def int) error {
+	if n < 0 || sh.p.nodes[n].kind == jNull {
 		if c.Required {
-			if !present {
+			if n < 0 {
 				return fmt.Errorf("required field %s is missing", c.describe())
 			}
 			return fmt.Errorf("required field %s is null", c.describe())
@@ -114,38 +118,32 @@ func (sh *shredder) shred(c *Column, v any, present bool, rep, def int) error {
 	}
 	switch c.kind {
 	case kStruct:
-		obj, ok := v.(map[string]any)
-		if !ok {
-			return c.mismatch(v)
+		if sh.p.nodes[n].kind != jObject {
+			return sh.mismatch(c, n)
 		}
 		for _, f := range c.Fields {
-			fv, ok := lookup(obj, f.keys)
-			if err := sh.shred(f, fv, ok, rep, c.def); err != nil {
+			if err := sh.shred(f, sh.lookup(n, f.keys), rep, c.def); err != nil {
 				return err
 			}
 		}
 		return nil
 	case kList:
-		items, ok := v.([]any)
-		if !ok {
-			return c.mismatch(v)
+		if sh.p.nodes[n].kind != jArray {
+			return sh.mismatch(c, n)
 		}
-		if len(items) == 0 {
+		item := sh.p.nodes[n].child
+		if item < 0 {
 			sh.nulls(c.Items, rep, c.def)
 			return nil
 		}
-		for i, item := range items {
-			r := rep
-			if i > 0 {
-				r = c.Items.rep
-			}
-			if err := sh.shred(c.Items, item, true, r, c.def+1); err != nil {
+		for r := rep; item >= 0; item, r = sh.p.nodes[item].next, c.Items.rep {
+			if err := sh.shred(c.Items, item, r, c.def+1); err != nil {
 				return err
 			}
 		}
 		return nil
 	}
-	pv, err := c.value(v)
+	pv, err := sh.value(c, n)
 	if err != nil {
 		return err
 	}
@@ -174,14 +172,36 @@ func (c *Column) describe() string {
 	return strings.Join(c.keys, ".")
 }
 
-func (c *Column) mismatch(v any) error {
+func (sh *shredder) mismatch(c *Column, n int32) error {
 	what := c.Type
 	if c.kind == kStruct {
 		what = "object"
 	} else if c.kind == kList {
 		what = "array"
 	}
-	return fmt.Errorf("field %s is %s, not %s", c.describe(), jsonKind(v), article(what))
+	return fmt.Errorf("field %s is %s, not %s", c.describe(), sh.kindOf(n), article(what))
+}
+
+// kindOf describes node n for errors.
+func (sh *shredder) kindOf(n int32) string {
+	v := sh.p.nodes[n]
+	switch v.kind {
+	case jNull:
+		return "null"
+	case jTrue, jFalse:
+		return "a boolean"
+	case jNumber:
+		return "the number " + string(v.text)
+	case jString:
+		t := string(v.text)
+		if len(t) > 40 {
+			t = t[:40] + "…"
+		}
+		return "the string " + strconv.Quote(t)
+	case jArray:
+		return "an array"
+	}
+	return "an object"
 }
 
 func article(s string) string {
@@ -191,121 +211,92 @@ func article(s string) string {
 	return "a " + s
 }
 
-func jsonKind(v any) string {
-	switch v := v.(type) {
-	case nil:
-		return "null"
-	case bool:
-		return "a boolean"
-	case json.Number:
-		return "the number " + string(v)
-	case string:
-		if len(v) > 40 {
-			v = v[:40] + "…"
-		}
-		return "the string " + strconv.Quote(v)
-	case []any:
-		return "an array"
-	case map[string]any:
-		return "an object"
-	}
-	return fmt.Sprintf("%T", v)
-}
-
 // value converts a JSON value to the leaf column's type, exactly or not at
 // all.
-func (c *Column) value(v any) (pq.Value, error) {
+func (sh *shredder) value(c *Column, n int32) (pq.Value, error) {
+	v := &sh.p.nodes[n]
+	num := v.kind == jNumber
+	str := v.kind == jString
 	switch c.kind {
 	case kInt32, kInt64:
-		n, ok := v.(json.Number)
-		if !ok {
-			return pq.Value{}, c.mismatch(v)
+		if !num {
+			return pq.Value{}, sh.mismatch(c, n)
 		}
 		bits := 64
 		if c.kind == kInt32 {
 			bits = 32
 		}
-		i, err := strconv.ParseInt(string(n), 10, bits)
+		i, err := strconv.ParseInt(string(v.text), 10, bits)
 		if err != nil {
-			return pq.Value{}, fmt.Errorf("field %s: %s is not an %s", c.describe(), n, c.Type)
+			return pq.Value{}, fmt.Errorf("field %s: %s is not an %s", c.describe(), v.text, c.Type)
 		}
 		if bits == 32 {
 			return pq.Int32Value(int32(i)), nil
 		}
 		return pq.Int64Value(i), nil
 	case kFloat, kDouble:
-		n, ok := v.(json.Number)
-		if !ok {
-			return pq.Value{}, c.mismatch(v)
+		if !num {
+			return pq.Value{}, sh.mismatch(c, n)
 		}
 		bits := 64
 		if c.kind == kFloat {
 			bits = 32
 		}
-		f, err := strconv.ParseFloat(string(n), bits)
+		f, err := strconv.ParseFloat(string(v.text), bits)
 		if err != nil {
-			return pq.Value{}, fmt.Errorf("field %s: %s is out of a %s's range", c.describe(), n, c.Type)
+			return pq.Value{}, fmt.Errorf("field %s: %s is out of a %s's range", c.describe(), v.text, c.Type)
 		}
 		if bits == 32 {
 			return pq.FloatValue(float32(f)), nil
 		}
 		return pq.DoubleValue(f), nil
 	case kBoolean:
-		b, ok := v.(bool)
-		if !ok {
-			return pq.Value{}, c.mismatch(v)
+		if v.kind != jTrue && v.kind != jFalse {
+			return pq.Value{}, sh.mismatch(c, n)
 		}
-		return pq.BooleanValue(b), nil
+		return pq.BooleanValue(v.kind == jTrue), nil
 	case kString:
-		s, ok := v.(string)
-		if !ok {
-			return pq.Value{}, c.mismatch(v)
+		if !str {
+			return pq.Value{}, sh.mismatch(c, n)
 		}
-		return pq.ByteArrayValue([]byte(s)), nil
+		return pq.ByteArrayValue(v.text), nil
 	case kBytes:
-		s, ok := v.(string)
-		if !ok {
-			return pq.Value{}, c.mismatch(v)
+		if !str {
+			return pq.Value{}, sh.mismatch(c, n)
 		}
-		b, err := base64.StdEncoding.Strict().DecodeString(s)
+		b := make([]byte, base64.StdEncoding.DecodedLen(len(v.text)))
+		k, err := base64.StdEncoding.Strict().Decode(b, v.text)
 		if err != nil {
 			return pq.Value{}, fmt.Errorf("field %s: not base64: %w", c.describe(), err)
 		}
-		return pq.ByteArrayValue(b), nil
+		return pq.ByteArrayValue(b[:k]), nil
 	case kDate:
-		s, ok := v.(string)
-		if !ok {
-			return pq.Value{}, c.mismatch(v)
+		if !str {
+			return pq.Value{}, sh.mismatch(c, n)
 		}
-		t, err := time.Parse(time.DateOnly, s)
+		t, err := time.Parse(time.DateOnly, string(v.text))
 		if err != nil {
-			return pq.Value{}, fmt.Errorf("field %s: %q is not a date (YYYY-MM-DD)", c.describe(), s)
+			return pq.Value{}, fmt.Errorf("field %s: %q is not a date (YYYY-MM-DD)", c.describe(), v.text)
 		}
 		return pq.Int32Value(int32(t.Unix() / 86400)), nil
 	case kTimestamp:
-		n, err := c.timestamp(v)
+		t, err := sh.timestamp(c, n)
 		if err != nil {
 			return pq.Value{}, err
 		}
-		return pq.Int64Value(n), nil
+		return pq.Int64Value(t), nil
 	case kDecimal:
-		var s string
-		switch v := v.(type) {
-		case json.Number:
-			s = string(v)
-		case string:
-			s = v
-		default:
-			return pq.Value{}, c.mismatch(v)
+		if !num && !str {
+			return pq.Value{}, sh.mismatch(c, n)
 		}
-		n, err := unscaled(s, c.Precision, c.Scale)
+		d, err := unscaled(string(v.text), c.Precision, c.Scale)
 		if err != nil {
-			return pq.Value{}, fmt.Errorf("field %s: %q: %w", c.describe(), s, err)
+			return pq.Value{}, fmt.Errorf("field %s: %q: %w", c.describe(), v.text, err)
 		}
 		if c.Precision <= 9 {
-			return pq.Int32Value(int32(n)), nil
+			return pq.Int32Value(int32(d)), nil
 		}
-		return pq.Int64Value(n), nil
+		return pq.Int64Value(d), nil
 	}
 	return pq.Value{}, fmt.Errorf("field %s: type %s has no values", c.describe(), c.Type)
 }
@@ -319,34 +310,35 @@ var (
 // timestamp converts RFC 3339 text (any offset) or a number of the
 // column's epoch unit since 1970 (an exact decimal) to the column's unit since the epoch, UTC. A value finer than
 // the unit is refused rather than cut.
-func (c *Column) timestamp(v any) (int64, error) {
+func (sh *shredder) timestamp(c *Column, n int32) (int64, error) {
+	v := &sh.p.nodes[n]
 	per := unitNanos[c.Unit]
 	var sec, nsec int64
-	switch v := v.(type) {
-	case string:
-		t, err := time.Parse(time.RFC3339Nano, v)
+	switch v.kind {
+	case jString:
+		t, err := time.Parse(time.RFC3339Nano, string(v.text))
 		if err != nil {
-			return 0, fmt.Errorf("field %s: %q is not an RFC 3339 time", c.describe(), v)
+			return 0, fmt.Errorf("field %s: %q is not an RFC 3339 time", c.describe(), v.text)
 		}
 		sec, nsec = t.Unix(), int64(t.Nanosecond())
-	case json.Number:
-		n, err := unscaled(string(v), 19, epochScale[c.Epoch])
+	case jNumber:
+		n, err := unscaled(string(v.text), 19, epochScale[c.Epoch])
 		if err != nil {
-			return 0, fmt.Errorf("field %s: %s is not a time in epoch %s: %w", c.describe(), v, epochName[c.Epoch], err)
+			return 0, fmt.Errorf("field %s: %s is not a time in epoch %s: %w", c.describe(), v.text, epochName[c.Epoch], err)
 		}
 		sec, nsec = n/1e9, n%1e9
 		if nsec < 0 {
 			sec, nsec = sec-1, nsec+1e9
 		}
 	default:
-		return 0, c.mismatch(v)
+		return 0, sh.mismatch(c, n)
 	}
 	if nsec%per != 0 {
-		return 0, fmt.Errorf("field %s: %v is finer than the column's unit (%s)", c.describe(), v, c.Unit)
+		return 0, fmt.Errorf("field %s: %s is finer than the column's unit (%s)", c.describe(), v.text, c.Unit)
 	}
 	perSec := 1e9 / per
 	if sec > math.MaxInt64/perSec || sec < math.MinInt64/perSec+1 {
-		return 0, fmt.Errorf("field %s: %v is out of range", c.describe(), v)
+		return 0, fmt.Errorf("field %s: %s is out of range", c.describe(), v.text)
 	}
 	return sec*perSec + nsec/per, nil
 }

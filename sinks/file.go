@@ -170,6 +170,15 @@ type PerBatch struct {
 	Encoder BatchEncoder
 }
 
+// DeliveryMemory is what encoding a batch of maxBytes holds beyond the
+// batch, if the encoder says.
+func (s *PerBatch) DeliveryMemory(maxBytes int) int64 {
+	if m, ok := s.Encoder.(interface{ Memory(int) int64 }); ok {
+		return m.Memory(maxBytes)
+	}
+	return 0
+}
+
 // A BatchEncoder lays out a batch as one whole file, with the records it
 // cannot take (by index, with the reason); nil when it took none. The
 // same batch must give the same bytes, for a file found in place.

@@ -20,7 +20,7 @@ fi
 timer=
 [ -x /usr/bin/time ] && timer=/usr/bin/time
 
-echo "== parquet: $records NDJSON records of ~100 bytes, -n 10000 -j 4, zstd, against DuckDB (2 threads)"
+echo "== parquet: $records NDJSON records of ~100 bytes, -n 10000 -b 2M -j 4, zstd, against DuckDB (2 threads)"
 awk -v n="$records" 'BEGIN {
 	split("info warn error debug", lv, " ")
 	for (i = 0; i < n; i++)
@@ -45,10 +45,10 @@ for _ in $(seq 1 "$rounds"); do
 	rm -rf "$work/pq"
 	t0=$(now)
 	if [ -n "$timer" ]; then
-		$timer -f %M -o "$work/rss" "$bin" -q -n 10000 -j 4 file --per-batch "$work/pq/{seq}.parquet" \
+		$timer -f %M -o "$work/rss" "$bin" -q -n 10000 -b 2M -j 4 file --per-batch "$work/pq/{seq}.parquet" \
 			--format parquet --parquet-schema "$work/schema.json" --compress zstd <"$work/in.ndjson"
 	else
-		"$bin" -q -n 10000 -j 4 file --per-batch "$work/pq/{seq}.parquet" \
+		"$bin" -q -n 10000 -b 2M -j 4 file --per-batch "$work/pq/{seq}.parquet" \
 			--format parquet --parquet-schema "$work/schema.json" --compress zstd <"$work/in.ndjson"
 	fi
 	t=$(sub "$(now)" "$t0")
