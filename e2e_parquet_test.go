@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -177,4 +178,54 @@ func TestParquetUsage(t *testing.T) {
 		{[]string{"http", "--format", "parquet", "http://127.0.0.1:1/"}, "parquet is for whole files"},
 		{[]string{"file", "--per-batch", "o/{seq}", "--format", "parquet", "--parquet-schema", "testdata/parquet/types.ndjson"}, "parquet schema testdata/parquet/types.ndjson"},
 	})
+}
+
+// TestParquetREADMERecipe runs the README's NDJSON recipe and its DuckDB
+// query, in a directory of its own.
+func TestParquetREADMERecipe(t *testing.T) {
+	tmp := t.TempDir()
+	wd, _ := os.Getwd()
+	c := exec.Command(bin, "-n", "300", "-b", "32M", "file", "--per-batch", "out/{date}/{run}-{seq}.parquet",
+		"--format", "parquet", "--parquet-schema", filepath.Join(wd, "testdata/parquet/sample.schema.json"))
+	c.Dir = tmp
+	in, err := os.Open("testdata/sample.ndjson")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in.Close()
+	c.Stdin = in
+	if out, err := c.CombinedOutput(); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	py := `import duckdb
+duckdb.sql("SET TimeZone = 'UTC'")
+rows = duckdb.sql("SELECT method, count(*), avg(ms) FROM read_parquet('out/**/*.parquet') GROUP BY method").fetchall()
+total = duckdb.sql("SELECT count(*), sum(seq), min(ts) FROM read_parquet('out/**/*.parquet')").fetchall()[0]
+print(sum(r[1] for r in rows), total[0], total[1], total[2].isoformat())
+`
+	out := pythonIn(t, tmp, py)
+	if want := "1000 1000 500500 2025-11-23T10:00:02+00:00\n"; out != want {
+		t.Errorf("DuckDB says %q, want %q", out, want)
+	}
+}
+
+// pythonIn runs a Python program in dir and returns its stdout; without
+// python3 or duckdb it skips, except in CI.
+func pythonIn(t *testing.T, dir, program string) string {
+	t.Helper()
+	c := exec.Command("python3", "-c", program)
+	c.Dir = dir
+	var stderr bytes.Buffer
+	c.Stderr = &stderr
+	out, err := c.Output()
+	if err != nil {
+		if strings.Contains(stderr.String(), "No module named") || errors.Is(err, exec.ErrNotFound) {
+			if os.Getenv("CI") != "" {
+				t.Fatalf("python3 with duckdb is needed: %v %s", err, stderr.String())
+			}
+			t.Skipf("no python3 with duckdb: %v %s", err, stderr.String())
+		}
+		t.Fatalf("python: %v: %s", err, stderr.String())
+	}
+	return string(out)
 }
