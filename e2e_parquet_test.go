@@ -24,7 +24,10 @@ func parquetCheck(t *testing.T, expected string, args []string, files ...string)
 		t.Skip("no python3 to read Parquet files with")
 	}
 	argv := append([]string{"testdata/parquet_check.py"}, args...)
-	argv = append(argv, filepath.Join("testdata/parquet", expected))
+	if !filepath.IsAbs(expected) {
+		expected = filepath.Join("testdata/parquet", expected)
+	}
+	argv = append(argv, expected)
 	argv = append(argv, files...)
 	out, err := exec.Command("python3", argv...).CombinedOutput()
 	if ee, ok := err.(*exec.ExitError); ok && ee.ExitCode() == 3 {
