@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"io"
+	"math/rand/v2"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -122,6 +123,28 @@ var execChildren = map[string]func(args []string) int{
 				os.Stderr.WriteString(spewTail)
 			}
 		}
+		return 0
+	},
+	// jitter OUT takes a random while, fails one attempt in five, and
+	// otherwise appends stdin to OUT in one write, and copies it to stdout.
+	"jitter": func(args []string) int {
+		in, err := io.ReadAll(os.Stdin)
+		if err != nil {
+			return 1
+		}
+		<-time.NewTimer(time.Duration(rand.IntN(20)) * time.Millisecond).C // work that takes a while
+		if rand.IntN(5) == 0 {
+			return 1
+		}
+		f, err := os.OpenFile(args[0], os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+		if err != nil {
+			return 1
+		}
+		defer f.Close()
+		if _, err := f.Write(in); err != nil {
+			return 1
+		}
+		os.Stdout.Write(in)
 		return 0
 	},
 	// exit0 exits 0 without reading stdin.
@@ -524,6 +547,35 @@ func TestExecKeepOrder(t *testing.T) {
 	}
 	if r.stdout != in {
 		t.Errorf("output out of order:\n%s", r.stdout)
+	}
+}
+
+// The case: two keys taking turns, a batch per record, runs that
+// take a random while and fail now and then. Each key's records reach the
+// file in input order, at any -j; with --keep-order, stdout is the input.
+func TestExecPartitionByKeepsOrder(t *testing.T) {
+	keys := []string{"a", "b"}
+	const n = 40
+	in := keyTurnsInput(keys, n)
+	for _, j := range []string{"4", "16"} {
+		for _, keep := range []bool{false, true} {
+			t.Run(fmt.Sprintf("j=%s keep-order=%v", j, keep), func(t *testing.T) {
+				out := filepath.Join(t.TempDir(), "out")
+				flags := []string{"--partition-by", "{field:1}", "--field-delimiter", " ",
+					"--max-open-keys", "1", "-j", j, "--retries", "20", "--backoff", "1ms", "--max-backoff", "5ms", "exec"}
+				if keep {
+					flags = append(flags, "--keep-order")
+				}
+				r := run(t, strings.NewReader(in), execArgs(t, flags, "jitter", out)...)
+				if r.code != 0 {
+					t.Fatalf("exit %d:\n%s", r.code, r.stderr)
+				}
+				checkKeyTurns(t, readFile(t, out), keys, n)
+				if keep && r.stdout != in {
+					t.Fatalf("stdout with --keep-order is not the input: %s", firstDiff(r.stdout, in))
+				}
+			})
+		}
 	}
 }
 

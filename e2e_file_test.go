@@ -324,3 +324,40 @@ func TestFileFormatNDJSON(t *testing.T) {
 		t.Errorf("dead letter %q", got)
 	}
 }
+
+// Batches are appended in input order at any -j, to a file and to stdout.
+func TestFileAppendKeepsInputOrder(t *testing.T) {
+	in := numbered(100000, "record %06d")
+	for _, j := range []string{"4", "16"} {
+		t.Run("file j="+j, func(t *testing.T) {
+			out := filepath.Join(t.TempDir(), "out")
+			r := run(t, strings.NewReader(in), "-n", "3", "-j", j, "file", out)
+			if r.code != 0 {
+				t.Fatalf("exit %d: %s", r.code, r.stderr)
+			}
+			if got := readFile(t, out); got != in {
+				t.Fatalf("output is not the input: %s", firstDiff(got, in))
+			}
+		})
+		t.Run("stdout j="+j, func(t *testing.T) {
+			r := run(t, strings.NewReader(in), "-n", "3", "-j", j, "file", "-")
+			if r.code != 0 {
+				t.Fatalf("exit %d: %s", r.code, r.stderr)
+			}
+			if r.stdout != in {
+				t.Fatalf("output is not the input: %s", firstDiff(r.stdout, in))
+			}
+		})
+	}
+}
+
+// firstDiff says where got first differs from want, by line.
+func firstDiff(got, want string) string {
+	g, w := strings.Split(got, "\n"), strings.Split(want, "\n")
+	for i := range min(len(g), len(w)) {
+		if g[i] != w[i] {
+			return fmt.Sprintf("line %d is %q, want %q", i+1, g[i], w[i])
+		}
+	}
+	return fmt.Sprintf("%d lines, want %d", len(g), len(w))
+}

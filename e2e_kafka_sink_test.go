@@ -471,3 +471,24 @@ func TestKafkaSinkNoSoftMemoryLimit(t *testing.T) {
 		t.Fatalf("file sink: exit %d, want a soft memory limit:\n%s", r.code, r.stderr)
 	}
 }
+
+// --partition-by with the Kafka sink, five batches in flight: a key's
+// batches go one after another, and each key's records land in its
+// partition once each, in input order.
+func TestKafkaSinkPartitionByKeepsOrder(t *testing.T) {
+	k := newKafka(t, 4)
+	keys := []string{"a", "b", "c", "d", "e"}
+	const n = 400
+	r := run(t, strings.NewReader(keyTurnsInput(keys, n)), "--partition-by", "{field:1}", "--field-delimiter", " ",
+		"--max-open-keys", "2", "-n", "3", "-j", "5", "kafka", "--brokers", k.addr, "--key-delimiter", " ", k.topic)
+	if r.code != 0 {
+		t.Fatalf("exit %d:\n%s", r.code, r.stderr)
+	}
+	var got strings.Builder
+	for _, msgs := range byPartition(t, k.addr, k.topic) {
+		for _, m := range msgs {
+			fmt.Fprintf(&got, "%s %s\n", m.Key, m.Value)
+		}
+	}
+	checkKeyTurns(t, got.String(), keys, n)
+}

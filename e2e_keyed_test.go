@@ -4,13 +4,17 @@ package main
 
 import (
 	"fmt"
+	"math/rand/v2"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
+	"time"
 )
 
 // keyedInput is n records "kK\tI" over keys keys, interleaved.
@@ -204,5 +208,83 @@ func TestKafkaPartitionByKills(t *testing.T) {
 				t.Fatalf("record %d/%d never delivered", part, off)
 			}
 		}
+	}
+}
+
+// keyTurnsInput is n records "KEY I" for each key, the keys taking turns,
+// so that with --max-open-keys 1 every record is a batch of its own.
+func keyTurnsInput(keys []string, n int) string {
+	var b strings.Builder
+	for i := range n {
+		for _, k := range keys {
+			fmt.Fprintf(&b, "%s %d\n", k, i)
+		}
+	}
+	return b.String()
+}
+
+// checkKeyTurns fails unless out holds each key's n records once each, in
+// the order of the input.
+func checkKeyTurns(t *testing.T, out string, keys []string, n int) {
+	t.Helper()
+	next := map[string]int{}
+	for l := range strings.Lines(out) {
+		k, i, ok := strings.Cut(strings.TrimSuffix(l, "\n"), " ")
+		if !ok {
+			t.Fatalf("mangled record %q", l)
+		}
+		if want := strconv.Itoa(next[k]); i != want {
+			t.Fatalf("key %s: record %s where %s was due", k, i, want)
+		}
+		next[k]++
+	}
+	for _, k := range keys {
+		if next[k] != n {
+			t.Fatalf("key %s: %d records, want %d", k, next[k], n)
+		}
+	}
+}
+
+// A key's batches are delivered one after another, a retried one included,
+// whatever -j; keys go in parallel. The endpoint takes a random while over
+// each request and fails a fifth of them, and logs a body when it answers.
+func TestPartitionByKeepsOrderInParallel(t *testing.T) {
+	keys := []string{"a", "b", "c"}
+	const n = 300
+	in := keyTurnsInput(keys, n)
+	for _, j := range []string{"4", "16"} {
+		t.Run("j="+j, func(t *testing.T) {
+			var mu sync.Mutex
+			var log strings.Builder
+			inFlight, most := 0, 0
+			srv := newHTTPSink(t, nil, func(w http.ResponseWriter, r *http.Request, body []byte) int {
+				mu.Lock()
+				inFlight++
+				most = max(most, inFlight)
+				mu.Unlock()
+				<-time.NewTimer(time.Duration(rand.IntN(2000)) * time.Microsecond).C // work that takes a while
+				mu.Lock()
+				defer mu.Unlock()
+				inFlight--
+				if rand.IntN(5) == 0 {
+					w.WriteHeader(http.StatusServiceUnavailable)
+					return http.StatusServiceUnavailable
+				}
+				log.Write(body)
+				return http.StatusOK
+			})
+			r := run(t, strings.NewReader(in), "--partition-by", "{field:1}", "--field-delimiter", " ",
+				"--max-open-keys", "1", "-j", j, "--retries", "20", "--backoff", "1ms", "--max-backoff", "3ms",
+				"http", srv.URL)
+			if r.code != 0 {
+				t.Fatalf("exit %d:\n%s", r.code, r.stderr)
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			checkKeyTurns(t, log.String(), keys, n)
+			if most < 2 {
+				t.Errorf("at most %d requests at once: keys did not go in parallel", most)
+			}
+		})
 	}
 }

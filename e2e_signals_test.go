@@ -10,6 +10,7 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -19,9 +20,13 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/IBM/sarama"
+	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
 // TestSIGTERMLeavesUnreadInputInThePipe stops batchpipe while its read of
@@ -553,4 +558,276 @@ func TestOverLimitRecordGoesToTheDeadLetter(t *testing.T) {
 	if n := summary(t, r.stderr); n[1] != 3 || n[2] != 2 || n[3] != 0 {
 		t.Errorf("summary %v, want 3 delivered, 2 dead-lettered", n)
 	}
+}
+
+// childrenOf returns the pids of pid's children now.
+func childrenOf(t *testing.T, pid int) []int {
+	t.Helper()
+	tasks, err := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/children", pid))
+	if err != nil || len(tasks) == 0 {
+		t.Fatalf("tasks of %d: %v", pid, err)
+	}
+	var kids []int
+	for _, task := range tasks {
+		b, err := os.ReadFile(task)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for f := range strings.FieldsSeq(string(b)) {
+			kid, _ := strconv.Atoi(f)
+			kids = append(kids, kid)
+		}
+	}
+	return kids
+}
+
+// TestHangUpAndQuitDrain: SIGHUP (the terminal or ssh session of
+// `tail -F app.log | batchpipe …` closing) and SIGQUIT drain as SIGTERM
+// does: every record read is delivered, the summary says so, the status is
+// 128 + the signal's number, and no child is left running. SIGQUIT first
+// writes every goroutine's stack, as Go does, but neither loses what was
+// read nor exits 2, the status of usage errors.
+func TestHangUpAndQuitDrain(t *testing.T) {
+	for _, sig := range []syscall.Signal{syscall.SIGHUP, syscall.SIGQUIT} {
+		t.Run(sig.String(), func(t *testing.T) {
+			gate, open := shutGate(t)
+			p := start(t, execArgs(t, []string{"-v", "-n", "2", "-t", "0", "exec"}, "gate", gate)...)
+			in := "a\nb\nc\nd\ne\n"
+			p.write(in)
+			p.waitFor("total=5")
+			p.waitFor("gate: started batch 1")
+			var kids []func() bool
+			for _, pid := range childrenOf(t, p.cmd.Process.Pid) {
+				kids = append(kids, killedBy(t, pid))
+			}
+			p.signal(sig)
+			p.waitFor("delivering what was read")
+			open()
+			code := p.wait()
+			if want := 128 + int(sig); code != want {
+				t.Fatalf("exit %d, want %d; stderr:\n%.3000s", code, want, p.stderr())
+			}
+			if got := sortedLines(p.stdout.String()); !slices.Equal(got, sortedLines(in)) {
+				t.Errorf("delivered %q, want %q", got, sortedLines(in))
+			}
+			if n := summary(t, p.stderr()); n[0] != 5 || n[1] != 5 || n[3] != 0 {
+				t.Errorf("summary %v, want 5 read, 5 delivered", n)
+			}
+			if sig == syscall.SIGQUIT {
+				for _, want := range []string{"batchpipe: SIGQUIT: goroutine stacks follow", "goroutine 1 ["} {
+					if !strings.Contains(p.stderr(), want) {
+						t.Errorf("stderr does not say %q:\n%.3000s", want, p.stderr())
+					}
+				}
+			}
+			for _, gone := range kids {
+				if !gone() {
+					t.Error("a child of batchpipe outlived it")
+				}
+			}
+		})
+	}
+}
+
+// TestNohupKeepsRunning: under nohup (SIGHUP ignored at start) a hang-up
+// is still ignored, by batchpipe and its commands; SIGTERM then drains.
+func TestNohupKeepsRunning(t *testing.T) {
+	c := exec.Command("sh", "-c", `trap "" HUP; exec "$0" "$@"`, bin, "-v", "-n", "2", "-t", "0", "file", "-")
+	p := startCmd(t, c)
+	p.write("a\n")
+	p.waitFor("total=1")
+	p.signal(syscall.SIGHUP)
+	p.signal(syscall.SIGTERM)
+	if code := p.wait(); code != 143 {
+		t.Fatalf("exit %d, want 143: SIGHUP was not ignored; stderr:\n%s", code, p.stderr())
+	}
+	if got := p.stdout.String(); got != "a\n" {
+		t.Errorf("delivered %q", got)
+	}
+}
+
+// groupAlive reports whether a process of group pgid is still running (a
+// zombie is not: it waits only to be reaped).
+func groupAlive(pgid int) bool {
+	stats, _ := filepath.Glob("/proc/[0-9]*/stat")
+	for _, f := range stats {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue // gone meanwhile
+		}
+		// pid (comm) state ppid pgrp …; comm may hold spaces and ")".
+		fields := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+		if len(fields) > 2 && fields[0] != "Z" && fields[2] == strconv.Itoa(pgid) {
+			return true
+		}
+	}
+	return false
+}
+
+// TestKillNineLeavesNoCommand: batchpipe killed with SIGKILL, which it
+// cannot catch, leaves no command running, nor anything a command started
+// (the whole process group goes), nor any other child of its own.
+func TestKillNineLeavesNoCommand(t *testing.T) {
+	p := start(t, "-n", "1", "-j", "2", "exec", "--", "sh", "-c", `sleep 600 & echo "running pgid=$$ pid=$!" >&2; wait; cat`)
+	p.write("a\nb\n")
+	var groups []int
+	var gone []func() bool
+	for len(groups) < 2 {
+		line := p.waitLine("running pgid=", func(l string) bool {
+			return strings.Contains(l, "running pgid=") && !slices.Contains(groups, pidAfter(l, "pgid="))
+		})
+		pgid := pidAfter(line, "pgid=")
+		groups = append(groups, pgid)
+		t.Cleanup(func() { syscall.Kill(-pgid, syscall.SIGKILL) }) // should batchpipe leave it
+		gone = append(gone, killedBy(t, pgid), killedBy(t, pidAfter(line, " pid=")))
+	}
+	for _, pid := range childrenOf(t, p.cmd.Process.Pid) {
+		gone = append(gone, killedBy(t, pid))
+	}
+	p.cmd.Process.Kill()
+	p.wait()
+	for _, ok := range gone {
+		if !ok() {
+			t.Fatalf("a process batchpipe started outlived it (groups %v)", groups)
+		}
+	}
+	// Whatever else was in the groups got the same SIGKILL.
+	for _, pgid := range groups {
+		eventually(t, fmt.Sprintf("end of every process of group %d", pgid), func() bool { return !groupAlive(pgid) })
+	}
+}
+
+// pidAfter returns the number after key in line.
+func pidAfter(line, key string) int {
+	_, s, _ := strings.Cut(line, key)
+	end := strings.IndexFunc(s, func(r rune) bool { return r < '0' || r > '9' })
+	if end < 0 {
+		end = len(s)
+	}
+	n, _ := strconv.Atoi(s[:end])
+	return n
+}
+
+// silentBroker listens for Kafka clients, takes their connections and never
+// answers; accepted is closed at the first connection.
+func silentBroker(t *testing.T) (addr string, accepted <-chan struct{}) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		var conns []net.Conn
+		defer func() {
+			for _, c := range conns {
+				c.Close()
+			}
+		}()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			if conns = append(conns, c); len(conns) == 1 {
+				close(ch)
+			}
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		<-done
+	})
+	return ln.Addr().String(), ch
+}
+
+// TestSignalDuringKafkaStartUp: a signal that comes while Kafka is being
+// opened stops the run at once, with the signal's status: while a broker
+// that takes the connection and never answers is asked for metadata (which
+// holds the start for seconds, then exits 69), and while the group is
+// joined and the join is not answered.
+func TestSignalDuringKafkaStartUp(t *testing.T) {
+	for _, sig := range []syscall.Signal{syscall.SIGHUP, syscall.SIGTERM} {
+		t.Run("silent broker "+sig.String(), func(t *testing.T) {
+			addr, accepted := silentBroker(t)
+			p := start(t, "--kafka-brokers", addr, "--topic", "t", "--kafka-timeout", "1m", "file", "-")
+			select {
+			case <-accepted:
+			case <-p.waited:
+				t.Fatalf("batchpipe exited (%d) before connecting; stderr:\n%s", p.code, p.stderr())
+			}
+			p.signal(sig)
+			if code, want := p.wait(), 128+int(sig); code != want {
+				t.Fatalf("exit %d, want %d; stderr:\n%s", code, want, p.stderr())
+			}
+		})
+	}
+	t.Run("group join", func(t *testing.T) {
+		k := fakeKafka(t, "it swallows the group join", 1)
+		joining := make(chan struct{})
+		var once sync.Once
+		k.fake.ControlKey(kmsg.JoinGroup.Int16(), func(kmsg.Request) (kmsg.Response, error, bool) {
+			k.fake.KeepControl()
+			once.Do(func() { close(joining) })
+			return nil, nil, true // handled, with no answer
+		})
+		p := start(t, "--kafka-brokers", k.addr, "--topic", k.topic, "--group", k.group,
+			"--kafka-timeout", "1m", "--shutdown-timeout", "30s", "file", "-")
+		select {
+		case <-joining:
+		case <-p.waited:
+			t.Fatalf("batchpipe exited (%d) before joining; stderr:\n%s", p.code, p.stderr())
+		}
+		signalled := time.Now()
+		p.signal(syscall.SIGINT)
+		code := p.wait()
+		// Not --shutdown-timeout: nothing was read, nothing waits.
+		if took := time.Since(signalled); took > 10*time.Second {
+			t.Errorf("exited %v after the signal; stderr:\n%s", took.Round(time.Millisecond), p.stderr())
+		}
+		if code != 130 {
+			t.Fatalf("exit %d, want 130; stderr:\n%s", code, p.stderr())
+		}
+	})
+	t.Run("join held by a stopped member", func(t *testing.T) {
+		if realKafka == nil {
+			t.Skip("a real broker's rebalance waits for a stopped member; on kfake, see group join")
+		}
+		k := newKafka(t, 1)
+		args := []string{"-v", "--kafka-brokers", k.addr, "--topic", k.topic, "--group", k.group,
+			"--kafka-session-timeout", "25s", "--kafka-timeout", "1m", "--shutdown-timeout", "1m", "file", os.DevNull}
+		a := start(t, args...)
+		a.waitFor("kafka: assigned")
+		a.signal(syscall.SIGSTOP)
+		defer func() {
+			a.signal(syscall.SIGCONT)
+			a.signal(syscall.SIGTERM)
+			a.wait()
+		}()
+		b := start(t, args...)
+		cfg := sarama.NewConfig()
+		cfg.Version = sarama.V2_1_0_0
+		admin, err := sarama.NewClusterAdmin([]string{k.addr}, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer admin.Close()
+		// The second member's join waits for the first, stopped, to join
+		// again, until its session times out.
+		eventually(t, "a rebalance waiting for the stopped member", func() bool {
+			gs, err := admin.DescribeConsumerGroups([]string{k.group})
+			return err == nil && len(gs) == 1 && gs[0].State == "PreparingRebalance"
+		})
+		signalled := time.Now()
+		b.signal(syscall.SIGTERM)
+		code := b.wait()
+		if took := time.Since(signalled); took > 10*time.Second {
+			t.Errorf("exited %v after the signal; stderr:\n%s", took.Round(time.Millisecond), b.stderr())
+		}
+		if code != 143 {
+			t.Fatalf("exit %d, want 143; stderr:\n%s", code, b.stderr())
+		}
+	})
 }

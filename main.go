@@ -8,12 +8,19 @@ import (
 	"syscall"
 
 	"github.com/batchpipe/batchpipe/cmd"
+	"github.com/batchpipe/batchpipe/internal/guard"
 	"github.com/mattn/go-isatty"
 )
 
 func main() {
+	guard.Main() // a guardian of commands, when started as one (internal/guard)
 	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGUSR1, syscall.SIGUSR2)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGQUIT, syscall.SIGUSR1, syscall.SIGUSR2)
+	// A hang-up drains like SIGTERM, unless nohup set it ignored: Notify
+	// would undo that.
+	if !signal.Ignored(syscall.SIGHUP) {
+		signal.Notify(sigs, syscall.SIGHUP)
+	}
 	// Once SIGPIPE is notified, a write to a closed stdout or stderr fails
 	// with EPIPE instead of killing batchpipe, so the run can report what
 	// was not delivered. Nothing reads the channel: a full one drops the

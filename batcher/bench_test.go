@@ -54,7 +54,7 @@ func BenchmarkPipeline(b *testing.B) {
 		{"records/n=1000/j=1", 1000, 1, false, 0}, {"records/n=1000/j=4", 1000, 4, false, 0}, {"records/n=10/j=1", 10, 1, false, 0},
 		{"blocks/n=1000/j=1", 1000, 1, true, 0}, {"blocks/n=10/j=1", 10, 1, true, 0},
 		{"records/keys=10/n=1000/j=1", 1000, 1, false, 10}, {"records/keys=1/n=1000/j=1", 1000, 1, false, 1},
-		{"blocks/keys=10/n=1000/j=1", 1000, 1, true, 10},
+		{"blocks/keys=10/n=1000/j=1", 1000, 1, true, 10}, {"blocks/keys=10/n=1000/j=4", 1000, 4, true, 10},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
 			line := append(bytes.Repeat([]byte{'x'}, 99), '\n')

@@ -51,7 +51,9 @@ type Config struct {
 	// MaxRecords, MaxBytes and Linger (from its own oldest record) alone.
 	// A record whose key cannot be found (the error) is dead-lettered on
 	// its own, or counted undelivered, never put in a batch of a guessed
-	// key. Order within a key is kept. Stream blocks are split into
+	// key. Order within a key is kept: with Parallel above 1, a key's
+	// batch is delivered only once the one before it is settled (see
+	// keyTurns). Stream blocks are split into
 	// records for it, which costs more than an unkeyed run.
 	Key func(dst []byte, r *Record) ([]byte, error)
 	// MaxOpenKeys bounds the batches open at once with Key: a record of a
@@ -228,8 +230,19 @@ func (p *Pipeline) Run(ctx context.Context) (Stats, error) {
 	// (Parallel+2) batches.
 	queue := make(chan *Batch, 1)
 	var workers sync.WaitGroup
+	var turns *keyTurns
+	if cfg.Key != nil && cfg.Parallel > 1 {
+		// (One worker delivers a key's batches in order by itself.)
+		var stop func() bool
+		turns, stop = newKeyTurns(dctx, cfg.Parallel)
+		defer stop()
+	}
 	for range cfg.Parallel {
 		workers.Go(func() {
+			if turns != nil {
+				p.deliverKeyed(dctx, queue, turns)
+				return
+			}
 			for b := range queue {
 				p.handle(dctx, b)
 				p.release(b)
@@ -630,6 +643,24 @@ func (a *aggregator) enqueue(b *Batch) {
 	case <-a.ctx.Done():
 		p.settle(b, Abandoned, 0, context.Cause(a.ctx), b.Len())
 		p.release(b)
+	}
+}
+
+// deliverKeyed is a worker's loop with keys: it takes batches from queue
+// as turns lets it, and delivers each key's batches set aside after the
+// one it delivered.
+func (p *Pipeline) deliverKeyed(ctx context.Context, queue <-chan *Batch, turns *keyTurns) {
+	for {
+		b := turns.take(queue)
+		if b == nil {
+			return
+		}
+		for b != nil {
+			key := b.Key
+			p.handle(ctx, b)
+			p.release(b)
+			b = turns.next(key)
+		}
 	}
 }
 

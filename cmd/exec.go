@@ -43,9 +43,11 @@ failed attempts' included. With -j 1 stdout passes straight through. With
 -j above 1 each run's stdout is held until the run ends and then written in
 one piece (256 KiB per run in memory, the rest in a temporary file), and
 stderr is passed on in whole lines, so runs never mix within a line.
---keep-order writes the runs' stdout in batch order; a run then waits to
-start while its batch is 2×-j or more batches ahead of the oldest batch
-whose output has not been written yet. Output that cannot be written fails
+Without --keep-order, outputs come in the order runs end. --keep-order
+writes them in batch order, as file does its batches; it is not the
+default, as a run then waits to start while its batch is 2×-j or more
+batches ahead of the oldest batch whose output has not been written yet,
+so one slow run holds up the rest. Output that cannot be written fails
 its batch, without retries, however the run went; with --keep-order, output
 written only once its batch is done is instead counted and reported at exit,
 and later batches fail. A closed pipe (batchpipe exec … | head -1) stops the
@@ -65,13 +67,15 @@ undelivered, while the rest of its batch runs.
 
 Each run has a process group of its own, so a terminal's Ctrl-C reaches only
 batchpipe. On --timeout, the group gets SIGTERM, then SIGKILL after
---kill-after. On the first SIGINT/SIGTERM running commands are left to
-finish; past --shutdown-timeout they get SIGTERM and, --kill-after later,
-SIGKILL (one that exits 0 after the SIGTERM delivered its batch); a second
-signal SIGKILLs them at once. batchpipe exits only once they are gone. A
-command that exits 0 while processes it left in the background still hold
-its output open is waited for --kill-after, at any -j, then the rest of its
-group is SIGKILLed; the batch is delivered.`
+--kill-after. On the first SIGINT, SIGTERM, SIGHUP or SIGQUIT running
+commands are left to finish; past --shutdown-timeout they get SIGTERM and,
+--kill-after later, SIGKILL (one that exits 0 after the SIGTERM delivered
+its batch); a second signal SIGKILLs them at once. batchpipe exits only
+once they are gone. A command that exits 0 while processes it left in the
+background still hold its output open is waited for --kill-after, at any
+-j, then the rest of its group is SIGKILLed; the batch is delivered. Should
+batchpipe itself be killed (kill -9), a guardian process it starts with the
+first command (batchpipe-guard in ps) SIGKILLs the groups still running.`
 
 const execExamples = `  # count the lines of each batch of 3
   seq 10 | batchpipe -n 3 exec -- wc -l
@@ -123,6 +127,7 @@ func newExecCmd(o *options) *cobra.Command {
 					Stdout:    o.stdout(),
 					Stderr:    diagWriter{o},
 					Env:       childEnv(os.Environ()),
+					Logger:    o.log,
 				})
 			})
 		},

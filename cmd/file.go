@@ -48,7 +48,9 @@ func newFileCmd(o *options) *cobra.Command {
 		Use:   "file [flags] PATH | file --per-batch TEMPLATE",
 		Short: "Append batches to a file or stdout, or write one file per batch",
 		Long: `Append each batch (records joined and terminated by the delimiter) to PATH,
-created with mode 0644 if missing; PATH - is stdout.
+created with mode 0644 if missing; PATH - is stdout. Batches are appended in
+the order they were read, at any -j: each waits until every batch before it
+is written, dead-lettered or given up, so the output is the input, in order.
 
 With --per-batch, each batch goes to a file of its own named from TEMPLATE,
 with placeholders:
@@ -101,6 +103,7 @@ runs write to the same place.
 						return nil, err
 					}
 					s.FollowSymlinks = o.followSymlinks
+					s.Compress = opt.Compress
 					if format.parquet {
 						if s.Encoder, err = pf.encoder(o); err != nil {
 							return nil, err
@@ -111,7 +114,7 @@ runs write to the same place.
 					if err := o.checkStdout(); err != nil {
 						return nil, err
 					}
-					return sinks.NewWriter(o.stdout(), "stdout", opt.Format), nil
+					return sinks.NewWriter(o.stdout(), "stdout", opt.Format).Compressed(opt.Compress), nil
 				default:
 					opt.FollowSymlinks = o.followSymlinks
 					return sinks.OpenFile(args[0], opt)
@@ -122,6 +125,6 @@ runs write to the same place.
 	c.Flags().StringVar(&perBatch, "per-batch", "", "write each batch to its own file named from this template ({seq}, {run}, {time}, {date}, {topic}, {partition}, {first_offset}, {last_offset}, {batch_id}, {key})")
 	c.Flags().BoolVar(&opt.Fsync, "fsync", false, "fsync the file after each batch before it counts as delivered")
 	c.Flags().Var(&format, "format", "body format: lines (records as read), ndjson (one JSON value per line; blank lines pass as blank lines, a byte order mark is left out), json (an array per batch) or parquet (a Parquet file per batch, with --per-batch)")
-	pf.add(c.Flags())
+	pf.add(c.Flags(), &opt.Compress, "compress each batch: gzip or zstd, with :LEVEL if given; appended, each batch is one gzip member or zstd frame, so the file reads with zcat or zstdcat")
 	return c
 }

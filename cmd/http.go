@@ -99,6 +99,9 @@ func newHTTPCmd(o *options) *cobra.Command {
 			}
 			cfg.Parallel = o.parallel
 			cfg.UserAgent = "batchpipe/" + version
+			if cfg.Gzip && cfg.Compress.On() && cfg.Compress.Algo != "gzip" {
+				return usagef("http: --gzip is --compress gzip, and --compress says %s: give one", cfg.Compress.Algo)
+			}
 			if cfg.Timeout <= 0 {
 				return usagef("http: --timeout must be positive, not %v", cfg.Timeout)
 			}
@@ -114,7 +117,8 @@ func newHTTPCmd(o *options) *cobra.Command {
 	f.StringArrayVarP(&headers, "header", "H", nil, "add a header to every request, 'Name: value' (repeatable)")
 	f.Var(&cfg.Format, "format", "body format: lines, ndjson or json")
 	f.StringVar(&cfg.ContentType, "content-type", "", "Content-Type of the body (default: the format's)")
-	f.BoolVar(&cfg.Gzip, "gzip", false, "compress bodies (Content-Encoding: gzip)")
+	f.Var(&cfg.Compress, "compress", "compress bodies: gzip or zstd, with :LEVEL if given (sets Content-Encoding)")
+	f.BoolVar(&cfg.Gzip, "gzip", false, "compress bodies with gzip: --compress gzip")
 	f.DurationVar(&cfg.Timeout, "timeout", 30*time.Second, "give up on a request after this long, and retry it")
 	f.StringVar(&cfg.CACert, "cacert", "", "trust the CA certificates in this PEM file instead of the system's")
 	f.StringVar(&cfg.Cert, "cert", "", "client certificate (PEM) for mutual TLS")

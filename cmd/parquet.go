@@ -35,11 +35,37 @@ func (f *bodyFormat) String() string {
 // parquetFlags are the settings of --format parquet.
 type parquetFlags struct {
 	schema   string
-	codec    string
+	codec    string // set by check
+	compress compressFlag
 	rowGroup int64
 	pageSize byteSize
 	flags    *pflag.FlagSet
 }
+
+// compressFlag is a sink's --compress, which with --format parquet names
+// the codec of the file's pages instead, snappy too: a Parquet file is not
+// compressed whole.
+type compressFlag struct {
+	c      *sinks.Compression
+	snappy bool
+}
+
+func (f *compressFlag) Set(s string) error {
+	f.snappy = s == "snappy"
+	if f.snappy {
+		return f.c.Set("none")
+	}
+	return f.c.Set(s)
+}
+
+func (f *compressFlag) String() string {
+	if f.snappy {
+		return "snappy"
+	}
+	return f.c.String()
+}
+
+func (f *compressFlag) Type() string { return f.c.Type() }
 
 const parquetHelp = `With --format parquet, each batch is one Parquet file, with the columns of
 --parquet-schema FILE: a JSON list of {"name", "type", "path", "required"}
@@ -54,23 +80,29 @@ the same file: no time or random id is in it; with Kafka its key-value
 metadata holds batchpipe.batch_id, topic, partition, first_offset and
 last_offset.`
 
-func (p *parquetFlags) add(fs *pflag.FlagSet) {
+// add adds the flags, and --compress into c, described by help.
+func (p *parquetFlags) add(fs *pflag.FlagSet, c *sinks.Compression, help string) {
 	p.flags = fs
+	p.compress.c = c
+	fs.Var(&p.compress, "compress", help+"; with --format parquet, the codec of its pages: "+parquet.Codecs+" (zstd unless given)")
 	fs.StringVar(&p.schema, "parquet-schema", "", "with --format parquet: the columns, a JSON file (see --help), or infer to derive them from the first batch")
-	fs.StringVar(&p.codec, "compress", "zstd", "with --format parquet: the codec of its pages: "+parquet.Codecs)
 	fs.Int64Var(&p.rowGroup, "parquet-row-group-rows", parquet.DefaultRowGroupRows, "with --format parquet: the most rows in a row group")
 	p.pageSize = parquet.DefaultPageSize
 	fs.Var(&p.pageSize, "parquet-page-size", "with --format parquet: the most bytes of a column's page before encoding and compression")
 }
 
 // check refuses parquet flags without --format parquet, and a parquet run
-// without a schema or with infer under --exactly-once.
+// without a schema or with infer under --exactly-once. With parquet it
+// takes --compress for the codec, and leaves the file uncompressed whole.
 func (p *parquetFlags) check(o *options, name string, f *bodyFormat) error {
 	if !f.parquet {
-		for _, fl := range []string{"parquet-schema", "compress", "parquet-row-group-rows", "parquet-page-size"} {
+		for _, fl := range []string{"parquet-schema", "parquet-row-group-rows", "parquet-page-size"} {
 			if p.flags.Changed(fl) {
 				return usagef("%s: --%s is for --format parquet", name, fl)
 			}
+		}
+		if p.compress.snappy {
+			return usagef("%s: --compress snappy is for --format parquet (takes gzip, zstd or none otherwise)", name)
 		}
 		return nil
 	}
@@ -83,11 +115,21 @@ func (p *parquetFlags) check(o *options, name string, f *bodyFormat) error {
 		return usagef("%s: --parquet-row-group-rows must be at least 1", name)
 	case p.pageSize <= 0:
 		return usagef("%s: --parquet-page-size must be at least 1 byte", name)
+	case p.compress.c.Level != 0:
+		return usagef("%s: --compress %s: with --format parquet the codec takes no level", name, p.compress.String())
 	}
-	if err := parquet.CheckCodec(p.codec); err != nil {
-		return usagef("%s: --compress: %v", name, err)
+	switch {
+	case !p.flags.Changed("compress"):
+		p.codec = "zstd"
+	case p.compress.snappy:
+		p.codec = "snappy"
+	case p.compress.c.Algo == "":
+		p.codec = "none"
+	default:
+		p.codec = p.compress.c.Algo
 	}
-	return nil
+	*p.compress.c = sinks.Compression{}
+	return parquet.CheckCodec(p.codec)
 }
 
 // encoder reads the schema file and returns the encoder.

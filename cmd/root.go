@@ -71,6 +71,8 @@ type options struct {
 	kafka   kafkaOptions
 	// kafkaLag is the lag by topic while reading Kafka, for the stats file.
 	kafkaLag func() map[string]int64
+	// foundInPlace counts the s3 sink's batches found stored already.
+	foundInPlace func() int64
 
 	maxRecords      int
 	maxBytes        byteSize
@@ -132,11 +134,12 @@ func usagef(format string, a ...any) error {
 func refused(err error) error { return &usageError{err: err} }
 
 const rootHelp = `batchpipe groups a stream of records into batches and delivers each batch
-to a sink: a file, a command, an HTTP endpoint or a Kafka topic. A batch is flushed when it
+to a sink: a file, a command, an HTTP endpoint, a Kafka topic or an S3 bucket. A batch is flushed when it
 holds --max-records records, when the next record would take it past
 --max-bytes, when its oldest record has waited --linger, at end of input, on
-SIGTERM/SIGINT (after which everything read is delivered) and on SIGUSR1
-(pkill -USR1 -x batchpipe, as pidof names every batchpipe running).
+SIGTERM, SIGINT, SIGHUP or SIGQUIT (after which everything read is
+delivered; SIGQUIT first writes every goroutine's stack to stderr) and on
+SIGUSR1 (pkill -USR1 -x batchpipe, as pidof names every batchpipe running).
 
 Records are read from stdin, one per line (or per NUL with -0, or per any
 byte with -d), and pass through byte for byte.
@@ -158,7 +161,8 @@ delivered since the last commit will be read again.
 
 With --partition-by TEMPLATE, each key has a batch open of its own, and
 -n, -b and -t apply per key (linger from the key's oldest record); order
-within a key is kept. TEMPLATE holds:
+within a key is kept at any -j: a key's batches are delivered one after
+another, retries included, while keys go in parallel. TEMPLATE holds:
 ` + batcher.KeyTemplateHelp + `
 At most --max-open-keys batches are open (a new key past it flushes the
 batch with the oldest record) holding at most --max-buffered-bytes (past
@@ -190,10 +194,10 @@ Exit status:
        Kafka brokers unreachable, a topic or partition missing, the
        --metrics-addr port taken. Fix or wait, then run again; not
        EX_TEMPFAIL (75), which would promise that waiting is enough
-  130  stopped by SIGINT, 143 by SIGTERM, after delivering everything read
-       (a second signal abandons deliveries in flight and the final Kafka
-       commit: exit 1; a record the signal cut in half, its end still
-       unread: exit 1)`
+  129  stopped by SIGHUP, 130 by SIGINT, 131 by SIGQUIT, 143 by SIGTERM,
+       after delivering everything read (a second signal abandons
+       deliveries in flight and the final Kafka commit: exit 1; a record
+       the signal cut in half, its end still unread: exit 1)`
 
 const rootExamples = `  # append the lines of a growing log in batches of 500, at least every 2s
   tail -F app.log | batchpipe -n 500 -t 2s file batched.log
@@ -244,9 +248,9 @@ func newRoot(o *options) *cobra.Command {
 			if s := c.SuggestionsFor(args[0]); len(s) > 0 {
 				return usagef("unknown sink %q (did you mean %s?)", args[0], s[0])
 			}
-			return usagef("unknown sink %q (sinks: file, exec, http, kafka)", args[0])
+			return usagef("unknown sink %q (sinks: file, exec, http, kafka, s3)", args[0])
 		}
-		return usagef("no sink given (sinks: file, exec, http, kafka)")
+		return usagef("no sink given (sinks: file, exec, http, kafka, s3)")
 	}
 
 	f := root.PersistentFlags()
@@ -271,7 +275,7 @@ func newRoot(o *options) *cobra.Command {
 	f.Var(&o.maxBufferedBytes, "max-buffered-bytes", "with --partition-by, past this many bytes in all open batches the largest is flushed")
 	f.StringVar(&o.deadLetter, "dead-letter", "", "append batches that still fail after retries to this file, as they were read, and carry on (exit 3); kafka:TOPIC produces them to a Kafka topic, which must exist (batchpipe creates no topics)")
 	f.BoolVar(&o.followSymlinks, "follow-symlinks", false, "write through a symbolic link at the output or dead-letter path (refused by default)")
-	f.DurationVar(&o.shutdownTimeout, "shutdown-timeout", 30*time.Second, "after SIGTERM/SIGINT, abandon deliveries and the final Kafka commit still running after this long (0: wait)")
+	f.DurationVar(&o.shutdownTimeout, "shutdown-timeout", 30*time.Second, "after SIGTERM, SIGINT, SIGHUP or SIGQUIT, abandon deliveries and the final Kafka commit still running after this long (0: wait)")
 	f.BoolVarP(&o.quiet, "quiet", "q", false, "no summary line at exit, no status line (unless --progress always), no metrics address")
 	f.BoolVarP(&o.verbose, "verbose", "v", false, "log a line for every batch")
 	f.StringVar(&o.logFormat, "log-format", "text", "log lines, the summary and errors as text or json (durations with their unit)")
@@ -285,12 +289,13 @@ func newRoot(o *options) *cobra.Command {
 	root.AddCommand(newHTTPCmd(o))
 	root.AddCommand(newExecCmd(o))
 	root.AddCommand(newKafkaCmd(o))
+	root.AddCommand(newS3Cmd(o))
 	return root
 }
 
 // Main runs batchpipe with args (without the program name) and returns the
-// exit status. Signals come from sigs: SIGINT/SIGTERM stop it, SIGUSR1
-// flushes.
+// exit status. Signals come from sigs: SIGINT, SIGTERM, SIGHUP and SIGQUIT
+// stop it, SIGUSR1 flushes.
 func Main(args []string, streams Streams, sigs <-chan os.Signal) int {
 	o := &options{streams: streams, signals: sigs}
 	root := newRoot(o)

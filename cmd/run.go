@@ -1,6 +1,7 @@
 package cmd
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -8,6 +9,7 @@ import (
 	"log/slog"
 	"math"
 	"os"
+	"runtime"
 	"runtime/debug"
 	"strings"
 	"sync"
@@ -192,8 +194,9 @@ func withSinkLimits(cfg batcher.Config, sink batcher.Sink) batcher.Config {
 }
 
 // run checks the flags, opens the source (stdin or Kafka), the dead letter
-// and the sink, and runs the pipeline. Signals: the first SIGINT/SIGTERM
-// stops reading and drains, a second abandons what is in flight; SIGUSR1
+// and the sink, and runs the pipeline. Signals: the first SIGINT, SIGTERM,
+// SIGHUP or SIGQUIT (which also dumps the goroutines' stacks) stops reading
+// and drains, a second abandons what is in flight; SIGUSR1
 // flushes the open batch; SIGUSR2 writes the stats file.
 func (o *options) run(openSink func() (batcher.Sink, error)) error {
 	cfg, err := o.config()
@@ -243,10 +246,26 @@ func (o *options) run(openSink func() (batcher.Sink, error)) error {
 
 	dlTopic, dlKafka := strings.CutPrefix(o.deadLetter, "kafka:")
 	var kr *kafkaRun
+	stopAtStart := func(s stoppedAtStart) error {
+		// Nothing was read, so nothing is committed: a broker that does
+		// not answer must not hold the exit.
+		kr = nil
+		return o.report(batcher.Stats{}, nil, s.sig)
+	}
 	if o.kafka.enabled() || dlKafka {
-		if kr, err = o.openKafka(cfg.Logger); err != nil {
+		// Connecting may wait on brokers that do not answer, for seconds.
+		var opened *kafkaRun // written by open, read only once it returned
+		err := o.whileOpening(func() (err error) {
+			opened, err = o.openKafka(cfg.Logger)
+			return err
+		})
+		if s, ok := err.(stoppedAtStart); ok {
+			return stopAtStart(s)
+		}
+		if err != nil {
 			return err
 		}
+		kr = opened
 		defer func() {
 			if kr != nil { // a return before the run: nothing to commit
 				o.finishKafka(context.Background(), kr)
@@ -268,7 +287,14 @@ func (o *options) run(openSink func() (batcher.Sink, error)) error {
 	}
 	switch {
 	case dlKafka:
-		dl, err := kr.deadLetter(dlTopic) // closed by kr.finish
+		var dl batcher.DeadLetter
+		err := o.whileOpening(func() (err error) {
+			dl, err = kr.deadLetter(dlTopic) // closed by kr.finish
+			return err
+		})
+		if s, ok := err.(stoppedAtStart); ok {
+			return stopAtStart(s)
+		}
 		if err != nil {
 			return err
 		}
@@ -280,7 +306,7 @@ func (o *options) run(openSink func() (batcher.Sink, error)) error {
 			return err
 		})
 		if s, ok := err.(stoppedAtStart); ok {
-			return o.report(batcher.Stats{}, nil, s.sig)
+			return stopAtStart(s)
 		}
 		if err != nil {
 			return refused(fmt.Errorf("dead letter: %w", err))
@@ -294,7 +320,7 @@ func (o *options) run(openSink func() (batcher.Sink, error)) error {
 		return err
 	})
 	if s, ok := err.(stoppedAtStart); ok {
-		return o.report(batcher.Stats{}, nil, s.sig)
+		return stopAtStart(s)
 	}
 	var unavailable *unavailableError
 	if errors.As(err, &unavailable) {
@@ -381,6 +407,9 @@ func (o *options) run(openSink func() (batcher.Sink, error)) error {
 		for {
 			select {
 			case s := <-o.signals:
+				if s == syscall.SIGQUIT {
+					o.dumpStacks(errw)
+				}
 				switch {
 				case s == syscall.SIGUSR1:
 					select {
@@ -441,6 +470,11 @@ func (o *options) run(openSink func() (batcher.Sink, error)) error {
 	}
 	close(done)
 	signals.Wait()
+	if o.foundInPlace != nil {
+		if n := o.foundInPlace(); n > 0 {
+			extra = append(extra, count(n, "batch", "batches")+" found in place, stored before with the same bytes (counted as delivered)")
+		}
+	}
 
 	var startErr *sources.StartError
 	if errors.As(runErr, &startErr) {
@@ -456,16 +490,17 @@ func (o *options) run(openSink func() (batcher.Sink, error)) error {
 	return o.report(st, runErr, sig, extra...)
 }
 
-// stoppedAtStart is a SIGINT or SIGTERM that came while an output was
-// being opened.
+// stoppedAtStart is a stopping signal that came while an output or Kafka
+// was being opened.
 type stoppedAtStart struct{ sig os.Signal }
 
 func (s stoppedAtStart) Error() string { return "stopped by " + s.sig.String() }
 
-// whileOpening runs open, which may wait (a FIFO waits for a reader),
-// while SIGINT and SIGTERM still work: either ends the wait with
-// stoppedAtStart, leaving open to finish with the process. Nothing has
-// been read yet: there is nothing to flush or report on SIGUSR1/SIGUSR2.
+// whileOpening runs open, which may wait (a FIFO waits for a reader, a
+// broker may not answer), while SIGINT, SIGTERM, SIGHUP and SIGQUIT still
+// work: each ends the wait with stoppedAtStart, leaving open to finish with
+// the process. Nothing has been read yet: there is nothing to flush or
+// report on SIGUSR1/SIGUSR2.
 func (o *options) whileOpening(open func() error) error {
 	done := make(chan error, 1)
 	go func() { done <- open() }()
@@ -474,11 +509,38 @@ func (o *options) whileOpening(open func() error) error {
 		case err := <-done:
 			return err
 		case s := <-o.signals:
-			if s == syscall.SIGINT || s == syscall.SIGTERM {
+			switch s {
+			case syscall.SIGQUIT:
+				o.dumpStacks(diagWriter{o})
+				return stoppedAtStart{s}
+			case syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP:
 				return stoppedAtStart{s}
 			}
 		}
 	}
+}
+
+// maxStacks bounds the buffer of a SIGQUIT's stack dump.
+const maxStacks = 64 << 20
+
+// dumpStacks writes every goroutine's stack to w, as Go does on SIGQUIT,
+// to show where a run is stuck; unlike Go, batchpipe then drains as on
+// SIGTERM, rather than lose what it read.
+func (o *options) dumpStacks(w io.Writer) {
+	buf := make([]byte, 256<<10)
+	for {
+		n := runtime.Stack(buf, true)
+		if n < len(buf) || len(buf) >= maxStacks {
+			buf = buf[:n]
+			break
+		}
+		buf = make([]byte, 2*len(buf))
+	}
+	if o.logFormat == "json" {
+		jsonLogger(w).Warn("SIGQUIT: goroutine stacks", "signal", syscall.SIGQUIT.String(), "stacks", string(buf))
+		return
+	}
+	fmt.Fprintf(w, "batchpipe: SIGQUIT: goroutine stacks follow\n%s\n", bytes.TrimRight(buf, "\n"))
 }
 
 // memoryLimit is the soft limit given to the garbage collector, so that
@@ -589,6 +651,9 @@ func (o *options) writeStats(w io.Writer, st batcher.Stats, status *int, runErr 
 	r := monitor.NewReport(o.sink, st)
 	if o.kafkaLag != nil {
 		r.Lag = o.kafkaLag()
+	}
+	if o.foundInPlace != nil {
+		r.BatchesFoundInPlace = o.foundInPlace()
 	}
 	r.Running = status == nil
 	r.ExitStatus = status

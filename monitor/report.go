@@ -33,6 +33,10 @@ type Report struct {
 	ElapsedSeconds   float64          `json:"elapsed_seconds"`
 	RecordsPerSecond float64          `json:"records_per_second"`
 	Lag              map[string]int64 `json:"kafka_lag,omitempty"` // by topic
+
+	// BatchesFoundInPlace counts the s3 sink's batches whose object was
+	// there already, with their bytes: delivered by an earlier attempt.
+	BatchesFoundInPlace int64 `json:"batches_found_in_place,omitempty"`
 }
 
 // NewReport fills a report from the counters.

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/exec"
 	"runtime"
@@ -17,6 +18,7 @@ import (
 	"time"
 
 	"github.com/batchpipe/batchpipe/batcher"
+	"github.com/batchpipe/batchpipe/internal/guard"
 )
 
 // ExecConfig configures an Exec sink.
@@ -49,6 +51,9 @@ type ExecConfig struct {
 	Stdout, Stderr io.Writer
 	// Env is the environment each run starts from. Default os.Environ().
 	Env []string
+	// Logger, if set, is told when commands cannot be guarded against
+	// batchpipe's own death (see Exec.run).
+	Logger *slog.Logger
 }
 
 // Exec runs a command once per batch, the batch on its stdin or as its
@@ -65,7 +70,7 @@ type Exec struct {
 	emitMu  sync.Mutex    // one held output written at a time
 	outw    io.Writer     // batchpipe's stdout
 	stderr  *lockedWriter // batchpipe's stderr
-	order   *orderer      // nil unless --keep-order with -j > 1
+	order   *batchOrder   // nil unless --keep-order with -j > 1
 	emitErr error         // first failure to write a held output; under emitMu
 	lost    int           // outputs not written once their batch was settled; under emitMu
 	lostSeq int64         // the batch of the first of them
@@ -75,6 +80,8 @@ type Exec struct {
 
 	groupsMu sync.Mutex
 	groups   map[int]bool // process groups of runs not yet waited for
+	guard    *guard.Guard // kills them should batchpipe die; nil in tests
+	log      *slog.Logger
 }
 
 var (
@@ -114,6 +121,11 @@ func NewExec(cfg ExecConfig) (*Exec, error) {
 		outw:      cfg.Stdout,
 		stderr:    &lockedWriter{w: cfg.Stderr},
 		groups:    make(map[int]bool),
+		guard:     guard.New(),
+		log:       cfg.Logger,
+	}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
 	}
 	if s.killAfter <= 0 {
 		s.killAfter = 5 * time.Second
@@ -123,7 +135,7 @@ func NewExec(cfg ExecConfig) (*Exec, error) {
 	}
 	switch {
 	case cfg.Parallel > 1 && cfg.KeepOrder:
-		s.order = newOrderer(int64(2*cfg.Parallel), s.emitSettled)
+		s.order = newBatchOrder(int64(2 * cfg.Parallel))
 	case cfg.Parallel <= 1:
 		// One run at a time: output passes straight through, live.
 		s.stdout = cfg.Stdout
@@ -225,9 +237,18 @@ func (s *Exec) AbandonGrace(cause error) time.Duration {
 // outlives batchpipe.
 func (s *Exec) Kill() {
 	s.groupsMu.Lock()
-	defer s.groupsMu.Unlock()
 	for pgid := range s.groups {
 		syscall.Kill(-pgid, syscall.SIGKILL)
+	}
+	s.groupsMu.Unlock()
+	s.closeGuard()
+}
+
+// closeGuard lets the guardian go: it SIGKILLs the groups still in its
+// table, if any, and exits.
+func (s *Exec) closeGuard() {
+	if err := s.guard.Close(); err != nil {
+		s.log.Warn("exec sink: " + err.Error())
 	}
 }
 
@@ -241,6 +262,7 @@ func (s *Exec) Settled(seq int64) {
 // Close reports outputs that could not be written after their batches
 // were settled; those of batches not yet settled failed their batches.
 func (s *Exec) Close() error {
+	s.closeGuard()
 	s.emitMu.Lock()
 	defer s.emitMu.Unlock()
 	if s.lost > 0 {
@@ -300,8 +322,8 @@ func (o *outWriter) Write(p []byte) (int, error) {
 	return n, err
 }
 
-// hold passes an output to the orderer, or fails its batch if stdout
-// already failed, since it would not be written.
+// hold keeps an output until its batch's turn (s.order), or fails its
+// batch if stdout already failed, since it would not be written.
 func (s *Exec) hold(seq int64, h *heldOutput) error {
 	s.emitMu.Lock()
 	err := s.emitErr
@@ -310,12 +332,12 @@ func (s *Exec) hold(seq int64, h *heldOutput) error {
 		h.Close()
 		return outputLost(s.name, err)
 	}
-	s.order.add(seq, h)
+	s.order.hold(seq, func() { s.emitSettled(seq, h) })
 	return nil
 }
 
-// emitSettled writes an output for the orderer. Its batch is settled by
-// then, so a failure can only be counted for Close.
+// emitSettled writes an output held until its batch's turn. Its batch is
+// settled by then, so a failure can only be counted for Close.
 func (s *Exec) emitSettled(seq int64, h *heldOutput) {
 	if s.emit(h) == nil {
 		return
@@ -366,7 +388,17 @@ func (s *Exec) run(ctx context.Context, b *batcher.Batch, r *run) error {
 	cmd.Stderr = errw
 	// A group of its own: a terminal's Ctrl-C reaches only batchpipe, which
 	// lets runs finish, and a stopped run is stopped with its children.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// Should batchpipe die before it can stop them (kill -9), the guardian
+	// kills the group (internal/guard); until the group is in its table,
+	// the parent-death signal kills the command. Linux sends that when the
+	// thread that started the command ends: the thread is kept until the
+	// command is waited for.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := s.guard.Start(); err != nil {
+		s.log.Warn("exec sink: " + err.Error())
+	}
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
 	var cancelled atomic.Bool
 	cmd.Cancel = func() error {
 		cancelled.Store(true)
@@ -394,10 +426,16 @@ func (s *Exec) run(ctx context.Context, b *batcher.Batch, r *run) error {
 	s.groupsMu.Lock()
 	s.groups[pgid] = true
 	s.groupsMu.Unlock()
+	if err := s.guard.Add(pgid); err != nil {
+		s.log.Warn("exec sink: " + err.Error())
+	}
 	defer func() {
 		s.groupsMu.Lock()
 		delete(s.groups, pgid)
 		s.groupsMu.Unlock()
+		if err := s.guard.Remove(pgid); err != nil {
+			s.log.Warn("exec sink: " + err.Error())
+		}
 	}()
 	err := cmd.Wait()
 	errw.finish()
@@ -609,72 +647,6 @@ func (h *heldOutput) Close() {
 	if h.file != nil {
 		h.file.Close()
 		h.file = nil
-	}
-}
-
-// orderer writes held outputs in batch order. A run waits to start while
-// its batch is window or more ahead of the oldest one not yet written, so
-// at most window outputs are ever held.
-type orderer struct {
-	window int64
-	emit   func(seq int64, h *heldOutput)
-
-	mu      sync.Mutex
-	next    int64 // oldest batch whose output is not yet written
-	settled map[int64]bool
-	outs    map[int64][]*heldOutput // by batch, in attempt order
-	moved   chan struct{}           // closed and replaced when next moves
-}
-
-func newOrderer(window int64, emit func(seq int64, h *heldOutput)) *orderer {
-	return &orderer{window: window, emit: emit, next: 1,
-		settled: make(map[int64]bool), outs: make(map[int64][]*heldOutput), moved: make(chan struct{})}
-}
-
-// wait blocks until batch seq is within the window.
-func (o *orderer) wait(ctx context.Context, seq int64) error {
-	for {
-		o.mu.Lock()
-		ok, moved := seq < o.next+o.window, o.moved
-		o.mu.Unlock()
-		if ok {
-			return nil
-		}
-		select {
-		case <-moved:
-		case <-ctx.Done():
-			return context.Cause(ctx)
-		}
-	}
-}
-
-// add holds an attempt's output until its batch's turn.
-func (o *orderer) add(seq int64, h *heldOutput) {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	o.outs[seq] = append(o.outs[seq], h)
-}
-
-// settle notes that batch seq will not run again, and writes every output
-// that is now next in order. Writing under the lock keeps the order; a slow
-// stdout holds up runs, which is the backpressure wanted.
-func (o *orderer) settle(seq int64) {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	o.settled[seq] = true
-	moved := false
-	for o.settled[o.next] {
-		for _, h := range o.outs[o.next] {
-			o.emit(o.next, h)
-		}
-		delete(o.outs, o.next)
-		delete(o.settled, o.next)
-		o.next++
-		moved = true
-	}
-	if moved {
-		close(o.moved)
-		o.moved = make(chan struct{})
 	}
 }
 

@@ -15,7 +15,6 @@ import (
 	"sync"
 	"syscall"
 	"testing"
-	"testing/synctest"
 	"time"
 
 	"github.com/batchpipe/batchpipe/batcher"
@@ -327,63 +326,6 @@ func TestHeldOutputSpills(t *testing.T) {
 	if !bytes.Equal(got.Bytes(), want.Bytes()) {
 		t.Errorf("wrote back %d bytes, want %d", got.Len(), want.Len())
 	}
-}
-
-func TestOrderer(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		var emitted []string
-		o := newOrderer(2, func(_ int64, h *heldOutput) { emitted = append(emitted, string(h.mem)) })
-		out := func(s string) *heldOutput { return &heldOutput{mem: []byte(s)} }
-
-		started := make(chan int64, 10)
-		for seq := int64(1); seq <= 4; seq++ {
-			go func() {
-				if err := o.wait(t.Context(), seq); err != nil {
-					t.Error(err)
-				}
-				started <- seq
-			}()
-		}
-		synctest.Wait()
-		if got := len(started); got != 2 {
-			t.Fatalf("%d runs started with a window of 2", got)
-		}
-		o.add(2, out("2a"))
-		o.add(2, out("2b"))
-		o.settle(2)
-		o.add(1, out("1"))
-		synctest.Wait()
-		if len(emitted) != 0 || len(started) != 2 {
-			t.Fatalf("emitted %q and started %d before batch 1 settled", emitted, len(started))
-		}
-		o.settle(1)
-		synctest.Wait()
-		if want := []string{"1", "2a", "2b"}; !slices.Equal(emitted, want) {
-			t.Errorf("emitted %q, want %q", emitted, want)
-		}
-		if len(started) != 4 {
-			t.Errorf("%d runs started once batches 1 and 2 were written", len(started))
-		}
-		o.add(4, out("4"))
-		o.settle(4)
-		if len(emitted) != 3 {
-			t.Fatalf("batch 4's output written before batch 3 settled")
-		}
-		o.settle(3) // never attempted, but settled all the same
-		if want := []string{"1", "2a", "2b", "4"}; !slices.Equal(emitted, want) {
-			t.Errorf("emitted %q, want %q", emitted, want)
-		}
-
-		ctx, cancel := context.WithCancelCause(t.Context())
-		cause := errors.New("abandoned")
-		done := make(chan error)
-		go func() { done <- o.wait(ctx, 100) }()
-		synctest.Wait()
-		cancel(cause)
-		if err := <-done; err != cause {
-			t.Errorf("wait returned %v, want the cause", err)
-		}
-	})
 }
 
 // syncBuffer is a buffer written by a run's copying goroutines.

@@ -19,16 +19,24 @@ import (
 	"github.com/batchpipe/batchpipe/batcher"
 )
 
-// File appends every batch to one file, or to a writer such as stdout.
+// File appends every batch to one file, or to a writer such as stdout, in
+// the order the batches were formed, whatever -j: a batch waits for its
+// turn, once every batch before it is settled.
 type File struct {
 	path  string
 	f     *os.File  // nil when writing to w
 	w     io.Writer // stdout
 	fsync bool
 	body  Format
+	order *batchOrder
 
 	mu  sync.Mutex // one batch at a time, so batches never interleave
 	buf []byte     // body of the batch being written, for formats that build one
+
+	// compress makes each batch one gzip member or zstd frame: the file
+	// stays one valid stream, for zcat and zstdcat.
+	compress Compression
+	zbuf     []byte
 }
 
 // FileOptions are the file sink's settings; the zero value appends records
@@ -37,11 +45,14 @@ type FileOptions struct {
 	Fsync          bool   // fsync after each batch, before it counts as delivered
 	Format         Format // body format; default Lines
 	FollowSymlinks bool   // write through a symbolic link at the path
+
+	Compress Compression // gzip or zstd, a member or frame per batch
 }
 
 var (
-	_ batcher.Sink   = (*File)(nil)
-	_ batcher.Closer = (*File)(nil)
+	_ batcher.Sink    = (*File)(nil)
+	_ batcher.Closer  = (*File)(nil)
+	_ batcher.Settler = (*File)(nil)
 )
 
 // OpenFile opens path for appending, creating it with mode 0644. Errors
@@ -60,27 +71,46 @@ func OpenFile(path string, opt FileOptions) (*File, error) {
 	if err != nil {
 		return nil, fmt.Errorf("file sink: %w", err)
 	}
-	return &File{path: path, f: f, fsync: opt.Fsync, body: opt.Format}, nil
+	return &File{path: path, f: f, fsync: opt.Fsync, body: opt.Format, compress: opt.Compress, order: newBatchOrder(1)}, nil
 }
 
 // NewWriter returns a sink that writes batches to w (stdout), named name in
 // errors.
 func NewWriter(w io.Writer, name string, f Format) *File {
-	return &File{path: name, w: w, body: f}
+	return &File{path: name, w: w, body: f, order: newBatchOrder(1)}
 }
 
-// Deliver writes the batch with a single write. If that fails part-way in a
-// regular file, the file is cut back to where the batch began, so a retry
-// does not leave half a batch behind it.
+// Compressed makes s compress each batch (see FileOptions.Compress).
+func (s *File) Compressed(c Compression) *File {
+	s.compress = c
+	return s
+}
+
+// Deliver writes the batch with a single write, in its turn. If that fails
+// part-way in a regular file, the file is cut back to where the batch
+// began, so a retry does not leave half a batch behind it.
 func (s *File) Deliver(ctx context.Context, b *batcher.Batch) error {
+	if err := s.order.wait(ctx, b.Seq); err != nil {
+		return fmt.Errorf("file sink: %s: waiting for the batches before it: %w", b, err)
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	body, rej := s.body.Body(&s.buf, b)
+	if s.compress.On() && len(body) > 0 {
+		var err error
+		if s.zbuf, err = s.compress.Append(s.zbuf[:0], body); err != nil {
+			return batcher.Permanent(fmt.Errorf("file sink: %s: %w", s.path, err))
+		}
+		body = s.zbuf
+	}
 	if err := s.write(body); err != nil {
 		return err
 	}
 	return rejected(rej)
 }
+
+// Settled lets the batch after seq write, once those before it have.
+func (s *File) Settled(seq int64) { s.order.settle(seq) }
 
 // rejected turns a format's rejected records into the sink's error.
 func rejected(rej []batcher.Rejected) error {
@@ -168,6 +198,8 @@ type PerBatch struct {
 	// Encoder, when set, lays out each batch as a whole file (Parquet)
 	// in place of the body format.
 	Encoder BatchEncoder
+
+	Compress Compression // gzip or zstd: each file compressed
 }
 
 // DeliveryMemory is what encoding a batch of maxBytes holds beyond the
@@ -264,6 +296,12 @@ func (s *PerBatch) Deliver(ctx context.Context, b *batcher.Batch) error {
 	}
 	if _, ok := b.Span(); s.byOffsets && !ok {
 		return batcher.Permanent(fmt.Errorf("file sink: per-batch template %q names batches by their offsets, and batch %d holds records of several partitions, or none from Kafka: add {seq}, or use --exactly-once", s.src, b.Seq))
+	}
+	if s.Compress.On() {
+		var err error
+		if body, err = s.Compress.Append(nil, body); err != nil {
+			return batcher.Permanent(fmt.Errorf("file sink: batch %d: %w", b.Seq, err))
+		}
 	}
 	dir, rel := s.names(b)
 	if err := s.write(dir, rel, body); err != nil {

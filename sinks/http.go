@@ -3,7 +3,6 @@ package sinks
 import (
 	"bytes"
 	"cmp"
-	"compress/gzip"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -47,6 +46,9 @@ type HTTPConfig struct {
 	Gzip        bool   // compress bodies and send Content-Encoding: gzip
 	UserAgent   string // unless Header has one; default "batchpipe"
 
+	// Compress is gzip or zstd, sent as Content-Encoding; Gzip is gzip.
+	Compress Compression
+
 	// Timeout bounds each request, from connecting to reading the
 	// response. Default 30s.
 	Timeout time.Duration
@@ -85,7 +87,7 @@ type HTTP struct {
 	host     string // a Host header
 	header   http.Header
 	format   Format
-	gzip     bool
+	compress Compression
 	timeout  time.Duration
 	client   *http.Client
 	now      func() time.Time // for Retry-After dates
@@ -182,11 +184,16 @@ func NewHTTP(cfg HTTPConfig) (*HTTP, error) {
 	case header.Get("Content-Type") == "":
 		header.Set("Content-Type", cfg.Format.ContentType())
 	}
-	if cfg.Gzip {
+	flag := "--compress"
+	if cfg.Gzip && !cfg.Compress.On() {
+		cfg.Compress, _ = ParseCompression("gzip")
+		flag = "--gzip"
+	}
+	if cfg.Compress.On() {
 		if header.Get("Content-Encoding") != "" {
-			return nil, errors.New("http sink: --gzip sets Content-Encoding: give no such header")
+			return nil, fmt.Errorf("http sink: %s sets Content-Encoding: give no such header", flag)
 		}
-		header.Set("Content-Encoding", "gzip")
+		header.Set("Content-Encoding", cfg.Compress.Encoding())
 	}
 	if header.Get("User-Agent") == "" {
 		ua := cfg.UserAgent
@@ -220,7 +227,7 @@ func NewHTTP(cfg HTTPConfig) (*HTTP, error) {
 		host:     host,
 		header:   header,
 		format:   cfg.Format,
-		gzip:     cfg.Gzip,
+		compress: cfg.Compress,
 		timeout:  cfg.Timeout,
 		client: &http.Client{
 			Transport: tr,
@@ -420,14 +427,15 @@ func rejectRest(b *batcher.Batch, base int, rej []batcher.Rejected, err error) [
 // the pool once the transport is done with it. A body inPlace (the batch's
 // memory) is waited for: post returns only once the transport closed it.
 func (s *HTTP) post(ctx context.Context, sc *scratch, u string, v *Values, body []byte, inPlace bool) (int, error) {
-	if s.gzip {
+	if s.compress.On() {
 		inPlace = false // compressed into sc
 
 		var err error
-		if body, err = sc.compress(body); err != nil {
+		if sc.gz, err = s.compress.Append(sc.gz[:0], body); err != nil {
 			s.putScratch(sc)
-			return 0, fmt.Errorf("http sink: gzip: %w", err)
+			return 0, fmt.Errorf("http sink: %w", err)
 		}
+		body = sc.gz
 	}
 	// The transport may still read the body after Do returns, when the
 	// response or an error comes before the body is sent. So sc goes back
@@ -624,11 +632,10 @@ func (w *watchedBody) Close() error {
 }
 
 // scratch is the memory one request needs, kept in a pool: the encoded
-// body, the compressed body and a gzip writer.
+// body and the compressed body.
 type scratch struct {
 	body []byte
 	gz   []byte
-	zw   *gzip.Writer
 }
 
 func (s *HTTP) getScratch() *scratch {
@@ -639,28 +646,6 @@ func (s *HTTP) getScratch() *scratch {
 }
 
 func (s *HTTP) putScratch(sc *scratch) { s.scratch.Put(sc) }
-
-// Write collects the gzip writer's output.
-func (sc *scratch) Write(p []byte) (int, error) {
-	sc.gz = append(sc.gz, p...)
-	return len(p), nil
-}
-
-func (sc *scratch) compress(body []byte) ([]byte, error) {
-	sc.gz = sc.gz[:0]
-	if sc.zw == nil {
-		sc.zw = gzip.NewWriter(sc)
-	} else {
-		sc.zw.Reset(sc)
-	}
-	if _, err := sc.zw.Write(body); err != nil {
-		return nil, err
-	}
-	if err := sc.zw.Close(); err != nil {
-		return nil, err
-	}
-	return sc.gz, nil
-}
 
 // Close closes the connections kept alive.
 func (s *HTTP) Close() error {

@@ -39,8 +39,13 @@ type redactor struct {
 const placeholderMark = "zq9placeholder9qz"
 
 // markValues render every placeholder as placeholderMark.
-var markValues = &Values{v: [10]string{placeholderMark, placeholderMark, placeholderMark, placeholderMark,
-	placeholderMark, placeholderMark, placeholderMark, placeholderMark, placeholderMark, placeholderMark}}
+var markValues = func() *Values {
+	v := &Values{}
+	for i := range v.v {
+		v.v[i] = placeholderMark
+	}
+	return v
+}()
 
 // authSchemes start Authorization values; they are no secret.
 var authSchemes = map[string]bool{"bearer": true, "basic": true, "token": true, "digest": true, "negotiate": true}

@@ -12,12 +12,12 @@ import (
 // Placeholders are the names a template may hold in braces, the same for
 // per-batch file names, http URLs and header values; exec gets the same
 // values in its environment.
-var Placeholders = []string{"seq", "time", "date", "topic", "partition", "first_offset", "last_offset", "batch_id", "key", "run"}
+var Placeholders = []string{"seq", "time", "date", "topic", "partition", "first_offset", "last_offset", "batch_id", "key", "run", "hour"}
 
 // PlaceholderHelp describes the placeholders, for --help.
 const PlaceholderHelp = `{seq} the batch's number (1, 2, 3…); {run} the run's (its start, UTC to the
 millisecond, and 24 random bits: 20260102T150405.123Z-9f3a1c); {time} and {date} when it is written
-(UTC, 20060102T150405Z and 2006-01-02); {topic} and {partition} of its
+(UTC, 20060102T150405Z and 2006-01-02), {hour} its hour (15); {topic} and {partition} of its
 Kafka records ("none" without Kafka, "mixed" if they differ); {first_offset},
 {last_offset} and {batch_id} (TOPIC-PARTITION-FIRST-LAST) when all its
 records come from one partition ("none" otherwise); {key} its key with
@@ -114,7 +114,7 @@ func (t *Template) Render(dst []byte, v *Values, esc func(dst []byte, s string) 
 
 // Values are a batch's placeholder values, in the order of Placeholders.
 type Values struct {
-	v [10]string
+	v [11]string
 	// Span is the batch's partition and offsets; ok is false if its
 	// records are not all of one partition.
 	Span   batcher.Span
@@ -160,13 +160,13 @@ func BatchValues(b *batcher.Batch, now time.Time) *Values {
 		first, last, id = strconv.FormatInt(s.First, 10), strconv.FormatInt(s.Last, 10), s.ID()
 	}
 	v.Keyed = b.Keyed
-	v.v = [10]string{strconv.FormatInt(b.Seq, 10), now.Format("20060102T150405Z"), now.Format("2006-01-02"),
-		topic, partition, first, last, id, b.Key, RunID()}
+	v.v = [11]string{strconv.FormatInt(b.Seq, 10), now.Format("20060102T150405Z"), now.Format("2006-01-02"),
+		topic, partition, first, last, id, b.Key, RunID(), now.Format("15")}
 	return v
 }
 
 // sampleValues stand for any batch when a template is checked.
-var sampleValues = &Values{v: [10]string{"1", "20240501T100000Z", "2024-05-01", "topic", "0", "0", "0", "topic-0-0-0", "key", "20240501T100000.000Z-000000"}}
+var sampleValues = &Values{v: [11]string{"1", "20240501T100000Z", "2024-05-01", "topic", "0", "0", "0", "topic-0-0-0", "key", "20240501T100000.000Z-000000", "10"}}
 
 // pathEscape makes a value fit for one element of a file path, one to one,
 // so that two keys never share a file: bytes other than letters, digits,

@@ -192,6 +192,7 @@ type Kafka struct {
 	closeErr  error
 	finalDone chan struct{} // the final commit is over; finalErr is set
 	finalErr  error
+	unjoined  bool // no session at the final commit; set before finalDone
 }
 
 var (
@@ -1173,12 +1174,28 @@ func (k *Kafka) Close() error { return k.Shutdown(context.Background()) }
 // commit was made: without it, the records delivered since the last commit
 // will be read again. Leaving the group or stopping the readers unfinished
 // loses nothing and is only logged.
+//
+// A member of a group that holds no partitions (a signal came while it
+// was joining) has nothing to commit or hand over: Shutdown returns once
+// that is settled, without waiting to leave, which waits for a join under
+// way to be answered (up to the rebalance timeout).
 func (k *Kafka) Shutdown(ctx context.Context) error {
 	k.closeOnce.Do(func() { go k.close() })
-	select {
-	case <-k.closed:
-		return k.closeErr
-	case <-ctx.Done():
+	final := k.finalDone // closed only with a group
+wait:
+	for {
+		select {
+		case <-k.closed:
+			return k.closeErr
+		case <-final:
+			final = nil
+			if k.finalErr == nil && k.unjoined {
+				k.log.Debug("kafka: not waiting to leave the group: this member holds no partitions", "group", k.cfg.Group)
+				return nil
+			}
+		case <-ctx.Done():
+			break wait
+		}
 	}
 	select {
 	case <-k.closed: // both were ready
@@ -1209,6 +1226,7 @@ func (k *Kafka) close() {
 	if k.group != nil {
 		k.mu.Lock()
 		k.closing = true
+		k.unjoined = k.sess == nil
 		if k.sess != nil {
 			if err = k.commitLocked(k.sess); err != nil {
 				err = fmt.Errorf("%w; delivered records not committed will be read again", err)

@@ -1,23 +1,25 @@
 #!/usr/bin/env bash
 # bench-keyed.sh BIN: batches per key and exactly once, each against the
 # same run without, in one run:
-#   1. stdin, 1,000,000 records of 100 bytes over 10 keys, -n 1000, to a
-#      file: --partition-by '{field:1}' against no key (target >= 0.7x
-#      the throughput);
+#   1. stdin, KEY_RECORDS (3,000,000) records of 100 bytes over 10 keys,
+#      -n 1000, to a file, at -j 1 and at -j 4: --partition-by '{field:1}'
+#      against no key (target >= 0.7x the throughput), each key's records
+#      checked to be in input order (and the output without a key to be
+#      the input);
 #   2. 100,000 distinct keys with --max-open-keys 100: peak RSS against
 #      the bound the README states;
 #   3. Kafka (local kfake), drain 1,000,000 records over 4 partitions as a
 #      group, -n 1000: --exactly-once against without (target >= 0.8x),
 #      with the offset commits each made.
-# Each contender runs ROUNDS times (default 3; KEY_ROUNDS, default 7, for
-# the first, whose runs take a tenth of a second), alternating; the best
-# counts.
+# Each contender runs ROUNDS times (default 3; KEY_ROUNDS, default 9, for
+# the first), alternating; the best counts.
 set -euo pipefail
 . "$(dirname "$0")/bench-lib.sh" "$@"
 
 records=${RECORDS:-1000000}
+key_records=${KEY_RECORDS:-3000000}
 rounds=${ROUNDS:-3}
-key_rounds=${KEY_ROUNDS:-7}
+key_rounds=${KEY_ROUNDS:-9}
 
 rate() { awk -v n="$1" -v t="$2" 'BEGIN { printf "%.0f", n / t }'; }
 timer=
@@ -40,23 +42,29 @@ time_run() {
 	printf -v "$var" '%s' "$(sub "$(now)" "$t0")"
 }
 
-echo "== keys: $records records of 100 bytes over 10 keys, -n 1000, to a file"
-awk -v n="$records" 'BEGIN { pad = sprintf("%090d", 0); for (i = 0; i < n; i++) printf "k%d\t%s\n", i % 10, pad }' >"$work/keys10.txt"
+# in_key_order FILE: each key's records (KEY<TAB>NUMBER) in increasing order.
+in_key_order() { awk -F'\t' '{ if (($2 "") <= (last[$1] "")) exit 1; last[$1] = $2 }' "$1"; }
+
+echo "== keys: $key_records records of 100 bytes over 10 keys, -n 1000, to a file"
+awk -v n="$key_records" 'BEGIN { for (i = 0; i < n; i++) printf "k%d\t%090d\n", i % 10, i }' >"$work/keys10.txt"
 awk 'BEGIN { pad = sprintf("%085d", 0); for (i = 0; i < 100000; i++) printf "key%06d\t%s\n", i, pad }' >"$work/keys100k.txt"
-best_plain= best_keyed=
-for _ in $(seq 1 "$key_rounds"); do
-	rm -f "$work/out"
-	time_run t "$bin" -q -n 1000 file "$work/out" <"$work/keys10.txt"
-	cmp -s "$work/out" "$work/keys10.txt" || { echo "FAIL: output differs from input"; exit 1; }
-	if [ -z "$best_plain" ] || lt "$t" "$best_plain"; then best_plain=$t; fi
-	rm -f "$work/out"
-	time_run t "$bin" -q -n 1000 --partition-by '{field:1}' file "$work/out" <"$work/keys10.txt"
-	[ "$(sort "$work/out" | cksum)" = "$(sort "$work/keys10.txt" | cksum)" ] || { echo "FAIL: keyed output is not the input"; exit 1; }
-	if [ -z "$best_keyed" ] || lt "$t" "$best_keyed"; then best_keyed=$t; fi
+for j in 1 4; do
+	best_plain= best_keyed=
+	for _ in $(seq 1 "$key_rounds"); do
+		rm -f "$work/out"
+		time_run t "$bin" -q -n 1000 -j "$j" file "$work/out" <"$work/keys10.txt"
+		cmp -s "$work/out" "$work/keys10.txt" || { echo "FAIL: -j $j: output differs from input"; exit 1; }
+		if [ -z "$best_plain" ] || lt "$t" "$best_plain"; then best_plain=$t; fi
+		rm -f "$work/out"
+		time_run t "$bin" -q -n 1000 -j "$j" --partition-by '{field:1}' file "$work/out" <"$work/keys10.txt"
+		[ "$(sort "$work/out" | cksum)" = "$(sort "$work/keys10.txt" | cksum)" ] || { echo "FAIL: -j $j: keyed output is not the input"; exit 1; }
+		in_key_order "$work/out" || { echo "FAIL: -j $j: a key's records out of order"; exit 1; }
+		if [ -z "$best_keyed" ] || lt "$t" "$best_keyed"; then best_keyed=$t; fi
+	done
+	printf '  -j %d no key           %6.3f s  %9s records/s\n' "$j" "$best_plain" "$(rate "$key_records" "$best_plain")"
+	printf '  -j %d --partition-by   %6.3f s  %9s records/s  %sx the throughput (target >= 0.7), in order\n' \
+		"$j" "$best_keyed" "$(rate "$key_records" "$best_keyed")" "$(ratio "$best_plain" "$best_keyed")"
 done
-printf '  no key           %6.3f s  %9s records/s\n' "$best_plain" "$(rate "$records" "$best_plain")"
-printf '  --partition-by   %6.3f s  %9s records/s  %sx the throughput (target >= 0.7)\n' \
-	"$best_keyed" "$(rate "$records" "$best_keyed")" "$(ratio "$best_plain" "$best_keyed")"
 
 echo "== 100,000 distinct keys, --max-open-keys 100, -n 1000 (default -b 1MiB, -j 1, --max-buffered-bytes 64MiB)"
 rm -f "$work/out"
