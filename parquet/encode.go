@@ -113,7 +113,6 @@ func (e *Encoder) Encode(b *batcher.Batch) ([]byte, []batcher.Rejected, error) {
 		pq.PageBufferSize(e.opt.PageSize),
 		pq.MaxRowsPerRowGroup(e.opt.RowGroupRows),
 		pq.DataPageStatistics(true),
-		pq.DictionaryMaxBytes(1 << 20),
 	}
 	if sp, ok := b.Span(); ok {
 		opts = append(opts,

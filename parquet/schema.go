@@ -259,12 +259,14 @@ func (s *Schema) node(c *Column, name string, def, rep int) (pq.Node, error) {
 		s.wrap(c, &n)
 		return n, nil
 	}
-	// Encodings as DuckDB picks them: a dictionary for text (log levels,
-	// user ids repeat; past DictionaryMaxBytes a column chunk falls back
-	// to plain), deltas for integers and times, which mostly grow.
+	// Text is prefix-encoded (DELTA_BYTE_ARRAY): ids and messages share
+	// prefixes, and in a batch of 10,000 a dictionary of near-unique ids
+	// (user, request) made files 1.5 times DuckDB's where this makes them
+	// 1.03; levels that repeat cost little more than in a dictionary once
+	// compressed. Integers and times mostly grow: deltas. Floats stay plain.
 	switch k {
-	case kString, kBytes, kDouble, kFloat:
-		n = pq.Encoded(n, &pq.RLEDictionary)
+	case kString, kBytes:
+		n = pq.Encoded(n, &pq.DeltaByteArray)
 	case kInt32, kInt64, kTimestamp, kDate, kDecimal:
 		n = pq.Encoded(n, &pq.DeltaBinaryPacked)
 	}
