@@ -336,7 +336,7 @@ func (o *options) run(openSink func() (batcher.Sink, error)) error {
 	// them out the collector runs without end (stdin to a Kafka sink took
 	// 4 s of CPU a million records instead of 0.4).
 	if _, set := os.LookupEnv("GOMEMLIMIT"); !set && kr == nil && o.sink != "kafka" {
-		defer debug.SetMemoryLimit(debug.SetMemoryLimit(memoryLimit(cfg)))
+		defer debug.SetMemoryLimit(debug.SetMemoryLimit(memoryLimit(cfg) + deliveryMemory(sink, cfg)))
 	}
 	if limit := debug.SetMemoryLimit(-1); limit == math.MaxInt64 {
 		cfg.Logger.Debug("no soft memory limit")
