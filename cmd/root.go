@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/batchpipe/batchpipe/batcher"
+	"github.com/batchpipe/batchpipe/monitor"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 )
@@ -71,6 +72,9 @@ type options struct {
 	kafka   kafkaOptions
 	// kafkaLag is the lag by topic while reading Kafka, for the stats file.
 	kafkaLag func() map[string]int64
+	// kafkaGroup is the group member's state with --group, for the stats
+	// file.
+	kafkaGroup func() monitor.GroupState
 
 	maxRecords      int
 	maxBytes        byteSize

@@ -261,8 +261,12 @@ func (o *options) run(openSink func() (batcher.Sink, error)) error {
 				cfg.Key, cfg.Plan = batcher.PartitionKey, kr.src.PlanBatch
 			}
 			o.kafkaLag = kr.src.Lag
+			if o.kafka.group != "" {
+				o.kafkaGroup = kr.src.GroupState
+			}
 			if progress != nil {
 				progress.Lag = kr.totalLag
+				progress.Group = o.kafkaGroup
 			}
 		}
 	}
@@ -323,6 +327,9 @@ func (o *options) run(openSink func() (batcher.Sink, error)) error {
 			lag = kr.partitionLag
 		}
 		m := monitor.NewMetrics(o.sink, p.Stats, lag)
+		if o.kafkaGroup != nil {
+			m.WithGroup(o.kafkaGroup)
+		}
 		addr, stop, err := m.Serve(o.metricsAddr)
 		if errors.Is(err, syscall.EADDRINUSE) {
 			return &unavailableError{err}
@@ -589,6 +596,11 @@ func (o *options) writeStats(w io.Writer, st batcher.Stats, status *int, runErr 
 	r := monitor.NewReport(o.sink, st)
 	if o.kafkaLag != nil {
 		r.Lag = o.kafkaLag()
+	}
+	if o.kafkaGroup != nil {
+		g := o.kafkaGroup()
+		g.PausedSecs = g.Paused.Seconds()
+		r.Group = &g
 	}
 	r.Running = status == nil
 	r.ExitStatus = status

@@ -278,7 +278,7 @@ func (k *Kafka) planBatch(b *batcher.Batch, span batcher.Span) (wait bool, err e
 		undo()
 		return true, nil
 	}
-	req := newCommitRequest(k.cfg.Group, k.sess.MemberID(), k.sess.GenerationID())
+	req := k.newCommitRequest(k.sess)
 	req.AddBlockWithLeaderEpoch(span.Topic, span.Partition, offset, -1, 0, meta)
 	coord, err := k.cutsConn()
 	if err != nil {

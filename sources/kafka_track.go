@@ -585,3 +585,33 @@ func (st *partState) lag() int64 {
 	}
 	return max(0, target-st.acked)
 }
+
+// revokeParts is revoke for some partitions only: a cooperative rebalance
+// takes them and leaves the rest being read.
+func (t *tracker) revokeParts(tps ...topicPartition) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, tp := range tps {
+		if st := t.parts[tp]; st != nil {
+			t.revokeLocked(st)
+		}
+	}
+}
+
+// letGoParts is letGo for the partitions revokeParts took.
+func (t *tracker) letGoParts(tps ...topicPartition) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, tp := range tps {
+		st := t.parts[tp]
+		if st == nil {
+			continue
+		}
+		t.revokeLocked(st)
+		st.gone = true
+		if l := st.lag(); l > 0 {
+			t.left[tp] = l
+		}
+		delete(t.parts, tp)
+	}
+}
