@@ -187,7 +187,9 @@ Exit status:
        to read --help), or a setting refused at start: an output, stats
        file or dead letter that cannot be written, a command that cannot
        be run, a group refusing the join (a session timeout out of its
-       range, a missing permission), wrong Kafka credentials
+       range, a missing permission, another --rebalance-strategy), wrong
+       Kafka credentials; also a static member fenced by a newer one
+       started with its --group-instance-id
   3    the run completed (or was stopped by a signal), but records were
        dead-lettered (--dead-letter)
   69   a dependency unavailable at start, nothing read (EX_UNAVAILABLE):

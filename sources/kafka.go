@@ -1324,7 +1324,7 @@ func (k *Kafka) refusal(err error) string {
 	case errors.Is(err, sarama.ErrInvalidGroupId):
 		return "give another --group"
 	case errors.Is(err, sarama.ErrInconsistentGroupProtocol):
-		return "it is used by consumers of another kind: give another --group"
+		return "its members use another --rebalance-strategy (switching one needs every member stopped), or it is used by consumers of another kind"
 	case errors.Is(err, sarama.ErrGroupMaxSizeReached):
 		return "it has as many members as the broker allows (group.max.size)"
 	case errors.Is(err, sarama.ErrUnsupportedVersion):
