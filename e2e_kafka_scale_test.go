@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -48,10 +49,11 @@ func TestKafkaStaticMemberRestartsWithoutRebalance(t *testing.T) {
 	newProducer(t, k.addr).produce(k.topic, parts4, 1000)
 	args := []string{"-v", "--kafka-brokers", k.addr, "--topic", k.topic, "--group", k.group,
 		"--kafka-session-timeout", "10s", "--kafka-rebalance-timeout", "10s", "-n", "100"}
-	member := func(id string) *proc {
-		return start(t, append(args, "--group-instance-id", id, "file", os.DevNull)...)
+	stats := filepath.Join(t.TempDir(), "stats.json")
+	member := func(id string, more ...string) *proc {
+		return start(t, append(append(args, more...), "--group-instance-id", id, "file", os.DevNull)...)
 	}
-	a, b := member("a"), member("b")
+	a, b := member("a"), member("b", "--stats-file", stats)
 	a.waitForLines("a share of two partitions", func(l []string) bool { return assignedCount(l) == 2 })
 	b.waitForLines("a share of two partitions", func(l []string) bool { return assignedCount(l) == 2 })
 	before := a.stderr()
@@ -80,6 +82,19 @@ func TestKafkaStaticMemberRestartsWithoutRebalance(t *testing.T) {
 		if code := p.wait(); code != 143 {
 			t.Fatalf("exit %d, want 143:\n%s", code, p.stderr())
 		}
+	}
+	// The other member's own account: still the generation it joined.
+	var r struct {
+		Group *struct {
+			Generation int32 `json:"generation"`
+			Rebalances int64 `json:"rebalances"`
+		} `json:"kafka_group"`
+	}
+	if err := json.Unmarshal([]byte(readFile(t, stats)), &r); err != nil || r.Group == nil {
+		t.Fatalf("stats file: %v:\n%s", err, readFile(t, stats))
+	}
+	if fmt.Sprint(r.Group.Generation) != gen || r.Group.Rebalances != 0 {
+		t.Errorf("the other member's stats say generation %d and %d rebalances, want %s and 0", r.Group.Generation, r.Group.Rebalances, gen)
 	}
 }
 
