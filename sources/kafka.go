@@ -923,8 +923,9 @@ func (k *Kafka) emptyTo(tp topicPartition, from, end int64) (int64, error) {
 	// last one's whole batches ended.
 	for range maxProbes {
 		// Version 10 (Kafka 2.1) has all a probe needs (sarama's consumer
-		// sends 11, for rack awareness), at the consumer's isolation level: under read_committed, records
-		// of aborted transactions are skipped, as the consumer skips them.
+		// sends 11, for rack awareness), at the consumer's isolation
+		// level: under read_committed, records of aborted transactions
+		// are skipped, as the consumer skips them.
 		req := &sarama.FetchRequest{Version: 10, MaxBytes: probeBytes, Isolation: sarama.ReadUncommitted, SessionEpoch: -1}
 		if committed {
 			req.Isolation = sarama.ReadCommitted
@@ -1518,8 +1519,8 @@ func (h groupHandler) ConsumeClaim(sess sarama.ConsumerGroupSession, claim saram
 // rejoins to let the group assign it elsewhere.
 func (k *Kafka) consumeCoop(sess sarama.ConsumerGroupSession, claim sarama.ConsumerGroupClaim) error {
 	tp := topicPartition{claim.Topic(), claim.Partition()}
-	st := k.track.get(tp.topic, tp.part)
-	if st == nil || st.revoked {
+	st := k.track.live(tp.topic, tp.part)
+	if st == nil {
 		k.mu.Lock()
 		states, err := k.assignLocked(sess, map[string][]int32{tp.topic: {tp.part}}, false)
 		k.noteGeneration(sess.GenerationID())

@@ -112,6 +112,17 @@ func (t *tracker) activate() {
 	clear(t.left) // the partitions not assigned here are another member's
 }
 
+// live returns the current state of a partition, or nil if there is none
+// or it is being revoked.
+func (t *tracker) live(topic string, part int32) *partState {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if st := t.parts[topicPartition{topic, part}]; st != nil && !st.revoked {
+		return st
+	}
+	return nil
+}
+
 // get returns the current state of a partition, or nil.
 func (t *tracker) get(topic string, part int32) *partState {
 	t.mu.Lock()
