@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/batchpipe/batchpipe/batcher"
+	"github.com/batchpipe/batchpipe/monitor"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 )
@@ -73,6 +74,9 @@ type options struct {
 	kafkaLag func() map[string]int64
 	// foundInPlace counts the s3 sink's batches found stored already.
 	foundInPlace func() int64
+	// kafkaGroup is the group member's state with --group, for the stats
+	// file.
+	kafkaGroup func() monitor.GroupState
 
 	maxRecords      int
 	maxBytes        byteSize
@@ -187,7 +191,9 @@ Exit status:
        to read --help), or a setting refused at start: an output, stats
        file or dead letter that cannot be written, a command that cannot
        be run, a group refusing the join (a session timeout out of its
-       range, a missing permission), wrong Kafka credentials
+       range, a missing permission, another --rebalance-strategy), wrong
+       Kafka credentials; also a static member fenced by a newer one
+       started with its --group-instance-id
   3    the run completed (or was stopped by a signal), but records were
        dead-lettered (--dead-letter)
   69   a dependency unavailable at start, nothing read (EX_UNAVAILABLE):

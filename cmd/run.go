@@ -280,8 +280,12 @@ func (o *options) run(openSink func() (batcher.Sink, error)) error {
 				cfg.Key, cfg.Plan = batcher.PartitionKey, kr.src.PlanBatch
 			}
 			o.kafkaLag = kr.src.Lag
+			if o.kafka.group != "" {
+				o.kafkaGroup = kr.src.GroupState
+			}
 			if progress != nil {
 				progress.Lag = kr.totalLag
+				progress.Group = o.kafkaGroup
 			}
 		}
 	}
@@ -349,6 +353,9 @@ func (o *options) run(openSink func() (batcher.Sink, error)) error {
 			lag = kr.partitionLag
 		}
 		m := monitor.NewMetrics(o.sink, p.Stats, lag)
+		if o.kafkaGroup != nil {
+			m.WithGroup(o.kafkaGroup)
+		}
 		addr, stop, err := m.Serve(o.metricsAddr)
 		if errors.Is(err, syscall.EADDRINUSE) {
 			return &unavailableError{err}
@@ -654,6 +661,11 @@ func (o *options) writeStats(w io.Writer, st batcher.Stats, status *int, runErr 
 	}
 	if o.foundInPlace != nil {
 		r.BatchesFoundInPlace = o.foundInPlace()
+	}
+	if o.kafkaGroup != nil {
+		g := o.kafkaGroup()
+		g.PausedSecs = g.Paused.Seconds()
+		r.Group = &g
 	}
 	r.Running = status == nil
 	r.ExitStatus = status
