@@ -19,7 +19,7 @@ test:
 # broker (Kafka $(KAFKA_VERSION), as make kafka-real) when Java is there,
 # else against kfake, and says which; KAFKA_BENCH=kfake picks kfake.
 bench: build
-	$(GO) test -run '^$$' -bench . -benchmem ./batcher ./sources ./sinks
+	$(GO) test -run '^$$' -bench . -benchmem ./batcher ./sources ./sinks ./parquet
 	KAFKA_VERSION=$(KAFKA_VERSION) ./testdata/bench.sh
 
 demo: build
@@ -69,3 +69,4 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzJSONString -fuzztime $(FUZZTIME) ./internal/envelope
 	$(GO) test -run '^$$' -fuzz FuzzRoundTrip -fuzztime $(FUZZTIME) ./internal/envelope
 	$(GO) test -run '^$$' -fuzz FuzzFormat -fuzztime $(FUZZTIME) ./sinks
+	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime $(FUZZTIME) ./parquet

@@ -68,8 +68,14 @@ func offsetFiles(t *testing.T, out string) map[int32][]offsetFile {
 // final file.
 func checkOffsetFiles(t *testing.T, files map[int32][]offsetFile, n int64) int {
 	t.Helper()
+	return checkOffsetFilesOf(t, files, parts4, n)
+}
+
+// checkOffsetFilesOf is checkOffsetFiles for the partitions parts.
+func checkOffsetFilesOf(t *testing.T, files map[int32][]offsetFile, parts []int32, n int64) int {
+	t.Helper()
 	count := 0
-	for _, part := range parts4 {
+	for _, part := range parts {
 		fs := files[part]
 		slices.SortFunc(fs, func(a, b offsetFile) int { return int(a.first - b.first) })
 		next := int64(0)

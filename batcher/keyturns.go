@@ -107,8 +107,8 @@ func (t *keyTurns) start(b *Batch) bool {
 }
 
 // next is called once the batch of key being delivered is settled: it
-// returns the key's next batch set aside, to be delivered now with the
-// reservation, or nil and gives the reservation back.
+// gives the settled batch's reservation back and returns the key's next
+// batch set aside, to be delivered now with its own, or nil.
 func (t *keyTurns) next(key string) *Batch {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -122,5 +122,8 @@ func (t *keyTurns) next(key string) *Batch {
 	b := waiting[0]
 	waiting[0] = nil
 	t.keys[key] = waiting[1:]
+	// b came with a reservation of its own; the settled batch's goes.
+	t.held--
+	t.room.Signal()
 	return b
 }

@@ -189,3 +189,37 @@ func TestKeyTurnsHungKeyIsBounded(t *testing.T) {
 		}
 	})
 }
+
+// A batch set aside and then delivered by the worker of its key gives back
+// one reservation, not two or none: otherwise every such hand-over would
+// leave the workers one batch fewer to take.
+func TestKeyTurnsHandOverKeepsTheCount(t *testing.T) {
+	turns, stop := newKeyTurns(context.Background(), 4)
+	defer stop()
+	queue := make(chan *Batch, 3)
+	queue <- &Batch{Seq: 1, Key: "a"}
+	queue <- &Batch{Seq: 2, Key: "a"}
+	queue <- &Batch{Seq: 3, Key: "b"}
+	close(queue)
+	if b := turns.take(queue); b.Seq != 1 {
+		t.Fatalf("took batch %d first, want 1", b.Seq)
+	}
+	if b := turns.take(queue); b.Seq != 3 { // 2 is set aside behind 1
+		t.Fatalf("took batch %d second, want 3", b.Seq)
+	}
+	if b := turns.next("b"); b != nil {
+		t.Fatalf("b has batch %d set aside, want none", b.Seq)
+	}
+	if b := turns.next("a"); b == nil || b.Seq != 2 {
+		t.Fatalf("a's next batch is %v, want 2", b)
+	}
+	if b := turns.next("a"); b != nil {
+		t.Fatalf("a has batch %d set aside, want none", b.Seq)
+	}
+	if turns.take(queue) != nil {
+		t.Fatal("took a batch from a drained queue")
+	}
+	if turns.held != 0 {
+		t.Errorf("%d reservations held with every batch settled, want 0", turns.held)
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 )
 
@@ -152,12 +153,25 @@ func (e *RejectError) indexes() []int {
 	return idx
 }
 
+// maxReasons is how many rejected records' reasons an error lists: each
+// has its own (a missing field, a string for a number), and a log line
+// stays readable.
+const maxReasons = 5
+
 func (e *RejectError) Error() string {
 	if len(e.Records) == 1 {
 		return fmt.Sprintf("1 record rejected: %v", e.Records[0].Err)
 	}
-	if len(e.Records) == 1 {
-		return fmt.Sprintf("1 record rejected: %v", e.Records[0].Err)
+	var b strings.Builder
+	fmt.Fprintf(&b, "%d records rejected: ", len(e.Records))
+	for i, r := range e.Records[:min(len(e.Records), maxReasons)] {
+		if i > 0 {
+			b.WriteString("; ")
+		}
+		fmt.Fprint(&b, r.Err)
 	}
-	return fmt.Sprintf("%d records rejected, the first: %v", len(e.Records), e.Records[0].Err)
+	if n := len(e.Records) - maxReasons; n > 0 {
+		fmt.Fprintf(&b, "; and %d more", n)
+	}
+	return b.String()
 }

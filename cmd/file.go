@@ -42,6 +42,8 @@ func samePath(a, b string) bool {
 func newFileCmd(o *options) *cobra.Command {
 	var perBatch string
 	var opt sinks.FileOptions
+	var format bodyFormat
+	var pf parquetFlags
 	c := &cobra.Command{
 		Use:   "file [flags] PATH | file --per-batch TEMPLATE",
 		Short: "Append batches to a file or stdout, or write one file per batch",
@@ -70,7 +72,9 @@ retry, or a run after a crash with --exactly-once); with other bytes it is
 never overwritten: the batch fails, naming the file. A template that would
 give two batches of a run one name (no {seq}, nor {batch_id} or an offset)
 is refused; {seq} starts at 1 in every run, so put {run} in it too where
-runs write to the same place.`,
+runs write to the same place.
+
+` + parquetHelp + ` It needs --per-batch.`,
 		Example: fileExamples,
 		RunE: func(c *cobra.Command, args []string) error {
 			switch {
@@ -84,7 +88,13 @@ runs write to the same place.`,
 				return usagef("file: --dead-letter %s is the output too: failed batches would be appended to what they failed to reach", o.deadLetter)
 			case !o.kafka.enabled() && (strings.Contains(perBatch, "{topic}") || strings.Contains(perBatch, "{partition}")):
 				return usagef("file: {topic} and {partition} are those of Kafka records: give --topic, or take them out of --per-batch")
+			case format.parquet && perBatch == "":
+				return usagef("file: --format parquet writes each batch as a whole file: give --per-batch TEMPLATE, not a file to append to")
 			}
+			if err := pf.check(o, "file", &format); err != nil {
+				return err
+			}
+			opt.Format = format.Format
 			return o.run(func(env sinkEnv) (batcher.Sink, error) {
 				switch {
 				case perBatch != "":
@@ -94,6 +104,11 @@ runs write to the same place.`,
 					}
 					s.FollowSymlinks = o.followSymlinks
 					s.Compress = opt.Compress
+					if format.parquet {
+						if s.Encoder, err = pf.encoder(env.diag); err != nil {
+							return nil, err
+						}
+					}
 					return s, nil
 				case args[0] == "-":
 					if err := o.checkStdout(); err != nil {
@@ -109,7 +124,7 @@ runs write to the same place.`,
 	}
 	c.Flags().StringVar(&perBatch, "per-batch", "", "write each batch to its own file named from this template ("+sinks.PlaceholderList+")")
 	c.Flags().BoolVar(&opt.Fsync, "fsync", false, "fsync the file after each batch before it counts as delivered")
-	c.Flags().Var(&opt.Compress, "compress", "compress each batch: gzip or zstd, with :LEVEL if given; appended, each batch is one gzip member or zstd frame, so the file reads with zcat or zstdcat")
-	c.Flags().Var(&opt.Format, "format", "body format: lines (records as read), ndjson (one JSON value per line; blank lines pass as blank lines, a byte order mark is left out) or json (an array per batch)")
+	c.Flags().Var(&format, "format", "body format: lines (records as read), ndjson (one JSON value per line; blank lines pass as blank lines, a byte order mark is left out), json (an array per batch) or parquet (a Parquet file per batch, with --per-batch)")
+	pf.add(c.Flags(), &opt.Compress, "compress each batch: gzip or zstd, with :LEVEL if given; appended, each batch is one gzip member or zstd frame, so the file reads with zcat or zstdcat")
 	return c
 }

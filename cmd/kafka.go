@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -45,6 +46,8 @@ type kafkaOptions struct {
 	sessionTimeout time.Duration
 	rebalance      time.Duration
 	exactlyOnce    bool
+	instanceID     string
+	strategy       string
 
 	// --from and --until, resolved once, at start, by checkKafka.
 	fromAt  sources.From
@@ -74,6 +77,8 @@ func (k *kafkaOptions) addFlags(f *pflag.FlagSet) {
 	f.DurationVar(&k.timeout, "kafka-timeout", 30*time.Second, "give up (exit 1; at start, exit 69 within seconds) when no broker has answered, or the group has assigned this member no partitions, for this long, or (--group --until-end) when other members have left partitions undrained for this long after this member's were; also the longest the final commit waits, and how long the kafka sink sends a batch again while no broker answers")
 	f.DurationVar(&k.sessionTimeout, "kafka-session-timeout", 10*time.Second, "with --group, how long the group waits for a member that stopped answering; brokers refuse values below their group.min.session.timeout.ms, 6s by default (exit 2)")
 	f.DurationVar(&k.rebalance, "kafka-rebalance-timeout", 60*time.Second, "with --group, how long a rebalance waits for members to rejoin; a member losing partitions waits up to 3/4 of it (leaving 2s, or half of a shorter one, to rejoin) for the batches in flight that hold their records, then commits them and lets go (a batch still running after that may be delivered twice)")
+	f.StringVar(&k.instanceID, "group-instance-id", "", "with --group, a static member (Kafka 2.3+): restarted with the same id within --kafka-session-timeout, it gets its partitions back with no rebalance; unique per member and stable across its restarts (a host or pod name); a second member with the same id fences the first, which exits 2")
+	f.StringVar(&k.strategy, "rebalance-strategy", "range", "with --group, how the group divides partitions: range, roundrobin, sticky, or cooperative-sticky (a rebalance stops only the partitions that move; every member of the group must use it, see README)")
 	f.BoolVar(&k.exactlyOnce, "exactly-once", false, "with --group: one partition per batch, each batch's offsets stored in the group before delivery, so every later attempt forms the same batches (see README: Exactly once)")
 	f.BoolVar(&k.tls, "kafka-tls", false, "connect to Kafka with TLS")
 	f.StringVar(&k.caFile, "kafka-cacert", "", "PEM file of CA certificates for Kafka TLS (implies --kafka-tls)")
@@ -112,6 +117,8 @@ func (o *options) checkKafka() error {
 	switch {
 	case k.group != "" && len(k.partitions) > 0:
 		return usagef("--partitions and --group: the group assigns partitions; give one")
+	case !slices.Contains(kafkaconn.Strategies, k.strategy):
+		return usagef("--rebalance-strategy takes %s, not %q", strings.Join(kafkaconn.Strategies, ", "), k.strategy)
 	case k.exactlyOnce && k.group == "":
 		return usagef("--exactly-once needs --group: the batches' offsets are stored with the group's")
 	case k.limit < 0:
@@ -184,11 +191,20 @@ func (o *options) kafkaConn() (*kafkaconn.Conn, error) {
 		DialTimeout:      min(k.timeout, 5*time.Second),
 		SessionTimeout:   k.sessionTimeout,
 		RebalanceTimeout: k.rebalance,
+		Strategy:         k.strategy,
+	}
+	if k.group != "" {
+		// Without a group, ignored: the variable may be set for a host
+		// or pod whose other runs read no group.
+		c.InstanceID = k.instanceID
 	}
 	if k.sasl != "" && c.Password == "" {
 		return nil, usagef("--kafka-sasl: set the password in %s", envPassword)
 	}
 	if _, err := c.Config(); err != nil {
+		if k.instanceID != "" && strings.Contains(err.Error(), "instance id") {
+			return nil, usagef("--group-instance-id %q: letters, digits, '.', '_' and '-' only, at most 249 of them", k.instanceID)
+		}
 		return nil, refused(err)
 	}
 	return c, nil

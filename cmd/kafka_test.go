@@ -27,7 +27,8 @@ func TestKafkaFlags(t *testing.T) {
 	o, stderr, code := parseKafka(t, "--kafka-brokers", "b1:9092, b2:9092", "--topic", "a", "--topic", "b,c", "--group", "g",
 		"--from", "2024-05-01T10:00:00Z", "--until", "2024-05-02T10:00:00+02:00", "--until-end", "--limit", "10", "--envelope", "json", "--commit-interval", "250ms",
 		"--kafka-timeout", "3s", "--kafka-session-timeout", "2s", "--kafka-cacert", "ca.pem", "--kafka-sasl", "scram-sha-256",
-		"--kafka-user", "u", "--client-id", "me", "--isolation", "read_uncommitted", "--kafka-rebalance-timeout", "20s", "file", "-")
+		"--kafka-user", "u", "--client-id", "me", "--isolation", "read_uncommitted", "--kafka-rebalance-timeout", "20s",
+		"--rebalance-strategy", "cooperative-sticky", "file", "-")
 	if code != exitOK {
 		t.Fatalf("exit %d: %s", code, stderr)
 	}
@@ -47,9 +48,37 @@ func TestKafkaFlags(t *testing.T) {
 	}
 	want := kafkaconn.Conn{Brokers: []string{"b1:9092", "b2:9092"}, ClientID: "me", SASL: "scram-sha-256", User: "u",
 		Password: "pw", DialTimeout: 3 * time.Second, SessionTimeout: 2 * time.Second, ReadUncommitted: true,
-		RebalanceTimeout: 20 * time.Second}
+		RebalanceTimeout: 20 * time.Second, Strategy: "cooperative-sticky"}
 	if !reflect.DeepEqual(*conn, want) {
 		t.Fatalf("conn\n got %+v\nwant %+v", *conn, want)
+	}
+}
+
+// The instance id comes from the environment, set per host or pod, and
+// counts only with a group: the host's other runs may read none.
+func TestKafkaGroupInstanceIDFromEnv(t *testing.T) {
+	t.Setenv(envBrokers, "k:9092")
+	t.Setenv("BATCHPIPE_GROUP_INSTANCE_ID", "loader-0")
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--topic", "t", "--group", "g", "file", "-"}, "loader-0"},
+		{[]string{"--topic", "t", "--group", "g", "--group-instance-id", "loader-1", "file", "-"}, "loader-1"},
+		{[]string{"--topic", "t", "file", "-"}, ""},
+	} {
+		o, stderr, code := parseKafka(t, tc.args...)
+		if code != exitOK {
+			t.Fatalf("%v: exit %d: %s", tc.args, code, stderr)
+		}
+		conn, err := o.kafkaConn()
+		if err != nil || conn.InstanceID != tc.want || conn.Strategy != "range" {
+			t.Fatalf("%v: conn %+v, %v; want instance id %q", tc.args, conn, err, tc.want)
+		}
+	}
+	// Without Kafka at all, the variable is not for this run.
+	if _, stderr, code := parseKafka(t, "file", "-"); code != exitOK {
+		t.Fatalf("stdin: exit %d: %s", code, stderr)
 	}
 }
 
@@ -87,6 +116,7 @@ func TestKafkaUsageErrors(t *testing.T) {
 		{nil, []string{"--isolation", "read_committed", "file", "-"}, "--isolation reads Kafka"},
 		{nil, []string{"--topic", "t", "--kafka-rebalance-timeout", "0", "file", "-"}, "--kafka-rebalance-timeout must be positive"},
 		{nil, []string{"--topic", "t", "--max-record-bytes", "1K", "file", "-"}, "--max-record-bytes is for stdin"},
+		{nil, []string{"--topic", "t", "--group", "g", "--rebalance-strategy", "cooperative", "file", "-"}, "--rebalance-strategy takes range, roundrobin, sticky, cooperative-sticky"},
 	} {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
 			for k, v := range tc.env {
@@ -111,6 +141,7 @@ func TestKafkaConnUsageErrors(t *testing.T) {
 		{"pw", []string{"--kafka-brokers", "b:1", "--topic", "t", "--kafka-sasl", "plain", "file", "-"}, "needs a user name"},
 		{"pw", []string{"--kafka-brokers", "b:1", "--topic", "t", "--kafka-sasl", "kerberos", "--kafka-user", "u", "file", "-"}, "unknown SASL mechanism"},
 		{"", []string{"--kafka-brokers", "b:1", "--topic", "t", "--kafka-cert", "c.pem", "file", "-"}, "both the certificate and the key"},
+		{"", []string{"--kafka-brokers", "b:1", "--topic", "t", "--group", "g", "--group-instance-id", "a/b", "file", "-"}, `--group-instance-id "a/b": letters, digits`},
 	} {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
 			t.Setenv(envBrokers, "")

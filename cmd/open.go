@@ -136,8 +136,12 @@ func (r *running) openKafka() error {
 		r.cfg.Key, r.cfg.Plan = batcher.PartitionKey, kr.src.PlanBatch
 	}
 	r.gauges.kafkaLag = kr.src.Lag
+	if o.kafka.group != "" {
+		r.gauges.kafkaGroup = kr.src.GroupState
+	}
 	if r.progress != nil {
 		r.progress.Lag = kr.totalLag
+		r.progress.Group = r.gauges.kafkaGroup
 	}
 	return nil
 }
@@ -183,7 +187,7 @@ func (r *running) limitMemory() {
 	// them out the collector runs without end (stdin to a Kafka sink took
 	// 4 s of CPU a million records instead of 0.4).
 	if _, set := os.LookupEnv("GOMEMLIMIT"); !set && r.kr == nil && r.o.sink != "kafka" {
-		old := debug.SetMemoryLimit(memoryLimit(r.cfg))
+		old := debug.SetMemoryLimit(memoryLimit(r.cfg) + deliveryMemory(r.p.Sink, r.cfg))
 		r.closers = append(r.closers, func() { debug.SetMemoryLimit(old) })
 	}
 	if limit := debug.SetMemoryLimit(-1); limit == math.MaxInt64 {
@@ -205,6 +209,9 @@ func (r *running) serveMetrics() error {
 		lag = r.kr.partitionLag
 	}
 	m := monitor.NewMetrics(o.sink, r.p.Stats, lag)
+	if r.gauges.kafkaGroup != nil {
+		m.WithGroup(r.gauges.kafkaGroup)
+	}
 	addr, stop, err := m.Serve(o.metricsAddr)
 	if errors.Is(err, syscall.EADDRINUSE) {
 		return &unavailableError{err}

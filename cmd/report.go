@@ -17,8 +17,9 @@ import (
 // gauges are what the stats file adds to the counters, once the run has
 // opened what gives them.
 type gauges struct {
-	kafkaLag     func() map[string]int64 // the lag by topic, reading Kafka
-	foundInPlace func() int64            // the s3 sink's batches stored already
+	kafkaLag     func() map[string]int64   // the lag by topic, reading Kafka
+	foundInPlace func() int64              // the s3 sink's batches stored already
+	kafkaGroup   func() monitor.GroupState // the member's state with --group
 }
 
 // A startedError is an error of a run that got as far as opening Kafka or
@@ -50,6 +51,11 @@ func (o *options) writeStats(w io.Writer, st batcher.Stats, g gauges, status *in
 	}
 	if g.foundInPlace != nil {
 		r.BatchesFoundInPlace = g.foundInPlace()
+	}
+	if g.kafkaGroup != nil {
+		gs := g.kafkaGroup()
+		gs.PausedSecs = gs.Paused.Seconds()
+		r.Group = &gs
 	}
 	r.Running = status == nil
 	r.ExitStatus = status

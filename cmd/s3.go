@@ -1,6 +1,7 @@
 package cmd
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"strings"
@@ -62,10 +63,14 @@ batch's memory: with --compress, each upload holds its compressed body too.
 Content-Type that of the body (--format's, or --content-type): aws s3 cp and
 the SDKs download the stored bytes, compressed, as written; ClickHouse and
 DuckDB pick the codec from a .gz or .zst at the end of the key, so end keys
-so. The same batch always compresses to the same bytes.`
+so. The same batch always compresses to the same bytes.
+
+` + parquetHelp + ` Objects get Content-Type ` + sinks.ParquetContentType + `.`
 
 func newS3Cmd(o *options) *cobra.Command {
 	var cfg sinks.S3Config
+	var format bodyFormat
+	var pf parquetFlags
 	partSize := byteSize(16 << 20)
 	c := &cobra.Command{
 		Use:     "s3 [flags] s3://BUCKET/KEY-TEMPLATE",
@@ -106,8 +111,20 @@ func newS3Cmd(o *options) *cobra.Command {
 			if err := sinks.CheckS3Template(tmpl, cfg.ExactlyOnce); err != nil {
 				return usagef("%v", err)
 			}
+			if err := pf.check(o, "s3", &format); err != nil {
+				return err
+			}
+			cfg.Format = format.Format
 			return o.run(func(env sinkEnv) (batcher.Sink, error) {
 				cfg.Logger = env.log
+				if format.parquet {
+					enc, err := pf.encoder(env.diag)
+					if err != nil {
+						return nil, err
+					}
+					cfg.Encoder = enc
+					cfg.ContentType = cmp.Or(cfg.ContentType, sinks.ParquetContentType)
+				}
 				sink, err := sinks.NewS3(context.Background(), cfg)
 				var unavailable *sinks.UnavailableError
 				if errors.As(err, &unavailable) {
@@ -126,9 +143,9 @@ func newS3Cmd(o *options) *cobra.Command {
 	f.StringVar(&cfg.Profile, "profile", "", "a profile of the shared config and credentials files (default: AWS_PROFILE, or default)")
 	f.StringVar(&cfg.Endpoint, "endpoint", "", "URL of an S3-compatible store (MinIO, Ceph, R2, SeaweedFS)")
 	f.BoolVar(&cfg.PathStyle, "path-style", false, "put the bucket in the URL's path, not in its host name (most S3-compatible stores want it)")
-	f.Var(&cfg.Format, "format", "body format: lines, ndjson or json")
+	f.Var(&format, "format", "body format: lines, ndjson, json or parquet (each object a Parquet file, see s3 --help and file --help)")
 	f.StringVar(&cfg.ContentType, "content-type", "", "Content-Type of the objects (default: the format's)")
-	f.Var(&cfg.Compress, "compress", "compress each object: gzip or zstd, with :LEVEL (gzip 1-9, zstd 1-22) if given; sets Content-Encoding")
+	pf.add(f, &cfg.Compress, "compress each object: gzip or zstd, with :LEVEL (gzip 1-9, zstd 1-22) if given; sets Content-Encoding")
 	f.StringVar(&cfg.IfExists, "if-exists", sinks.IfExistsSkipSame, "an object already at a batch's key: skip-same (the same bytes count as delivered, others fail), fail, or overwrite")
 	f.StringVar(&cfg.Conditional, "conditional-writes", sinks.ConditionalAuto, "does the store honour If-None-Match? auto (a probe at start finds out), on, or off (HEAD before each PUT)")
 	f.Var(&partSize, "part-size", "bodies larger than this go up as a multipart upload in parts of this size (at least 5MiB)")

@@ -29,6 +29,14 @@ type Metrics struct {
 	duration *prometheus.HistogramVec
 	records  prometheus.Histogram
 	settled  *prometheus.CounterVec
+
+	collector *statsCollector
+}
+
+// WithGroup adds the consumer group member's state to the metrics.
+func (m *Metrics) WithGroup(group func() GroupState) *Metrics {
+	m.collector.group = group
+	return m
 }
 
 // NewMetrics registers batchpipe's metrics, each labelled with the sink.
@@ -55,7 +63,8 @@ func NewMetrics(sink string, stats func() batcher.Stats, lag func() []PartitionL
 			ConstLabels: labels,
 		}, []string{"outcome"}),
 	}
-	m.reg.MustRegister(m.duration, m.records, m.settled, &statsCollector{labels: labels, stats: stats, lag: lag})
+	m.collector = &statsCollector{labels: labels, stats: stats, lag: lag}
+	m.reg.MustRegister(m.duration, m.records, m.settled, m.collector)
 	return m
 }
 
@@ -101,6 +110,7 @@ type statsCollector struct {
 	labels prometheus.Labels
 	stats  func() batcher.Stats
 	lag    func() []PartitionLag
+	group  func() GroupState // nil without a group
 }
 
 func (c *statsCollector) desc(name, help string, vars ...string) *prometheus.Desc {
@@ -118,6 +128,10 @@ func (c *statsCollector) descs() map[string]*prometheus.Desc {
 		"batches":     c.desc("batchpipe_batches_total", "Batches flushed, by reason.", "reason"),
 		"retries":     c.desc("batchpipe_retries_total", "Delivery attempts after the first."),
 		"lag":         c.desc("batchpipe_kafka_lag", "Records in the partition not yet delivered or dead-lettered (up to the end offset with --until-end).", "topic", "partition"),
+		"generation":  c.desc("batchpipe_kafka_group_generation", "The consumer group generation this member is in."),
+		"assigned":    c.desc("batchpipe_kafka_group_assigned_partitions", "Partitions the group assigns this member now."),
+		"rebalances":  c.desc("batchpipe_kafka_group_rebalances_total", "Group generations this member joined after its first."),
+		"paused":      c.desc("batchpipe_kafka_group_rebalance_pause_seconds_total", "Time reading stood still for rebalances (eager: all partitions; cooperative: those revoked)."),
 	}
 }
 
@@ -142,6 +156,13 @@ func (c *statsCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(d["inFlight"], prometheus.GaugeValue, float64(st.InFlight))
 	for reason, n := range st.Reasons {
 		counter(d["batches"], n, reason)
+	}
+	if c.group != nil {
+		g := c.group()
+		ch <- prometheus.MustNewConstMetric(d["generation"], prometheus.GaugeValue, float64(g.Generation))
+		ch <- prometheus.MustNewConstMetric(d["assigned"], prometheus.GaugeValue, float64(len(g.Partitions)))
+		counter(d["rebalances"], g.Rebalances)
+		ch <- prometheus.MustNewConstMetric(d["paused"], prometheus.CounterValue, g.Paused.Seconds())
 	}
 	if c.lag != nil {
 		for _, l := range c.lag() {

@@ -3,6 +3,7 @@ package monitor
 import (
 	"bytes"
 	"context"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"testing/synctest"
@@ -147,5 +148,27 @@ func TestNewReport(t *testing.T) {
 	r := NewReport("file", batcher.Stats{Read: 10, Elapsed: 2 * time.Second})
 	if r.RecordsPerSecond != 5 || r.FlushReasons == nil || r.Sink != "file" {
 		t.Fatalf("%+v", r)
+	}
+}
+
+// A group member's state: on the status line, and in the metrics.
+func TestGroupState(t *testing.T) {
+	g := GroupState{Group: "g", Generation: 7, Partitions: []string{"t[0]", "t[3]"}, Rebalances: 3, Paused: 1234 * time.Millisecond}
+	p := &Progress{Group: func() GroupState { return g }}
+	if line := p.line(batcher.Stats{}, 0, -1); !strings.HasSuffix(line, " · gen 7 · 2 partitions · rebalances 3 (paused 1.234s)") {
+		t.Errorf("%q", line)
+	}
+	m := NewMetrics("file", func() batcher.Stats { return batcher.Stats{} }, nil).WithGroup(func() GroupState { return g })
+	rec := httptest.NewRecorder()
+	m.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	for _, want := range []string{
+		`batchpipe_kafka_group_generation{sink="file"} 7`,
+		`batchpipe_kafka_group_assigned_partitions{sink="file"} 2`,
+		`batchpipe_kafka_group_rebalances_total{sink="file"} 3`,
+		`batchpipe_kafka_group_rebalance_pause_seconds_total{sink="file"} 1.234`,
+	} {
+		if !strings.Contains(rec.Body.String(), want) {
+			t.Errorf("metrics lack %s:\n%s", want, rec.Body.String())
+		}
 	}
 }

@@ -21,7 +21,8 @@ import (
 type Progress struct {
 	W     io.Writer
 	Stats func() batcher.Stats
-	Lag   func() int64 // total consumer lag; nil when not reading Kafka
+	Lag   func() int64      // total consumer lag; nil when not reading Kafka
+	Group func() GroupState // the consumer group member's state; nil without --group
 	Color bool
 	// Dumb is for a terminal without escape codes (TERM=dumb): the line
 	// is erased by overwriting it with spaces.
@@ -178,6 +179,9 @@ func (p *Progress) line(st batcher.Stats, rate float64, lag int64) string {
 	}
 	if lag >= 0 {
 		fmt.Fprintf(&b, " · lag %s", Count(lag))
+	}
+	if p.Group != nil {
+		b.WriteString(" · " + p.Group().short())
 	}
 	return b.String()
 }

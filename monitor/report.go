@@ -33,6 +33,7 @@ type Report struct {
 	ElapsedSeconds   float64          `json:"elapsed_seconds"`
 	RecordsPerSecond float64          `json:"records_per_second"`
 	Lag              map[string]int64 `json:"kafka_lag,omitempty"` // by topic
+	Group            *GroupState      `json:"kafka_group,omitempty"`
 
 	// BatchesFoundInPlace counts the s3 sink's batches whose object was
 	// there already, with their bytes: delivered by an earlier attempt.

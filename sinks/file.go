@@ -193,8 +193,27 @@ type PerBatch struct {
 	// FollowSymlinks lets a symbolic link below the fixed directory (at
 	// out/<key>, or at a file's name) take the batch where it points.
 	FollowSymlinks bool
+	// Encoder, when set, lays out each batch as a whole file (Parquet)
+	// in place of the body format.
+	Encoder BatchEncoder
 
 	Compress Compression // gzip or zstd: each file compressed
+}
+
+// DeliveryMemory is what encoding a batch of maxBytes holds beyond the
+// batch, if the encoder says.
+func (s *PerBatch) DeliveryMemory(maxBytes int) int64 {
+	if m, ok := s.Encoder.(interface{ Memory(int) int64 }); ok {
+		return m.Memory(maxBytes)
+	}
+	return 0
+}
+
+// A BatchEncoder lays out a batch as one whole file, with the records it
+// cannot take (by index, with the reason); nil when it took none. The
+// same batch must give the same bytes, for a file found in place.
+type BatchEncoder interface {
+	Encode(b *batcher.Batch) ([]byte, []batcher.Rejected, error)
 }
 
 var _ batcher.Sink = (*PerBatch)(nil)
@@ -259,8 +278,17 @@ func (s *PerBatch) split(name string) (dir, rel string) {
 // Deliver writes b to a temporary file beside its final name, syncs it and
 // links it into place, which fails rather than replace an existing file.
 func (s *PerBatch) Deliver(ctx context.Context, b *batcher.Batch) error {
-	var buf []byte
-	body, rej := s.body.Body(&buf, b)
+	var body []byte
+	var rej []batcher.Rejected
+	if s.Encoder != nil {
+		var err error
+		if body, rej, err = s.Encoder.Encode(b); err != nil {
+			return batcher.Permanent(fmt.Errorf("file sink: batch %d: %w", b.Seq, err))
+		}
+	} else {
+		var buf []byte
+		body, rej = s.body.Body(&buf, b)
+	}
 	if len(body) == 0 {
 		return rejected(rej) // every record rejected: no file
 	}

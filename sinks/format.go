@@ -46,6 +46,10 @@ func ParseFormat(s string) (Format, error) {
 			return Format(f), nil
 		}
 	}
+	if s == "parquet" {
+		// A Parquet file has its footer at the end: it is one whole file.
+		return 0, errors.New("parquet is for whole files, one a batch (file --per-batch, s3): not a body sent or appended")
+	}
 	return 0, fmt.Errorf("unknown format %q (formats: lines, ndjson, json)", s)
 }
 

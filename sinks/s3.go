@@ -69,6 +69,9 @@ type S3Config struct {
 	Format      Format
 	Compress    Compression
 	ContentType string // default: the format's
+	// Encoder, when set, lays out each batch as a whole object (Parquet)
+	// in place of Format, with Content-Type ParquetContentType.
+	Encoder BatchEncoder
 
 	IfExists    string // IfExists*; default skip-same
 	Conditional string // Conditional*; default auto
@@ -92,6 +95,7 @@ type S3 struct {
 	src       string
 	byOffsets bool
 	format    Format
+	encoder   BatchEncoder
 	compress  Compression
 	ctype     string
 	ifExists  string
@@ -269,6 +273,7 @@ func NewS3(ctx context.Context, cfg S3Config) (*S3, error) {
 		byOffsets: !t.Has("seq"),
 		format:    cfg.Format,
 		compress:  cfg.Compress,
+		encoder:   cfg.Encoder,
 		ctype:     cmp.Or(cfg.ContentType, cfg.Format.ContentType()),
 		ifExists:  cfg.IfExists,
 		headFirst: cfg.Conditional == ConditionalOff,
@@ -442,7 +447,16 @@ func (s *S3) Deliver(ctx context.Context, b *batcher.Batch) error {
 		bp = new([]byte)
 	}
 	defer s.bufs.Put(bp)
-	body, rej := s.format.Body(bp, b)
+	var body []byte
+	var rej []batcher.Rejected
+	if s.encoder != nil {
+		var err error
+		if body, rej, err = s.encoder.Encode(b); err != nil {
+			return batcher.Permanent(fmt.Errorf("s3 sink: batch %d: %w", b.Seq, err))
+		}
+	} else {
+		body, rej = s.format.Body(bp, b)
+	}
 	if len(body) == 0 {
 		return rejected(rej) // every record rejected: no object
 	}
@@ -470,6 +484,18 @@ func (s *S3) Deliver(ctx context.Context, b *batcher.Batch) error {
 		return err
 	}
 	return rejected(rej)
+}
+
+// ParquetContentType is the media type of a Parquet object.
+const ParquetContentType = "application/vnd.apache.parquet"
+
+// DeliveryMemory is what encoding a batch of maxBytes holds beyond the
+// batch, if the encoder says.
+func (s *S3) DeliveryMemory(maxBytes int) int64 {
+	if m, ok := s.encoder.(interface{ Memory(int) int64 }); ok {
+		return m.Memory(maxBytes)
+	}
+	return 0
 }
 
 // upload writes body at key under the --if-exists policy.

@@ -186,6 +186,16 @@ type Kafka struct {
 	sess     sarama.ConsumerGroupSession
 	closing  bool
 	sessions atomic.Int64 // sessions set up so far
+	// coop: the group rebalances cooperatively (KIP-429). A session then
+	// lasts across rebalances; Setup and Cleanup run once, and a partition
+	// added or revoked is taken or let go in ConsumeClaim, alone.
+	coop bool
+
+	// What a group member says of itself (GroupState).
+	generation atomic.Int32
+	rebalances atomic.Int64
+	pausedNs   atomic.Int64 // time reading stood still for rebalances
+	pausedAt   time.Time    // the eager revoke that began a pause; k.mu
 
 	closeOnce sync.Once     // starts close
 	closed    chan struct{} // close is over; closeErr is set
@@ -327,6 +337,9 @@ func OpenKafka(client sarama.Client, cfg KafkaConfig) (*Kafka, error) {
 			return nil, fmt.Errorf("kafka: group %q: %w", cfg.Group, err)
 		}
 		k.group = group
+		for _, s := range client.Config().Consumer.Group.Rebalance.GroupStrategies {
+			k.coop = s.Name() == sarama.CooperativeStickyBalanceStrategyName
+		}
 	}
 	return k, nil
 }
@@ -910,9 +923,10 @@ func (k *Kafka) emptyTo(tp topicPartition, from, end int64) (int64, error) {
 	// A long run of markers takes several fetches, each from where the
 	// last one's whole batches ended.
 	for range maxProbes {
-		// Version 10 is what sarama's consumer uses at kafkaconn.Version,
-		// at the consumer's isolation level: under read_committed, records
-		// of aborted transactions are skipped, as the consumer skips them.
+		// Version 10 (Kafka 2.1) has all a probe needs (sarama's consumer
+		// sends 11, for rack awareness), at the consumer's isolation
+		// level: under read_committed, records of aborted transactions
+		// are skipped, as the consumer skips them.
 		req := &sarama.FetchRequest{Version: 10, MaxBytes: probeBytes, Isolation: sarama.ReadUncommitted, SessionEpoch: -1}
 		if committed {
 			req.Isolation = sarama.ReadCommitted
@@ -1279,7 +1293,9 @@ func (k *Kafka) consumeGroup() {
 		}
 		if why := k.refusal(err); why != "" {
 			err = fmt.Errorf("kafka: group %q: %w; %s", k.cfg.Group, err, why)
-			if k.sessions.Load() == 0 {
+			// A fenced member stops, whatever it read: its partitions are
+			// the newer member's, which reads them from the last commit.
+			if k.sessions.Load() == 0 || errors.Is(err, sarama.ErrFencedInstancedId) {
 				err = &StartError{err}
 			}
 			k.fail(err)
@@ -1306,7 +1322,8 @@ func (k *Kafka) consumeGroup() {
 }
 
 // A StartError is a Kafka error found before anything was read that
-// retrying cannot mend: a setting or a permission for the user to fix.
+// retrying cannot mend: a setting or a permission for the user to fix; or
+// a static member fenced by another started with its instance id.
 type StartError struct{ Err error }
 
 func (e *StartError) Error() string { return e.Err.Error() }
@@ -1326,11 +1343,14 @@ func (k *Kafka) refusal(err error) string {
 	case errors.Is(err, sarama.ErrInvalidGroupId):
 		return "give another --group"
 	case errors.Is(err, sarama.ErrInconsistentGroupProtocol):
-		return "it is used by consumers of another kind: give another --group"
+		return "its members use another --rebalance-strategy (switching one needs every member stopped), or it is used by consumers of another kind"
 	case errors.Is(err, sarama.ErrGroupMaxSizeReached):
 		return "it has as many members as the broker allows (group.max.size)"
 	case errors.Is(err, sarama.ErrUnsupportedVersion):
-		return "batchpipe needs Kafka 2.1 or later"
+		return "batchpipe needs Kafka 2.4 or later"
+	case errors.Is(err, sarama.ErrFencedInstancedId):
+		return fmt.Sprintf("another member joined with --group-instance-id %q: one instance id per member",
+			k.client.Config().Consumer.Group.InstanceId)
 	}
 	return ""
 }
@@ -1349,14 +1369,18 @@ func (k *Kafka) commitLoop() {
 		if k.sess != nil && !k.closing {
 			if err := k.commitLocked(k.sess); err != nil {
 				k.log.Warn("kafka: commit, retrying", "group", k.cfg.Group, "err", err)
-				if replaced(err) {
+				if replaced(err) && (!k.coop || gone(err)) {
 					// The group went on without this member (its
 					// session ran out: a stall, a loaded machine):
 					// the partitions' new owners read from the last
 					// commit, so start no more batches of them.
+					// A cooperative session outlives a rebalance:
+					// only a member the group no longer knows ends
+					// it.
 					k.track.revoke()
 				}
 			}
+			k.noteGeneration(k.sess.GenerationID())
 		}
 		k.mu.Unlock()
 	}
@@ -1369,6 +1393,12 @@ func replaced(err error) bool {
 		errors.Is(err, sarama.ErrRebalanceInProgress) || errors.Is(err, sarama.ErrFencedInstancedId)
 }
 
+// gone reports whether a commit failed because the group no longer knows
+// this member: its session ends, whatever the strategy.
+func gone(err error) bool {
+	return errors.Is(err, sarama.ErrUnknownMemberId) || errors.Is(err, sarama.ErrFencedInstancedId)
+}
+
 // groupHandler is the Kafka source as sarama's group handler.
 type groupHandler struct{ k *Kafka }
 
@@ -1376,15 +1406,33 @@ type groupHandler struct{ k *Kafka }
 // offset, or From where there is none.
 func (h groupHandler) Setup(sess sarama.ConsumerGroupSession) error {
 	k := h.k
-	claims := sess.Claims()
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if _, err := k.assignLocked(sess, sess.Claims(), true); err != nil {
+		return err
+	}
+	k.track.activate()
+	k.sess = sess
+	k.sessions.Add(1)
+	k.noteGeneration(sess.GenerationID())
+	if !k.pausedAt.IsZero() {
+		k.pausedNs.Add(int64(time.Since(k.pausedAt)))
+		k.pausedAt = time.Time{}
+	}
+	k.changed()
+	return nil
+}
+
+// assignLocked starts tracking claims from where each starts: the group's
+// committed offset, or From where there is none. With mark, sarama has yet
+// to start reading them, and is told where. k.mu is held.
+func (k *Kafka) assignLocked(sess sarama.ConsumerGroupSession, claims map[string][]int32, mark bool) (map[topicPartition]*partState, error) {
 	committed, err := k.fetchCommitted(claims)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	var assigned []string
 	states := make(map[topicPartition]*partState)
-	k.mu.Lock()
-	defer k.mu.Unlock()
 	for _, topic := range sortedKeys(claims) {
 		for _, p := range claims[topic] {
 			tp := topicPartition{topic, p}
@@ -1392,11 +1440,11 @@ func (h groupHandler) Setup(sess sarama.ConsumerGroupSession) error {
 			if c, ok := committed[tp]; ok && c >= 0 {
 				start = c
 				if hwm, err = k.client.GetOffset(topic, p, sarama.OffsetNewest); err != nil {
-					return fmt.Errorf("kafka: %s[%d]: end offset: %w", topic, p, err)
+					return nil, fmt.Errorf("kafka: %s[%d]: end offset: %w", topic, p, err)
 				}
 				oldest, err := k.client.GetOffset(topic, p, sarama.OffsetOldest)
 				if err != nil {
-					return fmt.Errorf("kafka: %s[%d]: start offset: %w", topic, p, err)
+					return nil, fmt.Errorf("kafka: %s[%d]: start offset: %w", topic, p, err)
 				}
 				// sarama would start elsewhere without a word.
 				if c < oldest || c > hwm {
@@ -1404,14 +1452,16 @@ func (h groupHandler) Setup(sess sarama.ConsumerGroupSession) error {
 						"records were deleted before they were read: reset the group's offsets to go on without them",
 						topic, p, k.cfg.Group, c, oldest, hwm, sarama.ErrOffsetOutOfRange)
 					k.fail(err)
-					return err
+					return nil, err
 				}
 			} else {
 				if start, hwm, err = k.startOffset(topic, p); err != nil {
-					return err
+					return nil, err
 				}
-				// Where sarama starts the claim.
-				sess.MarkOffset(topic, p, start, "")
+				if mark {
+					// Where sarama starts the claim.
+					sess.MarkOffset(topic, p, start, "")
+				}
 			}
 			end := int64(-1)
 			if k.cfg.UntilEnd {
@@ -1420,7 +1470,7 @@ func (h groupHandler) Setup(sess sarama.ConsumerGroupSession) error {
 				e, ok := k.ends[tp]
 				if !ok {
 					if e, err = k.stopOffset(topic, p); err != nil {
-						return err
+						return nil, err
 					}
 					k.ends[tp] = e
 				}
@@ -1431,15 +1481,11 @@ func (h groupHandler) Setup(sess sarama.ConsumerGroupSession) error {
 		}
 	}
 	if err := k.loadCuts(states); err != nil {
-		return err
+		return nil, err
 	}
-	k.track.activate()
-	k.sess = sess
-	k.sessions.Add(1)
 	k.log.Debug("kafka: assigned", "group", k.cfg.Group, "generation", sess.GenerationID(),
 		"count", len(assigned), "partitions", strings.Join(assigned, " "))
-	k.changed()
-	return nil
+	return states, nil
 }
 
 // Cleanup hands the partitions over without a record delivered twice: no
@@ -1449,11 +1495,14 @@ func (h groupHandler) Setup(sess sarama.ConsumerGroupSession) error {
 // them are ignored.
 func (h groupHandler) Cleanup(sess sarama.ConsumerGroupSession) error {
 	k := h.k
+	start := time.Now()
 	k.track.revoke()
 	k.waitInFlight()
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	if !k.closing {
+		// Reading stands still until the next Setup.
+		k.pausedAt = start
 		if err := k.commitLocked(sess); err != nil {
 			k.log.Warn("kafka: commit at rebalance", "group", k.cfg.Group, "err", err)
 		}
@@ -1465,15 +1514,123 @@ func (h groupHandler) Cleanup(sess sarama.ConsumerGroupSession) error {
 	return nil
 }
 
-// ConsumeClaim reads one partition. It returns only when the session ends:
-// in sarama a handler that returns ends the session of every partition.
+// ConsumeClaim reads one partition. Eager, it returns only when the
+// session ends: in sarama a handler that returns ends the session of every
+// partition. Cooperative, see consumeCoop.
 func (h groupHandler) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sarama.ConsumerGroupClaim) error {
 	k := h.k
+	if k.coop {
+		return k.consumeCoop(sess, claim)
+	}
 	if st := k.track.get(claim.Topic(), claim.Partition()); st != nil {
 		k.read(sess.Context(), st, claim.Messages(), claim.HighWaterMarkOffset)
 	}
 	<-sess.Context().Done()
 	return nil
+}
+
+// consumeCoop reads one partition of a cooperative session until it is
+// revoked, which closes its messages, or the session ends. A partition a
+// rebalance adds is set up here: Setup ran for the first assignment only.
+// A revoked one is handed over as Cleanup hands over all, alone: the other
+// partitions go on being read. sarama waits for it to return before it
+// rejoins to let the group assign it elsewhere.
+func (k *Kafka) consumeCoop(sess sarama.ConsumerGroupSession, claim sarama.ConsumerGroupClaim) error {
+	tp := topicPartition{claim.Topic(), claim.Partition()}
+	st := k.track.live(tp.topic, tp.part)
+	if st == nil {
+		k.mu.Lock()
+		states, err := k.assignLocked(sess, map[string][]int32{tp.topic: {tp.part}}, false)
+		k.noteGeneration(sess.GenerationID())
+		k.mu.Unlock()
+		if err != nil {
+			// Returning ends the session: the next one sets it up again.
+			k.log.Warn("kafka: assign partition", "group", k.cfg.Group, "topic", tp.topic, "partition", tp.part, "err", err)
+			return err
+		}
+		st = states[tp]
+		k.changed()
+	}
+	msgs := claim.Messages()
+	if claim.InitialOffset() < st.start {
+		// sarama started where nothing is committed at the oldest
+		// record: From is further on.
+		msgs = skipBelow(sess.Context(), msgs, st.start)
+	}
+	k.read(sess.Context(), st, msgs, claim.HighWaterMarkOffset)
+	for range msgs {
+		// Past the end offset: dropped, as sarama needs its channel read
+		// to close it, and nothing past the end is committed.
+	}
+	if sess.Context().Err() != nil {
+		return nil // the session ends: Cleanup lets every partition go
+	}
+	start := time.Now()
+	k.track.revokeParts(tp)
+	k.waitInFlight()
+	k.mu.Lock()
+	if !k.closing {
+		if err := k.commitLocked(sess); err != nil {
+			k.log.Warn("kafka: commit at rebalance", "group", k.cfg.Group, "err", err)
+		}
+	}
+	k.track.letGoParts(tp)
+	k.noteGeneration(sess.GenerationID())
+	k.mu.Unlock()
+	k.pausedNs.Add(int64(time.Since(start)))
+	k.log.Debug("kafka: revoked", "group", k.cfg.Group, "generation", sess.GenerationID(), "topic", tp.topic, "partition", tp.part)
+	k.changed()
+	return nil
+}
+
+// skipBelow passes on the messages of in from offset from on.
+func skipBelow(ctx context.Context, in <-chan *sarama.ConsumerMessage, from int64) <-chan *sarama.ConsumerMessage {
+	out := make(chan *sarama.ConsumerMessage)
+	go func() {
+		defer close(out)
+		for m := range in {
+			if m.Offset < from {
+				continue
+			}
+			select {
+			case out <- m:
+			case <-ctx.Done():
+				for range in {
+				}
+				return
+			}
+		}
+	}()
+	return out
+}
+
+// noteGeneration records the group generation this member is in, counting
+// each new one after the first as a rebalance.
+func (k *Kafka) noteGeneration(g int32) {
+	if old := k.generation.Swap(g); old != g && old != 0 {
+		k.rebalances.Add(1)
+	}
+}
+
+// GroupState says what this member of the group holds and has been
+// through; the zero value without a group.
+func (k *Kafka) GroupState() monitor.GroupState {
+	if k.group == nil {
+		return monitor.GroupState{}
+	}
+	held := k.track.held()
+	parts := make([]string, 0, len(held))
+	for tp := range held {
+		parts = append(parts, fmt.Sprintf("%s[%d]", tp.topic, tp.part))
+	}
+	sort.Strings(parts)
+	return monitor.GroupState{
+		Group:      k.cfg.Group,
+		Generation: k.generation.Load(),
+		Partitions: parts,
+		Rebalances: k.rebalances.Load(),
+		Paused:     time.Duration(k.pausedNs.Load()),
+	}
 }
 
 // waitInFlight waits for the batches being delivered that hold records of
@@ -1566,7 +1723,7 @@ func (k *Kafka) commitLocked(sess sarama.ConsumerGroupSession) error {
 		}
 		defer k.track.ungate(cs)
 	}
-	req := newCommitRequest(k.cfg.Group, sess.MemberID(), sess.GenerationID())
+	req := k.newCommitRequest(sess)
 	for _, c := range cs {
 		req.AddBlockWithLeaderEpoch(c.st.tp.topic, c.st.tp.part, c.offset, -1, 0, k.commitMetadata(c.st, c.offset))
 	}
@@ -1607,15 +1764,20 @@ func (k *Kafka) commitLocked(sess sarama.ConsumerGroupSession) error {
 	return nil
 }
 
-// newCommitRequest builds an offset commit at version 6, the one sarama's
-// own offset manager uses at kafkaconn.Version, the only version spoken.
-func newCommitRequest(group, member string, generation int32) *sarama.OffsetCommitRequest {
-	return &sarama.OffsetCommitRequest{
-		Version:                 6,
-		ConsumerGroup:           group,
-		ConsumerID:              member,
-		ConsumerGroupGeneration: generation,
+// newCommitRequest builds an offset commit under sess at version 8, the
+// one sarama's own offset manager uses at kafkaconn.Version, the only
+// version spoken; a static member names its instance, or is fenced.
+func (k *Kafka) newCommitRequest(sess sarama.ConsumerGroupSession) *sarama.OffsetCommitRequest {
+	req := &sarama.OffsetCommitRequest{
+		Version:                 8,
+		ConsumerGroup:           k.cfg.Group,
+		ConsumerID:              sess.MemberID(),
+		ConsumerGroupGeneration: sess.GenerationID(),
 	}
+	if id := k.client.Config().Consumer.Group.InstanceId; id != "" {
+		req.GroupInstanceId = &id
+	}
+	return req
 }
 
 // partName describes a partition being read: topic[p]:start-end.

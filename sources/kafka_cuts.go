@@ -244,7 +244,8 @@ func (k *Kafka) PlanBatch(b *batcher.Batch) error {
 	}
 }
 
-// planBatch tries once; wait says the metadata has no room yet.
+// planBatch tries once; wait says the metadata has no room yet, or a
+// cooperative rebalance is moving the generation.
 func (k *Kafka) planBatch(b *batcher.Batch, span batcher.Span) (wait bool, err error) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
@@ -278,7 +279,7 @@ func (k *Kafka) planBatch(b *batcher.Batch, span batcher.Span) (wait bool, err e
 		undo()
 		return true, nil
 	}
-	req := newCommitRequest(k.cfg.Group, k.sess.MemberID(), k.sess.GenerationID())
+	req := k.newCommitRequest(k.sess)
 	req.AddBlockWithLeaderEpoch(span.Topic, span.Partition, offset, -1, 0, meta)
 	coord, err := k.cutsConn()
 	if err != nil {
@@ -297,6 +298,14 @@ func (k *Kafka) planBatch(b *batcher.Batch, span batcher.Span) (wait bool, err e
 	case !found:
 		undo()
 		return false, fmt.Errorf("kafka: group %q: store the cut of %s: no answer", k.cfg.Group, span.ID())
+	case k.coop && (errors.Is(kerr, sarama.ErrIllegalGeneration) || errors.Is(kerr, sarama.ErrRebalanceInProgress)):
+		// A cooperative rebalance moved the generation before sarama
+		// knew: the partition is still this member's unless it is
+		// revoked, which the next try sees. Given back, its batch would
+		// leave a hole the reader has passed, and the cuts after it
+		// would not be the ones delivered.
+		undo()
+		return true, nil
 	case errors.Is(kerr, sarama.ErrIllegalGeneration), errors.Is(kerr, sarama.ErrUnknownMemberId),
 		errors.Is(kerr, sarama.ErrRebalanceInProgress), errors.Is(kerr, sarama.ErrFencedInstancedId):
 		undo()

@@ -112,6 +112,17 @@ func (t *tracker) activate() {
 	clear(t.left) // the partitions not assigned here are another member's
 }
 
+// live returns the current state of a partition, or nil if there is none
+// or it is being revoked.
+func (t *tracker) live(topic string, part int32) *partState {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if st := t.parts[topicPartition{topic, part}]; st != nil && !st.revoked {
+		return st
+	}
+	return nil
+}
+
 // get returns the current state of a partition, or nil.
 func (t *tracker) get(topic string, part int32) *partState {
 	t.mu.Lock()
@@ -584,4 +595,34 @@ func (st *partState) lag() int64 {
 		}
 	}
 	return max(0, target-st.acked)
+}
+
+// revokeParts is revoke for some partitions only: a cooperative rebalance
+// takes them and leaves the rest being read.
+func (t *tracker) revokeParts(tps ...topicPartition) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, tp := range tps {
+		if st := t.parts[tp]; st != nil {
+			t.revokeLocked(st)
+		}
+	}
+}
+
+// letGoParts is letGo for the partitions revokeParts took.
+func (t *tracker) letGoParts(tps ...topicPartition) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, tp := range tps {
+		st := t.parts[tp]
+		if st == nil {
+			continue
+		}
+		t.revokeLocked(st)
+		st.gone = true
+		if l := st.lag(); l > 0 {
+			t.left[tp] = l
+		}
+		delete(t.parts, tp)
+	}
 }

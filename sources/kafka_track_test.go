@@ -655,3 +655,44 @@ func TestTrackerKeyBatchesInterleaved(t *testing.T) {
 		}
 	}
 }
+
+// A cooperative rebalance revokes some partitions: only batches holding
+// their records are waited for, the others go on taking records, and the
+// ones let go keep their lag until someone else holds them.
+func TestTrackerRevokeParts(t *testing.T) {
+	tr := newTracker()
+	st0 := tr.assign("t", 0, 0, -1, 0)
+	st1 := tr.assign("t", 1, 0, -1, 0)
+	tr.activate()
+	r0, r1 := records("t", 0, span(0, 10)...), records("t", 1, span(0, 10)...)
+	tr.sent(st0, r0)
+	tr.sent(st1, r1)
+	tr.withdraw(1, batch(r0, 0, 10))
+	tr.withdraw(2, batch(r1, 0, 10))
+
+	tr.revokeParts(topicPartition{"t", 0})
+	if n, _ := tr.inFlight(); n != 1 {
+		t.Fatalf("%d batches in flight of the revoked partition, want 1", n)
+	}
+	if !tr.sent(st1, records("t", 1, 10)) || tr.sent(st0, records("t", 0, 10)) {
+		t.Fatal("the kept partition takes no records, or the revoked one does")
+	}
+	tr.ack(batch(r0, 0, 5))
+	tr.settle(1)
+	if n, _ := tr.inFlight(); n != 0 {
+		t.Fatalf("%d batches in flight after the revoked one settled", n)
+	}
+	tr.letGoParts(topicPartition{"t", 0})
+	if h := tr.held(); len(h) != 1 || !h[topicPartition{"t", 1}] {
+		t.Fatalf("held %v, want t[1] alone", h)
+	}
+	tr.mu.Lock()
+	active := tr.active
+	tr.mu.Unlock()
+	if !active {
+		t.Fatal("letting one partition go ended the assignment")
+	}
+	if lag := tr.partLag(); len(lag) != 2 || lag[0].Lag != 5 {
+		t.Fatalf("lag %+v, want t[0]'s 5 records left", lag)
+	}
+}

@@ -58,13 +58,25 @@ type Conn struct {
 	// group waits for a member that stopped answering before handing its
 	// partitions to the others. Default 10s.
 	SessionTimeout time.Duration
+	// InstanceID makes the member static (KIP-345): one that comes back
+	// under it within SessionTimeout gets its partitions back with no
+	// rebalance, and one that leaves does not leave the group. "": dynamic.
+	InstanceID string
+	// Strategy is how the group divides partitions: "range" (default),
+	// "roundrobin", "sticky" or "cooperative-sticky" (KIP-429: a rebalance
+	// stops only the partitions that move).
+	Strategy string
 }
 
-// Version is the protocol version spoken: Kafka 2.1 (2018) and later
-// brokers understand it, and it has what offset commits with generations and
-// record headers need. The Kafka source builds some requests itself, at
-// the versions sarama uses for it: change them with it.
-var Version = sarama.V2_1_0_0
+// Strategies are the names Strategy takes.
+var Strategies = []string{"range", "roundrobin", "sticky", "cooperative-sticky"}
+
+// Version is the protocol version spoken: Kafka 2.4 (2019) and later
+// brokers understand it. It has what offset commits with generations and
+// record headers need, static members (2.3) and cooperative rebalancing
+// (2.4). The Kafka source builds some requests itself, at the versions
+// sarama uses for it: change them with it.
+var Version = sarama.V2_4_0_0
 
 // Config returns the client configuration: the connection settings, and the
 // consumer and producer settings batchpipe relies on.
@@ -114,6 +126,19 @@ func (c *Conn) Config() (*sarama.Config, error) {
 		cfg.Consumer.Group.Heartbeat.Interval = max(c.SessionTimeout/3, 10*time.Millisecond)
 	}
 	cfg.Consumer.Group.Rebalance.Retry.Backoff = 250 * time.Millisecond
+	cfg.Consumer.Group.InstanceId = c.InstanceID
+	switch c.Strategy {
+	case "", "range":
+		cfg.Consumer.Group.Rebalance.GroupStrategies = []sarama.BalanceStrategy{sarama.NewBalanceStrategyRange()}
+	case "roundrobin":
+		cfg.Consumer.Group.Rebalance.GroupStrategies = []sarama.BalanceStrategy{sarama.NewBalanceStrategyRoundRobin()}
+	case "sticky":
+		cfg.Consumer.Group.Rebalance.GroupStrategies = []sarama.BalanceStrategy{sarama.NewBalanceStrategySticky()}
+	case "cooperative-sticky":
+		cfg.Consumer.Group.Rebalance.GroupStrategies = []sarama.BalanceStrategy{sarama.NewBalanceStrategyCooperativeSticky()}
+	default:
+		return nil, fmt.Errorf("kafka: unknown rebalance strategy %q (%s)", c.Strategy, strings.Join(Strategies, ", "))
+	}
 	if c.RebalanceTimeout > 0 {
 		cfg.Consumer.Group.Rebalance.Timeout = c.RebalanceTimeout
 	}

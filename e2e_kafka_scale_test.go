@@ -1,0 +1,409 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/IBM/sarama"
+)
+
+// assignedLine returns the last "kafka: assigned" line of lines with at
+// least one partition, or "".
+func assignedLine(lines []string) string {
+	for i := len(lines) - 1; i >= 0; i-- {
+		if strings.Contains(lines[i], "kafka: assigned") && !strings.Contains(lines[i], " count=0 ") {
+			return lines[i]
+		}
+	}
+	return ""
+}
+
+var partRE = regexp.MustCompile(`\[(\d+)\]`)
+
+// assignedParts returns the partitions an assigned line names, sorted.
+func assignedParts(line string) []string {
+	var ps []string
+	for _, m := range partRE.FindAllStringSubmatch(line, -1) {
+		ps = append(ps, m[1])
+	}
+	slices.Sort(ps)
+	return ps
+}
+
+// A static member killed with SIGKILL and started again under the same
+// --group-instance-id, within the session timeout, gets its own partitions
+// back in the same generation: the group does not rebalance, and the other
+// member reads on without a pause. Were there a rebalance, the other
+// member would have to rejoin (logging the revoke first) before the group
+// could assign the restarted one anything: the order is causal, not timed.
+func TestKafkaStaticMemberRestartsWithoutRebalance(t *testing.T) {
+	k := newKafka(t, 4)
+	newProducer(t, k.addr).produce(k.topic, parts4, 1000)
+	args := []string{"-v", "--kafka-brokers", k.addr, "--topic", k.topic, "--group", k.group,
+		"--kafka-session-timeout", "10s", "--kafka-rebalance-timeout", "10s", "-n", "100"}
+	stats := filepath.Join(t.TempDir(), "stats.json")
+	member := func(id string, more ...string) *proc {
+		return start(t, append(append(args, more...), "--group-instance-id", id, "file", os.DevNull)...)
+	}
+	a, b := member("a"), member("b", "--stats-file", stats)
+	a.waitForLines("a share of two partitions", func(l []string) bool { return assignedCount(l) == 2 })
+	b.waitForLines("a share of two partitions", func(l []string) bool { return assignedCount(l) == 2 })
+	before := a.stderr()
+	aLine := assignedLine(strings.Split(before, "\n"))
+	gen, _ := logValue(aLine, "generation")
+	bLines := len(strings.Split(b.stderr(), "\n"))
+
+	a.signal(syscall.SIGKILL)
+	a.wait()
+	a2 := member("a")
+	a2.waitForLines("its partitions", func(l []string) bool { return assignedLine(l) != "" })
+	a2Line := assignedLine(strings.Split(a2.stderr(), "\n"))
+	if g, _ := logValue(a2Line, "generation"); g != gen {
+		t.Errorf("restarted in generation %s, want %s (no rebalance):\n%s\n%s", g, gen, aLine, a2Line)
+	}
+	if got, want := assignedParts(a2Line), assignedParts(aLine); !slices.Equal(got, want) {
+		t.Errorf("restarted with partitions %v, want its own %v", got, want)
+	}
+	for _, l := range strings.Split(b.stderr(), "\n")[bLines:] {
+		if strings.Contains(l, "kafka: revoked") || strings.Contains(l, "kafka: assigned") {
+			t.Errorf("the other member paused: %s", l)
+		}
+	}
+	for _, p := range []*proc{a2, b} {
+		p.signal(syscall.SIGTERM)
+		if code := p.wait(); code != 143 {
+			t.Fatalf("exit %d, want 143:\n%s", code, p.stderr())
+		}
+	}
+	// The other member's own account: still the generation it joined.
+	var r struct {
+		Group *struct {
+			Generation int32 `json:"generation"`
+			Rebalances int64 `json:"rebalances"`
+		} `json:"kafka_group"`
+	}
+	if err := json.Unmarshal([]byte(readFile(t, stats)), &r); err != nil || r.Group == nil {
+		t.Fatalf("stats file: %v:\n%s", err, readFile(t, stats))
+	}
+	if fmt.Sprint(r.Group.Generation) != gen || r.Group.Rebalances != 0 {
+		t.Errorf("the other member's stats say generation %d and %d rebalances, want %s and 0", r.Group.Generation, r.Group.Rebalances, gen)
+	}
+}
+
+// Two members started with one --group-instance-id: the group keeps the
+// newer and fences the older, which says so and exits 2, and is not left
+// consuming beside it.
+func TestKafkaDuplicateInstanceIDIsFenced(t *testing.T) {
+	k := newKafka(t, 2)
+	newProducer(t, k.addr).produce(k.topic, []int32{0, 1}, 100)
+	args := []string{"-v", "--kafka-brokers", k.addr, "--topic", k.topic, "--group", k.group,
+		"--kafka-session-timeout", "6s", "--group-instance-id", "twin", "file", os.DevNull}
+	first := start(t, args...)
+	first.waitForLines("its partitions", func(l []string) bool { return assignedCount(l) == 2 })
+	second := start(t, args...)
+	second.waitForLines("its partitions", func(l []string) bool { return assignedCount(l) == 2 })
+	if code := first.wait(); code != 2 {
+		t.Fatalf("the fenced member: exit %d, want 2:\n%s", code, first.stderr())
+	}
+	if !strings.Contains(first.stderr(), `another member joined with --group-instance-id "twin"`) {
+		t.Errorf("the fenced member does not say why:\n%s", first.stderr())
+	}
+	second.signal(syscall.SIGTERM)
+	if code := second.wait(); code != 143 {
+		t.Fatalf("the newer member: exit %d, want 143:\n%s", code, second.stderr())
+	}
+}
+
+// With cooperative-sticky, a member joining takes partitions from the one
+// there without stopping the partitions it keeps: the first member revokes
+// only those that move, each alone, and its session goes on. Members
+// stopped in turn and a drain after them deliver every record exactly
+// once: each revoke commits what was delivered.
+func TestKafkaCooperativeJoinKeepsPartitions(t *testing.T) {
+	k := newKafka(t, 4)
+	pr := newProducer(t, k.addr)
+	pr.produce(k.topic, parts4, 5000)
+	dir := t.TempDir()
+	args := []string{"-v", "--kafka-brokers", k.addr, "--topic", k.topic, "--group", k.group,
+		"--rebalance-strategy", "cooperative-sticky", "--kafka-session-timeout", "6s", "-n", "500", "-j", "4"}
+	out := func(m int) string { return filepath.Join(dir, fmt.Sprintf("out%d", m)) }
+	p0 := start(t, append(args, "file", out(0))...)
+	p0.waitForLines("all four partitions", func(l []string) bool { return assignedCount(l) == 4 })
+	p1 := start(t, append(args, "file", out(1))...)
+	p1.waitForLines("a partition", func(l []string) bool { return assignedLine(l) != "" })
+	pr.produce(k.topic, parts4, 5000) // read by both
+
+	// The first member held all four; the second took some, each revoked
+	// alone, and the first never gave up the rest.
+	var revoked []string
+	for _, l := range strings.Split(p0.stderr(), "\n") {
+		if strings.Contains(l, "kafka: revoked") {
+			revoked = append(revoked, l)
+		}
+	}
+	moved := 0
+	for _, l := range revoked {
+		if _, ok := logValue(l, "partition"); ok {
+			moved++
+		}
+	}
+	if moved == 0 || moved == 4 || moved != len(revoked) {
+		t.Errorf("the first member revoked %d partitions alone, want some but not all, and nothing else:\n%s", moved, strings.Join(revoked, "\n"))
+	}
+	for _, p := range []*proc{p1, p0} {
+		p.signal(syscall.SIGTERM)
+		if code := p.wait(); code != 143 {
+			t.Fatalf("exit %d, want 143:\n%s", code, p.stderr())
+		}
+	}
+	if r := run(t, nil, append(slices.Clone(args[1:]), "--until-end", "file", out(2))...); r.code != 0 {
+		t.Fatalf("drain: exit %d:\n%s", r.code, r.stderr)
+	}
+	d := delivered{}
+	for m := range 3 {
+		if _, err := os.Stat(out(m)); err == nil {
+			d.add(t, fileLines(t, out(m))...)
+		}
+	}
+	wantExactly(t, d, nil, each(parts4, 10000))
+}
+
+var parts8 = []int32{0, 1, 2, 3, 4, 5, 6, 7}
+
+// flow produces rounds of records to every partition of parts, at a steady
+// pace, until stop is closed; it then sends its error, if any, and nil.
+func (pr *producer) flow(topic string, parts []int32, stop <-chan struct{}) <-chan error {
+	done := make(chan error, 1)
+	go func() {
+		tick := time.NewTicker(20 * time.Millisecond) // a pace, not a wait
+		defer tick.Stop()
+		for {
+			var msgs []*sarama.ProducerMessage
+			for _, p := range parts {
+				for range 10 {
+					i := pr.next[p]
+					pr.next[p]++
+					msgs = append(msgs, &sarama.ProducerMessage{Topic: topic, Partition: p, Value: sarama.StringEncoder(value(p, i))})
+				}
+			}
+			if err := pr.p.SendMessages(msgs); err != nil {
+				done <- err
+				return
+			}
+			select {
+			case <-stop:
+				done <- nil
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	return done
+}
+
+// rolling says how a group of 4 is restarted in turn.
+type rolling struct {
+	name     string
+	strategy string
+	static   bool // --group-instance-id per member
+	exactly  bool // --exactly-once into per-batch files named by offsets
+}
+
+// A rolling restart of 4 members over 8 partitions while records flow:
+// each member in turn gets SIGTERM and is started again, once the one
+// before is back and delivering. With --exactly-once every record lands
+// in exactly one file; without, every record is delivered, and the
+// duplicates are counted. The longest time a partition went without a
+// delivery during the restarts is logged for each way, not asserted: it
+// is a measurement, and a loaded machine stretches it.
+func TestKafkaRollingRestart(t *testing.T) {
+	ways := []rolling{
+		{"eager", "range", false, true},
+		{"cooperative", "cooperative-sticky", false, true},
+		{"static", "range", true, true},
+		{"cooperative at least once", "cooperative-sticky", false, false},
+	}
+	gaps := make(map[string]stalls)
+	for _, w := range ways {
+		t.Run(w.name, func(t *testing.T) { gaps[w.name] = rollingRestart(t, w) })
+	}
+	for _, w := range ways[:3] {
+		g := gaps[w.name]
+		t.Logf("%-12s longest a partition went without a delivery %v; partitions stalled (over 500ms) %d times, %v in all",
+			w.name, g.longest.Round(time.Millisecond), g.count, g.total.Round(time.Millisecond))
+	}
+}
+
+func rollingRestart(t *testing.T, w rolling) stalls {
+	k := newKafka(t, 8)
+	pr := newProducer(t, k.addr)
+	pr.produce(k.topic, parts8, 200)
+	stop := make(chan struct{})
+	flowErr := pr.flow(k.topic, parts8, stop)
+	defer func() {
+		select {
+		case <-stop:
+		default:
+			close(stop)
+			<-flowErr
+		}
+	}()
+	out := t.TempDir()
+	args := []string{"-v", "--kafka-brokers", k.addr, "--topic", k.topic, "--group", k.group, "-n", "200", "-t", "100ms",
+		"--commit-interval", "100ms", "--kafka-session-timeout", "6s", "--kafka-rebalance-timeout", "10s", "--rebalance-strategy", w.strategy}
+	if w.exactly {
+		args = append(args, "--exactly-once")
+	}
+	incarnation := 0
+	member := func(m int) *proc {
+		a := slices.Clone(args)
+		if w.static {
+			a = append(a, "--group-instance-id", fmt.Sprintf("m%d", m))
+		}
+		if w.exactly {
+			a = append(a, "file", "--per-batch", filepath.Join(out, "{partition}", "{first_offset}-{last_offset}"))
+		} else {
+			incarnation++
+			a = append(a, "file", filepath.Join(out, fmt.Sprintf("out%d", incarnation)))
+		}
+		return start(t, a...)
+	}
+	// delivering: the member holds partitions and delivered a batch since.
+	delivering := func(lines []string) bool {
+		assigned := false
+		for _, l := range lines {
+			if strings.Contains(l, "kafka: assigned") && !strings.Contains(l, " count=0 ") {
+				assigned = true
+			}
+			if assigned && strings.Contains(l, "outcome=delivered") {
+				return true
+			}
+		}
+		return false
+	}
+	var members []*proc
+	for m := range 4 {
+		members = append(members, member(m))
+	}
+	for _, p := range members {
+		p.waitForLines("partitions and a delivery", delivering)
+	}
+	rollFrom := time.Now()
+	for m := range members {
+		members[m].signal(syscall.SIGTERM)
+		if code := members[m].wait(); code != 143 {
+			t.Fatalf("member %d: exit %d, want 143:\n%s", m, code, members[m].stderr())
+		}
+		members[m] = member(m)
+		members[m].waitForLines("partitions and a delivery", delivering)
+	}
+	rollTo := time.Now()
+	close(stop)
+	if err := <-flowErr; err != nil {
+		t.Fatal(err)
+	}
+	n := pr.next[0]
+	for m, p := range members {
+		p.signal(syscall.SIGTERM)
+		if code := p.wait(); code != 143 {
+			t.Fatalf("member %d: exit %d, want 143:\n%s", m, code, p.stderr())
+		}
+	}
+	final := slices.Clone(args[1:])
+	if w.exactly {
+		final = append(final, "--until-end", "file", "--per-batch", filepath.Join(out, "{partition}", "{first_offset}-{last_offset}"))
+	} else {
+		final = append(final, "--until-end", "file", filepath.Join(out, "final"))
+	}
+	if r := run(t, nil, final...); r.code != 0 {
+		t.Fatalf("drain: exit %d:\n%s", r.code, r.stderr)
+	}
+	if !w.exactly {
+		d := delivered{}
+		entries, err := os.ReadDir(out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range entries {
+			d.add(t, fileLines(t, filepath.Join(out, e.Name()))...)
+		}
+		dups := 0
+		for _, p := range parts8 {
+			for i := range n {
+				switch c := d[p][int64(i)]; {
+				case c == 0:
+					t.Fatalf("record %d/%d lost", p, i)
+				case c > 1:
+					dups += c - 1
+				}
+			}
+		}
+		t.Logf("%s: %d records, 0 lost, %d delivered twice", w.name, n*len(parts8), dups)
+		return stalls{}
+	}
+	files := checkOffsetFilesOf(t, offsetFiles(t, out), parts8, int64(n))
+	st := gaps(t, out, rollFrom, rollTo)
+	t.Logf("%s: %d records in %d files, 0 lost, 0 twice; rolling restart %v, longest without a delivery %v (partition %s)",
+		w.name, n*len(parts8), files, rollTo.Sub(rollFrom).Round(time.Millisecond), st.longest.Round(time.Millisecond), st.part)
+	return st
+}
+
+// stalls are the times partitions went without a delivery.
+type stalls struct {
+	longest time.Duration
+	part    string        // the partition of the longest
+	count   int           // gaps over stallGap
+	total   time.Duration // their sum
+}
+
+// stallGap is a gap no linger explains (-t 100ms): a partition stood still.
+const stallGap = 500 * time.Millisecond
+
+// gaps measures the times between two batch files of one partition
+// written one after the other (by modification time), the later during
+// [from, to].
+func gaps(t *testing.T, out string, from, to time.Time) stalls {
+	t.Helper()
+	var st stalls
+	dirs, err := os.ReadDir(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range dirs {
+		entries, err := os.ReadDir(filepath.Join(out, d.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var times []time.Time
+		for _, e := range entries {
+			info, err := e.Info()
+			if err != nil {
+				t.Fatal(err)
+			}
+			times = append(times, info.ModTime())
+		}
+		slices.SortFunc(times, func(a, b time.Time) int { return a.Compare(b) })
+		for i := 1; i < len(times); i++ {
+			if times[i].Before(from) || times[i].After(to) {
+				continue
+			}
+			g := times[i].Sub(times[i-1])
+			if g > st.longest {
+				st.longest, st.part = g, d.Name()
+			}
+			if g > stallGap {
+				st.count++
+				st.total += g
+			}
+		}
+	}
+	return st
+}
