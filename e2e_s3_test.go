@@ -523,6 +523,7 @@ func TestS3KafkaExactlyOnceKill9(t *testing.T) {
 			t.Errorf("%s written %d times", key, n)
 		}
 	}
+	t.Logf("%d records, %d kills: %d objects, each PUT once", records, kills, len(puts))
 }
 
 // checkArchive checks that each partition's objects under TOPIC/PARTITION/
