@@ -92,7 +92,7 @@ report "batchpipe s3 -j 4" "$bp" 1000000
 report "batchpipe s3 -j 4 --compress zstd" "$bz" 1000000
 report "minimal Go program, create-only" "$gp" 1000000
 report "minimal Go program, plain PUTs" "$gplain" 1000000
-echo "  throughput vs the minimal Go program, create-only, round by round:$ratios"
+echo "  throughput vs the minimal Go program, create-only, round by round:$ratios (geometric mean $(echo $ratios | awk '{ for (i = 1; i <= NF; i++) s += log($i); printf "%.2f", exp(s / NF) }'))"
 [ -z "$cbp" ] || echo "  CPU seconds (user + system, best): batchpipe $cbp, minimal Go program, create-only $cgo"
 
 ac=
