@@ -504,10 +504,15 @@ func TestS3KafkaExactlyOnceKill9(t *testing.T) {
 		if scale > 1 {
 			share = max(1, records/(kills+2)/n)
 		}
-		before := objects()
-		eventually(t, "new objects", func() bool { return objects() >= before+share })
+		// Progress within each minute, not the whole share.
+		for got, want := objects(), objects()+share; got < want; got = objects() {
+			eventually(t, "a new object", func() bool { return objects() > got })
+		}
 		p.signal(syscall.SIGKILL)
 		p.wait()
+		if scale > 1 {
+			t.Logf("kill -9 %d (-n %d): %d objects", i+1, n, objects())
+		}
 	}
 	r := run(t, nil, args("-n", strconv.Itoa(250*scale), "--until-end")...)
 	if r.code != 0 {
