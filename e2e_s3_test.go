@@ -498,6 +498,13 @@ func TestS3KafkaExactlyOnceKill9(t *testing.T) {
 		// before overrides where it had begun them.
 		n := (97 + 61*(i%4)) * scale
 		p := start(t, args("-n", strconv.Itoa(n))...)
+		if scale > 1 {
+			t.Cleanup(func() {
+				if t.Failed() {
+					t.Logf("run %d's stderr:\n%s", i+1, p.stderr())
+				}
+			})
+		}
 		// At scale the kills spread over the drain: each run writes its
 		// share, a margin left for the last.
 		share := 1
@@ -506,7 +513,14 @@ func TestS3KafkaExactlyOnceKill9(t *testing.T) {
 		}
 		// Progress within each minute, not the whole share.
 		for got, want := objects(), objects()+share; got < want; got = objects() {
-			eventually(t, "a new object", func() bool { return objects() > got })
+			eventually(t, "new object", func() bool {
+				select {
+				case <-p.waited:
+					t.Fatalf("run %d ended before its kill: exit %d: %s", i+1, p.code, p.stderr())
+				default:
+				}
+				return objects() > got
+			})
 		}
 		p.signal(syscall.SIGKILL)
 		p.wait()
