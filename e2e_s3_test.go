@@ -471,7 +471,21 @@ func TestS3KafkaExactlyOnceKill9(t *testing.T) {
 	st := newS3Test(t, endpoint)
 	bkt := st.bucket("archive")
 	k := newKafka(t, 4)
-	const perPart = 5000
+	// BATCHPIPE_TEST_S3_KILL9=RECORDS,KILLS runs it at another scale by
+	// hand (the issue's: 1000000,10); CI keeps it small.
+	records, kills := 20000, 4
+	if v := os.Getenv("BATCHPIPE_TEST_S3_KILL9"); v != "" {
+		a, b, _ := strings.Cut(v, ",")
+		var err1, err2 error
+		records, err1 = strconv.Atoi(a)
+		kills, err2 = strconv.Atoi(b)
+		if err := errors.Join(err1, err2); err != nil || records < 4 || kills < 1 {
+			t.Fatalf("BATCHPIPE_TEST_S3_KILL9=%q: want RECORDS,KILLS: %v", v, err)
+		}
+	}
+	perPart := records / 4
+	// Batches grow with the topic, so that its objects stay a few thousand.
+	scale := max(1, records/200000)
 	newProducer(t, k.addr).produce(k.topic, parts4, perPart)
 	args := func(extra ...string) []string {
 		return append(append([]string{"--kafka-brokers", k.addr, "--topic", k.topic, "--group", k.group, "--exactly-once",
@@ -479,20 +493,46 @@ func TestS3KafkaExactlyOnceKill9(t *testing.T) {
 			st.s3("--compress", "zstd", "s3://"+bkt+"/{topic}/{partition}/{first_offset}-{last_offset}.ndjson.zst")...)
 	}
 	objects := func() int { return len(st.keys(bkt, k.topic+"/")) }
-	for i := range 4 {
+	for i := range kills {
 		// Each run cuts other batches (-n), which the plan of the run
 		// before overrides where it had begun them.
-		p := start(t, args("-n", strconv.Itoa(97+61*i))...)
-		before := objects()
-		eventually(t, "a new object", func() bool { return objects() > before })
+		n := (97 + 61*(i%4)) * scale
+		p := start(t, args("-n", strconv.Itoa(n))...)
+		if scale > 1 {
+			t.Cleanup(func() {
+				if t.Failed() {
+					t.Logf("run %d's stderr:\n%s", i+1, p.stderr())
+				}
+			})
+		}
+		// At scale the kills spread over the drain: each run writes its
+		// share, a margin left for the last.
+		share := 1
+		if scale > 1 {
+			share = max(1, records/(kills+2)/n)
+		}
+		// Progress within each minute, not the whole share.
+		for got, want := objects(), objects()+share; got < want; got = objects() {
+			eventually(t, "new object", func() bool {
+				select {
+				case <-p.waited:
+					t.Fatalf("run %d ended before its kill: exit %d: %s", i+1, p.code, p.stderr())
+				default:
+				}
+				return objects() > got
+			})
+		}
 		p.signal(syscall.SIGKILL)
 		p.wait()
+		if scale > 1 {
+			t.Logf("kill -9 %d (-n %d): %d objects", i+1, n, objects())
+		}
 	}
-	r := run(t, nil, args("-n", "250", "--until-end")...)
+	r := run(t, nil, args("-n", strconv.Itoa(250*scale), "--until-end")...)
 	if r.code != 0 {
 		t.Fatalf("final run: exit %d: %s", r.code, r.stderr)
 	}
-	checkArchive(t, st, bkt, k.topic, perPart)
+	checkArchive(t, st, bkt, k.topic, int64(perPart))
 	puts := putsByKey(log.String(), bkt, k.topic+"/")
 	if len(puts) != len(st.keys(bkt, k.topic+"/")) {
 		t.Errorf("the server's log shows PUTs of %d keys, the bucket holds %d objects", len(puts), len(st.keys(bkt, k.topic+"/")))
@@ -502,6 +542,7 @@ func TestS3KafkaExactlyOnceKill9(t *testing.T) {
 			t.Errorf("%s written %d times", key, n)
 		}
 	}
+	t.Logf("%d records, %d kills: %d objects, each PUT once", records, kills, len(puts))
 }
 
 // checkArchive checks that each partition's objects under TOPIC/PARTITION/

@@ -219,7 +219,11 @@ func NewS3(ctx context.Context, cfg S3Config) (*S3, error) {
 		// One idle connection kept per worker, as the http sink does.
 		tr.MaxIdleConns = cfg.Parallel + 4
 		tr.MaxIdleConnsPerHost = cfg.Parallel + 4
-		tr.WriteBufferSize = 256 << 10
+		// The transport's own 4 KiB write buffer, not the http sink's
+		// 256 KiB: stores that close the connection after each request
+		// (moto, some gateways) would have one allocated per batch,
+		// a fifth of batchpipe's CPU against moto, and over TLS the
+		// body goes out in 16 KiB records whatever the buffer.
 	})
 	opts := []func(*config.LoadOptions) error{
 		config.WithHTTPClient(httpClient),

@@ -4,13 +4,15 @@
 # The s3 sink's part of make bench, against moto's S3 server (PyPI's
 # moto[server]) on a free port: 1,000,000 lines of 100 bytes in objects of
 # 10,000 lines, -j 4, uncompressed and with zstd, next to a minimal Go
-# program that PUTs the same objects, cut beforehand, with the same SDK at
-# the same concurrency (testdata/s3bench): create-only with their SHA-256
-# as batchpipe does, and plain (the SDK's defaults), and to the exec -- aws
-# s3 cp - recipe on 100,000 lines. Six rounds, each running every
-# contender once, in turn first, second and last; the best of each counts.
-# The Go program's time is that of its PUTs alone, not of reading and
-# cutting: the stricter comparison. Peak RSS from GNU time.
+# program that reads stdin and PUTs the same objects as it cuts them, with
+# the same SDK at the same concurrency (testdata/s3bench): create-only with
+# their SHA-256 in the checksum header and the metadata, as batchpipe does,
+# and plain (the SDK's defaults); and next to the exec -- aws s3 cp -
+# recipe on 100,000 lines. Both sides are timed end to end, from process
+# start to exit, stdin from the same file; batchpipe's time includes its
+# HeadBucket and its create-only probe at start. Six rounds, each running
+# every contender once, in turn first, second and last; the best of each
+# counts, and the ratio of each round too. Peak RSS from GNU time.
 set -euo pipefail
 . "$(dirname "$0")/bench-lib.sh" "$@"
 
@@ -38,17 +40,19 @@ awk 'BEGIN { for (i = 1; i <= 1000000; i++) printf "%099d\n", i }' >"$work/1m"
 head -n 100000 "$work/1m" >"$work/100k"
 echo "s3 sink: 1,000,000 lines of 100 bytes, objects of 10,000 lines, -j 4, to moto_server at $url"
 
-# timed NAME CMD...: sets T to the seconds one run takes, stdin from $work/1m,
-# and RSS to its peak in KiB where GNU time is there.
+# timed CMD...: sets T to the seconds one run takes, stdin from $work/1m,
+# and, where GNU time is there, RSS to its peak in KiB and CPU to its
+# seconds of CPU (user and system): on a shared machine the steadier figure.
 timed() {
 	local t0 t1
 	t0=$(now)
 	if [ -x /usr/bin/time ]; then
-		/usr/bin/time -f %M -o "$work/rss" "$@" <"$work/1m" >/dev/null || { echo "bench-s3: $* failed" >&2; exit 1; }
-		RSS=$(cat "$work/rss")
+		/usr/bin/time -f '%M %U %S' -o "$work/rss" "$@" <"$work/1m" >/dev/null || { echo "bench-s3: $* failed" >&2; exit 1; }
+		read -r RSS user sys <"$work/rss"
+		CPU=$(awk -v u="$user" -v s="$sys" 'BEGIN { print u + s }')
 	else
 		"$@" <"$work/1m" >/dev/null || { echo "bench-s3: $* failed" >&2; exit 1; }
-		RSS=
+		RSS= CPU=
 	fi
 	t1=$(now)
 	T=$(sub "$t1" "$t0")
@@ -59,16 +63,16 @@ report() {
 	awk -v n="$1" -v s="$2" -v r="$3" 'BEGIN { printf "  %-36s %7.3fs %9.0f records/s\n", n, s, r / s }'
 }
 
-bp= bz= gp= gplain= rss= rssz=
+bp= bz= gp= gplain= rss= rssz= tbp= tgo= ratios= cbp= cgo=
 run_bp() {
 	timed "$bin" -q -n 10000 -j 4 s3 --endpoint "$url" --path-style "s3://bench/bp/$round/{seq}"
-	bp=$(min "$T" "$bp") rss=$(max "$RSS" "$rss")
+	bp=$(min "$T" "$bp") rss=$(max "$RSS" "$rss") tbp=$T cbp=$(min "$CPU" "$cbp")
 }
 run_go() {
-	"$work/s3bench" put -endpoint "$url" -n 10000 -j 4 bench "go/$round/" <"$work/1m" >"$work/go.t"
-	gp=$(min "$(cat "$work/go.t")" "$gp")
-	"$work/s3bench" put -plain -endpoint "$url" -n 10000 -j 4 bench "plain/$round/" <"$work/1m" >"$work/go.t"
-	gplain=$(min "$(cat "$work/go.t")" "$gplain")
+	timed "$work/s3bench" put -endpoint "$url" -n 10000 -j 4 bench "go/$round/"
+	gp=$(min "$T" "$gp") tgo=$T cgo=$(min "$CPU" "$cgo")
+	timed "$work/s3bench" put -plain -endpoint "$url" -n 10000 -j 4 bench "plain/$round/"
+	gplain=$(min "$T" "$gplain")
 }
 run_zstd() {
 	timed "$bin" -q -n 10000 -j 4 s3 --compress zstd --endpoint "$url" --path-style "s3://bench/zstd/$round/{seq}.zst"
@@ -82,11 +86,14 @@ for round in 1 2 3 4 5 6; do
 	2) run_go; run_zstd; run_bp ;;
 	0) run_zstd; run_bp; run_go ;;
 	esac
+	ratios="$ratios $(ratio "$tgo" "$tbp")"
 done
 report "batchpipe s3 -j 4" "$bp" 1000000
 report "batchpipe s3 -j 4 --compress zstd" "$bz" 1000000
 report "minimal Go program, create-only" "$gp" 1000000
 report "minimal Go program, plain PUTs" "$gplain" 1000000
+echo "  throughput vs the minimal Go program, create-only, round by round:$ratios (geometric mean $(echo $ratios | awk '{ for (i = 1; i <= NF; i++) s += log($i); printf "%.2f", exp(s / NF) }'))"
+[ -z "$cbp" ] || echo "  CPU seconds (user + system, best): batchpipe $cbp, minimal Go program, create-only $cgo"
 
 ac=
 if command -v aws >/dev/null; then

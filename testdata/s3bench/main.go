@@ -3,17 +3,19 @@
 //	s3bench mkbucket -endpoint URL BUCKET
 //	s3bench put -endpoint URL -n 10000 -j 4 [-plain] BUCKET PREFIX
 //
-// put reads stdin whole, cuts it into objects of n lines, then PUTs them,
-// j at a time, with the AWS SDK for Go v2 (as the s3 sink does, path
+// put reads stdin and cuts it into objects of n lines as it goes, while
+// j workers PUT them with the AWS SDK for Go v2 (as the s3 sink does, path
 // style): the least a Go program must do to upload the same objects the
 // same way, create-only with their SHA-256 (checked by the store, and in
-// the metadata); -plain PUTs them with the SDK's defaults. It
-// prints the seconds the PUTs took, reading and cutting left out. The
-// credentials and region come from the environment.
+// the metadata), end to end like batchpipe; -plain PUTs them with the
+// SDK's defaults. It prints the seconds from its first read to its last
+// answer. The credentials and region come from the environment.
 package main
 
 import (
+	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/base64"
@@ -69,45 +71,28 @@ func fail(err error) {
 }
 
 func put(ctx context.Context, c *s3.Client, bucket, prefix string, n, j int, plain bool) error {
-	in, err := io.ReadAll(os.Stdin)
-	if err != nil {
-		return err
-	}
-	var objects [][]byte
-	for len(in) > 0 {
-		end, lines := 0, 0
-		for end < len(in) && lines < n {
-			i := bytes.IndexByte(in[end:], '\n')
-			if i < 0 {
-				end = len(in)
-				break
-			}
-			end += i + 1
-			lines++
-		}
-		objects = append(objects, in[:end])
-		in = in[end:]
-	}
 	start := time.Now()
-	defer func() { fmt.Printf("%.3f\n", time.Since(start).Seconds()) }()
-	work := make(chan int)
-	errs := make(chan error, j)
+	type object struct {
+		i    int
+		body []byte
+	}
+	work := make(chan object, j)
+	errs := make(chan error, 1)
 	var wg sync.WaitGroup
 	for range j {
 		wg.Go(func() {
-			for i := range work {
+			for o := range work {
 				in := &s3.PutObjectInput{
-					Bucket: aws.String(bucket), Key: aws.String(fmt.Sprintf("%s%d", prefix, i)),
-					Body: bytes.NewReader(objects[i]), ContentLength: aws.Int64(int64(len(objects[i]))),
+					Bucket: aws.String(bucket), Key: aws.String(fmt.Sprintf("%s%d", prefix, o.i)),
+					Body: bytes.NewReader(o.body), ContentLength: aws.Int64(int64(len(o.body))),
 				}
 				if !plain {
-					sum := sha256.Sum256(objects[i])
+					sum := sha256.Sum256(o.body)
 					in.IfNoneMatch = aws.String("*")
 					in.ChecksumSHA256 = aws.String(base64.StdEncoding.EncodeToString(sum[:]))
 					in.Metadata = map[string]string{"batchpipe-sha256": hex.EncodeToString(sum[:])}
 				}
-				_, err := c.PutObject(ctx, in)
-				if err != nil {
+				if _, err := c.PutObject(ctx, in); err != nil {
 					select {
 					case errs <- err:
 					default:
@@ -116,11 +101,37 @@ func put(ctx context.Context, c *s3.Client, bucket, prefix string, n, j int, pla
 			}
 		})
 	}
-	for i := range objects {
-		work <- i
+	r := bufio.NewReaderSize(os.Stdin, 1<<20)
+	var rerr error
+	size := 0
+	for i := 0; rerr == nil; i++ {
+		body := make([]byte, 0, size)
+		for lines := 0; lines < n; lines++ {
+			line, err := r.ReadSlice('\n')
+			body = append(body, line...)
+			if err == bufio.ErrBufferFull {
+				lines--
+				continue
+			}
+			if err != nil {
+				if err != io.EOF {
+					rerr = err
+				}
+				rerr = cmp.Or(rerr, io.EOF)
+				break
+			}
+		}
+		size = max(size, len(body))
+		if len(body) > 0 {
+			work <- object{i, body}
+		}
 	}
 	close(work)
 	wg.Wait()
+	fmt.Printf("%.3f\n", time.Since(start).Seconds())
+	if rerr != io.EOF {
+		return rerr
+	}
 	select {
 	case err := <-errs:
 		return err
