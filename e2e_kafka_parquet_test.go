@@ -23,22 +23,8 @@ import (
 func TestKafkaParquetExactlyOnceKills(t *testing.T) {
 	const perPartition = 10000
 	k := newKafka(t, 4)
-	pr := newProducer(t, k.addr)
-	var msgs []*sarama.ProducerMessage
-	for _, p := range parts4 {
-		for i := range perPartition {
-			msgs = append(msgs, &sarama.ProducerMessage{Topic: k.topic, Partition: p,
-				Value: sarama.StringEncoder(fmt.Sprintf(`{"p":%d,"i":%d,"s":"%s"}`, p, i, filler))})
-		}
-	}
-	if err := pr.p.SendMessages(msgs); err != nil {
-		t.Fatal(err)
-	}
 	tmp := t.TempDir()
-	schema := filepath.Join(tmp, "schema.json")
-	if err := os.WriteFile(schema, []byte(`[{"name":"p","type":"int32","required":true},{"name":"i","type":"int64","required":true},{"name":"s","type":"string"}]`), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	schema := parquetTopic(t, k, perPartition, tmp)
 	out := filepath.Join(tmp, "out")
 	args := func(n int) []string {
 		return []string{"-v", "--kafka-brokers", k.addr, "--topic", k.topic, "--group", k.group, "--exactly-once", "--until-end",
@@ -113,18 +99,49 @@ func TestKafkaParquetExactlyOnceKills(t *testing.T) {
 	t.Logf("%d kills, %d files", kills, n)
 
 	// The union, in partition and offset order, as real readers see it.
-	var want []map[string]any
 	for _, part := range parts4 {
 		fs := files[part]
 		slices.SortFunc(fs, func(a, b offsetFile) int { return int(a.first - b.first) })
 		for _, f := range fs {
 			names = append(names, filepath.Join(out, strconv.Itoa(int(part)), fmt.Sprintf("%d-%d.parquet", f.first, f.last)))
 		}
+	}
+	checkParquetTopic(t, tmp, perPartition, names)
+}
+
+// parquetTopic fills each of k's four partitions with perPartition JSON
+// records {"p", "i", "s"}, and returns the path of their schema, written
+// in dir.
+func parquetTopic(t *testing.T, k *kafkaEnv, perPartition int, dir string) (schema string) {
+	t.Helper()
+	var msgs []*sarama.ProducerMessage
+	for _, p := range parts4 {
+		for i := range perPartition {
+			msgs = append(msgs, &sarama.ProducerMessage{Topic: k.topic, Partition: p,
+				Value: sarama.StringEncoder(fmt.Sprintf(`{"p":%d,"i":%d,"s":"%s"}`, p, i, filler))})
+		}
+	}
+	if err := newProducer(t, k.addr).p.SendMessages(msgs); err != nil {
+		t.Fatal(err)
+	}
+	schema = filepath.Join(dir, "schema.json")
+	if err := os.WriteFile(schema, []byte(`[{"name":"p","type":"int32","required":true},{"name":"i","type":"int64","required":true},{"name":"s","type":"string"}]`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return schema
+}
+
+// checkParquetTopic has the real readers compare the files names, in
+// partition and offset order, with parquetTopic's records.
+func checkParquetTopic(t *testing.T, dir string, perPartition int, names []string) {
+	t.Helper()
+	var want []map[string]any
+	for _, part := range parts4 {
 		for i := range perPartition {
 			want = append(want, map[string]any{"p": part, "i": i, "s": filler})
 		}
 	}
-	expected := filepath.Join(tmp, "expected.json")
+	expected := filepath.Join(dir, "expected.json")
 	data, _ := json.Marshal(want)
 	if err := os.WriteFile(expected, data, 0o644); err != nil {
 		t.Fatal(err)

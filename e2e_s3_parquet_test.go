@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -12,7 +11,6 @@ import (
 	"syscall"
 	"testing"
 
-	"github.com/IBM/sarama"
 	"github.com/aws/aws-sdk-go-v2/aws"
 	pq "github.com/parquet-go/parquet-go"
 )
@@ -74,22 +72,8 @@ func TestS3KafkaParquetExactlyOnceKill9(t *testing.T) {
 	bkt := st.bucket("pqarchive")
 	k := newKafka(t, 4)
 	const perPart = 5000
-	pr := newProducer(t, k.addr)
-	var msgs []*sarama.ProducerMessage
-	for _, p := range parts4 {
-		for i := range perPart {
-			msgs = append(msgs, &sarama.ProducerMessage{Topic: k.topic, Partition: p,
-				Value: sarama.StringEncoder(fmt.Sprintf(`{"p":%d,"i":%d,"s":"%s"}`, p, i, filler))})
-		}
-	}
-	if err := pr.p.SendMessages(msgs); err != nil {
-		t.Fatal(err)
-	}
 	tmp := t.TempDir()
-	schema := filepath.Join(tmp, "schema.json")
-	if err := os.WriteFile(schema, []byte(`[{"name":"p","type":"int32","required":true},{"name":"i","type":"int64","required":true},{"name":"s","type":"string"}]`), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	schema := parquetTopic(t, k, perPart, tmp)
 	args := func(extra ...string) []string {
 		return append(append([]string{"--kafka-brokers", k.addr, "--topic", k.topic, "--group", k.group, "--exactly-once",
 			"-j", "4", "-t", "100ms", "--commit-interval", "20ms", "--kafka-session-timeout", "1s"}, extra...),
@@ -166,7 +150,6 @@ func TestS3KafkaParquetExactlyOnceKill9(t *testing.T) {
 	t.Logf("%d kills, %d objects", kills, n)
 
 	var names []string
-	var want []map[string]any
 	for _, part := range parts4 {
 		firsts := make([]int64, 0, len(paths[part]))
 		for f := range paths[part] {
@@ -176,14 +159,6 @@ func TestS3KafkaParquetExactlyOnceKill9(t *testing.T) {
 		for _, f := range firsts {
 			names = append(names, paths[part][f])
 		}
-		for i := range perPart {
-			want = append(want, map[string]any{"p": part, "i": i, "s": filler})
-		}
 	}
-	expected := filepath.Join(tmp, "expected.json")
-	data, _ := json.Marshal(want)
-	if err := os.WriteFile(expected, data, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	parquetCheck(t, expected, []string{"--codec", "ZSTD"}, names...)
+	checkParquetTopic(t, tmp, perPart, names)
 }
