@@ -250,7 +250,9 @@ func TestCompletionAndVersion(t *testing.T) {
 			t.Errorf("completion %s: exit %d", shell, r.code)
 		}
 	}
-	if r := run(t, nil, "--version"); r.code != 0 || !strings.HasPrefix(r.stdout, "batchpipe version ") {
-		t.Errorf("--version: %q", r.stdout)
+	for _, v := range []string{"--version", "version"} {
+		if r := run(t, nil, v); r.code != 0 || !strings.HasPrefix(r.stdout, "batchpipe version ") {
+			t.Errorf("%s: %q", v, r.stdout)
+		}
 	}
 }

@@ -96,10 +96,11 @@ func newExecCmd(o *options) *cobra.Command {
 	var timeout, killAfter time.Duration
 	var format sinks.Format
 	c := &cobra.Command{
-		Use:     "exec [flags] -- CMD [ARGS...]",
-		Short:   "Run a command per batch, the batch on its stdin or as its arguments",
-		Long:    execHelp,
-		Example: execExamples,
+		Use:         "exec [flags] -- CMD [ARGS...]",
+		Short:       "Run a command per batch, the batch on its stdin or as its arguments",
+		Long:        execHelp,
+		Example:     execExamples,
+		Annotations: map[string]string{summaryKey: "1,3"},
 		RunE: func(c *cobra.Command, argv []string) error {
 			switch {
 			case len(argv) == 0:

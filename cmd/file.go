@@ -55,6 +55,7 @@ is written, dead-lettered or given up, so the output is the input, in order.
 With --per-batch, each batch goes to a file of its own named from TEMPLATE,
 with placeholders:
 ` + sinks.PlaceholderHelp + `.
+
 A value from the input ({topic}, {key}) keeps letters, digits, '.', '_'
 and '-'; any other byte becomes %XX ('/' is %2F), "." and ".." become %2E
 and %2E%2E, and an empty key is "%": no value climbs out of the template's
@@ -75,7 +76,8 @@ is refused; {seq} starts at 1 in every run, so put {run} in it too where
 runs write to the same place.
 
 ` + parquetHelp + ` It needs --per-batch.`,
-		Example: fileExamples,
+		Example:     fileExamples,
+		Annotations: map[string]string{summaryKey: "1,2"},
 		RunE: func(c *cobra.Command, args []string) error {
 			switch {
 			case perBatch != "" && len(args) > 0:

@@ -50,6 +50,7 @@ are sent again. Errors quote the status and the start of the response body.
 
 Placeholders in URL and in -H values are replaced by the batch's values:
 ` + sinks.PlaceholderHelp + `.
+
 In the URL's path a value is escaped as in file names (see file --help: '/'
 is %2F, "." and ".." are %2E and %2E%2E, the empty value is %), then
 percent-encoded, '%' too: ".." goes as %252E%252E, so a value stays one
@@ -60,7 +61,9 @@ Go's r.PathValue decodes once. In the query a value is percent-encoded once
 '%' are. {seq} starts at 1 in every
 run, so '…/{run}-{seq}.log' never replaces an earlier run's object; the
 halves of a split batch get {seq}-1 and {seq}-2, records sent again after a
-part failed {seq}-r2…, and each part its own {batch_id}. A user:password@ in URL is sent as basic auth. Errors
+part failed {seq}-r2…, and each part its own {batch_id}.
+
+A user:password@ in URL is sent as basic auth. Errors
 show URL only as scheme://host/…, and header values never appear, so tokens
 stay out of logs. Where an error quotes what the server said (its status line
 and the first 512 bytes of its body), every -H value (but Content-Type,
@@ -80,10 +83,11 @@ func newHTTPCmd(o *options) *cobra.Command {
 	var cfg sinks.HTTPConfig
 	var headers []string
 	c := &cobra.Command{
-		Use:     "http [flags] URL",
-		Short:   "Send each batch as one HTTP request",
-		Long:    httpHelp,
-		Example: httpExamples,
+		Use:         "http [flags] URL",
+		Short:       "Send each batch as one HTTP request",
+		Long:        httpHelp,
+		Example:     httpExamples,
+		Annotations: map[string]string{summaryKey: "1,2,5"},
 		RunE: func(c *cobra.Command, args []string) error {
 			if len(args) != 1 {
 				return usagef("http: give one URL")
