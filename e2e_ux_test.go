@@ -6,13 +6,16 @@ import (
 	"flag"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/creack/pty"
 	"github.com/prometheus/common/expfmt"
@@ -89,6 +92,82 @@ func TestProgressOnTerminalOnly(t *testing.T) {
 	r := run(t, strings.NewReader(strings.Repeat("x\n", 25)), "-n", "10", "file", os.DevNull)
 	if strings.Contains(r.stderr, "\r") || strings.Contains(r.stderr, "in flight") {
 		t.Errorf("status line written to a pipe: %q", r.stderr)
+	}
+}
+
+// An http run at a terminal, stdout that terminal too, draws the status
+// line: its batches never reach the terminal, so nothing can mix with it.
+func TestProgressAtTerminalHTTP(t *testing.T) {
+	var mu sync.Mutex
+	var got bytes.Buffer
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		defer mu.Unlock()
+		io.Copy(&got, r.Body)
+	}))
+	defer srv.Close()
+	ptmx, tty, err := pty.Open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ptmx.Close()
+	c := exec.Command(bin, "-n", "10", "-t", "1h", "http", srv.URL)
+	c.Stdout, c.Stderr = tty, tty
+	c.Env = append(os.Environ(), "NO_COLOR=1", "TERM=xterm")
+	stdin, _ := c.StdinPipe()
+	if err := c.Start(); err != nil {
+		t.Fatal(err)
+	}
+	tty.Close()
+	stdin.Write([]byte(strings.Repeat("x\n", 25)))
+	chunks := make(chan []byte)
+	go func() {
+		defer close(chunks)
+		buf := make([]byte, 4096)
+		for {
+			n, err := ptmx.Read(buf)
+			if n > 0 {
+				chunks <- bytes.Clone(buf[:n])
+			}
+			if err != nil {
+				return // EIO once the child has exited
+			}
+		}
+	}()
+	var screen bytes.Buffer
+	deadline := time.After(30 * time.Second) // a bound on failure, not a wait
+	for !strings.Contains(screen.String(), "read 25") {
+		select {
+		case b, ok := <-chunks:
+			if !ok {
+				t.Fatalf("batchpipe ended without a status line: %q", screen.String())
+			}
+			screen.Write(b)
+		case <-deadline:
+			stdin.Close()
+			c.Wait()
+			t.Fatalf("no status line on the terminal in 30s: %q", screen.String())
+		}
+	}
+	stdin.Close()
+	for b := range chunks {
+		screen.Write(b)
+	}
+	if err := c.Wait(); err != nil {
+		t.Fatalf("%v; terminal: %q", err, screen.String())
+	}
+	out := screen.String()
+	if !strings.Contains(out, "delivered 20 in 2 batches") {
+		t.Errorf("status line lacks the counts: %q", out)
+	}
+	last := out[strings.LastIndex(out, "\x1b[K"):]
+	if !strings.HasPrefix(last, "\x1b[Kbatchpipe: 25 records") {
+		t.Errorf("final screen is not the summary: %q", last)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if got.String() != strings.Repeat("x\n", 25) {
+		t.Errorf("the server got %q", got.String())
 	}
 }
 

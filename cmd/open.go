@@ -13,6 +13,7 @@ import (
 	"runtime/debug"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/batchpipe/batchpipe/batcher"
 	"github.com/batchpipe/batchpipe/monitor"
@@ -60,8 +61,11 @@ func (o *options) newRunning(cfg batcher.Config) *running {
 		r.errw = r.progress.Log()
 		if o.streams.sameTerminal() {
 			// Commands' output then passes through batchpipe, which
-			// erases the status line before it and draws it again after.
+			// erases the status line before it and draws it again once
+			// the output has paused: data scrolling by is never mixed
+			// with it, and a long run that prints little shows progress.
 			out = r.progress.Through(o.streams.Out)
+			r.progress.Quiet = time.Second
 		}
 	}
 	r.cfg.Logger = o.logger(r.errw)

@@ -56,9 +56,9 @@ func withFd(f *os.File, do func(fd uintptr)) bool {
 }
 
 // statusLine decides whether the status line is drawn: with --progress
-// auto (mode), only where a person watches stderr and nothing else writes
-// to the same terminal (stdout there would mix with it, as pv users know),
-// not on a dumb terminal and not with -q.
+// auto (mode), where a person watches stderr, not on a dumb terminal and
+// not with -q. Output to the same terminal (exec, file -) then passes
+// through the status line (see newRunning), which never mixes with it.
 func (s Streams) statusLine(mode string, quiet bool) bool {
 	switch mode {
 	case "always":
@@ -66,7 +66,7 @@ func (s Streams) statusLine(mode string, quiet bool) bool {
 	case "never":
 		return false
 	}
-	return s.ErrIsTerminal && !quiet && !s.dumb() && !s.sameTerminal()
+	return s.ErrIsTerminal && !quiet && !s.dumb()
 }
 
 // dumb reports TERM=dumb: a terminal that cannot erase a line, so the
