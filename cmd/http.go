@@ -68,13 +68,15 @@ show URL only as scheme://host/…, and header values never appear, so tokens
 stay out of logs. Where an error quotes what the server said (its status line
 and the first 512 bytes of its body), every -H value (but Content-Type,
 Content-Encoding, Accept, Accept-Encoding, User-Agent and Host) and each word
-of one, the URL's user name and password, each path segment and each query
-value are cut out, as is any run of 6 bytes or more of one of them, in any
-letter case and URL-escaped, JSON-escaped or in base64: a server that echoes
-a token, whole, cut, in part or encoded, shows [redacted]. Parts made of
-placeholders, query parameter names, and query values holding spaces (SQL,
-not a token) are left alone, so "Unknown setting insert_deduplication_token"
-stays readable.
+of one, the URL's user name and password, the values of query parameters
+named for a secret (api_key, token, sig, password…), and each path segment or
+other query value that looks generated (8 bytes or more mixing letters with
+digits, as a webhook's token) are cut out, as is any run of 6 bytes or more
+of one of them, in any letter case and URL-escaped, JSON-escaped or in
+base64: a server that echoes a token, whole, cut, in part or encoded, shows
+[redacted]. Words a person chose (/api/v2/ingest, database=logs), parameter
+names, parts made of placeholders and query values holding spaces (SQL) are
+left alone, so "Unknown setting insert_deduplication_token" stays readable.
 
 https uses the system's CAs, or those in --cacert; --cert and --key give a
 client certificate for mutual TLS.`
