@@ -17,7 +17,10 @@ cannot be run, batchpipe exits 2 before reading any input.
 A batch is delivered when CMD exits with status 0, whether or not it read
 all its input. A non-zero status, death by a signal or a run longer than
 --timeout is a failure: the batch is retried (--retries), then dead-lettered
-(--dead-letter) or the run stops.
+(--dead-letter) or the run stops. The failure quotes the first line of CMD's
+stderr that looks like an error (ERROR:, FATAL:, error:, panic:…, as psql's
+ERROR: before its CONTEXT:), else its first and last lines, as written (but
+control bytes, as \xNN).
 
 Each run's environment is batchpipe's, less the variables that may hold its
 secrets (BATCHPIPE_KAFKA_PASSWORD, BATCHPIPE_HEADER, any BATCHPIPE_ name with
