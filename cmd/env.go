@@ -22,6 +22,16 @@ func envName(flag string) string {
 // take it for --topic and read Kafka instead of its stdin.
 var notFromEnv = map[string]bool{"help": true, "version": true, "topic": true}
 
+// fromEnvKey marks a flag set from the environment, not the command line.
+const fromEnvKey = "batchpipe/from-env"
+
+// givenOnCommandLine reports whether the flag was given on the command
+// line: a variable set for every run (BATCHPIPE_KAFKA_BROKERS in a
+// profile) does not count.
+func givenOnCommandLine(f *pflag.Flag) bool {
+	return f != nil && f.Changed && len(f.Annotations[fromEnvKey]) == 0
+}
+
 // flagsFromEnv sets every flag not given on the command line from its
 // environment variable, if set: flags win over the environment.
 func flagsFromEnv(c *cobra.Command) error {
@@ -37,6 +47,7 @@ func flagsFromEnv(c *cobra.Command) error {
 		if serr := c.Flags().Set(f.Name, v); serr != nil {
 			err = usagef("%s=%q: %v", envName(f.Name), v, plainError(serr))
 		}
+		c.Flags().SetAnnotation(f.Name, fromEnvKey, []string{"true"})
 	})
 	return err
 }

@@ -112,6 +112,15 @@ func (o *options) checkKafka() error {
 				return usagef("--%s reads Kafka: give --topic too", name)
 			}
 		}
+		if o.sink != "kafka" && !strings.HasPrefix(o.deadLetter, "kafka:") {
+			// Else records would be read from stdin, perhaps a terminal,
+			// while the command line speaks of Kafka.
+			for _, name := range []string{"kafka-brokers", "kafka-tls", "kafka-cacert", "kafka-cert", "kafka-key", "kafka-sasl", "kafka-user", "client-id"} {
+				if givenOnCommandLine(o.flags.Lookup(name)) {
+					return usagef("--%s is for Kafka, and nothing here reads or writes it: give --topic TOPIC to read it (or the kafka sink, or --dead-letter kafka:TOPIC)", name)
+				}
+			}
+		}
 		return nil
 	}
 	switch {

@@ -51,6 +51,8 @@ func (o *options) run(openSink sinkOpener) (err error) {
 	r.orderTransactions()
 	r.p.Config = r.cfg
 
+	r.hintTerminal()
+
 	sd := r.shutdown()
 	defer sd.release()
 	sd.start()
@@ -125,6 +127,21 @@ func (r *running) shutdown() *shutdown {
 		src.Stopped, src.Drain = sd.stop, sd.drain
 	}
 	return sd
+}
+
+// hintTerminal says, when records are read from a terminal, how to end
+// them: a command run without its input otherwise just waits.
+func (r *running) hintTerminal() {
+	o := r.o
+	if (r.kr != nil && r.kr.src != nil) || o.quiet || !o.streams.inTerminal() {
+		return
+	}
+	const hint = "reading records from the terminal (stdin): end them with Ctrl-D, or give input with < FILE or a pipe"
+	if o.logFormat == "json" {
+		jsonLogger(r.errw).Info(hint)
+	} else {
+		fmt.Fprintln(r.errw, "batchpipe: "+hint)
+	}
 }
 
 // runPipeline runs the pipeline, with the status line drawn meanwhile.

@@ -48,6 +48,17 @@ func (s Streams) inputWaiting() bool {
 	return false
 }
 
+// inTerminal reports whether stdin is a terminal: records typed by hand,
+// or a command line that forgot its input.
+func (s Streams) inTerminal() bool {
+	f, ok := s.In.(*os.File)
+	is := false
+	if ok {
+		withFd(f, func(fd uintptr) { is = isatty.IsTerminal(fd) })
+	}
+	return is
+}
+
 // withFd calls do with f's descriptor. Unlike f.Fd, it leaves f in the
 // mode it was, non-blocking or not.
 func withFd(f *os.File, do func(fd uintptr)) bool {
