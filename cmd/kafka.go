@@ -277,10 +277,40 @@ func (o *options) openKafka(logger *slog.Logger) (*kafkaRun, error) {
 // connection and then closes it at once (EOF) is there: it refused the
 // credentials, or speaks TLS to a client that does not, or the reverse.
 func connectError(err error) error {
+	var mm *kafkaconn.MismatchError
+	if errors.As(err, &mm) {
+		return refused(fmt.Errorf("%w: %s", err, mismatchHint(mm)))
+	}
 	if errors.Is(err, sarama.ErrSASLAuthenticationFailed) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
 		return refused(err)
 	}
 	return &unavailableError{err}
+}
+
+// mismatchHint says which flags make the connection speak as the listener.
+func mismatchHint(mm *kafkaconn.MismatchError) string {
+	switch mm.Mismatch {
+	case kafkaconn.ListenerTLS:
+		return "give --kafka-tls (and --kafka-cacert FILE if its certificate is not from a CA the system trusts), or the port of a plaintext listener"
+	case kafkaconn.ListenerNoTLS:
+		return "leave out --kafka-tls, --kafka-cacert and --kafka-cert, or give the port of its TLS listener"
+	case kafkaconn.ListenerSASL:
+		return "give --kafka-sasl MECHANISM and --kafka-user, with the password in $" + envPassword + ", or the port of a listener without SASL"
+	case kafkaconn.ListenerNoSASL:
+		return "leave out --kafka-sasl, or give the port of its SASL listener"
+	case kafkaconn.MechanismMissing:
+		var ours []string
+		for _, m := range mm.Mechanisms {
+			if m = strings.ToLower(m); m == "plain" || strings.HasPrefix(m, "scram-sha-") {
+				ours = append(ours, m)
+			}
+		}
+		if len(ours) == 0 {
+			return "batchpipe speaks plain, scram-sha-256 and scram-sha-512 only"
+		}
+		return "give --kafka-sasl " + strings.Join(ours, " or ")
+	}
+	return ""
 }
 
 // deadLetter opens the dead letter named kafka:TOPIC.
