@@ -81,9 +81,46 @@ left alone, so "Unknown setting insert_deduplication_token" stays readable.
 https uses the system's CAs, or those in --cacert; --cert and --key give a
 client certificate for mutual TLS.`
 
+// httpSpec is the http sink's settings.
+type httpSpec struct {
+	args    []string
+	headers []string
+	cfg     sinks.HTTPConfig
+}
+
+func (s *httpSpec) validate(o *options) error {
+	cfg := &s.cfg
+	if len(s.args) != 1 {
+		return usagef("http: give one URL")
+	}
+	cfg.URL = s.args[0]
+	cfg.Header = http.Header{}
+	for i, h := range s.headers {
+		name, value, err := sinks.ParseHeader(h)
+		if err != nil {
+			return usagef("http: header %d (-H): %v", i+1, err)
+		}
+		cfg.Header.Add(name, value)
+	}
+	cfg.Parallel = o.parallel
+	cfg.UserAgent = "batchpipe/" + version
+	if cfg.Gzip && cfg.Compress.On() && cfg.Compress.Algo != "gzip" {
+		return usagef("http: --gzip is --compress gzip, and --compress says %s: give one", cfg.Compress.Algo)
+	}
+	if cfg.Timeout <= 0 {
+		return usagef("http: --timeout must be positive, not %v", cfg.Timeout)
+	}
+	return nil
+}
+
+func (s *httpSpec) open(env sinkEnv) (batcher.Sink, error) {
+	s.cfg.Logger = env.log
+	return sinks.NewHTTP(s.cfg)
+}
+
 func newHTTPCmd(o *options) *cobra.Command {
-	var cfg sinks.HTTPConfig
-	var headers []string
+	s := &httpSpec{}
+	cfg := &s.cfg
 	c := &cobra.Command{
 		Use:         "http [flags] URL",
 		Short:       "Send each batch as one HTTP request",
@@ -91,36 +128,14 @@ func newHTTPCmd(o *options) *cobra.Command {
 		Example:     httpExamples,
 		Annotations: map[string]string{summaryKey: "1,2,5"},
 		RunE: func(c *cobra.Command, args []string) error {
-			if len(args) != 1 {
-				return usagef("http: give one URL")
-			}
-			cfg.URL = args[0]
-			cfg.Header = http.Header{}
-			for i, h := range headers {
-				name, value, err := sinks.ParseHeader(h)
-				if err != nil {
-					return usagef("http: header %d (-H): %v", i+1, err)
-				}
-				cfg.Header.Add(name, value)
-			}
-			cfg.Parallel = o.parallel
-			cfg.UserAgent = "batchpipe/" + version
-			if cfg.Gzip && cfg.Compress.On() && cfg.Compress.Algo != "gzip" {
-				return usagef("http: --gzip is --compress gzip, and --compress says %s: give one", cfg.Compress.Algo)
-			}
-			if cfg.Timeout <= 0 {
-				return usagef("http: --timeout must be positive, not %v", cfg.Timeout)
-			}
-			return o.run(func(env sinkEnv) (batcher.Sink, error) {
-				cfg.Logger = env.log
-				return sinks.NewHTTP(cfg)
-			})
+			s.args = args
+			return o.run(s)
 		},
 	}
 	f := c.Flags()
 	f.SortFlags = false
 	f.StringVarP(&cfg.Method, "method", "X", "POST", "request method")
-	f.StringArrayVarP(&headers, "header", "H", nil, "add a header to every request, 'Name: value' (repeatable)")
+	f.StringArrayVarP(&s.headers, "header", "H", nil, "add a header to every request, 'Name: value' (repeatable)")
 	f.Var(&cfg.Format, "format", "body format: lines, ndjson or json")
 	f.StringVar(&cfg.ContentType, "content-type", "", "Content-Type of the body (default: the format's)")
 	f.Var(&cfg.Compress, "compress", "compress bodies: gzip or zstd, with :LEVEL if given (sets Content-Encoding)")

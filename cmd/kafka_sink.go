@@ -112,7 +112,7 @@ func newKafkaCmd(o *options) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return o.run(func(env sinkEnv) (batcher.Sink, error) {
+			return o.run(openOnly(func(env sinkEnv) (batcher.Sink, error) {
 				client, err := conn.ConnectProducer(popts, cfg.Topic)
 				if err != nil {
 					return nil, connectError(fmt.Errorf("kafka sink: %w", err))
@@ -125,7 +125,7 @@ func newKafkaCmd(o *options) *cobra.Command {
 					return nil, &unavailableError{err} // the topic missing
 				}
 				return sink, nil
-			})
+			}))
 		},
 	}
 	f := c.Flags()

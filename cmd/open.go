@@ -22,8 +22,12 @@ import (
 )
 
 // prepare checks the flags and what they name before anything is opened,
-// and returns the pipeline's config.
-func (o *options) prepare() (batcher.Config, error) {
+// the sink's first (they may settle a shared one, as the kafka sink's
+// -j), and returns the pipeline's config.
+func (o *options) prepare(sink sinkSpec) (batcher.Config, error) {
+	if err := sink.validate(o); err != nil {
+		return batcher.Config{}, err
+	}
 	cfg, err := o.config()
 	if err != nil {
 		return cfg, err
