@@ -14,10 +14,8 @@ import (
 
 	"github.com/IBM/sarama"
 	"github.com/batchpipe/batchpipe/batcher"
-	"github.com/batchpipe/batchpipe/internal/kafkaconn"
+	"github.com/batchpipe/batchpipe/kafka"
 	"github.com/batchpipe/batchpipe/monitor"
-	"github.com/batchpipe/batchpipe/sinks"
-	"github.com/batchpipe/batchpipe/sources"
 	"github.com/spf13/pflag"
 )
 
@@ -50,7 +48,7 @@ type kafkaOptions struct {
 	strategy       string
 
 	// --from and --until, resolved once, at start, by checkKafka.
-	fromAt  sources.From
+	fromAt  kafka.From
 	untilAt time.Time
 
 	tls      bool
@@ -117,8 +115,8 @@ func (o *options) checkKafka() error {
 	switch {
 	case k.group != "" && len(k.partitions) > 0:
 		return usagef("--partitions and --group: the group assigns partitions; give one")
-	case !slices.Contains(kafkaconn.Strategies, k.strategy):
-		return usagef("--rebalance-strategy takes %s, not %q", strings.Join(kafkaconn.Strategies, ", "), k.strategy)
+	case !slices.Contains(kafka.Strategies, k.strategy):
+		return usagef("--rebalance-strategy takes %s, not %q", strings.Join(kafka.Strategies, ", "), k.strategy)
 	case k.exactlyOnce && k.group == "":
 		return usagef("--exactly-once needs --group: the batches' offsets are stored with the group's")
 	case k.limit < 0:
@@ -144,16 +142,16 @@ func (o *options) checkKafka() error {
 	// Relative times count from one moment, so that --from -48h
 	// --until -24h is a window of exactly a day.
 	now := time.Now()
-	from, err := sources.ParseFrom(k.from, now)
+	from, err := kafka.ParseFrom(k.from, now)
 	if err != nil {
 		return usagef("--from: %v", err)
 	}
 	k.fromAt = from
 	if k.until != "" {
-		if k.untilAt, err = sources.ParseTime(k.until, now); err != nil {
+		if k.untilAt, err = kafka.ParseTime(k.until, now); err != nil {
 			return usagef("--until: %v", err)
 		}
-		if from.Kind == sources.FromTime && from.Time.After(k.untilAt) {
+		if from.Kind == kafka.FromTime && from.Time.After(k.untilAt) {
 			return usagef("--from %s is after --until %s", from.Time.Format(time.RFC3339), k.untilAt.Format(time.RFC3339))
 		}
 	}
@@ -161,7 +159,7 @@ func (o *options) checkKafka() error {
 }
 
 // kafkaConn returns the connection settings, or a usage error.
-func (o *options) kafkaConn() (*kafkaconn.Conn, error) {
+func (o *options) kafkaConn() (*kafka.Conn, error) {
 	k := &o.kafka
 	brokers := k.brokers
 	if brokers == "" {
@@ -176,7 +174,7 @@ func (o *options) kafkaConn() (*kafkaconn.Conn, error) {
 	if len(list) == 0 {
 		return nil, usagef("Kafka needs brokers: give --kafka-brokers or set %s", envBrokers)
 	}
-	c := &kafkaconn.Conn{
+	c := &kafka.Conn{
 		Brokers:  list,
 		ClientID: k.clientID,
 		TLS:      k.tls,
@@ -213,8 +211,8 @@ func (o *options) kafkaConn() (*kafkaconn.Conn, error) {
 // kafkaRun is what the Kafka parts of a run hold open.
 type kafkaRun struct {
 	client sarama.Client
-	src    *sources.Kafka // nil when Kafka only takes dead letters
-	dl     *sinks.KafkaDeadLetter
+	src    *kafka.Source // nil when Kafka only takes dead letters
+	dl     *kafka.DeadLetter
 }
 
 // openKafka connects and opens the source. Unreachable brokers and missing
@@ -237,7 +235,7 @@ func (o *options) openKafka(logger *slog.Logger) (*kafkaRun, error) {
 		return kr, nil
 	}
 	k := &o.kafka
-	src, err := sources.OpenKafka(client, sources.KafkaConfig{
+	src, err := kafka.OpenSource(client, kafka.SourceConfig{
 		Topics:         k.topics,
 		Partitions:     k.partitions,
 		From:           k.fromAt,
@@ -250,7 +248,7 @@ func (o *options) openKafka(logger *slog.Logger) (*kafkaRun, error) {
 		Timeout:        k.timeout,
 		Logger:         logger,
 		// To Kafka, the sink's transactions commit the offsets, and
-		// where batches are cut no longer matters (sinks/kafka_txn.go).
+		// where batches are cut no longer matters (kafka/txn.go).
 		ExactlyOnce:   k.exactlyOnce && !o.txnSink(),
 		OffsetsInSink: o.txnSink(),
 	})
@@ -276,7 +274,7 @@ func connectError(err error) error {
 
 // deadLetter opens the dead letter named kafka:TOPIC.
 func (kr *kafkaRun) deadLetter(topic string) (batcher.DeadLetter, error) {
-	dl, err := sinks.NewKafkaDeadLetter(kr.client, topic)
+	dl, err := kafka.NewDeadLetter(kr.client, topic)
 	if err != nil {
 		return nil, &unavailableError{err}
 	}

@@ -6,27 +6,27 @@ import (
 	"testing"
 
 	"github.com/IBM/sarama"
-	"github.com/batchpipe/batchpipe/sinks"
+	"github.com/batchpipe/batchpipe/kafka"
 )
 
 func TestKafkaSinkFlags(t *testing.T) {
 	for _, tc := range []struct {
 		opts           kafkaSinkOptions
 		partitionerSet bool
-		want           sinks.KafkaProducerConfig
+		want           kafka.ProducerConfig
 		compression    sarama.CompressionCodec
 	}{
 		{kafkaSinkOptions{partitioner: "murmur2", keepMeta: true, compression: "none", maxMessageBytes: 1},
-			false, sinks.KafkaProducerConfig{Topic: "t", KeepMeta: true}, sarama.CompressionNone},
+			false, kafka.ProducerConfig{Topic: "t", KeepMeta: true}, sarama.CompressionNone},
 		{kafkaSinkOptions{partitioner: "crc32", keyDelimiter: `\t`, compression: "zstd", maxMessageBytes: 1},
-			true, sinks.KafkaProducerConfig{Topic: "t", KeyDelimiter: []byte("\t")}, sarama.CompressionZSTD},
+			true, kafka.ProducerConfig{Topic: "t", KeyDelimiter: []byte("\t")}, sarama.CompressionZSTD},
 		{kafkaSinkOptions{partitioner: "murmur2", keyDelimiter: "::", compression: "lz4", maxMessageBytes: 1},
-			false, sinks.KafkaProducerConfig{Topic: "t", KeyDelimiter: []byte("::")}, sarama.CompressionLZ4},
+			false, kafka.ProducerConfig{Topic: "t", KeyDelimiter: []byte("::")}, sarama.CompressionLZ4},
 		// The envelope's partition is kept unless a partitioner is asked for.
 		{kafkaSinkOptions{partitioner: "murmur2", unwrap: true, compression: "gzip", maxMessageBytes: 1},
-			false, sinks.KafkaProducerConfig{Topic: "t", Unwrap: true, KeepPartition: true}, sarama.CompressionGZIP},
+			false, kafka.ProducerConfig{Topic: "t", Unwrap: true, KeepPartition: true}, sarama.CompressionGZIP},
 		{kafkaSinkOptions{partitioner: "random", unwrap: true, compression: "snappy", maxMessageBytes: 1},
-			true, sinks.KafkaProducerConfig{Topic: "t", Unwrap: true}, sarama.CompressionSnappy},
+			true, kafka.ProducerConfig{Topic: "t", Unwrap: true}, sarama.CompressionSnappy},
 	} {
 		cfg, popts, err := tc.opts.config("t", tc.partitionerSet)
 		if err != nil {

@@ -10,6 +10,7 @@ import (
 	"sync"
 
 	"github.com/batchpipe/batchpipe/batcher"
+	"github.com/batchpipe/batchpipe/kafka"
 	"github.com/batchpipe/batchpipe/monitor"
 	"github.com/batchpipe/batchpipe/sources"
 )
@@ -66,7 +67,7 @@ func (o *options) run(openSink sinkOpener) (err error) {
 		}
 	}
 
-	var startErr *sources.StartError
+	var startErr *kafka.StartError
 	if errors.As(runErr, &startErr) {
 		// Nothing was read, and retrying cannot mend it: a setting or a
 		// permission to fix, exit 2.

@@ -1,4 +1,4 @@
-package sources
+package kafka
 
 import (
 	"context"
@@ -15,8 +15,6 @@ import (
 
 	"github.com/IBM/sarama"
 	"github.com/batchpipe/batchpipe/batcher"
-	"github.com/batchpipe/batchpipe/internal/envelope"
-	"github.com/batchpipe/batchpipe/internal/kafkaconn"
 	"github.com/batchpipe/batchpipe/monitor"
 )
 
@@ -83,9 +81,9 @@ func (f From) String() string {
 	return "oldest"
 }
 
-// KafkaConfig says what the Kafka source reads. The zero value of a field
+// SourceConfig says what the Kafka source reads. The zero value of a field
 // means its default, given beside it.
-type KafkaConfig struct {
+type SourceConfig struct {
 	Topics []string
 	// Partitions limits reading to these partitions of every topic; nil:
 	// all. Not with Group, where the group assigns partitions.
@@ -119,7 +117,7 @@ type KafkaConfig struct {
 	Logger *slog.Logger
 	// ExactlyOnce stores each batch's cut in the group's offset metadata
 	// before it is delivered (PlanBatch), and cuts the records read again
-	// where it was stored (see kafka_cuts.go). Needs Group.
+	// where it was stored (see cuts.go). Needs Group.
 	ExactlyOnce bool
 	// OffsetsInSink says the sink commits the group's offsets itself, in
 	// the Kafka transaction that writes a batch (exactly once to Kafka).
@@ -142,18 +140,18 @@ const maxChunk = 2048
 // topics from a chosen offset; with one, the partitions the group assigns,
 // committing offsets as records are delivered.
 //
-// The client, the readers and the group session live from OpenKafka to
+// The client, the readers and the group session live from OpenSource to
 // Close, longer than Run: after Run returns, the pipeline still delivers
 // what it read, and Close commits the offsets of what was delivered.
-type Kafka struct {
-	cfg    KafkaConfig
+type Source struct {
+	cfg    SourceConfig
 	client sarama.Client
 	log    *slog.Logger
 	track  *tracker
 
 	life   context.Context // done in Close
 	stop   context.CancelFunc
-	chunks chan chunk    // partition readers → Run
+	chunks chan readChunk    // partition readers → Run
 	change chan struct{} // an assignment changed: Run checks for the end
 	fatal  chan error    // buffer of one: the first error that stops Run
 	ends   map[topicPartition]int64
@@ -206,13 +204,13 @@ type Kafka struct {
 }
 
 var (
-	_ batcher.Source     = (*Kafka)(nil)
-	_ batcher.Acker      = (*Kafka)(nil)
-	_ batcher.Locator    = (*Kafka)(nil)
-	_ batcher.Withdrawer = (*Kafka)(nil)
+	_ batcher.Source     = (*Source)(nil)
+	_ batcher.Acker      = (*Source)(nil)
+	_ batcher.Locator    = (*Source)(nil)
+	_ batcher.Withdrawer = (*Source)(nil)
 )
 
-// A chunk is records of one partition, in offset order. With toEnd,
+// A readChunk is records of one partition, in offset order. With toEnd,
 // nothing is left to read below the partition's end offset after them,
 // even if no record sits at end-1: a transaction marker may, or the
 // records there were compacted away or deleted.
@@ -220,17 +218,17 @@ var (
 // With skipTo (no records, no end offset), nothing is left to read below
 // it: the offsets from the last record sent hold transaction markers or
 // aborted records, and the commit may pass them once all before is done.
-type chunk struct {
+type readChunk struct {
 	st     *partState
 	recs   []batcher.Record
 	toEnd  bool
 	skipTo int64
 }
 
-// OpenKafka checks that the topics (and partitions) exist and, without a
+// OpenSource checks that the topics (and partitions) exist and, without a
 // group, finds where each partition starts and ends. Its errors are the
 // user's to fix. The client stays the caller's to close, after Close.
-func OpenKafka(client sarama.Client, cfg KafkaConfig) (*Kafka, error) {
+func OpenSource(client sarama.Client, cfg SourceConfig) (*Source, error) {
 	if len(cfg.Topics) == 0 {
 		return nil, errors.New("kafka: no topic given")
 	}
@@ -255,12 +253,12 @@ func OpenKafka(client sarama.Client, cfg KafkaConfig) (*Kafka, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	k := &Kafka{
+	k := &Source{
 		cfg:    cfg,
 		client: client,
 		log:    cfg.Logger,
 		track:  newTracker(),
-		chunks: make(chan chunk),
+		chunks: make(chan readChunk),
 		change: make(chan struct{}, 1),
 		fatal:  make(chan error, 1),
 		ends:   make(map[topicPartition]int64),
@@ -346,7 +344,7 @@ func OpenKafka(client sarama.Client, cfg KafkaConfig) (*Kafka, error) {
 
 // startOffset returns where reading a partition starts, per From, and its
 // high watermark now.
-func (k *Kafka) startOffset(topic string, p int32) (start, hwm int64, err error) {
+func (k *Source) startOffset(topic string, p int32) (start, hwm int64, err error) {
 	newest, err := k.endOffset(topic, p)
 	if err != nil {
 		return 0, 0, err
@@ -388,7 +386,7 @@ func (k *Kafka) startOffset(topic string, p int32) (start, hwm int64, err error)
 }
 
 // readCommitted reports whether only committed records are read.
-func (k *Kafka) readCommitted() bool {
+func (k *Source) readCommitted() bool {
 	return k.client.Config().Consumer.IsolationLevel == sarama.ReadCommitted
 }
 
@@ -396,7 +394,7 @@ func (k *Kafka) readCommitted() bool {
 // with read_committed, its last stable offset, below which no transaction
 // is still open, and which --until-end stops at; else its high watermark.
 // sarama's GetOffset asks for the high watermark whatever the level.
-func (k *Kafka) endOffset(topic string, p int32) (int64, error) {
+func (k *Source) endOffset(topic string, p int32) (int64, error) {
 	o, err := k.listOffset(topic, p, sarama.OffsetNewest)
 	if err != nil {
 		return 0, fmt.Errorf("kafka: %s[%d]: end offset: %w", topic, p, err)
@@ -406,7 +404,7 @@ func (k *Kafka) endOffset(topic string, p int32) (int64, error) {
 
 // stopOffset returns where reading a partition stops: with Until, at the
 // first record at or after it, else at its end offset.
-func (k *Kafka) stopOffset(topic string, p int32) (int64, error) {
+func (k *Source) stopOffset(topic string, p int32) (int64, error) {
 	end, err := k.endOffset(topic, p)
 	if err != nil || k.cfg.Until.IsZero() {
 		return end, err
@@ -426,12 +424,12 @@ func (k *Kafka) stopOffset(topic string, p int32) (int64, error) {
 // listOffset asks the leader of a partition for an offset: at a time (Unix
 // milliseconds: the first record at or after it, -1 if none), or
 // sarama.OffsetNewest, at the isolation level read.
-func (k *Kafka) listOffset(topic string, p int32, at int64) (int64, error) {
+func (k *Source) listOffset(topic string, p int32, at int64) (int64, error) {
 	leader, err := k.client.Leader(topic, p)
 	if err != nil {
 		return 0, err
 	}
-	req := sarama.NewOffsetRequest(kafkaconn.Version)
+	req := sarama.NewOffsetRequest(Version)
 	if k.readCommitted() {
 		req.IsolationLevel = sarama.ReadCommitted
 	}
@@ -458,7 +456,7 @@ func (k *Kafka) listOffset(topic string, p int32, at int64) (int64, error) {
 // Run sends the records read to out until ctx is done, reading fails, or
 // with UntilEnd or Limit, reading is complete. Readers keep running after
 // it returns, until Close; nothing is sent on out after it returns.
-func (k *Kafka) Run(ctx context.Context, out chan<- []batcher.Record) error {
+func (k *Source) Run(ctx context.Context, out chan<- []batcher.Record) error {
 	k.once.Do(k.start)
 	var (
 		waitFrom time.Time // since when this member's partitions are drained
@@ -557,7 +555,7 @@ const groupPoll = 250 * time.Millisecond
 
 // groupShort returns the partitions of the topics not held by this member
 // whose group offset is short of its end offset, and records their lag.
-func (k *Kafka) groupShort() ([]commit, error) {
+func (k *Source) groupShort() ([]commit, error) {
 	k.mu.Lock()
 	ends := maps.Clone(k.ends)
 	k.mu.Unlock()
@@ -598,7 +596,7 @@ func (k *Kafka) groupShort() ([]commit, error) {
 
 // notDrained is Run's error when other members left partitions short of
 // their end for Timeout.
-func (k *Kafka) notDrained(short []commit, err error, waited time.Duration) error {
+func (k *Source) notDrained(short []commit, err error, waited time.Duration) error {
 	if err != nil {
 		return fmt.Errorf("kafka: group %q: could not tell, for %v (--kafka-timeout), whether the other members drained their partitions: %w",
 			k.cfg.Group, waited.Round(time.Second), err)
@@ -613,7 +611,7 @@ func (k *Kafka) notDrained(short []commit, err error, waited time.Duration) erro
 
 // setOthersLag records the lag of the partitions other members hold: of
 // those short, and none for the others not held.
-func (k *Kafka) setOthersLag(ends map[topicPartition]int64, short []commit) {
+func (k *Source) setOthersLag(ends map[topicPartition]int64, short []commit) {
 	lag := make(map[topicPartition]int64)
 	for tp := range ends {
 		lag[tp] = 0
@@ -627,7 +625,7 @@ func (k *Kafka) setOthersLag(ends map[topicPartition]int64, short []commit) {
 // initOthersLag sets the lag of every partition from the group's offsets
 // before anything is read, so that a run that never gets its partitions
 // does not say lag 0. Where the offset is unknown, the whole partition.
-func (k *Kafka) initOthersLag() {
+func (k *Source) initOthersLag() {
 	claims := make(map[string][]int32)
 	for tp := range k.ends {
 		claims[tp.topic] = append(claims[tp.topic], tp.part)
@@ -645,10 +643,10 @@ func (k *Kafka) initOthersLag() {
 
 // LocatesErrors reports that Run's errors name their topic and partition:
 // a byte offset into the records read would mean nothing.
-func (k *Kafka) LocatesErrors() bool { return true }
+func (k *Source) LocatesErrors() bool { return true }
 
 // Ack marks the records of b delivered or dead-lettered.
-func (k *Kafka) Ack(b *batcher.Batch) {
+func (k *Source) Ack(b *batcher.Batch) {
 	k.track.ack(b)
 	if k.cuts != nil {
 		k.cuts.acked()
@@ -658,13 +656,13 @@ func (k *Kafka) Ack(b *batcher.Batch) {
 // Withdraw takes back the records of b whose partitions a rebalance is
 // taking away: their new owner reads them from the last commit, so
 // delivering them here too would deliver them twice.
-func (k *Kafka) Withdraw(b *batcher.Batch) []int { return k.track.withdraw(b.Seq, b) }
+func (k *Source) Withdraw(b *batcher.Batch) []int { return k.track.withdraw(b.Seq, b) }
 
 // Owns reports whether b's records are still this member's to deliver:
 // their partition is assigned to it, and they were read under the current
 // assignment. A sink that fences other producers of the partition (exactly
 // once to Kafka) asks before it does.
-func (k *Kafka) Owns(b *batcher.Batch) bool {
+func (k *Source) Owns(b *batcher.Batch) bool {
 	span, ok := b.Span()
 	if !ok {
 		return false
@@ -677,14 +675,14 @@ func (k *Kafka) Owns(b *batcher.Batch) bool {
 
 // Settled notes that no further attempt will be made at batch seq: a
 // rebalance waits for that before it commits and lets go.
-func (k *Kafka) Settled(seq int64) { k.track.settle(seq) }
+func (k *Source) Settled(seq int64) { k.track.settle(seq) }
 
 // Lag returns, per topic, the records not yet delivered (or dead-lettered)
 // in the partitions this process reads: up to the end offsets with
 // UntilEnd, else up to the latest high watermark, which the consumer
 // brings with each fetch and the broker watch refreshes while it fetches
 // nothing (the pipeline stalled).
-func (k *Kafka) Lag() map[string]int64 {
+func (k *Source) Lag() map[string]int64 {
 	var others map[topicPartition]int64
 	if o := k.othersLag.Load(); o != nil {
 		others = *o
@@ -693,14 +691,14 @@ func (k *Kafka) Lag() map[string]int64 {
 }
 
 // PartitionLag returns Lag per partition, for metrics.
-func (k *Kafka) PartitionLag() []monitor.PartitionLag { return k.track.partLag() }
+func (k *Source) PartitionLag() []monitor.PartitionLag { return k.track.partLag() }
 
 // Read returns how many records were handed to the pipeline.
-func (k *Kafka) Read() int64 { return k.handed.Load() }
+func (k *Source) Read() int64 { return k.handed.Load() }
 
 // ReachedEnd reports whether Run returned because, with UntilEnd, every
 // record below the end offsets was read.
-func (k *Kafka) ReachedEnd() bool { return k.reachedEnd.Load() }
+func (k *Source) ReachedEnd() bool { return k.reachedEnd.Load() }
 
 // CheckDrain returns, after Close, an error if Run drained the partitions
 // (UntilEnd, with a group) and the group's offset of one this process still
@@ -708,7 +706,7 @@ func (k *Kafka) ReachedEnd() bool { return k.reachedEnd.Load() }
 // while its last records were delivered, and they were not committed. The
 // next run reads them again. A partition the rebalance gave to another
 // member is that member's to finish.
-func (k *Kafka) CheckDrain() error {
+func (k *Source) CheckDrain() error {
 	if k.group == nil || !k.reachedEnd.Load() {
 		return nil
 	}
@@ -726,7 +724,7 @@ func (k *Kafka) CheckDrain() error {
 
 // start starts the readers: a partition consumer per partition, or the
 // group session loop and its committer; and the broker watch.
-func (k *Kafka) start() {
+func (k *Source) start() {
 	k.wg.Go(k.watch)
 	if k.group != nil {
 		k.wg.Go(k.consumeGroup)
@@ -783,7 +781,7 @@ const tailWait = 500 * time.Millisecond
 
 // read sends the records of one partition to Run in chunks of what is
 // ready, until the partition's end offset, msgs closes or ctx is done.
-func (k *Kafka) read(ctx context.Context, st *partState, msgs <-chan *sarama.ConsumerMessage, hwm func() int64) {
+func (k *Source) read(ctx context.Context, st *partState, msgs <-chan *sarama.ConsumerMessage, hwm func() int64) {
 	k.track.follow(st, hwm)
 	end := st.end    // set once, at assignment
 	next := st.start // the offset after the last record seen
@@ -807,7 +805,7 @@ func (k *Kafka) read(ctx context.Context, st *partState, msgs <-chan *sarama.Con
 			if end < 0 {
 				if to := k.skipTail(st, next, hwm(), &asked); to > next {
 					select {
-					case k.chunks <- chunk{st: st, skipTo: to}:
+					case k.chunks <- readChunk{st: st, skipTo: to}:
 						next = to
 					case <-ctx.Done():
 						return
@@ -826,7 +824,7 @@ func (k *Kafka) read(ctx context.Context, st *partState, msgs <-chan *sarama.Con
 				continue
 			}
 			select {
-			case k.chunks <- chunk{st: st, toEnd: true}:
+			case k.chunks <- readChunk{st: st, toEnd: true}:
 			case <-ctx.Done():
 			}
 			return
@@ -863,7 +861,7 @@ func (k *Kafka) read(ctx context.Context, st *partState, msgs <-chan *sarama.Con
 		if len(c.recs) > 0 || finished {
 			c.finish()
 			select {
-			case k.chunks <- chunk{st: st, recs: c.recs, toEnd: finished}:
+			case k.chunks <- readChunk{st: st, recs: c.recs, toEnd: finished}:
 			case <-ctx.Done():
 				return
 			}
@@ -880,7 +878,7 @@ func (k *Kafka) read(ctx context.Context, st *partState, msgs <-chan *sarama.Con
 // or in doubt. It asks the leader once per next and hwm: until either
 // moves, the answer stays (an open transaction holds the last stable
 // offset back; its end moves the high watermark).
-func (k *Kafka) skipTail(st *partState, next, hwm int64, asked *[2]int64) int64 {
+func (k *Source) skipTail(st *partState, next, hwm int64, asked *[2]int64) int64 {
 	if hwm <= next || *asked == [2]int64{next, hwm} {
 		return next
 	}
@@ -901,7 +899,7 @@ func (k *Kafka) skipTail(st *partState, next, hwm int64, asked *[2]int64) int64 
 // may hold only transaction markers, or records compacted away. It reports
 // false when in doubt; a record the consumer has yet to deliver is for the
 // reader to see.
-func (k *Kafka) nothingBelow(tp topicPartition, from, end int64) (bool, error) {
+func (k *Source) nothingBelow(tp topicPartition, from, end int64) (bool, error) {
 	to, err := k.emptyTo(tp, from, end)
 	return to >= end, err
 }
@@ -910,7 +908,7 @@ func (k *Kafka) nothingBelow(tp topicPartition, from, end int64) (bool, error) {
 // holds no record to read, asking its leader directly: from itself if a
 // record is there, or in doubt; past transaction markers, records of
 // aborted transactions (read_committed) and offsets compacted away.
-func (k *Kafka) emptyTo(tp topicPartition, from, end int64) (int64, error) {
+func (k *Source) emptyTo(tp topicPartition, from, end int64) (int64, error) {
 	if from >= end {
 		return from, nil
 	}
@@ -923,7 +921,7 @@ func (k *Kafka) emptyTo(tp topicPartition, from, end int64) (int64, error) {
 	// A long run of markers takes several fetches, each from where the
 	// last one's whole batches ended.
 	for range maxProbes {
-		// Version 10 (Kafka 2.1) has all a probe needs (sarama's consumer
+		// Version 10 (Source 2.1) has all a probe needs (sarama's consumer
 		// sends 11, for rack awareness), at the consumer's isolation
 		// level: under read_committed, records of aborted transactions
 		// are skipped, as the consumer skips them.
@@ -1002,7 +1000,7 @@ const probeBytes = 64 << 10
 // partitions read, one request per broker. The consumer's own stop moving
 // while the pipeline is stalled: sarama fetches nothing for a partition
 // whose records are not taken.
-func (k *Kafka) refreshHighWatermarks(c sarama.Client) {
+func (k *Source) refreshHighWatermarks(c sarama.Client) {
 	byLeader := make(map[*sarama.Broker][]topicPartition)
 	for _, tp := range k.track.unbounded() {
 		b, err := c.Leader(tp.topic, tp.part)
@@ -1012,7 +1010,7 @@ func (k *Kafka) refreshHighWatermarks(c sarama.Client) {
 		byLeader[b] = append(byLeader[b], tp)
 	}
 	for b, tps := range byLeader {
-		req := sarama.NewOffsetRequest(kafkaconn.Version)
+		req := sarama.NewOffsetRequest(Version)
 		if k.readCommitted() {
 			req.IsolationLevel = sarama.ReadCommitted // lag to what can be read
 		}
@@ -1069,7 +1067,7 @@ func (c *chunkBuilder) add(m *sarama.ConsumerMessage) {
 		c.recs = append(c.recs, batcher.Record{Data: m.Value, Meta: meta})
 		return
 	}
-	c.buf = envelope.Append(c.buf, meta, m.Key, m.Value, m.Key == nil, m.Value == nil)
+	c.buf = appendEnvelope(c.buf, meta, m.Key, m.Value, m.Key == nil, m.Value == nil)
 	c.ends = append(c.ends, len(c.buf))
 	c.recs = append(c.recs, batcher.Record{Meta: meta})
 }
@@ -1088,7 +1086,7 @@ func (c *chunkBuilder) finish() {
 }
 
 // fail stops Run with err, unless it already stopped with another.
-func (k *Kafka) fail(err error) {
+func (k *Source) fail(err error) {
 	select {
 	case k.fatal <- err:
 	default:
@@ -1100,7 +1098,7 @@ func (k *Kafka) fail(err error) {
 // A request to a broker that stopped answering waits up to the read
 // timeout, longer than the rebalance timeout: the watch does not wait for
 // it to tell how long the brokers have been silent.
-func (k *Kafka) watch() {
+func (k *Source) watch() {
 	every := min(max(k.cfg.Timeout/4, 100*time.Millisecond), 5*time.Second)
 	t := time.NewTicker(every)
 	defer t.Stop()
@@ -1155,7 +1153,7 @@ func (k *Kafka) watch() {
 }
 
 // probeClient returns the probe client, connecting it first if need be.
-func (k *Kafka) probeClient() (sarama.Client, error) {
+func (k *Source) probeClient() (sarama.Client, error) {
 	if c := k.probe.Load(); c != nil {
 		return *c, nil
 	}
@@ -1180,7 +1178,7 @@ func (k *Kafka) probeClient() (sarama.Client, error) {
 // Close commits the offsets of what was delivered (with a group), leaves
 // the group and stops reading. Call it once the pipeline has delivered
 // everything it will; the client stays open.
-func (k *Kafka) Close() error { return k.Shutdown(context.Background()) }
+func (k *Source) Close() error { return k.Shutdown(context.Background()) }
 
 // Shutdown is Close that stops waiting once ctx is done: a broker that
 // stopped answering would hold each request for the client's read timeout.
@@ -1193,7 +1191,7 @@ func (k *Kafka) Close() error { return k.Shutdown(context.Background()) }
 // was joining) has nothing to commit or hand over: Shutdown returns once
 // that is settled, without waiting to leave, which waits for a join under
 // way to be answered (up to the rebalance timeout).
-func (k *Kafka) Shutdown(ctx context.Context) error {
+func (k *Source) Shutdown(ctx context.Context) error {
 	k.closeOnce.Do(func() { go k.close() })
 	final := k.finalDone // closed only with a group
 wait:
@@ -1234,7 +1232,7 @@ wait:
 }
 
 // close does the work of Close; closed is closed once it is over.
-func (k *Kafka) close() {
+func (k *Source) close() {
 	defer close(k.closed)
 	var err error
 	if k.group != nil {
@@ -1273,7 +1271,7 @@ func (k *Kafka) close() {
 // ends at every rebalance. A join the group refuses for good fails Run at
 // once; other errors are retried until no partitions have been assigned
 // for Timeout.
-func (k *Kafka) consumeGroup() {
+func (k *Source) consumeGroup() {
 	var wait *time.Timer
 	unassigned := time.Now() // since when no partitions have been assigned
 	for k.life.Err() == nil {
@@ -1331,7 +1329,7 @@ func (e *StartError) Unwrap() error { return e.Err }
 
 // refusal says what to do about a join error the group will repeat however
 // often it is retried, as Kafka's own consumer judges them; "" for others.
-func (k *Kafka) refusal(err error) string {
+func (k *Source) refusal(err error) string {
 	switch {
 	case errors.Is(err, sarama.ErrInvalidSessionTimeout):
 		return fmt.Sprintf("set --kafka-session-timeout (now %v) between the broker's group.min.session.timeout.ms and group.max.session.timeout.ms (by default 6s and 30m)",
@@ -1356,7 +1354,7 @@ func (k *Kafka) refusal(err error) string {
 }
 
 // commitLoop commits delivered offsets every CommitInterval.
-func (k *Kafka) commitLoop() {
+func (k *Source) commitLoop() {
 	t := time.NewTicker(k.cfg.CommitInterval)
 	defer t.Stop()
 	for {
@@ -1400,7 +1398,7 @@ func gone(err error) bool {
 }
 
 // groupHandler is the Kafka source as sarama's group handler.
-type groupHandler struct{ k *Kafka }
+type groupHandler struct{ k *Source }
 
 // Setup finds where each assigned partition starts: the group's committed
 // offset, or From where there is none.
@@ -1426,7 +1424,7 @@ func (h groupHandler) Setup(sess sarama.ConsumerGroupSession) error {
 // assignLocked starts tracking claims from where each starts: the group's
 // committed offset, or From where there is none. With mark, sarama has yet
 // to start reading them, and is told where. k.mu is held.
-func (k *Kafka) assignLocked(sess sarama.ConsumerGroupSession, claims map[string][]int32, mark bool) (map[topicPartition]*partState, error) {
+func (k *Source) assignLocked(sess sarama.ConsumerGroupSession, claims map[string][]int32, mark bool) (map[topicPartition]*partState, error) {
 	committed, err := k.fetchCommitted(claims)
 	if err != nil {
 		return nil, err
@@ -1535,7 +1533,7 @@ func (h groupHandler) ConsumeClaim(sess sarama.ConsumerGroupSession, claim saram
 // A revoked one is handed over as Cleanup hands over all, alone: the other
 // partitions go on being read. sarama waits for it to return before it
 // rejoins to let the group assign it elsewhere.
-func (k *Kafka) consumeCoop(sess sarama.ConsumerGroupSession, claim sarama.ConsumerGroupClaim) error {
+func (k *Source) consumeCoop(sess sarama.ConsumerGroupSession, claim sarama.ConsumerGroupClaim) error {
 	tp := topicPartition{claim.Topic(), claim.Partition()}
 	st := k.track.live(tp.topic, tp.part)
 	if st == nil {
@@ -1606,7 +1604,7 @@ func skipBelow(ctx context.Context, in <-chan *sarama.ConsumerMessage, from int6
 
 // noteGeneration records the group generation this member is in, counting
 // each new one after the first as a rebalance.
-func (k *Kafka) noteGeneration(g int32) {
+func (k *Source) noteGeneration(g int32) {
 	if old := k.generation.Swap(g); old != g && old != 0 {
 		k.rebalances.Add(1)
 	}
@@ -1614,7 +1612,7 @@ func (k *Kafka) noteGeneration(g int32) {
 
 // GroupState says what this member of the group holds and has been
 // through; the zero value without a group.
-func (k *Kafka) GroupState() monitor.GroupState {
+func (k *Source) GroupState() monitor.GroupState {
 	if k.group == nil {
 		return monitor.GroupState{}
 	}
@@ -1639,7 +1637,7 @@ func (k *Kafka) GroupState() monitor.GroupState {
 // rebalances again. Rejoining takes a round trip or two, longer on a busy
 // broker: a quarter of the timeout is left for it, and at least half, up to
 // 2 s, of a short one.
-func (k *Kafka) waitInFlight() {
+func (k *Source) waitInFlight() {
 	rt := k.client.Config().Consumer.Group.Rebalance.Timeout
 	bound := rt - max(rt/4, min(rt/2, 2*time.Second))
 	timer := time.NewTimer(bound)
@@ -1661,7 +1659,7 @@ func (k *Kafka) waitInFlight() {
 	}
 }
 
-func (k *Kafka) changed() {
+func (k *Source) changed() {
 	select {
 	case k.change <- struct{}{}:
 	default:
@@ -1670,11 +1668,11 @@ func (k *Kafka) changed() {
 
 // fetchCommitted returns the group's committed offsets for the claims; -1
 // where there is none.
-func (k *Kafka) fetchCommitted(claims map[string][]int32) (map[topicPartition]int64, error) {
+func (k *Source) fetchCommitted(claims map[string][]int32) (map[topicPartition]int64, error) {
 	return k.fetchCommittedWith(k.client, claims)
 }
 
-func (k *Kafka) fetchCommittedWith(client sarama.Client, claims map[string][]int32) (map[topicPartition]int64, error) {
+func (k *Source) fetchCommittedWith(client sarama.Client, claims map[string][]int32) (map[topicPartition]int64, error) {
 	coord, err := client.Coordinator(k.cfg.Group)
 	if err != nil {
 		return nil, fmt.Errorf("kafka: group %q coordinator: %w", k.cfg.Group, err)
@@ -1706,7 +1704,7 @@ func (k *Kafka) fetchCommittedWith(client sarama.Client, claims map[string][]int
 // commitLocked commits the offsets delivered since the last commit, under
 // sess's generation, so that a member that lost its partitions cannot
 // commit for them. It waits for the coordinator's answer. k.mu is held.
-func (k *Kafka) commitLocked(sess sarama.ConsumerGroupSession) error {
+func (k *Source) commitLocked(sess sarama.ConsumerGroupSession) error {
 	cs := k.track.commits()
 	if len(cs) == 0 {
 		return nil
@@ -1765,9 +1763,9 @@ func (k *Kafka) commitLocked(sess sarama.ConsumerGroupSession) error {
 }
 
 // newCommitRequest builds an offset commit under sess at version 8, the
-// one sarama's own offset manager uses at kafkaconn.Version, the only
+// one sarama's own offset manager uses at Version, the only
 // version spoken; a static member names its instance, or is fenced.
-func (k *Kafka) newCommitRequest(sess sarama.ConsumerGroupSession) *sarama.OffsetCommitRequest {
+func (k *Source) newCommitRequest(sess sarama.ConsumerGroupSession) *sarama.OffsetCommitRequest {
 	req := &sarama.OffsetCommitRequest{
 		Version:                 8,
 		ConsumerGroup:           k.cfg.Group,

@@ -1,4 +1,4 @@
-package sinks
+package kafka
 
 import (
 	"context"
@@ -11,70 +11,34 @@ import (
 
 	"github.com/IBM/sarama"
 	"github.com/batchpipe/batchpipe/batcher"
-	"github.com/batchpipe/batchpipe/internal/kafkaconn"
+	"github.com/batchpipe/batchpipe/internal/batchtest"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
-// metaSource sends records read from partition 0 of topic "src", at the
-// offsets given.
-type metaSource []int64
-
-func (s metaSource) Run(ctx context.Context, out chan<- []batcher.Record) error {
-	recs := make([]batcher.Record, len(s))
-	for i, off := range s {
-		recs[i] = batcher.Record{Data: []byte("r" + strconv.FormatInt(off, 10)),
-			Meta: &batcher.Meta{Topic: "src", Partition: 0, Offset: off}}
-	}
-	select {
-	case out <- recs:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
-
-// srcBatch makes a batch of the records of src[0] from first to last, as
-// the pipeline does with --exactly-once.
+// srcBatch makes a batch of the records of partition 0 of topic "src"
+// from first to last, as the pipeline does with --exactly-once.
 func srcBatch(t *testing.T, first, last int64) *batcher.Batch {
 	t.Helper()
-	var offs metaSource
-	for o := first; o <= last; o++ {
-		offs = append(offs, o)
+	var recs batchtest.Source
+	for off := first; off <= last; off++ {
+		recs = append(recs, batcher.Record{Data: []byte("r" + strconv.FormatInt(off, 10)),
+			Meta: &batcher.Meta{Topic: "src", Partition: 0, Offset: off}})
 	}
-	var got *batcher.Batch
-	p := &batcher.Pipeline{
-		Source: offs,
-		Sink: sinkFunc(func(_ context.Context, b *batcher.Batch) error {
-			idx := make([]int, b.Len())
-			for i := range idx {
-				idx[i] = i
-			}
-			got = b.Pick(idx)
-			return nil
-		}),
-		Config: batcher.Config{MaxRecords: len(offs), MaxBytes: 1 << 30, Delim: '\n'},
-	}
-	if _, err := p.Run(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	if got == nil || got.Len() != len(offs) {
-		t.Fatalf("pipeline made no batch of %d records", len(offs))
-	}
-	return got
+	return batchtest.OfRecords(t, '\n', recs)
 }
 
-func txnProducer(t *testing.T, addr, group string, maxBytes ...int) *KafkaProducer {
+func txnProducer(t *testing.T, addr, group string, maxBytes ...int) *Producer {
 	t.Helper()
-	opts := kafkaconn.ProducerOptions{Transactional: true}
+	opts := ProducerOptions{Transactional: true}
 	if len(maxBytes) > 0 {
 		opts.MaxMessageBytes = maxBytes[0]
 	}
-	client, err := (&kafkaconn.Conn{Brokers: []string{addr}}).ConnectProducer(opts, "t")
+	client, err := (&Conn{Brokers: []string{addr}}).ConnectProducer(opts, "t")
 	if err != nil {
 		t.Fatal(err)
 	}
-	k, err := NewKafkaProducer(client, KafkaProducerConfig{Topic: "t", TxnGroup: group})
+	k, err := NewProducer(client, ProducerConfig{Topic: "t", TxnGroup: group})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,7 +1,8 @@
-// Package kafkaconn is the one place that builds Kafka clients: the
-// connection settings (brokers, TLS, SASL), the client configuration the
-// source and the producers rely on, and the checks made at start.
-package kafkaconn
+// The one place that builds Kafka clients: the connection settings
+// (brokers, TLS, SASL), the client configuration the source and the
+// producers rely on, and the checks made at start.
+
+package kafka
 
 import (
 	"crypto/sha256"

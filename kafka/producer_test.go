@@ -1,4 +1,4 @@
-package sinks
+package kafka
 
 import (
 	"bytes"
@@ -15,23 +15,23 @@ import (
 
 	"github.com/IBM/sarama"
 	"github.com/batchpipe/batchpipe/batcher"
-	"github.com/batchpipe/batchpipe/internal/kafkaconn"
+	"github.com/batchpipe/batchpipe/internal/batchtest"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
-// newKafkaProducer starts a cluster with topic "t" of parts partitions and
+// newTestProducer starts a cluster with topic "t" of parts partitions and
 // opens the sink on it.
-func newKafkaProducer(t testing.TB, parts int32, cfg KafkaProducerConfig, opts ...kafkaconn.ProducerOptions) (*KafkaProducer, *kfake.Cluster) {
+func newTestProducer(t testing.TB, parts int32, cfg ProducerConfig, opts ...ProducerOptions) (*Producer, *kfake.Cluster) {
 	t.Helper()
-	return newKafkaProducerOn(t, parts, cfg, nil, opts...)
+	return newTestProducerOn(t, parts, cfg, nil, opts...)
 }
 
-// newKafkaProducerOn is newKafkaProducer with the cluster's listener made
+// newTestProducerOn is newTestProducer with the cluster's listener made
 // by listen, if not nil.
-func newKafkaProducerOn(t testing.TB, parts int32, cfg KafkaProducerConfig, listen func(network, addr string) (net.Listener, error), opts ...kafkaconn.ProducerOptions) (*KafkaProducer, *kfake.Cluster) {
+func newTestProducerOn(t testing.TB, parts int32, cfg ProducerConfig, listen func(network, addr string) (net.Listener, error), opts ...ProducerOptions) (*Producer, *kfake.Cluster) {
 	t.Helper()
 	kopts := []kfake.Opt{kfake.NumBrokers(1), kfake.SeedTopics(parts, "t")}
 	if listen != nil {
@@ -42,13 +42,13 @@ func newKafkaProducerOn(t testing.TB, parts int32, cfg KafkaProducerConfig, list
 		t.Fatal(err)
 	}
 	t.Cleanup(c.Close)
-	opts = append(opts, kafkaconn.ProducerOptions{})
-	client, err := (&kafkaconn.Conn{Brokers: c.ListenAddrs()}).ConnectProducer(opts[0], "t")
+	opts = append(opts, ProducerOptions{})
+	client, err := (&Conn{Brokers: c.ListenAddrs()}).ConnectProducer(opts[0], "t")
 	if err != nil {
 		t.Fatal(err)
 	}
 	cfg.Topic = "t"
-	k, err := NewKafkaProducer(client, cfg)
+	k, err := NewProducer(client, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -58,12 +58,12 @@ func newKafkaProducerOn(t testing.TB, parts int32, cfg KafkaProducerConfig, list
 
 // BenchmarkKafkaProducer produces batches of 1000 records of 100 bytes.
 func BenchmarkKafkaProducer(b *testing.B) {
-	k, _ := newKafkaProducer(b, 4, KafkaProducerConfig{})
+	k, _ := newTestProducer(b, 4, ProducerConfig{})
 	recs := make([][]byte, 1000)
 	for i := range recs {
 		recs[i] = bytes.Repeat([]byte{'x'}, 99)
 	}
-	batch := batchOf(b, '\n', recs...)
+	batch := batchtest.Of(b, '\n', recs...)
 	b.SetBytes(int64(batch.Size()))
 	b.ResetTimer()
 	for b.Loop() {
@@ -77,7 +77,7 @@ func BenchmarkKafkaProducer(b *testing.B) {
 // A second signal must not wait for the broker: Deliver returns when ctx
 // ends, with the records in flight copied away from the batch.
 func TestKafkaProducerAbandon(t *testing.T) {
-	k, c := newKafkaProducer(t, 1, KafkaProducerConfig{})
+	k, c := newTestProducer(t, 1, ProducerConfig{})
 	release := make(chan struct{})
 	held := make(chan struct{}, 1)
 	c.ControlKey(int16(kmsg.Produce), func(kmsg.Request) (kmsg.Response, error, bool) {
@@ -92,7 +92,7 @@ func TestKafkaProducerAbandon(t *testing.T) {
 	defer close(release)
 	ctx, cancel := context.WithCancelCause(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- k.Deliver(ctx, batchOf(t, '\n', []byte("a"), []byte("b"))) }()
+	go func() { done <- k.Deliver(ctx, batchtest.Of(t, '\n', []byte("a"), []byte("b"))) }()
 	<-held // the broker has the request and does not answer
 	cancel(errors.New("second signal"))
 	if err := <-done; err == nil || !strings.Contains(err.Error(), "second signal") {
@@ -103,8 +103,8 @@ func TestKafkaProducerAbandon(t *testing.T) {
 // Records that cannot be produced are rejected alone, with the reason;
 // the rest of the batch is delivered.
 func TestKafkaProducerRejects(t *testing.T) {
-	k, _ := newKafkaProducer(t, 2, KafkaProducerConfig{Unwrap: true, KeepPartition: true})
-	b := batchOf(t, '\n', []byte(`{"value":"ok","partition":1}`), []byte(`{"value":"far","partition":7}`), []byte("not json"))
+	k, _ := newTestProducer(t, 2, ProducerConfig{Unwrap: true, KeepPartition: true})
+	b := batchtest.Of(t, '\n', []byte(`{"value":"ok","partition":1}`), []byte(`{"value":"far","partition":7}`), []byte("not json"))
 	err := k.Deliver(context.Background(), b)
 	var rej *batcher.RejectError
 	if !errors.As(err, &rej) || len(rej.Records) != 2 {
@@ -156,7 +156,7 @@ func readAll(t *testing.T, c *kfake.Cluster, parts int32) map[int32][]string {
 // Connections lost before the broker answers: the record batch is sent
 // again, and every record lands once, in order.
 func TestKafkaProducerRetriesLostConnections(t *testing.T) {
-	k, c := newKafkaProducer(t, 1, KafkaProducerConfig{})
+	k, c := newTestProducer(t, 1, ProducerConfig{})
 	drops := 0
 	c.ControlKey(int16(kmsg.Produce), func(kmsg.Request) (kmsg.Response, error, bool) {
 		if drops++; drops < 3 {
@@ -169,7 +169,7 @@ func TestKafkaProducerRetriesLostConnections(t *testing.T) {
 	for i := range 100 {
 		recs = append(recs, []byte(strconv.Itoa(i)))
 	}
-	if err := k.Deliver(context.Background(), batchOf(t, '\n', recs...)); err != nil {
+	if err := k.Deliver(context.Background(), batchtest.Of(t, '\n', recs...)); err != nil {
 		t.Fatal(err)
 	}
 	if drops != 3 {
@@ -190,7 +190,7 @@ func TestKafkaProducerRetriesLostConnections(t *testing.T) {
 // in order; batches delivered at once (-j) to the same partitions all
 // land.
 func TestKafkaProducerSplitsAndParallel(t *testing.T) {
-	k, c := newKafkaProducer(t, 3, KafkaProducerConfig{KeyDelimiter: []byte(":")}, kafkaconn.ProducerOptions{MaxMessageBytes: 1000})
+	k, c := newTestProducer(t, 3, ProducerConfig{KeyDelimiter: []byte(":")}, ProducerOptions{MaxMessageBytes: 1000})
 	var requests atomic.Int64
 	c.ControlKey(int16(kmsg.Produce), func(kmsg.Request) (kmsg.Response, error, bool) {
 		requests.Add(1)
@@ -205,7 +205,7 @@ func TestKafkaProducerSplitsAndParallel(t *testing.T) {
 			recs = append(recs, fmt.Appendf(nil, "key%d:%d/%04d/%s", i%7, w, i, strings.Repeat("x", 50)))
 		}
 		wg.Go(func() {
-			if err := k.Deliver(context.Background(), batchOf(t, '\n', recs...)); err != nil {
+			if err := k.Deliver(context.Background(), batchtest.Of(t, '\n', recs...)); err != nil {
 				t.Error(err)
 			}
 		})
@@ -299,13 +299,13 @@ func TestKafkaProducerIdempotentAfterLostAnswers(t *testing.T) {
 		l.Listener = ln
 		return l, err
 	}
-	k, c := newKafkaProducerOn(t, 2, KafkaProducerConfig{KeyDelimiter: []byte(":")}, listen)
+	k, c := newTestProducerOn(t, 2, ProducerConfig{KeyDelimiter: []byte(":")}, listen)
 	l.lose.Store(3)
 	var recs [][]byte
 	for i := range 200 {
 		recs = append(recs, fmt.Appendf(nil, "k%d:%04d", i%5, i))
 	}
-	if err := k.Deliver(context.Background(), batchOf(t, '\n', recs...)); err != nil {
+	if err := k.Deliver(context.Background(), batchtest.Of(t, '\n', recs...)); err != nil {
 		t.Fatal(err)
 	}
 	if n := l.lose.Load(); n > 0 {
@@ -328,7 +328,7 @@ func TestKafkaProducerIdempotentAfterLostAnswers(t *testing.T) {
 // A broker that is, for a while, not the partition's leader: the batch is
 // sent again once the metadata says where, and lands once.
 func TestKafkaProducerRetriesNotLeader(t *testing.T) {
-	k, c := newKafkaProducer(t, 1, KafkaProducerConfig{})
+	k, c := newTestProducer(t, 1, ProducerConfig{})
 	refused := 0
 	c.ControlKey(int16(kmsg.Produce), func(r kmsg.Request) (kmsg.Response, error, bool) {
 		if refused++; refused > 2 {
@@ -337,7 +337,7 @@ func TestKafkaProducerRetriesNotLeader(t *testing.T) {
 		c.KeepControl()
 		return refuseProduce(r, kerr.NotLeaderForPartition.Code), nil, true
 	})
-	if err := k.Deliver(context.Background(), batchOf(t, '\n', []byte("a"), []byte("b"))); err != nil {
+	if err := k.Deliver(context.Background(), batchtest.Of(t, '\n', []byte("a"), []byte("b"))); err != nil {
 		t.Fatal(err)
 	}
 	if got := readAll(t, c, 1)[0]; refused != 3 || len(got) != 2 || got[0] != "a" || got[1] != "b" {
@@ -367,7 +367,7 @@ func refuseProduce(r kmsg.Request, code int16) kmsg.Response {
 // Records rejected from several partitions are listed in batch order, so
 // that those tried again keep their order.
 func TestKafkaProducerRejectsInOrder(t *testing.T) {
-	k, c := newKafkaProducer(t, 3, KafkaProducerConfig{KeyDelimiter: []byte(":")})
+	k, c := newTestProducer(t, 3, ProducerConfig{KeyDelimiter: []byte(":")})
 	c.ControlKey(int16(kmsg.Produce), func(kmsg.Request) (kmsg.Response, error, bool) {
 		c.KeepControl()
 		return nil, errors.New("connection lost"), true
@@ -379,7 +379,7 @@ func TestKafkaProducerRejectsInOrder(t *testing.T) {
 		recs = append(recs, fmt.Appendf(nil, "k%d:%d", i, i))
 	}
 	k.attempts = 2
-	err := k.Deliver(ctx, batchOf(t, '\n', recs...))
+	err := k.Deliver(ctx, batchtest.Of(t, '\n', recs...))
 	var rej *batcher.RejectError
 	if !errors.As(err, &rej) || len(rej.Records) != 30 {
 		t.Fatalf("Deliver: %v, want all 30 records to try again", err)

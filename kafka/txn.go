@@ -1,4 +1,4 @@
-package sinks
+package kafka
 
 // Exactly once between topics (--exactly-once, a Kafka source with a
 // group, the kafka sink): each batch is one Kafka transaction holding its
@@ -31,7 +31,7 @@ package sinks
 // (failed, abandoned), later ones are not committed past it.
 //
 // The source commits no offsets itself in this mode (see
-// sources.KafkaConfig.OffsetsInSink): a commit of its own, made a moment
+// SourceConfig.OffsetsInSink): a commit of its own, made a moment
 // after a transaction committed further but before the batch was acked,
 // would move the group's offset back, and the records between would be
 // written again after a crash.
@@ -46,7 +46,6 @@ import (
 
 	"github.com/IBM/sarama"
 	"github.com/batchpipe/batchpipe/batcher"
-	"github.com/batchpipe/batchpipe/internal/kafkaconn"
 )
 
 // DefaultTxnTimeout is how long the broker lets a transaction stay open
@@ -72,7 +71,7 @@ const (
 	offsetFetchVersion     = 7 // require_stable
 )
 
-// txnSink is the transactional state of a KafkaProducer.
+// txnSink is the transactional state of a Producer.
 type txnSink struct {
 	group   string
 	timeout time.Duration
@@ -118,7 +117,7 @@ func (t *txnSink) partition(s batcher.Span) *txnPartition {
 // Plan is the pipeline's Plan hook with exactly once to Kafka: it notes
 // the order batches are formed in, which is the order their transactions
 // commit in.
-func (k *KafkaProducer) Plan(b *batcher.Batch) error {
+func (k *Producer) Plan(b *batcher.Batch) error {
 	if k.txn == nil {
 		return nil
 	}
@@ -133,7 +132,7 @@ func (k *KafkaProducer) Plan(b *batcher.Batch) error {
 // fences whoever holds the partition now, is asked for only for a batch
 // it owns: a member that lost the partition would otherwise fence its new
 // owner, and be fenced back, in turn.
-func (k *KafkaProducer) SetOwner(owns func(b *batcher.Batch) bool) {
+func (k *Producer) SetOwner(owns func(b *batcher.Batch) bool) {
 	if k.txn != nil {
 		k.txn.owns = owns
 	}
@@ -141,7 +140,7 @@ func (k *KafkaProducer) SetOwner(owns func(b *batcher.Batch) bool) {
 
 // OnSettled learns each batch's fate: the next batch of its partition may
 // go, unless this one was neither delivered, dead-lettered nor withdrawn.
-func (k *KafkaProducer) OnSettled(s batcher.Settlement) {
+func (k *Producer) OnSettled(s batcher.Settlement) {
 	if k.txn == nil {
 		return
 	}
@@ -154,7 +153,7 @@ func (k *KafkaProducer) OnSettled(s batcher.Settlement) {
 }
 
 // deliverTxn delivers b as one transaction, with the offset it completes.
-func (k *KafkaProducer) deliverTxn(ctx context.Context, b *batcher.Batch) error {
+func (k *Producer) deliverTxn(ctx context.Context, b *batcher.Batch) error {
 	span, ok := b.Span()
 	if !ok {
 		return batcher.Fatal(fmt.Errorf("kafka sink: %s: exactly once: the batch holds records of several partitions", b))
@@ -199,7 +198,7 @@ func (k *KafkaProducer) deliverTxn(ctx context.Context, b *batcher.Batch) error 
 }
 
 // transact makes one attempt at b's transaction.
-func (k *KafkaProducer) transact(ctx context.Context, tp *txnPartition, b *batcher.Batch, span batcher.Span) error {
+func (k *Producer) transact(ctx context.Context, tp *txnPartition, b *batcher.Batch, span batcher.Span) error {
 	if !tp.valid {
 		if err := k.initTxn(ctx, tp, span); err != nil {
 			return err
@@ -213,7 +212,7 @@ func (k *KafkaProducer) transact(ctx context.Context, tp *txnPartition, b *batch
 	if from == b.Len() {
 		return nil
 	}
-	parts, err := kafkaconn.Partitions(k.client, k.cfg.Topic)
+	parts, err := Partitions(k.client, k.cfg.Topic)
 	if err != nil {
 		return err
 	}
@@ -346,7 +345,7 @@ func (k *KafkaProducer) transact(ctx context.Context, tp *txnPartition, b *batch
 
 // commitTxnOffset adds the source offset span completes to the
 // transaction, at the group's coordinator.
-func (k *KafkaProducer) commitTxnOffset(tp *txnPartition, span batcher.Span) error {
+func (k *Producer) commitTxnOffset(tp *txnPartition, span batcher.Span) error {
 	group := k.txn.group
 	coord, err := k.client.Coordinator(group)
 	if err != nil {
@@ -377,7 +376,7 @@ func (k *KafkaProducer) commitTxnOffset(tp *txnPartition, span batcher.Span) err
 // transaction from sequence number seq. A chunk the broker finds too large
 // is sent again a record at a time, as it judges a record batch whole, so
 // that only a record too large by itself is refused.
-func (k *KafkaProducer) produceChunkTxn(ctx context.Context, tp *txnPartition, b *batcher.Batch, c *chunk, seq int32) error {
+func (k *Producer) produceChunkTxn(ctx context.Context, tp *txnPartition, b *batcher.Batch, c *chunk, seq int32) error {
 	p := c.partition
 	err := k.produceTxn(ctx, tp, p, seq, c.recs)
 	if err != nil && len(c.recs) > 1 && isTooLarge(err) {
@@ -398,7 +397,7 @@ func (k *KafkaProducer) produceChunkTxn(ctx context.Context, tp *txnPartition, b
 // produceTxn writes recs to output partition p in tp's transaction, with
 // first sequence number seq, retrying what may pass: a retry carries the
 // same sequence, so the broker writes it once.
-func (k *KafkaProducer) produceTxn(ctx context.Context, tp *txnPartition, p, seq int32, recs []*sarama.Record) error {
+func (k *Producer) produceTxn(ctx context.Context, tp *txnPartition, p, seq int32, recs []*sarama.Record) error {
 	rb := recordBatch(recs, k.codec)
 	rb.IsTransactional = true
 	rb.ProducerID, rb.ProducerEpoch, rb.FirstSequence = tp.pid, tp.epoch, seq
@@ -427,7 +426,7 @@ func (k *KafkaProducer) produceTxn(ctx context.Context, tp *txnPartition, p, seq
 // initTxn fences every earlier producer of tp's id (the broker finishes
 // or aborts its transaction first), then reads the group's committed
 // offset of the partition: what earlier transactions wrote.
-func (k *KafkaProducer) initTxn(ctx context.Context, tp *txnPartition, span batcher.Span) error {
+func (k *Producer) initTxn(ctx context.Context, tp *txnPartition, span batcher.Span) error {
 	if err := retryBusy(ctx, busyTries, func() (sarama.KError, error) {
 		coord, err := k.client.TransactionCoordinator(tp.id)
 		if err != nil {
@@ -539,7 +538,7 @@ func retryBusy(ctx context.Context, max int, f func() (sarama.KError, error)) er
 // this epoch, so that read_committed readers of the output need not wait
 // for the transaction timeout. Best effort: the next InitProducerId of
 // the id aborts it anyway.
-func (k *KafkaProducer) abort(tp *txnPartition) {
+func (k *Producer) abort(tp *txnPartition) {
 	tp.valid = false
 	coord, err := k.client.TransactionCoordinator(tp.id)
 	if err != nil {
@@ -551,13 +550,13 @@ func (k *KafkaProducer) abort(tp *txnPartition) {
 
 // lostCoordinator forgets a transaction coordinator whose connection
 // failed.
-func (k *KafkaProducer) lostCoordinator(coord *sarama.Broker, id string) {
+func (k *Producer) lostCoordinator(coord *sarama.Broker, id string) {
 	coord.Close()
 	k.client.RefreshTransactionCoordinator(id)
 }
 
 // coordinatorError looks the coordinator up again when it moved.
-func (k *KafkaProducer) coordinatorError(kerr sarama.KError, id string) {
+func (k *Producer) coordinatorError(kerr sarama.KError, id string) {
 	if kerr == sarama.ErrNotCoordinatorForConsumer || kerr == sarama.ErrConsumerCoordinatorNotAvailable {
 		k.client.RefreshTransactionCoordinator(id)
 	}
