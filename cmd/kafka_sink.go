@@ -1,7 +1,6 @@
 package cmd
 
 import (
-	"fmt"
 	"os"
 
 	"github.com/batchpipe/batchpipe/batcher"
@@ -110,19 +109,10 @@ func newKafkaCmd(o *options) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			cfg.Timeout = o.kafka.timeout
 			return o.run(func(env sinkEnv) (batcher.Sink, error) {
-				client, err := conn.ConnectProducer(popts, cfg.Topic)
-				if err != nil {
-					return nil, connectError(fmt.Errorf("kafka sink: %w", err))
-				}
 				cfg.Logger = env.log
-				cfg.Brokers, cfg.Timeout = conn.Brokers, o.kafka.timeout
-				sink, err := kafka.NewProducer(client, cfg)
-				if err != nil {
-					client.Close()
-					return nil, &unavailableError{err} // the topic missing
-				}
-				return sink, nil
+				return kafka.OpenProducer(conn, popts, cfg)
 			})
 		},
 	}

@@ -3,7 +3,7 @@ package kafka
 // Exactly once: where batches are cut, stored in Kafka before delivery.
 //
 // Every batch holds records of one partition. Before a new batch is
-// queued, PlanBatch commits, for its partition, the offset delivered so
+// queued, plan commits, for its partition, the offset delivered so
 // far together with metadata listing the ends of every batch cut beyond
 // it, this one included: "bp1:" and the distances between successive ends,
 // from the committed offset ("bp1:999,1000,1000" is [c, c+999],
@@ -217,12 +217,12 @@ func (k *Source) commitMetadata(st *partState, offset int64) string {
 	return k.cuts.metadata(st, offset)
 }
 
-// PlanBatch stores the cut of a batch just formed, before it is delivered:
+// plan stores the cut of a batch just formed, before it is delivered:
 // it is the pipeline's Plan hook with --exactly-once. One offset commit
 // per batch; it waits while the cuts listed would not fit the metadata.
 // The error wraps batcher.ErrNotOwned when the partition is no longer
 // this member's: its new owner reads the records again.
-func (k *Source) PlanBatch(b *batcher.Batch) error {
+func (k *Source) plan(b *batcher.Batch) error {
 	span, ok := b.Span()
 	if !ok {
 		return errors.New("kafka: exactly once: a batch holds records of several partitions")

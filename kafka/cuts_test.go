@@ -134,7 +134,7 @@ func TestKafkaExactlyOnceReformsBatches(t *testing.T) {
 			}
 		}()
 		p := &batcher.Pipeline{Source: k, Sink: sink, Config: batcher.Config{MaxRecords: maxRecords, Delim: '\n',
-			Parallel: parallel, Key: batcher.PartitionKey, Plan: k.PlanBatch}}
+			Parallel: parallel, Key: batcher.PartitionKey, Plan: k.plan}}
 		st, err := p.Run(ctx)
 		if stopAfter == 0 && err != nil {
 			t.Fatal(err)

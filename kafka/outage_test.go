@@ -13,7 +13,7 @@ import (
 	"github.com/IBM/sarama"
 	"github.com/batchpipe/batchpipe/batcher"
 	"github.com/batchpipe/batchpipe/internal/batchtest"
-	"github.com/batchpipe/batchpipe/internal/kafkareal"
+	"github.com/batchpipe/batchpipe/kafka/kafkatest"
 	"github.com/twmb/franz-go/pkg/kfake"
 )
 
@@ -21,10 +21,8 @@ import (
 // the test may close and start again with startOn.
 func outageProducer(t *testing.T, cfg ProducerConfig) (*Producer, *kfake.Cluster, int) {
 	t.Helper()
-	port, err := kafkareal.FreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
+	kafkatest.FakeOnly(t, "a cluster stopped and started again on its port")
+	port := kafkatest.FreePort(t)
 	c := startOn(t, port)
 	client, err := (&Conn{Brokers: c.ListenAddrs()}).ConnectProducer(ProducerOptions{}, "t")
 	if err != nil {
@@ -41,12 +39,7 @@ func outageProducer(t *testing.T, cfg ProducerConfig) (*Producer, *kfake.Cluster
 
 func startOn(t *testing.T, port int) *kfake.Cluster {
 	t.Helper()
-	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.Ports(port), kfake.SeedTopics(1, "t"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.Close)
-	return c
+	return kafkatest.NewFake(t, kfake.Ports(port), kfake.SeedTopics(1, "t"))
 }
 
 // A producer id asked for while the cluster is away makes sarama drop
@@ -67,7 +60,7 @@ func TestKafkaProducerAfterOutage(t *testing.T) {
 	if err := k.Deliver(context.Background(), batchtest.Of(t, '\n', batchtest.Lines("after")...)); err != nil {
 		t.Fatalf("Deliver once the cluster is back: %v", err)
 	}
-	if got := readAll(t, c, 1)[0]; len(got) != 1 || got[0] != "after" {
+	if got := readAll(t, c, "t", 1)[0]; len(got) != 1 || got[0] != "after" {
 		t.Fatalf("the new cluster holds %q, want the record sent after the outage", got)
 	}
 }

@@ -153,6 +153,24 @@ func NewProducer(client sarama.Client, cfg ProducerConfig) (*Producer, error) {
 	return k, nil
 }
 
+// OpenProducer connects to the cluster of conn, with the producer's
+// settings popts, and opens a Producer to cfg.Topic there. Its errors are
+// Errors: brokers that cannot be reached or a missing topic are
+// Unavailable, credentials or TLS they refuse Refused.
+func OpenProducer(conn *Conn, popts ProducerOptions, cfg ProducerConfig) (*Producer, error) {
+	client, err := conn.ConnectProducer(popts, cfg.Topic)
+	if err != nil {
+		return nil, connectError(fmt.Errorf("kafka sink: %w", err))
+	}
+	cfg.Brokers = conn.Brokers
+	p, err := NewProducer(client, cfg)
+	if err != nil {
+		client.Close()
+		return nil, unavailable(err) // the topic missing
+	}
+	return p, nil
+}
+
 // A chunk is records of one partition sent as one record batch.
 type chunk struct {
 	partition int32

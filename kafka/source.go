@@ -116,10 +116,10 @@ type SourceConfig struct {
 	// Logger gets rebalances and broker trouble; default: silent.
 	Logger *slog.Logger
 	// ExactlyOnce stores each batch's cut in the group's offset metadata
-	// before it is delivered (PlanBatch), and cuts the records read again
+	// before it is delivered (plan), and cuts the records read again
 	// where it was stored (see cuts.go). Needs Group.
 	ExactlyOnce bool
-	// OffsetsInSink says the sink commits the group's offsets itself, in
+	// offsetsInSink says the sink commits the group's offsets itself, in
 	// the Kafka transaction that writes a batch (exactly once to Kafka).
 	// The source then commits none: a commit of its own could only repeat
 	// an offset a transaction committed (delivered records are acked after
@@ -130,7 +130,7 @@ type SourceConfig struct {
 	// aborted records after the last record, which no transaction passes,
 	// is committed by the source, while no further record is handed on
 	// (see tracker.gateTails). Needs Group.
-	OffsetsInSink bool
+	offsetsInSink bool
 }
 
 // maxChunk bounds the records sent to the pipeline at once.
@@ -151,9 +151,9 @@ type Source struct {
 
 	life   context.Context // done in Close
 	stop   context.CancelFunc
-	chunks chan readChunk    // partition readers → Run
-	change chan struct{} // an assignment changed: Run checks for the end
-	fatal  chan error    // buffer of one: the first error that stops Run
+	chunks chan readChunk // partition readers → Run
+	change chan struct{}  // an assignment changed: Run checks for the end
+	fatal  chan error     // buffer of one: the first error that stops Run
 	ends   map[topicPartition]int64
 	wg     sync.WaitGroup
 	once   sync.Once // starts reading, at the first Run
@@ -235,7 +235,7 @@ func OpenSource(client sarama.Client, cfg SourceConfig) (*Source, error) {
 	if cfg.Group != "" && cfg.Partitions != nil {
 		return nil, errors.New("kafka: partitions are assigned by the group: give a group or partitions, not both")
 	}
-	if cfg.OffsetsInSink && (cfg.Group == "" || cfg.ExactlyOnce) {
+	if cfg.offsetsInSink && (cfg.Group == "" || cfg.ExactlyOnce) {
 		return nil, errors.New("kafka: offsets committed by the sink need a group, and no cuts of the source's own")
 	}
 	if cfg.ExactlyOnce && cfg.Group == "" {
@@ -658,11 +658,11 @@ func (k *Source) Ack(b *batcher.Batch) {
 // delivering them here too would deliver them twice.
 func (k *Source) Withdraw(b *batcher.Batch) []int { return k.track.withdraw(b.Seq, b) }
 
-// Owns reports whether b's records are still this member's to deliver:
+// owns reports whether b's records are still this member's to deliver:
 // their partition is assigned to it, and they were read under the current
 // assignment. A sink that fences other producers of the partition (exactly
 // once to Kafka) asks before it does.
-func (k *Source) Owns(b *batcher.Batch) bool {
+func (k *Source) owns(b *batcher.Batch) bool {
 	span, ok := b.Span()
 	if !ok {
 		return false
@@ -688,6 +688,15 @@ func (k *Source) Lag() map[string]int64 {
 		others = *o
 	}
 	return k.track.lag(others)
+}
+
+// TotalLag is the sum of Lag, for the status line.
+func (k *Source) TotalLag() int64 {
+	var n int64
+	for _, l := range k.Lag() {
+		n += l
+	}
+	return n
 }
 
 // PartitionLag returns Lag per partition, for metrics.
@@ -1294,7 +1303,7 @@ func (k *Source) consumeGroup() {
 			// A fenced member stops, whatever it read: its partitions are
 			// the newer member's, which reads them from the last commit.
 			if k.sessions.Load() == 0 || errors.Is(err, sarama.ErrFencedInstancedId) {
-				err = &StartError{err}
+				err = refused(err)
 			}
 			k.fail(err)
 			return
@@ -1318,14 +1327,6 @@ func (k *Source) consumeGroup() {
 		}
 	}
 }
-
-// A StartError is a Kafka error found before anything was read that
-// retrying cannot mend: a setting or a permission for the user to fix; or
-// a static member fenced by another started with its instance id.
-type StartError struct{ Err error }
-
-func (e *StartError) Error() string { return e.Err.Error() }
-func (e *StartError) Unwrap() error { return e.Err }
 
 // refusal says what to do about a join error the group will repeat however
 // often it is retried, as Kafka's own consumer judges them; "" for others.
@@ -1709,7 +1710,7 @@ func (k *Source) commitLocked(sess sarama.ConsumerGroupSession) error {
 	if len(cs) == 0 {
 		return nil
 	}
-	if k.cfg.OffsetsInSink {
+	if k.cfg.offsetsInSink {
 		// The transactions that delivered the records committed their
 		// offsets; a tail of markers or aborted records after the last is
 		// the source's to commit.

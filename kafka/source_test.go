@@ -656,15 +656,15 @@ func TestKafkaShutdownUnansweredRequest(t *testing.T) {
 	}
 }
 
-// A join the group refuses for good fails Run at once, as a StartError
-// when nothing was assigned yet; other join errors fail it once no
+// A join the group refuses for good fails Run at once, Refused when
+// nothing was assigned yet; other join errors fail it once no
 // partitions have been assigned for Timeout.
 func TestKafkaGroupJoinErrors(t *testing.T) {
 	for _, tc := range []struct {
 		name    string
 		opts    []kfake.Opt
 		faults  func(c *kfake.Cluster)
-		start   bool // a StartError
+		start   bool // Refused
 		want    string
 		wantErr error
 	}{
@@ -726,9 +726,10 @@ func TestKafkaGroupJoinErrors(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
 			err = k.Run(ctx, make(chan []batcher.Record, 1))
-			var se *StartError
-			if err == nil || !strings.Contains(err.Error(), tc.want) || !errors.Is(err, tc.wantErr) || errors.As(err, &se) != tc.start {
-				t.Fatalf("Run: %v; want %q wrapping %v, a StartError: %v", err, tc.want, tc.wantErr, tc.start)
+			var kerr *Error
+			refused := errors.As(err, &kerr) && kerr.Kind == Refused
+			if err == nil || !strings.Contains(err.Error(), tc.want) || !errors.Is(err, tc.wantErr) || refused != tc.start {
+				t.Fatalf("Run: %v; want %q wrapping %v, refused: %v", err, tc.want, tc.wantErr, tc.start)
 			}
 		})
 	}

@@ -31,7 +31,7 @@ package kafka
 // (failed, abandoned), later ones are not committed past it.
 //
 // The source commits no offsets itself in this mode (see
-// SourceConfig.OffsetsInSink): a commit of its own, made a moment
+// SourceConfig.offsetsInSink): a commit of its own, made a moment
 // after a transaction committed further but before the batch was acked,
 // would move the group's offset back, and the records between would be
 // written again after a crash.
@@ -76,7 +76,12 @@ type txnSink struct {
 	group   string
 	timeout time.Duration
 	turns   *turns
-	owns    func(b *batcher.Batch) bool // see SetOwner
+	// owns is the source's word on whether a batch's partition is still
+	// this member's (Session.Wire). A new producer id, which fences
+	// whoever holds the partition now, is asked for only for a batch it
+	// owns: a member that lost the partition would otherwise fence its
+	// new owner, and be fenced back, in turn.
+	owns func(b *batcher.Batch) bool
 
 	mu    sync.Mutex
 	parts map[string]*txnPartition // by source "topic/partition"
@@ -114,10 +119,10 @@ func (t *txnSink) partition(s batcher.Span) *txnPartition {
 	return tp
 }
 
-// Plan is the pipeline's Plan hook with exactly once to Kafka: it notes
-// the order batches are formed in, which is the order their transactions
-// commit in.
-func (k *Producer) Plan(b *batcher.Batch) error {
+// plan is the pipeline's Plan hook with exactly once to Kafka (Session.Wire):
+// it notes the order batches are formed in, which is the order their
+// transactions commit in.
+func (k *Producer) plan(b *batcher.Batch) error {
 	if k.txn == nil {
 		return nil
 	}
@@ -127,20 +132,10 @@ func (k *Producer) Plan(b *batcher.Batch) error {
 	return nil
 }
 
-// SetOwner gives the sink, before the run, the source's word on whether a
-// batch's partition is still this member's. A new producer id, which
-// fences whoever holds the partition now, is asked for only for a batch
-// it owns: a member that lost the partition would otherwise fence its new
-// owner, and be fenced back, in turn.
-func (k *Producer) SetOwner(owns func(b *batcher.Batch) bool) {
-	if k.txn != nil {
-		k.txn.owns = owns
-	}
-}
-
-// OnSettled learns each batch's fate: the next batch of its partition may
-// go, unless this one was neither delivered, dead-lettered nor withdrawn.
-func (k *Producer) OnSettled(s batcher.Settlement) {
+// onSettled learns each batch's fate (Session.Wire): the next batch of its
+// partition may go, unless this one was neither delivered, dead-lettered
+// nor withdrawn.
+func (k *Producer) onSettled(s batcher.Settlement) {
 	if k.txn == nil {
 		return
 	}

@@ -9,36 +9,51 @@ import (
 	"testing"
 	"time"
 
-	"github.com/IBM/sarama"
 	"github.com/batchpipe/batchpipe/batcher"
 	"github.com/batchpipe/batchpipe/internal/batchtest"
-	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/batchpipe/batchpipe/kafka/kafkatest"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
-// srcBatch makes a batch of the records of partition 0 of topic "src"
-// from first to last, as the pipeline does with --exactly-once.
-func srcBatch(t *testing.T, first, last int64) *batcher.Batch {
+// A txnEnv is a cluster with a source topic of one partition, a topic of
+// two to write to and a group: on kfake, or on the real broker.
+type txnEnv struct {
+	addr, src, dst, group string
+}
+
+func newTxnEnv(t *testing.T) txnEnv {
+	t.Helper()
+	c, dst := kafkatest.NewTopic(t, 2)
+	e := txnEnv{addr: c.Addrs[0], src: c.Name("src"), dst: dst, group: c.Name("g")}
+	kafkatest.CreateTopic(t, e.addr, e.src, 1)
+	return e
+}
+
+// srcBatch makes a batch of the records of partition 0 of the source
+// topic from first to last, as the pipeline does with --exactly-once.
+func (e txnEnv) srcBatch(t *testing.T, first, last int64) *batcher.Batch {
 	t.Helper()
 	var recs batchtest.Source
 	for off := first; off <= last; off++ {
 		recs = append(recs, batcher.Record{Data: []byte("r" + strconv.FormatInt(off, 10)),
-			Meta: &batcher.Meta{Topic: "src", Partition: 0, Offset: off}})
+			Meta: &batcher.Meta{Topic: e.src, Partition: 0, Offset: off}})
 	}
 	return batchtest.OfRecords(t, '\n', recs)
 }
 
-func txnProducer(t *testing.T, addr, group string, maxBytes ...int) *Producer {
+// producer opens a transactional sink to the topic written to, committing
+// the group's offsets; maxBytes, if given, is the largest record.
+func (e txnEnv) producer(t *testing.T, maxBytes ...int) *Producer {
 	t.Helper()
 	opts := ProducerOptions{Transactional: true}
 	if len(maxBytes) > 0 {
 		opts.MaxMessageBytes = maxBytes[0]
 	}
-	client, err := (&Conn{Brokers: []string{addr}}).ConnectProducer(opts, "t")
+	client, err := (&Conn{Brokers: []string{e.addr}}).ConnectProducer(opts, e.dst)
 	if err != nil {
 		t.Fatal(err)
 	}
-	k, err := NewProducer(client, ProducerConfig{Topic: "t", TxnGroup: group})
+	k, err := NewProducer(client, ProducerConfig{Topic: e.dst, TxnGroup: e.group})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -46,33 +61,11 @@ func txnProducer(t *testing.T, addr, group string, maxBytes ...int) *Producer {
 	return k
 }
 
-func groupOffset(t *testing.T, addr, group string) int64 {
+// groupOffset is the group's committed offset of the source partition,
+// -1 for none.
+func (e txnEnv) groupOffset(t *testing.T) int64 {
 	t.Helper()
-	cfg := sarama.NewConfig()
-	cfg.Version = sarama.V2_1_0_0
-	client, err := sarama.NewClient([]string{addr}, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer client.Close()
-	coord, err := client.Coordinator(group)
-	if err != nil {
-		t.Fatal(err)
-	}
-	req := &sarama.OffsetFetchRequest{Version: 5, ConsumerGroup: group}
-	req.AddPartition("src", 0)
-	resp, err := coord.FetchOffset(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if resp.Err == sarama.ErrGroupIDNotFound {
-		return -1 // kfake: a group never committed to
-	}
-	b := resp.GetBlock("src", 0)
-	if b == nil {
-		t.Fatalf("offset fetch: %v, no block", resp.Err)
-	}
-	return b.Offset
+	return kafkatest.GroupOffset(t, e.addr, e.group, e.src, 0)
 }
 
 // A run after a crash reads records a transaction of the run before wrote:
@@ -80,43 +73,38 @@ func groupOffset(t *testing.T, addr, group string) int64 {
 // not deliver the batch it held, and a read_committed reader sees every
 // record once.
 func TestKafkaTxnSkipsWhatWasCommittedAndFences(t *testing.T) {
-	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "src"), kfake.SeedTopics(2, "t"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	addr := c.ListenAddrs()[0]
+	e := newTxnEnv(t)
 	ctx := context.Background()
 
-	old := txnProducer(t, addr, "g")
-	if err := old.Deliver(ctx, srcBatch(t, 0, 9)); err != nil {
+	old := e.producer(t)
+	if err := old.Deliver(ctx, e.srcBatch(t, 0, 9)); err != nil {
 		t.Fatal(err)
 	}
-	if got := groupOffset(t, addr, "g"); got != 10 {
+	if got := e.groupOffset(t); got != 10 {
 		t.Fatalf("group offset %d after the first transaction, want 10", got)
 	}
 
-	next := txnProducer(t, addr, "g") // fences old
-	if err := next.Deliver(ctx, srcBatch(t, 5, 14)); err != nil {
+	next := e.producer(t) // fences old
+	if err := next.Deliver(ctx, e.srcBatch(t, 5, 14)); err != nil {
 		t.Fatal(err)
 	}
-	if got := groupOffset(t, addr, "g"); got != 15 {
+	if got := e.groupOffset(t); got != 15 {
 		t.Fatalf("group offset %d, want 15", got)
 	}
 
 	// old lost the partition: fenced, it must not fence next back.
-	old.SetOwner(func(*batcher.Batch) bool { return false })
-	if err := old.Deliver(ctx, srcBatch(t, 10, 19)); err == nil {
+	old.txn.owns = func(*batcher.Batch) bool { return false }
+	if err := old.Deliver(ctx, e.srcBatch(t, 10, 19)); err == nil {
 		t.Fatal("a fenced producer's batch was counted delivered")
 	}
-	if err := next.Deliver(ctx, srcBatch(t, 15, 19)); err != nil {
+	if err := next.Deliver(ctx, e.srcBatch(t, 15, 19)); err != nil {
 		t.Fatalf("the new owner was fenced back: %v", err)
 	}
-	if got := groupOffset(t, addr, "g"); got != 20 {
+	if got := e.groupOffset(t); got != 20 {
 		t.Fatalf("group offset %d, want 20", got)
 	}
 
-	cl, err := kgo.NewClient(kgo.SeedBrokers(addr), kgo.ConsumeTopics("t"),
+	cl, err := kgo.NewClient(kgo.SeedBrokers(e.addr), kgo.ConsumeTopics(e.dst),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
 	if err != nil {
 		t.Fatal(err)
@@ -146,19 +134,14 @@ func TestKafkaTxnSkipsWhatWasCommittedAndFences(t *testing.T) {
 // A record refused fails its whole batch: the offset committed would pass
 // it. Not a RejectError, which would count the others delivered.
 func TestKafkaTxnRefusedRecordFailsTheBatch(t *testing.T) {
-	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "src"), kfake.SeedTopics(2, "t"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	addr := c.ListenAddrs()[0]
-	k := txnProducer(t, addr, "g", 2) // "r10" is over 2 bytes
-	err = k.Deliver(context.Background(), srcBatch(t, 8, 11))
+	e := newTxnEnv(t)
+	k := e.producer(t, 2) // "r10" is over 2 bytes
+	err := k.Deliver(context.Background(), e.srcBatch(t, 8, 11))
 	var rej *batcher.RejectError
 	if err == nil || !batcher.IsPermanent(err) || errors.As(err, &rej) {
 		t.Fatalf("Deliver: %v; want a permanent error for the whole batch", err)
 	}
-	if got := groupOffset(t, addr, "g"); got != -1 {
+	if got := e.groupOffset(t); got != -1 {
 		t.Fatalf("group offset %d, want none", got)
 	}
 }
