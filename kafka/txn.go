@@ -229,7 +229,29 @@ func (k *Producer) transact(ctx context.Context, tp *txnPartition, b *batcher.Ba
 			k.abort(tp)
 		}
 	}()
+	if err := k.addPartitions(ctx, coord, tp, chunks); err != nil {
+		return err
+	}
+	if err := k.produceChunks(ctx, tp, b, chunks); err != nil {
+		return err
+	}
+	if err := k.addOffsets(ctx, coord, tp); err != nil {
+		return err
+	}
+	if err := k.commitTxnOffset(tp, span); err != nil {
+		return err
+	}
+	if err := k.endTxn(coord, tp); err != nil {
+		return err
+	}
+	ok = true
+	tp.done = span.Last + 1
+	return nil
+}
 
+// addPartitions adds the output partitions of chunks to tp's
+// transaction.
+func (k *Producer) addPartitions(ctx context.Context, coord *sarama.Broker, tp *txnPartition, chunks []*chunk) error {
 	var outs []int32
 	seen := make(map[int32]bool)
 	for _, c := range chunks {
@@ -240,7 +262,7 @@ func (k *Producer) transact(ctx context.Context, tp *txnPartition, b *batcher.Ba
 	}
 	// Right after the previous EndTxn the broker is still writing its
 	// markers, and answers CONCURRENT_TRANSACTIONS for a moment.
-	if err := retryBusy(ctx, busyTries, func() (sarama.KError, error) {
+	return retryBusy(ctx, busyTries, func() (sarama.KError, error) {
 		resp, err := coord.AddPartitionsToTxn(&sarama.AddPartitionsToTxnRequest{Version: addPartitionsVersion,
 			TransactionalID: tp.id, ProducerID: tp.pid, ProducerEpoch: tp.epoch, TopicPartitions: map[string][]int32{k.cfg.Topic: outs}})
 		if err != nil {
@@ -258,21 +280,23 @@ func (k *Producer) transact(ctx context.Context, tp *txnPartition, b *batcher.Ba
 			return first.Err, fmt.Errorf("add partition %d: %w", first.Partition, first.Err)
 		}
 		return 0, nil
-	}); err != nil {
-		return err
-	}
+	})
+}
 
-	// A goroutine per output partition sends its chunks in order.
+// produceChunks produces chunks in tp's transaction, a goroutine per
+// output partition sending its chunks in order, and moves the partitions'
+// sequence numbers past them once all are written.
+func (k *Producer) produceChunks(ctx context.Context, tp *txnPartition, b *batcher.Batch, chunks []*chunk) error {
 	byPartition := make(map[int32][]*chunk)
 	for _, c := range chunks {
 		byPartition[c.partition] = append(byPartition[c.partition], c)
 	}
-	errs := make(chan error, len(outs))
+	errs := make(chan error, len(byPartition))
 	var sends sync.WaitGroup
-	for _, p := range outs {
+	for p, cs := range byPartition {
 		seq := tp.seqs[p]
 		sends.Go(func() {
-			for _, c := range byPartition[p] {
+			for _, c := range cs {
 				if err := k.produceChunkTxn(ctx, tp, b, c, seq); err != nil {
 					errs <- err
 					return
@@ -301,8 +325,12 @@ func (k *Producer) transact(ctx context.Context, tp *txnPartition, b *batcher.Ba
 	for _, c := range chunks {
 		tp.seqs[c.partition] += int32(len(c.recs))
 	}
+	return nil
+}
 
-	if err := retryBusy(ctx, busyTries, func() (sarama.KError, error) {
+// addOffsets adds the group's offsets to tp's transaction.
+func (k *Producer) addOffsets(ctx context.Context, coord *sarama.Broker, tp *txnPartition) error {
+	return retryBusy(ctx, busyTries, func() (sarama.KError, error) {
 		resp, err := coord.AddOffsetsToTxn(&sarama.AddOffsetsToTxnRequest{Version: addOffsetsVersion,
 			TransactionalID: tp.id, ProducerID: tp.pid, ProducerEpoch: tp.epoch, GroupID: k.txn.group})
 		if err != nil {
@@ -314,12 +342,11 @@ func (k *Producer) transact(ctx context.Context, tp *txnPartition, b *batcher.Ba
 			return resp.Err, fmt.Errorf("add offsets of group %q: %w", k.txn.group, resp.Err)
 		}
 		return 0, nil
-	}); err != nil {
-		return err
-	}
-	if err := k.commitTxnOffset(tp, span); err != nil {
-		return err
-	}
+	})
+}
+
+// endTxn commits tp's transaction.
+func (k *Producer) endTxn(coord *sarama.Broker, tp *txnPartition) error {
 	endResp, err := coord.EndTxn(&sarama.EndTxnRequest{Version: endTxnVersion,
 		TransactionalID: tp.id, ProducerID: tp.pid, ProducerEpoch: tp.epoch, TransactionResult: true})
 	if err == nil && endResp.Err != sarama.ErrNoError {
@@ -333,8 +360,6 @@ func (k *Producer) transact(ctx context.Context, tp *txnPartition, b *batcher.Ba
 	if err != nil {
 		return fmt.Errorf("commit: %w", err)
 	}
-	ok = true
-	tp.done = span.Last + 1
 	return nil
 }
 
@@ -554,81 +579,5 @@ func (k *Producer) lostCoordinator(coord *sarama.Broker, id string) {
 func (k *Producer) coordinatorError(kerr sarama.KError, id string) {
 	if kerr == sarama.ErrNotCoordinatorForConsumer || kerr == sarama.ErrConsumerCoordinatorNotAvailable {
 		k.client.RefreshTransactionCoordinator(id)
-	}
-}
-
-// turns orders the transactions of each source partition as its batches
-// were formed.
-type turns struct {
-	mu      sync.Mutex
-	queue   map[string][]string // per partition, the ids of batches planned and not settled
-	part    map[string]string   // batch id → partition
-	blocked map[string]error    // partitions with a batch not delivered
-	change  chan struct{}       // closed at every change
-}
-
-func newTurns() *turns {
-	return &turns{queue: make(map[string][]string), part: make(map[string]string),
-		blocked: make(map[string]error), change: make(chan struct{})}
-}
-
-func (t *turns) changed() {
-	close(t.change)
-	t.change = make(chan struct{})
-}
-
-func (t *turns) plan(id, part string) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.queue[part] = append(t.queue[part], id)
-	t.part[id] = part
-}
-
-func (t *turns) settled(id string, failed error) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	part, ok := t.part[id]
-	if !ok {
-		return
-	}
-	delete(t.part, id)
-	q := t.queue[part]
-	for i, x := range q {
-		if x == id {
-			t.queue[part] = append(q[:i:i], q[i+1:]...)
-			break
-		}
-	}
-	if len(t.queue[part]) == 0 {
-		delete(t.queue, part)
-	}
-	if failed != nil && t.blocked[part] == nil {
-		t.blocked[part] = failed
-	}
-	t.changed()
-}
-
-// wait returns once batch id is the oldest of its partition not settled,
-// or an error if an earlier one was not delivered. A batch never planned
-// does not wait.
-func (t *turns) wait(ctx context.Context, id, part string) error {
-	for {
-		t.mu.Lock()
-		if err := t.blocked[part]; err != nil {
-			t.mu.Unlock()
-			return err
-		}
-		q := t.queue[part]
-		if len(q) == 0 || q[0] == id || t.part[id] == "" {
-			t.mu.Unlock()
-			return nil
-		}
-		ch := t.change
-		t.mu.Unlock()
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			return context.Cause(ctx)
-		}
 	}
 }
