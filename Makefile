@@ -38,7 +38,7 @@ kafka-dev:
 # once) on free loopback ports, until Ctrl-C. It writes bin/kafka-real.env;
 # BATCHPIPE_TEST_KAFKA=bin/kafka-real.env runs the Kafka tests against it.
 KAFKA_VERSION ?= 4.1.1
-bin/kafka-real: $(wildcard tools/kafka-real/*.go internal/kafkareal/*.go internal/testcert/*.go)
+bin/kafka-real: $(wildcard tools/kafka-real/*.go internal/kafkareal/*.go internal/testcert/*.go kafka/kafkatest/*.go)
 	$(GO) build -o $@ ./tools/kafka-real
 
 kafka-real: bin/kafka-real

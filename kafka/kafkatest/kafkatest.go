@@ -68,12 +68,16 @@ func (c *Cluster) Name(s string) string { return c.Prefix + s }
 // IsReal reports whether the cluster is the real broker.
 func (c *Cluster) IsReal() bool { return c.Fake == nil }
 
-// NewFake starts an in-process cluster of one broker whose groups accept
-// short session timeouts, closed when the test ends.
+// FakeOpts returns opts after those of every test's kfake cluster: one
+// broker, whose groups accept short session timeouts.
+func FakeOpts(opts ...kfake.Opt) []kfake.Opt {
+	return append([]kfake.Opt{kfake.NumBrokers(1), kfake.GroupMinSessionTimeout(100 * time.Millisecond)}, opts...)
+}
+
+// NewFake starts a kfake cluster of FakeOpts, closed when the test ends.
 func NewFake(t testing.TB, opts ...kfake.Opt) *kfake.Cluster {
 	t.Helper()
-	opts = append([]kfake.Opt{kfake.NumBrokers(1), kfake.GroupMinSessionTimeout(100 * time.Millisecond)}, opts...)
-	c, err := kfake.NewCluster(opts...)
+	c, err := kfake.NewCluster(FakeOpts(opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
