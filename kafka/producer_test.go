@@ -194,15 +194,13 @@ func TestKafkaProducerRetriesLostConnections(t *testing.T) {
 // in order; batches delivered at once (-j) to the same partitions all
 // land.
 func TestKafkaProducerSplitsAndParallel(t *testing.T) {
-	k, c := newTestProducer(t, 3, ProducerConfig{KeyDelimiter: []byte(":")}, ProducerOptions{MaxMessageBytes: 1000})
+	k, c := newFakeProducer(t, "produce requests counted", 3, ProducerConfig{KeyDelimiter: []byte(":")}, nil, ProducerOptions{MaxMessageBytes: 1000})
 	var requests atomic.Int64
-	if c.Fake != nil { // the real broker does not count requests
-		c.Fake.ControlKey(int16(kmsg.Produce), func(kmsg.Request) (kmsg.Response, error, bool) {
-			requests.Add(1)
-			c.Fake.KeepControl()
-			return nil, nil, false
-		})
-	}
+	c.ControlKey(int16(kmsg.Produce), func(kmsg.Request) (kmsg.Response, error, bool) {
+		requests.Add(1)
+		c.KeepControl()
+		return nil, nil, false
+	})
 	const workers, per = 4, 500
 	var wg sync.WaitGroup
 	for w := range workers {
@@ -217,7 +215,7 @@ func TestKafkaProducerSplitsAndParallel(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	got := readAll(t, c, k.cfg.Topic, 3)
+	got := readAll(t, c, "t", 3)
 	n := 0
 	for p, vals := range got {
 		last := map[string]string{}
@@ -234,7 +232,7 @@ func TestKafkaProducerSplitsAndParallel(t *testing.T) {
 		t.Fatalf("%d records, want %d", n, workers*per)
 	}
 	// 2000 records of about 70 bytes, at most 1000 bytes a record batch.
-	if r := requests.Load(); c.Fake != nil && r < 140 {
+	if r := requests.Load(); r < 140 {
 		t.Fatalf("%d produce requests: the batches were not split", r)
 	}
 }

@@ -68,6 +68,16 @@ func (e txnEnv) groupOffset(t *testing.T) int64 {
 	return kafkatest.GroupOffset(t, e.addr, e.group, e.src, 0)
 }
 
+// waitOffset waits for the group's committed offset of the source
+// partition to be want: a real broker applies a transaction's offsets once
+// it has written its markers, after EndTxn has returned.
+func (e txnEnv) waitOffset(t *testing.T, want int64) {
+	t.Helper()
+	kafkatest.Eventually(t, fmt.Sprintf("group offset %d", want), func() bool {
+		return e.groupOffset(t) == want
+	})
+}
+
 // A run after a crash reads records a transaction of the run before wrote:
 // it skips them, as the group's offset says. The run before, fenced, does
 // not deliver the batch it held, and a read_committed reader sees every
@@ -80,17 +90,13 @@ func TestKafkaTxnSkipsWhatWasCommittedAndFences(t *testing.T) {
 	if err := old.Deliver(ctx, e.srcBatch(t, 0, 9)); err != nil {
 		t.Fatal(err)
 	}
-	if got := e.groupOffset(t); got != 10 {
-		t.Fatalf("group offset %d after the first transaction, want 10", got)
-	}
+	e.waitOffset(t, 10) // after the first transaction
 
 	next := e.producer(t) // fences old
 	if err := next.Deliver(ctx, e.srcBatch(t, 5, 14)); err != nil {
 		t.Fatal(err)
 	}
-	if got := e.groupOffset(t); got != 15 {
-		t.Fatalf("group offset %d, want 15", got)
-	}
+	e.waitOffset(t, 15)
 
 	// old lost the partition: fenced, it must not fence next back.
 	old.txn.owns = func(*batcher.Batch) bool { return false }
@@ -100,9 +106,7 @@ func TestKafkaTxnSkipsWhatWasCommittedAndFences(t *testing.T) {
 	if err := next.Deliver(ctx, e.srcBatch(t, 15, 19)); err != nil {
 		t.Fatalf("the new owner was fenced back: %v", err)
 	}
-	if got := e.groupOffset(t); got != 20 {
-		t.Fatalf("group offset %d, want 20", got)
-	}
+	e.waitOffset(t, 20)
 
 	cl, err := kgo.NewClient(kgo.SeedBrokers(e.addr), kgo.ConsumeTopics(e.dst),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
