@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/batchpipe/batchpipe/batcher"
 	"github.com/spf13/pflag"
 )
 
@@ -123,5 +124,28 @@ func TestVersionCommand(t *testing.T) {
 	code := Main([]string{"version"}, Streams{In: strings.NewReader(""), Out: &out, Err: &errb}, nil)
 	if code != exitOK || out.String() != "batchpipe version "+version+"\n" {
 		t.Errorf("version: exit %d, %q %q", code, out.String(), errb.String())
+	}
+}
+
+// Every example of the root's help is a command line batchpipe takes.
+func TestRootExamplesParse(t *testing.T) {
+	n := 0
+	for line := range strings.Lines(rootExamples) {
+		line = strings.TrimSpace(line)
+		_, cmdline, ok := strings.Cut(line, "batchpipe ")
+		if !ok || strings.HasPrefix(line, "#") {
+			continue
+		}
+		n++
+		cmdline, _, _ = strings.Cut(cmdline, " < ")
+		var errb bytes.Buffer
+		o := &options{streams: Streams{In: strings.NewReader(""), Out: &bytes.Buffer{}, Err: &errb}}
+		o.runHook = func(batcher.Config, sinkOpener) error { return nil }
+		if code := execute(o, shellWords(t, cmdline)); code != exitOK {
+			t.Errorf("example %q: exit %d: %s", line, code, errb.String())
+		}
+	}
+	if n < 3 || n > 5 {
+		t.Errorf("%d examples, want 3 to 5", n)
 	}
 }
