@@ -1406,7 +1406,11 @@ func TestKafkaListenerMismatch(t *testing.T) {
 	t.Setenv("BATCHPIPE_KAFKA_PASSWORD", "p")
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			for _, sink := range [][]string{{"file", os.DevNull}, {"kafka", "out"}} {
+			sinks := [][]string{{"file", os.DevNull}}
+			if tc.name == "tls listener" { // the producer connects the same way
+				sinks = append(sinks, []string{"kafka", "out"})
+			}
+			for _, sink := range sinks {
 				args := append([]string{"--kafka-brokers", tc.addr}, tc.args...)
 				if sink[0] == "file" {
 					args = append(args, "--topic", "t", "--until-end")
