@@ -106,34 +106,40 @@ func (c *Conn) mismatch(err error) *MismatchError {
 // probeListener finds out whether the listener at addr speaks TLS, and
 // whether it wants a SASL handshake: asked for a mechanism no broker has,
 // a SASL listener names those it offers, and one without SASL answers
-// ILLEGAL_SASL_STATE. (kfake without SASL answers as one with.)
+// ILLEGAL_SASL_STATE. (kfake without SASL answers as one with.) Plaintext
+// is asked first: a listener that stays silent is given up on at once,
+// and a TLS listener hangs up on it.
 func probeListener(addr string, timeout time.Duration) (listener, error) {
-	var l listener
-	conn, err := net.DialTimeout("tcp", addr, timeout)
-	if err != nil {
+	l, err := askSASL(addr, timeout, nil)
+	var ne net.Error
+	if err == nil || errors.As(err, &ne) && ne.Timeout() {
 		return l, err
 	}
-	conn.SetDeadline(time.Now().Add(timeout))
 	host, _, _ := net.SplitHostPort(addr)
 	// Only to learn what the listener speaks: the certificate is checked
 	// by the connection itself.
-	tc := tls.Client(conn, &tls.Config{InsecureSkipVerify: true, ServerName: host})
-	herr := tc.Handshake()
+	tc := &tls.Config{InsecureSkipVerify: true, ServerName: host}
+	l, err = askSASL(addr, timeout, tc)
 	var alert tls.AlertError
-	switch {
-	case herr == nil:
-		l.tls = true
-	case errors.As(herr, &alert) || strings.Contains(herr.Error(), "remote error: tls"):
+	if err != nil && (errors.As(err, &alert) || strings.Contains(err.Error(), "remote error: tls")) {
 		// A TLS listener refusing this client (no certificate): it
 		// speaks TLS, and the SASL question waits for a client it takes.
-		conn.Close()
 		return listener{tls: true}, nil
 	}
-	conn.Close()
-	if l.tls {
-		conn, err = tls.DialWithDialer(&net.Dialer{Timeout: timeout}, "tcp", addr, &tls.Config{InsecureSkipVerify: true, ServerName: host})
+	return l, err
+}
+
+// askSASL connects to addr, over TLS with tc, and asks for a SASL
+// handshake.
+func askSASL(addr string, timeout time.Duration, tc *tls.Config) (listener, error) {
+	l := listener{tls: tc != nil}
+	d := &net.Dialer{Timeout: timeout}
+	var conn net.Conn
+	var err error
+	if tc != nil {
+		conn, err = tls.DialWithDialer(d, "tcp", addr, tc)
 	} else {
-		conn, err = net.DialTimeout("tcp", addr, timeout)
+		conn, err = d.Dial("tcp", addr)
 	}
 	if err != nil {
 		return l, err
