@@ -147,11 +147,3 @@ func TestKafkaExactlyOncePostgresLedger(t *testing.T) {
 	}
 	t.Logf("%s batches in the ledger", psql(t, pgBin, "SELECT count(*) FROM batchpipe_ledger"))
 }
-
-// startIn starts batchpipe in directory dir.
-func startIn(t *testing.T, dir string, args ...string) *proc {
-	t.Helper()
-	c := exec.Command(bin, args...)
-	c.Dir = dir
-	return startCmd(t, c)
-}
