@@ -300,20 +300,3 @@ func summary(t *testing.T, stderr string) [5]int {
 	}
 	return n
 }
-
-// eventually polls ok until it holds, for a broker state the test cannot
-// be told of (a leader elected, a log cleaned); a minute at most.
-func eventually(t *testing.T, what string, ok func() bool) {
-	t.Helper()
-	deadline := time.NewTimer(time.Minute)
-	defer deadline.Stop()
-	tick := time.NewTicker(50 * time.Millisecond)
-	defer tick.Stop()
-	for !ok() {
-		select {
-		case <-tick.C:
-		case <-deadline.C:
-			t.Fatalf("no %s within a minute", what)
-		}
-	}
-}

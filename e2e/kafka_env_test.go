@@ -16,7 +16,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -25,6 +24,7 @@ import (
 
 	"github.com/IBM/sarama"
 	"github.com/batchpipe/batchpipe/internal/kafkareal"
+	"github.com/batchpipe/batchpipe/kafka/kafkatest"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
@@ -32,16 +32,12 @@ import (
 // realKafka is the env file of the real broker, or nil for kfake.
 var realKafka map[string]string
 
-// loadRealKafka reads BATCHPIPE_TEST_KAFKA, if set; the broker's password
-// joins the secrets no output may hold.
+// loadRealKafka reads BATCHPIPE_TEST_KAFKA, if set (kafkatest.Real); the
+// broker's password joins the secrets no output may hold.
 func loadRealKafka() error {
-	path := os.Getenv("BATCHPIPE_TEST_KAFKA")
-	if path == "" {
-		return nil
-	}
-	env, err := kafkareal.ReadEnv(path)
-	if err != nil {
-		return fmt.Errorf("BATCHPIPE_TEST_KAFKA: %w", err)
+	env, err := kafkatest.Real()
+	if err != nil || env == nil {
+		return err
 	}
 	realKafka = env
 	testSecrets = append(testSecrets, env[kafkareal.EnvPassword])
@@ -77,7 +73,7 @@ func newKafka(t *testing.T, parts int32) *kafkaEnv {
 	k := &kafkaEnv{t: t, addr: realKafka[kafkareal.EnvPlaintext], prefix: kafkareal.Prefix(t.Name())}
 	k.topic, k.group = k.name("t"), k.name("g")
 	if parts > 0 {
-		createTopic(t, k.addr, k.topic, parts)
+		kafkatest.CreateTopic(t, k.addr, k.topic, parts)
 	}
 	return k
 }
@@ -94,11 +90,7 @@ func fakeKafka(t *testing.T, why string, parts int32, opts ...kfake.Opt) *kafkaE
 
 func newFakeKafka(t *testing.T, parts int32, opts ...kfake.Opt) *kafkaEnv {
 	t.Helper()
-	opts = append([]kfake.Opt{
-		kfake.NumBrokers(1),
-		kfake.SeedTopics(parts, "t"),
-		kfake.GroupMinSessionTimeout(100 * time.Millisecond),
-	}, opts...)
+	opts = kafkatest.FakeOpts(append([]kfake.Opt{kfake.SeedTopics(parts, "t")}, opts...)...)
 	c, err := kfake.NewCluster(opts...)
 	if err != nil {
 		t.Fatal(err)
@@ -114,7 +106,7 @@ func newFakeKafka(t *testing.T, parts int32, opts ...kfake.Opt) *kafkaEnv {
 func ownKafka(t *testing.T, parts int32) *kafkaEnv {
 	t.Helper()
 	if realKafka == nil {
-		port := freePort(t)
+		port := kafkatest.FreePort(t)
 		return newFakeKafka(t, parts, kfake.Ports(port), kfake.DataDir(t.TempDir()), kfake.SyncWrites())
 	}
 	b, err := kafkareal.Start(context.Background(), kafkareal.Config{Libs: realKafka[kafkareal.EnvLibs], Dir: t.TempDir()})
@@ -124,7 +116,7 @@ func ownKafka(t *testing.T, parts int32) *kafkaEnv {
 	testSecrets = append(testSecrets, b.Password)
 	t.Cleanup(func() { b.Kill() })
 	k := &kafkaEnv{t: t, addr: b.Plaintext, topic: "t", group: "g", broker: b}
-	createTopic(t, k.addr, k.topic, parts)
+	kafkatest.CreateTopic(t, k.addr, k.topic, parts)
 	return k
 }
 
@@ -157,35 +149,6 @@ func (k *kafkaEnv) restart() {
 	k.fake = c
 }
 
-func freePort(t *testing.T) int {
-	t.Helper()
-	b, err := kafkareal.FreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
-
-// createTopic creates topic, with configs if any, and returns once every
-// partition has a leader.
-func createTopic(t *testing.T, addr, topic string, parts int32, configs ...string) {
-	t.Helper()
-	if err := kafkareal.CreateTopic(context.Background(), addr, topic, parts, configs...); err != nil {
-		t.Fatal(err)
-	}
-}
-
-// waitStable returns once no transaction is open on any partition of
-// topic: a real broker writes the markers that end a transaction after the
-// producer's EndTransaction has returned, and until then a read_committed
-// reader's end, the last stable offset, stops short of the records.
-func waitStable(t *testing.T, addr, topic string) {
-	t.Helper()
-	if err := kafkareal.WaitStable(context.Background(), addr, topic); err != nil {
-		t.Fatal(err)
-	}
-}
-
 const filler = "abcdefghijklmnopqrstuvwxyz0123456789"
 
 // value is the value of record i of partition p.
@@ -215,17 +178,7 @@ type producer struct {
 
 func newProducer(t *testing.T, addr string) *producer {
 	t.Helper()
-	cfg := sarama.NewConfig()
-	cfg.Version = sarama.V2_1_0_0
-	cfg.Producer.Partitioner = sarama.NewManualPartitioner
-	cfg.Producer.Return.Successes = true
-	cfg.Producer.MaxMessageBytes = 8 << 20
-	p, err := sarama.NewSyncProducer([]string{addr}, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { p.Close() })
-	return &producer{t: t, p: p, next: make(map[int32]int)}
+	return &producer{t: t, p: kafkatest.NewProducer(t, addr), next: make(map[int32]int)}
 }
 
 // produce writes n more records to each partition listed, with a key and a
@@ -234,9 +187,7 @@ func (pr *producer) produce(topic string, parts []int32, n int) {
 	pr.t.Helper()
 	var msgs []*sarama.ProducerMessage
 	flush := func() {
-		if err := pr.p.SendMessages(msgs); err != nil {
-			pr.t.Fatal(err)
-		}
+		kafkatest.Send(pr.t, pr.p, msgs)
 		msgs = msgs[:0]
 	}
 	for _, p := range parts {
@@ -333,9 +284,7 @@ func drainFrom(t *testing.T, k *kafkaEnv, committed map[int32]int64, perPartitio
 // clusterAdmin returns an admin client of the cluster at addr.
 func clusterAdmin(t *testing.T, addr string) sarama.ClusterAdmin {
 	t.Helper()
-	cfg := sarama.NewConfig()
-	cfg.Version = sarama.V2_1_0_0
-	admin, err := sarama.NewClusterAdmin([]string{addr}, cfg)
+	admin, err := sarama.NewClusterAdmin([]string{addr}, kafkatest.Config())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -392,24 +341,10 @@ func saslKafka(t *testing.T, mechanism, user, pass string) (*kafkaEnv, []saslLog
 	return newKafka(t, 1), []saslLogin{{"plain", addr, user, pass}, {"scram-sha-256", addr, user, pass}}
 }
 
-// testClient returns a client of the cluster at addr, closed when the
-// test ends.
-func testClient(t *testing.T, addr string) sarama.Client {
-	t.Helper()
-	cfg := sarama.NewConfig()
-	cfg.Version = sarama.V2_1_0_0
-	client, err := sarama.NewClient([]string{addr}, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { client.Close() })
-	return client
-}
-
 // readTopic returns every record of topic.
 func readTopic(t *testing.T, addr, topic string) []*sarama.ConsumerMessage {
 	t.Helper()
-	client := testClient(t, addr)
+	client := kafkatest.Client(t, addr)
 	consumer, err := sarama.NewConsumerFromClient(client)
 	if err != nil {
 		t.Fatal(err)
@@ -482,7 +417,7 @@ func (pr *producer) produceTxn(addr, topic, txnID string, parts []int32, n int) 
 	if err := cl.EndTransaction(context.Background(), kgo.TryCommit); err != nil {
 		pr.t.Fatal(err)
 	}
-	waitStable(pr.t, addr, topic)
+	kafkatest.WaitStable(pr.t, addr, topic)
 }
 
 // idleMember is a group member that takes its partitions and reads
@@ -511,8 +446,7 @@ func (idleMember) ConsumeClaim(s sarama.ConsumerGroupSession, _ sarama.ConsumerG
 // returns the partitions of the topic it was given.
 func joinGroup(t *testing.T, k *kafkaEnv) []int32 {
 	t.Helper()
-	cfg := sarama.NewConfig()
-	cfg.Version = sarama.V2_1_0_0
+	cfg := kafkatest.Config()
 	cfg.Consumer.Offsets.AutoCommit.Enable = false
 	// Long enough that a busy machine does not drop it from the group:
 	// the tests want its partitions held until they end.
@@ -580,8 +514,8 @@ type committedRecord struct {
 // stable offset is the end.
 func readCommitted(t *testing.T, addr, topic string) []committedRecord {
 	t.Helper()
-	waitStable(t, addr, topic)
-	client := testClient(t, addr)
+	kafkatest.WaitStable(t, addr, topic)
+	client := kafkatest.Client(t, addr)
 	parts, err := client.Partitions(topic)
 	if err != nil {
 		t.Fatal(err)

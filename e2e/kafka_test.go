@@ -25,6 +25,7 @@ import (
 
 	"github.com/batchpipe/batchpipe/internal/kafkareal"
 	"github.com/batchpipe/batchpipe/internal/testcert"
+	"github.com/batchpipe/batchpipe/kafka/kafkatest"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
@@ -82,7 +83,7 @@ func TestKafkaEmptyPartitions(t *testing.T) {
 	addr := k.addr
 	newProducer(t, addr).produce(k.topic, []int32{0, 2}, 500)
 	empty := k.name("empty")
-	createTopic(t, addr, empty, 3)
+	kafkatest.CreateTopic(t, addr, empty, 3)
 	full := each([]int32{0, 2}, 500)
 	for _, tc := range []struct {
 		args []string
@@ -382,7 +383,7 @@ func TestKafkaDeadLetterTopic(t *testing.T) {
 	addr := k.addr
 	newProducer(t, addr).produce(k.topic, parts4, 2500)
 	dlq := k.name("dlq")
-	createTopic(t, addr, dlq, 1)
+	kafkatest.CreateTopic(t, addr, dlq, 1)
 	dir := t.TempDir()
 	if err := os.WriteFile(filepath.Join(dir, "5"), nil, 0o644); err != nil {
 		t.Fatal(err)
@@ -585,7 +586,7 @@ func TestKafkaDeadLetterFromStdin(t *testing.T) {
 	k := newKafka(t, 1)
 	addr := k.addr
 	dlq := k.name("dlq")
-	createTopic(t, addr, dlq, 1)
+	kafkatest.CreateTopic(t, addr, dlq, 1)
 	dir := t.TempDir()
 	if err := os.WriteFile(filepath.Join(dir, "2"), nil, 0o644); err != nil {
 		t.Fatal(err)
