@@ -31,6 +31,9 @@ var exactlySeed = flag.Uint64("exactly-seed", 0, "seed of TestKafkaExactlyOnceKi
 // record is in exactly one file, and each partition's files follow one
 // another.
 func TestKafkaExactlyOnceKills(t *testing.T) {
+	// Its restarts wait on session timeouts: in parallel with
+	// TestKafkaOutageSinkCatchesUp, which waits out its outages.
+	t.Parallel()
 	const perPartition = 50000
 	s := *exactlySeed
 	if s == 0 {

@@ -113,7 +113,9 @@ func ownKafka(t *testing.T, parts int32) *kafkaEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
+	secretsMu.Lock()
 	testSecrets = append(testSecrets, b.Password)
+	secretsMu.Unlock()
 	t.Cleanup(func() { b.Kill() })
 	k := &kafkaEnv{t: t, addr: b.Plaintext, topic: "t", group: "g", broker: b}
 	kafkatest.CreateTopic(t, k.addr, k.topic, parts)

@@ -7,6 +7,7 @@ package e2e
 
 import (
 	"bytes"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -34,6 +35,9 @@ var repo string
 func repoPath(elem ...string) string {
 	return filepath.Join(append([]string{repo}, elem...)...)
 }
+
+// secretsMu guards testSecrets while tests run, some in parallel.
+var secretsMu sync.Mutex
 
 // testSecrets are the passwords and tokens tests hand batchpipe. After the
 // suite, no output of any run may hold one.
@@ -63,6 +67,17 @@ func TestMain(m *testing.M) {
 	if err := loadRealKafka(); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
+	}
+	if set := os.Getenv("BATCHPIPE_TEST_KAFKA_TESTS"); set != "" {
+		flag.Parse()
+		run, err := kafkaRun(set, flag.Lookup("test.run").Value.String())
+		if err == nil {
+			err = flag.Set("test.run", run)
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
 	}
 	var err error
 	if repo, err = filepath.Abs(".."); err != nil {

@@ -188,6 +188,8 @@ func s3Setenv(t *testing.T) {
 	} {
 		t.Setenv(k, v)
 	}
+	secretsMu.Lock()
+	defer secretsMu.Unlock()
 	if !slices.Contains(testSecrets, s3TestSecret) {
 		testSecrets = append(testSecrets, s3TestSecret, s3TestKeyID)
 	}
