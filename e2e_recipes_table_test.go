@@ -179,18 +179,20 @@ if [ -e down ] && grep -qx 'item 13' "$f"; then rm "$f"; exit 1; fi
 
 	{name: "files", setup: func(e *recipeEnv) {
 		e.write("app.log", lines(2000, "line %d of the log"), 0o644)
-		var ev strings.Builder
-		for i := range 3000 {
-			fmt.Fprintf(&ev, `{"tenant":{"id":%q},"n":%d}`+"\n", []string{"acme", "globex", "a/b"}[i%3], i)
-		}
-		e.write("events.ndjson", ev.String(), 0o644)
 	}, steps: []recipeStep{
 		{block: "append-log", check: func(e *recipeEnv, run int, r recipeResult) {
 			if e.exitIs("append-log", run, r, 0) && readFile(e.t, e.path("batched.log")) != strings.Repeat(readFile(e.t, e.path("app.log")), run+1) {
 				e.t.Errorf("append-log, run %d: batched.log is not the log, %d times", run+1, run+1)
 			}
 		}},
-		{block: "per-tenant-files", check: func(e *recipeEnv, run int, r recipeResult) {
+		{block: "per-tenant-files", before: func(e *recipeEnv, run int) {
+			// Another hour's events, which may well be written in the same hour.
+			var ev strings.Builder
+			for i := range 3000 {
+				fmt.Fprintf(&ev, `{"tenant":{"id":%q},"n":%d}`+"\n", []string{"acme", "globex", "a/b"}[i%3], run*3000+i)
+			}
+			e.write("events.ndjson", ev.String(), 0o644)
+		}, check: func(e *recipeEnv, run int, r recipeResult) {
 			if !e.exitIs("per-tenant-files", run, r, 0) {
 				return
 			}
