@@ -1,4 +1,4 @@
-package main
+package e2e
 
 // The runnable recipes of README.md and docs/ and what each must do,
 // pasted twice; TestRecipes runs them.
@@ -279,8 +279,8 @@ if [ -e down ] && grep -qx 'item 13' "$f"; then rm "$f"; exit 1; fi
 	}},
 
 	{name: "parquet", setup: func(e *recipeEnv) {
-		e.write("testdata/sample.ndjson", readFile(e.t, "testdata/sample.ndjson"), 0o644)
-		e.write("testdata/parquet/sample.schema.json", readFile(e.t, "testdata/parquet/sample.schema.json"), 0o644)
+		e.write("testdata/sample.ndjson", readFile(e.t, repoPath("testdata/sample.ndjson")), 0o644)
+		e.write("testdata/parquet/sample.schema.json", readFile(e.t, repoPath("testdata/parquet/sample.schema.json")), 0o644)
 		pythonIn(e.t, e.dir, "import duckdb") // skips without it, but in CI
 	}, steps: []recipeStep{{block: "parquet-duckdb", check: func(e *recipeEnv, run int, r recipeResult) {
 		if !e.exitIs("parquet-duckdb", run, r, 0) {

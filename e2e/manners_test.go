@@ -1,4 +1,4 @@
-package main
+package e2e
 
 // End-to-end tests of batchpipe's manners: exit statuses, secrets,
 // per-batch names, the status line and the messages people read.
@@ -498,7 +498,7 @@ func TestREADMERecipesTwice(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	write("testdata/sample.ndjson", readFile(t, "testdata/sample.ndjson"), 0o644)
+	write("testdata/sample.ndjson", readFile(t, repoPath("testdata/sample.ndjson")), 0o644)
 	write("upload.sh", "#!/bin/sh\ncat >/dev/null\n", 0o755)
 	write("items.txt", lines(1000, "item %d"), 0o644)
 	var rows strings.Builder
@@ -517,7 +517,7 @@ func TestREADMERecipesTwice(t *testing.T) {
 	for _, d := range []string{"spool", "lib", "data", "log"} {
 		os.MkdirAll(filepath.Join(dir, d), 0o755)
 	}
-	write("log/events.ndjson", readFile(t, "testdata/sample.ndjson"), 0o644)
+	write("log/events.ndjson", readFile(t, repoPath("testdata/sample.ndjson")), 0o644)
 
 	for _, rc := range []struct {
 		recipe string

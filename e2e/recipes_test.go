@@ -1,4 +1,4 @@
-package main
+package e2e
 
 // The shell blocks of README.md, CONTRIBUTING.md and docs/*.md. Each is
 // marked, on the line before it, either
@@ -32,11 +32,11 @@ import (
 // docFiles are the pages whose blocks are checked.
 func docFiles(t *testing.T) []string {
 	t.Helper()
-	pages, err := filepath.Glob("docs/*.md")
+	pages, err := filepath.Glob(repoPath("docs", "*.md"))
 	if err != nil || len(pages) == 0 {
 		t.Fatalf("no docs/*.md: %v", err)
 	}
-	return append([]string{"README.md", "CONTRIBUTING.md"}, pages...)
+	return append([]string{repoPath("README.md"), repoPath("CONTRIBUTING.md")}, pages...)
 }
 
 // readDocs returns every page of docFiles, one after another.
@@ -122,7 +122,8 @@ func TestRecipeBlocksMarked(t *testing.T) {
 	texts := map[string]string{}
 	runnable, illustrative := 0, 0
 	for _, b := range docBlocks(t) {
-		where := fmt.Sprintf("%s:%d", b.file, b.line)
+		rel, _ := filepath.Rel(repoPath(), b.file)
+		where := fmt.Sprintf("%s:%d", rel, b.line)
 		switch {
 		case b.mark == "file":
 			continue

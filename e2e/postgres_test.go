@@ -1,4 +1,4 @@
-package main
+package e2e
 
 // The PostgreSQL recipe for --exactly-once (docs/exactly-once.md), against a real
 // PostgreSQL that the test starts on its own.
