@@ -457,7 +457,7 @@ if [ -e down ] && grep -qx 13 "$f"; then rm "$f"; exit 1; fi
 				if !e.exitIs("kafka-backup", run, r, 0) {
 					return
 				}
-				_, backup := e.globLines(e.name("orders") + ".backup.ndjson")
+				_, backup := e.globLines("orders.backup.ndjson")
 				restored := e.topic("orders-restored")
 				if len(backup) != seeded || len(restored) != seeded*(run+1) {
 					e.t.Errorf("kafka-backup, run %d: the backup holds %d records, %d restored in all; want orders' %d in the backup, restored once a run",
