@@ -1,5 +1,5 @@
-// Package sources holds the record sources: a delimited byte stream and
-// Kafka.
+// Package sources holds the stdin source: a delimited byte stream. The
+// Kafka source lives in package kafka.
 package sources
 
 import (
