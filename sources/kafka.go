@@ -835,6 +835,7 @@ func (k *Kafka) read(ctx context.Context, st *partState, msgs <-chan *sarama.Con
 		}
 		n := min(len(msgs)+1, maxChunk)
 		c := newChunk(n, k.cfg.Envelope)
+		c.assignment = st.n
 		finished := false
 	fill:
 		for {
@@ -1040,6 +1041,8 @@ type chunkBuilder struct {
 	envelope bool
 	buf      []byte
 	ends     []int
+
+	assignment int64 // of the partition read: its state's number
 }
 
 func newChunk(n int, envelope bool) *chunkBuilder {
@@ -1059,6 +1062,7 @@ func (c *chunkBuilder) add(m *sarama.ConsumerMessage) {
 		Timestamp: m.Timestamp,
 	})
 	meta := &c.metas[len(c.metas)-1]
+	meta.Assignment = c.assignment
 	if len(m.Headers) > 0 {
 		meta.Headers = make([]batcher.Header, len(m.Headers))
 		for i, h := range m.Headers {
