@@ -1,4 +1,4 @@
-package sources
+package kafka
 
 import (
 	"context"
@@ -9,6 +9,7 @@ import (
 
 	"github.com/IBM/sarama"
 	"github.com/batchpipe/batchpipe/batcher"
+	"github.com/batchpipe/batchpipe/kafka/kafkatest"
 	"github.com/twmb/franz-go/pkg/kfake"
 )
 
@@ -112,13 +113,13 @@ func checkSpans(t *testing.T, got []spanBytes, parts int32, n int64) {
 // A run stopped with batches cut and not delivered: the next run, with
 // other -n and -j, forms those batches again, then cuts its own.
 func TestKafkaExactlyOnceReformsBatches(t *testing.T) {
-	c := newCluster(t, kfake.SeedTopics(3, "t"))
+	c := kafkatest.NewFake(t, kfake.SeedTopics(3, "t"))
 	client := connect(t, c)
 	produce(t, c, "t", []int32{0, 1, 2}, 400)
 
 	var all []spanBytes
-	run := func(maxRecords, parallel, stopAfter int) (batcher.Stats, *Kafka) {
-		k, err := OpenKafka(client, KafkaConfig{Topics: []string{"t"}, Group: "g", UntilEnd: true, ExactlyOnce: true})
+	run := func(maxRecords, parallel, stopAfter int) (batcher.Stats, *Source) {
+		k, err := OpenSource(client, SourceConfig{Topics: []string{"t"}, Group: "g", UntilEnd: true, ExactlyOnce: true})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -133,7 +134,7 @@ func TestKafkaExactlyOnceReformsBatches(t *testing.T) {
 			}
 		}()
 		p := &batcher.Pipeline{Source: k, Sink: sink, Config: batcher.Config{MaxRecords: maxRecords, Delim: '\n',
-			Parallel: parallel, Key: batcher.PartitionKey, Plan: k.PlanBatch}}
+			Parallel: parallel, Key: batcher.PartitionKey, Plan: k.plan}}
 		st, err := p.Run(ctx)
 		if stopAfter == 0 && err != nil {
 			t.Fatal(err)
