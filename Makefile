@@ -2,7 +2,9 @@ GO      ?= go
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/batchpipe/batchpipe/cmd.version=$(VERSION)
 
-.PHONY: build test bench demo kafka-dev kafka-real test-kafka-real clean chaos memlong fuzz
+# man: the man pages in docs/man, generated from the commands' --help;
+# make test fails (TestManPagesUpToDate) when they are stale.
+.PHONY: build test man bench demo kafka-dev kafka-real test-kafka-real clean chaos memlong fuzz
 
 FUZZTIME ?= 10s
 
@@ -10,10 +12,14 @@ build:
 	$(GO) build -ldflags '$(LDFLAGS)' -o bin/batchpipe .
 	$(GO) build -o bin/kafka-dev ./tools/kafka-dev
 
+man:
+	COLUMNS=80 $(GO) run ./tools/mangen docs/man
+
 # The packages' tests run with -race; the end-to-end tests (e2e/) without,
-# at the same time: the binary they drive is built with -race (see
-# e2e/main_test.go), and the race detector on the harness's in-process
-# kfake only made them six times slower.
+# at the same time: there -race instruments only the harness (the binary
+# under test is built without it), and made the in-process kfake and the
+# test binary, as the exec sink's child, several times slower. The
+# real-broker pass runs them with -race.
 GO_TEST := $(GO) test -count=1 -timeout 30m
 test:
 	$(GO) vet ./...
