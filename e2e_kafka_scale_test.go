@@ -217,6 +217,7 @@ func (pr *producer) flow(topic string, parts []int32, per, total int, stop <-cha
 	for range 5 {
 		fifths = append(fifths, make(chan struct{}))
 	}
+	ahead := slices.Clone(fifths) // those not yet reached
 	go func() {
 		tick := time.NewTicker(20 * time.Millisecond) // a pace, not a wait
 		defer tick.Stop()
@@ -235,9 +236,9 @@ func (pr *producer) flow(topic string, parts []int32, per, total int, stop <-cha
 				return
 			}
 			produced += len(msgs)
-			for len(fifths) > 0 && produced*5 >= total*(6-len(fifths)) {
-				close(fifths[0])
-				fifths = fifths[1:]
+			for len(ahead) > 0 && produced*5 >= total*(6-len(ahead)) {
+				close(ahead[0])
+				ahead = ahead[1:]
 			}
 			if stopped && produced >= total {
 				errc <- nil
