@@ -47,7 +47,7 @@ kafka-real: bin/kafka-real
 # The Kafka tests against a real broker, started and stopped around them.
 KAFKA_TESTS ?= Kafka
 test-kafka-real: bin/kafka-real
-	exec bin/kafka-real -version $(KAFKA_VERSION) -- $(GO) test -race -count=1 -timeout 30m -run '$(KAFKA_TESTS)' . ./sources
+	exec bin/kafka-real -version $(KAFKA_VERSION) -- $(GO) test -race -count=1 -timeout 30m -run '$(KAFKA_TESTS)' ./e2e ./sources
 
 clean:
 	rm -rf bin bench

@@ -1,4 +1,4 @@
-package main
+package e2e
 
 // The Kafka sink through broker outages: the broker of the test's own is
 // stopped for a minute and more while stdin keeps coming, and started

@@ -1,4 +1,4 @@
-package main
+package e2e
 
 // End-to-end tests of what untrusted keys may become: URL path segments
 // and file names.

@@ -1,4 +1,4 @@
-package main
+package e2e
 
 // Where the Kafka tests' records live: kfake by default, or the real Apache
 // Kafka broker named by BATCHPIPE_TEST_KAFKA (the env file that

@@ -1,4 +1,4 @@
-package main
+package e2e
 
 import (
 	"bytes"
@@ -23,9 +23,9 @@ func parquetCheck(t *testing.T, expected string, args []string, files ...string)
 		}
 		t.Skip("no python3 to read Parquet files with")
 	}
-	argv := append([]string{"testdata/parquet_check.py"}, args...)
+	argv := append([]string{repoPath("testdata/parquet_check.py")}, args...)
 	if !filepath.IsAbs(expected) {
-		expected = filepath.Join("testdata/parquet", expected)
+		expected = repoPath("testdata/parquet", expected)
 	}
 	argv = append(argv, expected)
 	argv = append(argv, files...)
@@ -65,7 +65,7 @@ func seqFiles(t *testing.T, dir string, n int) []string {
 }
 
 func TestParquetTypesEachCodec(t *testing.T) {
-	in, err := os.ReadFile("testdata/parquet/types.ndjson")
+	in, err := os.ReadFile(repoPath("testdata/parquet/types.ndjson"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -78,7 +78,7 @@ func TestParquetTypesEachCodec(t *testing.T) {
 			for i := range runs {
 				dir := filepath.Join(t.TempDir(), "out")
 				r := run(t, bytes.NewReader(in), "-n", "2", "file", "--per-batch", dir+"/{seq}.parquet",
-					"--format", "parquet", "--parquet-schema", "testdata/parquet/types.schema.json", "--compress", codec.flag)
+					"--format", "parquet", "--parquet-schema", repoPath("testdata/parquet/types.schema.json"), "--compress", codec.flag)
 				if r.code != 0 {
 					t.Fatalf("exit %d: %s", r.code, r.stderr)
 				}
@@ -181,7 +181,7 @@ func TestParquetUsage(t *testing.T) {
 		{[]string{"file", "--per-batch", "o/{seq}", "--compress", "snappy"}, "--compress snappy is for --format parquet"},
 		{[]string{"--topic", "t", "--kafka-brokers", "127.0.0.1:1", "--group", "g", "--exactly-once", "file", "--per-batch", "o/{first_offset}", "--format", "parquet", "--parquet-schema", "infer"}, "--parquet-schema infer with --exactly-once"},
 		{[]string{"http", "--format", "parquet", "http://127.0.0.1:1/"}, "parquet is for whole files"},
-		{[]string{"file", "--per-batch", "o/{seq}", "--format", "parquet", "--parquet-schema", "testdata/parquet/types.ndjson"}, "parquet schema testdata/parquet/types.ndjson"},
+		{[]string{"file", "--per-batch", "o/{seq}", "--format", "parquet", "--parquet-schema", "../testdata/parquet/types.ndjson"}, "parquet schema ../testdata/parquet/types.ndjson"},
 	})
 }
 
@@ -189,11 +189,10 @@ func TestParquetUsage(t *testing.T) {
 // query, in a directory of its own.
 func TestParquetREADMERecipe(t *testing.T) {
 	tmp := t.TempDir()
-	wd, _ := os.Getwd()
 	c := exec.Command(bin, "-n", "300", "-b", "32M", "file", "--per-batch", "out/{date}/{run}-{seq}.parquet",
-		"--format", "parquet", "--parquet-schema", filepath.Join(wd, "testdata/parquet/sample.schema.json"))
+		"--format", "parquet", "--parquet-schema", repoPath("testdata/parquet/sample.schema.json"))
 	c.Dir = tmp
-	in, err := os.Open("testdata/sample.ndjson")
+	in, err := os.Open(repoPath("testdata/sample.ndjson"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package main
+package e2e
 
 // End-to-end tests of --exactly-once from Kafka to Kafka: each batch one
 // transaction with the source offsets it completes, so a read_committed

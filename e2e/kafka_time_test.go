@@ -1,4 +1,4 @@
-package main
+package e2e
 
 // End-to-end tests of reading a window of time: --from and --until, against
 // a topic whose records carry known timestamps.

@@ -1,4 +1,4 @@
-package main
+package e2e
 
 // End-to-end tests of --partition-by: one open batch per key.
 

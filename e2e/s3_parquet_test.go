@@ -1,4 +1,4 @@
-package main
+package e2e
 
 import (
 	"bytes"
@@ -21,14 +21,14 @@ import (
 func TestS3Parquet(t *testing.T) {
 	st := newS3Test(t, startS3Server(t))
 	bkt := st.bucket("pqfiles")
-	in, err := os.ReadFile("testdata/parquet/types.ndjson")
+	in, err := os.ReadFile(repoPath("testdata/parquet/types.ndjson"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, codec := range []struct{ flag, name string }{{"", "ZSTD"}, {"snappy", "SNAPPY"}} {
 		t.Run(codec.name, func(t *testing.T) {
 			prefix := strings.ToLower(codec.name) + "/"
-			args := []string{"--format", "parquet", "--parquet-schema", "testdata/parquet/types.schema.json"}
+			args := []string{"--format", "parquet", "--parquet-schema", repoPath("testdata/parquet/types.schema.json")}
 			if codec.flag != "" {
 				args = append(args, "--compress", codec.flag)
 			}

@@ -1,4 +1,4 @@
-package main
+package e2e
 
 // End-to-end tests of batchpipe's manners: exit statuses, secrets,
 // per-batch names, the status line and the messages people read.
@@ -481,7 +481,7 @@ func TestErrorTexts(t *testing.T) {
 // run fares as the first. Each is checked to be in the README word for
 // word; only paths and URLs are swapped for local ones.
 func TestREADMERecipesTwice(t *testing.T) {
-	readme := readFile(t, "README.md")
+	readme := readFile(t, repoPath("README.md"))
 	dir := t.TempDir()
 	binDir := filepath.Dir(bin)
 	if filepath.Base(bin) != "batchpipe" {
@@ -498,7 +498,7 @@ func TestREADMERecipesTwice(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	write("testdata/sample.ndjson", readFile(t, "testdata/sample.ndjson"), 0o644)
+	write("testdata/sample.ndjson", readFile(t, repoPath("testdata/sample.ndjson")), 0o644)
 	write("upload.sh", "#!/bin/sh\ncat >/dev/null\n", 0o755)
 	write("items.txt", lines(1000, "item %d"), 0o644)
 	var rows strings.Builder
@@ -517,7 +517,7 @@ func TestREADMERecipesTwice(t *testing.T) {
 	for _, d := range []string{"spool", "lib", "data", "log"} {
 		os.MkdirAll(filepath.Join(dir, d), 0o755)
 	}
-	write("log/events.ndjson", readFile(t, "testdata/sample.ndjson"), 0o644)
+	write("log/events.ndjson", readFile(t, repoPath("testdata/sample.ndjson")), 0o644)
 
 	for _, rc := range []struct {
 		recipe string

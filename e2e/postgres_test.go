@@ -1,4 +1,4 @@
-package main
+package e2e
 
 // The README's PostgreSQL recipe for --exactly-once, against a real
 // PostgreSQL that the test starts on its own.

@@ -1,4 +1,4 @@
-package main
+package e2e
 
 // End-to-end tests of the Kafka source: an in-process kfake cluster, the
 // batchpipe binary reading from it. Record i of partition p of a test topic

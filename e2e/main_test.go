@@ -1,9 +1,9 @@
-package main
-
-// End-to-end tests: the binary is built once and driven as a user would,
-// through real pipes, files and signals. The test binary doubles as the
-// child process for the exec sink: with BATCHPIPE_TEST_CHILD set it acts out
-// that role instead of running tests (the os/exec test pattern).
+// Package e2e holds the end-to-end tests: the binary is built once and
+// driven as a user would, through real pipes, files and signals. The test
+// binary doubles as the child process for the exec sink: with
+// BATCHPIPE_TEST_CHILD set it acts out that role instead of running tests
+// (the os/exec test pattern).
+package e2e
 
 import (
 	"bufio"
@@ -22,11 +22,21 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rcrowley/go-metrics"
 	"go.uber.org/goleak"
 )
 
 // bin is the batchpipe binary under test.
 var bin string
+
+// repo is the repository's root: the binary is built from it, and the
+// testdata the README shares with these tests lives there.
+var repo string
+
+// repoPath names a file under the repository's root.
+func repoPath(elem ...string) string {
+	return filepath.Join(append([]string{repo}, elem...)...)
+}
 
 // testSecrets are the passwords and tokens tests hand batchpipe. After the
 // suite, no output of any run may hold one.
@@ -69,7 +79,15 @@ func TestMain(m *testing.M) {
 	if role := os.Getenv("BATCHPIPE_TEST_CHILD"); role != "" {
 		os.Exit(child(role, os.Args[1:]))
 	}
+	// The tests' own sarama clients would start go-metrics' ticker, a
+	// goroutine that never ends; batchpipe turns these metrics off too.
+	metrics.UseNilMetrics = true
 	if err := loadRealKafka(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	var err error
+	if repo, err = filepath.Abs(".."); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
@@ -84,6 +102,7 @@ func TestMain(m *testing.M) {
 		bin = other
 	} else {
 		build := exec.Command("go", "build", "-o", bin, ".")
+		build.Dir = repo
 		build.Stderr = os.Stderr
 		if err := build.Run(); err != nil {
 			fmt.Fprintln(os.Stderr, "build:", err)

@@ -1,4 +1,4 @@
-package main
+package e2e
 
 import (
 	"bytes"
@@ -593,7 +593,7 @@ func checkArchive(t *testing.T, st *s3Test, bkt, topic string, perPart int64) {
 // store's endpoint is added, the Kafka brokers, topic and group are the
 // test's, and tail -F, which never ends, is cat.
 func TestS3READMERecipesTwice(t *testing.T) {
-	readme := readFile(t, "README.md")
+	readme := readFile(t, repoPath("README.md"))
 	endpoint, log := startS3ServerLog(t)
 	st := newS3Test(t, endpoint)
 	for _, b := range []string{"my-bucket", "logs", "archive", "events"} {

@@ -1,4 +1,4 @@
-package main
+package e2e
 
 // End-to-end tests of --exactly-once: batches cut where a run before cut
 // them, whatever kills it, so files named by their offsets hold every

@@ -1,6 +1,6 @@
 //go:build linux
 
-package main
+package e2e
 
 // The cases of "signals, pipes and children": what a stop by signal leaves
 // behind in the input, the output and the process table.

@@ -1,4 +1,4 @@
-package main
+package e2e
 
 // End-to-end tests of the Kafka sink: batchpipe produces to kfake, or to
 // the real broker of BATCHPIPE_TEST_KAFKA, and the test reads back what

@@ -1,4 +1,4 @@
-package main
+package e2e
 
 // Kafka end-to-end tests of what a broker does to a topic under the reader:
 // compaction, deleted records, transactions, members that die. They run on
