@@ -360,12 +360,17 @@ func rollingRestart(t *testing.T, w rolling, total int) stalls {
 		// At a random moment of a heartbeat (1s), not in step with the
 		// group's: a member learns of a rebalance at its next one.
 		<-time.After(rand.N(time.Second))
+		stopping := time.Now()
 		members[m].signal(syscall.SIGTERM)
 		if code := members[m].wait(); code != 143 {
 			t.Fatalf("member %d: exit %d, want 143:\n%s", m, code, members[m].stderr())
 		}
+		starting := time.Now()
 		members[m] = member(m)
 		members[m].waitForLines("partitions and a delivery", delivering)
+		assigned := logTime(t, assignedLine(strings.Split(members[m].stderr(), "\n")))
+		t.Logf("restart %d: stopped in %v; started again, assigned after %v, delivering after %v", m,
+			starting.Sub(stopping).Round(time.Millisecond), assigned.Sub(starting).Round(time.Millisecond), time.Since(starting).Round(time.Millisecond))
 	}
 	rollTo := time.Now()
 	close(stop)
@@ -473,11 +478,7 @@ func ownersOf(t *testing.T, procs []*proc) owners {
 			if !strings.Contains(l, "kafka: assigned") {
 				continue
 			}
-			ts, _, _ := strings.Cut(strings.TrimPrefix(l, "time="), " ")
-			at, err := time.Parse(time.RFC3339Nano, ts)
-			if err != nil {
-				t.Fatalf("log line without a time: %q", l)
-			}
+			at := logTime(t, l)
 			for _, part := range assignedParts(l) {
 				o[part] = append(o[part], assignedAt{at, i})
 			}
@@ -487,6 +488,17 @@ func ownersOf(t *testing.T, procs []*proc) owners {
 		slices.SortStableFunc(as, func(a, b assignedAt) int { return a.at.Compare(b.at) })
 	}
 	return o
+}
+
+// logTime returns the time of a log line.
+func logTime(t *testing.T, line string) time.Time {
+	t.Helper()
+	ts, _, _ := strings.Cut(strings.TrimPrefix(line, "time="), " ")
+	at, err := time.Parse(time.RFC3339Nano, ts)
+	if err != nil {
+		t.Fatalf("log line without a time: %q", line)
+	}
+	return at
 }
 
 // at returns the process last assigned part at or before t, or -1. Only
