@@ -193,19 +193,31 @@ func TestKafkaCooperativeJoinKeepsPartitions(t *testing.T) {
 
 var parts8 = []int32{0, 1, 2, 3, 4, 5, 6, 7}
 
-// rollingRecords is the length of the stream TestKafkaRollingRestart
-// restarts the group in: BATCHPIPE_TEST_ROLLING=RECORDS runs it at another
-// scale by hand (the issue's: 1000000); CI keeps it small.
-func rollingRecords(t *testing.T) int {
+// rollingScale is the length of the stream TestKafkaRollingRestart
+// restarts the group in, and its pace, records a second:
+// BATCHPIPE_TEST_ROLLING=RECORDS[,RATE] runs it at another scale by hand
+// (the issue's: 1000000; RATE is by default a 50th of RECORDS, at least
+// 4000); CI keeps it small. A rate the members cannot keep up with
+// stalls every partition, restarted or not.
+func rollingScale(t *testing.T) (records, rate int) {
 	t.Helper()
-	n := 40000
+	records = 40000
 	if v := os.Getenv("BATCHPIPE_TEST_ROLLING"); v != "" {
+		n, r, _ := strings.Cut(v, ",")
 		var err error
-		if n, err = strconv.Atoi(v); err != nil || n < 400 {
-			t.Fatalf("BATCHPIPE_TEST_ROLLING=%q: want a number of records, at least 400", v)
+		if records, err = strconv.Atoi(n); err != nil || records < 400 {
+			t.Fatalf("BATCHPIPE_TEST_ROLLING=%q: want RECORDS[,RATE], at least 400 records", v)
+		}
+		if r != "" {
+			if rate, err = strconv.Atoi(r); err != nil || rate < 400 {
+				t.Fatalf("BATCHPIPE_TEST_ROLLING=%q: want RECORDS[,RATE], at least 400 a second", v)
+			}
 		}
 	}
-	return n
+	if rate == 0 {
+		rate = max(4000, records/50)
+	}
+	return records, rate
 }
 
 // flow produces rounds of per records to every partition of parts, at a
@@ -272,7 +284,7 @@ type rolling struct {
 // another process and for those their reader kept, not asserted: it is a
 // measurement, and a loaded machine stretches it.
 func TestKafkaRollingRestart(t *testing.T) {
-	total := rollingRecords(t)
+	total, rate := rollingScale(t)
 	ways := []rolling{
 		{"eager", "range", false, true},
 		{"cooperative", "cooperative-sticky", false, true},
@@ -281,7 +293,7 @@ func TestKafkaRollingRestart(t *testing.T) {
 	}
 	gaps := make(map[string]stalls)
 	for _, w := range ways {
-		t.Run(w.name, func(t *testing.T) { gaps[w.name] = rollingRestart(t, w, total) })
+		t.Run(w.name, func(t *testing.T) { gaps[w.name] = rollingRestart(t, w, total, rate) })
 	}
 	for _, w := range ways[:3] {
 		g := gaps[w.name]
@@ -293,12 +305,11 @@ func TestKafkaRollingRestart(t *testing.T) {
 	}
 }
 
-func rollingRestart(t *testing.T, w rolling, total int) stalls {
+func rollingRestart(t *testing.T, w rolling, total, rate int) stalls {
 	k := newKafka(t, 8)
 	pr := newProducer(t, k.addr)
 	pr.produce(k.topic, parts8, 200)
-	// The stream lasts about max(10s, total/20000 s), over the restarts.
-	per := max(10, total/20000)
+	per := max(1, rate/50/len(parts8)) // each 20ms
 	stop := make(chan struct{})
 	fifths, flowErr := pr.flow(k.topic, parts8, per, total, stop)
 	defer func() {
