@@ -425,6 +425,18 @@ func rollingRestart(t *testing.T, w rolling, total, rate int) stalls {
 			}
 		}
 		t.Logf("%s: %d records, 0 lost, %d delivered twice", w.name, n*len(parts8), dups)
+		// The README's bound: a member stopped hands its partitions
+		// over with what it delivered committed, unless its batches
+		// outlast the wait, or it stalled past its session, which it
+		// says.
+		late := false
+		for _, p := range procs {
+			e := p.stderr()
+			late = late || strings.Contains(e, "gave up waiting for batches in flight") || strings.Contains(e, "kafka: commit, retrying")
+		}
+		if dups > 0 && !late {
+			t.Errorf("%d records delivered twice, with every batch handed over in time", dups)
+		}
 		return stalls{}
 	}
 	files := checkOffsetFilesOf(t, offsetFiles(t, out), parts8, int64(n))
