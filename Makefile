@@ -19,7 +19,7 @@ test:
 # broker (Kafka $(KAFKA_VERSION), as make kafka-real) when Java is there,
 # else against kfake, and says which; KAFKA_BENCH=kfake picks kfake.
 bench: build
-	$(GO) test -run '^$$' -bench . -benchmem ./batcher ./sources ./sinks ./parquet
+	$(GO) test -run '^$$' -bench . -benchmem ./batcher ./sources ./sinks ./kafka ./parquet
 	KAFKA_VERSION=$(KAFKA_VERSION) ./testdata/bench.sh
 
 demo: build
@@ -38,7 +38,7 @@ kafka-dev:
 # once) on free loopback ports, until Ctrl-C. It writes bin/kafka-real.env;
 # BATCHPIPE_TEST_KAFKA=bin/kafka-real.env runs the Kafka tests against it.
 KAFKA_VERSION ?= 4.1.1
-bin/kafka-real: $(wildcard tools/kafka-real/*.go internal/kafkareal/*.go internal/testcert/*.go)
+bin/kafka-real: $(wildcard tools/kafka-real/*.go internal/kafkareal/*.go internal/testcert/*.go kafka/kafkatest/*.go)
 	$(GO) build -o $@ ./tools/kafka-real
 
 kafka-real: bin/kafka-real
@@ -47,7 +47,7 @@ kafka-real: bin/kafka-real
 # The Kafka tests against a real broker, started and stopped around them.
 KAFKA_TESTS ?= Kafka
 test-kafka-real: bin/kafka-real
-	exec bin/kafka-real -version $(KAFKA_VERSION) -- $(GO) test -race -count=1 -timeout 30m -run '$(KAFKA_TESTS)' ./e2e ./sources
+	exec bin/kafka-real -version $(KAFKA_VERSION) -- $(GO) test -race -count=1 -timeout 30m -run '$(KAFKA_TESTS)' ./e2e ./kafka/...
 
 clean:
 	rm -rf bin bench
@@ -66,7 +66,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzBlocksBatchLikeRecords -fuzztime $(FUZZTIME) ./batcher
 	$(GO) test -run '^$$' -fuzz FuzzKeyedBlocksBatchLikeRecords -fuzztime $(FUZZTIME) ./batcher
 	$(GO) test -run '^$$' -fuzz FuzzJSONFind -fuzztime $(FUZZTIME) ./batcher
-	$(GO) test -run '^$$' -fuzz FuzzJSONString -fuzztime $(FUZZTIME) ./internal/envelope
-	$(GO) test -run '^$$' -fuzz FuzzRoundTrip -fuzztime $(FUZZTIME) ./internal/envelope
+	$(GO) test -run '^$$' -fuzz FuzzJSONString -fuzztime $(FUZZTIME) ./kafka
+	$(GO) test -run '^$$' -fuzz FuzzRoundTrip -fuzztime $(FUZZTIME) ./kafka
 	$(GO) test -run '^$$' -fuzz FuzzFormat -fuzztime $(FUZZTIME) ./sinks
 	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime $(FUZZTIME) ./parquet

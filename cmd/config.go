@@ -68,14 +68,6 @@ func (o *options) config() (batcher.Config, error) {
 	return cfg, nil
 }
 
-// txnOrderer is the kafka sink with --exactly-once: it learns the order
-// batches are formed in, and their fate.
-type txnOrderer interface {
-	Plan(b *batcher.Batch) error
-	OnSettled(s batcher.Settlement)
-	SetOwner(owns func(b *batcher.Batch) bool)
-}
-
 // keyFunc checks --partition-by and its bounds and returns the key
 // function, or nil without it.
 func (o *options) keyFunc() (func([]byte, *batcher.Record) ([]byte, error), error) {

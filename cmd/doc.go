@@ -6,7 +6,7 @@
 //     become exit statuses
 //   - sinks.go: the list of sinks; file.go, exec.go, http.go, kafka_sink.go,
 //     s3.go: each sink's subcommand, its flags into the sink's options
-//   - kafka.go: the Kafka source's flags, and opening and finishing it
+//   - kafka.go: the Kafka source's flags, into what package kafka opens
 //   - config.go: the flags into a batcher.Config
 //   - run.go: run, open → run → finish → report; open.go: each step of
 //     the opening

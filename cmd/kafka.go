@@ -1,23 +1,13 @@
 package cmd
 
 import (
-	"context"
-	"errors"
-	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"slices"
-	"sort"
 	"strings"
 	"time"
 
-	"github.com/IBM/sarama"
-	"github.com/batchpipe/batchpipe/batcher"
-	"github.com/batchpipe/batchpipe/internal/kafkaconn"
-	"github.com/batchpipe/batchpipe/monitor"
-	"github.com/batchpipe/batchpipe/sinks"
-	"github.com/batchpipe/batchpipe/sources"
+	"github.com/batchpipe/batchpipe/kafka"
 	"github.com/spf13/pflag"
 )
 
@@ -50,7 +40,7 @@ type kafkaOptions struct {
 	strategy       string
 
 	// --from and --until, resolved once, at start, by checkKafka.
-	fromAt  sources.From
+	fromAt  kafka.From
 	untilAt time.Time
 
 	tls      bool
@@ -117,8 +107,8 @@ func (o *options) checkKafka() error {
 	switch {
 	case k.group != "" && len(k.partitions) > 0:
 		return usagef("--partitions and --group: the group assigns partitions; give one")
-	case !slices.Contains(kafkaconn.Strategies, k.strategy):
-		return usagef("--rebalance-strategy takes %s, not %q", strings.Join(kafkaconn.Strategies, ", "), k.strategy)
+	case !slices.Contains(kafka.Strategies, k.strategy):
+		return usagef("--rebalance-strategy takes %s, not %q", strings.Join(kafka.Strategies, ", "), k.strategy)
 	case k.exactlyOnce && k.group == "":
 		return usagef("--exactly-once needs --group: the batches' offsets are stored with the group's")
 	case k.limit < 0:
@@ -144,16 +134,16 @@ func (o *options) checkKafka() error {
 	// Relative times count from one moment, so that --from -48h
 	// --until -24h is a window of exactly a day.
 	now := time.Now()
-	from, err := sources.ParseFrom(k.from, now)
+	from, err := kafka.ParseFrom(k.from, now)
 	if err != nil {
 		return usagef("--from: %v", err)
 	}
 	k.fromAt = from
 	if k.until != "" {
-		if k.untilAt, err = sources.ParseTime(k.until, now); err != nil {
+		if k.untilAt, err = kafka.ParseTime(k.until, now); err != nil {
 			return usagef("--until: %v", err)
 		}
-		if from.Kind == sources.FromTime && from.Time.After(k.untilAt) {
+		if from.Kind == kafka.FromTime && from.Time.After(k.untilAt) {
 			return usagef("--from %s is after --until %s", from.Time.Format(time.RFC3339), k.untilAt.Format(time.RFC3339))
 		}
 	}
@@ -161,7 +151,7 @@ func (o *options) checkKafka() error {
 }
 
 // kafkaConn returns the connection settings, or a usage error.
-func (o *options) kafkaConn() (*kafkaconn.Conn, error) {
+func (o *options) kafkaConn() (*kafka.Conn, error) {
 	k := &o.kafka
 	brokers := k.brokers
 	if brokers == "" {
@@ -176,7 +166,7 @@ func (o *options) kafkaConn() (*kafkaconn.Conn, error) {
 	if len(list) == 0 {
 		return nil, usagef("Kafka needs brokers: give --kafka-brokers or set %s", envBrokers)
 	}
-	c := &kafkaconn.Conn{
+	c := &kafka.Conn{
 		Brokers:  list,
 		ClientID: k.clientID,
 		TLS:      k.tls,
@@ -210,151 +200,36 @@ func (o *options) kafkaConn() (*kafkaconn.Conn, error) {
 	return c, nil
 }
 
-// kafkaRun is what the Kafka parts of a run hold open.
-type kafkaRun struct {
-	client sarama.Client
-	src    *sources.Kafka // nil when Kafka only takes dead letters
-	dl     *sinks.KafkaDeadLetter
-}
-
-// openKafka connects and opens the source. Unreachable brokers and missing
-// topics are usage errors: nothing was read yet.
-func (o *options) openKafka(logger *slog.Logger) (*kafkaRun, error) {
+// session returns what to open of Kafka: the source when --topic is
+// given, the dead letter when --dead-letter names a topic.
+func (o *options) session(logger *slog.Logger) (kafka.SessionConfig, error) {
 	conn, err := o.kafkaConn()
 	if err != nil {
-		return nil, err
-	}
-	topics := o.kafka.topics
-	if dl, ok := strings.CutPrefix(o.deadLetter, "kafka:"); ok {
-		topics = append(topics[:len(topics):len(topics)], dl)
-	}
-	client, err := conn.Connect(topics...)
-	if err != nil {
-		return nil, connectError(err)
-	}
-	kr := &kafkaRun{client: client}
-	if !o.kafka.enabled() {
-		return kr, nil
+		return kafka.SessionConfig{}, err
 	}
 	k := &o.kafka
-	src, err := sources.OpenKafka(client, sources.KafkaConfig{
-		Topics:         k.topics,
-		Partitions:     k.partitions,
-		From:           k.fromAt,
-		Group:          k.group,
-		UntilEnd:       k.untilEnd,
-		Until:          k.untilAt,
-		Limit:          k.limit,
-		Envelope:       k.envelope == "json",
-		CommitInterval: k.commitInterval,
-		Timeout:        k.timeout,
-		Logger:         logger,
-		// To Kafka, the sink's transactions commit the offsets, and
-		// where batches are cut no longer matters (sinks/kafka_txn.go).
-		ExactlyOnce:   k.exactlyOnce && !o.txnSink(),
-		OffsetsInSink: o.txnSink(),
-	})
-	if err != nil {
-		client.Close()
-		return nil, &unavailableError{err} // a topic or partition missing, a broker refusing
-
+	sc := kafka.SessionConfig{Conn: conn, TxnSink: o.txnSink(), Timeout: k.timeout}
+	if dl, ok := strings.CutPrefix(o.deadLetter, "kafka:"); ok {
+		if dl == "" {
+			return sc, usagef("--dead-letter kafka: give the topic after kafka:")
+		}
+		sc.DeadLetter = dl
 	}
-	kr.src = src
-	return kr, nil
-}
-
-// connectError says whether a failure to reach the cluster is for the user
-// to fix (exit 2) or an outage (exit 69). A broker that answers the
-// connection and then closes it at once (EOF) is there: it refused the
-// credentials, or speaks TLS to a client that does not, or the reverse.
-func connectError(err error) error {
-	if errors.Is(err, sarama.ErrSASLAuthenticationFailed) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-		return refused(err)
-	}
-	return &unavailableError{err}
-}
-
-// deadLetter opens the dead letter named kafka:TOPIC.
-func (kr *kafkaRun) deadLetter(topic string) (batcher.DeadLetter, error) {
-	dl, err := sinks.NewKafkaDeadLetter(kr.client, topic)
-	if err != nil {
-		return nil, &unavailableError{err}
-	}
-	kr.dl = dl
-	return dl, nil
-}
-
-// finish commits what was delivered and lets go of the cluster, giving up
-// once ctx is done: a broker that stopped answering must not hold the exit.
-// Only an unfinished commit is an error; the rest loses nothing.
-func (kr *kafkaRun) finish(ctx context.Context) error {
-	var err error
-	if kr.src != nil {
-		err = kr.src.Shutdown(ctx)
-		if err == nil {
-			// A failed commit was reported: only after a clean one do the
-			// offsets tell whether the drain holds.
-			err = kr.src.CheckDrain()
+	if k.enabled() {
+		sc.Source = &kafka.SourceConfig{
+			Topics:         k.topics,
+			Partitions:     k.partitions,
+			From:           k.fromAt,
+			Group:          k.group,
+			UntilEnd:       k.untilEnd,
+			Until:          k.untilAt,
+			Limit:          k.limit,
+			Envelope:       k.envelope == "json",
+			CommitInterval: k.commitInterval,
+			Timeout:        k.timeout,
+			Logger:         logger,
+			ExactlyOnce:    k.exactlyOnce,
 		}
 	}
-	if ctx.Err() != nil {
-		return err // the source may still be closing: the client stays
-	}
-	closed := make(chan error, 1)
-	go func() {
-		// Dead letters were acknowledged as they were written: closing
-		// the producer has nothing left to send.
-		var dlErr error
-		if kr.dl != nil {
-			dlErr = kr.dl.Close()
-		}
-		kr.client.Close()
-		closed <- dlErr
-	}()
-	select {
-	case dlErr := <-closed:
-		return errors.Join(err, dlErr)
-	case <-ctx.Done():
-		return err
-	}
-}
-
-// totalLag is the lag of every topic read, for the progress line.
-func (kr *kafkaRun) totalLag() int64 {
-	var n int64
-	for _, l := range kr.src.Lag() {
-		n += l
-	}
-	return n
-}
-
-// partitionLag is the lag of each partition read, for metrics.
-func (kr *kafkaRun) partitionLag() []monitor.PartitionLag { return kr.src.PartitionLag() }
-
-// summary is the Kafka line of the exit summary.
-func (kr *kafkaRun) summary(topics int) string {
-	lag := kr.src.Lag()
-	var total int64
-	names := make([]string, 0, len(lag))
-	for t, n := range lag {
-		total += n
-		names = append(names, t)
-	}
-	sort.Strings(names)
-	ts := "topics"
-	if topics == 1 {
-		ts = "topic"
-	}
-	if kr.src.ReachedEnd() && total == 0 {
-		return fmt.Sprintf("drained %d records from %d %s, lag 0", kr.src.Read(), topics, ts)
-	}
-	s := fmt.Sprintf("kafka: %d records read from %d %s, lag %d", kr.src.Read(), topics, ts, total)
-	if total > 0 && len(names) > 1 {
-		var parts []string
-		for _, t := range names {
-			parts = append(parts, fmt.Sprintf("%s %d", t, lag[t]))
-		}
-		s += " (" + strings.Join(parts, ", ") + ")"
-	}
-	return s
+	return sc, nil
 }

@@ -1,12 +1,10 @@
 package cmd
 
 import (
-	"fmt"
 	"os"
 
 	"github.com/batchpipe/batchpipe/batcher"
-	"github.com/batchpipe/batchpipe/internal/kafkaconn"
-	"github.com/batchpipe/batchpipe/sinks"
+	"github.com/batchpipe/batchpipe/kafka"
 	"github.com/spf13/cobra"
 )
 
@@ -105,25 +103,16 @@ func newKafkaCmd(o *options) *cobra.Command {
 			if !c.Flags().Changed("parallel") && cfg.TxnGroup == "" {
 				// As Kafka's producers keep five requests in flight; the
 				// sink keeps each partition's order whatever -j.
-				o.parallel = sinks.KafkaParallel
+				o.parallel = kafka.DefaultParallel
 			}
 			conn, err := o.sinkConn(k.brokers)
 			if err != nil {
 				return err
 			}
+			cfg.Timeout = o.kafka.timeout
 			return o.run(func(env sinkEnv) (batcher.Sink, error) {
-				client, err := conn.ConnectProducer(popts, cfg.Topic)
-				if err != nil {
-					return nil, connectError(fmt.Errorf("kafka sink: %w", err))
-				}
 				cfg.Logger = env.log
-				cfg.Brokers, cfg.Timeout = conn.Brokers, o.kafka.timeout
-				sink, err := sinks.NewKafkaProducer(client, cfg)
-				if err != nil {
-					client.Close()
-					return nil, &unavailableError{err} // the topic missing
-				}
-				return sink, nil
+				return kafka.OpenProducer(conn, popts, cfg)
 			})
 		},
 	}
@@ -131,26 +120,26 @@ func newKafkaCmd(o *options) *cobra.Command {
 	f.SortFlags = false
 	f.StringVar(&k.brokers, "brokers", "", "comma-separated host:port list (default --kafka-brokers, or $"+envBrokers+")")
 	f.StringVarP(&k.keyDelimiter, "key-delimiter", "K", "", "the bytes before the first occurrence of this string are the key (\\t, \\0 allowed)")
-	f.StringVar(&k.partitioner, "partitioner", sinks.PartitionMurmur2, "place keyed records by murmur2 (the Java client's), crc32 (librdkafka's consistent) or random")
+	f.StringVar(&k.partitioner, "partitioner", kafka.PartitionMurmur2, "place keyed records by murmur2 (the Java client's), crc32 (librdkafka's consistent) or random")
 	f.BoolVar(&k.unwrap, "unwrap", false, "each record is an --envelope json object: produce the record it describes")
 	f.BoolVar(&k.keepMeta, "keep-meta", true, "records read from Kafka keep their key, headers and timestamp")
 	f.StringVar(&k.compression, "compression", "none", "compress record batches: none, gzip, snappy, lz4 or zstd")
-	f.IntVar(&k.maxMessageBytes, "max-message-bytes", kafkaconn.DefaultMaxMessageBytes, "refuse records larger than this, and build record batches no larger (at most the topic's max.message.bytes)")
+	f.IntVar(&k.maxMessageBytes, "max-message-bytes", kafka.DefaultMaxMessageBytes, "refuse records larger than this, and build record batches no larger (at most the topic's max.message.bytes)")
 	return c
 }
 
 // config checks the flags and returns the sink's and the producer's
 // settings.
-func (k *kafkaSinkOptions) config(topic string, partitionerSet bool) (sinks.KafkaProducerConfig, kafkaconn.ProducerOptions, error) {
-	cfg := sinks.KafkaProducerConfig{Topic: topic, Unwrap: k.unwrap, KeepMeta: k.keepMeta, KeepPartition: k.unwrap && !partitionerSet}
-	var popts kafkaconn.ProducerOptions
+func (k *kafkaSinkOptions) config(topic string, partitionerSet bool) (kafka.ProducerConfig, kafka.ProducerOptions, error) {
+	cfg := kafka.ProducerConfig{Topic: topic, Unwrap: k.unwrap, KeepMeta: k.keepMeta, KeepPartition: k.unwrap && !partitionerSet}
+	var popts kafka.ProducerOptions
 	if k.keyDelimiter != "" {
 		if k.unwrap {
 			return cfg, popts, usagef("kafka: --unwrap and --key-delimiter: the envelope holds the key; give one")
 		}
 		cfg.KeyDelimiter = []byte(unescape(k.keyDelimiter))
 	}
-	part, err := sinks.KeyPartitioner(k.partitioner)
+	part, err := kafka.KeyPartitioner(k.partitioner)
 	if err != nil {
 		return cfg, popts, usagef("kafka: --partitioner: %v", err)
 	}
@@ -182,7 +171,7 @@ func unescape(s string) string {
 
 // sinkConn returns the connection settings of the kafka sink: those of the
 // source (TLS, SASL, client id), with brokers when given.
-func (o *options) sinkConn(brokers string) (*kafkaconn.Conn, error) {
+func (o *options) sinkConn(brokers string) (*kafka.Conn, error) {
 	so := *o
 	if brokers != "" {
 		so.kafka.brokers = brokers

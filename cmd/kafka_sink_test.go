@@ -5,28 +5,27 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/IBM/sarama"
-	"github.com/batchpipe/batchpipe/sinks"
+	"github.com/batchpipe/batchpipe/kafka"
 )
 
 func TestKafkaSinkFlags(t *testing.T) {
 	for _, tc := range []struct {
 		opts           kafkaSinkOptions
 		partitionerSet bool
-		want           sinks.KafkaProducerConfig
-		compression    sarama.CompressionCodec
+		want           kafka.ProducerConfig
+		compression    string // as the codec names itself
 	}{
 		{kafkaSinkOptions{partitioner: "murmur2", keepMeta: true, compression: "none", maxMessageBytes: 1},
-			false, sinks.KafkaProducerConfig{Topic: "t", KeepMeta: true}, sarama.CompressionNone},
+			false, kafka.ProducerConfig{Topic: "t", KeepMeta: true}, "none"},
 		{kafkaSinkOptions{partitioner: "crc32", keyDelimiter: `\t`, compression: "zstd", maxMessageBytes: 1},
-			true, sinks.KafkaProducerConfig{Topic: "t", KeyDelimiter: []byte("\t")}, sarama.CompressionZSTD},
+			true, kafka.ProducerConfig{Topic: "t", KeyDelimiter: []byte("\t")}, "zstd"},
 		{kafkaSinkOptions{partitioner: "murmur2", keyDelimiter: "::", compression: "lz4", maxMessageBytes: 1},
-			false, sinks.KafkaProducerConfig{Topic: "t", KeyDelimiter: []byte("::")}, sarama.CompressionLZ4},
+			false, kafka.ProducerConfig{Topic: "t", KeyDelimiter: []byte("::")}, "lz4"},
 		// The envelope's partition is kept unless a partitioner is asked for.
 		{kafkaSinkOptions{partitioner: "murmur2", unwrap: true, compression: "gzip", maxMessageBytes: 1},
-			false, sinks.KafkaProducerConfig{Topic: "t", Unwrap: true, KeepPartition: true}, sarama.CompressionGZIP},
+			false, kafka.ProducerConfig{Topic: "t", Unwrap: true, KeepPartition: true}, "gzip"},
 		{kafkaSinkOptions{partitioner: "random", unwrap: true, compression: "snappy", maxMessageBytes: 1},
-			true, sinks.KafkaProducerConfig{Topic: "t", Unwrap: true}, sarama.CompressionSnappy},
+			true, kafka.ProducerConfig{Topic: "t", Unwrap: true}, "snappy"},
 	} {
 		cfg, popts, err := tc.opts.config("t", tc.partitionerSet)
 		if err != nil {
@@ -36,7 +35,7 @@ func TestKafkaSinkFlags(t *testing.T) {
 			t.Fatalf("%+v: no partitioner", tc.opts)
 		}
 		cfg.Partitioner = nil
-		if !reflect.DeepEqual(cfg, tc.want) || popts.Compression != tc.compression || popts.MaxMessageBytes != 1 {
+		if !reflect.DeepEqual(cfg, tc.want) || popts.Compression.String() != tc.compression || popts.MaxMessageBytes != 1 {
 			t.Errorf("%+v:\n got %+v %+v\nwant %+v", tc.opts, cfg, popts, tc.want)
 		}
 	}

@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/batchpipe/batchpipe/batcher"
-	"github.com/batchpipe/batchpipe/internal/kafkaconn"
+	"github.com/batchpipe/batchpipe/kafka"
 )
 
 // parseKafka runs the command line up to the point where the pipeline
@@ -46,7 +46,7 @@ func TestKafkaFlags(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := kafkaconn.Conn{Brokers: []string{"b1:9092", "b2:9092"}, ClientID: "me", SASL: "scram-sha-256", User: "u",
+	want := kafka.Conn{Brokers: []string{"b1:9092", "b2:9092"}, ClientID: "me", SASL: "scram-sha-256", User: "u",
 		Password: "pw", DialTimeout: 3 * time.Second, SessionTimeout: 2 * time.Second, ReadUncommitted: true,
 		RebalanceTimeout: 20 * time.Second, Strategy: "cooperative-sticky"}
 	if !reflect.DeepEqual(*conn, want) {

@@ -15,6 +15,7 @@ import (
 	"syscall"
 
 	"github.com/batchpipe/batchpipe/batcher"
+	"github.com/batchpipe/batchpipe/kafka"
 	"github.com/batchpipe/batchpipe/monitor"
 	"github.com/batchpipe/batchpipe/sinks"
 	"github.com/batchpipe/batchpipe/sources"
@@ -87,7 +88,8 @@ func (r *running) open(openSink sinkOpener) error {
 		return err
 	}
 	var unavailable *unavailableError
-	if errors.As(err, &unavailable) {
+	var kerr *kafka.Error
+	if errors.As(err, &unavailable) || errors.As(err, &kerr) {
 		return err
 	}
 	if err != nil {
@@ -102,17 +104,20 @@ func (r *running) open(openSink sinkOpener) error {
 }
 
 // openKafka connects to Kafka when it is read or takes dead letters, and
-// makes its source the pipeline's.
+// makes its source the pipeline's and its dead letter the run's.
 func (r *running) openKafka() error {
 	o := r.o
-	_, dlKafka := strings.CutPrefix(o.deadLetter, "kafka:")
-	if !o.kafka.enabled() && !dlKafka {
+	if !o.kafka.enabled() && !strings.HasPrefix(o.deadLetter, "kafka:") {
 		return nil
 	}
+	sc, err := o.session(r.cfg.Logger)
+	if err != nil {
+		return err
+	}
 	// Connecting may wait on brokers that do not answer, for seconds.
-	var opened *kafkaRun // written by open, read only once it returned
-	err := r.whileOpening(func() (err error) {
-		opened, err = o.openKafka(r.cfg.Logger)
+	var opened *kafka.Session // written by open, read only once it returned
+	err = r.whileOpening(func() (err error) {
+		opened, err = kafka.Open(sc)
 		return err
 	})
 	if err != nil {
@@ -121,61 +126,48 @@ func (r *running) openKafka() error {
 	r.kr = opened
 	r.closers = append(r.closers, func() {
 		if r.kr != nil { // a return before the run: nothing to commit
-			o.finishKafka(context.Background(), r.kr)
+			r.kr.Finish(context.Background())
 		}
 	})
-	kr := r.kr
-	if kr.src == nil {
+	if dl := r.kr.DeadLetter(); dl != nil {
+		r.cfg.DeadLetter = dl // closed by Finish
+	}
+	src := r.kr.Source()
+	if src == nil {
 		return nil
 	}
-	r.p.Source = kr.src
-	switch {
-	case o.txnSink():
-		r.cfg.Key = batcher.PartitionKey // Plan: the sink's, in orderTransactions
-	case o.kafka.exactlyOnce:
-		r.cfg.Key, r.cfg.Plan = batcher.PartitionKey, kr.src.PlanBatch
-	}
-	r.gauges.kafkaLag = kr.src.Lag
+	r.p.Source = src
+	r.gauges.kafkaLag = src.Lag
 	if o.kafka.group != "" {
-		r.gauges.kafkaGroup = kr.src.GroupState
+		r.gauges.kafkaGroup = src.GroupState
 	}
 	if r.progress != nil {
-		r.progress.Lag = kr.totalLag
+		r.progress.Lag = src.TotalLag
 		r.progress.Group = r.gauges.kafkaGroup
 	}
 	return nil
 }
 
-// openDeadLetter opens --dead-letter: a Kafka topic or a file.
+// openDeadLetter opens --dead-letter when it names a file; openKafka opens
+// a Kafka topic's.
 func (r *running) openDeadLetter() error {
 	o := r.o
-	dlTopic, dlKafka := strings.CutPrefix(o.deadLetter, "kafka:")
-	switch {
-	case dlKafka:
-		var dl batcher.DeadLetter
-		err := r.whileOpening(func() (err error) {
-			dl, err = r.kr.deadLetter(dlTopic) // closed by kr.finish
-			return err
-		})
-		if err != nil {
-			return err
-		}
-		r.cfg.DeadLetter = dl
-	case o.deadLetter != "":
-		var dl *sinks.File
-		err := r.whileOpening(func() (err error) {
-			dl, err = sinks.OpenFile(o.deadLetter, sinks.FileOptions{Fsync: true, FollowSymlinks: o.followSymlinks})
-			return err
-		})
-		if _, ok := err.(stoppedAtStart); ok {
-			return err
-		}
-		if err != nil {
-			return refused(fmt.Errorf("dead letter: %w", err))
-		}
-		r.closers = append(r.closers, func() { dl.Close() })
-		r.cfg.DeadLetter = dl
+	if o.deadLetter == "" || strings.HasPrefix(o.deadLetter, "kafka:") {
+		return nil
 	}
+	var dl *sinks.File
+	err := r.whileOpening(func() (err error) {
+		dl, err = sinks.OpenFile(o.deadLetter, sinks.FileOptions{Fsync: true, FollowSymlinks: o.followSymlinks})
+		return err
+	})
+	if _, ok := err.(stoppedAtStart); ok {
+		return err
+	}
+	if err != nil {
+		return refused(fmt.Errorf("dead letter: %w", err))
+	}
+	r.closers = append(r.closers, func() { dl.Close() })
+	r.cfg.DeadLetter = dl
 	return nil
 }
 
@@ -205,8 +197,8 @@ func (r *running) serveMetrics() error {
 		return nil
 	}
 	var lag func() []monitor.PartitionLag
-	if r.kr != nil && r.kr.src != nil {
-		lag = r.kr.partitionLag
+	if r.kr != nil && r.kr.Source() != nil {
+		lag = r.kr.Source().PartitionLag
 	}
 	m := monitor.NewMetrics(o.sink, r.p.Stats, lag)
 	if r.gauges.kafkaGroup != nil {
@@ -229,21 +221,4 @@ func (r *running) serveMetrics() error {
 		fmt.Fprintf(r.errw, "batchpipe: metrics at http://%s/metrics\n", addr)
 	}
 	return nil
-}
-
-// orderTransactions lets a transactional Kafka sink commit each
-// partition's batches in the order formed, and only while the source owns
-// the partition.
-func (r *running) orderTransactions() {
-	ts, ok := r.p.Sink.(txnOrderer)
-	if !ok || !r.o.txnSink() {
-		return
-	}
-	r.cfg.Plan = ts.Plan
-	ts.SetOwner(r.kr.src.Owns)
-	if observe := r.cfg.OnSettled; observe != nil {
-		r.cfg.OnSettled = func(s batcher.Settlement) { ts.OnSettled(s); observe(s) }
-	} else {
-		r.cfg.OnSettled = ts.OnSettled
-	}
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/batchpipe/batchpipe/batcher"
+	"github.com/batchpipe/batchpipe/kafka"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 )
@@ -267,10 +268,15 @@ func Main(args []string, streams Streams, sigs <-chan os.Signal) int {
 	}
 	var ue *usageError
 	var unavailable *unavailableError
+	var kerr *kafka.Error
 	code, hint := exitFailed, false
 	switch {
 	case errors.As(err, &unavailable):
 		code = exitUnavailable
+	case errors.As(err, &kerr) && kerr.Kind == kafka.Unavailable:
+		code = exitUnavailable
+	case errors.As(err, &kerr) && kerr.Kind == kafka.Refused:
+		code = exitUsage
 	case errors.As(err, &ue) && !ue.hint:
 		code = exitUsage
 	case errors.As(err, &ue) || isCobraUsage(err):

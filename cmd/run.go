@@ -3,13 +3,13 @@ package cmd
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"sync"
 
 	"github.com/batchpipe/batchpipe/batcher"
+	"github.com/batchpipe/batchpipe/kafka"
 	"github.com/batchpipe/batchpipe/monitor"
 	"github.com/batchpipe/batchpipe/sources"
 )
@@ -48,7 +48,11 @@ func (o *options) run(openSink sinkOpener) (err error) {
 	if err := r.serveMetrics(); err != nil {
 		return err
 	}
-	r.orderTransactions()
+	if r.kr != nil {
+		if err := r.kr.Wire(&r.cfg, r.p.Sink); err != nil {
+			return err
+		}
+	}
 	r.p.Config = r.cfg
 
 	sd := r.shutdown()
@@ -66,11 +70,11 @@ func (o *options) run(openSink sinkOpener) (err error) {
 		}
 	}
 
-	var startErr *sources.StartError
-	if errors.As(runErr, &startErr) {
+	var kerr *kafka.Error
+	if errors.As(runErr, &kerr) && kerr.Kind == kafka.Refused {
 		// Nothing was read, and retrying cannot mend it: a setting or a
 		// permission to fix, exit 2.
-		return refused(startErr)
+		return refused(kerr)
 	}
 	return o.report(st, r.gauges, runErr, sig, extra...)
 }
@@ -96,7 +100,7 @@ type running struct {
 	errw     io.Writer         // diagnostics: stderr, or through the status line
 	env      sinkEnv           // what the sink is opened with
 	gauges   gauges            // for the stats file
-	kr       *kafkaRun         // nil without Kafka, and once finished
+	kr       *kafka.Session    // nil without Kafka, and once finished
 	closers  []func()          // what open started, undone by close in reverse
 }
 
@@ -151,18 +155,9 @@ func (r *running) finish(sd *shutdown) (extra []string, err error) {
 	// Offsets are committed only now, once deliveries are over; signals
 	// still count meanwhile.
 	sd.finish()
-	err = r.o.finishKafka(sd.drain, kr)
-	if kr.src != nil {
-		extra = append(extra, kr.summary(len(r.o.kafka.topics)))
+	err = kr.Finish(sd.drain)
+	if kr.Source() != nil {
+		extra = append(extra, kr.Summary())
 	}
 	return extra, err
-}
-
-// finishKafka runs kr.finish for no longer than --kafka-timeout, and not
-// past ctx.
-func (o *options) finishKafka(ctx context.Context, kr *kafkaRun) error {
-	t := o.kafka.timeout
-	ctx, cancel := context.WithTimeoutCause(ctx, t, fmt.Errorf("no answer within --kafka-timeout (%v)", t))
-	defer cancel()
-	return kr.finish(ctx)
 }

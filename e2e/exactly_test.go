@@ -19,6 +19,8 @@ import (
 	"sync"
 	"syscall"
 	"testing"
+
+	"github.com/batchpipe/batchpipe/kafka/kafkatest"
 )
 
 var exactlySeed = flag.Uint64("exactly-seed", 0, "seed of TestKafkaExactlyOnceKills's kill points and -n (0: a new one, logged)")
@@ -285,7 +287,7 @@ func TestKafkaExactlyOnceDeadLetterKeepsID(t *testing.T) {
 	addr := k.addr
 	newProducer(t, addr).produce(k.topic, parts4, 300)
 	dlq := k.name("dlq")
-	createTopic(t, addr, dlq, 1)
+	kafkatest.CreateTopic(t, addr, dlq, 1)
 	dir := t.TempDir()
 	if err := os.WriteFile(filepath.Join(dir, "1-100"), []byte("another batch's\n"), 0o644); err != nil {
 		t.Fatal(err)

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/IBM/sarama"
+	"github.com/batchpipe/batchpipe/kafka/kafkatest"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
@@ -33,7 +34,7 @@ func TestKafkaCompactedTopic(t *testing.T) {
 	// Every batch that is 1s younger than a segment's first rolls a new
 	// one, so the cleaner may clean every round; only the last record, in
 	// the active segment, is left alone.
-	createTopic(t, k.addr, topic, 1, "cleanup.policy", "compact", "segment.ms", "1000",
+	kafkatest.CreateTopic(t, k.addr, topic, 1, "cleanup.policy", "compact", "segment.ms", "1000",
 		"min.cleanable.dirty.ratio", "0.01", "delete.retention.ms", "0")
 	cl, err := kgo.NewClient(kgo.SeedBrokers(k.addr), kgo.RecordPartitioner(kgo.ManualPartitioner()))
 	if err != nil {
@@ -67,7 +68,7 @@ func TestKafkaCompactedTopic(t *testing.T) {
 		}
 		return want
 	}()
-	eventually(t, "compaction down to the last record of each key", func() bool {
+	kafkatest.Eventually(t, "compaction down to the last record of each key", func() bool {
 		msgs := readTopic(t, k.addr, topic)
 		if len(msgs) != len(kept) {
 			return false
@@ -195,7 +196,7 @@ func TestKafkaAbortedTransactions(t *testing.T) {
 			t.Fatalf("transaction %d: %v", i, err)
 		}
 	}
-	waitStable(t, k.addr, k.topic)
+	kafkatest.WaitStable(t, k.addr, k.topic)
 	// Per partition: 750 committed records, 500 aborted, 5 markers.
 	const end = 1255
 	for _, tc := range []struct {
@@ -261,7 +262,7 @@ func TestKafkaGroupCommitsPastTransactionTail(t *testing.T) {
 	pr := newProducer(t, k.addr)
 	pr.produceTxn(k.addr, k.topic, k.name("txn"), parts4, 250)     // 0-249, a commit marker at 250
 	produceAborted(t, k.addr, k.topic, k.name("txn"), parts4, 500) // 251-750, an abort marker at 751
-	waitStable(t, k.addr, k.topic)
+	kafkatest.WaitStable(t, k.addr, k.topic)
 	out := filepath.Join(t.TempDir(), "out")
 	p := start(t, "-v", "--kafka-brokers", k.addr, "--topic", k.topic, "--group", k.group, "-n", "100",
 		"--commit-interval", "50ms", "file", out)
@@ -318,11 +319,11 @@ func TestKafkaTxnSinkCommitsPastTransactionTail(t *testing.T) {
 	pr := newProducer(t, k.addr)
 	pr.produceTxn(k.addr, k.topic, k.name("txn"), parts4, 250)     // 0-249, a commit marker at 250
 	produceAborted(t, k.addr, k.topic, k.name("txn"), parts4, 500) // 251-750, an abort marker at 751
-	waitStable(t, k.addr, k.topic)
+	kafkatest.WaitStable(t, k.addr, k.topic)
 	for _, untilEnd := range []bool{false, true} {
 		t.Run(fmt.Sprintf("until-end=%v", untilEnd), func(t *testing.T) {
 			out, group := k.name(fmt.Sprintf("copy-%v", untilEnd)), k.name(fmt.Sprintf("g-%v", untilEnd))
-			createTopic(t, k.addr, out, 4)
+			kafkatest.CreateTopic(t, k.addr, out, 4)
 			args := []string{"-v", "--kafka-brokers", k.addr, "--topic", k.topic, "--group", group, "--exactly-once",
 				"-n", "100", "--commit-interval", "50ms", "kafka", out}
 			if untilEnd {
@@ -526,7 +527,7 @@ func TestKafkaKillsWhileJoining(t *testing.T) {
 	for i := range 10 {
 		_, before := groupState(t, admin, k.group)
 		p := start(t, "--kafka-brokers", k.addr, "--topic", k.topic, "--group", k.group, "file", "/dev/null")
-		eventually(t, fmt.Sprintf("member %d in the group", i), func() bool {
+		kafkatest.Eventually(t, fmt.Sprintf("member %d in the group", i), func() bool {
 			state, n := groupState(t, admin, k.group)
 			return n > before || state == "PreparingRebalance" || state == "CompletingRebalance"
 		})

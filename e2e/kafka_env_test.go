@@ -11,28 +11,22 @@ package e2e
 
 import (
 	"context"
-	"fmt"
-	"os"
 	"testing"
-	"time"
 
 	"github.com/batchpipe/batchpipe/internal/kafkareal"
+	"github.com/batchpipe/batchpipe/kafka/kafkatest"
 	"github.com/twmb/franz-go/pkg/kfake"
 )
 
 // realKafka is the env file of the real broker, or nil for kfake.
 var realKafka map[string]string
 
-// loadRealKafka reads BATCHPIPE_TEST_KAFKA, if set; the broker's password
-// joins the secrets no output may hold.
+// loadRealKafka reads BATCHPIPE_TEST_KAFKA, if set (kafkatest.Real); the
+// broker's password joins the secrets no output may hold.
 func loadRealKafka() error {
-	path := os.Getenv("BATCHPIPE_TEST_KAFKA")
-	if path == "" {
-		return nil
-	}
-	env, err := kafkareal.ReadEnv(path)
-	if err != nil {
-		return fmt.Errorf("BATCHPIPE_TEST_KAFKA: %w", err)
+	env, err := kafkatest.Real()
+	if err != nil || env == nil {
+		return err
 	}
 	realKafka = env
 	testSecrets = append(testSecrets, env[kafkareal.EnvPassword])
@@ -68,7 +62,7 @@ func newKafka(t *testing.T, parts int32) *kafkaEnv {
 	k := &kafkaEnv{t: t, addr: realKafka[kafkareal.EnvPlaintext], prefix: kafkareal.Prefix(t.Name())}
 	k.topic, k.group = k.name("t"), k.name("g")
 	if parts > 0 {
-		createTopic(t, k.addr, k.topic, parts)
+		kafkatest.CreateTopic(t, k.addr, k.topic, parts)
 	}
 	return k
 }
@@ -85,11 +79,7 @@ func fakeKafka(t *testing.T, why string, parts int32, opts ...kfake.Opt) *kafkaE
 
 func newFakeKafka(t *testing.T, parts int32, opts ...kfake.Opt) *kafkaEnv {
 	t.Helper()
-	opts = append([]kfake.Opt{
-		kfake.NumBrokers(1),
-		kfake.SeedTopics(parts, "t"),
-		kfake.GroupMinSessionTimeout(100 * time.Millisecond),
-	}, opts...)
+	opts = kafkatest.FakeOpts(append([]kfake.Opt{kfake.SeedTopics(parts, "t")}, opts...)...)
 	c, err := kfake.NewCluster(opts...)
 	if err != nil {
 		t.Fatal(err)
@@ -105,7 +95,7 @@ func newFakeKafka(t *testing.T, parts int32, opts ...kfake.Opt) *kafkaEnv {
 func ownKafka(t *testing.T, parts int32) *kafkaEnv {
 	t.Helper()
 	if realKafka == nil {
-		port := freePort(t)
+		port := kafkatest.FreePort(t)
 		return newFakeKafka(t, parts, kfake.Ports(port), kfake.DataDir(t.TempDir()), kfake.SyncWrites())
 	}
 	b, err := kafkareal.Start(context.Background(), kafkareal.Config{Libs: realKafka[kafkareal.EnvLibs], Dir: t.TempDir()})
@@ -115,7 +105,7 @@ func ownKafka(t *testing.T, parts int32) *kafkaEnv {
 	testSecrets = append(testSecrets, b.Password)
 	t.Cleanup(func() { b.Kill() })
 	k := &kafkaEnv{t: t, addr: b.Plaintext, topic: "t", group: "g", broker: b}
-	createTopic(t, k.addr, k.topic, parts)
+	kafkatest.CreateTopic(t, k.addr, k.topic, parts)
 	return k
 }
 
@@ -146,50 +136,4 @@ func (k *kafkaEnv) restart() {
 		k.t.Fatal(err)
 	}
 	k.fake = c
-}
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	b, err := kafkareal.FreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
-
-// createTopic creates topic, with configs if any, and returns once every
-// partition has a leader.
-func createTopic(t *testing.T, addr, topic string, parts int32, configs ...string) {
-	t.Helper()
-	if err := kafkareal.CreateTopic(context.Background(), addr, topic, parts, configs...); err != nil {
-		t.Fatal(err)
-	}
-}
-
-// eventually polls ok until it holds, for a broker state the test cannot
-// be told of (a leader elected, a log cleaned); a minute at most.
-func eventually(t *testing.T, what string, ok func() bool) {
-	t.Helper()
-	deadline := time.NewTimer(time.Minute)
-	defer deadline.Stop()
-	tick := time.NewTicker(50 * time.Millisecond)
-	defer tick.Stop()
-	for !ok() {
-		select {
-		case <-tick.C:
-		case <-deadline.C:
-			t.Fatalf("no %s within a minute", what)
-		}
-	}
-}
-
-// waitStable returns once no transaction is open on any partition of
-// topic: a real broker writes the markers that end a transaction after the
-// producer's EndTransaction has returned, and until then a read_committed
-// reader's end, the last stable offset, stops short of the records.
-func waitStable(t *testing.T, addr, topic string) {
-	t.Helper()
-	if err := kafkareal.WaitStable(context.Background(), addr, topic); err != nil {
-		t.Fatal(err)
-	}
 }

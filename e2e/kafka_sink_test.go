@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/IBM/sarama"
+	"github.com/batchpipe/batchpipe/kafka/kafkatest"
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
@@ -81,8 +82,8 @@ func TestKafkaSinkStdinExact(t *testing.T) {
 func TestKafkaSinkKeysJavaPartitions(t *testing.T) {
 	k := newKafka(t, 0)
 	keys, crc := k.name("keys"), k.name("crc")
-	createTopic(t, k.addr, keys, 10)
-	createTopic(t, k.addr, crc, 10)
+	kafkatest.CreateTopic(t, k.addr, keys, 10)
+	kafkatest.CreateTopic(t, k.addr, crc, 10)
 	java := map[string]int32{ // murmur2 as org.apache.kafka.common.utils.Utils computes it
 		"21":                         -973932308,
 		"foobar":                     -790332482,
@@ -141,7 +142,7 @@ func TestKafkaSinkKeysJavaPartitions(t *testing.T) {
 func TestKafkaSinkEnvelopeRoundTrip(t *testing.T) {
 	k := newKafka(t, 3)
 	addr, restored := k.addr, k.name("restored")
-	createTopic(t, addr, restored, 3)
+	kafkatest.CreateTopic(t, addr, restored, 3)
 	p := newProducer(t, addr).p
 	// A recent time: a real broker deletes records older than its
 	// retention (7 days), which would empty the topic mid-test.
@@ -212,7 +213,7 @@ func TestKafkaSinkEnvelopeRoundTrip(t *testing.T) {
 func TestKafkaSinkFromKafka(t *testing.T) {
 	k := newKafka(t, 2)
 	addr, copyTopic, values := k.addr, k.name("copy"), k.name("values")
-	createTopic(t, addr, copyTopic, 2)
+	kafkatest.CreateTopic(t, addr, copyTopic, 2)
 	newProducer(t, addr).produce(k.topic, []int32{0, 1}, 1000)
 	r := run(t, nil, "--kafka-brokers", addr, "--topic", k.topic, "--group", k.group, "--until-end", "-n", "300",
 		"kafka", copyTopic)
@@ -241,7 +242,7 @@ func TestKafkaSinkFromKafka(t *testing.T) {
 	}
 
 	// --keep-meta=false: the values alone.
-	createTopic(t, addr, values, 2)
+	kafkatest.CreateTopic(t, addr, values, 2)
 	r = run(t, nil, "--kafka-brokers", addr, "--topic", k.topic, "--until-end", "kafka", "--keep-meta=false", values)
 	if r.code != 0 {
 		t.Fatalf("exit %d:\n%s", r.code, r.stderr)
@@ -302,7 +303,7 @@ func TestKafkaSinkRecordTooLarge(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			k := newKafka(t, 0)
 			addr, topic := k.addr, k.name("big")
-			createTopic(t, addr, topic, 1, "max.message.bytes", "1000000")
+			kafkatest.CreateTopic(t, addr, topic, 1, "max.message.bytes", "1000000")
 			var in bytes.Buffer
 			for i := range 100 {
 				if i == 50 {
@@ -430,7 +431,7 @@ func TestKafkaSinkCompression(t *testing.T) {
 	}
 	for want, codec := range []string{"none", "gzip", "snappy", "lz4", "zstd"} {
 		topic := k.name(codec)
-		createTopic(t, addr, topic, 1)
+		kafkatest.CreateTopic(t, addr, topic, 1)
 		r := run(t, strings.NewReader(in.String()), "-n", "200", "kafka", "--brokers", addr, "--compression", codec, topic)
 		if r.code != 0 {
 			t.Fatalf("%s: exit %d:\n%s", codec, r.code, r.stderr)

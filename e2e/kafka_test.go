@@ -15,12 +15,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/IBM/sarama"
-	"github.com/batchpipe/batchpipe/internal/kafkareal"
-	"github.com/batchpipe/batchpipe/internal/testcert"
-	"github.com/twmb/franz-go/pkg/kfake"
-	"github.com/twmb/franz-go/pkg/kgo"
-	"github.com/twmb/franz-go/pkg/kmsg"
 	"io"
 	"net"
 	"os"
@@ -32,6 +26,14 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/IBM/sarama"
+	"github.com/batchpipe/batchpipe/internal/kafkareal"
+	"github.com/batchpipe/batchpipe/internal/testcert"
+	"github.com/batchpipe/batchpipe/kafka/kafkatest"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
 const filler = "abcdefghijklmnopqrstuvwxyz0123456789"
@@ -63,17 +65,7 @@ type producer struct {
 
 func newProducer(t *testing.T, addr string) *producer {
 	t.Helper()
-	cfg := sarama.NewConfig()
-	cfg.Version = sarama.V2_1_0_0
-	cfg.Producer.Partitioner = sarama.NewManualPartitioner
-	cfg.Producer.Return.Successes = true
-	cfg.Producer.MaxMessageBytes = 8 << 20
-	p, err := sarama.NewSyncProducer([]string{addr}, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { p.Close() })
-	return &producer{t: t, p: p, next: make(map[int32]int)}
+	return &producer{t: t, p: kafkatest.NewProducer(t, addr), next: make(map[int32]int)}
 }
 
 // produce writes n more records to each partition listed, with a key and a
@@ -82,9 +74,7 @@ func (pr *producer) produce(topic string, parts []int32, n int) {
 	pr.t.Helper()
 	var msgs []*sarama.ProducerMessage
 	flush := func() {
-		if err := pr.p.SendMessages(msgs); err != nil {
-			pr.t.Fatal(err)
-		}
+		kafkatest.Send(pr.t, pr.p, msgs)
 		msgs = msgs[:0]
 	}
 	for _, p := range parts {
@@ -193,9 +183,7 @@ func drainFrom(t *testing.T, k *kafkaEnv, committed map[int32]int64, perPartitio
 // clusterAdmin returns an admin client of the cluster at addr.
 func clusterAdmin(t *testing.T, addr string) sarama.ClusterAdmin {
 	t.Helper()
-	cfg := sarama.NewConfig()
-	cfg.Version = sarama.V2_1_0_0
-	admin, err := sarama.NewClusterAdmin([]string{addr}, cfg)
+	admin, err := sarama.NewClusterAdmin([]string{addr}, kafkatest.Config())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -271,7 +259,7 @@ func TestKafkaEmptyPartitions(t *testing.T) {
 	addr := k.addr
 	newProducer(t, addr).produce(k.topic, []int32{0, 2}, 500)
 	empty := k.name("empty")
-	createTopic(t, addr, empty, 3)
+	kafkatest.CreateTopic(t, addr, empty, 3)
 	full := each([]int32{0, 2}, 500)
 	for _, tc := range []struct {
 		args []string
@@ -724,7 +712,7 @@ func TestKafkaDeadLetterTopic(t *testing.T) {
 	addr := k.addr
 	newProducer(t, addr).produce(k.topic, parts4, 2500)
 	dlq := k.name("dlq")
-	createTopic(t, addr, dlq, 1)
+	kafkatest.CreateTopic(t, addr, dlq, 1)
 	dir := t.TempDir()
 	if err := os.WriteFile(filepath.Join(dir, "5"), nil, 0o644); err != nil {
 		t.Fatal(err)
@@ -799,24 +787,10 @@ func saslKafka(t *testing.T, mechanism, user, pass string) (*kafkaEnv, []saslLog
 	return newKafka(t, 1), []saslLogin{{"plain", addr, user, pass}, {"scram-sha-256", addr, user, pass}}
 }
 
-// testClient returns a client of the cluster at addr, closed when the
-// test ends.
-func testClient(t *testing.T, addr string) sarama.Client {
-	t.Helper()
-	cfg := sarama.NewConfig()
-	cfg.Version = sarama.V2_1_0_0
-	client, err := sarama.NewClient([]string{addr}, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { client.Close() })
-	return client
-}
-
 // readTopic returns every record of topic.
 func readTopic(t *testing.T, addr, topic string) []*sarama.ConsumerMessage {
 	t.Helper()
-	client := testClient(t, addr)
+	client := kafkatest.Client(t, addr)
 	consumer, err := sarama.NewConsumerFromClient(client)
 	if err != nil {
 		t.Fatal(err)
@@ -1014,7 +988,7 @@ func TestKafkaDeadLetterFromStdin(t *testing.T) {
 	k := newKafka(t, 1)
 	addr := k.addr
 	dlq := k.name("dlq")
-	createTopic(t, addr, dlq, 1)
+	kafkatest.CreateTopic(t, addr, dlq, 1)
 	dir := t.TempDir()
 	if err := os.WriteFile(filepath.Join(dir, "2"), nil, 0o644); err != nil {
 		t.Fatal(err)
@@ -1088,7 +1062,7 @@ func (pr *producer) produceTxn(addr, topic, txnID string, parts []int32, n int) 
 	if err := cl.EndTransaction(context.Background(), kgo.TryCommit); err != nil {
 		pr.t.Fatal(err)
 	}
-	waitStable(pr.t, addr, topic)
+	kafkatest.WaitStable(pr.t, addr, topic)
 }
 
 // A topic written in transactions ends with commit markers, which sarama
@@ -1152,8 +1126,7 @@ func (idleMember) ConsumeClaim(s sarama.ConsumerGroupSession, _ sarama.ConsumerG
 // returns the partitions of the topic it was given.
 func joinGroup(t *testing.T, k *kafkaEnv) []int32 {
 	t.Helper()
-	cfg := sarama.NewConfig()
-	cfg.Version = sarama.V2_1_0_0
+	cfg := kafkatest.Config()
 	cfg.Consumer.Offsets.AutoCommit.Enable = false
 	// Long enough that a busy machine does not drop it from the group:
 	// the tests want its partitions held until they end.

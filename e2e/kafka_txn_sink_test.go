@@ -15,6 +15,7 @@ import (
 	"testing"
 
 	"github.com/IBM/sarama"
+	"github.com/batchpipe/batchpipe/kafka/kafkatest"
 )
 
 // committedRecord is one record a read_committed reader sees.
@@ -30,8 +31,8 @@ type committedRecord struct {
 // stable offset is the end.
 func readCommitted(t *testing.T, addr, topic string) []committedRecord {
 	t.Helper()
-	waitStable(t, addr, topic)
-	client := testClient(t, addr)
+	kafkatest.WaitStable(t, addr, topic)
+	client := kafkatest.Client(t, addr)
 	parts, err := client.Partitions(topic)
 	if err != nil {
 		t.Fatal(err)
@@ -148,7 +149,7 @@ func TestKafkaTxnSinkKills(t *testing.T) {
 	rng := rand.New(rand.NewPCG(s, 2))
 	k := newKafka(t, 4)
 	out := k.name("copy")
-	createTopic(t, k.addr, out, 4)
+	kafkatest.CreateTopic(t, k.addr, out, 4)
 	newProducer(t, k.addr).produce(k.topic, parts4, perPartition)
 	args := func(n int) []string {
 		return []string{"-v", "--kafka-brokers", k.addr, "--topic", k.topic, "--group", k.group, "--exactly-once", "--until-end",
@@ -195,7 +196,7 @@ func TestKafkaTxnSinkTwoMembers(t *testing.T) {
 	const perPartition = 50000
 	k := newKafka(t, 4)
 	out := k.name("copy")
-	createTopic(t, k.addr, out, 4)
+	kafkatest.CreateTopic(t, k.addr, out, 4)
 	newProducer(t, k.addr).produce(k.topic, parts4, perPartition)
 	args := []string{"-v", "--kafka-brokers", k.addr, "--topic", k.topic, "--group", k.group, "--exactly-once", "--until-end",
 		"-n", "100", "--kafka-session-timeout", "1s", "kafka", out}
@@ -234,7 +235,7 @@ func TestKafkaTxnSinkUsage(t *testing.T) {
 func TestKafkaTxnSinkRecordTooLarge(t *testing.T) {
 	k := newKafka(t, 4)
 	out := k.name("copy")
-	createTopic(t, k.addr, out, 4, "max.message.bytes", "10000")
+	kafkatest.CreateTopic(t, k.addr, out, 4, "max.message.bytes", "10000")
 	pr := newProducer(t, k.addr)
 	pr.produce(k.topic, parts4, 50)
 	big := "1/big/" + strings.Repeat("B", 20000)

@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/batchpipe/batchpipe/kafka/kafkatest"
 	pq "github.com/parquet-go/parquet-go"
 )
 
@@ -85,7 +86,7 @@ func TestS3KafkaParquetExactlyOnceKill9(t *testing.T) {
 	for i := range 10 {
 		p := start(t, args("-n", strconv.Itoa(97+61*i))...)
 		before := objects()
-		eventually(t, "a new object", func() bool { return objects() > before })
+		kafkatest.Eventually(t, "a new object", func() bool { return objects() > before })
 		p.signal(syscall.SIGKILL)
 		p.wait()
 		kills++

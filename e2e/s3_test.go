@@ -28,6 +28,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
+	"github.com/batchpipe/batchpipe/kafka/kafkatest"
 	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
 )
@@ -513,7 +514,7 @@ func TestS3KafkaExactlyOnceKill9(t *testing.T) {
 		}
 		// Progress within each minute, not the whole share.
 		for got, want := objects(), objects()+share; got < want; got = objects() {
-			eventually(t, "new object", func() bool {
+			kafkatest.Eventually(t, "new object", func() bool {
 				select {
 				case <-p.waited:
 					t.Fatalf("run %d ended before its kill: exit %d: %s", i+1, p.code, p.stderr())
@@ -698,7 +699,7 @@ func TestS3READMERecipesTwice(t *testing.T) {
 			}
 			return n
 		}
-		eventually(t, "every record archived", func() bool { return records() == 4*1500*(i+1) })
+		kafkatest.Eventually(t, "every record archived", func() bool { return records() == 4*1500*(i+1) })
 		p.signal(syscall.SIGTERM)
 		if code := p.wait(); code != 143 {
 			t.Fatalf("%s: exit %d after SIGTERM, want 143: %s", archive, code, p.stderr())
@@ -767,7 +768,7 @@ func TestS3KafkaExactlyOnceStoppedMember(t *testing.T) {
 	p1.signal(syscall.SIGCONT)
 	// Back, p1 rejoins and may be given partitions again: the two
 	// finish the topic between them.
-	eventually(t, "every partition archived to its end", func() bool {
+	kafkatest.Eventually(t, "every partition archived to its end", func() bool {
 		for _, part := range parts4 {
 			if !slices.ContainsFunc(st.keys(bkt, fmt.Sprintf("%s/%d/", k.topic, part)), func(key string) bool {
 				return strings.HasSuffix(key, fmt.Sprintf("-%d.ndjson.zst", perPart-1))

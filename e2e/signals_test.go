@@ -26,6 +26,7 @@ import (
 	"time"
 
 	"github.com/IBM/sarama"
+	"github.com/batchpipe/batchpipe/kafka/kafkatest"
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
@@ -693,7 +694,7 @@ func TestKillNineLeavesNoCommand(t *testing.T) {
 	}
 	// Whatever else was in the groups got the same SIGKILL.
 	for _, pgid := range groups {
-		eventually(t, fmt.Sprintf("end of every process of group %d", pgid), func() bool { return !groupAlive(pgid) })
+		kafkatest.Eventually(t, fmt.Sprintf("end of every process of group %d", pgid), func() bool { return !groupAlive(pgid) })
 	}
 }
 
@@ -807,16 +808,14 @@ func TestSignalDuringKafkaStartUp(t *testing.T) {
 			a.wait()
 		}()
 		b := start(t, args...)
-		cfg := sarama.NewConfig()
-		cfg.Version = sarama.V2_1_0_0
-		admin, err := sarama.NewClusterAdmin([]string{k.addr}, cfg)
+		admin, err := sarama.NewClusterAdmin([]string{k.addr}, kafkatest.Config())
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer admin.Close()
 		// The second member's join waits for the first, stopped, to join
 		// again, until its session times out.
-		eventually(t, "a rebalance waiting for the stopped member", func() bool {
+		kafkatest.Eventually(t, "a rebalance waiting for the stopped member", func() bool {
 			gs, err := admin.DescribeConsumerGroups([]string{k.group})
 			return err == nil && len(gs) == 1 && gs[0].State == "PreparingRebalance"
 		})

@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/batchpipe/batchpipe/batcher"
+	"github.com/batchpipe/batchpipe/internal/batchtest"
 )
 
 // recordSource sends its records in one chunk.
@@ -32,26 +33,7 @@ func (f sinkFunc) Deliver(ctx context.Context, b *batcher.Batch) error { return 
 // does: batches can only be built by it.
 func batchOf(t testing.TB, delim byte, records ...[]byte) *batcher.Batch {
 	t.Helper()
-	var got *batcher.Batch
-	p := &batcher.Pipeline{
-		Source: recordSource(records),
-		Sink: sinkFunc(func(_ context.Context, b *batcher.Batch) error {
-			idx := make([]int, b.Len())
-			for i := range idx {
-				idx[i] = i
-			}
-			got = b.Pick(idx) // a copy that outlives the delivery
-			return nil
-		}),
-		Config: batcher.Config{MaxRecords: len(records), MaxBytes: 1 << 30, Delim: delim},
-	}
-	if _, err := p.Run(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	if got == nil || got.Len() != len(records) {
-		t.Fatalf("pipeline made no batch of %d records", len(records))
-	}
-	return got
+	return batchtest.Of(t, delim, records...)
 }
 
 // lines splits s into records, for batchOf.

@@ -24,13 +24,14 @@ import (
 	"time"
 
 	"github.com/batchpipe/batchpipe/internal/kafkareal"
+	"github.com/batchpipe/batchpipe/kafka/kafkatest"
 )
 
 func main() { os.Exit(run()) }
 
 func run() int {
 	version := flag.String("version", envOr("KAFKA_VERSION", kafkareal.DefaultVersion), "Kafka release to fetch and run (or $KAFKA_VERSION)")
-	envFile := flag.String("env", "bin/kafka-real.env", "where to write the env file for BATCHPIPE_TEST_KAFKA")
+	envFile := flag.String("env", "bin/kafka-real.env", "where to write the env file for "+kafkatest.EnvVar)
 	dir := flag.String("dir", "", "data directory, kept (default: a temporary one, removed at the end)")
 	fetchOnly := flag.Bool("fetch", false, "only fetch Kafka, and print where its jars are")
 	flag.Usage = func() {
@@ -95,7 +96,7 @@ func run() int {
 	}
 	cmd := exec.Command(flag.Arg(0), flag.Args()[1:]...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
-	cmd.Env = append(os.Environ(), "BATCHPIPE_TEST_KAFKA="+abs)
+	cmd.Env = append(os.Environ(), kafkatest.EnvVar+"="+abs)
 	if err := cmd.Start(); err != nil {
 		fmt.Fprintln(os.Stderr, "kafka-real:", err)
 		return 1

@@ -1,4 +1,4 @@
-package envelope
+package kafka
 
 import (
 	"bytes"
@@ -11,8 +11,8 @@ import (
 	"github.com/batchpipe/batchpipe/batcher"
 )
 
-// A Record is what Parse restores from an envelope.
-type Record struct {
+// An unwrapped is what parseEnvelope restores from an envelope.
+type unwrapped struct {
 	Partition int32 // -1 when the envelope has none
 	Timestamp time.Time
 	Key       []byte // nil for a null key
@@ -20,7 +20,7 @@ type Record struct {
 	Headers   []batcher.Header
 }
 
-type header struct {
+type wireHeader struct {
 	Key         *string `json:"key"`
 	Value       *string `json:"value"`
 	ValueBase64 *string `json:"value_base64"`
@@ -31,20 +31,20 @@ type wire struct {
 	Timestamp   *string         `json:"timestamp"`
 	Key         json.RawMessage `json:"key"`
 	KeyBase64   *string         `json:"key_base64"`
-	Headers     []header        `json:"headers"`
+	Headers     []wireHeader    `json:"headers"`
 	Value       json.RawMessage `json:"value"`
 	ValueBase64 *string         `json:"value_base64"`
 }
 
-// Parse reads one envelope written by Append and returns the record it
+// parseEnvelope reads one envelope written by appendEnvelope and returns the record it
 // describes, byte for byte. The topic and offset are not read: a restore
 // writes where it is told to.
-func Parse(line []byte) (*Record, error) {
+func parseEnvelope(line []byte) (*unwrapped, error) {
 	var w wire
 	if err := json.Unmarshal(line, &w); err != nil {
 		return nil, fmt.Errorf("not an envelope: %w", err)
 	}
-	r := &Record{Partition: -1}
+	r := &unwrapped{Partition: -1}
 	if w.Partition != nil {
 		if *w.Partition < 0 {
 			return nil, fmt.Errorf("envelope: partition %d", *w.Partition)

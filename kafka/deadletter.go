@@ -1,4 +1,4 @@
-package sinks
+package kafka
 
 import (
 	"context"
@@ -8,7 +8,6 @@ import (
 
 	"github.com/IBM/sarama"
 	"github.com/batchpipe/batchpipe/batcher"
-	"github.com/batchpipe/batchpipe/internal/kafkaconn"
 )
 
 // Headers added to every dead-lettered record, beside its own.
@@ -21,40 +20,40 @@ const (
 	HeaderBatchID         = "batchpipe-batch-id" // the batch's id, when of one partition
 )
 
-// KafkaDeadLetter produces records that could not be delivered to a Kafka
+// DeadLetter produces records that could not be delivered to a Kafka
 // topic: the record as the sink was given it (the envelope with --envelope
 // json), with its key and headers when it came from Kafka, plus headers
-// saying why and where from. It lives with the sinks because it writes
-// records out; it shares the source's client, and so its connection.
-type KafkaDeadLetter struct {
+// saying why and where from. It shares the source's client, and so its
+// connection.
+type DeadLetter struct {
 	topic    string
 	producer sarama.SyncProducer
 }
 
 var (
-	_ batcher.DeadLetter = (*KafkaDeadLetter)(nil)
-	_ batcher.Closer     = (*KafkaDeadLetter)(nil)
+	_ batcher.DeadLetter = (*DeadLetter)(nil)
+	_ batcher.Closer     = (*DeadLetter)(nil)
 )
 
-// NewKafkaDeadLetter checks that topic exists and opens a producer on
+// NewDeadLetter checks that topic exists and opens a producer on
 // client. The client's config must have Producer.Return.Successes set.
-func NewKafkaDeadLetter(client sarama.Client, topic string) (*KafkaDeadLetter, error) {
+func NewDeadLetter(client sarama.Client, topic string) (*DeadLetter, error) {
 	if topic == "" {
 		return nil, errors.New("kafka dead letter: no topic after kafka:")
 	}
-	if _, err := kafkaconn.Partitions(client, topic); err != nil {
+	if _, err := Partitions(client, topic); err != nil {
 		return nil, fmt.Errorf("kafka dead letter: %w", err)
 	}
 	p, err := sarama.NewSyncProducerFromClient(client)
 	if err != nil {
 		return nil, fmt.Errorf("kafka dead letter: %w", err)
 	}
-	return &KafkaDeadLetter{topic: topic, producer: p}, nil
+	return &DeadLetter{topic: topic, producer: p}, nil
 }
 
 // Write produces b's records and returns once every in-sync replica has
 // them.
-func (d *KafkaDeadLetter) Write(ctx context.Context, b *batcher.Batch, reason error) error {
+func (d *DeadLetter) Write(ctx context.Context, b *batcher.Batch, reason error) error {
 	msgs := make([]*sarama.ProducerMessage, b.Len())
 	why := []byte(reason.Error())
 	attempts := []byte(strconv.Itoa(b.Attempt))
@@ -91,7 +90,7 @@ func (d *KafkaDeadLetter) Write(ctx context.Context, b *batcher.Batch, reason er
 }
 
 // Close stops the producer; the client stays open.
-func (d *KafkaDeadLetter) Close() error {
+func (d *DeadLetter) Close() error {
 	if err := d.producer.Close(); err != nil {
 		return fmt.Errorf("kafka dead letter: %w", err)
 	}

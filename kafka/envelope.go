@@ -1,4 +1,4 @@
-package envelope
+package kafka
 
 import (
 	"bytes"
@@ -10,7 +10,7 @@ import (
 	"github.com/batchpipe/batchpipe/batcher"
 )
 
-// Append appends one JSON object describing a Kafka record, on one
+// appendEnvelope appends one JSON object describing a Kafka record, on one
 // line, like kcat -J:
 //
 //	{"topic":"t","partition":0,"offset":7,"timestamp":"2024-05-01T10:00:00.123Z",
@@ -22,7 +22,7 @@ import (
 // base64-encoded under "key_base64"/"value_base64".
 // A null key or value is null. Header values are strings or, when not
 // UTF-8, base64 under "value_base64".
-func Append(dst []byte, m *batcher.Meta, key, value []byte, keyNull, valueNull bool) []byte {
+func appendEnvelope(dst []byte, m *batcher.Meta, key, value []byte, keyNull, valueNull bool) []byte {
 	dst = append(dst, `{"topic":`...)
 	dst = appendJSONString(dst, m.Topic)
 	dst = append(dst, `,"partition":`...)

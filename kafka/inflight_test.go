@@ -1,4 +1,4 @@
-package sinks
+package kafka
 
 import (
 	"context"
@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/batchpipe/batchpipe/batcher"
+	"github.com/batchpipe/batchpipe/internal/batchtest"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -20,14 +21,14 @@ import (
 // runKafkaPipeline delivers n records "kK:NNNNN" (K = i % keys) through a
 // pipeline of -n per and -j jobs to k, and checks that every partition
 // holds its keys' records once each, in order.
-func runKafkaPipeline(t *testing.T, k *KafkaProducer, c *kfake.Cluster, parts int32, n, keys, per, jobs int) batcher.Stats {
+func runKafkaPipeline(t *testing.T, k *Producer, c brokers, parts int32, n, keys, per, jobs int) batcher.Stats {
 	t.Helper()
 	recs := make([][]byte, n)
 	for i := range recs {
 		recs[i] = fmt.Appendf(nil, "k%d:%05d", i%keys, i)
 	}
 	p := &batcher.Pipeline{
-		Source: recordSource(recs),
+		Source: batchtest.Records(recs...),
 		Sink:   k,
 		Config: batcher.Config{MaxRecords: per, MaxBytes: 1 << 30, Delim: '\n', Parallel: jobs, Retries: 10},
 	}
@@ -39,7 +40,7 @@ func runKafkaPipeline(t *testing.T, k *KafkaProducer, c *kfake.Cluster, parts in
 		t.Fatalf("%d records delivered, want %d", st.Delivered, n)
 	}
 	got := 0
-	for part, vals := range readAll(t, c, parts) {
+	for part, vals := range readAll(t, c, k.cfg.Topic, parts) {
 		for j := 1; j < len(vals); j++ {
 			if vals[j] <= vals[j-1] {
 				t.Fatalf("partition %d: %s after %s (a duplicate, or out of order)", part, vals[j], vals[j-1])
@@ -87,13 +88,20 @@ func TestKafkaProducerInFlightKeepsOrder(t *testing.T) {
 		{name: "given up", fault: refuse(kerr.NotLeaderForPartition.Code), from: 2, times: 8, attempts: 2, part0: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			cfg := ProducerConfig{KeyDelimiter: []byte(":")}
+			if tc.fault == nil && tc.lose == 0 {
+				// Nothing to inject: kfake, or the real broker.
+				k, c := newTestProducer(t, 3, cfg)
+				runKafkaPipeline(t, k, c, 3, 3000, 4, 30, 5)
+				return
+			}
 			l := &lossyListener{}
 			listen := func(network, addr string) (net.Listener, error) {
 				ln, err := net.Listen(network, addr)
 				l.Listener = ln
 				return l, err
 			}
-			k, c := newKafkaProducerOn(t, 3, KafkaProducerConfig{KeyDelimiter: []byte(":")}, listen)
+			k, c := newFakeProducer(t, "faults injected into produce requests", 3, cfg, listen)
 			var mu sync.Mutex
 			seen, faults := 0, 0
 			c.ControlKey(int16(kmsg.Produce), func(r kmsg.Request) (kmsg.Response, error, bool) {
@@ -215,7 +223,7 @@ func TestKafkaProducerPipelines(t *testing.T) {
 		l.Listener = ln
 		return l, err
 	}
-	k, c := newKafkaProducerOn(t, 3, KafkaProducerConfig{}, listen)
+	k, c := newFakeProducer(t, "a listener that counts requests", 3, ProducerConfig{}, listen)
 	runKafkaPipeline(t, k, c, 3, 300, 1, 10, 3)
 	if l.peak < 2 {
 		t.Fatalf("%d produce requests in when the first was answered, want 2 in flight", l.peak)

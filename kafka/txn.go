@@ -1,4 +1,4 @@
-package sinks
+package kafka
 
 // Exactly once between topics (--exactly-once, a Kafka source with a
 // group, the kafka sink): each batch is one Kafka transaction holding its
@@ -31,7 +31,7 @@ package sinks
 // (failed, abandoned), later ones are not committed past it.
 //
 // The source commits no offsets itself in this mode (see
-// sources.KafkaConfig.OffsetsInSink): a commit of its own, made a moment
+// SourceConfig.offsetsInSink): a commit of its own, made a moment
 // after a transaction committed further but before the batch was acked,
 // would move the group's offset back, and the records between would be
 // written again after a crash.
@@ -46,7 +46,6 @@ import (
 
 	"github.com/IBM/sarama"
 	"github.com/batchpipe/batchpipe/batcher"
-	"github.com/batchpipe/batchpipe/internal/kafkaconn"
 )
 
 // DefaultTxnTimeout is how long the broker lets a transaction stay open
@@ -72,12 +71,17 @@ const (
 	offsetFetchVersion     = 7 // require_stable
 )
 
-// txnSink is the transactional state of a KafkaProducer.
+// txnSink is the transactional state of a Producer.
 type txnSink struct {
 	group   string
 	timeout time.Duration
 	turns   *turns
-	owns    func(b *batcher.Batch) bool // see SetOwner
+	// owns is the source's word on whether a batch's partition is still
+	// this member's (Session.Wire). A new producer id, which fences
+	// whoever holds the partition now, is asked for only for a batch it
+	// owns: a member that lost the partition would otherwise fence its
+	// new owner, and be fenced back, in turn.
+	owns func(b *batcher.Batch) bool
 
 	mu    sync.Mutex
 	parts map[string]*txnPartition // by source "topic/partition"
@@ -115,10 +119,10 @@ func (t *txnSink) partition(s batcher.Span) *txnPartition {
 	return tp
 }
 
-// Plan is the pipeline's Plan hook with exactly once to Kafka: it notes
-// the order batches are formed in, which is the order their transactions
-// commit in.
-func (k *KafkaProducer) Plan(b *batcher.Batch) error {
+// plan is the pipeline's Plan hook with exactly once to Kafka (Session.Wire):
+// it notes the order batches are formed in, which is the order their
+// transactions commit in.
+func (k *Producer) plan(b *batcher.Batch) error {
 	if k.txn == nil {
 		return nil
 	}
@@ -128,20 +132,10 @@ func (k *KafkaProducer) Plan(b *batcher.Batch) error {
 	return nil
 }
 
-// SetOwner gives the sink, before the run, the source's word on whether a
-// batch's partition is still this member's. A new producer id, which
-// fences whoever holds the partition now, is asked for only for a batch
-// it owns: a member that lost the partition would otherwise fence its new
-// owner, and be fenced back, in turn.
-func (k *KafkaProducer) SetOwner(owns func(b *batcher.Batch) bool) {
-	if k.txn != nil {
-		k.txn.owns = owns
-	}
-}
-
-// OnSettled learns each batch's fate: the next batch of its partition may
-// go, unless this one was neither delivered, dead-lettered nor withdrawn.
-func (k *KafkaProducer) OnSettled(s batcher.Settlement) {
+// onSettled learns each batch's fate (Session.Wire): the next batch of its
+// partition may go, unless this one was neither delivered, dead-lettered
+// nor withdrawn.
+func (k *Producer) onSettled(s batcher.Settlement) {
 	if k.txn == nil {
 		return
 	}
@@ -154,7 +148,7 @@ func (k *KafkaProducer) OnSettled(s batcher.Settlement) {
 }
 
 // deliverTxn delivers b as one transaction, with the offset it completes.
-func (k *KafkaProducer) deliverTxn(ctx context.Context, b *batcher.Batch) error {
+func (k *Producer) deliverTxn(ctx context.Context, b *batcher.Batch) error {
 	span, ok := b.Span()
 	if !ok {
 		return batcher.Fatal(fmt.Errorf("kafka sink: %s: exactly once: the batch holds records of several partitions", b))
@@ -199,7 +193,7 @@ func (k *KafkaProducer) deliverTxn(ctx context.Context, b *batcher.Batch) error 
 }
 
 // transact makes one attempt at b's transaction.
-func (k *KafkaProducer) transact(ctx context.Context, tp *txnPartition, b *batcher.Batch, span batcher.Span) error {
+func (k *Producer) transact(ctx context.Context, tp *txnPartition, b *batcher.Batch, span batcher.Span) error {
 	if !tp.valid {
 		if err := k.initTxn(ctx, tp, span); err != nil {
 			return err
@@ -213,7 +207,7 @@ func (k *KafkaProducer) transact(ctx context.Context, tp *txnPartition, b *batch
 	if from == b.Len() {
 		return nil
 	}
-	parts, err := kafkaconn.Partitions(k.client, k.cfg.Topic)
+	parts, err := Partitions(k.client, k.cfg.Topic)
 	if err != nil {
 		return err
 	}
@@ -235,7 +229,29 @@ func (k *KafkaProducer) transact(ctx context.Context, tp *txnPartition, b *batch
 			k.abort(tp)
 		}
 	}()
+	if err := k.addPartitions(ctx, coord, tp, chunks); err != nil {
+		return err
+	}
+	if err := k.produceChunks(ctx, tp, b, chunks); err != nil {
+		return err
+	}
+	if err := k.addOffsets(ctx, coord, tp); err != nil {
+		return err
+	}
+	if err := k.commitTxnOffset(tp, span); err != nil {
+		return err
+	}
+	if err := k.endTxn(coord, tp); err != nil {
+		return err
+	}
+	ok = true
+	tp.done = span.Last + 1
+	return nil
+}
 
+// addPartitions adds the output partitions of chunks to tp's
+// transaction.
+func (k *Producer) addPartitions(ctx context.Context, coord *sarama.Broker, tp *txnPartition, chunks []*chunk) error {
 	var outs []int32
 	seen := make(map[int32]bool)
 	for _, c := range chunks {
@@ -246,7 +262,7 @@ func (k *KafkaProducer) transact(ctx context.Context, tp *txnPartition, b *batch
 	}
 	// Right after the previous EndTxn the broker is still writing its
 	// markers, and answers CONCURRENT_TRANSACTIONS for a moment.
-	if err := retryBusy(ctx, busyTries, func() (sarama.KError, error) {
+	return retryBusy(ctx, busyTries, func() (sarama.KError, error) {
 		resp, err := coord.AddPartitionsToTxn(&sarama.AddPartitionsToTxnRequest{Version: addPartitionsVersion,
 			TransactionalID: tp.id, ProducerID: tp.pid, ProducerEpoch: tp.epoch, TopicPartitions: map[string][]int32{k.cfg.Topic: outs}})
 		if err != nil {
@@ -264,21 +280,23 @@ func (k *KafkaProducer) transact(ctx context.Context, tp *txnPartition, b *batch
 			return first.Err, fmt.Errorf("add partition %d: %w", first.Partition, first.Err)
 		}
 		return 0, nil
-	}); err != nil {
-		return err
-	}
+	})
+}
 
-	// A goroutine per output partition sends its chunks in order.
+// produceChunks produces chunks in tp's transaction, a goroutine per
+// output partition sending its chunks in order, and moves the partitions'
+// sequence numbers past them once all are written.
+func (k *Producer) produceChunks(ctx context.Context, tp *txnPartition, b *batcher.Batch, chunks []*chunk) error {
 	byPartition := make(map[int32][]*chunk)
 	for _, c := range chunks {
 		byPartition[c.partition] = append(byPartition[c.partition], c)
 	}
-	errs := make(chan error, len(outs))
+	errs := make(chan error, len(byPartition))
 	var sends sync.WaitGroup
-	for _, p := range outs {
+	for p, cs := range byPartition {
 		seq := tp.seqs[p]
 		sends.Go(func() {
-			for _, c := range byPartition[p] {
+			for _, c := range cs {
 				if err := k.produceChunkTxn(ctx, tp, b, c, seq); err != nil {
 					errs <- err
 					return
@@ -307,8 +325,12 @@ func (k *KafkaProducer) transact(ctx context.Context, tp *txnPartition, b *batch
 	for _, c := range chunks {
 		tp.seqs[c.partition] += int32(len(c.recs))
 	}
+	return nil
+}
 
-	if err := retryBusy(ctx, busyTries, func() (sarama.KError, error) {
+// addOffsets adds the group's offsets to tp's transaction.
+func (k *Producer) addOffsets(ctx context.Context, coord *sarama.Broker, tp *txnPartition) error {
+	return retryBusy(ctx, busyTries, func() (sarama.KError, error) {
 		resp, err := coord.AddOffsetsToTxn(&sarama.AddOffsetsToTxnRequest{Version: addOffsetsVersion,
 			TransactionalID: tp.id, ProducerID: tp.pid, ProducerEpoch: tp.epoch, GroupID: k.txn.group})
 		if err != nil {
@@ -320,12 +342,11 @@ func (k *KafkaProducer) transact(ctx context.Context, tp *txnPartition, b *batch
 			return resp.Err, fmt.Errorf("add offsets of group %q: %w", k.txn.group, resp.Err)
 		}
 		return 0, nil
-	}); err != nil {
-		return err
-	}
-	if err := k.commitTxnOffset(tp, span); err != nil {
-		return err
-	}
+	})
+}
+
+// endTxn commits tp's transaction.
+func (k *Producer) endTxn(coord *sarama.Broker, tp *txnPartition) error {
 	endResp, err := coord.EndTxn(&sarama.EndTxnRequest{Version: endTxnVersion,
 		TransactionalID: tp.id, ProducerID: tp.pid, ProducerEpoch: tp.epoch, TransactionResult: true})
 	if err == nil && endResp.Err != sarama.ErrNoError {
@@ -339,14 +360,12 @@ func (k *KafkaProducer) transact(ctx context.Context, tp *txnPartition, b *batch
 	if err != nil {
 		return fmt.Errorf("commit: %w", err)
 	}
-	ok = true
-	tp.done = span.Last + 1
 	return nil
 }
 
 // commitTxnOffset adds the source offset span completes to the
 // transaction, at the group's coordinator.
-func (k *KafkaProducer) commitTxnOffset(tp *txnPartition, span batcher.Span) error {
+func (k *Producer) commitTxnOffset(tp *txnPartition, span batcher.Span) error {
 	group := k.txn.group
 	coord, err := k.client.Coordinator(group)
 	if err != nil {
@@ -377,7 +396,7 @@ func (k *KafkaProducer) commitTxnOffset(tp *txnPartition, span batcher.Span) err
 // transaction from sequence number seq. A chunk the broker finds too large
 // is sent again a record at a time, as it judges a record batch whole, so
 // that only a record too large by itself is refused.
-func (k *KafkaProducer) produceChunkTxn(ctx context.Context, tp *txnPartition, b *batcher.Batch, c *chunk, seq int32) error {
+func (k *Producer) produceChunkTxn(ctx context.Context, tp *txnPartition, b *batcher.Batch, c *chunk, seq int32) error {
 	p := c.partition
 	err := k.produceTxn(ctx, tp, p, seq, c.recs)
 	if err != nil && len(c.recs) > 1 && isTooLarge(err) {
@@ -398,7 +417,7 @@ func (k *KafkaProducer) produceChunkTxn(ctx context.Context, tp *txnPartition, b
 // produceTxn writes recs to output partition p in tp's transaction, with
 // first sequence number seq, retrying what may pass: a retry carries the
 // same sequence, so the broker writes it once.
-func (k *KafkaProducer) produceTxn(ctx context.Context, tp *txnPartition, p, seq int32, recs []*sarama.Record) error {
+func (k *Producer) produceTxn(ctx context.Context, tp *txnPartition, p, seq int32, recs []*sarama.Record) error {
 	rb := recordBatch(recs, k.codec)
 	rb.IsTransactional = true
 	rb.ProducerID, rb.ProducerEpoch, rb.FirstSequence = tp.pid, tp.epoch, seq
@@ -427,7 +446,7 @@ func (k *KafkaProducer) produceTxn(ctx context.Context, tp *txnPartition, p, seq
 // initTxn fences every earlier producer of tp's id (the broker finishes
 // or aborts its transaction first), then reads the group's committed
 // offset of the partition: what earlier transactions wrote.
-func (k *KafkaProducer) initTxn(ctx context.Context, tp *txnPartition, span batcher.Span) error {
+func (k *Producer) initTxn(ctx context.Context, tp *txnPartition, span batcher.Span) error {
 	if err := retryBusy(ctx, busyTries, func() (sarama.KError, error) {
 		coord, err := k.client.TransactionCoordinator(tp.id)
 		if err != nil {
@@ -539,7 +558,7 @@ func retryBusy(ctx context.Context, max int, f func() (sarama.KError, error)) er
 // this epoch, so that read_committed readers of the output need not wait
 // for the transaction timeout. Best effort: the next InitProducerId of
 // the id aborts it anyway.
-func (k *KafkaProducer) abort(tp *txnPartition) {
+func (k *Producer) abort(tp *txnPartition) {
 	tp.valid = false
 	coord, err := k.client.TransactionCoordinator(tp.id)
 	if err != nil {
@@ -551,90 +570,14 @@ func (k *KafkaProducer) abort(tp *txnPartition) {
 
 // lostCoordinator forgets a transaction coordinator whose connection
 // failed.
-func (k *KafkaProducer) lostCoordinator(coord *sarama.Broker, id string) {
+func (k *Producer) lostCoordinator(coord *sarama.Broker, id string) {
 	coord.Close()
 	k.client.RefreshTransactionCoordinator(id)
 }
 
 // coordinatorError looks the coordinator up again when it moved.
-func (k *KafkaProducer) coordinatorError(kerr sarama.KError, id string) {
+func (k *Producer) coordinatorError(kerr sarama.KError, id string) {
 	if kerr == sarama.ErrNotCoordinatorForConsumer || kerr == sarama.ErrConsumerCoordinatorNotAvailable {
 		k.client.RefreshTransactionCoordinator(id)
-	}
-}
-
-// turns orders the transactions of each source partition as its batches
-// were formed.
-type turns struct {
-	mu      sync.Mutex
-	queue   map[string][]string // per partition, the ids of batches planned and not settled
-	part    map[string]string   // batch id → partition
-	blocked map[string]error    // partitions with a batch not delivered
-	change  chan struct{}       // closed at every change
-}
-
-func newTurns() *turns {
-	return &turns{queue: make(map[string][]string), part: make(map[string]string),
-		blocked: make(map[string]error), change: make(chan struct{})}
-}
-
-func (t *turns) changed() {
-	close(t.change)
-	t.change = make(chan struct{})
-}
-
-func (t *turns) plan(id, part string) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.queue[part] = append(t.queue[part], id)
-	t.part[id] = part
-}
-
-func (t *turns) settled(id string, failed error) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	part, ok := t.part[id]
-	if !ok {
-		return
-	}
-	delete(t.part, id)
-	q := t.queue[part]
-	for i, x := range q {
-		if x == id {
-			t.queue[part] = append(q[:i:i], q[i+1:]...)
-			break
-		}
-	}
-	if len(t.queue[part]) == 0 {
-		delete(t.queue, part)
-	}
-	if failed != nil && t.blocked[part] == nil {
-		t.blocked[part] = failed
-	}
-	t.changed()
-}
-
-// wait returns once batch id is the oldest of its partition not settled,
-// or an error if an earlier one was not delivered. A batch never planned
-// does not wait.
-func (t *turns) wait(ctx context.Context, id, part string) error {
-	for {
-		t.mu.Lock()
-		if err := t.blocked[part]; err != nil {
-			t.mu.Unlock()
-			return err
-		}
-		q := t.queue[part]
-		if len(q) == 0 || q[0] == id || t.part[id] == "" {
-			t.mu.Unlock()
-			return nil
-		}
-		ch := t.change
-		t.mu.Unlock()
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			return context.Cause(ctx)
-		}
 	}
 }

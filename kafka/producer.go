@@ -1,4 +1,4 @@
-package sinks
+package kafka
 
 import (
 	"bytes"
@@ -13,12 +13,10 @@ import (
 
 	"github.com/IBM/sarama"
 	"github.com/batchpipe/batchpipe/batcher"
-	"github.com/batchpipe/batchpipe/internal/envelope"
-	"github.com/batchpipe/batchpipe/internal/kafkaconn"
 )
 
-// KafkaProducerConfig says what the Kafka sink makes of a record.
-type KafkaProducerConfig struct {
+// ProducerConfig says what the Kafka sink makes of a record.
+type ProducerConfig struct {
 	Topic string
 	// Partitioner places records with a key: Murmur2Partition (the
 	// default), CRC32Partition or a random one.
@@ -38,7 +36,7 @@ type KafkaProducerConfig struct {
 	KeepMeta bool
 	// TxnGroup, if set, makes each batch one transaction that also commits
 	// the source offset it completes for this consumer group (exactly
-	// once from Kafka; see kafka_txn.go). Batches must hold one source
+	// once from Kafka; see txn.go). Batches must hold one source
 	// partition each.
 	TxnGroup string
 	// TxnTimeout is the broker's bound on an open transaction; default
@@ -52,16 +50,16 @@ type KafkaProducerConfig struct {
 	// seeded with these again.
 	Brokers []string
 	// Timeout is how long a record batch keeps being tried while no broker
-	// answers (--kafka-timeout); default DefaultKafkaTimeout. Failures
+	// answers (--kafka-timeout); default DefaultTimeout. Failures
 	// while brokers answer are tried produceAttempts times.
 	Timeout time.Duration
 }
 
-// DefaultKafkaTimeout is KafkaProducerConfig.Timeout's default, as
+// DefaultTimeout is ProducerConfig.Timeout's default, as
 // --kafka-timeout's.
-const DefaultKafkaTimeout = 30 * time.Second
+const DefaultTimeout = 30 * time.Second
 
-// KafkaProducer produces each batch to a topic, and returns once every
+// Producer produces each batch to a topic, and returns once every
 // record is acknowledged by all in-sync replicas (acks=all), or has failed.
 //
 // It builds the produce requests itself, one record batch per partition
@@ -71,7 +69,7 @@ const DefaultKafkaTimeout = 30 * time.Second
 // a producer id from the broker and a sequence number per partition, so a
 // request retried after a lost answer is written once. Up to five record
 // batches a partition are in flight at once, in the order the batches were
-// formed, and settled in that order (kafka_inflight.go), so order within a
+// formed, and settled in that order (inflight.go), so order within a
 // partition is kept.
 //
 // Records the broker refuses for good (too large, invalid) are rejected
@@ -81,8 +79,8 @@ const DefaultKafkaTimeout = 30 * time.Second
 //
 // Records without a key, as with the Java client's sticky partitioner, all
 // go to one partition per batch, the next partition for the next batch.
-type KafkaProducer struct {
-	cfg      KafkaProducerConfig
+type Producer struct {
+	cfg      ProducerConfig
 	client   sarama.Client
 	codec    sarama.CompressionCodec
 	maxBytes int
@@ -113,9 +111,9 @@ type producerID struct {
 }
 
 var (
-	_ batcher.Sink    = (*KafkaProducer)(nil)
-	_ batcher.Closer  = (*KafkaProducer)(nil)
-	_ batcher.Settler = (*KafkaProducer)(nil)
+	_ batcher.Sink    = (*Producer)(nil)
+	_ batcher.Closer  = (*Producer)(nil)
+	_ batcher.Settler = (*Producer)(nil)
 )
 
 // Retries of a record batch within one delivery: about 20 seconds in all,
@@ -130,20 +128,20 @@ const (
 	recordOverhead = 24
 )
 
-// NewKafkaProducer checks that the topic exists and takes client, made
-// with kafkaconn's ProducerConfig, which it closes.
-func NewKafkaProducer(client sarama.Client, cfg KafkaProducerConfig) (*KafkaProducer, error) {
-	if _, err := kafkaconn.Partitions(client, cfg.Topic); err != nil {
+// NewProducer checks that the topic exists and takes client, made
+// with Conn.ProducerConfig, which it closes.
+func NewProducer(client sarama.Client, cfg ProducerConfig) (*Producer, error) {
+	if _, err := Partitions(client, cfg.Topic); err != nil {
 		return nil, fmt.Errorf("kafka sink: %w", err)
 	}
 	if cfg.Partitioner == nil {
 		cfg.Partitioner = Murmur2Partition
 	}
 	if cfg.Timeout <= 0 {
-		cfg.Timeout = DefaultKafkaTimeout
+		cfg.Timeout = DefaultTimeout
 	}
 	conf := client.Config()
-	k := &KafkaProducer{cfg: cfg, client: client, codec: conf.Producer.Compression,
+	k := &Producer{cfg: cfg, client: client, codec: conf.Producer.Compression,
 		maxBytes: conf.Producer.MaxMessageBytes, attempts: produceAttempts, parts: make(map[int32]*partitionState),
 		order: newSendOrder()}
 	if cfg.TxnGroup != "" {
@@ -153,6 +151,24 @@ func NewKafkaProducer(client sarama.Client, cfg KafkaProducerConfig) (*KafkaProd
 		k.txn = &txnSink{group: cfg.TxnGroup, timeout: cfg.TxnTimeout, turns: newTurns(), parts: make(map[string]*txnPartition)}
 	}
 	return k, nil
+}
+
+// OpenProducer connects to the cluster of conn, with the producer's
+// settings popts, and opens a Producer to cfg.Topic there. Its errors are
+// Errors: brokers that cannot be reached or a missing topic are
+// Unavailable, credentials or TLS they refuse Refused.
+func OpenProducer(conn *Conn, popts ProducerOptions, cfg ProducerConfig) (*Producer, error) {
+	client, err := conn.ConnectProducer(popts, cfg.Topic)
+	if err != nil {
+		return nil, connectError(fmt.Errorf("kafka sink: %w", err))
+	}
+	cfg.Brokers = conn.Brokers
+	p, err := NewProducer(client, cfg)
+	if err != nil {
+		client.Close()
+		return nil, unavailable(err) // the topic missing
+	}
+	return p, nil
 }
 
 // A chunk is records of one partition sent as one record batch.
@@ -172,11 +188,11 @@ type chunkResult struct {
 // every earlier batch, without waiting for their answers: with -j above 1,
 // batches follow one another down the connection as the Java client's
 // requests do, in order.
-func (k *KafkaProducer) Deliver(ctx context.Context, b *batcher.Batch) error {
+func (k *Producer) Deliver(ctx context.Context, b *batcher.Batch) error {
 	if k.txn != nil {
 		return k.deliverTxn(ctx, b)
 	}
-	parts, err := kafkaconn.Partitions(k.client, k.cfg.Topic)
+	parts, err := Partitions(k.client, k.cfg.Topic)
 	if err != nil {
 		return fmt.Errorf("kafka sink: %w", err)
 	}
@@ -229,14 +245,14 @@ func (k *KafkaProducer) Deliver(ctx context.Context, b *batcher.Batch) error {
 
 // Settled lets the batches after seq send, if it never did, and those
 // behind it if it owed records.
-func (k *KafkaProducer) Settled(seq int64) {
+func (k *Producer) Settled(seq int64) {
 	k.order.pass(seq)
 	k.settled(seq)
 }
 
 // chunks turns b's records from index from on into record batches, one
 // or more per partition, and lists the records refused before sending.
-func (k *KafkaProducer) chunks(b *batcher.Batch, from int, sticky, parts int32) ([]*chunk, []batcher.Rejected) {
+func (k *Producer) chunks(b *batcher.Batch, from int, sticky, parts int32) ([]*chunk, []batcher.Rejected) {
 	n := b.Len()
 	// Our own copy of the records: if ctx ends first, a request may still
 	// be on its way after Deliver has returned the batch.
@@ -285,7 +301,7 @@ func (k *KafkaProducer) chunks(b *batcher.Batch, from int, sticky, parts int32) 
 // resendChunk sends c again as one record batch, with st.mu held. A batch
 // the broker finds too large is sent again a record at a time, as it
 // judges a batch whole.
-func (k *KafkaProducer) resendChunk(ctx context.Context, st *partitionState, c *chunk) chunkResult {
+func (k *Producer) resendChunk(ctx context.Context, st *partitionState, c *chunk) chunkResult {
 	err := k.resend(ctx, st, c.partition, c.recs)
 	if err == nil || len(c.recs) == 1 || !isTooLarge(err) {
 		return chunkResult{c.index, []error{err}}
@@ -308,7 +324,7 @@ func (k *KafkaProducer) resendChunk(ctx context.Context, st *partitionState, c *
 // pass; st.mu is held. recs were sent before, so the broker's finding them
 // a duplicate means they are written. The records' TimestampDelta holds
 // their timestamp since the epoch.
-func (k *KafkaProducer) resend(ctx context.Context, st *partitionState, p int32, recs []*sarama.Record) error {
+func (k *Producer) resend(ctx context.Context, st *partitionState, p int32, recs []*sarama.Record) error {
 	rb := recordBatch(recs, k.codec)
 	var wait backoff
 	defer wait.stop()
@@ -381,7 +397,7 @@ func unanswered(err error) bool {
 // left: sarama drops each broker that fails a request (InitProducerID
 // drops its seeds too, for good), and after an outage would have nobody to
 // ask once the brokers are back.
-func (k *KafkaProducer) reseed(err error) {
+func (k *Producer) reseed(err error) {
 	if errors.Is(err, sarama.ErrOutOfBrokers) && len(k.cfg.Brokers) > 0 {
 		k.client.RefreshBrokers(k.cfg.Brokers)
 	}
@@ -453,7 +469,7 @@ func recordBatch(recs []*sarama.Record, codec sarama.CompressionCodec) *sarama.R
 
 // send makes one produce request of rb to the leader of partition p, and
 // waits for the answer. txnID, if set, is the transaction rb belongs to.
-func (k *KafkaProducer) send(p int32, rb *sarama.RecordBatch, txnID *string) error {
+func (k *Producer) send(p int32, rb *sarama.RecordBatch, txnID *string) error {
 	broker, err := k.client.Leader(k.cfg.Topic, p)
 	if err != nil {
 		k.reseed(err)
@@ -471,14 +487,14 @@ func (k *KafkaProducer) send(p int32, rb *sarama.RecordBatch, txnID *string) err
 	return err
 }
 
-func (k *KafkaProducer) produceRequest(p int32, rb *sarama.RecordBatch, txnID *string) *sarama.ProduceRequest {
+func (k *Producer) produceRequest(p int32, rb *sarama.RecordBatch, txnID *string) *sarama.ProduceRequest {
 	req := &sarama.ProduceRequest{RequiredAcks: sarama.WaitForAll, Timeout: 10000, Version: 7, TransactionalID: txnID}
 	req.AddBatch(k.cfg.Topic, p, rb)
 	return req
 }
 
 // blockError is the broker's answer for partition p in resp.
-func (k *KafkaProducer) blockError(broker *sarama.Broker, resp *sarama.ProduceResponse, p int32) error {
+func (k *Producer) blockError(broker *sarama.Broker, resp *sarama.ProduceResponse, p int32) error {
 	block := resp.GetBlock(k.cfg.Topic, p)
 	switch {
 	case block == nil:
@@ -491,7 +507,7 @@ func (k *KafkaProducer) blockError(broker *sarama.Broker, resp *sarama.ProduceRe
 
 // producerID returns the current producer id, asking the broker for one
 // if there is none.
-func (k *KafkaProducer) producerID() (producerID, error) {
+func (k *Producer) producerID() (producerID, error) {
 	k.idMu.Lock()
 	defer k.idMu.Unlock()
 	if !k.id.valid {
@@ -509,7 +525,7 @@ func (k *KafkaProducer) producerID() (producerID, error) {
 }
 
 // resetProducerID drops producer id gen, if it is still the current one.
-func (k *KafkaProducer) resetProducerID(gen int) {
+func (k *Producer) resetProducerID(gen int) {
 	k.idMu.Lock()
 	defer k.idMu.Unlock()
 	if k.id.gen == gen {
@@ -517,7 +533,7 @@ func (k *KafkaProducer) resetProducerID(gen int) {
 	}
 }
 
-func (k *KafkaProducer) partition(p int32) *partitionState {
+func (k *Producer) partition(p int32) *partitionState {
 	k.partsMu.Lock()
 	defer k.partsMu.Unlock()
 	st := k.parts[p]
@@ -549,13 +565,13 @@ func refusedForGood(err error) bool {
 
 // record fills r with record rec of metadata meta, and returns its
 // partition and timestamp.
-func (k *KafkaProducer) record(r *sarama.Record, rec []byte, meta *batcher.Meta, sticky, parts int32) (int32, time.Time, error) {
+func (k *Producer) record(r *sarama.Record, rec []byte, meta *batcher.Meta, sticky, parts int32) (int32, time.Time, error) {
 	p := int32(-1) // by key
 	var ts time.Time
 	r.Value = rec
 	switch {
 	case k.cfg.Unwrap:
-		e, err := envelope.Parse(rec)
+		e, err := parseEnvelope(rec)
 		if err != nil {
 			return 0, ts, err
 		}
@@ -604,7 +620,7 @@ func headers(hs []batcher.Header) []*sarama.RecordHeader {
 }
 
 // Close waits for requests still out, then closes the client.
-func (k *KafkaProducer) Close() error {
+func (k *Producer) Close() error {
 	k.sends.Wait()
 	if err := k.client.Close(); err != nil && !errors.Is(err, sarama.ErrClosedClient) {
 		return fmt.Errorf("kafka sink: close: %w", err)

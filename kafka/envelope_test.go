@@ -1,4 +1,4 @@
-package envelope
+package kafka
 
 import (
 	"bytes"
@@ -41,7 +41,7 @@ func TestEnvelope(t *testing.T) {
 				`"headers":[{"key":"trace","value":"abc"},{"key":"bin","value_base64":"/wA="}],"value":null}`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got := string(Append(nil, meta, tc.key, tc.value, tc.keyNull, tc.valueNull))
+			got := string(appendEnvelope(nil, meta, tc.key, tc.value, tc.keyNull, tc.valueNull))
 			if got != tc.want {
 				t.Fatalf("got  %s\nwant %s", got, tc.want)
 			}
@@ -91,11 +91,11 @@ func FuzzRoundTrip(f *testing.F) {
 		}
 		meta := &batcher.Meta{Topic: "t", Partition: 2, Offset: 9, Timestamp: time.UnixMilli(1714557600123),
 			Headers: []batcher.Header{{Key: hkey, Value: hvalue}, {Key: hkey, Value: []byte("second")}}}
-		line := Append(nil, meta, key, value, keyNull, valueNull)
+		line := appendEnvelope(nil, meta, key, value, keyNull, valueNull)
 		if bytes.ContainsAny(line, "\n\r") {
 			t.Fatalf("not one line: %s", line)
 		}
-		r, err := Parse(line)
+		r, err := parseEnvelope(line)
 		if err != nil {
 			t.Fatalf("%s: %v", line, err)
 		}
@@ -119,7 +119,7 @@ func TestParseErrors(t *testing.T) {
 		{`{"value":1,"timestamp":"yesterday"}`, "timestamp"},
 		{`{"value":1,"headers":[{"value":"v"}]}`, "header 1 has no key"},
 	} {
-		if _, err := Parse([]byte(tc.line)); err == nil || !strings.Contains(err.Error(), tc.want) {
+		if _, err := parseEnvelope([]byte(tc.line)); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: %v, want %q", tc.line, err, tc.want)
 		}
 	}

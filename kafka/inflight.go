@@ -1,4 +1,4 @@
-package sinks
+package kafka
 
 import (
 	"context"
@@ -16,8 +16,8 @@ import (
 // keep five requests in flight a connection for the same reason.
 const maxInFlight = 5
 
-// KafkaParallel is the sink's -j unless given: batches in flight at once.
-const KafkaParallel = maxInFlight
+// DefaultParallel is the sink's -j unless given: batches in flight at once.
+const DefaultParallel = maxInFlight
 
 // partitionState is a partition's sequence numbers and its record batches
 // in flight.
@@ -81,7 +81,7 @@ type flight struct {
 // start sends c to its partition as one record batch and returns without
 // waiting for the answer, once the partition has room. batch is the Seq of
 // the batch c is part of (0: none).
-func (k *KafkaProducer) start(ctx context.Context, c *chunk, batch int64) (*flight, error) {
+func (k *Producer) start(ctx context.Context, c *chunk, batch int64) (*flight, error) {
 	st := k.partition(c.partition)
 	st.mu.Lock()
 	defer st.mu.Unlock()
@@ -122,7 +122,7 @@ func (k *KafkaProducer) start(ctx context.Context, c *chunk, batch int64) (*flig
 // finish waits for fl's answer and settles it after every record batch
 // sent to its partition before it, sending it again if it failed. batch is
 // the Seq of the batch fl is part of.
-func (k *KafkaProducer) finish(ctx context.Context, fl *flight, batch int64) chunkResult {
+func (k *Producer) finish(ctx context.Context, fl *flight, batch int64) chunkResult {
 	err := <-fl.answer // sarama answers every request sent, if only with a closed connection
 	k.afterError(fl.c.partition, fl.conn, err)
 
@@ -196,7 +196,7 @@ func (st *partitionState) owe(batch int64) {
 }
 
 // settled lets batches behind batch send: it will not be tried again.
-func (k *KafkaProducer) settled(batch int64) {
+func (k *Producer) settled(batch int64) {
 	k.partsMu.Lock()
 	defer k.partsMu.Unlock()
 	for _, st := range k.parts {
@@ -211,7 +211,7 @@ func (k *KafkaProducer) settled(batch int64) {
 
 // sendAsync sends rb to the leader of partition p, and writes the outcome
 // to answer, which must have room for it.
-func (k *KafkaProducer) sendAsync(p int32, rb *sarama.RecordBatch, answer chan<- error) connRef {
+func (k *Producer) sendAsync(p int32, rb *sarama.RecordBatch, answer chan<- error) connRef {
 	broker, err := k.client.Leader(k.cfg.Topic, p)
 	if err != nil {
 		k.reseed(err)
@@ -237,7 +237,7 @@ func (k *KafkaProducer) sendAsync(p int32, rb *sarama.RecordBatch, answer chan<-
 
 // afterError does what err from a send calls for: a new connection, or
 // new metadata.
-func (k *KafkaProducer) afterError(p int32, conn connRef, err error) {
+func (k *Producer) afterError(p int32, conn connRef, err error) {
 	var ce *connError
 	switch {
 	case errors.As(err, &ce):

@@ -1,4 +1,4 @@
-package kafkaconn
+package kafka
 
 import (
 	"crypto/tls"
@@ -10,6 +10,7 @@ import (
 
 	"github.com/IBM/sarama"
 	"github.com/batchpipe/batchpipe/internal/testcert"
+	"github.com/batchpipe/batchpipe/kafka/kafkatest"
 	"github.com/twmb/franz-go/pkg/kfake"
 )
 
@@ -19,7 +20,7 @@ func TestConnSecurity(t *testing.T) {
 	certs := testcert.New(t)
 	for _, mech := range []string{"plain", "scram-sha-256", "scram-sha-512"} {
 		t.Run(mech, func(t *testing.T) {
-			c := newCluster(t,
+			c := kafkatest.NewFake(t,
 				kfake.SeedTopics(1, "t"),
 				kfake.TLS(&tls.Config{Certificates: []tls.Certificate{certs.Server}}),
 				kfake.EnableSASL(),
@@ -58,7 +59,7 @@ func TestConnSecurity(t *testing.T) {
 // Mutual TLS: the broker wants a client certificate signed by its CA.
 func TestConnClientCertificate(t *testing.T) {
 	certs := testcert.New(t)
-	c := newCluster(t,
+	c := kafkatest.NewFake(t,
 		kfake.SeedTopics(1, "t"),
 		kfake.TLS(&tls.Config{
 			Certificates: []tls.Certificate{certs.Server},
@@ -191,7 +192,7 @@ func TestProducerConfig(t *testing.T) {
 
 // A missing topic is named; it is not created.
 func TestPartitionsMissingTopic(t *testing.T) {
-	c := newCluster(t, kfake.SeedTopics(3, "t"))
+	c := kafkatest.NewFake(t, kfake.SeedTopics(3, "t"))
 	client, err := (&Conn{Brokers: c.ListenAddrs()}).Connect("t", "nope")
 	if err != nil {
 		t.Fatal(err)

@@ -1,4 +1,4 @@
-package sources
+package kafka
 
 import (
 	"slices"
@@ -61,7 +61,7 @@ type partState struct {
 	tail      int64 // the last skip's end: nothing to read from the last record before it
 
 	// gate, while a commit of the tail is sent for a sink that commits
-	// offsets itself (OffsetsInSink), holds back further records: no
+	// offsets itself (offsetsInSink), holds back further records: no
 	// transaction may commit past them before the tail's commit is in.
 	gate chan struct{}
 

@@ -1,7 +1,8 @@
-// Package kafkaconn is the one place that builds Kafka clients: the
-// connection settings (brokers, TLS, SASL), the client configuration the
-// source and the producers rely on, and the checks made at start.
-package kafkaconn
+// The one place that builds Kafka clients: the connection settings
+// (brokers, TLS, SASL), the client configuration the source and the
+// producers rely on, and the checks made at start.
+
+package kafka
 
 import (
 	"crypto/sha256"
@@ -121,37 +122,9 @@ func (c *Conn) Config() (*sarama.Config, error) {
 	// ChannelBufferSize messages.
 	cfg.Consumer.Fetch.Default = 1 << 20
 	cfg.ChannelBufferSize = 1024
-	if c.SessionTimeout > 0 {
-		cfg.Consumer.Group.Session.Timeout = c.SessionTimeout
+	if err := c.groupConfig(cfg); err != nil {
+		return nil, err
 	}
-	// A rebalance waits for every member to rejoin, and a member learns of
-	// it at its next heartbeat: one a second, not a third of the session
-	// (3.3s by default), bounds what every partition that moves waits.
-	cfg.Consumer.Group.Heartbeat.Interval = max(min(cfg.Consumer.Group.Session.Timeout/3, time.Second), 10*time.Millisecond)
-	cfg.Consumer.Group.Rebalance.Retry.Backoff = 250 * time.Millisecond
-	cfg.Consumer.Group.InstanceId = c.InstanceID
-	switch c.Strategy {
-	case "", "range":
-		cfg.Consumer.Group.Rebalance.GroupStrategies = []sarama.BalanceStrategy{sarama.NewBalanceStrategyRange()}
-	case "roundrobin":
-		cfg.Consumer.Group.Rebalance.GroupStrategies = []sarama.BalanceStrategy{sarama.NewBalanceStrategyRoundRobin()}
-	case "sticky":
-		cfg.Consumer.Group.Rebalance.GroupStrategies = []sarama.BalanceStrategy{sarama.NewBalanceStrategySticky()}
-	case "cooperative-sticky":
-		cfg.Consumer.Group.Rebalance.GroupStrategies = []sarama.BalanceStrategy{sarama.NewBalanceStrategyCooperativeSticky()}
-	default:
-		return nil, fmt.Errorf("kafka: unknown rebalance strategy %q (%s)", c.Strategy, strings.Join(Strategies, ", "))
-	}
-	if c.RebalanceTimeout > 0 {
-		cfg.Consumer.Group.Rebalance.Timeout = c.RebalanceTimeout
-	}
-	// A join waits at the coordinator until every member has rejoined, up
-	// to the rebalance timeout: a shorter read timeout (sarama's default,
-	// 30s, against its 60s) fails joins after members die, again and
-	// again (IBM/sarama#2820). As Kafka's own consumer, allow 5s more.
-	// Other requests need no more than before: the watch does not wait on
-	// them to tell that brokers stopped answering.
-	cfg.Net.ReadTimeout = max(cfg.Net.ReadTimeout, cfg.Consumer.Group.Rebalance.Timeout+5*time.Second)
 
 	// The dead letter: durable once every in-sync replica has it.
 	cfg.Producer.Return.Successes = true
@@ -172,6 +145,43 @@ func (c *Conn) Config() (*sarama.Config, error) {
 		return nil, fmt.Errorf("kafka: %w", err)
 	}
 	return cfg, nil
+}
+
+// groupConfig sets the consumer group's settings: session, strategy,
+// rebalance timeout, and the read timeout a join needs.
+func (c *Conn) groupConfig(cfg *sarama.Config) error {
+	if c.SessionTimeout > 0 {
+		cfg.Consumer.Group.Session.Timeout = c.SessionTimeout
+	}
+	// A rebalance waits for every member to rejoin, and a member learns of
+	// it at its next heartbeat: one a second, not a third of the session
+	// (3.3s by default), bounds what every partition that moves waits.
+	cfg.Consumer.Group.Heartbeat.Interval = max(min(cfg.Consumer.Group.Session.Timeout/3, time.Second), 10*time.Millisecond)
+	cfg.Consumer.Group.Rebalance.Retry.Backoff = 250 * time.Millisecond
+	cfg.Consumer.Group.InstanceId = c.InstanceID
+	switch c.Strategy {
+	case "", "range":
+		cfg.Consumer.Group.Rebalance.GroupStrategies = []sarama.BalanceStrategy{sarama.NewBalanceStrategyRange()}
+	case "roundrobin":
+		cfg.Consumer.Group.Rebalance.GroupStrategies = []sarama.BalanceStrategy{sarama.NewBalanceStrategyRoundRobin()}
+	case "sticky":
+		cfg.Consumer.Group.Rebalance.GroupStrategies = []sarama.BalanceStrategy{sarama.NewBalanceStrategySticky()}
+	case "cooperative-sticky":
+		cfg.Consumer.Group.Rebalance.GroupStrategies = []sarama.BalanceStrategy{sarama.NewBalanceStrategyCooperativeSticky()}
+	default:
+		return fmt.Errorf("kafka: unknown rebalance strategy %q (%s)", c.Strategy, strings.Join(Strategies, ", "))
+	}
+	if c.RebalanceTimeout > 0 {
+		cfg.Consumer.Group.Rebalance.Timeout = c.RebalanceTimeout
+	}
+	// A join waits at the coordinator until every member has rejoined, up
+	// to the rebalance timeout: a shorter read timeout (sarama's default,
+	// 30s, against its 60s) fails joins after members die, again and
+	// again (IBM/sarama#2820). As Kafka's own consumer, allow 5s more.
+	// Other requests need no more than before: the watch does not wait on
+	// them to tell that brokers stopped answering.
+	cfg.Net.ReadTimeout = max(cfg.Net.ReadTimeout, cfg.Consumer.Group.Rebalance.Timeout+5*time.Second)
+	return nil
 }
 
 func (c *Conn) tlsConfig() (*tls.Config, error) {

@@ -1,4 +1,4 @@
-package sources
+package kafka
 
 import (
 	"context"
@@ -10,7 +10,7 @@ import (
 
 	"github.com/IBM/sarama"
 	"github.com/batchpipe/batchpipe/batcher"
-	"github.com/batchpipe/batchpipe/internal/kafkaconn"
+	"github.com/batchpipe/batchpipe/kafka/kafkatest"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -116,13 +116,13 @@ func checkSpans(t *testing.T, got []spanBytes, parts int32, n int64) {
 // A run stopped with batches cut and not delivered: the next run, with
 // other -n and -j, forms those batches again, then cuts its own.
 func TestKafkaExactlyOnceReformsBatches(t *testing.T) {
-	c := newCluster(t, kfake.SeedTopics(3, "t"))
+	c := kafkatest.NewFake(t, kfake.SeedTopics(3, "t"))
 	client := connect(t, c)
 	produce(t, c, "t", []int32{0, 1, 2}, 400)
 
 	var all []spanBytes
-	run := func(maxRecords, parallel, stopAfter int) (batcher.Stats, *Kafka) {
-		k, err := OpenKafka(client, KafkaConfig{Topics: []string{"t"}, Group: "g", UntilEnd: true, ExactlyOnce: true})
+	run := func(maxRecords, parallel, stopAfter int) (batcher.Stats, *Source) {
+		k, err := OpenSource(client, SourceConfig{Topics: []string{"t"}, Group: "g", UntilEnd: true, ExactlyOnce: true})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -137,7 +137,7 @@ func TestKafkaExactlyOnceReformsBatches(t *testing.T) {
 			}
 		}()
 		p := &batcher.Pipeline{Source: k, Sink: sink, Config: batcher.Config{MaxRecords: maxRecords, Delim: '\n',
-			Parallel: parallel, Key: batcher.PartitionKey, Plan: k.PlanBatch}}
+			Parallel: parallel, Key: batcher.PartitionKey, Plan: k.plan}}
 		st, err := p.Run(ctx)
 		if stopAfter == 0 && err != nil {
 			t.Fatal(err)
@@ -181,15 +181,15 @@ func TestKafkaExactlyOnceReformsBatches(t *testing.T) {
 // later: it is tried again at once, not after the commit interval, which
 // would hold up every partition, as the aggregator waits for the cut.
 func TestKafkaCooperativeCutRetriedSoon(t *testing.T) {
-	c := newCluster(t, kfake.SeedTopics(1, "t"))
+	c := kafkatest.NewFake(t, kfake.SeedTopics(1, "t"))
 	produce(t, c, "t", []int32{0}, 100)
-	conn := kafkaconn.Conn{Brokers: c.ListenAddrs(), SessionTimeout: time.Second, Strategy: "cooperative-sticky"}
+	conn := Conn{Brokers: c.ListenAddrs(), SessionTimeout: time.Second, Strategy: "cooperative-sticky"}
 	client, err := conn.Connect()
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { client.Close() })
-	k, err := OpenKafka(client, KafkaConfig{Topics: []string{"t"}, Group: "g", ExactlyOnce: true, CommitInterval: time.Minute})
+	k, err := OpenSource(client, SourceConfig{Topics: []string{"t"}, Group: "g", ExactlyOnce: true, CommitInterval: time.Minute})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -205,7 +205,7 @@ func TestKafkaCooperativeCutRetriedSoon(t *testing.T) {
 		}
 	}()
 	p := &batcher.Pipeline{Source: k, Sink: sink, Config: batcher.Config{MaxRecords: 10, Delim: '\n',
-		Key: batcher.PartitionKey, Plan: k.PlanBatch}}
+		Key: batcher.PartitionKey, Plan: k.plan}}
 	p.Run(ctx)
 	k.Close()
 	select {

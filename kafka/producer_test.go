@@ -1,4 +1,4 @@
-package sinks
+package kafka
 
 import (
 	"bytes"
@@ -15,55 +15,60 @@ import (
 
 	"github.com/IBM/sarama"
 	"github.com/batchpipe/batchpipe/batcher"
-	"github.com/batchpipe/batchpipe/internal/kafkaconn"
+	"github.com/batchpipe/batchpipe/internal/batchtest"
+	"github.com/batchpipe/batchpipe/kafka/kafkatest"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
-// newKafkaProducer starts a cluster with topic "t" of parts partitions and
-// opens the sink on it.
-func newKafkaProducer(t testing.TB, parts int32, cfg KafkaProducerConfig, opts ...kafkaconn.ProducerOptions) (*KafkaProducer, *kfake.Cluster) {
+// newTestProducer opens the sink on a topic of parts partitions of its
+// own: on kfake, or on the real broker (kafkatest).
+func newTestProducer(t testing.TB, parts int32, cfg ProducerConfig, opts ...ProducerOptions) (*Producer, *kafkatest.Cluster) {
 	t.Helper()
-	return newKafkaProducerOn(t, parts, cfg, nil, opts...)
+	c, topic := kafkatest.NewTopic(t, parts)
+	return openTestProducer(t, c.Addrs, topic, cfg, opts...), c
 }
 
-// newKafkaProducerOn is newKafkaProducer with the cluster's listener made
-// by listen, if not nil.
-func newKafkaProducerOn(t testing.TB, parts int32, cfg KafkaProducerConfig, listen func(network, addr string) (net.Listener, error), opts ...kafkaconn.ProducerOptions) (*KafkaProducer, *kfake.Cluster) {
+// newFakeProducer opens the sink on a kfake cluster with topic "t" of
+// parts partitions, whose listener listen makes, if not nil: for a test
+// that needs kfake's controls, said by why.
+func newFakeProducer(t testing.TB, why string, parts int32, cfg ProducerConfig, listen func(network, addr string) (net.Listener, error), opts ...ProducerOptions) (*Producer, *kfake.Cluster) {
 	t.Helper()
-	kopts := []kfake.Opt{kfake.NumBrokers(1), kfake.SeedTopics(parts, "t")}
+	kafkatest.FakeOnly(t, why)
+	kopts := []kfake.Opt{kfake.SeedTopics(parts, "t")}
 	if listen != nil {
 		kopts = append(kopts, kfake.ListenFn(listen))
 	}
-	c, err := kfake.NewCluster(kopts...)
+	c := kafkatest.NewFake(t, kopts...)
+	return openTestProducer(t, c.ListenAddrs(), "t", cfg, opts...), c
+}
+
+func openTestProducer(t testing.TB, addrs []string, topic string, cfg ProducerConfig, opts ...ProducerOptions) *Producer {
+	t.Helper()
+	opts = append(opts, ProducerOptions{})
+	client, err := (&Conn{Brokers: addrs}).ConnectProducer(opts[0], topic)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(c.Close)
-	opts = append(opts, kafkaconn.ProducerOptions{})
-	client, err := (&kafkaconn.Conn{Brokers: c.ListenAddrs()}).ConnectProducer(opts[0], "t")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.Topic = "t"
-	k, err := NewKafkaProducer(client, cfg)
+	cfg.Topic = topic
+	k, err := NewProducer(client, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { k.Close() })
-	return k, c
+	return k
 }
 
 // BenchmarkKafkaProducer produces batches of 1000 records of 100 bytes.
 func BenchmarkKafkaProducer(b *testing.B) {
-	k, _ := newKafkaProducer(b, 4, KafkaProducerConfig{})
+	k, _ := newTestProducer(b, 4, ProducerConfig{})
 	recs := make([][]byte, 1000)
 	for i := range recs {
 		recs[i] = bytes.Repeat([]byte{'x'}, 99)
 	}
-	batch := batchOf(b, '\n', recs...)
+	batch := batchtest.Of(b, '\n', recs...)
 	b.SetBytes(int64(batch.Size()))
 	b.ResetTimer()
 	for b.Loop() {
@@ -77,7 +82,7 @@ func BenchmarkKafkaProducer(b *testing.B) {
 // A second signal must not wait for the broker: Deliver returns when ctx
 // ends, with the records in flight copied away from the batch.
 func TestKafkaProducerAbandon(t *testing.T) {
-	k, c := newKafkaProducer(t, 1, KafkaProducerConfig{})
+	k, c := newFakeProducer(t, "a broker that holds a request", 1, ProducerConfig{}, nil)
 	release := make(chan struct{})
 	held := make(chan struct{}, 1)
 	c.ControlKey(int16(kmsg.Produce), func(kmsg.Request) (kmsg.Response, error, bool) {
@@ -92,7 +97,7 @@ func TestKafkaProducerAbandon(t *testing.T) {
 	defer close(release)
 	ctx, cancel := context.WithCancelCause(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- k.Deliver(ctx, batchOf(t, '\n', []byte("a"), []byte("b"))) }()
+	go func() { done <- k.Deliver(ctx, batchtest.Of(t, '\n', []byte("a"), []byte("b"))) }()
 	<-held // the broker has the request and does not answer
 	cancel(errors.New("second signal"))
 	if err := <-done; err == nil || !strings.Contains(err.Error(), "second signal") {
@@ -103,14 +108,15 @@ func TestKafkaProducerAbandon(t *testing.T) {
 // Records that cannot be produced are rejected alone, with the reason;
 // the rest of the batch is delivered.
 func TestKafkaProducerRejects(t *testing.T) {
-	k, _ := newKafkaProducer(t, 2, KafkaProducerConfig{Unwrap: true, KeepPartition: true})
-	b := batchOf(t, '\n', []byte(`{"value":"ok","partition":1}`), []byte(`{"value":"far","partition":7}`), []byte("not json"))
+	k, _ := newTestProducer(t, 2, ProducerConfig{Unwrap: true, KeepPartition: true})
+	topic := k.cfg.Topic
+	b := batchtest.Of(t, '\n', []byte(`{"value":"ok","partition":1}`), []byte(`{"value":"far","partition":7}`), []byte("not json"))
 	err := k.Deliver(context.Background(), b)
 	var rej *batcher.RejectError
 	if !errors.As(err, &rej) || len(rej.Records) != 2 {
 		t.Fatalf("Deliver: %v, want 2 records rejected", err)
 	}
-	for i, want := range map[int]string{0: "topic t has 2 partitions", 1: "not an envelope"} {
+	for i, want := range map[int]string{0: "topic " + topic + " has 2 partitions", 1: "not an envelope"} {
 		r := rej.Records[i]
 		if r.Index != i+1 || r.Again || !strings.Contains(r.Err.Error(), want) {
 			t.Errorf("rejected %+v, want record %d for good: %q", r, i+1, want)
@@ -118,22 +124,20 @@ func TestKafkaProducerRejects(t *testing.T) {
 	}
 }
 
-// readAll returns the values of topic t of c, by partition.
-func readAll(t *testing.T, c *kfake.Cluster, parts int32) map[int32][]string {
+// readAll returns the values of topic, of parts partitions, by
+// partition.
+func readAll(t *testing.T, c brokers, topic string, parts int32) map[int32][]string {
 	t.Helper()
-	cl, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...), kgo.ConsumeTopics("t"))
+	cl, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...), kgo.ConsumeTopics(topic),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer cl.Close()
-	sc, err := sarama.NewClient(c.ListenAddrs(), sarama.NewConfig())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sc.Close()
+	sc := kafkatest.Client(t, c.ListenAddrs()...)
 	var total int64
 	for p := range parts {
-		end, err := sc.GetOffset("t", p, sarama.OffsetNewest)
+		end, err := sc.GetOffset(topic, p, sarama.OffsetNewest)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -156,7 +160,7 @@ func readAll(t *testing.T, c *kfake.Cluster, parts int32) map[int32][]string {
 // Connections lost before the broker answers: the record batch is sent
 // again, and every record lands once, in order.
 func TestKafkaProducerRetriesLostConnections(t *testing.T) {
-	k, c := newKafkaProducer(t, 1, KafkaProducerConfig{})
+	k, c := newFakeProducer(t, "connections dropped", 1, ProducerConfig{}, nil)
 	drops := 0
 	c.ControlKey(int16(kmsg.Produce), func(kmsg.Request) (kmsg.Response, error, bool) {
 		if drops++; drops < 3 {
@@ -169,13 +173,13 @@ func TestKafkaProducerRetriesLostConnections(t *testing.T) {
 	for i := range 100 {
 		recs = append(recs, []byte(strconv.Itoa(i)))
 	}
-	if err := k.Deliver(context.Background(), batchOf(t, '\n', recs...)); err != nil {
+	if err := k.Deliver(context.Background(), batchtest.Of(t, '\n', recs...)); err != nil {
 		t.Fatal(err)
 	}
 	if drops != 3 {
 		t.Fatalf("%d produce requests, want 2 lost and 1 answered", drops)
 	}
-	got := readAll(t, c, 1)[0]
+	got := readAll(t, c, "t", 1)[0]
 	if len(got) != 100 {
 		t.Fatalf("%d records, want 100", len(got))
 	}
@@ -190,7 +194,7 @@ func TestKafkaProducerRetriesLostConnections(t *testing.T) {
 // in order; batches delivered at once (-j) to the same partitions all
 // land.
 func TestKafkaProducerSplitsAndParallel(t *testing.T) {
-	k, c := newKafkaProducer(t, 3, KafkaProducerConfig{KeyDelimiter: []byte(":")}, kafkaconn.ProducerOptions{MaxMessageBytes: 1000})
+	k, c := newFakeProducer(t, "produce requests counted", 3, ProducerConfig{KeyDelimiter: []byte(":")}, nil, ProducerOptions{MaxMessageBytes: 1000})
 	var requests atomic.Int64
 	c.ControlKey(int16(kmsg.Produce), func(kmsg.Request) (kmsg.Response, error, bool) {
 		requests.Add(1)
@@ -205,13 +209,13 @@ func TestKafkaProducerSplitsAndParallel(t *testing.T) {
 			recs = append(recs, fmt.Appendf(nil, "key%d:%d/%04d/%s", i%7, w, i, strings.Repeat("x", 50)))
 		}
 		wg.Go(func() {
-			if err := k.Deliver(context.Background(), batchOf(t, '\n', recs...)); err != nil {
+			if err := k.Deliver(context.Background(), batchtest.Of(t, '\n', recs...)); err != nil {
 				t.Error(err)
 			}
 		})
 	}
 	wg.Wait()
-	got := readAll(t, c, 3)
+	got := readAll(t, c, "t", 3)
 	n := 0
 	for p, vals := range got {
 		last := map[string]string{}
@@ -299,20 +303,20 @@ func TestKafkaProducerIdempotentAfterLostAnswers(t *testing.T) {
 		l.Listener = ln
 		return l, err
 	}
-	k, c := newKafkaProducerOn(t, 2, KafkaProducerConfig{KeyDelimiter: []byte(":")}, listen)
+	k, c := newFakeProducer(t, "answers lost on the wire", 2, ProducerConfig{KeyDelimiter: []byte(":")}, listen)
 	l.lose.Store(3)
 	var recs [][]byte
 	for i := range 200 {
 		recs = append(recs, fmt.Appendf(nil, "k%d:%04d", i%5, i))
 	}
-	if err := k.Deliver(context.Background(), batchOf(t, '\n', recs...)); err != nil {
+	if err := k.Deliver(context.Background(), batchtest.Of(t, '\n', recs...)); err != nil {
 		t.Fatal(err)
 	}
 	if n := l.lose.Load(); n > 0 {
 		t.Fatalf("%d answers still to lose: the test lost fewer than 3", n)
 	}
 	n := 0
-	for p, vals := range readAll(t, c, 2) {
+	for p, vals := range readAll(t, c, "t", 2) {
 		for j := 1; j < len(vals); j++ {
 			if vals[j] <= vals[j-1] {
 				t.Fatalf("partition %d: %s after %s (a duplicate, or out of order)", p, vals[j], vals[j-1])
@@ -328,7 +332,7 @@ func TestKafkaProducerIdempotentAfterLostAnswers(t *testing.T) {
 // A broker that is, for a while, not the partition's leader: the batch is
 // sent again once the metadata says where, and lands once.
 func TestKafkaProducerRetriesNotLeader(t *testing.T) {
-	k, c := newKafkaProducer(t, 1, KafkaProducerConfig{})
+	k, c := newFakeProducer(t, "produce requests refused", 1, ProducerConfig{}, nil)
 	refused := 0
 	c.ControlKey(int16(kmsg.Produce), func(r kmsg.Request) (kmsg.Response, error, bool) {
 		if refused++; refused > 2 {
@@ -337,10 +341,10 @@ func TestKafkaProducerRetriesNotLeader(t *testing.T) {
 		c.KeepControl()
 		return refuseProduce(r, kerr.NotLeaderForPartition.Code), nil, true
 	})
-	if err := k.Deliver(context.Background(), batchOf(t, '\n', []byte("a"), []byte("b"))); err != nil {
+	if err := k.Deliver(context.Background(), batchtest.Of(t, '\n', []byte("a"), []byte("b"))); err != nil {
 		t.Fatal(err)
 	}
-	if got := readAll(t, c, 1)[0]; refused != 3 || len(got) != 2 || got[0] != "a" || got[1] != "b" {
+	if got := readAll(t, c, "t", 1)[0]; refused != 3 || len(got) != 2 || got[0] != "a" || got[1] != "b" {
 		t.Fatalf("%d produce requests, records %q; want 2 refused, then a and b once", refused, got)
 	}
 }
@@ -367,7 +371,7 @@ func refuseProduce(r kmsg.Request, code int16) kmsg.Response {
 // Records rejected from several partitions are listed in batch order, so
 // that those tried again keep their order.
 func TestKafkaProducerRejectsInOrder(t *testing.T) {
-	k, c := newKafkaProducer(t, 3, KafkaProducerConfig{KeyDelimiter: []byte(":")})
+	k, c := newFakeProducer(t, "connections dropped", 3, ProducerConfig{KeyDelimiter: []byte(":")}, nil)
 	c.ControlKey(int16(kmsg.Produce), func(kmsg.Request) (kmsg.Response, error, bool) {
 		c.KeepControl()
 		return nil, errors.New("connection lost"), true
@@ -379,7 +383,7 @@ func TestKafkaProducerRejectsInOrder(t *testing.T) {
 		recs = append(recs, fmt.Appendf(nil, "k%d:%d", i, i))
 	}
 	k.attempts = 2
-	err := k.Deliver(ctx, batchOf(t, '\n', recs...))
+	err := k.Deliver(ctx, batchtest.Of(t, '\n', recs...))
 	var rej *batcher.RejectError
 	if !errors.As(err, &rej) || len(rej.Records) != 30 {
 		t.Fatalf("Deliver: %v, want all 30 records to try again", err)

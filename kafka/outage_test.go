@@ -1,4 +1,4 @@
-package sinks
+package kafka
 
 // The Kafka sink through a broker outage: a kfake cluster closed, and a
 // new one started on the same port.
@@ -12,26 +12,24 @@ import (
 
 	"github.com/IBM/sarama"
 	"github.com/batchpipe/batchpipe/batcher"
-	"github.com/batchpipe/batchpipe/internal/kafkaconn"
-	"github.com/batchpipe/batchpipe/internal/kafkareal"
+	"github.com/batchpipe/batchpipe/internal/batchtest"
+	"github.com/batchpipe/batchpipe/kafka/kafkatest"
 	"github.com/twmb/franz-go/pkg/kfake"
 )
 
 // outageProducer opens the sink on a cluster listening on port, which
 // the test may close and start again with startOn.
-func outageProducer(t *testing.T, cfg KafkaProducerConfig) (*KafkaProducer, *kfake.Cluster, int) {
+func outageProducer(t *testing.T, cfg ProducerConfig) (*Producer, *kfake.Cluster, int) {
 	t.Helper()
-	port, err := kafkareal.FreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
+	kafkatest.FakeOnly(t, "a cluster stopped and started again on its port")
+	port := kafkatest.FreePort(t)
 	c := startOn(t, port)
-	client, err := (&kafkaconn.Conn{Brokers: c.ListenAddrs()}).ConnectProducer(kafkaconn.ProducerOptions{}, "t")
+	client, err := (&Conn{Brokers: c.ListenAddrs()}).ConnectProducer(ProducerOptions{}, "t")
 	if err != nil {
 		t.Fatal(err)
 	}
 	cfg.Topic, cfg.Brokers = "t", c.ListenAddrs()
-	k, err := NewKafkaProducer(client, cfg)
+	k, err := NewProducer(client, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -41,12 +39,7 @@ func outageProducer(t *testing.T, cfg KafkaProducerConfig) (*KafkaProducer, *kfa
 
 func startOn(t *testing.T, port int) *kfake.Cluster {
 	t.Helper()
-	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.Ports(port), kfake.SeedTopics(1, "t"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.Close)
-	return c
+	return kafkatest.NewFake(t, kfake.Ports(port), kfake.SeedTopics(1, "t"))
 }
 
 // A producer id asked for while the cluster is away makes sarama drop
@@ -54,8 +47,8 @@ func startOn(t *testing.T, port int) *kfake.Cluster {
 // brokers"): once a cluster listens again on the same address, the client
 // is seeded again and the next batch lands.
 func TestKafkaProducerAfterOutage(t *testing.T) {
-	k, c, port := outageProducer(t, KafkaProducerConfig{})
-	if err := k.Deliver(context.Background(), batchOf(t, '\n', lines("before")...)); err != nil {
+	k, c, port := outageProducer(t, ProducerConfig{})
+	if err := k.Deliver(context.Background(), batchtest.Of(t, '\n', batchtest.Lines("before")...)); err != nil {
 		t.Fatal(err)
 	}
 	c.Close()
@@ -64,10 +57,10 @@ func TestKafkaProducerAfterOutage(t *testing.T) {
 		t.Fatalf("producer id with the cluster away: %v, want no broker left", err)
 	}
 	c = startOn(t, port)
-	if err := k.Deliver(context.Background(), batchOf(t, '\n', lines("after")...)); err != nil {
+	if err := k.Deliver(context.Background(), batchtest.Of(t, '\n', batchtest.Lines("after")...)); err != nil {
 		t.Fatalf("Deliver once the cluster is back: %v", err)
 	}
-	if got := readAll(t, c, 1)[0]; len(got) != 1 || got[0] != "after" {
+	if got := readAll(t, c, "t", 1)[0]; len(got) != 1 || got[0] != "after" {
 		t.Fatalf("the new cluster holds %q, want the record sent after the outage", got)
 	}
 }
@@ -76,13 +69,13 @@ func TestKafkaProducerAfterOutage(t *testing.T) {
 // until none has answered for the timeout; then it is rejected to be tried
 // again, saying why.
 func TestKafkaProducerOutageTimeout(t *testing.T) {
-	k, c, _ := outageProducer(t, KafkaProducerConfig{Timeout: 300 * time.Millisecond})
-	if err := k.Deliver(context.Background(), batchOf(t, '\n', lines("before")...)); err != nil {
+	k, c, _ := outageProducer(t, ProducerConfig{Timeout: 300 * time.Millisecond})
+	if err := k.Deliver(context.Background(), batchtest.Of(t, '\n', batchtest.Lines("before")...)); err != nil {
 		t.Fatal(err)
 	}
 	k.attempts = 1 // were the attempts counted, the first failure would end them
 	c.Close()
-	err := k.Deliver(context.Background(), batchOf(t, '\n', lines("a", "b")...))
+	err := k.Deliver(context.Background(), batchtest.Of(t, '\n', batchtest.Lines("a", "b")...))
 	var rej *batcher.RejectError
 	if !errors.As(err, &rej) || len(rej.Records) != 2 {
 		t.Fatalf("Deliver with the cluster away: %v, want both records rejected", err)

@@ -1,42 +1,31 @@
-package sources
+package kafka
 
 import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/IBM/sarama"
-	"github.com/batchpipe/batchpipe/batcher"
-	"github.com/batchpipe/batchpipe/internal/kafkaconn"
-	"github.com/batchpipe/batchpipe/internal/kafkareal"
-	"github.com/twmb/franz-go/pkg/kerr"
-	"github.com/twmb/franz-go/pkg/kfake"
-	"github.com/twmb/franz-go/pkg/kgo"
-	"github.com/twmb/franz-go/pkg/kmsg"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/IBM/sarama"
+	"github.com/batchpipe/batchpipe/batcher"
+	"github.com/batchpipe/batchpipe/kafka/kafkatest"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
-// newCluster starts an in-process Kafka cluster. The tests of what a
-// broker leaves at a partition's end (markers, deleted records) use
-// newTopic instead, which gives them the real broker when
-// BATCHPIPE_TEST_KAFKA names one.
-func newCluster(t *testing.T, opts ...kfake.Opt) *kfake.Cluster {
-	t.Helper()
-	opts = append([]kfake.Opt{kfake.NumBrokers(1), kfake.GroupMinSessionTimeout(100 * time.Millisecond)}, opts...)
-	c, err := kfake.NewCluster(opts...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.Close)
-	return c
-}
+// brokers is a cluster to produce to and connect to: a *kfake.Cluster or a
+// *kafkatest.Cluster.
+type brokers interface{ ListenAddrs() []string }
 
 func connect(t *testing.T, c brokers) sarama.Client {
 	t.Helper()
-	conn := kafkaconn.Conn{Brokers: c.ListenAddrs(), SessionTimeout: time.Second}
+	conn := Conn{Brokers: c.ListenAddrs(), SessionTimeout: time.Second}
 	client, err := conn.Connect()
 	if err != nil {
 		t.Fatal(err)
@@ -49,32 +38,14 @@ func connect(t *testing.T, c brokers) sarama.Client {
 // value of record i of partition p is "topic/p/i".
 func produce(t *testing.T, c brokers, topic string, parts []int32, n int) {
 	t.Helper()
-	cfg := sarama.NewConfig()
-	cfg.Version = kafkaconn.Version
-	cfg.Producer.Partitioner = sarama.NewManualPartitioner
-	cfg.Producer.Return.Successes = true
-	cfg.Producer.MaxMessageBytes = 8 << 20
-	p, err := sarama.NewSyncProducer(c.ListenAddrs(), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
 	var msgs []*sarama.ProducerMessage
 	for _, part := range parts {
 		for i := range n {
 			msgs = append(msgs, &sarama.ProducerMessage{Topic: topic, Partition: part,
 				Value: sarama.StringEncoder(fmt.Sprintf("%s/%d/%d", topic, part, i))})
-			if len(msgs) == 5000 {
-				if err := p.SendMessages(msgs); err != nil {
-					t.Fatal(err)
-				}
-				msgs = msgs[:0]
-			}
 		}
 	}
-	if err := p.SendMessages(msgs); err != nil {
-		t.Fatal(err)
-	}
+	kafkatest.Send(t, kafkatest.NewProducer(t, c.ListenAddrs()...), msgs)
 }
 
 // collect is a sink that counts the records it was given.
@@ -106,14 +77,14 @@ func (c *collect) Deliver(ctx context.Context, b *batcher.Batch) error {
 func TestKafkaUntilEnd(t *testing.T) {
 	for _, group := range []string{"", "g"} {
 		t.Run("group="+group, func(t *testing.T) {
-			c, topic := newTopic(t, 4)
+			c, topic := kafkatest.NewTopic(t, 4)
 			if group != "" {
-				group = c.name(group)
+				group = c.Name(group)
 			}
 			client := connect(t, c)
 			produce(t, c, topic, []int32{0, 1, 2, 3}, 1000)
 
-			k, err := OpenKafka(client, KafkaConfig{Topics: []string{topic}, Group: group, UntilEnd: true})
+			k, err := OpenSource(client, SourceConfig{Topics: []string{topic}, Group: group, UntilEnd: true})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -173,11 +144,11 @@ func committedOffsets(t *testing.T, client sarama.Client, group, topic string, p
 // partitions at or before its first record there, even with later batches
 // delivered by other workers.
 func TestKafkaFailedBatchHoldsCommits(t *testing.T) {
-	c := newCluster(t, kfake.SeedTopics(4, "t"))
+	c := kafkatest.NewFake(t, kfake.SeedTopics(4, "t"))
 	client := connect(t, c)
 	produce(t, c, "t", []int32{0, 1, 2, 3}, 2000)
 
-	k, err := OpenKafka(client, KafkaConfig{Topics: []string{"t"}, Group: "g", UntilEnd: true, CommitInterval: 10 * time.Millisecond})
+	k, err := OpenSource(client, SourceConfig{Topics: []string{"t"}, Group: "g", UntilEnd: true, CommitInterval: 10 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -224,7 +195,7 @@ func TestKafkaFailedBatchHoldsCommits(t *testing.T) {
 }
 
 // drain reads everything k gives until Run returns, without a pipeline.
-func drain(t *testing.T, k *Kafka) []batcher.Record {
+func drain(t *testing.T, k *Source) []batcher.Record {
 	t.Helper()
 	out := make(chan []batcher.Record)
 	errc := make(chan error, 1)
@@ -243,7 +214,7 @@ func drain(t *testing.T, k *Kafka) []batcher.Record {
 }
 
 func TestKafkaFrom(t *testing.T) {
-	c := newCluster(t, kfake.SeedTopics(2, "t"))
+	c := kafkatest.NewFake(t, kfake.SeedTopics(2, "t"))
 	client := connect(t, c)
 	produce(t, c, "t", []int32{0, 1}, 100)
 	future := time.Now().Add(time.Hour)
@@ -266,7 +237,7 @@ func TestKafkaFrom(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			k, err := OpenKafka(client, KafkaConfig{Topics: []string{"t"}, Partitions: tc.parts, From: from, UntilEnd: true})
+			k, err := OpenSource(client, SourceConfig{Topics: []string{"t"}, Partitions: tc.parts, From: from, UntilEnd: true})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -288,10 +259,10 @@ func TestKafkaFrom(t *testing.T) {
 }
 
 func TestKafkaLimit(t *testing.T) {
-	c := newCluster(t, kfake.SeedTopics(4, "t"))
+	c := kafkatest.NewFake(t, kfake.SeedTopics(4, "t"))
 	client := connect(t, c)
 	produce(t, c, "t", []int32{0, 1, 2, 3}, 1000)
-	k, err := OpenKafka(client, KafkaConfig{Topics: []string{"t"}, Group: "g", Limit: 1234})
+	k, err := OpenSource(client, SourceConfig{Topics: []string{"t"}, Group: "g", Limit: 1234})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -317,18 +288,18 @@ func TestKafkaLimit(t *testing.T) {
 }
 
 func TestKafkaOpenErrors(t *testing.T) {
-	c := newCluster(t, kfake.SeedTopics(2, "t"))
+	c := kafkatest.NewFake(t, kfake.SeedTopics(2, "t"))
 	client := connect(t, c)
 	for _, tc := range []struct {
-		cfg  KafkaConfig
+		cfg  SourceConfig
 		want string
 	}{
-		{KafkaConfig{}, "no topic"},
-		{KafkaConfig{Topics: []string{"nope"}}, `topic "nope" does not exist`},
-		{KafkaConfig{Topics: []string{"t"}, Partitions: []int32{2}}, `topic "t" has no partition 2`},
-		{KafkaConfig{Topics: []string{"t"}, Group: "g", Partitions: []int32{0}}, "not both"},
+		{SourceConfig{}, "no topic"},
+		{SourceConfig{Topics: []string{"nope"}}, `topic "nope" does not exist`},
+		{SourceConfig{Topics: []string{"t"}, Partitions: []int32{2}}, `topic "t" has no partition 2`},
+		{SourceConfig{Topics: []string{"t"}, Group: "g", Partitions: []int32{0}}, "not both"},
 	} {
-		if k, err := OpenKafka(client, tc.cfg); err == nil || !strings.Contains(err.Error(), tc.want) {
+		if k, err := OpenSource(client, tc.cfg); err == nil || !strings.Contains(err.Error(), tc.want) {
 			if k != nil {
 				k.Close()
 			}
@@ -370,11 +341,11 @@ func TestParseFrom(t *testing.T) {
 
 // With a group, From applies only where nothing is committed.
 func TestKafkaGroupFrom(t *testing.T) {
-	c := newCluster(t, kfake.SeedTopics(1, "t"))
+	c := kafkatest.NewFake(t, kfake.SeedTopics(1, "t"))
 	client := connect(t, c)
 	produce(t, c, "t", []int32{0}, 100)
 	runGroup := func(from From) []batcher.Record {
-		k, err := OpenKafka(client, KafkaConfig{Topics: []string{"t"}, Group: "g", From: from, UntilEnd: true})
+		k, err := OpenSource(client, SourceConfig{Topics: []string{"t"}, Group: "g", From: from, UntilEnd: true})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -412,7 +383,7 @@ func TestKafkaGroupFrom(t *testing.T) {
 // the records it handed over; the ones it did not stay pending, so that no
 // commit passes them.
 func TestKafkaReadCountsHandedOver(t *testing.T) {
-	k := &Kafka{cfg: KafkaConfig{Group: "g"}, track: newTracker(), chunks: make(chan chunk),
+	k := &Source{cfg: SourceConfig{Group: "g"}, track: newTracker(), chunks: make(chan readChunk),
 		change: make(chan struct{}, 1), fatal: make(chan error, 1)}
 	k.once.Do(func() {}) // no readers: the test plays them
 	st := k.track.assign("t", 0, 0, -1, 0)
@@ -422,9 +393,9 @@ func TestKafkaReadCountsHandedOver(t *testing.T) {
 	go func() { errc <- k.Run(ctx, out) }()
 
 	first, second := records("t", 0, span(0, 10)...), records("t", 0, span(10, 20)...)
-	k.chunks <- chunk{st: st, recs: first}
+	k.chunks <- readChunk{st: st, recs: first}
 	handed := <-out
-	k.chunks <- chunk{st: st, recs: second} // taken, never handed: nobody reads out
+	k.chunks <- readChunk{st: st, recs: second} // taken, never handed: nobody reads out
 	cancel()
 	if err := <-errc; !errors.Is(err, context.Canceled) {
 		t.Fatalf("Run: %v", err)
@@ -462,14 +433,12 @@ func produceTxn(t *testing.T, c brokers, topic string, part int32, n int) {
 	if err := cl.EndTransaction(context.Background(), kgo.TryCommit); err != nil {
 		t.Fatal(err)
 	}
-	if err := kafkareal.WaitStable(context.Background(), c.ListenAddrs()[0], topic); err != nil {
-		t.Fatal(err)
-	}
+	kafkatest.WaitStable(t, c.ListenAddrs()[0], topic)
 }
 
 // drainWithin is drain that fails the test if Run does not return within a
 // generous bound: the bugs it guards against hang forever.
-func drainWithin(t *testing.T, k *Kafka) []batcher.Record {
+func drainWithin(t *testing.T, k *Source) []batcher.Record {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -505,10 +474,10 @@ func TestKafkaUntilEndPastMarker(t *testing.T) {
 		{"start at the marker, records past the end", From{Kind: FromOffset, Offset: 10}, 5, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			c, topic := newTopic(t, 1)
+			c, topic := kafkatest.NewTopic(t, 1)
 			client := connect(t, c)
 			produceTxn(t, c, topic, 0, 10) // offsets 0-9, the marker at 10
-			k, err := OpenKafka(client, KafkaConfig{Topics: []string{topic}, From: tc.from, UntilEnd: true})
+			k, err := OpenSource(client, SourceConfig{Topics: []string{topic}, From: tc.from, UntilEnd: true})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -531,7 +500,7 @@ func TestKafkaUntilEndPastMarker(t *testing.T) {
 
 // The same as a group, which commits the end offset, past the marker.
 func TestKafkaGroupUntilEndPastMarker(t *testing.T) {
-	c, topic := newTopic(t, 1)
+	c, topic := kafkatest.NewTopic(t, 1)
 	client := connect(t, c)
 	produceTxn(t, c, topic, 0, 10)
 	for _, tc := range []struct {
@@ -543,14 +512,14 @@ func TestKafkaGroupUntilEndPastMarker(t *testing.T) {
 		{"g2", From{Kind: FromOffset, Offset: 10}, 0}, // as if an earlier run committed the last record
 	} {
 		t.Run(tc.group, func(t *testing.T) {
-			st, err := runPipeline(t, client, KafkaConfig{Topics: []string{topic}, Group: c.name(tc.group), From: tc.from, UntilEnd: true})
+			st, err := runPipeline(t, client, SourceConfig{Topics: []string{topic}, Group: c.Name(tc.group), From: tc.from, UntilEnd: true})
 			if err != nil {
 				t.Fatalf("after %d records: %v", st.Delivered, err)
 			}
 			if st.Delivered != tc.want {
 				t.Fatalf("delivered %d, want %d", st.Delivered, tc.want)
 			}
-			if o := committedOffsets(t, client, c.name(tc.group), topic, 1)[0]; o != 11 {
+			if o := committedOffsets(t, client, c.Name(tc.group), topic, 1)[0]; o != 11 {
 				t.Fatalf("committed %d, want 11, past the marker", o)
 			}
 		})
@@ -560,9 +529,9 @@ func TestKafkaGroupUntilEndPastMarker(t *testing.T) {
 // runPipeline runs a pipeline of batches of 3 from a Kafka source to
 // memory, for at most 20 s, and closes the source; the error is the first
 // of the run's and Close's.
-func runPipeline(t *testing.T, client sarama.Client, cfg KafkaConfig) (batcher.Stats, error) {
+func runPipeline(t *testing.T, client sarama.Client, cfg SourceConfig) (batcher.Stats, error) {
 	t.Helper()
-	k, err := OpenKafka(client, cfg)
+	k, err := OpenSource(client, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -580,14 +549,14 @@ func runPipeline(t *testing.T, client sarama.Client, cfg KafkaConfig) (batcher.S
 // as it does without a group, rather than skip them unsaid as sarama's
 // group consumer would; the committed offset stays where it was.
 func TestKafkaGroupDeletedRecordsFail(t *testing.T) {
-	c, topic := newTopic(t, 1)
+	c, topic := kafkatest.NewTopic(t, 1)
 	client := connect(t, c)
 	produce(t, c, topic, []int32{0}, 10)
-	groupRun := func(cfg KafkaConfig) (batcher.Stats, error) {
-		cfg.Topics, cfg.Group = []string{topic}, c.name("g")
+	groupRun := func(cfg SourceConfig) (batcher.Stats, error) {
+		cfg.Topics, cfg.Group = []string{topic}, c.Name("g")
 		return runPipeline(t, client, cfg)
 	}
-	if _, err := groupRun(KafkaConfig{Limit: 3}); err != nil {
+	if _, err := groupRun(SourceConfig{Limit: 3}); err != nil {
 		t.Fatal(err)
 	}
 	admin, err := sarama.NewClusterAdminFromClient(client)
@@ -597,7 +566,7 @@ func TestKafkaGroupDeletedRecordsFail(t *testing.T) {
 	if err := admin.DeleteRecords(topic, map[int32]int64{0: 10}); err != nil {
 		t.Fatal(err)
 	}
-	st, err := groupRun(KafkaConfig{UntilEnd: true})
+	st, err := groupRun(SourceConfig{UntilEnd: true})
 	if !errors.Is(err, sarama.ErrOffsetOutOfRange) || !strings.Contains(err.Error(), topic+"[0]") ||
 		!strings.Contains(err.Error(), "committed offset 3 is outside the offsets kept (10-10)") {
 		t.Fatalf("err %v", err)
@@ -605,7 +574,7 @@ func TestKafkaGroupDeletedRecordsFail(t *testing.T) {
 	if st.Delivered != 0 {
 		t.Fatalf("delivered %d, want none", st.Delivered)
 	}
-	if o := committedOffsets(t, client, c.name("g"), topic, 1)[0]; o != 3 {
+	if o := committedOffsets(t, client, c.Name("g"), topic, 1)[0]; o != 3 {
 		t.Fatalf("committed %d, want 3", o)
 	}
 }
@@ -614,10 +583,10 @@ func TestKafkaGroupDeletedRecordsFail(t *testing.T) {
 // meanwhile: sarama's consumer fetches nothing for a partition whose
 // records wait, so the high watermark is asked of the broker.
 func TestKafkaLagWhileStalled(t *testing.T) {
-	c := newCluster(t, kfake.SeedTopics(1, "t"))
+	c := kafkatest.NewFake(t, kfake.SeedTopics(1, "t"))
 	client := connect(t, c)
 	produce(t, c, "t", []int32{0}, 100)
-	k, err := OpenKafka(client, KafkaConfig{Topics: []string{"t"}})
+	k, err := OpenSource(client, SourceConfig{Topics: []string{"t"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -649,10 +618,10 @@ func TestKafkaShutdownUnansweredRequest(t *testing.T) {
 		{kmsg.LeaveGroup, ""},
 	} {
 		t.Run(tc.key.Name(), func(t *testing.T) {
-			c := newCluster(t, kfake.SeedTopics(1, "t"))
+			c := kafkatest.NewFake(t, kfake.SeedTopics(1, "t"))
 			client := connect(t, c)
 			produce(t, c, "t", []int32{0}, 100)
-			k, err := OpenKafka(client, KafkaConfig{Topics: []string{"t"}, Group: "g", UntilEnd: true, CommitInterval: time.Hour})
+			k, err := OpenSource(client, SourceConfig{Topics: []string{"t"}, Group: "g", UntilEnd: true, CommitInterval: time.Hour})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -687,15 +656,15 @@ func TestKafkaShutdownUnansweredRequest(t *testing.T) {
 	}
 }
 
-// A join the group refuses for good fails Run at once, as a StartError
-// when nothing was assigned yet; other join errors fail it once no
+// A join the group refuses for good fails Run at once, Refused when
+// nothing was assigned yet; other join errors fail it once no
 // partitions have been assigned for Timeout.
 func TestKafkaGroupJoinErrors(t *testing.T) {
 	for _, tc := range []struct {
 		name    string
 		opts    []kfake.Opt
 		faults  func(c *kfake.Cluster)
-		start   bool // a StartError
+		start   bool // Refused
 		want    string
 		wantErr error
 	}{
@@ -742,13 +711,13 @@ func TestKafkaGroupJoinErrors(t *testing.T) {
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			c := newCluster(t, append(tc.opts, kfake.SeedTopics(1, "t"))...)
+			c := kafkatest.NewFake(t, append(tc.opts, kfake.SeedTopics(1, "t"))...)
 			client := connect(t, c) // session timeout 1s
 			produce(t, c, "t", []int32{0}, 10)
 			if tc.faults != nil {
 				tc.faults(c)
 			}
-			k, err := OpenKafka(client, KafkaConfig{Topics: []string{"t"}, Group: "g", Timeout: time.Second})
+			k, err := OpenSource(client, SourceConfig{Topics: []string{"t"}, Group: "g", Timeout: time.Second})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -757,9 +726,10 @@ func TestKafkaGroupJoinErrors(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
 			err = k.Run(ctx, make(chan []batcher.Record, 1))
-			var se *StartError
-			if err == nil || !strings.Contains(err.Error(), tc.want) || !errors.Is(err, tc.wantErr) || errors.As(err, &se) != tc.start {
-				t.Fatalf("Run: %v; want %q wrapping %v, a StartError: %v", err, tc.want, tc.wantErr, tc.start)
+			var kerr *Error
+			refused := errors.As(err, &kerr) && kerr.Kind == Refused
+			if err == nil || !strings.Contains(err.Error(), tc.want) || !errors.Is(err, tc.wantErr) || refused != tc.start {
+				t.Fatalf("Run: %v; want %q wrapping %v, refused: %v", err, tc.want, tc.wantErr, tc.start)
 			}
 		})
 	}
@@ -768,11 +738,11 @@ func TestKafkaGroupJoinErrors(t *testing.T) {
 // A group that cannot be left after a clean final commit loses nothing:
 // Close reports no error, so the run's exit says all was delivered.
 func TestKafkaLeaveGroupFailureIsNoError(t *testing.T) {
-	c := newCluster(t, kfake.SeedTopics(1, "t"))
+	c := kafkatest.NewFake(t, kfake.SeedTopics(1, "t"))
 	client := connect(t, c)
 	produce(t, c, "t", []int32{0}, 10)
 	c.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.LeaveGroup}, Err: kerr.CoordinatorNotAvailable, Count: -1})
-	st, err := runPipeline(t, client, KafkaConfig{Topics: []string{"t"}, Group: "g", UntilEnd: true})
+	st, err := runPipeline(t, client, SourceConfig{Topics: []string{"t"}, Group: "g", UntilEnd: true})
 	if err != nil || st.Delivered != 10 {
 		t.Fatalf("delivered %d: %v", st.Delivered, err)
 	}

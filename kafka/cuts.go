@@ -1,9 +1,9 @@
-package sources
+package kafka
 
 // Exactly once: where batches are cut, stored in Kafka before delivery.
 //
 // Every batch holds records of one partition. Before a new batch is
-// queued, PlanBatch commits, for its partition, the offset delivered so
+// queued, plan commits, for its partition, the offset delivered so
 // far together with metadata listing the ends of every batch cut beyond
 // it, this one included: "bp1:" and the distances between successive ends,
 // from the committed offset ("bp1:999,1000,1000" is [c, c+999],
@@ -167,7 +167,7 @@ func decodeCuts(offset int64, meta string) ([]int64, error) {
 
 // loadCuts reads back the planned cuts of the partitions just assigned.
 // k.mu is held; st is each partition's new state.
-func (k *Kafka) loadCuts(states map[topicPartition]*partState) error {
+func (k *Source) loadCuts(states map[topicPartition]*partState) error {
 	if k.cuts == nil || len(states) == 0 {
 		return nil
 	}
@@ -210,19 +210,19 @@ func (k *Kafka) loadCuts(states map[topicPartition]*partState) error {
 
 // commitMetadata is the metadata committed with offset for st: the planned
 // cuts at or past it with exactly once, else none.
-func (k *Kafka) commitMetadata(st *partState, offset int64) string {
+func (k *Source) commitMetadata(st *partState, offset int64) string {
 	if k.cuts == nil {
 		return ""
 	}
 	return k.cuts.metadata(st, offset)
 }
 
-// PlanBatch stores the cut of a batch just formed, before it is delivered:
+// plan stores the cut of a batch just formed, before it is delivered:
 // it is the pipeline's Plan hook with --exactly-once. One offset commit
 // per batch; it waits while the cuts listed would not fit the metadata.
 // The error wraps batcher.ErrNotOwned when the partition is no longer
 // this member's: its new owner reads the records again.
-func (k *Kafka) PlanBatch(b *batcher.Batch) error {
+func (k *Source) plan(b *batcher.Batch) error {
 	span, ok := b.Span()
 	if !ok {
 		return errors.New("kafka: exactly once: a batch holds records of several partitions")
@@ -253,7 +253,7 @@ const generationRetry = 20 * time.Millisecond
 // try, or less if an ack comes: the commit interval while the metadata has
 // no room yet; a moment while a cooperative rebalance moves the
 // generation, as the aggregator waits meanwhile, for every partition.
-func (k *Kafka) planBatch(b *batcher.Batch, span batcher.Span) (wait time.Duration, err error) {
+func (k *Source) planBatch(b *batcher.Batch, span batcher.Span) (wait time.Duration, err error) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	notOwned := fmt.Errorf("kafka: %s[%d]: partition revoked: %w", span.Topic, span.Partition, batcher.ErrNotOwned)
@@ -331,7 +331,7 @@ func (k *Kafka) planBatch(b *batcher.Batch, span batcher.Span) (wait time.Durati
 
 // cutsConn returns the connection for cuts, opening it to the coordinator
 // when there is none or the coordinator moved. k.mu is held.
-func (k *Kafka) cutsConn() (*sarama.Broker, error) {
+func (k *Source) cutsConn() (*sarama.Broker, error) {
 	coord, err := k.client.Coordinator(k.cfg.Group)
 	if err != nil {
 		return nil, fmt.Errorf("kafka: group %q coordinator: %w", k.cfg.Group, err)
@@ -349,7 +349,7 @@ func (k *Kafka) cutsConn() (*sarama.Broker, error) {
 }
 
 // closeCutsConn closes the connection for cuts, if open. k.mu is held.
-func (k *Kafka) closeCutsConn() {
+func (k *Source) closeCutsConn() {
 	if k.cuts != nil && k.cuts.conn != nil {
 		k.cuts.conn.Close()
 		k.cuts.conn = nil
@@ -357,7 +357,7 @@ func (k *Kafka) closeCutsConn() {
 }
 
 // CutsStored returns how many batch cuts were committed before delivery.
-func (k *Kafka) CutsStored() int64 { return k.cutsStored.Load() }
+func (k *Source) CutsStored() int64 { return k.cutsStored.Load() }
 
 // holds reports whether st is current and has m among its records sent and
 // not yet done with.
