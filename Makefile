@@ -2,13 +2,18 @@ GO      ?= go
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/batchpipe/batchpipe/cmd.version=$(VERSION)
 
-.PHONY: build test bench demo kafka-dev kafka-real test-kafka-real clean chaos memlong fuzz
+# man: the man pages in docs/man, generated from the commands' --help;
+# make test fails (TestManPagesUpToDate) when they are stale.
+.PHONY: build test man bench demo kafka-dev kafka-real test-kafka-real clean chaos memlong fuzz
 
 FUZZTIME ?= 10s
 
 build:
 	$(GO) build -ldflags '$(LDFLAGS)' -o bin/batchpipe .
 	$(GO) build -o bin/kafka-dev ./tools/kafka-dev
+
+man:
+	COLUMNS=80 $(GO) run ./tools/mangen docs/man
 
 test:
 	$(GO) vet ./...

@@ -594,7 +594,7 @@ func checkArchive(t *testing.T, st *s3Test, bkt, topic string, perPart int64) {
 // store's endpoint is added, the Kafka brokers, topic and group are the
 // test's, and tail -F, which never ends, is cat.
 func TestS3READMERecipesTwice(t *testing.T) {
-	readme := readFile(t, repoPath("README.md"))
+	readme := readDocs(t)
 	endpoint, log := startS3ServerLog(t)
 	st := newS3Test(t, endpoint)
 	for _, b := range []string{"my-bucket", "logs", "archive", "events"} {
@@ -619,7 +619,7 @@ func TestS3READMERecipesTwice(t *testing.T) {
 	}
 	local := func(recipe string, more ...string) string {
 		if !strings.Contains(readme, recipe) {
-			t.Fatalf("not in the README: %s", recipe)
+			t.Fatalf("not in README.md or docs/: %s", recipe)
 		}
 		r := strings.NewReplacer(append([]string{"tail -F app.log", "cat app.log",
 			" s3 ", " s3 --endpoint " + endpoint + " --path-style "}, more...)...)
