@@ -110,6 +110,7 @@ var recipesElsewhere = map[string]string{
 	"s3-hourly":       "TestS3READMERecipesTwice",
 	"s3-tenants":      "TestS3READMERecipesTwice",
 	"s3-archive":      "TestS3READMERecipesTwice",
+	"s3-clickhouse":   "TestS3ReadBackWithClickHouse",
 }
 
 // Every shell block is a recipe that a test runs, or illustrative with a

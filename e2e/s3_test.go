@@ -532,12 +532,13 @@ func TestS3READMERecipesTwice(t *testing.T) {
 	}
 }
 
-// archiveRecipe is the README's Kafka topic archived exactly once.
+// archiveRecipe is the docs' Kafka topic archived exactly once.
 const archiveRecipe = "batchpipe --kafka-brokers localhost:9092 --topic orders --group archive --exactly-once \\\n  s3 --compress zstd 's3://archive/{topic}/{partition}/{first_offset}-{last_offset}.ndjson.zst'"
 
-// The README's read-back of the Kafka archive with ClickHouse's s3() table
-// function, its query run by chdb (ClickHouse as a Python module, which
-// .ci/run installs) against the test store: it reads every object the
+// The docs' read-back of the Kafka archive with ClickHouse's s3() table
+// function (recipe s3-clickhouse), its query run by chdb (ClickHouse as a
+// Python module, which .ci/run installs) against the test store, twice,
+// each time after more records were archived: it reads every object the
 // archive recipe wrote, zstd by its key's .zst, and every record whole.
 func TestS3ReadBackWithClickHouse(t *testing.T) {
 	if out, err := exec.Command("python3", "-c", "import chdb").CombinedOutput(); err != nil {
@@ -546,56 +547,60 @@ func TestS3ReadBackWithClickHouse(t *testing.T) {
 		}
 		t.Skipf("no chdb to read the archive back with ClickHouse (pip install chdb-core-lite): %s", out)
 	}
-	readme := readFile(t, repoPath("README.md"))
-	if !strings.Contains(readme, archiveRecipe) {
-		t.Fatalf("not in the README: %s", archiveRecipe)
+	docs := readDocs(t)
+	if !strings.Contains(docs, archiveRecipe) {
+		t.Fatalf("not in the docs: %s", archiveRecipe)
 	}
-	_, query, _ := strings.Cut(readme, "\nclickhouse local -q \"")
+	_, query, _ := strings.Cut(docs, "\nclickhouse local -q \"")
 	query, _, ok := strings.Cut(query, "\"\n")
 	const url = "https://archive.s3.amazonaws.com/orders/"
 	if !ok || !strings.Contains(query, url) {
-		t.Fatalf("no clickhouse local -q \"... %s...\" in the README", url)
+		t.Fatalf("no clickhouse local -q \"... %s...\" in the docs", url)
 	}
 	endpoint := startS3Server(t)
 	st := newS3Test(t, endpoint)
 	st.bucket("archive")
 	k := newKafka(t, 4)
-	const n = 4000
-	var msgs []*sarama.ProducerMessage
-	cents := 0
-	for i := range n {
-		msgs = append(msgs, &sarama.ProducerMessage{Topic: k.topic, Partition: int32(i % 4),
-			Value: sarama.StringEncoder(fmt.Sprintf(`{"order":%d,"cents":%d}`, i, i%1000))})
-		cents += i % 1000
-	}
-	if err := newProducer(t, k.addr).p.SendMessages(msgs); err != nil {
-		t.Fatal(err)
-	}
-	// The recipe as pasted, but for the store, the broker, topic and group,
-	// and --until-end, for it to end.
-	recipe := strings.NewReplacer("localhost:9092", k.addr, "--topic orders", "--topic "+k.topic,
-		"--group archive", "--group "+k.group, "--exactly-once", "--exactly-once --until-end",
-		" s3 ", " s3 --endpoint "+endpoint+" --path-style ").Replace(archiveRecipe)
+	pr := newProducer(t, k.addr)
 	binDir := t.TempDir()
 	if err := os.Symlink(bin, filepath.Join(binDir, "batchpipe")); err != nil {
 		t.Fatal(err)
 	}
 	t.Setenv("PATH", binDir+":"+os.Getenv("PATH"))
-	out, err := exec.Command("sh", "-c", "exec "+recipe).CombinedOutput()
-	keepOutput(string(out))
-	if err != nil {
-		t.Fatalf("%s: %v: %s", recipe, err, out)
-	}
+	// The recipe as pasted, but for the store, the broker, topic and group,
+	// and --until-end, for it to end.
+	recipe := strings.NewReplacer("localhost:9092", k.addr, "--topic orders", "--topic "+k.topic,
+		"--group archive", "--group "+k.group, "--exactly-once", "--exactly-once --until-end",
+		" s3 ", " s3 --endpoint "+endpoint+" --path-style ").Replace(archiveRecipe)
 	q := strings.Replace(query, url, endpoint+"/archive/"+k.topic+"/", 1)
 	py := `import sys, chdb
 print(chdb.query(sys.argv[1], "CSV"), end="")
 print(chdb.query(sys.argv[1].replace("count()", "sum(cents)", 1), "CSV"), end="")`
-	got, err := exec.Command("python3", "-c", py, q).CombinedOutput()
-	if err != nil {
-		t.Fatalf("chdb: %s: %v: %s", q, err, got)
-	}
-	if want := fmt.Sprintf("%d\n%d\n", n, cents); string(got) != want {
-		t.Fatalf("chdb: %s:\ngot  %q\nwant %q (count and sum(cents))", q, got, want)
+	const n = 4000
+	count, cents := 0, 0
+	for range 2 {
+		var msgs []*sarama.ProducerMessage
+		for range n {
+			msgs = append(msgs, &sarama.ProducerMessage{Topic: k.topic, Partition: int32(count % 4),
+				Value: sarama.StringEncoder(fmt.Sprintf(`{"order":%d,"cents":%d}`, count, count%1000))})
+			cents += count % 1000
+			count++
+		}
+		if err := pr.p.SendMessages(msgs); err != nil {
+			t.Fatal(err)
+		}
+		out, err := exec.Command("sh", "-c", "exec "+recipe).CombinedOutput()
+		keepOutput(string(out))
+		if err != nil {
+			t.Fatalf("%s: %v: %s", recipe, err, out)
+		}
+		got, err := exec.Command("python3", "-c", py, q).CombinedOutput()
+		if err != nil {
+			t.Fatalf("chdb: %s: %v: %s", q, err, got)
+		}
+		if want := fmt.Sprintf("%d\n%d\n", count, cents); string(got) != want {
+			t.Fatalf("chdb: %s:\ngot  %q\nwant %q (count and sum(cents))", q, got, want)
+		}
 	}
 }
 
