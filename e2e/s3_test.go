@@ -728,10 +728,10 @@ func TestS3READMERecipesTwice(t *testing.T) {
 	}
 }
 
-// archiveRecipe is the README's Kafka topic archived exactly once.
+// archiveRecipe is docs/s3.md's Kafka topic archived exactly once.
 const archiveRecipe = "batchpipe --kafka-brokers localhost:9092 --topic orders --group archive --exactly-once \\\n  s3 --compress zstd 's3://archive/{topic}/{partition}/{first_offset}-{last_offset}.ndjson.zst'"
 
-// The README's read-back of the Kafka archive with ClickHouse's s3() table
+// docs/s3.md's read-back of the Kafka archive with ClickHouse's s3() table
 // function, its query run by chdb (ClickHouse as a Python module, which
 // .ci/run installs) against the test store: it reads every object the
 // archive recipe wrote, zstd by its key's .zst, and every record whole.
@@ -742,15 +742,15 @@ func TestS3ReadBackWithClickHouse(t *testing.T) {
 		}
 		t.Skipf("no chdb to read the archive back with ClickHouse (pip install chdb-core-lite): %s", out)
 	}
-	readme := readFile(t, repoPath("README.md"))
+	readme := readDocs(t)
 	if !strings.Contains(readme, archiveRecipe) {
-		t.Fatalf("not in the README: %s", archiveRecipe)
+		t.Fatalf("not in README.md or docs/: %s", archiveRecipe)
 	}
 	_, query, _ := strings.Cut(readme, "\nclickhouse local -q \"")
 	query, _, ok := strings.Cut(query, "\"\n")
 	const url = "https://archive.s3.amazonaws.com/orders/"
 	if !ok || !strings.Contains(query, url) {
-		t.Fatalf("no clickhouse local -q \"... %s...\" in the README", url)
+		t.Fatalf("no clickhouse local -q \"... %s...\" in README.md or docs/", url)
 	}
 	endpoint := startS3Server(t)
 	st := newS3Test(t, endpoint)
