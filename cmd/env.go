@@ -22,6 +22,16 @@ func envName(flag string) string {
 // take it for --topic and read Kafka instead of its stdin.
 var notFromEnv = map[string]bool{"help": true, "version": true, "topic": true}
 
+// fromEnvKey marks a flag set from the environment, not the command line.
+const fromEnvKey = "batchpipe/from-env"
+
+// givenOnCommandLine reports whether the flag was given on the command
+// line: a variable set for every run (BATCHPIPE_KAFKA_BROKERS in a
+// profile) does not count.
+func givenOnCommandLine(f *pflag.Flag) bool {
+	return f != nil && f.Changed && len(f.Annotations[fromEnvKey]) == 0
+}
+
 // flagsFromEnv sets every flag not given on the command line from its
 // environment variable, if set: flags win over the environment.
 func flagsFromEnv(c *cobra.Command) error {
@@ -37,6 +47,7 @@ func flagsFromEnv(c *cobra.Command) error {
 		if serr := c.Flags().Set(f.Name, v); serr != nil {
 			err = usagef("%s=%q: %v", envName(f.Name), v, plainError(serr))
 		}
+		c.Flags().SetAnnotation(f.Name, fromEnvKey, []string{"true"})
 	})
 	return err
 }
@@ -68,10 +79,18 @@ func plainError(err error) error {
 	return errors.New(msg)
 }
 
-// suggestFlag adds a "did you mean" to an unknown-flag error.
+// suggestFlag adds a "did you mean" to an unknown-flag error, or says
+// which sink a flag given before the sink's name belongs to.
 func suggestFlag(c *cobra.Command, err error) error {
 	err = plainError(err)
 	msg := err.Error()
+	if name, dashes, ok := unknownFlag(msg); ok && c == c.Root() {
+		if owners := sinkOfFlag(c, name); len(owners) == 1 {
+			return usagef("%s%s is a flag of the %s sink: put it after '%s'", dashes, name, owners[0], owners[0])
+		} else if len(owners) > 1 {
+			return usagef("%s%s is a flag of the %s sinks: put it after the sink's name", dashes, name, orList(owners, "and"))
+		}
+	}
 	const prefix = "unknown flag: --"
 	if !strings.HasPrefix(msg, prefix) {
 		return &usageError{err: err, hint: true}
@@ -87,6 +106,26 @@ func suggestFlag(c *cobra.Command, err error) error {
 		return &usageError{err: err, hint: true}
 	}
 	return &usageError{err: fmt.Errorf("%w (did you mean --%s?)", err, best), hint: true}
+}
+
+// unknownFlag is the flag pflag's error msg names, without dashes: "unknown
+// flag: --per-batch" or "unknown shorthand flag: 'X' in -X".
+func unknownFlag(msg string) (name, dashes string, ok bool) {
+	if name, ok := strings.CutPrefix(msg, "unknown flag: --"); ok {
+		return name, "--", true
+	}
+	if rest, ok := strings.CutPrefix(msg, "unknown shorthand flag: '"); ok && len(rest) > 1 && rest[1] == '\'' {
+		return rest[:1], "-", true
+	}
+	return "", "", false
+}
+
+// orList is "a, b and c" (or with "or").
+func orList(items []string, and string) string {
+	if len(items) < 2 {
+		return strings.Join(items, "")
+	}
+	return strings.Join(items[:len(items)-1], ", ") + " " + and + " " + items[len(items)-1]
 }
 
 // distance is the Levenshtein edit distance, with a swap of two adjacent

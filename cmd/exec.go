@@ -17,7 +17,10 @@ cannot be run, batchpipe exits 2 before reading any input.
 A batch is delivered when CMD exits with status 0, whether or not it read
 all its input. A non-zero status, death by a signal or a run longer than
 --timeout is a failure: the batch is retried (--retries), then dead-lettered
-(--dead-letter) or the run stops.
+(--dead-letter) or the run stops. The failure quotes the first line of CMD's
+stderr that looks like an error (ERROR:, FATAL:, error:, panic:…, as psql's
+ERROR: before its CONTEXT:), else its first and last lines, as written (but
+control bytes, as \xNN).
 
 Each run's environment is batchpipe's, less the variables that may hold its
 secrets (BATCHPIPE_KAFKA_PASSWORD, BATCHPIPE_HEADER, any BATCHPIPE_ name with
@@ -91,53 +94,70 @@ const execExamples = `  # count the lines of each batch of 3
   # batch 2 fails every time: retried once, then its records go to failed.txt (exit 3)
   seq 6 | batchpipe -n 2 --retries 1 --backoff 10ms --dead-letter failed.txt exec --timeout 10s -- sh -c 'test $BATCHPIPE_SEQ != 2'`
 
+// execSpec is the exec sink's settings.
+type execSpec struct {
+	o         *options
+	argv      []string
+	args      bool
+	keepOrder bool
+	timeout   time.Duration
+	killAfter time.Duration
+	format    sinks.Format
+}
+
+func (s *execSpec) validate(o *options) error {
+	switch {
+	case len(s.argv) == 0:
+		return usagef("exec: no command given: batchpipe exec [flags] -- CMD [ARGS...]")
+	case s.timeout < 0:
+		return usagef("exec: --timeout must not be negative, not %v", s.timeout)
+	case s.args && s.format != sinks.Lines:
+		return usagef("exec: --format is for stdin; with --args records are arguments")
+	case s.killAfter <= 0:
+		return usagef("exec: --kill-after must be positive, not %v", s.killAfter)
+	}
+	return nil
+}
+
+func (s *execSpec) open(env sinkEnv) (batcher.Sink, error) {
+	if err := s.o.checkStdout(); err != nil {
+		return nil, err
+	}
+	return sinks.NewExec(sinks.ExecConfig{
+		Argv:      s.argv,
+		Args:      s.args,
+		Format:    s.format,
+		Timeout:   s.timeout,
+		KillAfter: s.killAfter,
+		Parallel:  s.o.parallel,
+		KeepOrder: s.keepOrder,
+		Stdout:    env.out,
+		Stderr:    env.diag,
+		Env:       childEnv(os.Environ()),
+		Logger:    env.log,
+	})
+}
+
 func newExecCmd(o *options) *cobra.Command {
-	var args, keepOrder bool
-	var timeout, killAfter time.Duration
-	var format sinks.Format
+	s := &execSpec{o: o}
 	c := &cobra.Command{
-		Use:     "exec [flags] -- CMD [ARGS...]",
-		Short:   "Run a command per batch, the batch on its stdin or as its arguments",
-		Long:    execHelp,
-		Example: execExamples,
+		Use:         "exec [flags] -- CMD [ARGS...]",
+		Short:       "Run a command per batch, the batch on its stdin or as its arguments",
+		Long:        execHelp,
+		Example:     execExamples,
+		Annotations: map[string]string{summaryKey: "1,3"},
 		RunE: func(c *cobra.Command, argv []string) error {
-			switch {
-			case len(argv) == 0:
-				return usagef("exec: no command given: batchpipe exec [flags] -- CMD [ARGS...]")
-			case timeout < 0:
-				return usagef("exec: --timeout must not be negative, not %v", timeout)
-			case args && format != sinks.Lines:
-				return usagef("exec: --format is for stdin; with --args records are arguments")
-			case killAfter <= 0:
-				return usagef("exec: --kill-after must be positive, not %v", killAfter)
-			}
-			return o.run(func(env sinkEnv) (batcher.Sink, error) {
-				if err := o.checkStdout(); err != nil {
-					return nil, err
-				}
-				return sinks.NewExec(sinks.ExecConfig{
-					Argv:      argv,
-					Args:      args,
-					Format:    format,
-					Timeout:   timeout,
-					KillAfter: killAfter,
-					Parallel:  o.parallel,
-					KeepOrder: keepOrder,
-					Stdout:    env.out,
-					Stderr:    env.diag,
-					Env:       childEnv(os.Environ()),
-					Logger:    env.log,
-				})
-			})
+			s.argv = argv
+			return o.run(s)
 		},
 	}
 	f := c.Flags()
 	// Everything from CMD on is the command's, even without --.
 	f.SetInterspersed(false)
-	f.Var(&format, "format", "stdin body: lines (records as read), ndjson or json; records a format rejects go alone to --dead-letter")
-	f.BoolVar(&args, "args", false, "pass records as arguments (appended, or in place of {}) instead of on stdin")
-	f.BoolVarP(&keepOrder, "keep-order", "k", false, "with -j above 1, write the runs' output in batch order")
-	f.DurationVar(&timeout, "timeout", 0, "fail a run that takes longer than this (0: no limit)")
-	f.DurationVar(&killAfter, "kill-after", 5*time.Second, "SIGKILL a run this long after SIGTERM (timeout, shutdown), or after it exits leaving its output held open")
+	f.Var(&s.format, "format", "stdin body: lines (records as read), ndjson or json; records a format rejects go alone to --dead-letter")
+	f.BoolVar(&s.args, "args", false, "pass records as arguments (appended, or in place of {}) instead of on stdin")
+	f.BoolVarP(&s.keepOrder, "keep-order", "k", false, "with -j above 1, write the runs' output in batch order")
+	f.DurationVar(&s.timeout, "timeout", 0, "fail a run that takes longer than this (0: no limit)")
+	f.DurationVar(&s.killAfter, "kill-after", 5*time.Second, "SIGKILL a run this long after SIGTERM (timeout, shutdown), or after it exits leaving its output held open")
 	return c
 }

@@ -39,21 +39,22 @@ func (e *unavailableError) Unwrap() error { return e.err }
 type exitRow struct {
 	codes   []int
 	meaning string
+	short   string // for --help; "" adds nothing to the row above
 }
 
 // exitTable is the one list of the exit statuses: --help renders it as
 // text and the README holds it as a Markdown table (TestREADMEExitTable
 // checks that it says the same).
 var exitTable = []exitRow{
-	{[]int{exitOK}, "every record read was delivered"},
-	{[]int{exitFailed}, "records were not delivered: the message says how many, and where the first failure was; or, with `--group`, the final commit was not answered in time (those records will be read again)"},
-	{[]int{exitUsage}, "usage error, nothing read: a bad flag or value (followed by `Run 'batchpipe --help' for usage.`), or a setting refused at start: an output, `--stats-file` or dead letter that cannot be written, a command that cannot be run, a consumer group refusing the join (a session timeout out of its range, a missing permission, another `--rebalance-strategy`), wrong Kafka credentials, an S3 bucket refusing the credentials; also a static member fenced by a newer one started with its `--group-instance-id`"},
-	{[]int{exitUsage}, "also: stdout closed at start (`>&-`) while the output goes there (`file -`, `exec`)"},
-	{[]int{exitDeadLettered}, "completed (or stopped by a signal), but records were dead-lettered (`--dead-letter`)"},
-	{[]int{exitUnavailable}, "a dependency unavailable at start, nothing read (`EX_UNAVAILABLE` of sysexits.h): Kafka brokers unreachable, a topic or partition missing, an S3 bucket missing or its store unreachable, the `--metrics-addr` port taken. A cron wrapper can tell \"fix the command\" (2) from \"something is down\" (69). Not `EX_TEMPFAIL` (75): that promises a later retry will do, and a missing topic waits for someone to create it"},
+	{[]int{exitOK}, "every record read was delivered", "every record read was delivered"},
+	{[]int{exitFailed}, "records were not delivered: the message says how many, and where the first failure was; or, with `--group`, the final commit was not answered in time (those records will be read again)", "records not delivered (the message says how many), or the final Kafka commit unanswered"},
+	{[]int{exitUsage}, "usage error, nothing read: a bad flag or value (followed by `Run 'batchpipe --help' for usage.`), or a setting refused at start: an output, `--stats-file` or dead letter that cannot be written, a command that cannot be run, a consumer group refusing the join (a session timeout out of its range, a missing permission, another `--rebalance-strategy`), wrong Kafka credentials, an S3 bucket refusing the credentials; also a static member fenced by a newer one started with its `--group-instance-id`", "usage error, or a setting refused at start (an output, a command, credentials); nothing read"},
+	{[]int{exitUsage}, "also: stdout closed at start (`>&-`) while the output goes there (`file -`, `exec`)", ""},
+	{[]int{exitDeadLettered}, "completed (or stopped by a signal), but records were dead-lettered (`--dead-letter`)", "completed, but records were dead-lettered"},
+	{[]int{exitUnavailable}, "a dependency unavailable at start, nothing read (`EX_UNAVAILABLE` of sysexits.h): Kafka brokers unreachable, a topic or partition missing, an S3 bucket missing or its store unreachable, the `--metrics-addr` port taken. A cron wrapper can tell \"fix the command\" (2) from \"something is down\" (69). Not `EX_TEMPFAIL` (75): that promises a later retry will do, and a missing topic waits for someone to create it", "a dependency unavailable at start (brokers, a topic, a bucket, the metrics port); nothing read"},
 	{[]int{exitSignal + int(syscall.SIGHUP), exitSignal + int(syscall.SIGINT), exitSignal + int(syscall.SIGQUIT), exitSignal + int(syscall.SIGTERM)},
-		"stopped by SIGHUP, SIGINT, SIGQUIT or SIGTERM (128 + its number) after delivering everything read, or before reading, while opening an output that waits (a FIFO with no reader) or connecting to Kafka. SIGHUP is a closed terminal or ssh session (unless `nohup` left it ignored); SIGQUIT first writes every goroutine's stack to stderr, as Go does, but then drains rather than exit 2"},
-	{[]int{exitBrokenPipe}, "stdout is a pipe whose reader left (`batchpipe file - | head -1`): stopped at once, as `cat` does, with one line saying how many records were not delivered"},
+		"stopped by SIGHUP, SIGINT, SIGQUIT or SIGTERM (128 + its number) after delivering everything read, or before reading, while opening an output that waits (a FIFO with no reader) or connecting to Kafka. SIGHUP is a closed terminal or ssh session (unless `nohup` left it ignored); SIGQUIT first writes every goroutine's stack to stderr, as Go does, but then drains rather than exit 2", "stopped by SIGHUP, SIGINT, SIGQUIT or SIGTERM, after delivering everything read"},
+	{[]int{exitBrokenPipe}, "stdout is a pipe whose reader left (`batchpipe file - | head -1`): stopped at once, as `cat` does, with one line saying how many records were not delivered", "stdout's reader left (a broken pipe), as cat"},
 }
 
 func (r exitRow) codeList() string {
@@ -107,4 +108,15 @@ func plainText(md string) string {
 		}
 	}
 	return strings.Join(parts, "")
+}
+
+// exitTableShort is exitTable for --help: a line or two per status.
+func exitTableShort(width int) string {
+	var b strings.Builder
+	for _, r := range exitTable {
+		if r.short != "" {
+			b.WriteString(hang("  "+r.codeList(), r.short, 7, width))
+		}
+	}
+	return b.String()
 }

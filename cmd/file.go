@@ -39,11 +39,72 @@ func samePath(a, b string) bool {
 	return errA == nil && errB == nil && os.SameFile(fa, fb)
 }
 
+// fileSpec is the file sink's settings.
+type fileSpec struct {
+	o        *options
+	args     []string
+	path     string // args[0], set by validate; "" with --per-batch
+	perBatch string
+	opt      sinks.FileOptions
+	format   bodyFormat
+	pf       parquetFlags
+}
+
+func (s *fileSpec) validate(o *options) error {
+	switch {
+	case s.perBatch != "" && len(s.args) > 0:
+		return usagef("file: give PATH or --per-batch, not both")
+	case s.perBatch == "" && len(s.args) != 1:
+		return usagef("file: give one PATH (- for stdout) or --per-batch TEMPLATE")
+	case s.perBatch == "":
+		s.path = s.args[0]
+	}
+	switch {
+	case s.perBatch == "" && s.path == "-" && s.opt.Fsync:
+		return usagef("file: --fsync makes no sense with stdout")
+	case s.perBatch == "" && o.deadLetter != "" && samePath(o.deadLetter, s.path):
+		return usagef("file: --dead-letter %s is the output too: failed batches would be appended to what they failed to reach", o.deadLetter)
+	case !o.kafka.enabled() && (strings.Contains(s.perBatch, "{topic}") || strings.Contains(s.perBatch, "{partition}")):
+		return usagef("file: {topic} and {partition} are those of Kafka records: give --topic, or take them out of --per-batch")
+	case s.format.parquet && s.perBatch == "":
+		return usagef("file: --format parquet writes each batch as a whole file: give --per-batch TEMPLATE, not a file to append to")
+	}
+	if err := s.pf.check(o, "file", &s.format); err != nil {
+		return err
+	}
+	s.opt.Format = s.format.Format
+	return nil
+}
+
+func (s *fileSpec) open(env sinkEnv) (batcher.Sink, error) {
+	o := s.o
+	switch {
+	case s.perBatch != "":
+		pb, err := sinks.NewPerBatch(s.perBatch, s.opt.Format)
+		if err != nil {
+			return nil, err
+		}
+		pb.FollowSymlinks = o.followSymlinks
+		pb.Compress = s.opt.Compress
+		if s.format.parquet {
+			if pb.Encoder, err = s.pf.encoder(env.diag); err != nil {
+				return nil, err
+			}
+		}
+		return pb, nil
+	case s.path == "-":
+		if err := o.checkStdout(); err != nil {
+			return nil, err
+		}
+		return sinks.NewWriter(env.out, "stdout", s.opt.Format).Compressed(s.opt.Compress), nil
+	default:
+		s.opt.FollowSymlinks = o.followSymlinks
+		return sinks.OpenFile(s.path, s.opt)
+	}
+}
+
 func newFileCmd(o *options) *cobra.Command {
-	var perBatch string
-	var opt sinks.FileOptions
-	var format bodyFormat
-	var pf parquetFlags
+	s := &fileSpec{o: o}
 	c := &cobra.Command{
 		Use:   "file [flags] PATH | file --per-batch TEMPLATE",
 		Short: "Append batches to a file or stdout, or write one file per batch",
@@ -55,6 +116,7 @@ is written, dead-lettered or given up, so the output is the input, in order.
 With --per-batch, each batch goes to a file of its own named from TEMPLATE,
 with placeholders:
 ` + sinks.PlaceholderHelp + `.
+
 A value from the input ({topic}, {key}) keeps letters, digits, '.', '_'
 and '-'; any other byte becomes %XX ('/' is %2F), "." and ".." become %2E
 and %2E%2E, and an empty key is "%": no value climbs out of the template's
@@ -75,56 +137,16 @@ is refused; {seq} starts at 1 in every run, so put {run} in it too where
 runs write to the same place.
 
 ` + parquetHelp + ` It needs --per-batch.`,
-		Example: fileExamples,
+		Example:     fileExamples,
+		Annotations: map[string]string{summaryKey: "1,2"},
 		RunE: func(c *cobra.Command, args []string) error {
-			switch {
-			case perBatch != "" && len(args) > 0:
-				return usagef("file: give PATH or --per-batch, not both")
-			case perBatch == "" && len(args) != 1:
-				return usagef("file: give one PATH (- for stdout) or --per-batch TEMPLATE")
-			case perBatch == "" && args[0] == "-" && opt.Fsync:
-				return usagef("file: --fsync makes no sense with stdout")
-			case perBatch == "" && o.deadLetter != "" && samePath(o.deadLetter, args[0]):
-				return usagef("file: --dead-letter %s is the output too: failed batches would be appended to what they failed to reach", o.deadLetter)
-			case !o.kafka.enabled() && (strings.Contains(perBatch, "{topic}") || strings.Contains(perBatch, "{partition}")):
-				return usagef("file: {topic} and {partition} are those of Kafka records: give --topic, or take them out of --per-batch")
-			case format.parquet && perBatch == "":
-				return usagef("file: --format parquet writes each batch as a whole file: give --per-batch TEMPLATE, not a file to append to")
-			}
-			if err := pf.check(o, "file", &format); err != nil {
-				return err
-			}
-			opt.Format = format.Format
-			return o.run(func(env sinkEnv) (batcher.Sink, error) {
-				switch {
-				case perBatch != "":
-					s, err := sinks.NewPerBatch(perBatch, opt.Format)
-					if err != nil {
-						return nil, err
-					}
-					s.FollowSymlinks = o.followSymlinks
-					s.Compress = opt.Compress
-					if format.parquet {
-						if s.Encoder, err = pf.encoder(env.diag); err != nil {
-							return nil, err
-						}
-					}
-					return s, nil
-				case args[0] == "-":
-					if err := o.checkStdout(); err != nil {
-						return nil, err
-					}
-					return sinks.NewWriter(env.out, "stdout", opt.Format).Compressed(opt.Compress), nil
-				default:
-					opt.FollowSymlinks = o.followSymlinks
-					return sinks.OpenFile(args[0], opt)
-				}
-			})
+			s.args = args
+			return o.run(s)
 		},
 	}
-	c.Flags().StringVar(&perBatch, "per-batch", "", "write each batch to its own file named from this template ("+sinks.PlaceholderList+")")
-	c.Flags().BoolVar(&opt.Fsync, "fsync", false, "fsync the file after each batch before it counts as delivered")
-	c.Flags().Var(&format, "format", "body format: lines (records as read), ndjson (one JSON value per line; blank lines pass as blank lines, a byte order mark is left out), json (an array per batch) or parquet (a Parquet file per batch, with --per-batch)")
-	pf.add(c.Flags(), &opt.Compress, "compress each batch: gzip or zstd, with :LEVEL if given; appended, each batch is one gzip member or zstd frame, so the file reads with zcat or zstdcat")
+	c.Flags().StringVar(&s.perBatch, "per-batch", "", "write each batch to its own file named from this template ("+sinks.PlaceholderList+")")
+	c.Flags().BoolVar(&s.opt.Fsync, "fsync", false, "fsync the file after each batch before it counts as delivered")
+	c.Flags().Var(&s.format, "format", "body format: lines (records as read), ndjson (one JSON value per line; blank lines pass as blank lines, a byte order mark is left out), json (an array per batch) or parquet (a Parquet file per batch, with --per-batch)")
+	s.pf.add(c.Flags(), &s.opt.Compress, "compress each batch: gzip or zstd, with :LEVEL if given; appended, each batch is one gzip member or zstd frame, so the file reads with zcat or zstdcat")
 	return c
 }

@@ -50,6 +50,7 @@ are sent again. Errors quote the status and the start of the response body.
 
 Placeholders in URL and in -H values are replaced by the batch's values:
 ` + sinks.PlaceholderHelp + `.
+
 In the URL's path a value is escaped as in file names (see file --help: '/'
 is %2F, "." and ".." are %2E and %2E%2E, the empty value is %), then
 percent-encoded, '%' too: ".." goes as %252E%252E, so a value stays one
@@ -60,61 +61,81 @@ Go's r.PathValue decodes once. In the query a value is percent-encoded once
 '%' are. {seq} starts at 1 in every
 run, so '…/{run}-{seq}.log' never replaces an earlier run's object; the
 halves of a split batch get {seq}-1 and {seq}-2, records sent again after a
-part failed {seq}-r2…, and each part its own {batch_id}. A user:password@ in URL is sent as basic auth. Errors
+part failed {seq}-r2…, and each part its own {batch_id}.
+
+A user:password@ in URL is sent as basic auth. Errors
 show URL only as scheme://host/…, and header values never appear, so tokens
 stay out of logs. Where an error quotes what the server said (its status line
 and the first 512 bytes of its body), every -H value (but Content-Type,
 Content-Encoding, Accept, Accept-Encoding, User-Agent and Host) and each word
-of one, the URL's user name and password, each path segment and each query
-value are cut out, as is any run of 6 bytes or more of one of them, in any
-letter case and URL-escaped, JSON-escaped or in base64: a server that echoes
-a token, whole, cut, in part or encoded, shows [redacted]. Parts made of
-placeholders, query parameter names, and query values holding spaces (SQL,
-not a token) are left alone, so "Unknown setting insert_deduplication_token"
-stays readable.
+of one, the URL's user name and password, the values of query parameters
+named for a secret (api_key, token, sig, password…), and each path segment or
+other query value that looks generated (8 bytes or more mixing letters with
+digits, as a webhook's token) are cut out, as is any run of 6 bytes or more
+of one of them, in any letter case and URL-escaped, JSON-escaped or in
+base64: a server that echoes a token, whole, cut, in part or encoded, shows
+[redacted]. Words a person chose (/api/v2/ingest, database=logs), parameter
+names, parts made of placeholders and query values holding spaces (SQL) are
+left alone, so "Unknown setting insert_deduplication_token" stays readable.
 
 https uses the system's CAs, or those in --cacert; --cert and --key give a
 client certificate for mutual TLS.`
 
+// httpSpec is the http sink's settings.
+type httpSpec struct {
+	args    []string
+	headers []string
+	cfg     sinks.HTTPConfig
+}
+
+func (s *httpSpec) validate(o *options) error {
+	cfg := &s.cfg
+	if len(s.args) != 1 {
+		return usagef("http: give one URL")
+	}
+	cfg.URL = s.args[0]
+	cfg.Header = http.Header{}
+	for i, h := range s.headers {
+		name, value, err := sinks.ParseHeader(h)
+		if err != nil {
+			return usagef("http: header %d (-H): %v", i+1, err)
+		}
+		cfg.Header.Add(name, value)
+	}
+	cfg.Parallel = o.parallel
+	cfg.UserAgent = "batchpipe/" + version
+	if cfg.Gzip && cfg.Compress.On() && cfg.Compress.Algo != "gzip" {
+		return usagef("http: --gzip is --compress gzip, and --compress says %s: give one", cfg.Compress.Algo)
+	}
+	if cfg.Timeout <= 0 {
+		return usagef("http: --timeout must be positive, not %v", cfg.Timeout)
+	}
+	return nil
+}
+
+func (s *httpSpec) open(env sinkEnv) (batcher.Sink, error) {
+	s.cfg.Logger = env.log
+	return sinks.NewHTTP(s.cfg)
+}
+
 func newHTTPCmd(o *options) *cobra.Command {
-	var cfg sinks.HTTPConfig
-	var headers []string
+	s := &httpSpec{}
+	cfg := &s.cfg
 	c := &cobra.Command{
-		Use:     "http [flags] URL",
-		Short:   "Send each batch as one HTTP request",
-		Long:    httpHelp,
-		Example: httpExamples,
+		Use:         "http [flags] URL",
+		Short:       "Send each batch as one HTTP request",
+		Long:        httpHelp,
+		Example:     httpExamples,
+		Annotations: map[string]string{summaryKey: "1,2,5"},
 		RunE: func(c *cobra.Command, args []string) error {
-			if len(args) != 1 {
-				return usagef("http: give one URL")
-			}
-			cfg.URL = args[0]
-			cfg.Header = http.Header{}
-			for i, h := range headers {
-				name, value, err := sinks.ParseHeader(h)
-				if err != nil {
-					return usagef("http: header %d (-H): %v", i+1, err)
-				}
-				cfg.Header.Add(name, value)
-			}
-			cfg.Parallel = o.parallel
-			cfg.UserAgent = "batchpipe/" + version
-			if cfg.Gzip && cfg.Compress.On() && cfg.Compress.Algo != "gzip" {
-				return usagef("http: --gzip is --compress gzip, and --compress says %s: give one", cfg.Compress.Algo)
-			}
-			if cfg.Timeout <= 0 {
-				return usagef("http: --timeout must be positive, not %v", cfg.Timeout)
-			}
-			return o.run(func(env sinkEnv) (batcher.Sink, error) {
-				cfg.Logger = env.log
-				return sinks.NewHTTP(cfg)
-			})
+			s.args = args
+			return o.run(s)
 		},
 	}
 	f := c.Flags()
 	f.SortFlags = false
 	f.StringVarP(&cfg.Method, "method", "X", "POST", "request method")
-	f.StringArrayVarP(&headers, "header", "H", nil, "add a header to every request, 'Name: value' (repeatable)")
+	f.StringArrayVarP(&s.headers, "header", "H", nil, "add a header to every request, 'Name: value' (repeatable)")
 	f.Var(&cfg.Format, "format", "body format: lines, ndjson or json")
 	f.StringVar(&cfg.ContentType, "content-type", "", "Content-Type of the body (default: the format's)")
 	f.Var(&cfg.Compress, "compress", "compress bodies: gzip or zstd, with :LEVEL if given (sets Content-Encoding)")

@@ -1,6 +1,8 @@
 package cmd
 
 import (
+	"errors"
+	"fmt"
 	"log/slog"
 	"os"
 	"slices"
@@ -100,6 +102,15 @@ func (o *options) checkKafka() error {
 		for _, name := range []string{"partitions", "from", "group", "until-end", "until", "isolation", "limit", "envelope", "commit-interval", "kafka-session-timeout", "kafka-rebalance-timeout"} {
 			if changed(name) {
 				return usagef("--%s reads Kafka: give --topic too", name)
+			}
+		}
+		if o.sink != "kafka" && !strings.HasPrefix(o.deadLetter, "kafka:") {
+			// Else records would be read from stdin, perhaps a terminal,
+			// while the command line speaks of Kafka.
+			for _, name := range []string{"kafka-brokers", "kafka-tls", "kafka-cacert", "kafka-cert", "kafka-key", "kafka-sasl", "kafka-user", "client-id"} {
+				if givenOnCommandLine(o.flags.Lookup(name)) {
+					return usagef("--%s is for Kafka, and nothing here reads or writes it: give --topic TOPIC to read it (or the kafka sink, or --dead-letter kafka:TOPIC)", name)
+				}
 			}
 		}
 		return nil
@@ -232,4 +243,40 @@ func (o *options) session(logger *slog.Logger) (kafka.SessionConfig, error) {
 		}
 	}
 	return sc, nil
+}
+
+// mismatchHint says which flags make the connection speak as the listener.
+func mismatchHint(mm *kafka.MismatchError) string {
+	switch mm.Mismatch {
+	case kafka.ListenerTLS:
+		return "give --kafka-tls (and --kafka-cacert FILE if its certificate is not from a CA the system trusts), or the port of a plaintext listener"
+	case kafka.ListenerNoTLS:
+		return "leave out --kafka-tls, --kafka-cacert and --kafka-cert, or give the port of its TLS listener"
+	case kafka.ListenerSASL:
+		return "give --kafka-sasl MECHANISM and --kafka-user, with the password in $" + envPassword + ", or the port of a listener without SASL"
+	case kafka.ListenerNoSASL:
+		return "leave out --kafka-sasl, or give the port of its SASL listener"
+	case kafka.MechanismMissing:
+		var ours []string
+		for _, m := range mm.Mechanisms {
+			if m = strings.ToLower(m); m == "plain" || strings.HasPrefix(m, "scram-sha-") {
+				ours = append(ours, m)
+			}
+		}
+		if len(ours) == 0 {
+			return "batchpipe speaks plain, scram-sha-256 and scram-sha-512 only"
+		}
+		return "give --kafka-sasl " + strings.Join(ours, " or ")
+	}
+	return ""
+}
+
+// withKafkaHint adds to an error naming a TLS or SASL mismatch the flags
+// that mend it.
+func withKafkaHint(err error) error {
+	var mm *kafka.MismatchError
+	if errors.As(err, &mm) {
+		return fmt.Errorf("%w: %s", err, mismatchHint(mm))
+	}
+	return err
 }

@@ -81,10 +81,11 @@ type kafkaSinkOptions struct {
 func newKafkaCmd(o *options) *cobra.Command {
 	var k kafkaSinkOptions
 	c := &cobra.Command{
-		Use:     "kafka [flags] TOPIC",
-		Short:   "Produce the records to a Kafka topic",
-		Long:    kafkaSinkHelp,
-		Example: kafkaSinkExamples,
+		Use:         "kafka [flags] TOPIC",
+		Short:       "Produce the records to a Kafka topic",
+		Long:        kafkaSinkHelp,
+		Example:     kafkaSinkExamples,
+		Annotations: map[string]string{summaryKey: "1,2"},
 		RunE: func(c *cobra.Command, args []string) error {
 			if len(args) != 1 || args[0] == "" {
 				return usagef("kafka: give one TOPIC")
@@ -110,10 +111,10 @@ func newKafkaCmd(o *options) *cobra.Command {
 				return err
 			}
 			cfg.Timeout = o.kafka.timeout
-			return o.run(func(env sinkEnv) (batcher.Sink, error) {
+			return o.run(openOnly(func(env sinkEnv) (batcher.Sink, error) {
 				cfg.Logger = env.log
 				return kafka.OpenProducer(conn, popts, cfg)
-			})
+			}))
 		},
 	}
 	f := c.Flags()

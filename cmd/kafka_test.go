@@ -191,3 +191,19 @@ func TestTopicNotFromEnv(t *testing.T) {
 		t.Fatalf("exit %d, topics %v: %s", code, o.kafka.topics, stderr)
 	}
 }
+
+// --kafka-brokers alone is a usage error on the command line, but not from
+// the environment, set for every run, nor for the kafka sink or a Kafka
+// dead letter.
+func TestKafkaBrokersNeedKafka(t *testing.T) {
+	if _, stderr, code := parseKafka(t, "--kafka-brokers", "k:9092", "file", "-"); code != exitUsage || !strings.Contains(stderr, "--kafka-brokers is for Kafka") {
+		t.Errorf("--kafka-brokers, file: exit %d: %s", code, stderr)
+	}
+	if _, stderr, code := parseKafka(t, "--kafka-brokers", "k:9092", "--dead-letter", "kafka:dl", "file", "-"); code != exitOK {
+		t.Errorf("--kafka-brokers, a Kafka dead letter: exit %d: %s", code, stderr)
+	}
+	t.Setenv(envBrokers, "k:9092")
+	if _, stderr, code := parseKafka(t, "file", "-"); code != exitOK {
+		t.Errorf("%s set, file: exit %d: %s", envBrokers, code, stderr)
+	}
+}

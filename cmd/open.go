@@ -13,6 +13,7 @@ import (
 	"runtime/debug"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/batchpipe/batchpipe/batcher"
 	"github.com/batchpipe/batchpipe/kafka"
@@ -22,8 +23,12 @@ import (
 )
 
 // prepare checks the flags and what they name before anything is opened,
-// and returns the pipeline's config.
-func (o *options) prepare() (batcher.Config, error) {
+// the sink's first (they may settle a shared one, as the kafka sink's
+// -j), and returns the pipeline's config.
+func (o *options) prepare(sink sinkSpec) (batcher.Config, error) {
+	if err := sink.validate(o); err != nil {
+		return batcher.Config{}, err
+	}
 	cfg, err := o.config()
 	if err != nil {
 		return cfg, err
@@ -61,8 +66,11 @@ func (o *options) newRunning(cfg batcher.Config) *running {
 		r.errw = r.progress.Log()
 		if o.streams.sameTerminal() {
 			// Commands' output then passes through batchpipe, which
-			// erases the status line before it and draws it again after.
+			// erases the status line before it and draws it again once
+			// the output has paused: data scrolling by is never mixed
+			// with it, and a long run that prints little shows progress.
 			out = r.progress.Through(o.streams.Out)
+			r.progress.Quiet = time.Second
 		}
 	}
 	r.cfg.Logger = o.logger(r.errw)

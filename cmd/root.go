@@ -108,15 +108,16 @@ func usagef(format string, a ...any) error {
 func refused(err error) error { return &usageError{err: err} }
 
 var rootHelp = `batchpipe groups a stream of records into batches and delivers each batch
-to a sink: ` + sinkTargets() + `. A batch is flushed when it
+to a sink: ` + sinkTargets() + `. Records come from
+stdin, one per line (or per NUL with -0, or per any byte with -d), or from
+Kafka (--topic), and pass through byte for byte. A batch is flushed when it
 holds --max-records records, when the next record would take it past
---max-bytes, when its oldest record has waited --linger, at end of input, on
-SIGTERM, SIGINT, SIGHUP or SIGQUIT (after which everything read is
-delivered; SIGQUIT first writes every goroutine's stack to stderr) and on
-SIGUSR1 (pkill -USR1 -x batchpipe, as pidof names every batchpipe running).
+--max-bytes, when its oldest record has waited --linger, and at end of input.
 
-Records are read from stdin, one per line (or per NUL with -0, or per any
-byte with -d), and pass through byte for byte.
+A batch is also flushed on SIGTERM, SIGINT, SIGHUP or SIGQUIT (after which
+everything read is delivered; SIGQUIT first writes every goroutine's stack
+to stderr) and on SIGUSR1 (pkill -USR1 -x batchpipe, as pidof names every
+batchpipe running).
 
 With --topic, records are read from Kafka instead: each record is a message
 value (or, with --envelope json, a JSON object holding it and its metadata).
@@ -159,29 +160,20 @@ Exit status:
 A second signal abandons deliveries in flight and the final Kafka commit:
 exit 1; so does a record the signal cut in half, its end still unread.`
 
-const rootExamples = `  # append the lines of a growing log in batches of 500, at least every 2s
+const rootExamples = `  # append a growing log to a file in batches of 500, at least every 2s
   tail -F app.log | batchpipe -n 500 -t 2s file batched.log
-
-  # one file per batch of 1000 records, each written atomically
-  batchpipe -n 1000 file --per-batch 'out/{run}-{seq}.ndjson' < events.ndjson
-
-  # NUL-separated file names in batches of 100, to stdout
-  find . -print0 | batchpipe -0 -n 100 file -
 
   # count the lines of each batch of 3 with a command
   seq 10 | batchpipe -n 3 exec -- wc -l
 
+  # NDJSON into ClickHouse, 10000 rows per INSERT
+  batchpipe -n 10000 -b 32M http --format ndjson 'http://localhost:8123/?query=INSERT%20INTO%20logs%20FORMAT%20JSONEachRow' < logs.ndjson
+
   # drain a Kafka topic to a file and exit
   batchpipe --kafka-brokers localhost:9092 --topic orders --until-end -n 1000 file orders.ndjson
 
-  # the records of yesterday, by their timestamps, and exit
-  batchpipe --kafka-brokers localhost:9092 --topic orders --from -48h --until -24h file day.ndjson
-
-  # a log into a Kafka topic, in batches of 1000 acknowledged by all replicas
-  tail -F app.log | batchpipe -n 1000 kafka --brokers localhost:9092 logs
-
   # consume as a group, committing offsets once batches are written
-  batchpipe --kafka-brokers b1:9092,b2:9092 --topic clicks --group loader -n 5000 -t 2s file clicks.log`
+  batchpipe --kafka-brokers localhost:9092 --topic clicks --group loader -n 5000 -t 2s file clicks.log`
 
 func newRoot(o *options) *cobra.Command {
 	root := &cobra.Command{
@@ -228,7 +220,7 @@ func newRoot(o *options) *cobra.Command {
 	f.IntVar(&o.retries, "retries", 3, "re-deliver a failed batch up to this many times, with backoff")
 	f.DurationVar(&o.backoff, "backoff", 500*time.Millisecond, "first retry waits up to this long; doubles each retry, with full jitter (not above --max-backoff)")
 	f.DurationVar(&o.maxBackoff, "max-backoff", 30*time.Second, "no retry waits longer than this")
-	f.StringVar(&o.partitionBy, "partition-by", "", "one open batch per key, the key rendered from this template for each record ({json:PATH}, {field:N}, {kafka_key}, {topic}, {partition}, {date}, {hour}, literal text); -n, -b and -t apply per key. A record whose key cannot be rendered (a missing field) goes to --dead-letter alone, or counts as undelivered (exit 1)")
+	f.StringVar(&o.partitionBy, "partition-by", "", "one open batch per key, the key rendered from this `TEMPLATE` for each record (its placeholders: man batchpipe); -n, -b and -t apply per key. A record whose key cannot be rendered (a missing field) goes to --dead-letter alone, or counts as undelivered (exit 1)")
 	f.StringVar(&o.fieldDelimiter, "field-delimiter", "", "splits a record into columns for {field:N} in --partition-by: one byte, or \\t (default: tab)")
 	o.maxBufferedBytes = batcher.DefaultMaxBufferedBytes
 	f.IntVar(&o.maxOpenKeys, "max-open-keys", batcher.DefaultMaxOpenKeys, "with --partition-by, a new key past this many open batches flushes the one with the oldest record")
@@ -239,15 +231,26 @@ func newRoot(o *options) *cobra.Command {
 	f.BoolVarP(&o.quiet, "quiet", "q", false, "no summary line at exit, no status line (unless --progress always), no metrics address")
 	f.BoolVarP(&o.verbose, "verbose", "v", false, "log a line for every batch")
 	f.StringVar(&o.logFormat, "log-format", "text", "log lines, the summary and errors as text or json (durations with their unit)")
-	f.StringVar(&o.progress, "progress", "auto", "status line on stderr: auto (when stderr is a terminal, stdout is not that same terminal, TERM is not dumb and no -q), always or never")
+	f.StringVar(&o.progress, "progress", "auto", "status line on stderr: auto (when stderr is a terminal, TERM is not dumb and no -q; output to that same terminal, of exec or file -, erases it, and it comes back once the output has paused for a second), always or never")
 	f.StringVar(&o.statsFile, "stats-file", "", "write the run's counters as JSON to this file at start (exit 2 if it cannot be), at exit, whatever the status, and on SIGUSR2")
 	f.StringVar(&o.metricsAddr, "metrics-addr", "", "serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9464)")
 	o.kafka.addFlags(f)
 	o.flags = f
+	setGroup(f, "input", "null", "delimiter", "max-record-bytes")
+	setGroup(f, "batching", "max-records", "max-bytes", "linger", "partition-by", "field-delimiter", "max-open-keys", "max-buffered-bytes")
+	setGroup(f, "delivery", "parallel", "retries", "backoff", "max-backoff", "dead-letter", "follow-symlinks", "shutdown-timeout")
+	setGroup(f, "output", "quiet", "verbose", "log-format", "progress", "stats-file", "metrics-addr")
+	f.VisitAll(func(fl *pflag.Flag) {
+		if groupOf(fl) == "" {
+			setGroup(f, "kafka", fl.Name) // the flags of kafka.addFlags
+		}
+	})
 
 	for _, s := range sinkCommands {
 		root.AddCommand(s.cmd(o))
 	}
+	root.AddCommand(newVersionCmd())
+	root.SetHelpFunc(helpFunc(root.HelpFunc()))
 	return root
 }
 
@@ -266,6 +269,7 @@ func Main(args []string, streams Streams, sigs <-chan os.Signal) int {
 	if errors.As(err, &status) {
 		return int(status)
 	}
+	err = withKafkaHint(err)
 	code, hint := errorStatus(err)
 	if o.logFormat == "json" {
 		jsonLogger(streams.Err).Error(err.Error(), "exit_status", code)

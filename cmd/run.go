@@ -3,6 +3,7 @@ package cmd
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -20,11 +21,12 @@ import (
 // SIGTERM, SIGHUP or SIGQUIT (which also dumps the goroutines' stacks)
 // stops reading and drains, a second abandons what is in flight; SIGUSR1
 // flushes the open batch; SIGUSR2 writes the stats file (see shutdown).
-func (o *options) run(openSink sinkOpener) (err error) {
-	cfg, err := o.prepare()
+func (o *options) run(sink sinkSpec) (err error) {
+	cfg, err := o.prepare(sink)
 	if err != nil {
 		return err
 	}
+	openSink := sinkOpener(sink.open)
 	if o.runHook != nil {
 		return o.runHook(cfg, openSink)
 	}
@@ -55,6 +57,8 @@ func (o *options) run(openSink sinkOpener) (err error) {
 	}
 	r.p.Config = r.cfg
 
+	r.hintTerminal()
+
 	sd := r.shutdown()
 	defer sd.release()
 	sd.start()
@@ -81,6 +85,20 @@ func (o *options) run(openSink sinkOpener) (err error) {
 
 // A sinkOpener opens the sink, with what the run has set up for it.
 type sinkOpener func(sinkEnv) (batcher.Sink, error)
+
+// A sinkSpec is a sink's settings, from its flags and arguments: validate
+// checks them, and settles what they leave to it, in the one pass of
+// checks before anything is opened (prepare); open then opens the sink.
+type sinkSpec interface {
+	validate(o *options) error
+	open(env sinkEnv) (batcher.Sink, error)
+}
+
+// openOnly is a sinkSpec whose flags were checked before run.
+type openOnly sinkOpener
+
+func (openOnly) validate(*options) error                  { return nil }
+func (f openOnly) open(env sinkEnv) (batcher.Sink, error) { return f(env) }
 
 // A sinkEnv is where a sink's output, diagnostics and log go: stdout and
 // stderr, or through the status line. The run sets it up before it opens
@@ -129,6 +147,21 @@ func (r *running) shutdown() *shutdown {
 		src.Stopped, src.Drain = sd.stop, sd.drain
 	}
 	return sd
+}
+
+// hintTerminal says, when records are read from a terminal, how to end
+// them: a command run without its input otherwise just waits.
+func (r *running) hintTerminal() {
+	o := r.o
+	if _, stdin := r.p.Source.(*sources.Stream); !stdin || o.quiet || !o.streams.inTerminal() {
+		return
+	}
+	const hint = "reading records from the terminal (stdin): end them with Ctrl-D, or give input with < FILE or a pipe"
+	if o.logFormat == "json" {
+		jsonLogger(r.errw).Info(hint)
+	} else {
+		fmt.Fprintln(r.errw, "batchpipe: "+hint)
+	}
 }
 
 // runPipeline runs the pipeline, with the status line drawn meanwhile.

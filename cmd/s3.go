@@ -67,74 +67,90 @@ so. The same batch always compresses to the same bytes.
 
 ` + parquetHelp + ` Objects get Content-Type ` + sinks.ParquetContentType + `.`
 
+// s3Spec is the s3 sink's settings.
+type s3Spec struct {
+	args     []string
+	cfg      sinks.S3Config
+	format   bodyFormat
+	pf       parquetFlags
+	partSize byteSize
+}
+
+func (s *s3Spec) validate(o *options) error {
+	cfg := &s.cfg
+	if len(s.args) != 1 {
+		return usagef("s3: give one s3://BUCKET/KEY-TEMPLATE")
+	}
+	bucket, tmpl, err := sinks.ParseS3URL(s.args[0])
+	if err != nil {
+		return usagef("s3: %v", err)
+	}
+	cfg.Bucket, cfg.Template = bucket, tmpl
+	cfg.ExactlyOnce = o.kafka.exactlyOnce
+	cfg.PartSize = int64(s.partSize)
+	cfg.Parallel = o.parallel
+	cfg.UserAgent = "batchpipe/" + version
+	switch {
+	case cfg.Timeout <= 0:
+		return usagef("s3: --timeout must be positive, not %v", cfg.Timeout)
+	case cfg.PartSize < sinks.MinPartSize:
+		return usagef("s3: --part-size must be at least 5MiB (S3's smallest part), not %d bytes", cfg.PartSize)
+	case !o.kafka.enabled() && (strings.Contains(tmpl, "{topic}") || strings.Contains(tmpl, "{partition}")):
+		return usagef("s3: {topic} and {partition} are those of Kafka records: give --topic, or take them out of the key template")
+	}
+	switch cfg.IfExists {
+	case sinks.IfExistsSkipSame, sinks.IfExistsFail, sinks.IfExistsOverwrite:
+	default:
+		return usagef("s3: --if-exists takes fail, skip-same or overwrite, not %q", cfg.IfExists)
+	}
+	switch cfg.Conditional {
+	case sinks.ConditionalAuto, sinks.ConditionalOn, sinks.ConditionalOff:
+	default:
+		return usagef("s3: --conditional-writes takes auto, on or off, not %q", cfg.Conditional)
+	}
+	if err := sinks.CheckS3Template(tmpl, cfg.ExactlyOnce); err != nil {
+		return usagef("%v", err)
+	}
+	if err := s.pf.check(o, "s3", &s.format); err != nil {
+		return err
+	}
+	cfg.Format = s.format.Format
+	return nil
+}
+
+func (s *s3Spec) open(env sinkEnv) (batcher.Sink, error) {
+	cfg := s.cfg
+	cfg.Logger = env.log
+	if s.format.parquet {
+		enc, err := s.pf.encoder(env.diag)
+		if err != nil {
+			return nil, err
+		}
+		cfg.Encoder = enc
+		cfg.ContentType = cmp.Or(cfg.ContentType, sinks.ParquetContentType)
+	}
+	sink, err := sinks.NewS3(context.Background(), cfg)
+	var unavailable *sinks.UnavailableError
+	if errors.As(err, &unavailable) {
+		return nil, &unavailableError{err}
+	}
+	if err != nil {
+		return nil, err
+	}
+	return sink, nil
+}
+
 func newS3Cmd(o *options) *cobra.Command {
-	var cfg sinks.S3Config
-	var format bodyFormat
-	var pf parquetFlags
-	partSize := byteSize(16 << 20)
+	s := &s3Spec{partSize: 16 << 20}
+	cfg := &s.cfg
 	c := &cobra.Command{
 		Use:     "s3 [flags] s3://BUCKET/KEY-TEMPLATE",
 		Short:   "Upload each batch as one S3 object, create-only",
 		Long:    s3Help,
 		Example: s3Examples,
 		RunE: func(c *cobra.Command, args []string) error {
-			if len(args) != 1 {
-				return usagef("s3: give one s3://BUCKET/KEY-TEMPLATE")
-			}
-			bucket, tmpl, err := sinks.ParseS3URL(args[0])
-			if err != nil {
-				return usagef("s3: %v", err)
-			}
-			cfg.Bucket, cfg.Template = bucket, tmpl
-			cfg.ExactlyOnce = o.kafka.exactlyOnce
-			cfg.PartSize = int64(partSize)
-			cfg.Parallel = o.parallel
-			cfg.UserAgent = "batchpipe/" + version
-			switch {
-			case cfg.Timeout <= 0:
-				return usagef("s3: --timeout must be positive, not %v", cfg.Timeout)
-			case cfg.PartSize < sinks.MinPartSize:
-				return usagef("s3: --part-size must be at least 5MiB (S3's smallest part), not %d bytes", cfg.PartSize)
-			case !o.kafka.enabled() && (strings.Contains(tmpl, "{topic}") || strings.Contains(tmpl, "{partition}")):
-				return usagef("s3: {topic} and {partition} are those of Kafka records: give --topic, or take them out of the key template")
-			}
-			switch cfg.IfExists {
-			case sinks.IfExistsSkipSame, sinks.IfExistsFail, sinks.IfExistsOverwrite:
-			default:
-				return usagef("s3: --if-exists takes fail, skip-same or overwrite, not %q", cfg.IfExists)
-			}
-			switch cfg.Conditional {
-			case sinks.ConditionalAuto, sinks.ConditionalOn, sinks.ConditionalOff:
-			default:
-				return usagef("s3: --conditional-writes takes auto, on or off, not %q", cfg.Conditional)
-			}
-			if err := sinks.CheckS3Template(tmpl, cfg.ExactlyOnce); err != nil {
-				return usagef("%v", err)
-			}
-			if err := pf.check(o, "s3", &format); err != nil {
-				return err
-			}
-			cfg.Format = format.Format
-			return o.run(func(env sinkEnv) (batcher.Sink, error) {
-				cfg.Logger = env.log
-				if format.parquet {
-					enc, err := pf.encoder(env.diag)
-					if err != nil {
-						return nil, err
-					}
-					cfg.Encoder = enc
-					cfg.ContentType = cmp.Or(cfg.ContentType, sinks.ParquetContentType)
-				}
-				sink, err := sinks.NewS3(context.Background(), cfg)
-				var unavailable *sinks.UnavailableError
-				if errors.As(err, &unavailable) {
-					return nil, &unavailableError{err}
-				}
-				if err != nil {
-					return nil, err
-				}
-				return sink, nil
-			})
+			s.args = args
+			return o.run(s)
 		},
 	}
 	f := c.Flags()
@@ -143,12 +159,12 @@ func newS3Cmd(o *options) *cobra.Command {
 	f.StringVar(&cfg.Profile, "profile", "", "a profile of the shared config and credentials files (default: AWS_PROFILE, or default)")
 	f.StringVar(&cfg.Endpoint, "endpoint", "", "URL of an S3-compatible store (MinIO, Ceph, R2, SeaweedFS)")
 	f.BoolVar(&cfg.PathStyle, "path-style", false, "put the bucket in the URL's path, not in its host name (most S3-compatible stores want it)")
-	f.Var(&format, "format", "body format: lines, ndjson, json or parquet (each object a Parquet file, see s3 --help and file --help)")
+	f.Var(&s.format, "format", "body format: lines, ndjson, json or parquet (each object a Parquet file, see s3 --help and file --help)")
 	f.StringVar(&cfg.ContentType, "content-type", "", "Content-Type of the objects (default: the format's)")
-	pf.add(f, &cfg.Compress, "compress each object: gzip or zstd, with :LEVEL (gzip 1-9, zstd 1-22) if given; sets Content-Encoding")
+	s.pf.add(f, &cfg.Compress, "compress each object: gzip or zstd, with :LEVEL (gzip 1-9, zstd 1-22) if given; sets Content-Encoding")
 	f.StringVar(&cfg.IfExists, "if-exists", sinks.IfExistsSkipSame, "an object already at a batch's key: skip-same (the same bytes count as delivered, others fail), fail, or overwrite")
 	f.StringVar(&cfg.Conditional, "conditional-writes", sinks.ConditionalAuto, "does the store honour If-None-Match? auto (a probe at start finds out), on, or off (HEAD before each PUT)")
-	f.Var(&partSize, "part-size", "bodies larger than this go up as a multipart upload in parts of this size (at least 5MiB)")
+	f.Var(&s.partSize, "part-size", "bodies larger than this go up as a multipart upload in parts of this size (at least 5MiB)")
 	f.DurationVar(&cfg.Timeout, "timeout", time.Minute, "give up on a request after this long, and retry it")
 	f.StringVar(&cfg.CACert, "cacert", "", "trust the CA certificates in this PEM file instead of the system's")
 	f.StringVar(&cfg.Cert, "cert", "", "client certificate (PEM) for mutual TLS")

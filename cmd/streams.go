@@ -48,6 +48,17 @@ func (s Streams) inputWaiting() bool {
 	return false
 }
 
+// inTerminal reports whether stdin is a terminal: records typed by hand,
+// or a command line that forgot its input.
+func (s Streams) inTerminal() bool {
+	f, ok := s.In.(*os.File)
+	is := false
+	if ok {
+		withFd(f, func(fd uintptr) { is = isatty.IsTerminal(fd) })
+	}
+	return is
+}
+
 // withFd calls do with f's descriptor. Unlike f.Fd, it leaves f in the
 // mode it was, non-blocking or not.
 func withFd(f *os.File, do func(fd uintptr)) bool {
@@ -56,9 +67,9 @@ func withFd(f *os.File, do func(fd uintptr)) bool {
 }
 
 // statusLine decides whether the status line is drawn: with --progress
-// auto (mode), only where a person watches stderr and nothing else writes
-// to the same terminal (stdout there would mix with it, as pv users know),
-// not on a dumb terminal and not with -q.
+// auto (mode), where a person watches stderr, not on a dumb terminal and
+// not with -q. Output to the same terminal (exec, file -) then passes
+// through the status line (see newRunning), which never mixes with it.
 func (s Streams) statusLine(mode string, quiet bool) bool {
 	switch mode {
 	case "always":
@@ -66,7 +77,7 @@ func (s Streams) statusLine(mode string, quiet bool) bool {
 	case "never":
 		return false
 	}
-	return s.ErrIsTerminal && !quiet && !s.dumb() && !s.sameTerminal()
+	return s.ErrIsTerminal && !quiet && !s.dumb()
 }
 
 // dumb reports TERM=dumb: a terminal that cannot erase a line, so the

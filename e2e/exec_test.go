@@ -293,9 +293,27 @@ func TestExecFailureMessage(t *testing.T) {
 		t.Fatalf("exit %d, want 1; stderr:\n%s", r.code, r.stderr)
 	}
 	// The pipeline names the batch, the sink the command and its end.
-	want := regexp.MustCompile(`batchpipe: batch 1 \(.*\): exec sink: env: exit status 3; stderr: "fail: disk full"`)
+	want := regexp.MustCompile(`batchpipe: batch 1 \(.*\): exec sink: env: exit status 3; stderr: fail: starting \(… last line: fail: disk full\)`)
 	if !want.MatchString(r.stderr) {
 		t.Errorf("stderr lacks %s:\n%s", want, r.stderr)
+	}
+}
+
+// A command that explains itself over several lines, as psql does
+// (ERROR:, then LINE and CONTEXT:), is quoted by its ERROR line, escaped
+// once at most: as it is in the error, as a quoted value in a log line.
+func TestExecFailureQuotesErrorLine(t *testing.T) {
+	script := `printf '%s\n' 'ERROR:  invalid input syntax for type json' 'DETAIL:  Token "C" is invalid.' 'CONTEXT:  COPY hits, line 1, column doc: "C:\temp"' >&2; exit 1`
+	r := run(t, strings.NewReader("C:\\temp\n"), "--retries", "0", "exec", "--", "sh", "-c", script)
+	want := `: exec sink: sh: exit status 1; stderr: ERROR:  invalid input syntax for type json` + "\n"
+	if r.code != 1 || !strings.Contains(r.stderr, want) {
+		t.Errorf("exit %d, want 1 and %q; stderr:\n%s", r.code, want, r.stderr)
+	}
+	dl := filepath.Join(t.TempDir(), "failed")
+	r = run(t, strings.NewReader("C:\\temp\n"), "--retries", "0", "--dead-letter", dl, "exec", "--", "sh", "-c", script)
+	want = `reason="exec sink: sh: exit status 1; stderr: ERROR:  invalid input syntax for type json"`
+	if r.code != 3 || !strings.Contains(r.stderr, want) {
+		t.Errorf("exit %d, want 3 and %q; stderr:\n%s", r.code, want, r.stderr)
 	}
 }
 

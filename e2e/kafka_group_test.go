@@ -201,6 +201,26 @@ func TestKafkaGroupDrainWaitsForEveryPartition(t *testing.T) {
 	})
 }
 
+// A member restarted after it was killed waits for the group to give up
+// on its former self: it says what it waits for, rather than nothing for
+// the session timeout.
+func TestKafkaGroupWaitSaysWhy(t *testing.T) {
+	k := newKafka(t, 4)
+	addr := k.addr
+	newProducer(t, addr).produce(k.topic, parts4, 100)
+	args := []string{"--kafka-brokers", addr, "--topic", k.topic, "--group", k.group, "--kafka-session-timeout", "6s"}
+	dead := start(t, append(args, "-v", "file", os.DevNull)...)
+	dead.waitFor("kafka: assigned")
+	dead.signal(syscall.SIGKILL)
+	dead.wait()
+	out := filepath.Join(t.TempDir(), "out")
+	r := run(t, nil, append(args, "--until-end", "file", out)...)
+	want := "kafka: waiting for the group to assign partitions: a member that stopped may hold partitions until its session times out, 6s"
+	if r.code != 0 || !strings.Contains(r.stderr, want) {
+		t.Fatalf("exit %d, want 0 and %q:\n%s", r.code, want, r.stderr)
+	}
+}
+
 // Brokers lost for good after the group session ended, so that this member
 // holds no partitions when it gives up: the lag still counts every record
 // not delivered.

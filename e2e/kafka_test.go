@@ -856,3 +856,57 @@ func TestKafkaGroupRefusedAtStart(t *testing.T) {
 		t.Fatalf("exit %d, want 2 and the fix:\n%s", r.code, r.stderr)
 	}
 }
+
+// TLS or SASL spoken to a listener without, or the reverse, or a SASL
+// mechanism the listener does not offer: each is named, with the flags
+// that mend it, and exit 2. On kfake, whose listener without SASL answers
+// a SASL handshake as one with, and which offers every mechanism, three of
+// the five can be played; the real broker plays all five.
+func TestKafkaListenerMismatch(t *testing.T) {
+	type mismatch struct {
+		name, addr string
+		args       []string
+		want       string
+	}
+	var cases []mismatch
+	if realKafka == nil {
+		certs := testcert.New(t)
+		tlsK := newFakeKafka(t, 1, kfake.TLS(certs.ServerConfig(false)))
+		plainK := newFakeKafka(t, 1)
+		saslK := newFakeKafka(t, 1, kfake.EnableSASL(), kfake.Superuser("PLAIN", "u", "p"))
+		cases = []mismatch{
+			{"tls listener", tlsK.addr, nil, "the listener speaks TLS, and the client does not: give --kafka-tls"},
+			{"plaintext listener", plainK.addr, []string{"--kafka-tls"}, "the client speaks TLS, and the listener does not: leave out --kafka-tls"},
+			{"sasl listener", saslK.addr, nil, "the listener wants SASL (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512), and the client has none: give --kafka-sasl MECHANISM"},
+		}
+	} else {
+		plain, sasl, ssl := realKafka[kafkareal.EnvPlaintext], realKafka[kafkareal.EnvSASL], realKafka[kafkareal.EnvSSL]
+		cases = []mismatch{
+			{"tls listener", ssl, nil, "the listener speaks TLS, and the client does not: give --kafka-tls"},
+			{"plaintext listener", plain, []string{"--kafka-tls"}, "the client speaks TLS, and the listener does not: leave out --kafka-tls"},
+			{"sasl listener", sasl, nil, "the listener wants SASL (PLAIN, SCRAM-SHA-256), and the client has none: give --kafka-sasl MECHANISM"},
+			{"plaintext listener, sasl", plain, []string{"--kafka-sasl", "plain", "--kafka-user", "u"}, "the client speaks SASL, and the listener takes none: leave out --kafka-sasl"},
+			{"mechanism missing", sasl, []string{"--kafka-sasl", "scram-sha-512", "--kafka-user", "u"}, "the listener does not offer SASL mechanism SCRAM-SHA-512 (it offers PLAIN, SCRAM-SHA-256): give --kafka-sasl plain or scram-sha-256"},
+		}
+	}
+	t.Setenv("BATCHPIPE_KAFKA_PASSWORD", "p")
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			sinks := [][]string{{"file", os.DevNull}}
+			if tc.name == "tls listener" { // the producer connects the same way
+				sinks = append(sinks, []string{"kafka", "out"})
+			}
+			for _, sink := range sinks {
+				args := append([]string{"--kafka-brokers", tc.addr}, tc.args...)
+				if sink[0] == "file" {
+					args = append(args, "--topic", "t", "--until-end")
+				}
+				r := run(t, strings.NewReader(""), append(args, sink...)...)
+				want := "kafka: connect to " + tc.addr + ": " + tc.want
+				if r.code != 2 || !strings.Contains(r.stderr, want) {
+					t.Errorf("%s: exit %d, want 2 and %q; stderr:\n%s", sink[0], r.code, want, r.stderr)
+				}
+			}
+		})
+	}
+}

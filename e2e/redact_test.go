@@ -82,3 +82,19 @@ func TestHTTPRedactionKeepsParameterNames(t *testing.T) {
 		t.Errorf("exit %d, want 1 quoting %q; stderr:\n%s", r.code, msg, r.stderr)
 	}
 }
+
+// A server that names the endpoint it has no handler for is quoted as it
+// said it: path segments a person chose are no secret. A segment that
+// looks generated (a webhook's token) is still cut out.
+func TestHTTPRedactionKeepsPathWords(t *testing.T) {
+	const hook = "x9FkQ2mPzL0aB7cDeFgHiJkL"
+	srv := newHTTPSink(t, nil, func(w http.ResponseWriter, r *http.Request, body []byte) int {
+		http.Error(w, "no route for "+r.URL.Path+" in service analytics", http.StatusNotFound)
+		return 404
+	})
+	r := run(t, strings.NewReader("{}\n"), "--retries", "0", "http", srv.URL+"/api/v2/ingest/events/"+hook)
+	want := "no route for /api/v2/ingest/events/[redacted] in service analytics"
+	if r.code != 1 || !strings.Contains(r.stderr, want) || strings.Contains(r.stderr, hook[:6]) {
+		t.Errorf("exit %d, want 1 quoting %q; stderr:\n%s", r.code, want, r.stderr)
+	}
+}

@@ -6,13 +6,16 @@ import (
 	"flag"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/creack/pty"
 	"github.com/prometheus/common/expfmt"
@@ -89,6 +92,151 @@ func TestProgressOnTerminalOnly(t *testing.T) {
 	r := run(t, strings.NewReader(strings.Repeat("x\n", 25)), "-n", "10", "file", os.DevNull)
 	if strings.Contains(r.stderr, "\r") || strings.Contains(r.stderr, "in flight") {
 		t.Errorf("status line written to a pipe: %q", r.stderr)
+	}
+}
+
+// readChunks passes on what a terminal's master side reads, until EIO:
+// every holder of the terminal is gone.
+func readChunks(ptmx io.Reader) <-chan []byte {
+	chunks := make(chan []byte)
+	go func() {
+		defer close(chunks)
+		buf := make([]byte, 4096)
+		for {
+			n, err := ptmx.Read(buf)
+			if n > 0 {
+				chunks <- bytes.Clone(buf[:n])
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	return chunks
+}
+
+// An http run at a terminal, stdout that terminal too, draws the status
+// line: its batches never reach the terminal, so nothing can mix with it.
+func TestProgressAtTerminalHTTP(t *testing.T) {
+	var mu sync.Mutex
+	var got bytes.Buffer
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		defer mu.Unlock()
+		io.Copy(&got, r.Body)
+	}))
+	defer srv.Close()
+	ptmx, tty, err := pty.Open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ptmx.Close()
+	c := exec.Command(bin, "-n", "10", "-t", "1h", "http", srv.URL)
+	c.Stdout, c.Stderr = tty, tty
+	c.Env = append(os.Environ(), "NO_COLOR=1", "TERM=xterm")
+	stdin, _ := c.StdinPipe()
+	if err := c.Start(); err != nil {
+		t.Fatal(err)
+	}
+	tty.Close()
+	stdin.Write([]byte(strings.Repeat("x\n", 25)))
+	chunks := readChunks(ptmx)
+	var screen bytes.Buffer
+	deadline := time.After(30 * time.Second) // a bound on failure, not a wait
+	for !strings.Contains(screen.String(), "read 25") {
+		select {
+		case b, ok := <-chunks:
+			if !ok {
+				t.Fatalf("batchpipe ended without a status line: %q", screen.String())
+			}
+			screen.Write(b)
+		case <-deadline:
+			stdin.Close()
+			c.Wait()
+			for range chunks {
+			}
+			t.Fatalf("no status line on the terminal in 30s: %q", screen.String())
+		}
+	}
+	stdin.Close()
+	for b := range chunks {
+		screen.Write(b)
+	}
+	if err := c.Wait(); err != nil {
+		t.Fatalf("%v; terminal: %q", err, screen.String())
+	}
+	out := screen.String()
+	if !strings.Contains(out, "delivered 20 in 2 batches") {
+		t.Errorf("status line lacks the counts: %q", out)
+	}
+	last := out[strings.LastIndex(out, "\x1b[K"):]
+	if !strings.HasPrefix(last, "\x1b[Kbatchpipe: 25 records") {
+		t.Errorf("final screen is not the summary: %q", last)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if got.String() != strings.Repeat("x\n", 25) {
+		t.Errorf("the server got %q", got.String())
+	}
+}
+
+// Records typed at a terminal: a one-line hint says how to end them, and
+// Ctrl-D does.
+func TestTerminalInputHint(t *testing.T) {
+	ptmx, tty, err := pty.Open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ptmx.Close()
+	out := filepath.Join(t.TempDir(), "out")
+	c := exec.Command(bin, "-n", "10", "file", out)
+	c.Stdin, c.Stderr = tty, tty
+	c.Env = append(os.Environ(), "TERM=dumb")
+	if err := c.Start(); err != nil {
+		t.Fatal(err)
+	}
+	tty.Close()
+	chunks := readChunks(ptmx)
+	var screen bytes.Buffer
+	const hint = "batchpipe: reading records from the terminal (stdin): end them with Ctrl-D, or give input with < FILE or a pipe"
+	deadline := time.After(30 * time.Second) // a bound on failure, not a wait
+	for !strings.Contains(screen.String(), hint) {
+		select {
+		case b, ok := <-chunks:
+			if !ok {
+				t.Fatalf("batchpipe ended without the hint: %q", screen.String())
+			}
+			screen.Write(b)
+		case <-deadline:
+			c.Process.Kill()
+			c.Wait()
+			for range chunks {
+			}
+			t.Fatalf("no hint on the terminal in 30s: %q", screen.String())
+		}
+	}
+	ptmx.Write([]byte("a\nb\n\x04"))
+	for b := range chunks { // until EIO: batchpipe has exited
+		screen.Write(b)
+	}
+	if err := c.Wait(); err != nil {
+		t.Fatalf("%v; terminal: %q", err, screen.String())
+	}
+	if got := readFile(t, out); got != "a\nb\n" {
+		t.Errorf("delivered %q, want the two lines typed; terminal: %q", got, screen.String())
+	}
+	if n := strings.Count(screen.String(), "reading records"); n != 1 {
+		t.Errorf("the hint came %d times: %q", n, screen.String())
+	}
+}
+
+// --kafka-brokers with nothing that reads or writes Kafka would read
+// stdin instead: a usage error, naming what to add.
+func TestKafkaBrokersWithoutTopic(t *testing.T) {
+	r := run(t, strings.NewReader("a\n"), "--kafka-brokers", "localhost:9092", "file", os.DevNull)
+	want := "batchpipe: --kafka-brokers is for Kafka, and nothing here reads or writes it: give --topic TOPIC to read it (or the kafka sink, or --dead-letter kafka:TOPIC)\n" + helpHint + "\n"
+	if r.code != 2 || r.stderr != want {
+		t.Errorf("exit %d, want 2 and %q; stderr:\n%s", r.code, want, r.stderr)
 	}
 }
 
@@ -250,7 +398,9 @@ func TestCompletionAndVersion(t *testing.T) {
 			t.Errorf("completion %s: exit %d", shell, r.code)
 		}
 	}
-	if r := run(t, nil, "--version"); r.code != 0 || !strings.HasPrefix(r.stdout, "batchpipe version ") {
-		t.Errorf("--version: %q", r.stdout)
+	for _, v := range []string{"--version", "version"} {
+		if r := run(t, nil, v); r.code != 0 || !strings.HasPrefix(r.stdout, "batchpipe version ") {
+			t.Errorf("%s: %q", v, r.stdout)
+		}
 	}
 }

@@ -248,6 +248,9 @@ func (c *Conn) connect(config func() (*sarama.Config, error), topics []string) (
 		client, err = c.open(cfg, topics)
 	}
 	if err != nil {
+		if mm := c.mismatch(err); mm != nil {
+			return nil, mm
+		}
 		hint := ""
 		if c.SASL != "" && errors.Is(err, io.EOF) {
 			// Some brokers hang up on bad credentials without a word.

@@ -53,6 +53,10 @@ func refused(err error) error { return &Error{Kind: Refused, Err: err} }
 // connection and then closes it at once (EOF) is there: it refused the
 // credentials, or speaks TLS to a client that does not, or the reverse.
 func connectError(err error) error {
+	var mm *MismatchError
+	if errors.As(err, &mm) {
+		return refused(err)
+	}
 	if errors.Is(err, sarama.ErrSASLAuthenticationFailed) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
 		return refused(err)
 	}

@@ -16,6 +16,19 @@ import (
 	"github.com/batchpipe/batchpipe/monitor"
 )
 
+// joinNotice says, once the first join has waited a while, what it waits
+// for: after a member was killed, the group holds its partitions until its
+// session times out, and the join is silent meanwhile.
+func (k *Source) joinNotice() *time.Timer {
+	session := k.client.Config().Consumer.Group.Session.Timeout
+	return time.AfterFunc(min(4*time.Second, session/2), func() {
+		if k.sessions.Load() == 0 && k.life.Err() == nil {
+			k.log.Warn(fmt.Sprintf("kafka: waiting for the group to assign partitions: a member that stopped may hold partitions until its session times out, %v", session),
+				"group", k.cfg.Group)
+		}
+	})
+}
+
 // consumeGroup keeps a session of the group going until Close: a session
 // ends at every rebalance. A join the group refuses for good fails Run at
 // once; other errors are retried until no partitions have been assigned
@@ -25,7 +38,14 @@ func (k *Source) consumeGroup() {
 	unassigned := time.Now() // since when no partitions have been assigned
 	for k.life.Err() == nil {
 		sessions := k.sessions.Load()
+		var notice *time.Timer
+		if sessions == 0 {
+			notice = k.joinNotice()
+		}
 		err := k.group.Consume(k.life, k.cfg.Topics, groupHandler{k})
+		if notice != nil {
+			notice.Stop()
+		}
 		if k.life.Err() != nil || errors.Is(err, sarama.ErrClosedConsumerGroup) {
 			return
 		}

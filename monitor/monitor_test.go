@@ -5,6 +5,7 @@ import (
 	"context"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -94,6 +95,39 @@ func TestProgressWaitsForWholeLines(t *testing.T) {
 	})
 }
 
+// With Quiet, output scrolling by is not interleaved with status lines:
+// the line comes back only once the output has paused that long.
+func TestProgressWaitsForQuietOutput(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var out lockedBuffer
+		p := &Progress{W: &out, Stats: func() batcher.Stats { return batcher.Stats{Read: 7} }, Quiet: time.Second}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() {
+			p.Run(ctx)
+			close(done)
+		}()
+		stdout := p.Through(&out)
+		advance(150 * time.Millisecond) // drawn: no output yet
+		for range 5 {
+			stdout.Write([]byte("data\n"))
+			advance(300 * time.Millisecond)
+		}
+		synctest.Wait()
+		during := out.String()
+		advance(1200 * time.Millisecond)
+		synctest.Wait()
+		cancel()
+		<-done
+		if n := strings.Count(during, "read 7"); n != 1 {
+			t.Errorf("status drawn %d times while output scrolled, want once before it: %q", n, during)
+		}
+		if after := out.String()[len(during):]; !strings.Contains(after, "read 7") {
+			t.Errorf("status not drawn again once the output paused: %q", after)
+		}
+	})
+}
+
 // The rate is over a window: a sink that takes input in bursts a second
 // apart does not make it flicker to 0/s.
 func TestProgressRateDoesNotFlicker(t *testing.T) {
@@ -139,6 +173,24 @@ func TestProgressDumbTerminal(t *testing.T) {
 			t.Errorf("dumb terminal got %q", s)
 		}
 	})
+}
+
+// lockedBuffer is a bytes.Buffer to read while another goroutine writes.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
 
 // advance moves a synctest bubble's fake clock on by d.

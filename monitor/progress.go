@@ -32,26 +32,34 @@ type Progress struct {
 	// RateWindow is how far back the rate looks; default 5s. A shorter
 	// one shows 0/s between the bursts of a slow sink's backpressure.
 	RateWindow time.Duration
+	// Quiet is how long output through Through must pause before the
+	// status line is drawn again (0: as soon as the line is complete):
+	// data scrolling by is not interleaved with status lines, and a long
+	// run that writes little still shows its progress.
+	Quiet time.Duration
 
 	mu      sync.Mutex // one writer of the terminal at a time
 	shown   string     // the status line on the screen, "" if none
 	last    string     // the latest status, redrawn after other output
 	midLine bool       // other output left a partial line: no status until it ends
+	dataAt  time.Time  // when output last went through Through
 	stopped bool
 }
 
 // Log returns a writer for other output to the same terminal: each write
 // first erases the status line, which is redrawn after it.
-func (p *Progress) Log() io.Writer { return logWriter{p, p.W} }
+func (p *Progress) Log() io.Writer { return logWriter{p, p.W, false} }
 
 // Through returns a writer for w, another stream showing on the same
 // terminal (stdout, where commands' output goes): like Log, it erases the
-// status line before each write, and redraws it once a line is complete.
-func (p *Progress) Through(w io.Writer) io.Writer { return logWriter{p, w} }
+// status line before each write, and redraws it once a line is complete
+// and the output has paused for Quiet.
+func (p *Progress) Through(w io.Writer) io.Writer { return logWriter{p, w, true} }
 
 type logWriter struct {
-	p *Progress
-	w io.Writer
+	p    *Progress
+	w    io.Writer
+	data bool // through Through
 }
 
 func (w logWriter) Write(b []byte) (int, error) {
@@ -65,7 +73,10 @@ func (w logWriter) Write(b []byte) (int, error) {
 	if n > 0 {
 		p.midLine = b[n-1] != '\n'
 	}
-	if err == nil && !p.midLine && !p.stopped && p.last != "" {
+	if w.data {
+		p.dataAt = time.Now()
+	}
+	if err == nil && !p.midLine && !p.stopped && p.last != "" && p.quiet() {
 		p.show(p.last)
 	}
 	return n, err
@@ -101,10 +112,15 @@ func (p *Progress) draw(s string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.last = s
-	if !p.midLine {
+	if !p.midLine && p.quiet() {
 		// Over a partial line, the status would hide it: wait for its end.
 		p.show(s)
 	}
+}
+
+// quiet reports whether output through Through has paused for Quiet.
+func (p *Progress) quiet() bool {
+	return p.Quiet <= 0 || p.dataAt.IsZero() || time.Since(p.dataAt) >= p.Quiet
 }
 
 // stop erases the line for good.

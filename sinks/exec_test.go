@@ -276,7 +276,7 @@ func TestLineWriter(t *testing.T) {
 	if want := []string{"abc\n", "def\n\n", "g\n"}; !slices.Equal(writes, want) {
 		t.Errorf("writes %q, want %q", writes, want)
 	}
-	if got := w.lastLine(); got != `; stderr: "g"` {
+	if got := w.lastLine(); got != `; stderr: abc (… last line: g)` {
 		t.Errorf("last line %s", got)
 	}
 
@@ -289,8 +289,30 @@ func TestLineWriter(t *testing.T) {
 	if want := []string{long, "tail\n   \n"}; !slices.Equal(writes, want) {
 		t.Errorf("a long line passed on as %d writes", len(writes))
 	}
-	if got := w.lastLine(); got != `; stderr: "tail"` {
+	if got := w.lastLine(); got != "; stderr: "+long[:lastLineMax]+" (… last line: tail)" {
 		t.Errorf("last line %s", got)
+	}
+}
+
+// psql says ERROR: first, then DETAIL: and CONTEXT:: the message quotes
+// the ERROR line, once, quotes and backslashes as they are, control bytes
+// escaped.
+func TestLineWriterQuotesTheError(t *testing.T) {
+	for _, tc := range []struct{ stderr, want string }{
+		{"ERROR:  relation \"hits\" does not exist\nLINE 1: COPY hits\nCONTEXT:  COPY hits, line 1: \"C:\\temp\"\n",
+			`; stderr: ERROR:  relation "hits" does not exist`},
+		{"psql:load.sql:3: ERROR:  syntax error\n", `; stderr: psql:load.sql:3: ERROR:  syntax error`},
+		{"starting\nsome terror: none\nstopped\n", `; stderr: starting (… last line: stopped)`},
+		{"bad \x1b[2Jbyte\xff\tend\n", `; stderr: bad \x1b[2Jbyte\xff\x09end`},
+		{"only\n", `; stderr: only`},
+		{"", ""},
+	} {
+		w := &lineWriter{w: io.Discard}
+		w.Write([]byte(tc.stderr))
+		w.finish()
+		if got := w.lastLine(); got != tc.want {
+			t.Errorf("stderr %q: %q, want %q", tc.stderr, got, tc.want)
+		}
 	}
 }
 
@@ -358,7 +380,7 @@ func TestExecFailures(t *testing.T) {
 	for _, tc := range []struct {
 		role, want string
 	}{
-		{"fail", `exit status 4; stderr: "helper: no space left on device"`},
+		{"fail", `exit status 4; stderr: helper: reading (… last line: helper: no space left on device)`},
 		{"suicide", `killed by signal 9 (killed)`},
 	} {
 		t.Run(tc.role, func(t *testing.T) {

@@ -53,11 +53,14 @@ var authSchemes = map[string]bool{"bearer": true, "basic": true, "token": true, 
 // newRedactor collects what a server might echo that must not reach the
 // logs: every header value but public ones, and each word in it (a bare
 // token without its "Bearer "); the URL's user name and password, also as
-// the basic auth header carries them; each path segment and each query
-// value, raw and decoded. The batch's values put in by placeholders,
-// query parameter names and query values holding spaces (SQL, not a token)
-// are not secrets: a server that names a setting or a table must stay
-// readable.
+// the basic auth header carries them; each query value of a parameter
+// named for a secret (api_key, token, sig…), raw and decoded; and each
+// path segment or other query value that looks generated (tokenLike: a
+// webhook's /T0123/B0456/x9Fk… or ?code=…). The batch's values put in by
+// placeholders, query parameter names, words a person chose (/ingest,
+// database=logs, JSONEachRow) and query values holding spaces (SQL, not a
+// token) are not secrets: a server that names a setting, a table or an
+// endpoint must stay readable.
 func newRedactor(h http.Header, u *url.URL) *redactor {
 	r := &redactor{}
 	for name, vs := range h {
@@ -92,24 +95,78 @@ func newRedactor(h http.Header, u *url.URL) *redactor {
 		}
 	}
 	for _, seg := range strings.Split(u.EscapedPath(), "/") {
-		r.add(seg)
-		if v, err := url.PathUnescape(seg); err == nil {
+		if v, err := url.PathUnescape(seg); err == nil && tokenLike(v) {
+			r.add(seg)
 			r.add(v)
+		} else if err != nil && tokenLike(seg) {
+			r.add(seg)
 		}
 	}
 	r.add(u.Opaque)
 	for _, kv := range strings.Split(u.RawQuery, "&") {
-		_, v, _ := strings.Cut(kv, "=")
+		name, v, _ := strings.Cut(kv, "=")
 		d, err := url.QueryUnescape(v)
-		if err == nil && strings.ContainsAny(d, " \t\n") {
+		if err != nil {
+			d = v
+		}
+		named := secretName(name)
+		if !named && (strings.ContainsAny(d, " \t\n") || !tokenLike(d)) {
 			continue
 		}
 		r.add(v)
-		if err == nil {
-			r.add(d)
-		}
+		r.add(d)
 	}
 	return r
+}
+
+// secretWords name query parameters whose values are secrets, whatever
+// they look like.
+var secretWords = []string{"key", "token", "secret", "pass", "pwd", "auth", "sig", "credential", "session", "code"}
+
+// secretName reports whether a query parameter's name says its value is
+// a secret (api_key, access_token, X-Amz-Signature, password…). A value
+// made of placeholders is still none (see add).
+func secretName(name string) bool {
+	name = asciiLower(name)
+	if d, err := url.QueryUnescape(name); err == nil {
+		name = d
+	}
+	for _, w := range secretWords {
+		if strings.Contains(name, w) {
+			return true
+		}
+	}
+	return false
+}
+
+// tokenLike reports whether s looks generated rather than chosen by a
+// person: 8 bytes or more mixing letters with digits or with +/=, or 16
+// or more mixing both letter cases. "ingest", "v2", "JSONEachRow" and
+// "insert_deduplication_token" are not; "T0123ABCD" and
+// "x9FkQ2mPzL0aB7cD1eF3gH4i" are.
+func tokenLike(s string) bool {
+	if strings.Contains(s, placeholderMark) {
+		for _, lit := range strings.Split(s, placeholderMark) {
+			if tokenLike(lit) {
+				return true
+			}
+		}
+		return false
+	}
+	var letter, digit, sym, upper, lower bool
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case 'a' <= c && c <= 'z':
+			letter, lower = true, true
+		case 'A' <= c && c <= 'Z':
+			letter, upper = true, true
+		case '0' <= c && c <= '9':
+			digit = true
+		case c == '+' || c == '/' || c == '=':
+			sym = true
+		}
+	}
+	return len(s) >= 8 && letter && (digit || sym) || len(s) >= 16 && upper && lower
 }
 
 // add adds s in the forms a server may echo it. Of a value with

@@ -29,7 +29,7 @@ func TestRedactorQuote(t *testing.T) {
 		{"token BEARERTOKEN123 bad", 100, "token [redacted] bad", false},
 		{"whole: Bearer BEARERTOKEN123", 100, "whole: [redacted] [redacted]", false}, // the token starts with "bearer"
 		{"start only: BEARER…", 100, "start only: [redacted]…", false},
-		{"/hooks/PATHTOKEN9?key=QUERYTOKEN7", 100, "/[redacted]/[redacted]?key=[redacted]", false},
+		{"/hooks/PATHTOKEN9?key=QUERYTOKEN7", 100, "/hooks/[redacted]?key=[redacted]", false},
 		{"pass pa55word-x", 100, "pass [redacted]", false},
 		{"want application/json", 100, "want application/json", false},
 		{"short BEAR ok", 100, "short BEAR ok", false},
@@ -49,7 +49,7 @@ func TestRedactorQuote(t *testing.T) {
 // parameters, and query values that are SQL rather than tokens, are not.
 func TestRedactorForms(t *testing.T) {
 	const tok, q, pass = "Hdr/Secret+1\"x", "QuerySecret7", "pa55:wörd"
-	u, err := url.Parse("http://me:" + url.QueryEscape(pass) + "@h/?query=INSERT%20INTO%20events%20FORMAT%20JSONEachRow&insert_deduplication_token=" + placeholderMark + "&api_key=" + q)
+	u, err := url.Parse("http://me:" + url.QueryEscape(pass) + "@h/api/v2/ingest?query=INSERT%20INTO%20events%20FORMAT%20JSONEachRow&insert_deduplication_token=" + placeholderMark + "&api_key=" + q + "&database=analytics")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -73,11 +73,32 @@ func TestRedactorForms(t *testing.T) {
 	}
 	for _, text := range []string{
 		"Code: 115. DB::Exception: Unknown setting insert_deduplication_token. (UNKNOWN_SETTING)",
+		"Code: 81. DB::Exception: Database analytics does not exist. (UNKNOWN_DATABASE)",
+		"404 page not found: /api/v2/ingest",
 		"Table default.events does not exist; format JSONEachRow",
 		"authorization scheme Bearer refused",
 	} {
 		if got := r.redact(text); got != text {
 			t.Errorf("redact(%q) = %q, want it unchanged", text, got)
+		}
+	}
+}
+
+// Path segments and query values are secrets when they look generated or
+// their parameter's name says so; words a person chose are not.
+func TestRedactorTokenLike(t *testing.T) {
+	u, err := url.Parse("https://hooks.example.com/services/T0123ABCD/B0456EFGH/x9FkQ2mPzL0aB7cDeFgHiJkL?format=JSONEachRow&password=correcthorse&sig=abc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := newRedactor(http.Header{}, u)
+	for text, want := range map[string]string{
+		"no such service: services/T0123ABCD/B0456EFGH":    "no such service: services/[redacted]/[redacted]",
+		"invalid token x9FkQ2mPzL0aB7cDeFgHiJkL":           "invalid token [redacted]",
+		"bad format JSONEachRow for password correcthorse": "bad format JSONEachRow for password [redacted]",
+	} {
+		if got := r.redact(text); got != want {
+			t.Errorf("redact(%q) = %q, want %q", text, got, want)
 		}
 	}
 }
