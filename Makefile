@@ -2,7 +2,9 @@ GO      ?= go
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/batchpipe/batchpipe/cmd.version=$(VERSION)
 
-.PHONY: build test bench demo kafka-dev kafka-real test-kafka-real clean chaos memlong fuzz
+# man: the man pages in docs/man, generated from the commands' --help;
+# make test fails (TestManPagesUpToDate) when they are stale.
+.PHONY: build test man bench demo kafka-dev kafka-real test-kafka-real clean chaos memlong fuzz
 
 FUZZTIME ?= 10s
 
@@ -10,9 +12,19 @@ build:
 	$(GO) build -ldflags '$(LDFLAGS)' -o bin/batchpipe .
 	$(GO) build -o bin/kafka-dev ./tools/kafka-dev
 
+man:
+	COLUMNS=80 $(GO) run ./tools/mangen docs/man
+
+# The packages' tests run with -race; the end-to-end tests (e2e/) without,
+# at the same time: there -race instruments only the harness (the binary
+# under test is built without it), and made the in-process kfake and the
+# test binary, as the exec sink's child, several times slower. The
+# real-broker pass runs them with -race.
+GO_TEST := $(GO) test -count=1 -timeout 30m
 test:
 	$(GO) vet ./...
-	$(GO) test -race -count=1 -timeout 30m ./...
+	$(GO_TEST) -race $$($(GO) list ./... | grep -v '/e2e$$') & unit=$$!; \
+	$(GO_TEST) ./e2e; e2e=$$?; wait $$unit; unit=$$?; [ $$e2e -eq 0 ] && [ $$unit -eq 0 ]
 
 # The Go benchmarks, then testdata/bench.sh, which runs every
 # testdata/bench-*.sh after its own. The Kafka sink's runs against a real
@@ -45,9 +57,22 @@ kafka-real: bin/kafka-real
 	exec bin/kafka-real -version $(KAFKA_VERSION)
 
 # The Kafka tests against a real broker, started and stopped around them.
-KAFKA_TESTS ?= Kafka
+# The kafka package's tests all run, at the same time as the end-to-end
+# tests that KAFKA_TESTS picks, by what they do, not by their names
+# (BATCHPIPE_TEST_KAFKA_TESTS, see e2e/kafkasets_test.go):
+#   broker       every test that takes a broker (newKafka, ownKafka,
+#                saslKafka);
+#   differences  those of what differs between broker versions, listed in
+#                brokerDifferences, which .ci/run runs on the last 3.x.
+# A test on kfake only (fakeKafka) is in neither: make test runs it.
+# KAFKA_RUN narrows them down, as go test -run.
+KAFKA_TESTS ?= broker
+KAFKA_RUN ?=
 test-kafka-real: bin/kafka-real
-	exec bin/kafka-real -version $(KAFKA_VERSION) -- $(GO) test -race -count=1 -timeout 30m -run '$(KAFKA_TESTS)' ./e2e ./kafka/...
+	exec bin/kafka-real -version $(KAFKA_VERSION) -- sh -c '\
+	$(GO_TEST) -race $(if $(KAFKA_RUN),-run "$(KAFKA_RUN)") ./kafka/... & kafka=$$!; \
+	BATCHPIPE_TEST_KAFKA_TESTS=$(KAFKA_TESTS) $(GO_TEST) -race -run "$(KAFKA_RUN)" ./e2e; e2e=$$?; \
+	wait $$kafka && exit $$e2e'
 
 clean:
 	rm -rf bin bench

@@ -64,6 +64,12 @@ type Meta struct {
 	// planned before (--exactly-once): the batch ends at offset PlanEnd-1,
 	// whatever the size and time limits say.
 	PlanEnd int64
+
+	// Assignment tells apart the times the record's partition was assigned
+	// to this run: a rebalance may give it back from a later offset, when
+	// another member has delivered meanwhile. With a Plan hook, records of
+	// two assignments never share a batch.
+	Assignment int64
 }
 
 // A Header is one Kafka record header.

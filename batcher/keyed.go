@@ -95,6 +95,7 @@ type keyedBatch struct {
 	first  int64     // arrival number: lower is older
 	since  time.Time // when its first record came, with Linger
 	plan   int64     // its records' Meta.PlanEnd; 0: cut by the limits
+	assign int64     // its records' Meta.Assignment
 	reused int       // capacity its buffer was taken with (getKeyed), or 0
 	last   int64     // offset of its last record; -1 before one
 	idx    int       // in byAge; -1 for a planned batch, which no limit flushes
@@ -267,17 +268,19 @@ func (a *aggregator) addKeyed(r *Record) {
 		a.rejectKey(pos, r, err)
 		return
 	}
-	var plan, off int64 = 0, -1
+	var plan, off, assign int64 = 0, -1, 0
 	if r.Meta != nil {
-		plan, off = r.Meta.PlanEnd, r.Meta.Offset
+		plan, off, assign = r.Meta.PlanEnd, r.Meta.Offset, r.Meta.Assignment
 	}
 	h := keyHash(kb)
 	o := k.find(kb, h)
 	// A record of another plan cannot join the batch. Nor, with a plan hook
-	// (one partition per key), can one at an offset the batch is past: the
-	// partition was assigned again and is read anew, and the batch belongs
-	// to the earlier assignment.
-	if o != nil && (o.plan != plan || a.cfg.Plan != nil && off >= 0 && off <= o.last) {
+	// (one partition per key), can one of another assignment, or at an
+	// offset the batch is past: the partition was assigned again and is
+	// read anew, and the batch belongs to the earlier assignment. Joined,
+	// the later records would be given back with the batch, a hole in the
+	// assignment that holds them.
+	if o != nil && (o.plan != plan || a.cfg.Plan != nil && (assign != o.assign || off >= 0 && off <= o.last)) {
 		a.closeKeyed(o, ReasonKey)
 		o = nil
 	}
@@ -293,6 +296,7 @@ func (a *aggregator) addKeyed(r *Record) {
 			}
 		}
 		o = a.openKeyed(kb, h, plan, pos)
+		o.assign = assign
 	}
 	o.b.add(r)
 	o.weight += w

@@ -373,6 +373,33 @@ func TestReadAgainAfterReassignmentStartsANewBatch(t *testing.T) {
 	}
 }
 
+// A member stalled past its session gets a partition back from a later
+// offset, another member having delivered meanwhile, while a batch of its
+// earlier assignment is still open. The plan hook gives that batch back;
+// the records of the new assignment go on in a batch of their own.
+func TestReassignedPastAnOpenBatchStartsANewBatch(t *testing.T) {
+	rs := append(kafkaRecs(0, 5, 3, 0), kafkaRecs(0, 100, 7, 0)...)
+	for _, r := range rs[3:] {
+		r.Meta.Assignment = 1
+	}
+	sink := newSink()
+	p := &Pipeline{Source: &sliceSource{recs: rs, n: 10}, Sink: sink,
+		Config: cfg(Config{MaxRecords: 10, Key: PartitionKey, Plan: func(b *Batch) error {
+			if b.Meta(0).Assignment == 0 {
+				return fmt.Errorf("partition revoked: %w", ErrNotOwned)
+			}
+			return nil
+		}})}
+	st, err := p.Run(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := sink.got()
+	if st.Withdrawn != 3 || st.Delivered != 7 || len(got) != 1 || got[0].records[0] != "p0@100" {
+		t.Fatalf("want offsets 5-7 given back and 100-106 delivered, got stats %+v, batches %+v", st, got)
+	}
+}
+
 // One batch per Kafka partition (--exactly-once): each lingers from its
 // own oldest record.
 func TestLingerPerPartition(t *testing.T) {

@@ -49,17 +49,7 @@ func (p *Pipeline) Run(ctx context.Context) (Stats, error) {
 	if err := cfg.Validate(); err != nil {
 		return Stats{}, err
 	}
-	now := time.Now()
-	p.c.start.Store(&now)
-	p.failed = make(chan struct{})
-	p.failSeq.Store(math.MaxInt64)
-	pool := cfg.Parallel + 2
-	if cfg.Key != nil {
-		// Room for the open batches too, as many as the buffered bytes
-		// bound lets be full: each key's batch then grows once.
-		pool += min(cfg.MaxOpenKeys, cfg.MaxBufferedBytes/cfg.MaxBytes)
-	}
-	p.free = make(chan *Batch, pool)
+	p.init()
 
 	dctx, abandon := context.WithCancelCause(ctx)
 	defer abandon(nil)
@@ -76,15 +66,80 @@ func (p *Pipeline) Run(ctx context.Context) (Stats, error) {
 	// One batch in the queue and one open at the aggregator bound memory to
 	// (Parallel+2) batches.
 	queue := make(chan *Batch, 1)
-	var workers sync.WaitGroup
-	var turns *keyTurns
-	if cfg.Key != nil && cfg.Parallel > 1 {
-		// (One worker delivers a key's batches in order by itself.)
-		var stop func() bool
-		turns, stop = newKeyTurns(dctx, cfg.Parallel)
-		defer stop()
+	workers, stopTurns := p.startWorkers(dctx, queue)
+	defer stopTurns()
+
+	a := aggregator{p: p, cfg: &cfg, queue: queue, ctx: dctx,
+		debug: cfg.Logger.Enabled(ctx, slog.LevelDebug), pos: Pos{Record: 1}}
+	a.timer = time.NewTimer(time.Hour)
+	a.timer.Stop()
+	defer a.timer.Stop()
+	if cfg.Key != nil {
+		a.keyed = newKeyedState()
 	}
-	for range cfg.Parallel {
+
+	drained := make(chan struct{})
+	var watch sync.WaitGroup
+	watch.Go(func() { p.watchStop(drained, stopSource, abandon) })
+
+	stopping := a.loop(ctx, chunks, stopSource)
+	readErr := <-srcErr
+	if errors.Is(readErr, context.Canceled) && sctx.Err() != nil {
+		readErr = nil // we stopped it
+	}
+	if stopping {
+		a.flush(ReasonSignal)
+	} else {
+		a.flush(ReasonEOF)
+	}
+	for a.keyed != nil && a.keyed.waits() {
+		a.enqueue(a.keyed.popWaiting())
+	}
+	close(queue)
+	stuck := p.waitWorkers(dctx, workers)
+	close(drained)
+	watch.Wait()
+
+	var closeErr error
+	if c, ok := p.Sink.(Closer); ok && !stuck {
+		closeErr = c.Close()
+	}
+	st := p.c.snapshot()
+	if stuck {
+		// Deliveries still running are given up: count them as such.
+		st.Undelivered += st.InFlight
+		st.InFlight = 0
+	}
+	return st, p.runError(st, context.Cause(dctx), readErr, a.pos, closeErr)
+}
+
+// init readies the run's state: its start, the failure signal and the pool
+// of batches.
+func (p *Pipeline) init() {
+	now := time.Now()
+	p.c.start.Store(&now)
+	p.failed = make(chan struct{})
+	p.failSeq.Store(math.MaxInt64)
+	pool := p.Parallel + 2
+	if p.Key != nil {
+		// Room for the open batches too, as many as the buffered bytes
+		// bound lets be full: each key's batch then grows once.
+		pool += min(p.MaxOpenKeys, p.MaxBufferedBytes/p.MaxBytes)
+	}
+	p.free = make(chan *Batch, pool)
+}
+
+// startWorkers starts the Parallel workers that deliver what comes on
+// queue, keyed batches in their key's turn; stop ends the turns.
+func (p *Pipeline) startWorkers(dctx context.Context, queue <-chan *Batch) (workers *sync.WaitGroup, stop func() bool) {
+	workers = new(sync.WaitGroup)
+	stop = func() bool { return false }
+	var turns *keyTurns
+	if p.Key != nil && p.Parallel > 1 {
+		// (One worker delivers a key's batches in order by itself.)
+		turns, stop = newKeyTurns(dctx, p.Parallel)
+	}
+	for range p.Parallel {
 		workers.Go(func() {
 			if turns != nil {
 				p.deliverKeyed(dctx, queue, turns)
@@ -96,47 +151,44 @@ func (p *Pipeline) Run(ctx context.Context) (Stats, error) {
 			}
 		})
 	}
+	return workers, stop
+}
 
-	a := aggregator{p: p, cfg: &cfg, queue: queue, ctx: dctx,
-		debug: cfg.Logger.Enabled(ctx, slog.LevelDebug), pos: Pos{Record: 1}}
-	a.timer = time.NewTimer(time.Hour)
-	a.timer.Stop()
-	defer a.timer.Stop()
-	if cfg.Key != nil {
-		a.keyed = newKeyedState()
+// watchStop stops the source on Stop, and abandons deliveries once the
+// shutdown timeout has run from there without the run being drained. It
+// runs beside the aggregator, which may wait for room in the queue and
+// not see the stop.
+func (p *Pipeline) watchStop(drained <-chan struct{}, stopSource func(), abandon context.CancelCauseFunc) {
+	select {
+	case <-p.Stop:
+	case <-drained:
+		return
 	}
+	stopSource()
+	if p.ShutdownTimeout <= 0 {
+		return
+	}
+	t := time.NewTimer(p.ShutdownTimeout)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		abandon(ErrShutdownTimeout)
+	case <-drained:
+	}
+}
 
-	// The shutdown timeout runs from the stop, even while the aggregator
-	// waits for room in the queue and cannot see it.
-	drained := make(chan struct{})
-	var watch sync.WaitGroup
-	watch.Go(func() {
-		select {
-		case <-p.Stop:
-		case <-drained:
-			return
-		}
-		stopSource()
-		if cfg.ShutdownTimeout <= 0 {
-			return
-		}
-		t := time.NewTimer(cfg.ShutdownTimeout)
-		defer t.Stop()
-		select {
-		case <-t.C:
-			abandon(ErrShutdownTimeout)
-		case <-drained:
-		}
-	})
-
+// loop feeds the aggregator until the input ends: chunks read, the linger
+// timer, flushes; a stop, a failed batch or ctx's end stop the source,
+// which then ends the input. It reports whether a stop ended it.
+func (a *aggregator) loop(ctx context.Context, chunks <-chan []Record, stopSource func()) (stopping bool) {
+	p := a.p
 	in, stop, failed, done := chunks, p.Stop, p.failed, ctx.Done()
-	stopping := false
 	for in != nil {
 		// Keyed batches flushed while the queue was full go as it empties.
 		var feed chan<- *Batch
 		var next *Batch
 		if a.keyed != nil && a.keyed.waits() {
-			feed, next = queue, a.keyed.waiting[a.keyed.head].b
+			feed, next = a.queue, a.keyed.waiting[a.keyed.head].b
 		}
 		select {
 		case feed <- next:
@@ -149,7 +201,7 @@ func (p *Pipeline) Run(ctx context.Context) (Stats, error) {
 			before := a.pos.Record
 			a.addChunk(recs)
 			if a.debug {
-				cfg.Logger.Debug("read", "records", a.pos.Record-before, "total", a.pos.Record-1)
+				a.cfg.Logger.Debug("read", "records", a.pos.Record-before, "total", a.pos.Record-1)
 			}
 		case <-a.timer.C:
 			if a.keyed != nil {
@@ -177,59 +229,39 @@ func (p *Pipeline) Run(ctx context.Context) (Stats, error) {
 		default:
 		}
 	}
-	readErr := <-srcErr
-	if errors.Is(readErr, context.Canceled) && sctx.Err() != nil {
-		readErr = nil // we stopped it
-	}
-	switch {
-	case stopping:
-		a.flush(ReasonSignal)
-	default:
-		a.flush(ReasonEOF)
-	}
-	for a.keyed != nil && a.keyed.waits() {
-		a.enqueue(a.keyed.popWaiting())
-	}
-	close(queue)
-	stuck := p.waitWorkers(dctx, &workers)
-	close(drained)
-	watch.Wait()
+	return stopping
+}
 
-	var closeErr error
-	if c, ok := p.Sink.(Closer); ok && !stuck {
-		closeErr = c.Close()
-	}
-	st := p.c.snapshot()
-	if stuck {
-		// Deliveries still running are given up: count them as such.
-		st.Undelivered += st.InFlight
-		st.InFlight = 0
-	}
-
+// runError joins what Run has to say about a run that left records behind:
+// where the first one was, the first failure, why deliveries were
+// abandoned (cause), the read error at pos, and the sink's close error.
+func (p *Pipeline) runError(st Stats, cause, readErr error, pos Pos, closeErr error) error {
 	var errs []error
-	if l, ok := p.Source.(Locator); (!ok || !l.LocatesErrors()) && st.Undelivered > 0 {
-		if pos := p.firstLost(); pos.Record > 0 {
-			errs = append(errs, fmt.Errorf("first record not delivered: %s; a run resumed from there loses nothing", pos))
+	l, ok := p.Source.(Locator)
+	locates := ok && l.LocatesErrors()
+	if !locates && st.Undelivered > 0 {
+		if lost := p.firstLost(); lost.Record > 0 {
+			errs = append(errs, fmt.Errorf("first record not delivered: %s; a run resumed from there loses nothing", lost))
 		}
 	}
 	if err := p.firstError(); err != nil {
 		errs = append(errs, err)
 	}
-	if cause := context.Cause(dctx); cause != nil && st.Undelivered > 0 {
+	if cause != nil && st.Undelivered > 0 {
 		// (Deliveries abandoned that ended delivered after all lost nothing.)
 		errs = append(errs, fmt.Errorf("deliveries abandoned: %w", cause))
 	}
 	if readErr != nil {
-		if l, ok := p.Source.(Locator); ok && l.LocatesErrors() {
+		if locates {
 			errs = append(errs, fmt.Errorf("read: %w", readErr))
 		} else {
-			errs = append(errs, fmt.Errorf("read, at byte offset %d (record %d): %w", a.pos.Offset, a.pos.Record, readErr))
+			errs = append(errs, fmt.Errorf("read, at byte offset %d (record %d): %w", pos.Offset, pos.Record, readErr))
 		}
 	}
 	if closeErr != nil {
 		errs = append(errs, closeErr)
 	}
-	return st, errors.Join(errs...)
+	return errors.Join(errs...)
 }
 
 // abandonGrace is how long Run waits, once deliveries are abandoned, for a

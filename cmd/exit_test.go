@@ -1,9 +1,13 @@
 package cmd
 
 import (
+	"errors"
+	"fmt"
 	"os"
 	"strings"
 	"testing"
+
+	"github.com/batchpipe/batchpipe/kafka"
 )
 
 // readmeSection returns the README's section under heading, up to the next
@@ -53,6 +57,33 @@ func TestHelpExitTable(t *testing.T) {
 		}
 		if strings.Contains(l, "`") {
 			t.Errorf("--help: Markdown left in %q", l)
+		}
+	}
+}
+
+// Errors map to exit statuses by their type: Kafka's by their kind, also
+// wrapped by a run that got as far as opening.
+func TestErrorStatus(t *testing.T) {
+	down := &kafka.Error{Kind: kafka.Unavailable, Err: errors.New("no broker answered")}
+	denied := &kafka.Error{Kind: kafka.Refused, Err: errors.New("SASL authentication failed")}
+	for _, tc := range []struct {
+		err  error
+		code int
+		hint bool
+	}{
+		{errors.New("3 records not delivered"), exitFailed, false},
+		{usagef("--topic: give a name"), exitUsage, true},
+		{refused(errors.New("cannot write")), exitUsage, false},
+		{&unavailableError{errors.New("port taken")}, exitUnavailable, false},
+		{down, exitUnavailable, false},
+		{&startedError{down, gauges{}}, exitUnavailable, false},
+		{denied, exitUsage, false},
+		{refused(denied), exitUsage, false},
+		{fmt.Errorf("kafka sink: %w", denied), exitUsage, false},
+	} {
+		code, hint := errorStatus(tc.err)
+		if code != tc.code || hint != tc.hint {
+			t.Errorf("%T %v: exit %d, hint %v; want %d, %v", tc.err, tc.err, code, hint, tc.code, tc.hint)
 		}
 	}
 }

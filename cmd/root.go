@@ -270,22 +270,7 @@ func Main(args []string, streams Streams, sigs <-chan os.Signal) int {
 		return int(status)
 	}
 	err = withKafkaHint(err)
-	var ue *usageError
-	var unavailable *unavailableError
-	var kerr *kafka.Error
-	code, hint := exitFailed, false
-	switch {
-	case errors.As(err, &unavailable):
-		code = exitUnavailable
-	case errors.As(err, &kerr) && kerr.Kind == kafka.Unavailable:
-		code = exitUnavailable
-	case errors.As(err, &kerr) && kerr.Kind == kafka.Refused:
-		code = exitUsage
-	case errors.As(err, &ue) && !ue.hint:
-		code = exitUsage
-	case errors.As(err, &ue) || isCobraUsage(err):
-		code, hint = exitUsage, true
-	}
+	code, hint := errorStatus(err)
 	if o.logFormat == "json" {
 		jsonLogger(streams.Err).Error(err.Error(), "exit_status", code)
 	} else {
@@ -306,6 +291,27 @@ func Main(args []string, streams Streams, sigs <-chan os.Signal) int {
 		o.writeStats(streams.Err, batcher.Stats{}, g, &code, err)
 	}
 	return code
+}
+
+// errorStatus is the exit status err means, and whether the usage hint
+// follows its message.
+func errorStatus(err error) (code int, hint bool) {
+	var ue *usageError
+	var unavailable *unavailableError
+	var kerr *kafka.Error
+	switch {
+	case errors.As(err, &unavailable):
+		return exitUnavailable, false
+	case errors.As(err, &kerr) && kerr.Kind == kafka.Unavailable:
+		return exitUnavailable, false
+	case errors.As(err, &kerr) && kerr.Kind == kafka.Refused:
+		return exitUsage, false
+	case errors.As(err, &ue) && !ue.hint:
+		return exitUsage, false
+	case errors.As(err, &ue) || isCobraUsage(err):
+		return exitUsage, true
+	}
+	return exitFailed, false
 }
 
 // isCobraUsage recognises the errors cobra returns for a bad command line

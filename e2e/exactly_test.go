@@ -25,91 +25,15 @@ import (
 
 var exactlySeed = flag.Uint64("exactly-seed", 0, "seed of TestKafkaExactlyOnceKills's kill points and -n (0: a new one, logged)")
 
-// offsetFile is one per-batch file named FIRST-LAST.
-type offsetFile struct {
-	first, last int64
-	lines       []string
-}
-
-// offsetFiles reads out/PARTITION/FIRST-LAST files, leaving out temporary
-// files (they start with a dot: a kill may leave one behind).
-func offsetFiles(t *testing.T, out string) map[int32][]offsetFile {
-	t.Helper()
-	files := map[int32][]offsetFile{}
-	dirs, err := os.ReadDir(out)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, d := range dirs {
-		p, err := strconv.Atoi(d.Name())
-		if err != nil {
-			t.Fatalf("directory %s is not a partition", d.Name())
-		}
-		entries, err := os.ReadDir(filepath.Join(out, d.Name()))
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, e := range entries {
-			if strings.HasPrefix(e.Name(), ".") {
-				continue
-			}
-			f, l, ok := strings.Cut(e.Name(), "-")
-			first, err1 := strconv.ParseInt(f, 10, 64)
-			last, err2 := strconv.ParseInt(l, 10, 64)
-			if !ok || err1 != nil || err2 != nil {
-				t.Fatalf("file %s/%s is not named FIRST-LAST", d.Name(), e.Name())
-			}
-			files[int32(p)] = append(files[int32(p)], offsetFile{first, last, fileLines(t, filepath.Join(out, d.Name(), e.Name()))})
-		}
-	}
-	return files
-}
-
-// checkOffsetFiles checks that each partition's files tile offsets 0 to
-// n-1 and hold exactly their records, in order: every record in exactly one
-// final file.
-func checkOffsetFiles(t *testing.T, files map[int32][]offsetFile, n int64) int {
-	t.Helper()
-	return checkOffsetFilesOf(t, files, parts4, n)
-}
-
-// checkOffsetFilesOf is checkOffsetFiles for the partitions parts.
-func checkOffsetFilesOf(t *testing.T, files map[int32][]offsetFile, parts []int32, n int64) int {
-	t.Helper()
-	count := 0
-	for _, part := range parts {
-		fs := files[part]
-		slices.SortFunc(fs, func(a, b offsetFile) int { return int(a.first - b.first) })
-		next := int64(0)
-		for _, f := range fs {
-			if f.first != next {
-				t.Fatalf("partition %d: file %d-%d, want one starting at %d", part, f.first, f.last, next)
-			}
-			if int64(len(f.lines)) != f.last-f.first+1 {
-				t.Fatalf("partition %d: file %d-%d holds %d records", part, f.first, f.last, len(f.lines))
-			}
-			for i, l := range f.lines {
-				p, off := parseValue(t, l)
-				if p != part || off != f.first+int64(i) {
-					t.Fatalf("partition %d: file %d-%d: line %d is record %d/%d", part, f.first, f.last, i, p, off)
-				}
-			}
-			next = f.last + 1
-		}
-		if next != n {
-			t.Fatalf("partition %d: files end at %d, want %d", part, next, n)
-		}
-		count += len(fs)
-	}
-	return count
-}
-
 // TestKafkaExactlyOnceKills drains 200k records over 4 partitions with
 // -j 4, killing batchpipe with SIGKILL 20 times at random points, each run
 // with another -n, into files named by their offsets. In the end every
 // record is in exactly one file, and each partition's files follow one
 // another.
 func TestKafkaExactlyOnceKills(t *testing.T) {
+	// Its restarts wait on session timeouts: in parallel with
+	// TestKafkaOutageSinkCatchesUp, which waits out its outages.
+	t.Parallel()
 	const perPartition = 50000
 	s := *exactlySeed
 	if s == 0 {

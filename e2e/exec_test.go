@@ -190,63 +190,6 @@ func startStraggler() error {
 	return gc.Start()
 }
 
-func execArgs(t *testing.T, flags []string, role string, childArgs ...string) []string {
-	t.Helper()
-	args := append(slices.Clone(flags), "--")
-	argv := childCmd(t, role)
-	// A race-enabled binary sleeps a second before a clean exit, unless
-	// told not to.
-	argv = slices.Insert(argv, 1, "GORACE=atexit_sleep_ms=0")
-	args = append(args, argv...)
-	return append(args, childArgs...)
-}
-
-func lines(n int, format string) string {
-	var b strings.Builder
-	for i := range n {
-		fmt.Fprintf(&b, format+"\n", i)
-	}
-	return b.String()
-}
-
-func sortedLines(s string) []string {
-	l := strings.Split(strings.TrimSuffix(s, "\n"), "\n")
-	if s == "" {
-		l = nil
-	}
-	slices.Sort(l)
-	return l
-}
-
-var summaryRes = [5]*regexp.Regexp{
-	regexp.MustCompile(`batchpipe: (\d+) records \(`),
-	regexp.MustCompile(` (\d+) delivered`),
-	regexp.MustCompile(` (\d+) dead-lettered`),
-	regexp.MustCompile(` (\d+) undelivered`),
-	regexp.MustCompile(` (\d+) retries`),
-}
-
-// summary returns read, delivered, dead-lettered, undelivered and retries
-// from the summary line.
-func summary(t *testing.T, stderr string) [5]int {
-	t.Helper()
-	var line string
-	for l := range strings.SplitSeq(stderr, "\n") {
-		if strings.HasPrefix(l, "batchpipe: ") && strings.Contains(l, " undelivered") {
-			line = l
-		}
-	}
-	var n [5]int
-	for i, re := range summaryRes {
-		m := re.FindStringSubmatch(line)
-		if m == nil {
-			t.Fatalf("no %s in the summary line; stderr:\n%s", re, stderr)
-		}
-		n[i], _ = strconv.Atoi(m[1])
-	}
-	return n
-}
-
 func TestExecBatchBoundaries(t *testing.T) {
 	for _, tc := range []struct {
 		name  string
@@ -517,46 +460,6 @@ func devFull(t *testing.T) *os.File {
 	return f
 }
 
-func pidfdOpen(pid int) (int, error) {
-	const sysPidfdOpen = 434
-	fd, _, errno := syscall.Syscall(sysPidfdOpen, uintptr(pid), 0, 0)
-	if errno != 0 {
-		return -1, errno
-	}
-	return int(fd), nil
-}
-
-func pidfdKill(fd int) {
-	const sysPidfdSendSignal = 424
-	syscall.Syscall6(sysPidfdSendSignal, uintptr(fd), uintptr(syscall.SIGKILL), 0, 0, 0, 0)
-}
-
-// exited waits up to d for the process behind pidfd to end (a zombie has).
-func exited(t *testing.T, pidfd int, d time.Duration) bool {
-	t.Helper()
-	ep, err := syscall.EpollCreate1(syscall.EPOLL_CLOEXEC)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer syscall.Close(ep)
-	ev := syscall.EpollEvent{Events: syscall.EPOLLIN, Fd: int32(pidfd)}
-	if err := syscall.EpollCtl(ep, syscall.EPOLL_CTL_ADD, pidfd, &ev); err != nil {
-		t.Fatal(err)
-	}
-	events := make([]syscall.EpollEvent, 1)
-	deadline := time.Now().Add(d)
-	for {
-		n, err := syscall.EpollWait(ep, events, int(time.Until(deadline).Milliseconds()))
-		if err == syscall.EINTR {
-			continue
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		return n > 0
-	}
-}
-
 func TestExecKeepOrder(t *testing.T) {
 	in := lines(24, "record %02d")
 	r := run(t, strings.NewReader(in), execArgs(t, []string{"-n", "1", "-j", "4", "exec", "--keep-order"}, "reverse")...)
@@ -667,26 +570,6 @@ func TestExecCommandNotFound(t *testing.T) {
 	}
 	if off, err := in.Seek(0, io.SeekCurrent); err != nil || off != 0 {
 		t.Errorf("stdin read up to offset %d (%v) before the error", off, err)
-	}
-}
-
-// shutGate returns the path of a file the "gate" child waits on, locked
-// until open is called.
-func shutGate(t *testing.T) (gate string, open func()) {
-	t.Helper()
-	gate = filepath.Join(t.TempDir(), "gate")
-	lock, err := os.Create(gate)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { lock.Close() })
-	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
-		t.Fatal(err)
-	}
-	return gate, func() {
-		if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_UN); err != nil {
-			t.Fatal(err)
-		}
 	}
 }
 

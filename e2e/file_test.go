@@ -350,14 +350,3 @@ func TestFileAppendKeepsInputOrder(t *testing.T) {
 		})
 	}
 }
-
-// firstDiff says where got first differs from want, by line.
-func firstDiff(got, want string) string {
-	g, w := strings.Split(got, "\n"), strings.Split(want, "\n")
-	for i := range min(len(g), len(w)) {
-		if g[i] != w[i] {
-			return fmt.Sprintf("line %d is %q, want %q", i+1, g[i], w[i])
-		}
-	}
-	return fmt.Sprintf("%d lines, want %d", len(g), len(w))
-}

@@ -4,8 +4,6 @@ import (
 	"bytes"
 	"fmt"
 	"hash/fnv"
-	"io"
-	"log"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -17,79 +15,6 @@ import (
 
 	"github.com/batchpipe/batchpipe/internal/testcert"
 )
-
-// httpSink is a test endpoint: respond decides each answer (2xx if it
-// returns 0 without writing); the records of 2xx bodies are counted.
-type httpSink struct {
-	*httptest.Server
-	respond func(w http.ResponseWriter, r *http.Request, body []byte) int
-
-	mu       sync.Mutex
-	got      map[string]int // record → times received in a 2xx body
-	requests int
-	statuses map[int]int // answers given, 0 for none
-}
-
-func newHTTPSink(t *testing.T, tlsConf func(*httptest.Server), respond func(w http.ResponseWriter, r *http.Request, body []byte) int) *httpSink {
-	s := &httpSink{respond: respond, got: map[string]int{}, statuses: map[int]int{}}
-	s.Server = httptest.NewUnstartedServer(http.HandlerFunc(s.serve))
-	s.Config.ErrorLog = log.New(io.Discard, "", 0) // dropped connections on purpose
-	if tlsConf != nil {
-		tlsConf(s.Server)
-		s.StartTLS()
-	} else {
-		s.Start()
-	}
-	t.Cleanup(s.Close)
-	return s
-}
-
-func (s *httpSink) serve(w http.ResponseWriter, r *http.Request) {
-	body, err := io.ReadAll(r.Body)
-	if err != nil {
-		return // the client gave up
-	}
-	code := http.StatusOK
-	if s.respond != nil {
-		code = s.respond(w, r, body)
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.requests++
-	s.statuses[code]++
-	if code >= 200 && code < 300 {
-		for l := range bytes.Lines(body) {
-			s.got[string(l)]++
-		}
-	}
-}
-
-// missing returns the records of input never received in a 2xx body.
-func (s *httpSink) missing(input string) []string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	var m []string
-	for l := range strings.Lines(input) {
-		if s.got[l] == 0 {
-			m = append(m, l)
-		}
-	}
-	return m
-}
-
-func (s *httpSink) count(code int) int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.statuses[code]
-}
-
-func numbered(n int, format string) string {
-	var b strings.Builder
-	for i := 1; i <= n; i++ {
-		fmt.Fprintf(&b, format+"\n", i)
-	}
-	return b.String()
-}
 
 // answers for TestHTTPFlakyServer: 30% 503, 10% 429 with Retry-After: 1,
 // 10% dropped connections, 10% too slow.

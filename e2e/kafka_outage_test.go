@@ -19,6 +19,9 @@ import (
 // dropped every seed broker for good ("client has run out of available
 // brokers to talk to"), and the run failed.
 func TestKafkaOutageSinkCatchesUp(t *testing.T) {
+	// It waits out its outages: in parallel with TestKafkaExactlyOnceKills,
+	// whose restarts wait on session timeouts.
+	t.Parallel()
 	k := ownKafka(t, 4)
 	outages := []time.Duration{60 * time.Second, 120 * time.Second}
 	if !k.real() {

@@ -23,17 +23,6 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
-// byPartition returns the values of topic's records, by partition, in
-// offset order.
-func byPartition(t *testing.T, addr, topic string) map[int32][]*sarama.ConsumerMessage {
-	t.Helper()
-	out := make(map[int32][]*sarama.ConsumerMessage)
-	for _, m := range readTopic(t, addr, topic) {
-		out[m.Partition] = append(out[m.Partition], m)
-	}
-	return out
-}
-
 // stdin → Kafka: every line lands once, bytes exact (binary ones too), in
 // input order within each partition; records without a key spread over
 // the partitions a batch at a time.

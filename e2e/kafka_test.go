@@ -10,12 +10,8 @@ package e2e
 // nothing moves until the test reads on.
 
 import (
-	"bufio"
-	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -27,184 +23,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/IBM/sarama"
 	"github.com/batchpipe/batchpipe/internal/kafkareal"
 	"github.com/batchpipe/batchpipe/internal/testcert"
 	"github.com/batchpipe/batchpipe/kafka/kafkatest"
 	"github.com/twmb/franz-go/pkg/kfake"
-	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
-
-const filler = "abcdefghijklmnopqrstuvwxyz0123456789"
-
-// value is the value of record i of partition p.
-func value(p int32, i int) string { return fmt.Sprintf("%d/%d/%s", p, i, filler) }
-
-// parseValue returns the partition and offset a delivered line came from.
-func parseValue(t *testing.T, line string) (int32, int64) {
-	t.Helper()
-	f := strings.SplitN(line, "/", 3)
-	if len(f) != 3 || f[2] != filler {
-		t.Fatalf("line %q is not a record produced by the test", line)
-	}
-	p, err1 := strconv.Atoi(f[0])
-	i, err2 := strconv.ParseInt(f[1], 10, 64)
-	if err1 != nil || err2 != nil {
-		t.Fatalf("line %q is not a record produced by the test", line)
-	}
-	return int32(p), i
-}
-
-// producer writes test records to a cluster.
-type producer struct {
-	t    *testing.T
-	p    sarama.SyncProducer
-	next map[int32]int // next record number per partition
-}
-
-func newProducer(t *testing.T, addr string) *producer {
-	t.Helper()
-	return &producer{t: t, p: kafkatest.NewProducer(t, addr), next: make(map[int32]int)}
-}
-
-// produce writes n more records to each partition listed, with a key and a
-// header each.
-func (pr *producer) produce(topic string, parts []int32, n int) {
-	pr.t.Helper()
-	var msgs []*sarama.ProducerMessage
-	flush := func() {
-		kafkatest.Send(pr.t, pr.p, msgs)
-		msgs = msgs[:0]
-	}
-	for _, p := range parts {
-		for range n {
-			i := pr.next[p]
-			pr.next[p]++
-			msgs = append(msgs, &sarama.ProducerMessage{
-				Topic: topic, Partition: p,
-				Key:     sarama.StringEncoder("k" + strconv.Itoa(i)),
-				Value:   sarama.StringEncoder(value(p, i)),
-				Headers: []sarama.RecordHeader{{Key: []byte("h"), Value: []byte("v" + strconv.Itoa(i))}},
-			})
-			if len(msgs) == 10000 {
-				flush()
-			}
-		}
-	}
-	flush()
-}
-
-var parts4 = []int32{0, 1, 2, 3}
-
-// delivered is a multiset of delivered records by partition and offset.
-type delivered map[int32]map[int64]int
-
-func (d delivered) add(t *testing.T, lines ...string) {
-	t.Helper()
-	for _, l := range lines {
-		p, i := parseValue(t, l)
-		if d[p] == nil {
-			d[p] = make(map[int64]int)
-		}
-		d[p][i]++
-	}
-}
-
-func (d delivered) count() int {
-	n := 0
-	for _, m := range d {
-		for _, c := range m {
-			n += c
-		}
-	}
-	return n
-}
-
-func fileLines(t *testing.T, name string) []string {
-	t.Helper()
-	s := readFile(t, name)
-	if s == "" {
-		return nil
-	}
-	if !strings.HasSuffix(s, "\n") {
-		t.Fatalf("%s ends without a newline", name)
-	}
-	return strings.Split(strings.TrimSuffix(s, "\n"), "\n")
-}
-
-// wantExactly checks that d holds each record of counts (records per
-// partition, from offset from[p]) exactly once, and nothing else.
-func wantExactly(t *testing.T, d delivered, from map[int32]int64, counts map[int32]int) {
-	t.Helper()
-	for p, n := range counts {
-		for i := from[p]; i < int64(n); i++ {
-			if c := d[p][i]; c != 1 {
-				t.Fatalf("record %d/%d delivered %d times, want once", p, i, c)
-			}
-		}
-		for i := range d[p] {
-			if i < from[p] || i >= int64(n) {
-				t.Fatalf("record %d/%d delivered, want only offsets %d-%d", p, i, from[p], n-1)
-			}
-		}
-	}
-	for p := range d {
-		if _, ok := counts[p]; !ok {
-			t.Fatalf("records of partition %d delivered, want none", p)
-		}
-	}
-}
-
-func each(parts []int32, n int) map[int32]int {
-	m := make(map[int32]int)
-	for _, p := range parts {
-		m[p] = n
-	}
-	return m
-}
-
-// drainFrom restarts the group on the topic with --until-end and checks
-// that it delivers exactly the records from the committed offsets to
-// perPartition.
-func drainFrom(t *testing.T, k *kafkaEnv, committed map[int32]int64, perPartition int) delivered {
-	t.Helper()
-	out := filepath.Join(t.TempDir(), "out")
-	r := run(t, nil, "--kafka-brokers", k.addr, "--topic", k.topic, "--group", k.group, "--until-end", "-n", "500", "file", out)
-	if r.code != 0 {
-		t.Fatalf("restart: exit %d:\n%s", r.code, r.stderr)
-	}
-	d := delivered{}
-	d.add(t, fileLines(t, out)...)
-	wantExactly(t, d, committed, each(parts4, perPartition))
-	return d
-}
-
-// clusterAdmin returns an admin client of the cluster at addr.
-func clusterAdmin(t *testing.T, addr string) sarama.ClusterAdmin {
-	t.Helper()
-	admin, err := sarama.NewClusterAdmin([]string{addr}, kafkatest.Config())
-	if err != nil {
-		t.Fatal(err)
-	}
-	return admin
-}
-
-// committedOffsets returns the group's committed offsets of topic.
-func committedOffsets(t *testing.T, addr, topic, group string, parts []int32) map[int32]int64 {
-	t.Helper()
-	admin := clusterAdmin(t, addr)
-	defer admin.Close()
-	resp, err := admin.ListConsumerGroupOffsets(group, map[string][]int32{topic: parts})
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := make(map[int32]int64)
-	for _, p := range parts {
-		out[p] = max(resp.GetBlock(topic, p).Offset, 0) // none: reading starts at 0
-	}
-	return out
-}
 
 // TestKafkaDrainUntilEnd drains a topic to its end and exits 0, alone and
 // as a group; the group commits the end of every partition.
@@ -288,101 +112,6 @@ func TestKafkaEmptyPartitions(t *testing.T) {
 	}
 }
 
-// A fifo is a named pipe that batchpipe writes to and the test reads at its
-// own pace. The test holds it open for writing too, so that opening it
-// never blocks and a sentinel written after batchpipe exits marks the end.
-type fifo struct {
-	t    *testing.T
-	path string
-	f    *os.File
-	r    *bufio.Reader
-}
-
-const sentinel = "\x00end of test fifo"
-
-func newFIFO(t *testing.T) *fifo {
-	t.Helper()
-	path := filepath.Join(t.TempDir(), "fifo")
-	if err := syscall.Mkfifo(path, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	f, err := os.OpenFile(path, os.O_RDWR, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { f.Close() })
-	return &fifo{t: t, path: path, f: f, r: bufio.NewReader(f)}
-}
-
-// read returns the next n lines.
-func (f *fifo) read(n int) []string {
-	f.t.Helper()
-	f.f.SetReadDeadline(time.Now().Add(time.Minute))
-	lines := make([]string, 0, n)
-	for len(lines) < n {
-		l, err := f.r.ReadString('\n')
-		if err != nil {
-			f.t.Fatalf("read fifo after %d lines: %v", len(lines), err)
-		}
-		lines = append(lines, strings.TrimSuffix(l, "\n"))
-	}
-	return lines
-}
-
-// rest returns every whole line left, once batchpipe has exited. A line cut
-// short by a kill is not a record delivered and is dropped.
-func (f *fifo) rest() []string {
-	f.t.Helper()
-	// The pipe may be full: write while reading.
-	werr := make(chan error, 1)
-	go func() {
-		_, err := io.WriteString(f.f, sentinel+"\n")
-		werr <- err
-	}()
-	lines, err := f.untilSentinel()
-	if err := errors.Join(err, <-werr); err != nil {
-		f.t.Fatal(err)
-	}
-	return lines
-}
-
-// readWhile reads every line until p exits, then the rest.
-func (f *fifo) readWhile(p *proc) []string {
-	f.t.Helper()
-	var lines []string
-	var err error
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		lines, err = f.untilSentinel()
-	}()
-	p.wait()
-	if _, werr := io.WriteString(f.f, sentinel+"\n"); werr != nil {
-		f.t.Fatal(werr)
-	}
-	<-done
-	if err != nil {
-		f.t.Fatal(err)
-	}
-	return lines
-}
-
-func (f *fifo) untilSentinel() ([]string, error) {
-	f.f.SetReadDeadline(time.Now().Add(time.Minute))
-	var lines []string
-	for {
-		l, err := f.r.ReadString('\n')
-		if err != nil {
-			return lines, fmt.Errorf("read fifo after %d lines: %w", len(lines), err)
-		}
-		l = strings.TrimSuffix(l, "\n")
-		if strings.Contains(l, sentinel) {
-			return lines, nil
-		}
-		lines = append(lines, l)
-	}
-}
-
 // A topic produced to while it is drained: the records produced after the
 // end offsets were captured are not read.
 func TestKafkaUntilEndStopsAtCapturedEnd(t *testing.T) {
@@ -452,41 +181,6 @@ func countsFrom(c map[int32]int64) map[int32]int {
 		m[p] = int(n)
 	}
 	return m
-}
-
-// waitForLines blocks until ok holds for the stderr lines so far.
-func (p *proc) waitForLines(what string, ok func(lines []string) bool) {
-	p.t.Helper()
-	timeout := time.NewTimer(time.Minute)
-	defer timeout.Stop()
-	for {
-		p.mu.Lock()
-		lines, next := p.lines, p.newLn
-		p.mu.Unlock()
-		if ok(lines) {
-			return
-		}
-		select {
-		case <-next:
-		case <-p.waited:
-			p.t.Fatalf("batchpipe exited (%d) before %s; stderr:\n%s", p.code, what, p.stderr())
-		case <-timeout.C:
-			p.t.Fatalf("no %s within a minute; stderr:\n%s", what, p.stderr())
-		}
-	}
-}
-
-// logValue returns the value of key=value in a log line.
-func logValue(line, key string) (string, bool) {
-	i := strings.Index(line, " "+key+"=")
-	if i < 0 {
-		return "", false
-	}
-	v := line[i+len(key)+2:]
-	if j := strings.IndexByte(v, ' '); j >= 0 {
-		v = v[:j]
-	}
-	return v, true
 }
 
 // settled reports whether every batch logged as delivered is covered by the
@@ -581,19 +275,6 @@ func TestKafkaCrashResume(t *testing.T) {
 	t.Logf("%d records delivered before the crash, %d after, %d twice (%d delivered late)", d1.count(), d2.count(), dups, late)
 }
 
-// assignedCount returns the number of partitions in the last assignment
-// line, or -1.
-func assignedCount(lines []string) int {
-	for i := len(lines) - 1; i >= 0; i-- {
-		if strings.Contains(lines[i], "kafka: assigned") {
-			v, _ := logValue(lines[i], "count")
-			n, _ := strconv.Atoi(v)
-			return n
-		}
-	}
-	return -1
-}
-
 // Two members of one group split the partitions; when one is killed its
 // partitions go to the other, and every record is delivered.
 func TestKafkaGroupTwoMembers(t *testing.T) {
@@ -626,16 +307,6 @@ func TestKafkaGroupTwoMembers(t *testing.T) {
 		t.Fatalf("exit %d, want 143:\n%s", code, p2.stderr())
 	}
 	t.Logf("%d records delivered, %d of them twice", d.count(), d.count()-40000)
-}
-
-// covers reports whether every record of parts up to n was delivered.
-func (d delivered) covers(parts []int32, n int) bool {
-	for _, p := range parts {
-		if len(d[p]) < n {
-			return false
-		}
-	}
-	return true
 }
 
 func TestKafkaUsage(t *testing.T) {
@@ -761,79 +432,6 @@ func TestKafkaDeadLetterTopic(t *testing.T) {
 			t.Errorf("partition %d: committed %d, want 2500: dead letters count as handled", p, o)
 		}
 	}
-}
-
-func headers(m *sarama.ConsumerMessage) map[string]string {
-	h := make(map[string]string)
-	for _, rh := range m.Headers {
-		h[string(rh.Key)] = string(rh.Value)
-	}
-	return h
-}
-
-// A saslLogin is a way to log in to a cluster that takes SASL.
-type saslLogin struct{ mechanism, addr, user, pass string }
-
-// saslKafka returns a cluster of one partition that takes SASL, and the
-// logins to try on it: on kfake, mechanism with user and pass; on the real
-// broker, PLAIN and SCRAM-SHA-256 on its SASL_PLAINTEXT listener.
-func saslKafka(t *testing.T, mechanism, user, pass string) (*kafkaEnv, []saslLogin) {
-	t.Helper()
-	if realKafka == nil {
-		k := newFakeKafka(t, 1, kfake.EnableSASL(), kfake.Superuser(strings.ToUpper(mechanism), user, pass))
-		return k, []saslLogin{{mechanism, k.addr, user, pass}}
-	}
-	addr, user, pass := realKafka[kafkareal.EnvSASL], realKafka[kafkareal.EnvUser], realKafka[kafkareal.EnvPassword]
-	return newKafka(t, 1), []saslLogin{{"plain", addr, user, pass}, {"scram-sha-256", addr, user, pass}}
-}
-
-// readTopic returns every record of topic.
-func readTopic(t *testing.T, addr, topic string) []*sarama.ConsumerMessage {
-	t.Helper()
-	client := kafkatest.Client(t, addr)
-	consumer, err := sarama.NewConsumerFromClient(client)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer consumer.Close()
-	parts, err := client.Partitions(topic)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var msgs []*sarama.ConsumerMessage
-	for _, p := range parts {
-		end, err := client.GetOffset(topic, p, sarama.OffsetNewest)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if end == 0 {
-			continue
-		}
-		pc, err := consumer.ConsumePartition(topic, p, sarama.OffsetOldest)
-		if err != nil {
-			t.Fatal(err)
-		}
-		// A minute at most: a record that never comes fails the test
-		// rather than hang it until go test's own timeout.
-		timeout := time.NewTimer(time.Minute)
-		next := int64(0)
-	read:
-		for {
-			select {
-			case m := <-pc.Messages():
-				msgs, next = append(msgs, m), m.Offset+1
-				if next >= end {
-					break read
-				}
-			case <-timeout.C:
-				pc.Close()
-				t.Fatalf("topic %s partition %d: nothing from offset %d to its end %d within a minute", topic, p, next, end)
-			}
-		}
-		timeout.Stop()
-		pc.Close()
-	}
-	return msgs
 }
 
 // Brokers gone mid-run for longer than --kafka-timeout: exit 1, saying so
@@ -1035,36 +633,6 @@ func TestKafkaSilentBrokerAtStart(t *testing.T) {
 	t.Log(r.stderr)
 }
 
-// produceTxn writes n more records to each partition listed in one
-// committed transaction, so that each ends with a commit marker: an offset
-// that holds no record to read.
-func (pr *producer) produceTxn(addr, topic, txnID string, parts []int32, n int) {
-	pr.t.Helper()
-	cl, err := kgo.NewClient(kgo.SeedBrokers(addr), kgo.TransactionalID(txnID), kgo.RecordPartitioner(kgo.ManualPartitioner()))
-	if err != nil {
-		pr.t.Fatal(err)
-	}
-	defer cl.Close()
-	if err := cl.BeginTransaction(); err != nil {
-		pr.t.Fatal(err)
-	}
-	var recs []*kgo.Record
-	for _, p := range parts {
-		for range n {
-			i := pr.next[p]
-			pr.next[p]++
-			recs = append(recs, &kgo.Record{Topic: topic, Partition: p, Key: []byte("k" + strconv.Itoa(i)), Value: []byte(value(p, i))})
-		}
-	}
-	if err := cl.ProduceSync(context.Background(), recs...).FirstErr(); err != nil {
-		pr.t.Fatal(err)
-	}
-	if err := cl.EndTransaction(context.Background(), kgo.TryCommit); err != nil {
-		pr.t.Fatal(err)
-	}
-	kafkatest.WaitStable(pr.t, addr, topic)
-}
-
 // A topic written in transactions ends with commit markers, which sarama
 // never delivers: the drain still ends, exit 0, with every offset up to the
 // end committed.
@@ -1097,76 +665,6 @@ func TestKafkaUntilEndTransactional(t *testing.T) {
 				}
 			}
 		})
-	}
-}
-
-// idleMember is a group member that takes its partitions and reads
-// nothing; it reports the partitions of t of its first assignment.
-type idleMember struct {
-	topic  string
-	claims chan []int32
-}
-
-func (m idleMember) Setup(s sarama.ConsumerGroupSession) error {
-	select {
-	case m.claims <- s.Claims()[m.topic]:
-	default:
-	}
-	return nil
-}
-
-func (idleMember) Cleanup(sarama.ConsumerGroupSession) error { return nil }
-
-func (idleMember) ConsumeClaim(s sarama.ConsumerGroupSession, _ sarama.ConsumerGroupClaim) error {
-	<-s.Context().Done()
-	return nil
-}
-
-// joinGroup adds an idle member to the group until the test ends, and
-// returns the partitions of the topic it was given.
-func joinGroup(t *testing.T, k *kafkaEnv) []int32 {
-	t.Helper()
-	cfg := kafkatest.Config()
-	cfg.Consumer.Offsets.AutoCommit.Enable = false
-	// Long enough that a busy machine does not drop it from the group:
-	// the tests want its partitions held until they end.
-	cfg.Consumer.Group.Session.Timeout = 5 * time.Second
-	cfg.Consumer.Group.Heartbeat.Interval = 500 * time.Millisecond
-	g, err := sarama.NewConsumerGroup([]string{k.addr}, k.group, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	m := idleMember{topic: k.topic, claims: make(chan []int32, 1)}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for ctx.Err() == nil {
-			// A rebalance may fail to join (another one began): join
-			// again, as a real member would, rather than leave.
-			err := g.Consume(ctx, []string{k.topic}, m)
-			if errors.Is(err, sarama.ErrClosedConsumerGroup) {
-				return
-			}
-			if err != nil {
-				select { // not in a tight loop while the broker refuses
-				case <-time.After(100 * time.Millisecond):
-				case <-ctx.Done():
-				}
-			}
-		}
-	}()
-	t.Cleanup(func() {
-		cancel()
-		g.Close()
-		<-done
-	})
-	select {
-	case claims := <-m.claims:
-		return claims
-	case <-time.After(time.Minute):
-		t.Fatal("the new member got no partitions within a minute")
-		return nil
 	}
 }
 
@@ -1314,18 +812,6 @@ func TestKafkaFrozenFinalCommit(t *testing.T) {
 			}
 			drainFrom(t, k, committed, 2500)
 		})
-	}
-}
-
-// waitClosed blocks until ch is closed; what describes it in failures.
-func (p *proc) waitClosed(what string, ch <-chan struct{}) {
-	p.t.Helper()
-	select {
-	case <-ch:
-	case <-p.waited:
-		p.t.Fatalf("batchpipe exited (%d) before %s; stderr:\n%s", p.code, what, p.stderr())
-	case <-time.After(time.Minute):
-		p.t.Fatalf("no %s within a minute; stderr:\n%s", what, p.stderr())
 	}
 }
 

@@ -6,9 +6,8 @@
 package e2e
 
 import (
-	"bufio"
 	"bytes"
-	"context"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -20,7 +19,6 @@ import (
 	"sync"
 	"syscall"
 	"testing"
-	"time"
 
 	"github.com/rcrowley/go-metrics"
 	"go.uber.org/goleak"
@@ -38,6 +36,9 @@ func repoPath(elem ...string) string {
 	return filepath.Join(append([]string{repo}, elem...)...)
 }
 
+// secretsMu guards testSecrets while tests run, some in parallel.
+var secretsMu sync.Mutex
+
 // testSecrets are the passwords and tokens tests hand batchpipe. After the
 // suite, no output of any run may hold one.
 var testSecrets = []string{"TOKEN-e2e-1", "PASS-e2e-2", "s3cret-pass", "not-the-pass", "tok3f9aK2mQ8xZpL0vB7nR4wT1yE6uH5cJ9dG2sF8aXq"}
@@ -46,25 +47,6 @@ var testSecrets = []string{"TOKEN-e2e-1", "PASS-e2e-2", "s3cret-pass", "not-the-
 var outputs struct {
 	sync.Mutex
 	bytes.Buffer
-}
-
-// A usageCase is a command line and what its usage error (exit 2) says.
-type usageCase struct {
-	args []string
-	want string
-}
-
-// checkUsage runs each case and checks that it exits 2 saying want.
-func checkUsage(t *testing.T, cases []usageCase) {
-	t.Helper()
-	for _, tc := range cases {
-		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
-			r := run(t, nil, tc.args...)
-			if r.code != 2 || !strings.Contains(r.stderr, tc.want) {
-				t.Fatalf("exit %d, stderr:\n%s\nwant exit 2 and %q", r.code, r.stderr, tc.want)
-			}
-		})
-	}
 }
 
 func keepOutput(s ...string) {
@@ -85,6 +67,17 @@ func TestMain(m *testing.M) {
 	if err := loadRealKafka(); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
+	}
+	if set := os.Getenv("BATCHPIPE_TEST_KAFKA_TESTS"); set != "" {
+		flag.Parse()
+		run, err := kafkaRun(set, flag.Lookup("test.run").Value.String())
+		if err == nil {
+			err = flag.Set("test.run", run)
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
 	}
 	var err error
 	if repo, err = filepath.Abs(".."); err != nil {
@@ -181,179 +174,4 @@ func childCmd(t *testing.T, role string) []string {
 	}
 	// A race-enabled binary sleeps a second at exit unless told not to.
 	return []string{"env", "BATCHPIPE_TEST_CHILD=" + role, "GORACE=atexit_sleep_ms=0", self}
-}
-
-// result is what a finished run left behind.
-type result struct {
-	stdout, stderr string
-	code           int
-}
-
-// run runs batchpipe to completion with stdin as input.
-func run(t *testing.T, stdin io.Reader, args ...string) result {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	c := exec.CommandContext(ctx, bin, args...)
-	c.Stdin = stdin
-	var out, errb bytes.Buffer
-	c.Stdout, c.Stderr = &out, &errb
-	err := c.Run()
-	keepOutput(out.String(), errb.String())
-	code := 0
-	if ee, ok := err.(*exec.ExitError); ok {
-		code = ee.ExitCode()
-	} else if err != nil {
-		t.Fatalf("run %v: %v", args, err)
-	}
-	return result{out.String(), errb.String(), code}
-}
-
-// proc is a running batchpipe with its stdin as a pipe and its stderr read
-// line by line, so a test can wait for what it says.
-type proc struct {
-	t      *testing.T
-	cmd    *exec.Cmd
-	stdin  io.WriteCloser
-	stdout bytes.Buffer // written by the exec package; read after wait
-
-	mu     sync.Mutex
-	lines  []string
-	newLn  chan struct{} // closed and replaced on every stderr line
-	waited chan struct{}
-	code   int
-}
-
-func start(t *testing.T, args ...string) *proc {
-	t.Helper()
-	return startCmd(t, exec.Command(bin, args...))
-}
-
-// startCmd starts c, whose stdout goes to proc.stdout and stdin comes from
-// proc.stdin, unless already set.
-func startCmd(t *testing.T, c *exec.Cmd) *proc {
-	t.Helper()
-	p := &proc{t: t, newLn: make(chan struct{}), waited: make(chan struct{}), cmd: c}
-	if c.Stdout == nil {
-		c.Stdout = &p.stdout
-	}
-	var err error
-	if c.Stdin == nil {
-		if p.stdin, err = p.cmd.StdinPipe(); err != nil {
-			t.Fatal(err)
-		}
-	}
-	stderr, err := p.cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := p.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		for sc.Scan() {
-			p.mu.Lock()
-			p.lines = append(p.lines, sc.Text())
-			close(p.newLn)
-			p.newLn = make(chan struct{})
-			p.mu.Unlock()
-		}
-		err := p.cmd.Wait()
-		if ee, ok := err.(*exec.ExitError); ok {
-			p.code = ee.ExitCode()
-		}
-		p.mu.Lock()
-		keepOutput(strings.Join(p.lines, "\n"), p.stdout.String())
-		p.mu.Unlock()
-		close(p.waited)
-	}()
-	t.Cleanup(func() {
-		select {
-		case <-p.waited:
-		default:
-			p.cmd.Process.Kill()
-			<-p.waited
-		}
-	})
-	return p
-}
-
-// write sends s to batchpipe's stdin.
-func (p *proc) write(s string) {
-	p.t.Helper()
-	if _, err := io.WriteString(p.stdin, s); err != nil {
-		p.t.Fatalf("write stdin: %v", err)
-	}
-}
-
-// waitFor blocks until a stderr line contains want, and returns it.
-func (p *proc) waitFor(want string) string {
-	p.t.Helper()
-	return p.waitLine(want, func(line string) bool { return strings.Contains(line, want) })
-}
-
-// waitLine blocks until a stderr line satisfies ok, and returns it; what
-// describes the line in failures.
-func (p *proc) waitLine(what string, ok func(string) bool) string {
-	p.t.Helper()
-	want := what
-	timeout := time.NewTimer(time.Minute)
-	defer timeout.Stop()
-	seen := 0
-	for {
-		p.mu.Lock()
-		lines, next := p.lines, p.newLn
-		p.mu.Unlock()
-		for ; seen < len(lines); seen++ {
-			if ok(lines[seen]) {
-				return lines[seen]
-			}
-		}
-		select {
-		case <-next:
-		case <-p.waited:
-			p.mu.Lock()
-			n := len(p.lines)
-			p.mu.Unlock()
-			if n == seen {
-				p.t.Fatalf("batchpipe exited (%d) before saying %q; stderr:\n%s", p.code, want, p.stderr())
-			}
-		case <-timeout.C:
-			p.t.Fatalf("batchpipe did not say %q within a minute; stderr:\n%s", want, p.stderr())
-		}
-	}
-}
-
-func (p *proc) signal(s syscall.Signal) {
-	p.t.Helper()
-	if err := p.cmd.Process.Signal(s); err != nil {
-		p.t.Fatalf("signal %v: %v", s, err)
-	}
-}
-
-// wait waits for batchpipe to exit and returns its exit status.
-func (p *proc) wait() int {
-	p.t.Helper()
-	select {
-	case <-p.waited:
-	case <-time.After(time.Minute):
-		p.t.Fatalf("batchpipe did not exit within a minute; stderr:\n%s", p.stderr())
-	}
-	return p.code
-}
-
-func (p *proc) stderr() string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return strings.Join(p.lines, "\n")
-}
-
-func readFile(t *testing.T, name string) string {
-	t.Helper()
-	b, err := os.ReadFile(name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(b)
 }

@@ -481,7 +481,7 @@ func TestErrorTexts(t *testing.T) {
 // run fares as the first. Each is checked to be in the README word for
 // word; only paths and URLs are swapped for local ones.
 func TestREADMERecipesTwice(t *testing.T) {
-	readme := readFile(t, repoPath("README.md"))
+	readme := readDocs(t)
 	dir := t.TempDir()
 	binDir := filepath.Dir(bin)
 	if filepath.Base(bin) != "batchpipe" {
@@ -587,7 +587,7 @@ func TestREADMERecipesTwice(t *testing.T) {
 		},
 	} {
 		if !strings.Contains(readme, rc.recipe) {
-			t.Errorf("not in the README: %s", rc.recipe)
+			t.Errorf("not in README.md or docs/: %s", rc.recipe)
 			continue
 		}
 		cmd := rc.recipe

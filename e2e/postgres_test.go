@@ -1,6 +1,6 @@
 package e2e
 
-// The README's PostgreSQL recipe for --exactly-once, against a real
+// The PostgreSQL recipe for --exactly-once (docs/exactly-once.md), against a real
 // PostgreSQL that the test starts on its own.
 
 import (
@@ -18,12 +18,12 @@ import (
 // directory per major version.
 var pgBinDirs, _ = filepath.Glob("/usr/lib/postgresql/*/bin")
 
-// The recipe, as the README gives it.
+// The recipe, as docs/exactly-once.md gives it.
 const (
-	pgSchema = `CREATE TABLE batchpipe_ledger (batch_id text PRIMARY KEY, loaded_at timestamptz NOT NULL DEFAULT now());
-CREATE TABLE events (line text NOT NULL);`
+	pgSchema = `CREATE TABLE IF NOT EXISTS batchpipe_ledger (batch_id text PRIMARY KEY, loaded_at timestamptz NOT NULL DEFAULT now());
+CREATE TABLE IF NOT EXISTS events (line text NOT NULL);`
 	pgLoad = `CREATE TEMP TABLE incoming (line text) ON COMMIT DROP;
-\copy incoming FROM pstdin WITH (FORMAT csv, DELIMITER E'\x1f', QUOTE E'\x1e')
+\copy incoming FROM pstdin WITH (FORMAT csv, DELIMITER E'\x1f', QUOTE E'\x1e', FORCE_NOT_NULL (line))
 SELECT (CASE WHEN count(*) = :records THEN '0' ELSE 'batch cut short' END)::int FROM incoming \g /dev/null
 WITH first_time AS (
   INSERT INTO batchpipe_ledger (batch_id) VALUES (:'id') ON CONFLICT DO NOTHING RETURNING 1
@@ -146,12 +146,4 @@ func TestKafkaExactlyOncePostgresLedger(t *testing.T) {
 		t.Fatalf("%s distinct rows, want %d", n, 4*perPartition)
 	}
 	t.Logf("%s batches in the ledger", psql(t, pgBin, "SELECT count(*) FROM batchpipe_ledger"))
-}
-
-// startIn starts batchpipe in directory dir.
-func startIn(t *testing.T, dir string, args ...string) *proc {
-	t.Helper()
-	c := exec.Command(bin, args...)
-	c.Dir = dir
-	return startCmd(t, c)
 }

@@ -152,8 +152,11 @@ func (c *Conn) Config() (*sarama.Config, error) {
 func (c *Conn) groupConfig(cfg *sarama.Config) error {
 	if c.SessionTimeout > 0 {
 		cfg.Consumer.Group.Session.Timeout = c.SessionTimeout
-		cfg.Consumer.Group.Heartbeat.Interval = max(c.SessionTimeout/3, 10*time.Millisecond)
 	}
+	// A rebalance waits for every member to rejoin, and a member learns of
+	// it at its next heartbeat: one a second, not a third of the session
+	// (3.3s by default), bounds what every partition that moves waits.
+	cfg.Consumer.Group.Heartbeat.Interval = max(min(cfg.Consumer.Group.Session.Timeout/3, time.Second), 10*time.Millisecond)
 	cfg.Consumer.Group.Rebalance.Retry.Backoff = 250 * time.Millisecond
 	cfg.Consumer.Group.InstanceId = c.InstanceID
 	switch c.Strategy {

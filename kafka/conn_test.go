@@ -157,6 +157,26 @@ func TestConnReadTimeoutOutlastsJoins(t *testing.T) {
 	}
 }
 
+// A member learns of a rebalance at its next heartbeat: at most a second
+// away, and a third of a short session, which it must outlast.
+func TestConnHeartbeat(t *testing.T) {
+	for _, c := range []struct{ session, want time.Duration }{
+		{0, time.Second}, // sarama's 10s
+		{6 * time.Second, time.Second},
+		{45 * time.Second, time.Second},
+		{1500 * time.Millisecond, 500 * time.Millisecond},
+		{100 * time.Millisecond, 33333333 * time.Nanosecond},
+	} {
+		cfg, err := (&Conn{Brokers: []string{"b:9092"}, SessionTimeout: c.session}).Config()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := cfg.Consumer.Group.Heartbeat.Interval; got != c.want {
+			t.Errorf("session timeout %v: heartbeat every %v, want %v", c.session, got, c.want)
+		}
+	}
+}
+
 // The user's options apply on top of acks=all.
 func TestProducerConfig(t *testing.T) {
 	conn := Conn{Brokers: []string{"b:9092"}}

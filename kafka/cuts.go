@@ -229,10 +229,10 @@ func (k *Source) plan(b *batcher.Batch) error {
 	}
 	for {
 		wait, err := k.planBatch(b, span)
-		if !wait {
+		if wait == 0 {
 			return err
 		}
-		t := time.NewTimer(k.cfg.CommitInterval)
+		t := time.NewTimer(wait)
 		select {
 		case <-k.cuts.room:
 		case <-t.C:
@@ -244,15 +244,22 @@ func (k *Source) plan(b *batcher.Batch) error {
 	}
 }
 
-// planBatch tries once; wait says the metadata has no room yet, or a
-// cooperative rebalance is moving the generation.
-func (k *Source) planBatch(b *batcher.Batch, span batcher.Span) (wait bool, err error) {
+// generationRetry is how soon a cut refused while a cooperative rebalance
+// moves the generation is tried again: the member learns the new one
+// within a round trip or two.
+const generationRetry = 20 * time.Millisecond
+
+// planBatch tries once; wait, unless 0, says how long to wait for another
+// try, or less if an ack comes: the commit interval while the metadata has
+// no room yet; a moment while a cooperative rebalance moves the
+// generation, as the aggregator waits meanwhile, for every partition.
+func (k *Source) planBatch(b *batcher.Batch, span batcher.Span) (wait time.Duration, err error) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	notOwned := fmt.Errorf("kafka: %s[%d]: partition revoked: %w", span.Topic, span.Partition, batcher.ErrNotOwned)
 	st := k.track.get(span.Topic, span.Partition)
 	if k.sess == nil || k.closing || st == nil || !k.track.holds(st, b.Meta(0)) {
-		return false, notOwned
+		return 0, notOwned
 	}
 	offset := k.track.ackedOf(st)
 	k.cuts.mu.Lock()
@@ -263,7 +270,7 @@ func (k *Source) planBatch(b *batcher.Batch, span batcher.Span) (wait bool, err 
 	}
 	if n := len(pc.ends); n > 0 && pc.ends[n-1] >= span.First {
 		k.cuts.mu.Unlock()
-		return false, fmt.Errorf("kafka: %s[%d]: batch %d-%d overlaps the cut at %d", span.Topic, span.Partition, span.First, span.Last, pc.ends[n-1])
+		return 0, fmt.Errorf("kafka: %s[%d]: batch %d-%d overlaps the cut at %d", span.Topic, span.Partition, span.First, span.Last, pc.ends[n-1])
 	}
 	pc.ends = append(pc.ends, span.Last)
 	pc.mark = len(pc.ends) // the records are read: no later record falls before
@@ -277,27 +284,27 @@ func (k *Source) planBatch(b *batcher.Batch, span batcher.Span) (wait bool, err 
 	meta := k.cuts.metadata(st, offset)
 	if len(meta) > maxCutsMeta {
 		undo()
-		return true, nil
+		return k.cfg.CommitInterval, nil
 	}
 	req := k.newCommitRequest(k.sess)
 	req.AddBlockWithLeaderEpoch(span.Topic, span.Partition, offset, -1, 0, meta)
 	coord, err := k.cutsConn()
 	if err != nil {
 		undo()
-		return false, err
+		return 0, err
 	}
 	resp, err := coord.CommitOffset(req)
 	if err != nil {
 		undo()
 		k.closeCutsConn()
 		k.client.RefreshCoordinator(k.cfg.Group)
-		return false, fmt.Errorf("kafka: group %q: store the cut of %s: %w", k.cfg.Group, span.ID(), err)
+		return 0, fmt.Errorf("kafka: group %q: store the cut of %s: %w", k.cfg.Group, span.ID(), err)
 	}
 	kerr, found := resp.Errors[span.Topic][span.Partition]
 	switch {
 	case !found:
 		undo()
-		return false, fmt.Errorf("kafka: group %q: store the cut of %s: no answer", k.cfg.Group, span.ID())
+		return 0, fmt.Errorf("kafka: group %q: store the cut of %s: no answer", k.cfg.Group, span.ID())
 	case k.coop && (errors.Is(kerr, sarama.ErrIllegalGeneration) || errors.Is(kerr, sarama.ErrRebalanceInProgress)):
 		// A cooperative rebalance moved the generation before sarama
 		// knew: the partition is still this member's unless it is
@@ -305,21 +312,21 @@ func (k *Source) planBatch(b *batcher.Batch, span batcher.Span) (wait bool, err 
 		// leave a hole the reader has passed, and the cuts after it
 		// would not be the ones delivered.
 		undo()
-		return true, nil
+		return min(k.cfg.CommitInterval, generationRetry), nil
 	case errors.Is(kerr, sarama.ErrIllegalGeneration), errors.Is(kerr, sarama.ErrUnknownMemberId),
 		errors.Is(kerr, sarama.ErrRebalanceInProgress), errors.Is(kerr, sarama.ErrFencedInstancedId):
 		undo()
-		return false, notOwned
+		return 0, notOwned
 	case kerr != sarama.ErrNoError:
 		undo()
 		if errors.Is(kerr, sarama.ErrNotCoordinatorForConsumer) || errors.Is(kerr, sarama.ErrConsumerCoordinatorNotAvailable) {
 			k.client.RefreshCoordinator(k.cfg.Group)
 		}
-		return false, fmt.Errorf("kafka: group %q: store the cut of %s: %w", k.cfg.Group, span.ID(), kerr)
+		return 0, fmt.Errorf("kafka: group %q: store the cut of %s: %w", k.cfg.Group, span.ID(), kerr)
 	}
 	k.track.committed([]commit{{st, offset}})
 	k.cutsStored.Add(1)
-	return false, nil
+	return 0, nil
 }
 
 // cutsConn returns the connection for cuts, opening it to the coordinator

@@ -6,11 +6,14 @@ import (
 	"slices"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/IBM/sarama"
 	"github.com/batchpipe/batchpipe/batcher"
 	"github.com/batchpipe/batchpipe/kafka/kafkatest"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
 func TestCutsEncoding(t *testing.T) {
@@ -170,5 +173,44 @@ func TestKafkaExactlyOnceReformsBatches(t *testing.T) {
 		if m := resp.GetBlock("t", p).Metadata; m != "bp1:" {
 			t.Errorf("partition %d: metadata %q at the end, want bp1: alone", p, m)
 		}
+	}
+}
+
+// With cooperative rebalancing, a cut stored just as a rebalance moves the
+// generation is refused until the member learns the new one, a moment
+// later: it is tried again at once, not after the commit interval, which
+// would hold up every partition, as the aggregator waits for the cut.
+func TestKafkaCooperativeCutRetriedSoon(t *testing.T) {
+	c := kafkatest.NewFake(t, kfake.SeedTopics(1, "t"))
+	produce(t, c, "t", []int32{0}, 100)
+	conn := Conn{Brokers: c.ListenAddrs(), SessionTimeout: time.Second, Strategy: "cooperative-sticky"}
+	client, err := conn.Connect()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { client.Close() })
+	k, err := OpenSource(client, SourceConfig{Topics: []string{"t"}, Group: "g", ExactlyOnce: true, CommitInterval: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.OffsetCommit}, Err: kerr.IllegalGeneration, Count: 3})
+	sink := &spanSink{stopAfter: 5, stuck: make(chan struct{})}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	go func() {
+		select {
+		case <-sink.stuck:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	p := &batcher.Pipeline{Source: k, Sink: sink, Config: batcher.Config{MaxRecords: 10, Delim: '\n',
+		Key: batcher.PartitionKey, Plan: k.plan}}
+	p.Run(ctx)
+	k.Close()
+	select {
+	case <-sink.stuck:
+	default:
+		t.Fatalf("%d batches delivered in 30s, want 5: cuts refused 3 times wait for the commit interval (1m)", len(sink.got))
 	}
 }

@@ -126,6 +126,9 @@ func (k *Source) read(ctx context.Context, st *partState, msgs <-chan *sarama.Co
 			return
 		}
 		c, finished, open := fillChunk(m, msgs, end, &next, k.cfg.Envelope)
+		for i := range c.metas {
+			c.metas[i].Assignment = st.n // no batch takes records of two assignments
+		}
 		if len(c.recs) > 0 || finished {
 			c.finish()
 			select {

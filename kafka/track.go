@@ -27,6 +27,8 @@ type tracker struct {
 
 	drained map[topicPartition]bool // partitions read to their end when Run returned
 
+	assigned int64 // partition assignments made: numbers each state (partState.n)
+
 	// left is the lag of the partitions given up, until an assignment
 	// says who holds them: if none comes (the brokers are lost), their
 	// records are still unread, and lag must not say 0.
@@ -46,6 +48,7 @@ type topicPartition struct {
 // partState is one assignment of one partition.
 type partState struct {
 	tp      topicPartition
+	n       int64           // its number among assignments: its records' Meta.Assignment
 	pending []*batcher.Meta // sent and not yet done with, in offset order from head
 	done    []bool          // done[i]: pending[i] is done with
 	head    int
@@ -93,7 +96,8 @@ func (t *tracker) assign(topic string, part int32, start, end, hwm int64) *partS
 		t.revokeLocked(old)
 		old.gone = true
 	}
-	st := &partState{tp: tp, start: start, next: start, acked: start, committed: start, end: end, hwm: max(hwm, start)}
+	t.assigned++
+	st := &partState{tp: tp, n: t.assigned, start: start, next: start, acked: start, committed: start, end: end, hwm: max(hwm, start)}
 	t.parts[tp] = st
 	delete(t.left, tp)
 	if st.end >= 0 && !st.complete() {

@@ -192,6 +192,10 @@ func TestTrackerAssignReplaces(t *testing.T) {
 	if !old.revoked || cur.revoked {
 		t.Fatal("assigning a partition again did not revoke its old state")
 	}
+	// Its records must not join a batch of the old state's (Meta.Assignment).
+	if old.n == cur.n {
+		t.Fatalf("both assignments are number %d", cur.n)
+	}
 	if tr.incomplete != 1 {
 		t.Fatalf("%d partitions incomplete, want 1", tr.incomplete)
 	}

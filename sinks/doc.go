@@ -1,5 +1,6 @@
 // Package sinks holds the batch destinations: files, commands, HTTP
-// endpoints, S3 buckets and Kafka topics, with what they share.
+// endpoints and S3 buckets, with what they share. The kafka sink and the
+// Kafka dead letter live in package kafka.
 //
 // Where each idea lives:
 //   - file.go, beneath.go: the file sink, and opening files beneath a
@@ -9,8 +10,6 @@
 //     its stderr lines, exec_args.go --args
 //   - http.go, redact.go: the http sink, and secrets cut from its errors
 //   - s3.go: the s3 sink
-//   - kafka*.go: the kafka sink, its producer, transactions, partitioners
-//     and the Kafka dead letter
 //   - template.go: placeholders ({seq}, {key}, …; PlaceholderTable) and
 //     templates; runid.go: {run}
 //   - format.go, compress.go: body formats and compression

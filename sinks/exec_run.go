@@ -38,7 +38,38 @@ func (s *Exec) run(ctx context.Context, b *batcher.Batch, r *run) error {
 		rctx, cancel = context.WithTimeoutCause(ctx, s.timeout, errTimeout)
 		defer cancel()
 	}
+	c := s.command(rctx, b, r)
+	if err := s.guard.Start(); err != nil {
+		s.log.Warn("exec sink: " + err.Error())
+	}
+	// Linux sends the parent-death signal when the thread that started the
+	// command ends: the thread is kept until the command is waited for.
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	if err := c.Start(); err != nil {
+		if errors.Is(err, syscall.E2BIG) {
+			return batcher.Permanent(fmt.Errorf("exec sink: run %s: %w", s.name, err))
+		}
+		return fmt.Errorf("exec sink: run %s: %w", s.name, err)
+	}
+	defer s.track(c.Process.Pid)()
+	err := c.Wait()
+	c.errw.finish()
+	return s.outcome(ctx, rctx, c, err)
+}
+
+// A runCmd is the command of one run, with what run reads after Wait.
+type runCmd struct {
+	*exec.Cmd
+	out       *outWriter // nil when stdout is not ours to watch
+	errw      *lineWriter
+	cancelled atomic.Bool // stopped by rctx's end
+}
+
+// command prepares the command of run r, stopped when rctx ends.
+func (s *Exec) command(rctx context.Context, b *batcher.Batch, r *run) *runCmd {
 	cmd := exec.CommandContext(rctx, s.path)
+	c := &runCmd{Cmd: cmd, errw: &lineWriter{w: s.stderr}}
 	cmd.Args = r.argv
 	cmd.Env = s.environ(b, r.records, r.bytes)
 	if r.stdin != nil {
@@ -47,31 +78,21 @@ func (s *Exec) run(ctx context.Context, b *batcher.Batch, r *run) error {
 	// Never stdout's descriptor itself, even at -j 1: through a pipe, a
 	// run ends only once its background processes let go of its output
 	// (or --kill-after has passed), and a broken pipe is seen.
-	var out *outWriter
 	if _, ok := r.stdout.(*heldOutput); ok || r.stdout == nil {
 		cmd.Stdout = r.stdout
 	} else {
-		out = &outWriter{w: r.stdout}
-		cmd.Stdout = out
+		c.out = &outWriter{w: r.stdout}
+		cmd.Stdout = c.out
 	}
-	errw := &lineWriter{w: s.stderr}
-	cmd.Stderr = errw
+	cmd.Stderr = c.errw
 	// A group of its own: a terminal's Ctrl-C reaches only batchpipe, which
 	// lets runs finish, and a stopped run is stopped with its children.
 	// Should batchpipe die before it can stop them (kill -9), the guardian
 	// kills the group (internal/guard); until the group is in its table,
-	// the parent-death signal kills the command. Linux sends that when the
-	// thread that started the command ends: the thread is kept until the
-	// command is waited for.
+	// the parent-death signal kills the command.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := s.guard.Start(); err != nil {
-		s.log.Warn("exec sink: " + err.Error())
-	}
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	var cancelled atomic.Bool
 	cmd.Cancel = func() error {
-		cancelled.Store(true)
+		c.cancelled.Store(true)
 		sig := syscall.SIGKILL // a second signal: at once
 		if cause := context.Cause(rctx); errors.Is(cause, errTimeout) || errors.Is(cause, batcher.ErrShutdownTimeout) {
 			sig = syscall.SIGTERM // then SIGKILL after WaitDelay
@@ -85,42 +106,44 @@ func (s *Exec) run(ctx context.Context, b *batcher.Batch, r *run) error {
 		return nil
 	}
 	cmd.WaitDelay = s.killAfter
+	return c
+}
 
-	if err := cmd.Start(); err != nil {
-		if errors.Is(err, syscall.E2BIG) {
-			return batcher.Permanent(fmt.Errorf("exec sink: run %s: %w", s.name, err))
-		}
-		return fmt.Errorf("exec sink: run %s: %w", s.name, err)
-	}
-	pgid := cmd.Process.Pid
+// track notes the process group pgid, for Kill and the guardian, until
+// the returned function is called.
+func (s *Exec) track(pgid int) (untrack func()) {
 	s.groupsMu.Lock()
 	s.groups[pgid] = true
 	s.groupsMu.Unlock()
 	if err := s.guard.Add(pgid); err != nil {
 		s.log.Warn("exec sink: " + err.Error())
 	}
-	defer func() {
+	return func() {
 		s.groupsMu.Lock()
 		delete(s.groups, pgid)
 		s.groupsMu.Unlock()
 		if err := s.guard.Remove(pgid); err != nil {
 			s.log.Warn("exec sink: " + err.Error())
 		}
-	}()
-	err := cmd.Wait()
-	errw.finish()
-	if out != nil && out.err != nil {
-		syscall.Kill(-pgid, syscall.SIGKILL)
-		return outputLost(s.name, out.err)
 	}
-	if cancelled.Load() {
+}
+
+// outcome says how the run of c ended, given Wait's err: delivered (nil)
+// or why not; ctx is the delivery's, rctx the run's, with its timeout.
+func (s *Exec) outcome(ctx, rctx context.Context, c *runCmd, err error) error {
+	pgid := c.Process.Pid
+	if c.out != nil && c.out.err != nil {
+		syscall.Kill(-pgid, syscall.SIGKILL)
+		return outputLost(s.name, c.out.err)
+	}
+	if c.cancelled.Load() {
 		// Whatever of the group outlived the command and the grace period
 		// (or held its pipes until then) goes now.
 		syscall.Kill(-pgid, syscall.SIGKILL)
 		if errors.Is(context.Cause(rctx), errTimeout) {
-			return fmt.Errorf("exec sink: %s: timed out after %v%s", s.name, s.timeout, errw.lastLine())
+			return fmt.Errorf("exec sink: %s: timed out after %v%s", s.name, s.timeout, c.errw.lastLine())
 		}
-		if cmd.ProcessState != nil && cmd.ProcessState.Success() {
+		if c.ProcessState != nil && c.ProcessState.Success() {
 			// It finished its work after all, given SIGTERM: delivered.
 			// Counting it undelivered would have a replay send it again.
 			return nil
@@ -135,10 +158,10 @@ func (s *Exec) run(ctx context.Context, b *batcher.Batch, r *run) error {
 		// Exit status 0 is success even though processes it left in the
 		// background kept its pipes open past the grace period. They go
 		// now, or each would outlive batchpipe.
-		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		syscall.Kill(-pgid, syscall.SIGKILL)
 		return nil
 	case errors.As(err, &ee):
-		return fmt.Errorf("exec sink: %s: %s%s", s.name, exitStatus(ee), errw.lastLine())
+		return fmt.Errorf("exec sink: %s: %s%s", s.name, exitStatus(ee), c.errw.lastLine())
 	default:
 		return fmt.Errorf("exec sink: %s: %w", s.name, err)
 	}

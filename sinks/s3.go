@@ -10,9 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
-	"net/url"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -21,7 +19,6 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
 	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
-	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 	"github.com/aws/smithy-go"
@@ -176,92 +173,17 @@ func CheckS3Template(tmpl string, exactlyOnce bool) error {
 // out whether the store honours create-only writes. All this happens
 // before anything is read.
 func NewS3(ctx context.Context, cfg S3Config) (*S3, error) {
-	cfg.IfExists = cmp.Or(cfg.IfExists, IfExistsSkipSame)
-	cfg.Conditional = cmp.Or(cfg.Conditional, ConditionalAuto)
-	if cfg.PartSize == 0 {
-		cfg.PartSize = 16 << 20
-	}
-	if cfg.Timeout == 0 {
-		cfg.Timeout = time.Minute
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.New(slog.DiscardHandler)
-	}
-	switch {
-	case cfg.IfExists != IfExistsSkipSame && cfg.IfExists != IfExistsFail && cfg.IfExists != IfExistsOverwrite:
-		return nil, fmt.Errorf("s3 sink: --if-exists takes fail, skip-same or overwrite, not %q", cfg.IfExists)
-	case cfg.Conditional != ConditionalAuto && cfg.Conditional != ConditionalOn && cfg.Conditional != ConditionalOff:
-		return nil, fmt.Errorf("s3 sink: --conditional-writes takes auto, on or off, not %q", cfg.Conditional)
-	case cfg.PartSize < MinPartSize:
-		return nil, fmt.Errorf("s3 sink: --part-size must be at least 5MiB (S3's smallest part), not %d bytes", cfg.PartSize)
-	case cfg.Timeout < 0:
-		return nil, fmt.Errorf("s3 sink: --timeout must be positive, not %v", cfg.Timeout)
-	}
-	if err := CheckS3Template(cfg.Template, cfg.ExactlyOnce); err != nil {
+	if err := cfg.check(); err != nil {
 		return nil, err
 	}
 	t, _ := ParseTemplate(cfg.Template, true)
-	https := cfg.Endpoint == "" || strings.HasPrefix(cfg.Endpoint, "https://")
-	if cfg.Endpoint != "" && !https && !strings.HasPrefix(cfg.Endpoint, "http://") {
-		return nil, fmt.Errorf("s3 sink: --endpoint %q: give http:// or https:// in front", cfg.Endpoint)
-	}
-	tlsConf, err := (&HTTPConfig{CACert: cfg.CACert, Cert: cfg.Cert, Key: cfg.Key, Insecure: cfg.Insecure}).tlsConfig(https)
+	awsCfg, err := cfg.awsConfig(ctx)
 	if err != nil {
-		return nil, errors.New(strings.Replace(err.Error(), "http sink:", "s3 sink:", 1))
+		return nil, err
 	}
-	// The SDK's buildable client: the config loader adds AWS_CA_BUNDLE's
-	// CAs to it, which it cannot do to a plain http.Client.
-	httpClient := awshttp.NewBuildableClient().WithTransportOptions(func(tr *http.Transport) {
-		if tlsConf != nil {
-			tr.TLSClientConfig = tlsConf
-		}
-		tr.DialContext = (&net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}).DialContext
-		// One idle connection kept per worker, as the http sink does.
-		tr.MaxIdleConns = cfg.Parallel + 4
-		tr.MaxIdleConnsPerHost = cfg.Parallel + 4
-		// The transport's own 4 KiB write buffer, not the http sink's
-		// 256 KiB: stores that close the connection after each request
-		// (moto, some gateways) would have one allocated per batch,
-		// a fifth of batchpipe's CPU against moto, and over TLS the
-		// body goes out in 16 KiB records whatever the buffer.
-	})
-	opts := []func(*config.LoadOptions) error{
-		config.WithHTTPClient(httpClient),
-		// One attempt per call: the pipeline retries with its backoff,
-		// counts the retries, and the sink decides what is worth one.
-		config.WithRetryer(func() aws.Retryer { return aws.NopRetryer{} }),
-	}
-	if cfg.Region != "" {
-		opts = append(opts, config.WithRegion(cfg.Region))
-	}
-	if cfg.Profile != "" {
-		opts = append(opts, config.WithSharedConfigProfile(cfg.Profile))
-	}
-	if cfg.UserAgent != "" {
-		opts = append(opts, config.WithAppID(strings.ReplaceAll(cfg.UserAgent, "/", "-")))
-	}
-	awsCfg, err := config.LoadDefaultConfig(ctx, opts...)
+	red, err := credentialRedactor(ctx, awsCfg, cfg.Timeout)
 	if err != nil {
-		return nil, fmt.Errorf("s3 sink: load AWS config: %w", err)
-	}
-	if awsCfg.Region == "" {
-		if cfg.Endpoint == "" {
-			return nil, errors.New("s3 sink: no region: give --region, or set AWS_REGION, or region in the profile")
-		}
-		awsCfg.Region = "us-east-1" // what most S3-compatible stores expect
-	}
-	red := &redactor{}
-	cctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
-	creds, err := awsCfg.Credentials.Retrieve(cctx)
-	cancel()
-	if err != nil {
-		return nil, fmt.Errorf("s3 sink: no credentials found (%s): set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or give --profile, or run where a role is given", firstLine(err.Error()))
-	}
-	for _, s := range []string{creds.AccessKeyID, creds.SecretAccessKey, creds.SessionToken} {
-		// As sent, and as a store might quote them: URL-escaped, base64.
-		red.add(s)
-		red.add(url.QueryEscape(s))
-		red.add(base64.StdEncoding.EncodeToString([]byte(s)))
+		return nil, err
 	}
 	client := s3.NewFromConfig(awsCfg, func(o *s3.Options) {
 		if cfg.Endpoint != "" {

@@ -19,8 +19,8 @@ type Placeholder struct {
 // PlaceholderTable is the one list of placeholders, the same for per-batch
 // file names, S3 keys, http URLs and header values; exec gets the same
 // values in its environment. Templates are parsed by it, --help renders it
-// (PlaceholderHelp), and the README holds it as a table, which
-// TestREADMEPlaceholders checks. Values holds a batch's in this order.
+// (PlaceholderHelp), and docs/flags.md holds it as a table, which
+// TestDocsPlaceholders checks. Values holds a batch's in this order.
 var PlaceholderTable = [...]Placeholder{
 	{"seq", "the batch's number (`1`, `2`, `3`…), from 1 in every run"},
 	{"time", "when the batch is written, UTC (`20060102T150405Z`)"},
@@ -72,7 +72,7 @@ var PlaceholderHelp = func() string {
 	return b.String()
 }()
 
-// PlaceholderMarkdown is PlaceholderTable as the README's table.
+// PlaceholderMarkdown is PlaceholderTable as the table in docs/flags.md.
 func PlaceholderMarkdown() string {
 	var b strings.Builder
 	b.WriteString("| placeholder | value |\n| --- | --- |\n")

@@ -182,17 +182,17 @@ func TestSegmentEscape(t *testing.T) {
 	}
 }
 
-// The README's table of placeholders is PlaceholderTable: change the one,
-// and this test says to change the other.
-func TestREADMEPlaceholders(t *testing.T) {
-	b, err := os.ReadFile("../README.md")
+// The table of placeholders in docs/flags.md is PlaceholderTable: change
+// the one, and this test says to change the other.
+func TestDocsPlaceholders(t *testing.T) {
+	b, err := os.ReadFile("../docs/flags.md")
 	if err != nil {
 		t.Fatal(err)
 	}
 	s := string(b)
-	i := strings.Index(s, "\n### Placeholders\n")
+	i := strings.Index(s, "\n## Placeholders\n")
 	if i < 0 {
-		t.Fatal("README: no ### Placeholders")
+		t.Fatal("docs/flags.md: no ## Placeholders")
 	}
 	s = s[i+1:]
 	if j := strings.Index(s, "\n#"); j >= 0 {
@@ -205,6 +205,6 @@ func TestREADMEPlaceholders(t *testing.T) {
 		}
 	}
 	if got, want := table.String(), PlaceholderMarkdown(); got != want {
-		t.Errorf("README's placeholders differ from PlaceholderTable (sinks/template.go); the table should read:\n%s", want)
+		t.Errorf("docs/flags.md's placeholders differ from PlaceholderTable (sinks/template.go); the table should read:\n%s", want)
 	}
 }

@@ -1,5 +1,5 @@
-// Package sources holds the record sources: a delimited byte stream and
-// Kafka.
+// Package sources holds the stdin source: a delimited byte stream. The
+// Kafka source lives in package kafka.
 package sources
 
 import (
@@ -97,58 +97,14 @@ func (s *Stream) Run(ctx context.Context, out chan<- []batcher.Record) error {
 	// Room for every buffer, so the reader never waits to hand one over.
 	reads := make(chan readResult, nbufs)
 	quit := make(chan struct{})
-	go func(reads chan<- readResult) {
-		defer close(reads)
-		for {
-			var buf []byte
-			select {
-			case buf = <-free:
-			case <-quit:
-				return
-			}
-			if ready, err := in.wait(); !ready {
-				if err != nil {
-					reads <- readResult{buf, 0, err}
-				}
-				return
-			}
-			n, err := s.R.Read(buf)
-			reads <- readResult{buf, n, err}
-			if err != nil {
-				return
-			}
-		}
-	}(reads)
+	go s.read(in, free, reads, quit)
 
 	f := framer{delim: s.Delim, limit: limit, keep: s.KeepTooLarge}
 	defer f.dropSpool()
 	// held is the buffer behind the last chunk sent: the receiver may still
 	// be copying from it until it accepts the next chunk.
 	var held []byte
-	// send frames and sends one read's bytes; it reports whether a chunk
-	// refers to buf.
-	send := func(buf []byte, eof bool) (sentAny bool) {
-		// A buffer usually goes out in one chunk; one with many records
-		// over the limit in several, so that the record slices stay small
-		// whatever the input. The sends do not give up when ctx is done:
-		// the receiver takes every chunk until Run returns.
-		p := buf
-		for {
-			var recs []batcher.Record
-			recs, p = f.frame(p)
-			if len(p) == 0 && eof {
-				recs = f.finish(recs)
-			}
-			if len(recs) > 0 {
-				out <- recs
-				f.sent()
-				sentAny = true
-			}
-			if len(p) == 0 {
-				return sentAny
-			}
-		}
-	}
+	send := func(buf []byte, eof bool) bool { return f.send(out, buf, eof) }
 	done := ctx.Done()
 	for {
 		var r readResult
@@ -195,6 +151,55 @@ func (s *Stream) Run(ctx context.Context, out chan<- []batcher.Record) error {
 		out <- []batcher.Record{rec}
 	}
 	return ctx.Err()
+}
+
+// read reads into the buffers free gives it, each once the input is ready,
+// and hands them to reads, until EOF, an error or quit. It closes reads.
+func (s *Stream) read(in *waker, free <-chan []byte, reads chan<- readResult, quit <-chan struct{}) {
+	defer close(reads)
+	for {
+		var buf []byte
+		select {
+		case buf = <-free:
+		case <-quit:
+			return
+		}
+		if ready, err := in.wait(); !ready {
+			if err != nil {
+				reads <- readResult{buf, 0, err}
+			}
+			return
+		}
+		n, err := s.R.Read(buf)
+		reads <- readResult{buf, n, err}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// send frames and sends one read's bytes, buf, to out; it reports whether
+// a chunk refers to buf. A buffer usually goes out in one chunk; one with
+// many records over the limit in several, so that the record slices stay
+// small whatever the input. The sends do not give up when ctx is done: the
+// receiver takes every chunk until Run returns.
+func (f *framer) send(out chan<- []batcher.Record, buf []byte, eof bool) (sentAny bool) {
+	p := buf
+	for {
+		var recs []batcher.Record
+		recs, p = f.frame(p)
+		if len(p) == 0 && eof {
+			recs = f.finish(recs)
+		}
+		if len(recs) > 0 {
+			out <- recs
+			f.sent()
+			sentAny = true
+		}
+		if len(p) == 0 {
+			return sentAny
+		}
+	}
 }
 
 // drained returns a closed channel holding what reads holds now.

@@ -2,7 +2,8 @@
 // single-node broker of it on loopback ports, for tests that must meet a
 // real broker rather than kfake: a KRaft broker and controller in one JVM,
 // with PLAINTEXT, SASL_PLAINTEXT (PLAIN and SCRAM-SHA-256) and SSL
-// listeners, and a log cleaner quick enough to test compaction.
+// listeners, and a log cleaner quick enough to test compaction. Tests
+// reach the broker tools/kafka-real started through kafka/kafkatest.
 package kafkareal
 
 import (
