@@ -30,11 +30,16 @@ func Client(t testing.TB, addrs ...string) sarama.Client {
 }
 
 // NewProducer returns a producer to the cluster at addrs that writes each
-// message to the partition it names, closed when the test ends.
+// message to the partition it names, closed when the test ends. It is
+// idempotent: on a loaded machine a produce request can time out and be
+// sent again, and a plain producer would then write a test's input twice.
 func NewProducer(t testing.TB, addrs ...string) sarama.SyncProducer {
 	t.Helper()
 	cfg := Config()
 	cfg.Producer.Partitioner = sarama.NewManualPartitioner
+	cfg.Producer.Idempotent = true
+	cfg.Producer.RequiredAcks = sarama.WaitForAll
+	cfg.Net.MaxOpenRequests = 1
 	cfg.Producer.Return.Successes = true
 	cfg.Producer.MaxMessageBytes = 8 << 20
 	p, err := sarama.NewSyncProducer(addrs, cfg)
