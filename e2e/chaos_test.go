@@ -127,7 +127,8 @@ func appendTo(name string, in []byte) int {
 // crash and hang at random. Whatever the retries, every record is
 // delivered exactly once or dead-lettered, and the exit status says which.
 func TestChaosExecDeliveredPlusDeadLetteredIsInput(t *testing.T) {
-	// The timeout must catch only the hanging runs: one that fired after
+	// The timeout must catch only the hanging runs (4s: a loaded machine
+	// can take 2s to start a child): one that fired after
 	// a slow child had written would be a duplicate, which at-least-once
 	// allows but this test's exact count would not.
 	input := numbered(600, "%d")
@@ -136,7 +137,7 @@ func TestChaosExecDeliveredPlusDeadLetteredIsInput(t *testing.T) {
 			dir := t.TempDir()
 			out, dead := filepath.Join(dir, "out"), filepath.Join(dir, "dead")
 			args := []string{"-n", "20", "-j", "4", "--retries", retries, "--backoff", "1ms", "--dead-letter", dead,
-				"exec", "--timeout", "2s", "--kill-after", "50ms", "--"}
+				"exec", "--timeout", "4s", "--kill-after", "50ms", "--"}
 			args = append(append(args, childCmd(t, "chaos")...), out, fmt.Sprint(seed))
 			r := run(t, strings.NewReader(input), args...)
 			delivered, _ := os.ReadFile(out)
