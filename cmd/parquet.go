@@ -70,7 +70,7 @@ func (f *compressFlag) Type() string { return f.c.Type() }
 
 const parquetHelp = `With --format parquet, each batch is one Parquet file, with the columns of
 --parquet-schema FILE: a JSON list of {"name", "type", "path", "required"}
-(example in the README), of types ` + parquet.TypeNames + `.
+(example in docs/parquet.md), of types ` + parquet.TypeNames + `.
 A record that is not a JSON object, lacks a required field or holds a value
 that is not exactly of its column's type is rejected on its own, with the
 reason (--dead-letter, or counted undelivered), and the rest of its batch is
