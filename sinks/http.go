@@ -280,6 +280,13 @@ func (s *HTTP) post(ctx context.Context, sc *scratch, u string, v *Values, body 
 	if err != nil {
 		return 0, s.requestError(ctx, rctx, err)
 	}
+	return s.answer(resp)
+}
+
+// answer reads resp and returns its code, and for anything but a 2xx the
+// error: permanent, or retried (after Retry-After, if given), quoting the
+// start of the body with secrets cut out.
+func (s *HTTP) answer(resp *http.Response) (int, error) {
 	code := resp.StatusCode
 	if code >= 200 && code < 300 {
 		// Read the body so the connection can be reused; a failure here
@@ -295,7 +302,7 @@ func (s *HTTP) post(ctx context.Context, sc *scratch, u string, v *Values, body 
 	more, _ := io.CopyN(io.Discard, resp.Body, maxDrain)
 	resp.Body.Close()
 	quoted, cut := s.red.quote(snippet[:n], maxQuote)
-	err = &statusError{
+	err := &statusError{
 		method:    s.method,
 		endpoint:  s.endpoint,
 		status:    s.red.redact(resp.Status), // the reason phrase is the server's too
