@@ -4,7 +4,7 @@ LDFLAGS := -X github.com/batchpipe/batchpipe/cmd.version=$(VERSION)
 
 # man: the man pages in docs/man, generated from the commands' --help;
 # make test fails (TestManPagesUpToDate) when they are stale.
-.PHONY: build test man bench demo kafka-dev kafka-real test-kafka-real clean chaos memlong fuzz
+.PHONY: build test man bench demo kafka-dev kafka-real test-kafka-real test-kfake-only clean chaos memlong fuzz
 
 FUZZTIME ?= 10s
 
@@ -73,6 +73,15 @@ test-kafka-real: bin/kafka-real
 	$(GO_TEST) -race $(if $(KAFKA_RUN),-run "$(KAFKA_RUN)") ./kafka/... & kafka=$$!; \
 	BATCHPIPE_TEST_KAFKA_TESTS=$(KAFKA_TESTS) $(GO_TEST) -race -run "$(KAFKA_RUN)" ./e2e; e2e=$$?; \
 	wait $$kafka && exit $$e2e'
+
+# The tests on kfake only, which a pass on a real broker skips: the kafka
+# package's whole (its kfake-only tests call kafkatest.FakeOnly) and the
+# end-to-end tests that call fakeKafka. .ci/run runs make test with a real
+# broker around it, then these.
+test-kfake-only:
+	$(GO_TEST) -race ./kafka/... & kafka=$$!; \
+	BATCHPIPE_TEST_KAFKA_TESTS=fake $(GO_TEST) ./e2e; e2e=$$?; \
+	wait $$kafka && exit $$e2e
 
 clean:
 	rm -rf bin bench

@@ -8,6 +8,9 @@ package e2e
 //	             one of brokerHelpers. A test on kfake only (fakeKafka)
 //	             is not one: on a real broker it would only be skipped.
 //	differences  those of them listed in brokerDifferences.
+//	fake         the tests on kfake only (they call fakeKafka), which a
+//	             pass on a real broker skips: .ci/run runs make test on
+//	             the real broker, then these on kfake.
 //
 // The set comes from what each test calls, read from this package's
 // source, not from its name: a new test that takes a broker joins the real
@@ -72,6 +75,10 @@ func kafkaRun(set, run string) (string, error) {
 	switch set {
 	case "broker":
 		names = broker
+	case "fake":
+		if names, err = callers(".", []string{"fakeKafka"}); err != nil {
+			return "", err
+		}
 	case "differences":
 		for _, name := range brokerDifferences {
 			if !slices.Contains(broker, name) {
@@ -80,7 +87,7 @@ func kafkaRun(set, run string) (string, error) {
 		}
 		names = brokerDifferences
 	default:
-		return "", fmt.Errorf("BATCHPIPE_TEST_KAFKA_TESTS=%q: want broker or differences", set)
+		return "", fmt.Errorf("BATCHPIPE_TEST_KAFKA_TESTS=%q: want broker, differences or fake", set)
 	}
 	if run != "" {
 		re, err := regexp.Compile(run)
@@ -98,6 +105,12 @@ func kafkaRun(set, run string) (string, error) {
 // brokerTests lists the tests in dir's test files that call one of
 // brokerHelpers, or a function that does, in their body or a closure in it.
 func brokerTests(dir string) ([]string, error) {
+	return callers(dir, brokerHelpers)
+}
+
+// callers lists the tests in dir's test files that call one of helpers, or
+// a function that does, in their body or a closure in it.
+func callers(dir string, helpers []string) ([]string, error) {
 	files, err := filepath.Glob(filepath.Join(dir, "*_test.go"))
 	if err != nil {
 		return nil, err
@@ -116,7 +129,7 @@ func brokerTests(dir string) ([]string, error) {
 		}
 	}
 	// The helpers, and the functions calling them, until no more join.
-	helpers := slices.Clone(brokerHelpers)
+	helpers = slices.Clone(helpers)
 	for grew := true; grew; {
 		grew = false
 		for _, fn := range funcs {
@@ -174,6 +187,19 @@ func TestKafkaSets(t *testing.T) {
 	} {
 		if got := slices.Contains(broker, name); got != want {
 			t.Errorf("%s in the broker set: %v, want %v", name, got, want)
+		}
+	}
+	fake, err := callers(".", []string{"fakeKafka"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, want := range map[string]bool{
+		"TestKafkaFrozenFinalCommit": true,
+		"TestKafkaRollingRestart":    false,
+		"TestExecBatchBoundaries":    false,
+	} {
+		if got := slices.Contains(fake, name); got != want {
+			t.Errorf("%s in the fake set: %v, want %v", name, got, want)
 		}
 	}
 }
