@@ -21,6 +21,7 @@ import (
 // each partition's files tile its offsets, hold each record once, carry the
 // batch id in their metadata, and read in pyarrow and DuckDB as the topic.
 func TestKafkaParquetExactlyOnceKills(t *testing.T) {
+	t.Parallel() // it waits on session timeouts, as the other kill tests do
 	const perPartition = 10000
 	k := newKafka(t, 4)
 	tmp := t.TempDir()

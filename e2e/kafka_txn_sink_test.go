@@ -23,6 +23,7 @@ import (
 // the output sees every source record exactly once, and the group's
 // offsets are at the end.
 func TestKafkaTxnSinkKills(t *testing.T) {
+	t.Parallel() // it waits on session timeouts, as the other kill tests do
 	const perPartition = 50000
 	s := *exactlySeed
 	if s == 0 {
