@@ -99,18 +99,7 @@ func TestKafkaExactlyOnceTwoMembers(t *testing.T) {
 	p2.waitForLines("a share of two partitions", func(l []string) bool { return assignedCount(l) == 2 })
 	// Killed while delivering its share, not before it began: batches
 	// delivered before the rebalance leave it no cut to re-form.
-	p1.waitForLines("p1 delivering its two partitions", func(lines []string) bool {
-		n := 0
-		for _, l := range slices.Backward(lines) {
-			if strings.Contains(l, "kafka: assigned") {
-				break
-			}
-			if strings.Contains(l, "outcome=delivered") {
-				n++
-			}
-		}
-		return n >= 5
-	})
+	p1.waitForLines("p1 delivering its two partitions", func(l []string) bool { return deliveredSinceAssigned(l) >= 5 })
 	p1.signal(syscall.SIGKILL)
 	p1.wait()
 	p2.waitForLines("every partition committed to its end", func(lines []string) bool {
@@ -231,4 +220,19 @@ func TestKafkaExactlyOnceDeadLetterKeepsID(t *testing.T) {
 			t.Fatalf("dead letter %q: batchpipe-batch-id %q", m.Value, h["batchpipe-batch-id"])
 		}
 	}
+}
+
+// deliveredSinceAssigned counts the batches a member's -v lines say it
+// delivered since its last assignment.
+func deliveredSinceAssigned(lines []string) int {
+	n := 0
+	for _, l := range slices.Backward(lines) {
+		if strings.Contains(l, "kafka: assigned") {
+			break
+		}
+		if strings.Contains(l, "outcome=delivered") {
+			n++
+		}
+	}
+	return n
 }

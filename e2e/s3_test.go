@@ -643,18 +643,7 @@ func TestS3KafkaExactlyOnceStoppedMember(t *testing.T) {
 	p2 := start(t, args("333")...)
 	p1.waitForLines("a share of two partitions", func(l []string) bool { return assignedCount(l) == 2 })
 	p2.waitForLines("a share of two partitions", func(l []string) bool { return assignedCount(l) == 2 })
-	p1.waitForLines("p1 delivering its two partitions", func(lines []string) bool {
-		n := 0
-		for _, l := range slices.Backward(lines) {
-			if strings.Contains(l, "kafka: assigned") {
-				break
-			}
-			if strings.Contains(l, "outcome=delivered") {
-				n++
-			}
-		}
-		return n >= 3
-	})
+	p1.waitForLines("p1 delivering its two partitions", func(l []string) bool { return deliveredSinceAssigned(l) >= 3 })
 	p1.signal(syscall.SIGSTOP)
 	p2.waitForLines("all four partitions", func(l []string) bool { return assignedCount(l) == 4 })
 	p1.signal(syscall.SIGCONT)
