@@ -43,15 +43,13 @@ func parse(t *testing.T, args ...string) (batcher.Config, batcher.Sink, string, 
 // execute runs the command line with o, writes its error to o's stderr and
 // returns the exit status it means.
 func execute(o *options, args []string) int {
-	root := newRoot(o)
-	root.SetArgs(args)
-	err := root.Execute()
+	err := executeRoot(newRoot(o), args)
 	if err == nil {
 		return exitOK
 	}
 	io.WriteString(o.streams.Err, err.Error())
 	var ue *usageError
-	if errors.As(err, &ue) || isCobraUsage(err) {
+	if errors.As(err, &ue) {
 		return exitUsage
 	}
 	return exitFailed

@@ -1,12 +1,14 @@
 package cmd
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"os"
 	"strings"
 	"testing"
 
+	"github.com/batchpipe/batchpipe/batcher"
 	"github.com/batchpipe/batchpipe/kafka"
 )
 
@@ -84,6 +86,48 @@ func TestErrorStatus(t *testing.T) {
 		code, hint := errorStatus(tc.err)
 		if code != tc.code || hint != tc.hint {
 			t.Errorf("%T %v: exit %d, hint %v; want %d, %v", tc.err, tc.err, code, hint, tc.code, tc.hint)
+		}
+	}
+}
+
+// Every kind of bad command line is a usageError, by type, whichever
+// command cobra finds it in; its message is cobra's or pflag's, made plain.
+func TestBadCommandLinesAreUsageErrors(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--max-recrods", "3", "file", "-"}, "unknown flag: --max-recrods (did you mean --max-records?)"},
+		{[]string{"file", "--nosuch", "-"}, "unknown flag: --nosuch"},
+		{[]string{"-Z", "file", "-"}, "unknown shorthand flag: 'Z' in -Z"},
+		{[]string{"version", "--nosuch"}, "unknown flag: --nosuch"},
+		{[]string{"completion", "zsh", "--nosuch"}, "unknown flag: --nosuch"},
+		{[]string{"-n", "abc", "file", "-"}, `invalid argument "abc" for "-n, --max-records" flag: not a whole number`},
+		{[]string{"exec", "--timeout", "x", "--", "cat"}, `invalid argument "x" for "--timeout" flag: not a duration (500ms, 2s, 1m30s, 1h)`},
+		{[]string{"file", "--per-batch"}, "flag needs an argument: --per-batch"},
+		{[]string{"-n"}, "flag needs an argument: 'n' in -n"},
+		{[]string{"version", "x"}, `unknown command "x" for "batchpipe version"`},
+		{[]string{"completion", "bash", "x"}, `unknown command "x" for "batchpipe completion bash"`},
+		{[]string{"__complete"}, "requires at least 1 arg(s), only received 0"},
+		{[]string{"file", "a", "b"}, "file: give one PATH (- for stdout) or --per-batch TEMPLATE"},
+		{[]string{"nosuch"}, `unknown sink "nosuch" (sinks: file, exec, http, kafka, s3)`},
+		{[]string{}, "no sink given (sinks: file, exec, http, kafka, s3)"},
+		{[]string{"--fsync", "file", "out"}, "--fsync is a flag of the file sink: put it after 'file'"},
+	} {
+		var out, errb bytes.Buffer
+		o := &options{streams: Streams{In: strings.NewReader(""), Out: &out, Err: &errb}}
+		o.runHook = func(batcher.Config, sinkOpener) error { return nil }
+		err := executeRoot(newRoot(o), tc.args)
+		var ue *usageError
+		if !errors.As(err, &ue) {
+			t.Errorf("%q: %T %v, want a usageError", tc.args, err, err)
+			continue
+		}
+		if code, hint := errorStatus(err); code != exitUsage || !hint {
+			t.Errorf("%q: exit %d, hint %v; want %d with the hint", tc.args, code, hint, exitUsage)
+		}
+		if err.Error() != tc.want {
+			t.Errorf("%q: %q, want %q", tc.args, err, tc.want)
 		}
 	}
 }

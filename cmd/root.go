@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"runtime/debug"
-	"strings"
 	"time"
 
 	"github.com/batchpipe/batchpipe/batcher"
@@ -259,9 +258,7 @@ func newRoot(o *options) *cobra.Command {
 // stop it, SIGUSR1 flushes.
 func Main(args []string, streams Streams, sigs <-chan os.Signal) int {
 	o := &options{streams: streams, signals: sigs}
-	root := newRoot(o)
-	root.SetArgs(args)
-	err := root.Execute()
+	err := executeRoot(newRoot(o), args)
 	if err == nil {
 		return exitOK
 	}
@@ -308,17 +305,44 @@ func errorStatus(err error) (code int, hint bool) {
 		return exitUsage, false
 	case errors.As(err, &ue) && !ue.hint:
 		return exitUsage, false
-	case errors.As(err, &ue) || isCobraUsage(err):
+	case errors.As(err, &ue):
 		return exitUsage, true
 	}
 	return exitFailed, false
 }
 
-// isCobraUsage recognises the errors cobra returns for a bad command line
-// without a type of its own.
-func isCobraUsage(err error) bool {
-	s := err.Error()
-	return strings.HasPrefix(s, "unknown command") || strings.HasPrefix(s, "unknown flag") ||
-		strings.HasPrefix(s, "unknown shorthand flag") || strings.Contains(s, "accepts ") ||
-		strings.Contains(s, "requires at least") || strings.Contains(s, "invalid argument")
+// executeRoot runs the command line args. Every mistake cobra finds in it
+// comes back as a usageError: a flag's through suggestFlag, which cobra
+// asks of the root for every subcommand, and an argument's through
+// usageArgs.
+func executeRoot(root *cobra.Command, args []string) error {
+	root.SetArgs(args)
+	// cobra adds these at Execute; added first, their argument checks are
+	// wrapped as well. Execute leaves them as they are.
+	root.InitDefaultHelpCmd()
+	root.InitDefaultCompletionCmd(args...)
+	usageArgs(root)
+	c, err := root.ExecuteC()
+	if err != nil && c != nil && c.Name() == cobra.ShellCompRequestCmd {
+		// The hidden __complete, which cobra adds only when called: it
+		// parses no flags and fails only when given nothing to complete.
+		return &usageError{err: err, hint: true}
+	}
+	return err
+}
+
+// usageArgs makes the argument checks of c and its subcommands (cobra's
+// ExactArgs, NoArgs…) return usage errors.
+func usageArgs(c *cobra.Command) {
+	if check := c.Args; check != nil {
+		c.Args = func(c *cobra.Command, args []string) error {
+			if err := check(c, args); err != nil {
+				return &usageError{err: err, hint: true}
+			}
+			return nil
+		}
+	}
+	for _, sub := range c.Commands() {
+		usageArgs(sub)
+	}
 }
