@@ -203,7 +203,7 @@ func (o *options) kafkaConn() (*kafka.Conn, error) {
 		return nil, usagef("--kafka-sasl: set the password in %s", envPassword)
 	}
 	if _, err := c.Config(); err != nil {
-		if k.instanceID != "" && strings.Contains(err.Error(), "instance id") {
+		if errors.Is(err, kafka.ErrInstanceID) {
 			return nil, usagef("--group-instance-id %q: letters, digits, '.', '_' and '-' only, at most 249 of them", k.instanceID)
 		}
 		return nil, refused(err)

@@ -161,6 +161,24 @@ func TestKafkaConnUsageErrors(t *testing.T) {
 	}
 }
 
+// An instance id Kafka would refuse is a mistake in the command line:
+// exit 2, with the hint, told by kafka.ErrInstanceID.
+func TestKafkaBadInstanceIDIsUsage(t *testing.T) {
+	t.Setenv(envBrokers, "")
+	o, stderr, code := parseKafka(t, "--kafka-brokers", "b:1", "--topic", "t", "--group", "g", "--group-instance-id", "a/b", "file", "-")
+	if code != exitOK {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	_, err := o.kafkaConn()
+	if code, hint := errorStatus(err); code != exitUsage || !hint {
+		t.Errorf("%v: exit %d, hint %v; want %d with the hint", err, code, hint, exitUsage)
+	}
+	want := `--group-instance-id "a/b": letters, digits, '.', '_' and '-' only, at most 249 of them`
+	if err == nil || err.Error() != want {
+		t.Errorf("error %v, want %q", err, want)
+	}
+}
+
 // The Kafka examples of the root help parse.
 func TestKafkaExamplesParse(t *testing.T) {
 	n := 0

@@ -158,6 +158,11 @@ func (c *Conn) groupConfig(cfg *sarama.Config) error {
 	// (3.3s by default), bounds what every partition that moves waits.
 	cfg.Consumer.Group.Heartbeat.Interval = max(min(cfg.Consumer.Group.Session.Timeout/3, time.Second), 10*time.Millisecond)
 	cfg.Consumer.Group.Rebalance.Retry.Backoff = 250 * time.Millisecond
+	if c.InstanceID != "" {
+		if err := checkInstanceID(c.InstanceID); err != nil {
+			return err
+		}
+	}
 	cfg.Consumer.Group.InstanceId = c.InstanceID
 	switch c.Strategy {
 	case "", "range":
@@ -181,6 +186,19 @@ func (c *Conn) groupConfig(cfg *sarama.Config) error {
 	// Other requests need no more than before: the watch does not wait on
 	// them to tell that brokers stopped answering.
 	cfg.Net.ReadTimeout = max(cfg.Net.ReadTimeout, cfg.Consumer.Group.Rebalance.Timeout+5*time.Second)
+	return nil
+}
+
+// checkInstanceID says whether Kafka takes id as a group instance id, by
+// sarama's rules, which are Kafka's: it validates a configuration that
+// holds nothing else to refuse.
+func checkInstanceID(id string) error {
+	cfg := sarama.NewConfig()
+	cfg.Version = Version
+	cfg.Consumer.Group.InstanceId = id
+	if err := cfg.Validate(); err != nil {
+		return refused(fmt.Errorf("kafka: %w %q: %w", ErrInstanceID, id, err))
+	}
 	return nil
 }
 

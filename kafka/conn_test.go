@@ -2,6 +2,7 @@ package kafka
 
 import (
 	"crypto/tls"
+	"errors"
 	"net"
 	"strings"
 	"sync"
@@ -94,6 +95,24 @@ func TestConnConfigErrors(t *testing.T) {
 	} {
 		if _, err := tc.conn.Config(); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%+v: error %v, want %q", tc.conn, err, tc.want)
+		}
+	}
+}
+
+// An instance id Kafka would refuse is refused at Config, by type; one it
+// takes is set.
+func TestConnInstanceID(t *testing.T) {
+	for _, id := range []string{"a/b", ".", "..", "a b", "é", strings.Repeat("x", 250)} {
+		_, err := (&Conn{Brokers: []string{"b:9092"}, InstanceID: id}).Config()
+		var kerr *Error
+		if !errors.Is(err, ErrInstanceID) || !errors.As(err, &kerr) || kerr.Kind != Refused {
+			t.Errorf("%q: error %v, want ErrInstanceID, refused", id, err)
+		}
+	}
+	for _, id := range []string{"", "loader-1", "a.b_c", strings.Repeat("x", 249)} {
+		cfg, err := (&Conn{Brokers: []string{"b:9092"}, InstanceID: id}).Config()
+		if err != nil || cfg.Consumer.Group.InstanceId != id {
+			t.Errorf("%q: %v", id, err)
 		}
 	}
 }

@@ -33,6 +33,11 @@ func (k Kind) String() string {
 	return "unknown"
 }
 
+// ErrInstanceID is what Conn.Config returns, marked Refused, for an
+// InstanceID Kafka does not take: one of more than 249 characters, or of
+// others than letters, digits, '.', '_' and '-'.
+var ErrInstanceID = errors.New("invalid group instance id")
+
 // An Error is a Kafka error of a Kind the caller tells apart.
 type Error struct {
 	Kind Kind
