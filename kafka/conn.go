@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/IBM/sarama"
@@ -19,12 +20,6 @@ import (
 	"github.com/rcrowley/go-metrics"
 	"github.com/xdg-go/scram"
 )
-
-func init() {
-	// batchpipe reads none of sarama's metrics: they cost time per request
-	// and start a goroutine that never ends.
-	metrics.UseNilMetrics = true
-}
 
 // Conn says how to reach a Kafka cluster: brokers, client id, TLS and
 // SASL. The Kafka source and the Kafka dead letter share one connection.
@@ -79,9 +74,17 @@ var Strategies = []string{"range", "roundrobin", "sticky", "cooperative-sticky"}
 // sarama uses for it: change them with it.
 var Version = sarama.V2_4_0_0
 
+// nilMetrics turns off go-metrics, whose metrics sarama keeps and
+// batchpipe reads none of: they cost time per request and start a
+// goroutine that never ends. A switch for the whole process, read as
+// sarama makes each metric: Config sets it, as every client is made with
+// its configuration.
+var nilMetrics = sync.OnceFunc(func() { metrics.UseNilMetrics = true })
+
 // Config returns the client configuration: the connection settings, and the
 // consumer and producer settings batchpipe relies on.
 func (c *Conn) Config() (*sarama.Config, error) {
+	nilMetrics()
 	if len(c.Brokers) == 0 {
 		return nil, errors.New("kafka: no brokers given")
 	}
