@@ -11,8 +11,10 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/IBM/sarama"
 	"github.com/batchpipe/batchpipe/batcher"
 	"github.com/batchpipe/batchpipe/internal/batchtest"
+	"github.com/batchpipe/batchpipe/kafka/kafkatest"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -276,4 +278,43 @@ func TestSendOrder(t *testing.T) {
 		wait(3)
 		want(2, 3)
 	})
+}
+
+// The broker takes any first sequence number from a producer id it has no
+// state of on a partition (Kafka 2.5+, KIP-360): were the first record
+// batch of an id refused and those sent behind it written, they would land
+// before it. It goes alone, and those behind it after its answer.
+func TestKafkaProducerFirstRecordBatchAlone(t *testing.T) {
+	l := &countingListener{}
+	listen := func(network, addr string) (net.Listener, error) {
+		ln, err := net.Listen(network, addr)
+		l.Listener = ln
+		return l, err
+	}
+	k, c := newFakeProducer(t, "a produce request refused", 1, ProducerConfig{KeyDelimiter: []byte(":")}, listen,
+		ProducerOptions{MaxMessageBytes: 1000})
+	// kfake, as Kafka, takes any first sequence number on a partition
+	// that has held records.
+	kafkatest.Send(t, kafkatest.NewProducer(t, c.ListenAddrs()...),
+		[]*sarama.ProducerMessage{{Topic: "t", Value: sarama.StringEncoder("-seed")}})
+	second := make(chan struct{}) // closed once a second produce request of k's is in
+	l.mu.Lock()
+	l.hold, l.in = l.requests+2, second
+	l.mu.Unlock()
+	c.ControlKey(int16(kmsg.Produce), func(r kmsg.Request) (kmsg.Response, error, bool) {
+		// k's first request, refused once a second is in behind it, if
+		// one comes: the test waits a second for it.
+		wait := time.NewTimer(time.Second)
+		defer wait.Stop()
+		select {
+		case <-second:
+		case <-wait.C:
+		}
+		return refuseProduce(r, kerr.NotLeaderForPartition.Code), nil, true
+	})
+	b := batchtest.Of(t, '\n', orderedRecords(0, 200)...)
+	if err := k.Deliver(context.Background(), b); err != nil {
+		t.Fatal(err)
+	}
+	checkInOrder(t, readAll(t, c, "t", 1), 201)
 }

@@ -334,7 +334,7 @@ func (k *Producer) resend(ctx context.Context, st *partitionState, p int32, recs
 		id, err := k.producerID()
 		if err == nil {
 			if st.gen != id.gen {
-				st.gen, st.seq, st.good = id.gen, 0, 0
+				st.restart(id.gen)
 			}
 			rb.ProducerID, rb.ProducerEpoch, rb.FirstSequence = id.id, id.epoch, st.seq
 			err = k.send(p, rb, nil)
@@ -344,6 +344,7 @@ func (k *Producer) resend(ctx context.Context, st *partitionState, p int32, recs
 				// send whose answer was lost: no other records ever had
 				// its producer id and sequence.
 				st.seq += int32(len(recs))
+				st.known = true
 				return nil
 			case refusedForGood(err):
 				return err // nothing written: the sequence stays
