@@ -196,7 +196,7 @@ var parts8 = []int32{0, 1, 2, 3, 4, 5, 6, 7}
 // rollingScale is the length of the stream TestKafkaRollingRestart
 // restarts the group in, and its pace, records a second:
 // BATCHPIPE_TEST_ROLLING=RECORDS[,RATE] runs it at another scale by hand
-// (the issue's: 1000000; RATE is by default a 50th of RECORDS, at least
+// (1000000 for a million; RATE is by default a 50th of RECORDS, at least
 // 4000); CI keeps it small. A rate the members cannot keep up with
 // stalls every partition, restarted or not.
 func rollingScale(t *testing.T) (records, rate int) {

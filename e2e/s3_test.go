@@ -278,7 +278,7 @@ func TestS3KafkaExactlyOnceKill9(t *testing.T) {
 	bkt := st.bucket("archive")
 	k := newKafka(t, 4)
 	// BATCHPIPE_TEST_S3_KILL9=RECORDS,KILLS runs it at another scale by
-	// hand (the issue's: 1000000,10); CI keeps it small.
+	// hand (1000000,10 for a million); CI keeps it small.
 	records, kills := 20000, 4
 	if v := os.Getenv("BATCHPIPE_TEST_S3_KILL9"); v != "" {
 		a, b, _ := strings.Cut(v, ",")
