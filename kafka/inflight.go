@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/IBM/sarama"
 )
@@ -31,15 +32,16 @@ const DefaultParallel = maxInFlight
 // batch sent again with the sequence it had is written once. That holds
 // once the broker knows the producer id on the partition: until then it
 // takes any first sequence number (Kafka 2.5+, KIP-360), so the first
-// record batch of an id goes alone.
+// record batch of an id goes alone, and so does the first after the
+// partition was left idle long enough for the broker to forget the id.
 type partitionState struct {
 	mu      sync.Mutex
 	changed chan struct{} // closed, and replaced, when the fields below change
 
-	gen   int   // the producer id generation the sequences count in
-	seq   int32 // the first sequence number of the next record batch
-	good  int32 // the sequence number after the last record batch written
-	known bool  // the broker has written a record batch of gen here
+	gen     int       // the producer id generation the sequences count in
+	seq     int32     // the first sequence number of the next record batch
+	good    int32     // the sequence number after the last record batch written
+	written time.Time // when the broker last wrote a record batch of gen here; zero: not yet
 
 	sent, settled uint64 // record batches sent, and settled in order: tickets
 	recovering    bool   // one failed: nothing new until those in flight settle
@@ -61,7 +63,20 @@ func (st *partitionState) change() {
 // restart makes the sequences those of producer id generation gen, which
 // the broker does not know here yet; st.mu must be held.
 func (st *partitionState) restart(gen int) {
-	st.gen, st.seq, st.good, st.known = gen, 0, 0, false
+	st.gen, st.seq, st.good, st.written = gen, 0, 0, time.Time{}
+}
+
+// forgetAfter is how long a partition may go without a record batch
+// written before the broker is taken to have forgotten the producer id
+// there: producer.id.expiration.ms, a day by default, is a broker setting
+// the producer cannot read, and going alone costs one round trip.
+const forgetAfter = 10 * time.Minute
+
+// known says whether the broker knows producer id generation gen on the
+// partition at now, so that record batches may follow one another
+// without waiting for answers; st.mu must be held.
+func (st *partitionState) known(gen int, now time.Time) bool {
+	return gen == st.gen && !st.written.IsZero() && now.Sub(st.written) < forgetAfter
 }
 
 // await waits, with st.mu held, for st to change; false if ctx ended.
@@ -105,7 +120,7 @@ func (k *Producer) start(ctx context.Context, c *chunk, batch int64) (*flight, e
 			// has written one record batch of the id, it takes any
 			// sequence number: one at a time, else those sent behind
 			// a first one refused would be written before it.
-			if idErr != nil || st.sent == st.settled || (id.gen == st.gen && st.known) {
+			if idErr != nil || st.sent == st.settled || st.known(id.gen, time.Now()) {
 				break
 			}
 		}
@@ -159,7 +174,7 @@ func (k *Producer) finish(ctx context.Context, fl *flight, batch int64) chunkRes
 	}()
 	if err == nil {
 		if fl.gen == st.gen {
-			st.good, st.known = fl.seq+int32(len(fl.c.recs)), true
+			st.good, st.written = fl.seq+int32(len(fl.c.recs)), time.Now()
 		}
 		delete(st.owed, batch)
 		return chunkResult{fl.c.index, []error{nil}}

@@ -318,3 +318,35 @@ func TestKafkaProducerFirstRecordBatchAlone(t *testing.T) {
 	}
 	checkInOrder(t, readAll(t, c, "t", 1), 201)
 }
+
+// Record batches follow one another unanswered only while the broker
+// knows the producer id on the partition: once one of it was written
+// there, and not after the partition was idle for forgetAfter, when the
+// broker may have let the id expire.
+func TestPartitionKnownProducerID(t *testing.T) {
+	st := &partitionState{changed: make(chan struct{})}
+	start := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	st.restart(1)
+	if st.known(1, start) {
+		t.Fatal("known before a record batch was written")
+	}
+	st.written = start
+	for _, c := range []struct {
+		gen  int
+		at   time.Duration
+		want bool
+	}{
+		{1, 0, true},
+		{1, forgetAfter - time.Second, true},
+		{1, forgetAfter, false},
+		{2, 0, false}, // a new producer id
+	} {
+		if got := st.known(c.gen, start.Add(c.at)); got != c.want {
+			t.Errorf("generation %d, %v after the last write: known %v, want %v", c.gen, c.at, got, c.want)
+		}
+	}
+	st.restart(2)
+	if st.known(2, start) {
+		t.Fatal("known after a new producer id, before a record batch of it was written")
+	}
+}

@@ -346,7 +346,7 @@ func (k *Producer) resend(ctx context.Context, st *partitionState, p int32, recs
 				// send whose answer was lost: no other records ever had
 				// its producer id and sequence.
 				st.seq += int32(len(recs))
-				st.known = true
+				st.written = time.Now()
 				return nil
 			case refusedForGood(err):
 				return err // nothing written: the sequence stays
