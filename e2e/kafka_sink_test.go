@@ -15,11 +15,13 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/IBM/sarama"
 	"github.com/batchpipe/batchpipe/kafka/kafkatest"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
@@ -478,6 +480,74 @@ func TestKafkaSinkPartitionByKeepsOrder(t *testing.T) {
 	for _, msgs := range byPartition(t, k.addr, k.topic) {
 		for _, m := range msgs {
 			fmt.Fprintf(&got, "%s %s\n", m.Key, m.Value)
+		}
+	}
+	checkKeyTurns(t, got.String(), keys, n)
+}
+
+// Keyed records, five batches in flight: each key's records land in its
+// partition once each, in the order read.
+func TestKafkaSinkKeysKeepOrder(t *testing.T) {
+	checkKeysKeepOrder(t, newKafka(t, 4))
+}
+
+// The same, with the first produce request refused (a partition whose
+// leader is not ready) on partitions that hold records already: a broker
+// then takes any first sequence number of a producer id, so the record
+// batches sent behind the refused one could be written before it.
+func TestKafkaSinkKeysKeepOrderFirstRefused(t *testing.T) {
+	k := fakeKafka(t, "a produce request refused", 4)
+	var seeds []*sarama.ProducerMessage
+	for p := range int32(4) {
+		seeds = append(seeds, &sarama.ProducerMessage{Topic: k.topic, Partition: p, Value: sarama.StringEncoder("seed")})
+	}
+	kafkatest.Send(t, kafkatest.NewProducer(t, k.addr), seeds)
+	var refused atomic.Bool
+	k.fake.ControlKey(int16(kmsg.Produce), func(r kmsg.Request) (kmsg.Response, error, bool) {
+		refused.Store(true)
+		req := r.(*kmsg.ProduceRequest)
+		resp := req.ResponseKind().(*kmsg.ProduceResponse)
+		for _, tp := range req.Topics {
+			rt := kmsg.NewProduceResponseTopic()
+			rt.Topic = tp.Topic
+			for _, p := range tp.Partitions {
+				rp := kmsg.NewProduceResponseTopicPartition()
+				rp.Partition, rp.ErrorCode = p.Partition, kerr.NotLeaderForPartition.Code
+				rt.Partitions = append(rt.Partitions, rp)
+			}
+			resp.Topics = append(resp.Topics, rt)
+		}
+		return resp, nil, true
+	})
+	checkKeysKeepOrder(t, k)
+	if !refused.Load() {
+		t.Fatal("no produce request refused")
+	}
+}
+
+// checkKeysKeepOrder produces 200000 records of 10 keys to k.topic, of 4
+// partitions, in batches of 1000, five at once, each sent as several
+// record batches a partition (--max-message-bytes), and checks that each
+// key's records land once each, in the order read. Records without a key
+// are left out.
+func checkKeysKeepOrder(t *testing.T, k *kafkaEnv) {
+	t.Helper()
+	var keys []string
+	for i := range 10 {
+		keys = append(keys, fmt.Sprintf("k%d", i))
+	}
+	const n = 20000 // per key
+	r := run(t, strings.NewReader(keyTurnsInput(keys, n)), "-j", "5", "-n", "1000",
+		"kafka", "--brokers", k.addr, "--key-delimiter", " ", "--max-message-bytes", "2000", k.topic)
+	if r.code != 0 {
+		t.Fatalf("exit %d:\n%s", r.code, r.stderr)
+	}
+	var got strings.Builder
+	for _, msgs := range byPartition(t, k.addr, k.topic) {
+		for _, m := range msgs {
+			if m.Key != nil {
+				fmt.Fprintf(&got, "%s %s\n", m.Key, m.Value)
+			}
 		}
 	}
 	checkKeyTurns(t, got.String(), keys, n)

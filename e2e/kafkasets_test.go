@@ -48,6 +48,7 @@ var brokerDifferences = []string{
 	"TestKafkaSinkEnvelopeRoundTrip",
 	"TestKafkaSinkFromKafka",
 	"TestKafkaSinkKeysJavaPartitions",
+	"TestKafkaSinkKeysKeepOrder",
 	"TestKafkaSinkNoSoftMemoryLimit",
 	"TestKafkaSinkPartitionByKeepsOrder",
 	"TestKafkaSinkRecordTooLarge",

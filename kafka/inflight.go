@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/IBM/sarama"
 )
@@ -28,14 +29,19 @@ const DefaultParallel = maxInFlight
 // nothing new is sent to the partition until every one in flight has
 // settled. So a partition's records land in the order they were sent, each
 // once: the broker writes a batch only after the one before it, and a
-// batch sent again with the sequence it had is written once.
+// batch sent again with the sequence it had is written once. That holds
+// once the broker knows the producer id on the partition: until then it
+// takes any first sequence number (Kafka 2.5+, KIP-360), so the first
+// record batch of an id goes alone, and so does the first after the
+// partition was left idle long enough for the broker to forget the id.
 type partitionState struct {
 	mu      sync.Mutex
 	changed chan struct{} // closed, and replaced, when the fields below change
 
-	gen  int   // the producer id generation the sequences count in
-	seq  int32 // the first sequence number of the next record batch
-	good int32 // the sequence number after the last record batch written
+	gen     int       // the producer id generation the sequences count in
+	seq     int32     // the first sequence number of the next record batch
+	good    int32     // the sequence number after the last record batch written
+	written time.Time // when the broker last wrote a record batch of gen here; zero: not yet
 
 	sent, settled uint64 // record batches sent, and settled in order: tickets
 	recovering    bool   // one failed: nothing new until those in flight settle
@@ -52,6 +58,25 @@ type partitionState struct {
 func (st *partitionState) change() {
 	close(st.changed)
 	st.changed = make(chan struct{})
+}
+
+// restart makes the sequences those of producer id generation gen, which
+// the broker does not know here yet; st.mu must be held.
+func (st *partitionState) restart(gen int) {
+	st.gen, st.seq, st.good, st.written = gen, 0, 0, time.Time{}
+}
+
+// forgetAfter is how long a partition may go without a record batch
+// written before the broker is taken to have forgotten the producer id
+// there: producer.id.expiration.ms, a day by default, is a broker setting
+// the producer cannot read, and going alone costs one round trip.
+const forgetAfter = 10 * time.Minute
+
+// known says whether the broker knows producer id generation gen on the
+// partition at now, so that record batches may follow one another
+// without waiting for answers; st.mu must be held.
+func (st *partitionState) known(gen int, now time.Time) bool {
+	return gen == st.gen && !st.written.IsZero() && now.Sub(st.written) < forgetAfter
 }
 
 // await waits, with st.mu held, for st to change; false if ctx ended.
@@ -91,8 +116,11 @@ func (k *Producer) start(ctx context.Context, c *chunk, batch int64) (*flight, e
 		if !st.recovering && st.sent-st.settled < maxInFlight && !st.behind(batch) {
 			id, idErr = k.producerID()
 			// A new producer id restarts the sequences: those in
-			// flight with the old one settle first.
-			if idErr != nil || id.gen == st.gen || st.sent == st.settled {
+			// flight with the old one settle first. Until the broker
+			// has written one record batch of the id, it takes any
+			// sequence number: one at a time, else those sent behind
+			// a first one refused would be written before it.
+			if idErr != nil || st.sent == st.settled || st.known(id.gen, time.Now()) {
 				break
 			}
 		}
@@ -107,7 +135,7 @@ func (k *Producer) start(ctx context.Context, c *chunk, batch int64) (*flight, e
 		return fl, nil
 	}
 	if st.gen != id.gen {
-		st.gen, st.seq, st.good = id.gen, 0, 0
+		st.restart(id.gen)
 	}
 	fl.gen, fl.seq = id.gen, st.seq
 	st.seq += int32(len(c.recs))
@@ -146,7 +174,7 @@ func (k *Producer) finish(ctx context.Context, fl *flight, batch int64) chunkRes
 	}()
 	if err == nil {
 		if fl.gen == st.gen {
-			st.good = fl.seq + int32(len(fl.c.recs))
+			st.good, st.written = fl.seq+int32(len(fl.c.recs)), time.Now()
 		}
 		delete(st.owed, batch)
 		return chunkResult{fl.c.index, []error{nil}}

@@ -11,8 +11,10 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/IBM/sarama"
 	"github.com/batchpipe/batchpipe/batcher"
 	"github.com/batchpipe/batchpipe/internal/batchtest"
+	"github.com/batchpipe/batchpipe/kafka/kafkatest"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -276,4 +278,75 @@ func TestSendOrder(t *testing.T) {
 		wait(3)
 		want(2, 3)
 	})
+}
+
+// The broker takes any first sequence number from a producer id it has no
+// state of on a partition (Kafka 2.5+, KIP-360): were the first record
+// batch of an id refused and those sent behind it written, they would land
+// before it. It goes alone, and those behind it after its answer.
+func TestKafkaProducerFirstRecordBatchAlone(t *testing.T) {
+	l := &countingListener{}
+	listen := func(network, addr string) (net.Listener, error) {
+		ln, err := net.Listen(network, addr)
+		l.Listener = ln
+		return l, err
+	}
+	k, c := newFakeProducer(t, "a produce request refused", 1, ProducerConfig{KeyDelimiter: []byte(":")}, listen,
+		ProducerOptions{MaxMessageBytes: 1000})
+	// kfake, as Kafka, takes any first sequence number on a partition
+	// that has held records.
+	kafkatest.Send(t, kafkatest.NewProducer(t, c.ListenAddrs()...),
+		[]*sarama.ProducerMessage{{Topic: "t", Value: sarama.StringEncoder("-seed")}})
+	second := make(chan struct{}) // closed once a second produce request of k's is in
+	l.mu.Lock()
+	l.hold, l.in = l.requests+2, second
+	l.mu.Unlock()
+	c.ControlKey(int16(kmsg.Produce), func(r kmsg.Request) (kmsg.Response, error, bool) {
+		// k's first request, refused once a second is in behind it, if
+		// one comes: the test waits a second for it.
+		wait := time.NewTimer(time.Second)
+		defer wait.Stop()
+		select {
+		case <-second:
+		case <-wait.C:
+		}
+		return refuseProduce(r, kerr.NotLeaderForPartition.Code), nil, true
+	})
+	b := batchtest.Of(t, '\n', orderedRecords(0, 200)...)
+	if err := k.Deliver(context.Background(), b); err != nil {
+		t.Fatal(err)
+	}
+	checkInOrder(t, readAll(t, c, "t", 1), 201)
+}
+
+// Record batches follow one another unanswered only while the broker
+// knows the producer id on the partition: once one of it was written
+// there, and not after the partition was idle for forgetAfter, when the
+// broker may have let the id expire.
+func TestPartitionKnownProducerID(t *testing.T) {
+	st := &partitionState{changed: make(chan struct{})}
+	start := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	st.restart(1)
+	if st.known(1, start) {
+		t.Fatal("known before a record batch was written")
+	}
+	st.written = start
+	for _, c := range []struct {
+		gen  int
+		at   time.Duration
+		want bool
+	}{
+		{1, 0, true},
+		{1, forgetAfter - time.Second, true},
+		{1, forgetAfter, false},
+		{2, 0, false}, // a new producer id
+	} {
+		if got := st.known(c.gen, start.Add(c.at)); got != c.want {
+			t.Errorf("generation %d, %v after the last write: known %v, want %v", c.gen, c.at, got, c.want)
+		}
+	}
+	st.restart(2)
+	if st.known(2, start) {
+		t.Fatal("known after a new producer id, before a record batch of it was written")
+	}
 }

@@ -68,9 +68,9 @@ const DefaultTimeout = 30 * time.Second
 // the rest of batchpipe together. It is idempotent as the Java client is:
 // a producer id from the broker and a sequence number per partition, so a
 // request retried after a lost answer is written once. Up to five record
-// batches a partition are in flight at once, in the order the batches were
-// formed, and settled in that order (inflight.go), so order within a
-// partition is kept.
+// batches a partition are in flight at once (the first of a producer id
+// alone), in the order the batches were formed, and settled in that order
+// (inflight.go), so order within a partition is kept.
 //
 // Records the broker refuses for good (too large, invalid) are rejected
 // on their own; records that failed for a reason that may pass (no
@@ -187,7 +187,9 @@ type chunkResult struct {
 // Deliver produces b's records. Its record batches are sent after those of
 // every earlier batch, without waiting for their answers: with -j above 1,
 // batches follow one another down the connection as the Java client's
-// requests do, in order.
+// requests do, in order. Batches are ordered by their Seq, as the pipeline
+// numbers them; deliveries at once of one Seq, which it never makes, are
+// in no order between themselves.
 func (k *Producer) Deliver(ctx context.Context, b *batcher.Batch) error {
 	if k.txn != nil {
 		return k.deliverTxn(ctx, b)
@@ -334,7 +336,7 @@ func (k *Producer) resend(ctx context.Context, st *partitionState, p int32, recs
 		id, err := k.producerID()
 		if err == nil {
 			if st.gen != id.gen {
-				st.gen, st.seq, st.good = id.gen, 0, 0
+				st.restart(id.gen)
 			}
 			rb.ProducerID, rb.ProducerEpoch, rb.FirstSequence = id.id, id.epoch, st.seq
 			err = k.send(p, rb, nil)
@@ -344,6 +346,7 @@ func (k *Producer) resend(ctx context.Context, st *partitionState, p int32, recs
 				// send whose answer was lost: no other records ever had
 				// its producer id and sequence.
 				st.seq += int32(len(recs))
+				st.written = time.Now()
 				return nil
 			case refusedForGood(err):
 				return err // nothing written: the sequence stays

@@ -190,10 +190,9 @@ func TestKafkaProducerRetriesLostConnections(t *testing.T) {
 	}
 }
 
-// A batch larger than --max-message-bytes goes as several record batches,
-// in order; batches delivered at once (-j) to the same partitions all
-// land.
-func TestKafkaProducerSplitsAndParallel(t *testing.T) {
+// A batch larger than --max-message-bytes goes as several record
+// batches, in order.
+func TestKafkaProducerSplits(t *testing.T) {
 	k, c := newFakeProducer(t, "produce requests counted", 3, ProducerConfig{KeyDelimiter: []byte(":")}, nil, ProducerOptions{MaxMessageBytes: 1000})
 	var requests atomic.Int64
 	c.ControlKey(int16(kmsg.Produce), func(kmsg.Request) (kmsg.Response, error, bool) {
@@ -201,39 +200,64 @@ func TestKafkaProducerSplitsAndParallel(t *testing.T) {
 		c.KeepControl()
 		return nil, nil, false
 	})
+	b := batchtest.Of(t, '\n', orderedRecords(0, 2000)...)
+	if err := k.Deliver(context.Background(), b); err != nil {
+		t.Fatal(err)
+	}
+	checkInOrder(t, readAll(t, c, "t", 3), 2000)
+	// 2000 records of about 70 bytes, at most 1000 bytes a record batch.
+	if r := requests.Load(); r < 140 {
+		t.Fatalf("%d produce requests: the batches were not split", r)
+	}
+}
+
+// Batches delivered at once (-j), numbered as the pipeline numbers them
+// and each split into record batches (--max-message-bytes): every record
+// lands once, and each partition has the batches' records in the order of
+// the batches.
+func TestKafkaProducerParallelKeepsOrder(t *testing.T) {
+	k, c := newTestProducer(t, 3, ProducerConfig{KeyDelimiter: []byte(":")}, ProducerOptions{MaxMessageBytes: 1000})
 	const workers, per = 4, 500
 	var wg sync.WaitGroup
 	for w := range workers {
-		var recs [][]byte
-		for i := range per {
-			recs = append(recs, fmt.Appendf(nil, "key%d:%d/%04d/%s", i%7, w, i, strings.Repeat("x", 50)))
-		}
+		b := batchtest.Of(t, '\n', orderedRecords(w, per)...)
+		b.Seq = int64(w + 1) // batchtest.Of's are all 1
 		wg.Go(func() {
-			if err := k.Deliver(context.Background(), batchtest.Of(t, '\n', recs...)); err != nil {
+			defer k.Settled(b.Seq) // as the pipeline does
+			if err := k.Deliver(context.Background(), b); err != nil {
 				t.Error(err)
 			}
 		})
 	}
 	wg.Wait()
-	got := readAll(t, c, "t", 3)
-	n := 0
+	checkInOrder(t, readAll(t, c, k.cfg.Topic, 3), workers*per)
+}
+
+// orderedRecords returns n records "keyK:W/IIII/x…" of batch w, K = I % 7:
+// their values sort in the order of w, then of I.
+func orderedRecords(w, n int) [][]byte {
+	recs := make([][]byte, n)
+	for i := range recs {
+		recs[i] = fmt.Appendf(nil, "key%d:%d/%04d/%s", i%7, w, i, strings.Repeat("x", 50))
+	}
+	return recs
+}
+
+// checkInOrder checks that got, orderedRecords' values by partition, holds
+// n records, each partition's in the order they were made.
+func checkInOrder(t *testing.T, got map[int32][]string, n int) {
+	t.Helper()
+	seen := 0
 	for p, vals := range got {
-		last := map[string]string{}
-		for _, v := range vals {
-			w, i, _ := strings.Cut(v, "/")
-			if i <= last[w] {
-				t.Fatalf("partition %d: %s after %s", p, v, last[w])
+		for j := 1; j < len(vals); j++ {
+			if vals[j] <= vals[j-1] {
+				t.Fatalf("partition %d: %.6s after %.6s", p, vals[j], vals[j-1])
 			}
-			last[w] = i
-			n++
 		}
+		seen += len(vals)
 	}
-	if n != workers*per {
-		t.Fatalf("%d records, want %d", n, workers*per)
-	}
-	// 2000 records of about 70 bytes, at most 1000 bytes a record batch.
-	if r := requests.Load(); r < 140 {
-		t.Fatalf("%d produce requests: the batches were not split", r)
+	if seen != n {
+		t.Fatalf("%d records, want %d", seen, n)
 	}
 }
 
