@@ -1,7 +1,6 @@
 package kafka
 
 import (
-	"slices"
 	"sort"
 	"sync"
 
@@ -51,6 +50,7 @@ type partState struct {
 	n       int64           // its number among assignments: its records' Meta.Assignment
 	pending []*batcher.Meta // sent and not yet done with, in offset order from head
 	done    []bool          // done[i]: pending[i] is done with
+	taken   []bool          // taken[i]: pending[i] is in a batch that started
 	head    int
 
 	start     int64 // where reading started
@@ -62,6 +62,11 @@ type partState struct {
 	revoked   bool  // being given up: takes no records, and no batch of them starts
 	gone      bool  // given up: acks no longer count
 	tail      int64 // the last skip's end: nothing to read from the last record before it
+	// above is the offset after the highest record in a batch that
+	// started: a revoke withdraws no record below it, or the commit would
+	// stop short of records delivered, and the new owner deliver them
+	// again. Workers may start a partition's batches out of order.
+	above int64
 
 	// gate, while a commit of the tail is sent for a sink that commits
 	// offsets itself (offsetsInSink), holds back further records: no
@@ -157,14 +162,16 @@ func (t *tracker) sendOrWait(st *partState, recs []batcher.Record) (bool, <-chan
 	if st.head > 0 && st.head >= len(st.pending)/2 {
 		n := copy(st.pending, st.pending[st.head:])
 		copy(st.done, st.done[st.head:])
+		copy(st.taken, st.taken[st.head:])
 		clear(st.pending[n:])
-		st.pending, st.done, st.head = st.pending[:n], st.done[:n], 0
+		st.pending, st.done, st.taken, st.head = st.pending[:n], st.done[:n], st.taken[:n], 0
 	}
 	wasComplete := st.complete()
 	for i := range recs {
 		m := recs[i].Meta
 		st.pending = append(st.pending, m)
 		st.done = append(st.done, false)
+		st.taken = append(st.taken, false)
 		st.next = m.Offset + 1
 	}
 	if st.end >= 0 && !wasComplete && st.complete() {
@@ -306,7 +313,7 @@ func (st *partState) advance() {
 		st.head++
 	}
 	if st.head == len(st.pending) {
-		st.pending, st.done, st.head = st.pending[:0], st.done[:0], 0
+		st.pending, st.done, st.taken, st.head = st.pending[:0], st.done[:0], st.taken[:0], 0
 		st.acked = st.next
 		return
 	}
@@ -410,61 +417,6 @@ func (t *tracker) letGo(keep bool) {
 		}
 	}
 	t.active = false
-}
-
-// withdraw returns the indexes of b's records that must not be delivered:
-// those of partitions revoked, or of assignments given up. It notes the
-// batch as started with the rest.
-func (t *tracker) withdraw(seq int64, b metaLister) []int {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	var (
-		idx  []int
-		held []*partState
-	)
-	t.locate(b, func(i int, st *partState, j int) {
-		if st == nil || st.revoked || j < 0 {
-			idx = append(idx, i)
-			return
-		}
-		if len(held) == 0 || held[len(held)-1] != st {
-			if !slices.Contains(held, st) {
-				held = append(held, st)
-			}
-		}
-	})
-	if len(held) > 0 {
-		t.started[seq] = held
-	}
-	return idx
-}
-
-// settle notes that the batch seq is over.
-func (t *tracker) settle(seq int64) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if _, ok := t.started[seq]; ok {
-		delete(t.started, seq)
-		close(t.settled)
-		t.settled = make(chan struct{})
-	}
-}
-
-// inFlight returns how many batches started hold records of revoked
-// partitions, and a channel closed when that may have changed.
-func (t *tracker) inFlight() (int, <-chan struct{}) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	n := 0
-	for _, sts := range t.started {
-		for _, st := range sts {
-			if st.revoked && !st.gone {
-				n++
-				break
-			}
-		}
-	}
-	return n, t.settled
 }
 
 func (t *tracker) revokeLocked(st *partState) {

@@ -620,6 +620,51 @@ func TestTrackerWithdraw(t *testing.T) {
 	}
 }
 
+// Workers may start a partition's batches out of order: one started after
+// the revoke whose records lie below those of a batch started before it
+// is delivered too, and waited for, so that the commit passes both; the
+// new owner would deliver the later batch's records again otherwise. A
+// batch above every one started, or a retry of the highest, is withdrawn.
+func TestTrackerWithdrawBelowStarted(t *testing.T) {
+	tr := newTracker()
+	st := tr.assign("t", 0, 0, -1, 0)
+	recs := records("t", 0, span(0, 30)...)
+	tr.sent(st, recs)
+	tr.withdraw(2, batch(recs, 10, 20)) // batch 1 (0-9) is still on its way
+	tr.revoke()
+	if n, _ := tr.inFlight(); n != 2 {
+		t.Fatalf("%d in flight, want batch 2 and the records below it", n)
+	}
+	if idx := tr.withdraw(1, batch(recs, 0, 10)); idx != nil {
+		t.Fatalf("withdrew %v, below records of a batch started", idx)
+	}
+	if idx := tr.withdraw(3, batch(recs, 20, 30)); len(idx) != 10 {
+		t.Fatalf("withdrew %v, want all 10 above every batch started", idx)
+	}
+	tr.ack(batch(recs, 10, 20))
+	tr.settle(2)
+	if n, _ := tr.inFlight(); n != 1 {
+		t.Fatalf("%d in flight, want batch 1", n)
+	}
+	tr.ack(batch(recs, 0, 10))
+	tr.settle(1)
+	if n, _ := tr.inFlight(); n != 0 {
+		t.Fatalf("%d in flight after both settled", n)
+	}
+	if cs := tr.commits(); len(cs) != 1 || cs[0].offset != 20 {
+		t.Fatalf("commits %+v, want offset 20: both batches delivered", cs)
+	}
+
+	tr = newTracker()
+	st = tr.assign("t", 0, 0, -1, 0)
+	tr.sent(st, recs)
+	tr.withdraw(1, batch(recs, 0, 10))
+	tr.revoke()
+	if idx := tr.withdraw(1, batch(recs, 0, 10)); len(idx) != 10 {
+		t.Fatalf("withdrew %v of a retry of the highest batch, want all 10", idx)
+	}
+}
+
 // With --partition-by a partition's records sit in many key batches, not
 // consecutive in any: acked in any order, the watermark is always the
 // first record not acked.
