@@ -64,11 +64,19 @@ func TestKafkaGroupJoinsDeliverOnce(t *testing.T) {
 			// group drops the member before it knows, a duplicate the
 			// README states. 6s is Kafka's smallest default.
 			const session = "6s"
+			// A member whose run is over while the group rebalances exits
+			// with its join unanswered, as batchpipe does not wait to
+			// leave. Kafka gives up on it after its session timeout; kfake,
+			// when the join's answer could not be sent, only after the
+			// rebalance timeout (60s by default): the others, waiting
+			// that long for a dead leader's assignment, did not exit
+			// within the minute.
+			const rebalance = "15s"
 			for m := range 3 {
 				out := filepath.Join(dir, fmt.Sprintf("out%d", m))
 				outs = append(outs, out)
 				args := []string{"-v", "--kafka-brokers", addr, "--topic", k.topic, "--group", k.group, "--until-end",
-					"-n", "500", "-j", "4", "--kafka-session-timeout", session, "exec", "--"}
+					"-n", "500", "-j", "4", "--kafka-session-timeout", session, "--kafka-rebalance-timeout", rebalance, "exec", "--"}
 				p := start(t, append(append(args, childCmd(t, "append")...), out)...)
 				members = append(members, p)
 				switch m {
