@@ -82,15 +82,7 @@ func helpFunc(other func(*cobra.Command, []string)) func(*cobra.Command, []strin
 
 // isSink reports whether c is a sink's subcommand.
 func isSink(c *cobra.Command) bool {
-	if c.Parent() != c.Root() {
-		return false
-	}
-	for _, s := range sinkCommands {
-		if s.name == c.Name() {
-			return true
-		}
-	}
-	return false
+	return c.Parent() == c.Root() && sinkNamed(c.Name())
 }
 
 // helpSummary is the paragraphs of c's Long that --help shows.

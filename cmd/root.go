@@ -196,6 +196,9 @@ func newRoot(o *options) *cobra.Command {
 	root.SuggestionsMinimumDistance = 2
 	root.RunE = func(c *cobra.Command, args []string) error {
 		if len(args) > 0 {
+			if c.ArgsLenAtDash() == 0 && sinkNamed(args[0]) {
+				return usagef("sink %q after \"--\": name the sink first, then \"--\" before a command's own arguments (batchpipe -n 100 exec -- wc -l)", args[0])
+			}
 			if s := c.SuggestionsFor(args[0]); len(s) > 0 {
 				return usagef("unknown sink %q (did you mean %s?)", args[0], s[0])
 			}
