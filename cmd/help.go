@@ -282,7 +282,7 @@ func newVersionCmd() *cobra.Command {
 		Short: "Print batchpipe's version",
 		Args:  cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
-			_, err := fmt.Fprintf(c.OutOrStdout(), "batchpipe version %s\n", version)
+			_, err := fmt.Fprintf(c.OutOrStdout(), "batchpipe version %s\n", buildVersion())
 			return err
 		},
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"runtime/debug"
+	"sync"
 	"time"
 
 	"github.com/batchpipe/batchpipe/batcher"
@@ -17,10 +18,11 @@ import (
 // else it comes from the build info (see versionOf).
 var version = "dev"
 
-func init() {
+// buildVersion is the version batchpipe reports, worked out once.
+var buildVersion = sync.OnceValue(func() string {
 	info, _ := debug.ReadBuildInfo()
-	version = versionOf(version, info)
-}
+	return versionOf(version, info)
+})
 
 // versionOf is the version to report: the one set at build time; else the
 // module's, which `go install …@v1.2.3` records; else the commit built from.
@@ -180,7 +182,7 @@ func newRoot(o *options) *cobra.Command {
 		Short:         "Batch a stream of records and deliver every batch",
 		Long:          rootHelp,
 		Example:       rootExamples,
-		Version:       version,
+		Version:       buildVersion(),
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
