@@ -111,6 +111,8 @@ func TestBadCommandLinesAreUsageErrors(t *testing.T) {
 		{[]string{"__complete"}, "requires at least 1 arg(s), only received 0"},
 		{[]string{"file", "a", "b"}, "file: give one PATH (- for stdout) or --per-batch TEMPLATE"},
 		{[]string{"nosuch"}, `unknown sink "nosuch" (sinks: file, exec, http, kafka, s3)`},
+		{[]string{"-n", "3", "--", "file", "-"}, `sink "file" after "--": name the sink first, then "--" before a command's own arguments (batchpipe -n 100 exec -- wc -l)`},
+		{[]string{"--", "nosuch"}, `unknown sink "nosuch" (sinks: file, exec, http, kafka, s3)`},
 		{[]string{}, "no sink given (sinks: file, exec, http, kafka, s3)"},
 		{[]string{"--fsync", "file", "out"}, "--fsync is a flag of the file sink: put it after 'file'"},
 	} {

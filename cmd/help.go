@@ -82,15 +82,7 @@ func helpFunc(other func(*cobra.Command, []string)) func(*cobra.Command, []strin
 
 // isSink reports whether c is a sink's subcommand.
 func isSink(c *cobra.Command) bool {
-	if c.Parent() != c.Root() {
-		return false
-	}
-	for _, s := range sinkCommands {
-		if s.name == c.Name() {
-			return true
-		}
-	}
-	return false
+	return c.Parent() == c.Root() && sinkNamed(c.Name())
 }
 
 // helpSummary is the paragraphs of c's Long that --help shows.
@@ -290,7 +282,7 @@ func newVersionCmd() *cobra.Command {
 		Short: "Print batchpipe's version",
 		Args:  cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
-			_, err := fmt.Fprintf(c.OutOrStdout(), "batchpipe version %s\n", version)
+			_, err := fmt.Fprintf(c.OutOrStdout(), "batchpipe version %s\n", buildVersion())
 			return err
 		},
 	}

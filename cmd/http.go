@@ -103,7 +103,7 @@ func (s *httpSpec) validate(o *options) error {
 		cfg.Header.Add(name, value)
 	}
 	cfg.Parallel = o.parallel
-	cfg.UserAgent = "batchpipe/" + version
+	cfg.UserAgent = "batchpipe/" + buildVersion()
 	if cfg.Gzip && cfg.Compress.On() && cfg.Compress.Algo != "gzip" {
 		return usagef("http: --gzip is --compress gzip, and --compress says %s: give one", cfg.Compress.Algo)
 	}

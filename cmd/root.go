@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"runtime/debug"
+	"sync"
 	"time"
 
 	"github.com/batchpipe/batchpipe/batcher"
@@ -17,10 +18,11 @@ import (
 // else it comes from the build info (see versionOf).
 var version = "dev"
 
-func init() {
+// buildVersion is the version batchpipe reports, worked out once.
+var buildVersion = sync.OnceValue(func() string {
 	info, _ := debug.ReadBuildInfo()
-	version = versionOf(version, info)
-}
+	return versionOf(version, info)
+})
 
 // versionOf is the version to report: the one set at build time; else the
 // module's, which `go install …@v1.2.3` records; else the commit built from.
@@ -180,7 +182,7 @@ func newRoot(o *options) *cobra.Command {
 		Short:         "Batch a stream of records and deliver every batch",
 		Long:          rootHelp,
 		Example:       rootExamples,
-		Version:       version,
+		Version:       buildVersion(),
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
@@ -196,6 +198,9 @@ func newRoot(o *options) *cobra.Command {
 	root.SuggestionsMinimumDistance = 2
 	root.RunE = func(c *cobra.Command, args []string) error {
 		if len(args) > 0 {
+			if c.ArgsLenAtDash() == 0 && sinkNamed(args[0]) {
+				return usagef("sink %q after \"--\": name the sink first, then \"--\" before a command's own arguments (batchpipe -n 100 exec -- wc -l)", args[0])
+			}
 			if s := c.SuggestionsFor(args[0]); len(s) > 0 {
 				return usagef("unknown sink %q (did you mean %s?)", args[0], s[0])
 			}

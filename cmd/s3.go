@@ -89,7 +89,7 @@ func (s *s3Spec) validate(o *options) error {
 	cfg.ExactlyOnce = o.kafka.exactlyOnce
 	cfg.PartSize = int64(s.partSize)
 	cfg.Parallel = o.parallel
-	cfg.UserAgent = "batchpipe/" + version
+	cfg.UserAgent = "batchpipe/" + buildVersion()
 	switch {
 	case cfg.Timeout <= 0:
 		return usagef("s3: --timeout must be positive, not %v", cfg.Timeout)

@@ -1,6 +1,7 @@
 package cmd
 
 import (
+	"slices"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -30,6 +31,11 @@ func sinkNames() string {
 		names[i] = s.name
 	}
 	return strings.Join(names, ", ")
+}
+
+// sinkNamed says whether name is a sink's.
+func sinkNamed(name string) bool {
+	return slices.ContainsFunc(sinkCommands, func(s sinkCommand) bool { return s.name == name })
 }
 
 // sinkTargets is "a file, a command, … or an S3 bucket", for --help.

@@ -505,19 +505,7 @@ func TestKafkaSinkKeysKeepOrderFirstRefused(t *testing.T) {
 	var refused atomic.Bool
 	k.fake.ControlKey(int16(kmsg.Produce), func(r kmsg.Request) (kmsg.Response, error, bool) {
 		refused.Store(true)
-		req := r.(*kmsg.ProduceRequest)
-		resp := req.ResponseKind().(*kmsg.ProduceResponse)
-		for _, tp := range req.Topics {
-			rt := kmsg.NewProduceResponseTopic()
-			rt.Topic = tp.Topic
-			for _, p := range tp.Partitions {
-				rp := kmsg.NewProduceResponseTopicPartition()
-				rp.Partition, rp.ErrorCode = p.Partition, kerr.NotLeaderForPartition.Code
-				rt.Partitions = append(rt.Partitions, rp)
-			}
-			resp.Topics = append(resp.Topics, rt)
-		}
-		return resp, nil, true
+		return kafkatest.RefuseProduce(r, kerr.NotLeaderForPartition.Code), nil, true
 	})
 	checkKeysKeepOrder(t, k)
 	if !refused.Load() {

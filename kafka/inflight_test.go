@@ -41,18 +41,7 @@ func runKafkaPipeline(t *testing.T, k *Producer, c brokers, parts int32, n, keys
 	if st.Delivered != int64(n) {
 		t.Fatalf("%d records delivered, want %d", st.Delivered, n)
 	}
-	got := 0
-	for part, vals := range readAll(t, c, k.cfg.Topic, parts) {
-		for j := 1; j < len(vals); j++ {
-			if vals[j] <= vals[j-1] {
-				t.Fatalf("partition %d: %s after %s (a duplicate, or out of order)", part, vals[j], vals[j-1])
-			}
-		}
-		got += len(vals)
-	}
-	if got != n {
-		t.Fatalf("%d records in the topic, want the %d sent, each once", got, n)
-	}
+	checkInOrder(t, readAll(t, c, k.cfg.Topic, parts), n)
 	return st
 }
 
@@ -63,7 +52,7 @@ func runKafkaPipeline(t *testing.T, k *Producer, c brokers, parts int32, n, keys
 func TestKafkaProducerInFlightKeepsOrder(t *testing.T) {
 	refuse := func(code int16) func(c *kfake.Cluster, r kmsg.Request) (kmsg.Response, error, bool) {
 		return func(_ *kfake.Cluster, r kmsg.Request) (kmsg.Response, error, bool) {
-			return refuseProduce(r, code), nil, true
+			return kafkatest.RefuseProduce(r, code), nil, true
 		}
 	}
 	for _, tc := range []struct {
@@ -310,7 +299,7 @@ func TestKafkaProducerFirstRecordBatchAlone(t *testing.T) {
 		case <-second:
 		case <-wait.C:
 		}
-		return refuseProduce(r, kerr.NotLeaderForPartition.Code), nil, true
+		return kafkatest.RefuseProduce(r, kerr.NotLeaderForPartition.Code), nil, true
 	})
 	b := batchtest.Of(t, '\n', orderedRecords(0, 200)...)
 	if err := k.Deliver(context.Background(), b); err != nil {

@@ -243,8 +243,9 @@ func orderedRecords(w, n int) [][]byte {
 	return recs
 }
 
-// checkInOrder checks that got, orderedRecords' values by partition, holds
-// n records, each partition's in the order they were made.
+// checkInOrder checks that got, values by partition that increase in the
+// order they were made, holds n records, each partition's in that order:
+// none twice, none out of order.
 func checkInOrder(t *testing.T, got map[int32][]string, n int) {
 	t.Helper()
 	seen := 0
@@ -363,7 +364,7 @@ func TestKafkaProducerRetriesNotLeader(t *testing.T) {
 			return nil, nil, false
 		}
 		c.KeepControl()
-		return refuseProduce(r, kerr.NotLeaderForPartition.Code), nil, true
+		return kafkatest.RefuseProduce(r, kerr.NotLeaderForPartition.Code), nil, true
 	})
 	if err := k.Deliver(context.Background(), batchtest.Of(t, '\n', []byte("a"), []byte("b"))); err != nil {
 		t.Fatal(err)
@@ -373,24 +374,6 @@ func TestKafkaProducerRetriesNotLeader(t *testing.T) {
 	}
 }
 
-// refuseProduce answers produce request r with error code for every
-// partition in it.
-func refuseProduce(r kmsg.Request, code int16) kmsg.Response {
-	req := r.(*kmsg.ProduceRequest)
-	resp := req.ResponseKind().(*kmsg.ProduceResponse)
-	for _, tp := range req.Topics {
-		rt := kmsg.NewProduceResponseTopic()
-		rt.Topic = tp.Topic
-		for _, p := range tp.Partitions {
-			rp := kmsg.NewProduceResponseTopicPartition()
-			rp.Partition = p.Partition
-			rp.ErrorCode = code
-			rt.Partitions = append(rt.Partitions, rp)
-		}
-		resp.Topics = append(resp.Topics, rt)
-	}
-	return resp
-}
 
 // Records rejected from several partitions are listed in batch order, so
 // that those tried again keep their order.
