@@ -374,7 +374,6 @@ func TestKafkaProducerRetriesNotLeader(t *testing.T) {
 	}
 }
 
-
 // Records rejected from several partitions are listed in batch order, so
 // that those tried again keep their order.
 func TestKafkaProducerRejectsInOrder(t *testing.T) {
