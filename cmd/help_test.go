@@ -122,30 +122,46 @@ func TestSinkFlagBeforeSink(t *testing.T) {
 func TestVersionCommand(t *testing.T) {
 	var out, errb bytes.Buffer
 	code := Main([]string{"version"}, Streams{In: strings.NewReader(""), Out: &out, Err: &errb}, nil)
-	if code != exitOK || out.String() != "batchpipe version "+version+"\n" {
+	if code != exitOK || out.String() != "batchpipe version "+buildVersion()+"\n" {
 		t.Errorf("version: exit %d, %q %q", code, out.String(), errb.String())
 	}
 }
 
-// Every example of the root's help is a command line batchpipe takes.
-func TestRootExamplesParse(t *testing.T) {
-	n := 0
-	for line := range strings.Lines(rootExamples) {
+// An example is a command line of a help text's examples.
+type example struct {
+	line string   // as the help shows it
+	args []string // its words after "batchpipe ", without the "< FILE" giving stdin
+}
+
+// examples returns the command lines of a help text's examples, leaving
+// out comments and lines that do not run batchpipe.
+func examples(t *testing.T, help string) []example {
+	t.Helper()
+	var exs []example
+	for line := range strings.Lines(help) {
 		line = strings.TrimSpace(line)
 		_, cmdline, ok := strings.Cut(line, "batchpipe ")
 		if !ok || strings.HasPrefix(line, "#") {
 			continue
 		}
-		n++
-		cmdline, _, _ = strings.Cut(cmdline, " < ")
+		cmdline, _, _ = strings.Cut(cmdline, " <")
+		exs = append(exs, example{line, shellWords(t, cmdline)})
+	}
+	return exs
+}
+
+// Every example of the root's help is a command line batchpipe takes.
+func TestRootExamplesParse(t *testing.T) {
+	exs := examples(t, rootExamples)
+	for _, ex := range exs {
 		var errb bytes.Buffer
 		o := &options{streams: Streams{In: strings.NewReader(""), Out: &bytes.Buffer{}, Err: &errb}}
 		o.runHook = func(batcher.Config, sinkOpener) error { return nil }
-		if code := execute(o, shellWords(t, cmdline)); code != exitOK {
-			t.Errorf("example %q: exit %d: %s", line, code, errb.String())
+		if code := execute(o, ex.args); code != exitOK {
+			t.Errorf("example %q: exit %d: %s", ex.line, code, errb.String())
 		}
 	}
-	if n < 3 || n > 5 {
+	if n := len(exs); n < 3 || n > 5 {
 		t.Errorf("%d examples, want 3 to 5", n)
 	}
 }

@@ -64,18 +64,9 @@ func TestHTTPExamplesParse(t *testing.T) {
 		"client.pem":     certs.ClientCert,
 		"client-key.pem": certs.ClientKey,
 	}
-	n := 0
-	for line := range strings.Lines(httpExamples) {
-		line = strings.TrimSpace(line)
-		_, cmdline, ok := strings.Cut(line, "batchpipe ")
-		if !ok || strings.HasPrefix(line, "#") {
-			continue
-		}
-		n++
-		if i := strings.Index(cmdline, " < "); i >= 0 {
-			cmdline = cmdline[:i] // stdin is given below
-		}
-		args := shellWords(t, cmdline)
+	exs := examples(t, httpExamples)
+	for _, ex := range exs {
+		args := ex.args
 		for i, a := range args {
 			if f, ok := files[a]; ok {
 				args[i] = f
@@ -87,10 +78,10 @@ func TestHTTPExamplesParse(t *testing.T) {
 		var out, errb bytes.Buffer
 		code := Main(args, Streams{In: strings.NewReader(""), Out: &out, Err: &errb}, nil)
 		if code != exitOK {
-			t.Errorf("example %q: exit %d: %s", line, code, errb.String())
+			t.Errorf("example %q: exit %d: %s", ex.line, code, errb.String())
 		}
 	}
-	if n < 3 || n > 5 {
+	if n := len(exs); n < 3 || n > 5 {
 		t.Errorf("%d examples, want 3 to 5", n)
 	}
 }

@@ -2,6 +2,7 @@ package cmd
 
 import (
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 
@@ -94,17 +95,14 @@ func TestKafkaSinkBrokers(t *testing.T) {
 // The kafka sink's examples parse.
 func TestKafkaSinkExamplesParse(t *testing.T) {
 	n := 0
-	for line := range strings.Lines(kafkaSinkExamples) {
-		line = strings.TrimSpace(line)
-		_, cmdline, ok := strings.Cut(line, "batchpipe ")
-		if !ok || strings.HasPrefix(line, "#") || !strings.Contains(cmdline, "kafka ") {
+	for _, ex := range examples(t, kafkaSinkExamples) {
+		if !slices.Contains(ex.args, "kafka") {
 			continue
 		}
-		cmdline, _, _ = strings.Cut(cmdline, " <")
 		n++
-		_, stderr, code := parseKafka(t, shellWords(t, cmdline)...)
+		_, stderr, code := parseKafka(t, ex.args...)
 		if code != exitOK {
-			t.Errorf("example %q: exit %d: %s", line, code, stderr)
+			t.Errorf("example %q: exit %d: %s", ex.line, code, stderr)
 		}
 	}
 	if n < 3 {

@@ -3,6 +3,7 @@ package cmd
 import (
 	"bytes"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -182,16 +183,14 @@ func TestKafkaBadInstanceIDIsUsage(t *testing.T) {
 // The Kafka examples of the root help parse.
 func TestKafkaExamplesParse(t *testing.T) {
 	n := 0
-	for line := range strings.Lines(rootExamples) {
-		line = strings.TrimSpace(line)
-		_, cmdline, ok := strings.Cut(line, "batchpipe ")
-		if !ok || strings.HasPrefix(line, "#") || !strings.Contains(line, "--topic") {
+	for _, ex := range examples(t, rootExamples) {
+		if !slices.Contains(ex.args, "--topic") {
 			continue
 		}
 		n++
-		_, stderr, code := parseKafka(t, shellWords(t, cmdline)...)
+		_, stderr, code := parseKafka(t, ex.args...)
 		if code != exitOK {
-			t.Errorf("example %q: exit %d: %s", line, code, stderr)
+			t.Errorf("example %q: exit %d: %s", ex.line, code, stderr)
 		}
 	}
 	if n < 2 {
