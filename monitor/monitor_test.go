@@ -42,12 +42,7 @@ func TestProgressRedrawsAndErases(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		var out bytes.Buffer
 		p := &Progress{W: &out, Stats: func() batcher.Stats { return batcher.Stats{Read: 100} }}
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan struct{})
-		go func() {
-			p.Run(ctx)
-			close(done)
-		}()
+		stop := run(p)
 		advance(time.Second + time.Millisecond)
 		synctest.Wait()
 		// Ten redraws a second, no more.
@@ -59,8 +54,7 @@ func TestProgressRedrawsAndErases(t *testing.T) {
 		if !strings.HasSuffix(out.String(), "\r\x1b[Kwarning\n\r\x1b[K"+status) {
 			t.Errorf("log line not on a clean line, or status not redrawn after it: %q", out.String()[max(0, out.Len()-100):])
 		}
-		cancel()
-		<-done
+		stop()
 		if !strings.HasSuffix(out.String(), status+"\r\x1b[K") {
 			t.Errorf("status not erased: %q", out.String()[max(0, out.Len()-100):])
 		}
@@ -74,20 +68,14 @@ func TestProgressWaitsForWholeLines(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		var out bytes.Buffer
 		p := &Progress{W: &out, Stats: func() batcher.Stats { return batcher.Stats{Read: 7} }}
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan struct{})
-		go func() {
-			p.Run(ctx)
-			close(done)
-		}()
+		stop := run(p)
 		stdout := p.Through(&out)
 		advance(150 * time.Millisecond)
 		stdout.Write([]byte("par"))
 		advance(time.Second)
 		synctest.Wait()
 		stdout.Write([]byte("tial\n"))
-		cancel()
-		<-done
+		stop()
 		screen := out.String()
 		if !strings.Contains(screen, "\r\x1b[Kpartial\n\r\x1b[Kread 7") || strings.Count(screen, "read 7") != 2 {
 			t.Errorf("status drawn over a partial line, or not after it: %q", screen)
@@ -101,12 +89,7 @@ func TestProgressWaitsForQuietOutput(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		var out lockedBuffer
 		p := &Progress{W: &out, Stats: func() batcher.Stats { return batcher.Stats{Read: 7} }, Quiet: time.Second}
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan struct{})
-		go func() {
-			p.Run(ctx)
-			close(done)
-		}()
+		stop := run(p)
 		stdout := p.Through(&out)
 		advance(150 * time.Millisecond) // drawn: no output yet
 		for range 5 {
@@ -117,8 +100,7 @@ func TestProgressWaitsForQuietOutput(t *testing.T) {
 		during := out.String()
 		advance(1200 * time.Millisecond)
 		synctest.Wait()
-		cancel()
-		<-done
+		stop()
 		if n := strings.Count(during, "read 7"); n != 1 {
 			t.Errorf("status drawn %d times while output scrolled, want once before it: %q", n, during)
 		}
@@ -137,15 +119,9 @@ func TestProgressRateDoesNotFlicker(t *testing.T) {
 		p := &Progress{W: &out, Stats: func() batcher.Stats {
 			return batcher.Stats{Read: 100 * int64(time.Since(start)/time.Second)}
 		}}
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan struct{})
-		go func() {
-			p.Run(ctx)
-			close(done)
-		}()
+		stop := run(p)
 		advance(10 * time.Second)
-		cancel()
-		<-done
+		stop()
 		screen := out.String()
 		after := screen[strings.Index(screen, "read 100 "):]
 		if strings.Contains(after, "(0/s)") || !strings.Contains(after, "(100/s)") {
@@ -159,20 +135,28 @@ func TestProgressDumbTerminal(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		var out bytes.Buffer
 		p := &Progress{W: &out, Dumb: true, Stats: func() batcher.Stats { return batcher.Stats{Read: 3} }}
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan struct{})
-		go func() {
-			p.Run(ctx)
-			close(done)
-		}()
+		stop := run(p)
 		advance(250 * time.Millisecond)
 		p.Log().Write([]byte("note\n"))
-		cancel()
-		<-done
+		stop()
 		if s := out.String(); strings.Contains(s, "\x1b") || !strings.Contains(s, "read 3") || !strings.HasSuffix(s, " \r") {
 			t.Errorf("dumb terminal got %q", s)
 		}
 	})
+}
+
+// run runs p until the returned stop, which returns once p is done.
+func run(p *Progress) (stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		p.Run(ctx)
+		close(done)
+	}()
+	return func() {
+		cancel()
+		<-done
+	}
 }
 
 // lockedBuffer is a bytes.Buffer to read while another goroutine writes.
