@@ -182,18 +182,10 @@ func (t *KeyTemplate) Key(dst []byte, r *Record) ([]byte, error) {
 			}
 			dst = append(dst, f...)
 		case keyKafkaKey, keyTopic, keyPartition:
-			m := r.Meta
-			if m == nil {
+			if r.Meta == nil {
 				return dst, errors.New("{kafka_key}, {topic} and {partition} need Kafka records")
 			}
-			switch p.kind {
-			case keyKafkaKey:
-				dst = append(dst, m.Key...)
-			case keyTopic:
-				dst = append(dst, m.Topic...)
-			default:
-				dst = strconv.AppendInt(dst, int64(m.Partition), 10)
-			}
+			dst = p.appendMeta(dst, r.Meta)
 		case keyDate, keyHour:
 			if now.IsZero() {
 				now = t.now().UTC()
@@ -206,6 +198,17 @@ func (t *KeyTemplate) Key(dst []byte, r *Record) ([]byte, error) {
 		}
 	}
 	return dst, nil
+}
+
+// appendMeta appends the Kafka key, topic or partition p stands for.
+func (p *keyPart) appendMeta(dst []byte, m *Meta) []byte {
+	switch p.kind {
+	case keyKafkaKey:
+		return append(dst, m.Key...)
+	case keyTopic:
+		return append(dst, m.Topic...)
+	}
+	return strconv.AppendInt(dst, int64(m.Partition), 10)
 }
 
 // jsonObject parses a record that must be a JSON object; apart from Key,

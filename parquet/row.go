@@ -218,38 +218,11 @@ func (sh *shredder) value(c *Column, n int32) (pq.Value, error) {
 	num := v.kind == jNumber
 	str := v.kind == jString
 	switch c.kind {
-	case kInt32, kInt64:
+	case kInt32, kInt64, kFloat, kDouble:
 		if !num {
 			return pq.Value{}, sh.mismatch(c, n)
 		}
-		bits := 64
-		if c.kind == kInt32 {
-			bits = 32
-		}
-		i, err := strconv.ParseInt(string(v.text), 10, bits)
-		if err != nil {
-			return pq.Value{}, fmt.Errorf("field %s: %s is not an %s", c.describe(), v.text, c.Type)
-		}
-		if bits == 32 {
-			return pq.Int32Value(int32(i)), nil
-		}
-		return pq.Int64Value(i), nil
-	case kFloat, kDouble:
-		if !num {
-			return pq.Value{}, sh.mismatch(c, n)
-		}
-		bits := 64
-		if c.kind == kFloat {
-			bits = 32
-		}
-		f, err := strconv.ParseFloat(string(v.text), bits)
-		if err != nil {
-			return pq.Value{}, fmt.Errorf("field %s: %s is out of a %s's range", c.describe(), v.text, c.Type)
-		}
-		if bits == 32 {
-			return pq.FloatValue(float32(f)), nil
-		}
-		return pq.DoubleValue(f), nil
+		return number(c, v.text)
 	case kBoolean:
 		if v.kind != jTrue && v.kind != jFalse {
 			return pq.Value{}, sh.mismatch(c, n)
@@ -299,6 +272,39 @@ func (sh *shredder) value(c *Column, n int32) (pq.Value, error) {
 		return pq.Int64Value(d), nil
 	}
 	return pq.Value{}, fmt.Errorf("field %s: type %s has no values", c.describe(), c.Type)
+}
+
+// number is the value of a JSON number in an integer or floating point
+// column, refused where it does not fit.
+func number(c *Column, text []byte) (pq.Value, error) {
+	switch c.kind {
+	case kInt32, kInt64:
+		bits := 64
+		if c.kind == kInt32 {
+			bits = 32
+		}
+		i, err := strconv.ParseInt(string(text), 10, bits)
+		if err != nil {
+			return pq.Value{}, fmt.Errorf("field %s: %s is not an %s", c.describe(), text, c.Type)
+		}
+		if bits == 32 {
+			return pq.Int32Value(int32(i)), nil
+		}
+		return pq.Int64Value(i), nil
+	default:
+		bits := 64
+		if c.kind == kFloat {
+			bits = 32
+		}
+		f, err := strconv.ParseFloat(string(text), bits)
+		if err != nil {
+			return pq.Value{}, fmt.Errorf("field %s: %s is out of a %s's range", c.describe(), text, c.Type)
+		}
+		if bits == 32 {
+			return pq.FloatValue(float32(f)), nil
+		}
+		return pq.DoubleValue(f), nil
+	}
 }
 
 var (

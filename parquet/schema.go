@@ -168,17 +168,8 @@ func (s *Schema) node(c *Column, name string, def, rep int) (pq.Node, error) {
 		def++
 	}
 	c.def, c.rep = def, rep
-	if k != kTimestamp && (c.Unit != "" || c.Epoch != "") {
-		return nil, fmt.Errorf("column %s: a unit or epoch is for timestamps", name)
-	}
-	if k != kDecimal && (c.Precision != 0 || c.Scale != 0) {
-		return nil, fmt.Errorf("column %s: precision and scale are for decimals", name)
-	}
-	if k != kList && c.Items != nil {
-		return nil, fmt.Errorf("column %s: items are for lists", name)
-	}
-	if k != kStruct && c.Fields != nil {
-		return nil, fmt.Errorf("column %s: fields are for structs", name)
+	if err := c.misplaced(name); err != nil {
+		return nil, err
 	}
 	var n pq.Node
 	switch k {
@@ -199,54 +190,18 @@ func (s *Schema) node(c *Column, name string, def, rep int) (pq.Node, error) {
 	case kDate:
 		n = pq.Date()
 	case kTimestamp:
-		var u pq.TimeUnit
-		switch c.Unit {
-		case "ms":
-			u = pq.Millisecond
-		case "us", "":
-			c.Unit = "us"
-			u = pq.Microsecond
-		case "ns":
-			u = pq.Nanosecond
-		default:
-			return nil, fmt.Errorf("column %s: unknown unit %q (units: ms, us, ns)", name, c.Unit)
-		}
-		switch c.Epoch {
-		case "":
-			c.Epoch = "s"
-		case "s", "ms", "us", "ns":
-		default:
-			return nil, fmt.Errorf("column %s: unknown epoch unit %q (units: s, ms, us, ns)", name, c.Epoch)
-		}
-		n = pq.TimestampAdjusted(u, true)
-	case kDecimal:
-		if c.Precision < 1 || c.Precision > 18 {
-			return nil, fmt.Errorf("column %s: a decimal's precision is 1 to 18 digits, not %d", name, c.Precision)
-		}
-		if c.Scale < 0 || c.Scale > c.Precision {
-			return nil, fmt.Errorf("column %s: a decimal's scale is 0 to its precision, not %d", name, c.Scale)
-		}
-		t := pq.Int64Type
-		if c.Precision <= 9 {
-			t = pq.Int32Type
-		}
-		n = pq.Decimal(c.Scale, c.Precision, t)
-	case kList:
-		if c.Items == nil {
-			return nil, fmt.Errorf("column %s: a list needs items", name)
-		}
-		if c.Items.Name != "" || c.Items.Path != "" {
-			return nil, fmt.Errorf("column %s: a list's items have no name or path", name)
-		}
-		c.Items.item = true
-		// The repeated group: present for each item.
-		elem, err := s.node(c.Items, name+"[]", def+1, rep+1)
+		u, err := c.timeUnit(name)
 		if err != nil {
 			return nil, err
 		}
-		n = pq.List(elem)
-		s.wrap(c, &n)
-		return n, nil
+		n = pq.TimestampAdjusted(u, true)
+	case kDecimal:
+		var err error
+		if n, err = c.decimal(name); err != nil {
+			return nil, err
+		}
+	case kList:
+		return s.list(c, name, def, rep)
 	case kStruct:
 		if len(c.Fields) == 0 {
 			return nil, fmt.Errorf("column %s: a struct needs fields", name)
@@ -273,6 +228,83 @@ func (s *Schema) node(c *Column, name string, def, rep int) (pq.Node, error) {
 	s.leaves++
 	s.wrap(c, &n)
 	return n, nil
+}
+
+// list is the node of a list column: its items, one repeated level
+// below.
+func (s *Schema) list(c *Column, name string, def, rep int) (pq.Node, error) {
+	if c.Items == nil {
+		return nil, fmt.Errorf("column %s: a list needs items", name)
+	}
+	if c.Items.Name != "" || c.Items.Path != "" {
+		return nil, fmt.Errorf("column %s: a list's items have no name or path", name)
+	}
+	c.Items.item = true
+	// The repeated group: present for each item.
+	elem, err := s.node(c.Items, name+"[]", def+1, rep+1)
+	if err != nil {
+		return nil, err
+	}
+	n := pq.List(elem)
+	s.wrap(c, &n)
+	return n, nil
+}
+
+// misplaced reports an option given to a column of a type it is not for.
+func (c *Column) misplaced(name string) error {
+	k := c.kind
+	switch {
+	case k != kTimestamp && (c.Unit != "" || c.Epoch != ""):
+		return fmt.Errorf("column %s: a unit or epoch is for timestamps", name)
+	case k != kDecimal && (c.Precision != 0 || c.Scale != 0):
+		return fmt.Errorf("column %s: precision and scale are for decimals", name)
+	case k != kList && c.Items != nil:
+		return fmt.Errorf("column %s: items are for lists", name)
+	case k != kStruct && c.Fields != nil:
+		return fmt.Errorf("column %s: fields are for structs", name)
+	}
+	return nil
+}
+
+// timeUnit checks a timestamp's unit and epoch, setting their defaults,
+// and returns the unit it is stored in.
+func (c *Column) timeUnit(name string) (pq.TimeUnit, error) {
+	var u pq.TimeUnit
+	switch c.Unit {
+	case "ms":
+		u = pq.Millisecond
+	case "us", "":
+		c.Unit = "us"
+		u = pq.Microsecond
+	case "ns":
+		u = pq.Nanosecond
+	default:
+		return nil, fmt.Errorf("column %s: unknown unit %q (units: ms, us, ns)", name, c.Unit)
+	}
+	switch c.Epoch {
+	case "":
+		c.Epoch = "s"
+	case "s", "ms", "us", "ns":
+	default:
+		return nil, fmt.Errorf("column %s: unknown epoch unit %q (units: s, ms, us, ns)", name, c.Epoch)
+	}
+	return u, nil
+}
+
+// decimal checks a decimal's precision and scale and returns its node:
+// an int32 up to 9 digits, else an int64.
+func (c *Column) decimal(name string) (pq.Node, error) {
+	if c.Precision < 1 || c.Precision > 18 {
+		return nil, fmt.Errorf("column %s: a decimal's precision is 1 to 18 digits, not %d", name, c.Precision)
+	}
+	if c.Scale < 0 || c.Scale > c.Precision {
+		return nil, fmt.Errorf("column %s: a decimal's scale is 0 to its precision, not %d", name, c.Scale)
+	}
+	t := pq.Int64Type
+	if c.Precision <= 9 {
+		t = pq.Int32Type
+	}
+	return pq.Decimal(c.Scale, c.Precision, t), nil
 }
 
 func (s *Schema) wrap(c *Column, n *pq.Node) {
