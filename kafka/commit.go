@@ -44,6 +44,44 @@ func (k *Source) commitLoop() {
 	}
 }
 
+// finalCommitLocked makes close's commit. A cooperative session outlives
+// a rebalance, and sarama takes up the group's new generation only once
+// it has joined and synced: meanwhile a commit under the old one is
+// refused. Stopping then would leave what was delivered to be read again,
+// so the commit is made again under the new generation, waited for no
+// longer than the rebalance timeout. k.mu is held; it is let go while
+// waiting.
+func (k *Source) finalCommitLocked() error {
+	err := k.commitLocked(k.sess)
+	if err == nil || !k.coop || !replaced(err) || gone(err) {
+		return err
+	}
+	gen := k.sess.GenerationID()
+	k.log.Debug("kafka: final commit refused: waiting for the group's next generation", "group", k.cfg.Group, "generation", gen, "err", err)
+	k.finalPending = true
+	defer func() { k.finalPending = false }()
+	deadline := time.Now().Add(k.client.Config().Consumer.Group.Rebalance.Timeout)
+	// sarama says nothing when the generation moves: it is looked at
+	// often, as each look is cheap and the stop waits on it.
+	poll := time.NewTicker(10 * time.Millisecond)
+	defer poll.Stop()
+	for time.Now().Before(deadline) {
+		k.mu.Unlock()
+		<-poll.C
+		k.mu.Lock()
+		if k.sess == nil {
+			return err // the session ended: nothing more can be committed
+		}
+		if g := k.sess.GenerationID(); g != gen {
+			gen = g
+			if err = k.commitLocked(k.sess); err == nil || !replaced(err) || gone(err) {
+				return err
+			}
+		}
+	}
+	return err
+}
+
 // fetchCommitted returns the group's committed offsets for the claims; -1
 // where there is none.
 func (k *Source) fetchCommitted(claims map[string][]int32) (map[topicPartition]int64, error) {

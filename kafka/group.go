@@ -297,7 +297,7 @@ func (k *Source) consumeCoop(sess sarama.ConsumerGroupSession, claim sarama.Cons
 	k.track.revokeParts(tp)
 	k.waitInFlight()
 	k.mu.Lock()
-	if !k.closing {
+	if !k.closing || k.finalPending {
 		if err := k.commitLocked(sess); err != nil {
 			k.log.Warn("kafka: commit at rebalance", "group", k.cfg.Group, "err", err)
 		}

@@ -122,6 +122,9 @@ type Source struct {
 	// lasts across rebalances; Setup and Cleanup run once, and a partition
 	// added or revoked is taken or let go in ConsumeClaim, alone.
 	coop bool
+	// finalPending: close's commit waits for the group's next generation;
+	// a partition revoked meanwhile commits as it goes. k.mu.
+	finalPending bool
 
 	// What a group member says of itself (GroupState).
 	generation atomic.Int32
@@ -466,7 +469,7 @@ func (k *Source) close() {
 		k.closing = true
 		k.unjoined = k.sess == nil
 		if k.sess != nil {
-			if err = k.commitLocked(k.sess); err != nil {
+			if err = k.finalCommitLocked(); err != nil {
 				err = fmt.Errorf("%w; delivered records not committed will be read again", err)
 			}
 		}
