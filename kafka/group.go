@@ -127,6 +127,86 @@ func gone(err error) bool {
 	return errors.Is(err, sarama.ErrUnknownMemberId) || errors.Is(err, sarama.ErrFencedInstancedId)
 }
 
+// leaveUnjoined leaves the group for a member stopped with its join under
+// way, whose own leave, in sarama's Close, waits for the lock the join
+// holds, up to the rebalance timeout. Meanwhile the group would wait for
+// the member gone: Kafka assigns it partitions and waits a session timeout
+// for it to take them; kfake, which cannot answer its join, a rebalance
+// timeout. The leave goes on a client of its own: a broker answers a
+// connection's requests in order, and the join holds the main client's.
+// It names the member id of the last session, which Kafka keeps across
+// generations, and no generation; if the group forgot the member meanwhile
+// and it joined again under a new id, the leave is refused as unknown. A
+// member that never had a session has no id to leave with. Best effort,
+// given up once ctx is done: nothing is lost either way.
+func (k *Source) leaveUnjoined(ctx context.Context) {
+	k.mu.Lock()
+	id := k.memberID
+	k.mu.Unlock()
+	// A static member's leave would rebalance the group, which static
+	// membership spares it; its next start replaces its join.
+	if id == "" || k.client.Config().Consumer.Group.InstanceId != "" || ctx.Err() != nil {
+		return
+	}
+	client, err := k.sideClient()
+	if err == nil {
+		defer client.Close() // ends the request, if it is still unanswered
+		done := make(chan error, 1)
+		go func() { done <- leaveGroup(client, k.cfg.Group, id) }()
+		select {
+		case err = <-done:
+		case <-ctx.Done():
+			err = context.Cause(ctx)
+		}
+	}
+	switch {
+	case err == nil:
+		k.log.Debug("kafka: left the group while joining", "group", k.cfg.Group, "member", id)
+	case errors.Is(err, sarama.ErrUnknownMemberId):
+		k.log.Debug("kafka: left the group while joining: it no longer knew this member", "group", k.cfg.Group, "member", id)
+	default:
+		k.log.Warn("kafka: leave group while joining; its other members may wait a session timeout for this member",
+			"group", k.cfg.Group, "err", err)
+	}
+}
+
+// leaveGroup sends the group's coordinator the LeaveGroup of dynamic
+// member id, at the version sarama's own leave sends.
+func leaveGroup(client sarama.Client, group, id string) error {
+	coord, err := client.Coordinator(group)
+	if err != nil {
+		return fmt.Errorf("kafka: group %q: find coordinator: %w", group, err)
+	}
+	// From version 3 (KIP-345), a list of members, each with its group
+	// instance id: none, for a dynamic one.
+	req := &sarama.LeaveGroupRequest{Version: 4, GroupId: group, Members: []sarama.MemberIdentity{{MemberId: id}}}
+	if client.Config().Version.IsAtLeast(sarama.V3_2_0_0) {
+		req.Version = 5
+	}
+	resp, err := coord.LeaveGroup(req)
+	if err == nil {
+		err = leaveErr(resp)
+	}
+	if err != nil {
+		return fmt.Errorf("kafka: group %q: leave as member %s: %w", group, id, err)
+	}
+	return nil
+}
+
+// leaveErr returns the error of a LeaveGroup response, its own or its
+// member's; nil for none.
+func leaveErr(resp *sarama.LeaveGroupResponse) error {
+	if resp.Err != sarama.ErrNoError {
+		return resp.Err
+	}
+	for _, m := range resp.Members {
+		if m.Err != sarama.ErrNoError {
+			return m.Err
+		}
+	}
+	return nil
+}
+
 // groupHandler is the Kafka source as sarama's group handler.
 type groupHandler struct{ k *Source }
 
@@ -141,6 +221,7 @@ func (h groupHandler) Setup(sess sarama.ConsumerGroupSession) error {
 	}
 	k.track.activate()
 	k.sess = sess
+	k.memberID = sess.MemberID()
 	k.sessions.Add(1)
 	k.noteGeneration(sess.GenerationID())
 	if !k.pausedAt.IsZero() {

@@ -423,11 +423,7 @@ func (k *Source) probeClient() (sarama.Client, error) {
 	if c := k.probe.Load(); c != nil {
 		return *c, nil
 	}
-	var addrs []string
-	for _, b := range k.client.Brokers() {
-		addrs = append(addrs, b.Addr())
-	}
-	c, err := sarama.NewClient(addrs, k.client.Config())
+	c, err := k.sideClient()
 	if err != nil {
 		return nil, err
 	}
@@ -439,4 +435,14 @@ func (k *Source) probeClient() (sarama.Client, error) {
 		c.Close()
 	}
 	return c, nil
+}
+
+// sideClient connects a client of its own to the brokers the main one
+// knows, with its configuration.
+func (k *Source) sideClient() (sarama.Client, error) {
+	var addrs []string
+	for _, b := range k.client.Brokers() {
+		addrs = append(addrs, b.Addr())
+	}
+	return sarama.NewClient(addrs, k.client.Config())
 }

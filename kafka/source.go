@@ -116,6 +116,7 @@ type Source struct {
 	group    sarama.ConsumerGroup
 	mu       sync.Mutex
 	sess     sarama.ConsumerGroupSession
+	memberID string // of the last session: to leave with, unjoined
 	closing  bool
 	sessions atomic.Int64 // sessions set up so far
 	// coop: the group rebalances cooperatively (KIP-429). A session then
@@ -137,7 +138,8 @@ type Source struct {
 	closeErr  error
 	finalDone chan struct{} // the final commit is over; finalErr is set
 	finalErr  error
-	unjoined  bool // no session at the final commit; set before finalDone
+	unjoined  bool          // no session at the final commit; set before finalDone
+	left      chan struct{} // leaving, if unjoined, is over (leaveUnjoined)
 }
 
 var (
@@ -202,6 +204,7 @@ func OpenSource(client sarama.Client, cfg SourceConfig) (*Source, error) {
 
 		closed:    make(chan struct{}),
 		finalDone: make(chan struct{}),
+		left:      make(chan struct{}),
 	}
 	k.life, k.stop = context.WithCancel(context.Background())
 	if cfg.ExactlyOnce {
@@ -417,12 +420,14 @@ func (k *Source) Close() error { return k.Shutdown(context.Background()) }
 // loses nothing and is only logged.
 //
 // A member of a group that holds no partitions (a signal came while it
-// was joining) has nothing to commit or hand over: Shutdown returns once
-// that is settled, without waiting to leave, which waits for a join under
-// way to be answered (up to the rebalance timeout).
+// was joining, or a drain ended during a rebalance) has nothing to commit
+// or hand over: Shutdown returns once it has left the group, without
+// waiting for the join under way to be answered (up to the rebalance
+// timeout).
 func (k *Source) Shutdown(ctx context.Context) error {
-	k.closeOnce.Do(func() { go k.close() })
+	k.closeOnce.Do(func() { go k.close(ctx) })
 	final := k.finalDone // closed only with a group
+	var left chan struct{}
 wait:
 	for {
 		select {
@@ -431,9 +436,11 @@ wait:
 		case <-final:
 			final = nil
 			if k.finalErr == nil && k.unjoined {
-				k.log.Debug("kafka: not waiting to leave the group: this member holds no partitions", "group", k.cfg.Group)
-				return nil
+				left = k.left
 			}
+		case <-left:
+			k.log.Debug("kafka: not waiting for the join under way: this member holds no partitions", "group", k.cfg.Group)
+			return nil
 		case <-ctx.Done():
 			break wait
 		}
@@ -460,8 +467,9 @@ wait:
 	}
 }
 
-// close does the work of Close; closed is closed once it is over.
-func (k *Source) close() {
+// close does the work of Close; closed is closed once it is over. A leave
+// sent for a member unjoined gives up once ctx, Shutdown's, is done.
+func (k *Source) close(ctx context.Context) {
 	defer close(k.closed)
 	var err error
 	if k.group != nil {
@@ -478,8 +486,13 @@ func (k *Source) close() {
 		k.finalErr = err
 		close(k.finalDone)
 	}
+	// Before the leave: a join then refused as unknown is not sent again.
 	k.stop()
 	if k.group != nil {
+		if k.unjoined {
+			k.leaveUnjoined(ctx)
+		}
+		close(k.left)
 		// Not leaving loses nothing: the others wait a session timeout.
 		if cerr := k.group.Close(); cerr != nil {
 			k.log.Warn("kafka: leave group; its other members wait a session timeout for the partitions",
