@@ -65,12 +65,12 @@ func TestKafkaGroupJoinsDeliverOnce(t *testing.T) {
 			// README states. 6s is Kafka's smallest default.
 			const session = "6s"
 			// A member whose run is over while the group rebalances exits
-			// with its join unanswered, as batchpipe does not wait to
-			// leave. Kafka gives up on it after its session timeout; kfake,
-			// when the join's answer could not be sent, only after the
-			// rebalance timeout (60s by default): the others, waiting
-			// that long for a dead leader's assignment, did not exit
-			// within the minute.
+			// with its join unanswered, leaving the group on a connection
+			// of its own. Should that leave be lost, Kafka gives up on the
+			// member after its session timeout; kfake, when the join's
+			// answer could not be sent, only after the rebalance timeout
+			// (60s by default): the others, waiting that long for a dead
+			// leader's assignment, would not exit within the minute.
 			const rebalance = "15s"
 			for m := range 3 {
 				out := filepath.Join(dir, fmt.Sprintf("out%d", m))
