@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"sort"
 	"strconv"
 	"strings"
 	"syscall"
@@ -223,11 +224,16 @@ func rollingScale(t *testing.T) (records, rate int) {
 // flow produces rounds of per records to every partition of parts, at a
 // steady pace, until it has produced total records and stop is closed.
 // fifths[i] is closed once (i+1)/5 of total are produced; done then gets
-// the error, if any, or nil.
-func (pr *producer) flow(topic string, parts []int32, per, total int, stop <-chan struct{}) (fifths []chan struct{}, done <-chan error) {
+// the error, if any, or nil; acks says when each round was acknowledged,
+// to be read once done has answered.
+func (pr *producer) flow(topic string, parts []int32, per, total int, stop <-chan struct{}) (fifths []chan struct{}, done <-chan error, acks acked) {
 	errc := make(chan error, 1)
 	for range 5 {
 		fifths = append(fifths, make(chan struct{}))
+	}
+	acks = acked{}
+	for _, p := range parts {
+		acks[p] = []ackMark{{next: pr.next[p]}} // produced before: not timed
 	}
 	ahead := slices.Clone(fifths) // those not yet reached
 	go func() {
@@ -247,6 +253,10 @@ func (pr *producer) flow(topic string, parts []int32, per, total int, stop <-cha
 				errc <- err
 				return
 			}
+			now := time.Now()
+			for _, p := range parts {
+				acks[p] = append(acks[p], ackMark{next: pr.next[p], at: now})
+			}
 			produced += len(msgs)
 			for len(ahead) > 0 && produced*5 >= total*(6-len(ahead)) {
 				close(ahead[0])
@@ -263,7 +273,27 @@ func (pr *producer) flow(topic string, parts []int32, per, total int, stop <-cha
 			}
 		}
 	}()
-	return fifths, errc
+	return fifths, errc, acks
+}
+
+// acked says, for each partition, when the broker acknowledged its records
+// produced by flow: those below next by at, in order.
+type acked map[int32][]ackMark
+
+type ackMark struct {
+	next int
+	at   time.Time // zero: produced before flow
+}
+
+// when returns when record off of partition p was acknowledged, if flow
+// produced it.
+func (a acked) when(p int32, off int64) (time.Time, bool) {
+	ms := a[p]
+	i := sort.Search(len(ms), func(i int) bool { return int64(ms[i].next) > off })
+	if i == len(ms) || ms[i].at.IsZero() {
+		return time.Time{}, false
+	}
+	return ms[i].at, true
 }
 
 // rolling says how a group of 4 is restarted in turn.
@@ -281,8 +311,9 @@ type rolling struct {
 // one file; without, every record is delivered, and the duplicates are
 // counted. The longest time a partition went without a delivery during the
 // restarts is logged for each way, for the partitions that moved to
-// another process and for those their reader kept, not asserted: it is a
-// measurement, and a loaded machine stretches it.
+// another process and for those their reader kept, and the longest a
+// record waited to be delivered; not asserted: they are measurements, and
+// a loaded machine stretches them.
 func TestKafkaRollingRestart(t *testing.T) {
 	total, rate := rollingScale(t)
 	ways := []rolling{
@@ -303,6 +334,11 @@ func TestKafkaRollingRestart(t *testing.T) {
 			g.moved.count+g.kept.count, (g.moved.total + g.kept.total).Round(time.Millisecond),
 			g.moved.count, g.moved.total.Round(time.Millisecond), g.kept.count, g.kept.total.Round(time.Millisecond))
 	}
+	for _, w := range ways[:3] {
+		g := gaps[w.name]
+		t.Logf("%-12s longest a record waited to be delivered %v (median %v)", w.name,
+			g.waits.longest.Round(time.Millisecond), g.waits.median.Round(time.Millisecond))
+	}
 }
 
 func rollingRestart(t *testing.T, w rolling, total, rate int) stalls {
@@ -311,7 +347,7 @@ func rollingRestart(t *testing.T, w rolling, total, rate int) stalls {
 	pr.produce(k.topic, parts8, 200)
 	per := max(1, rate/50/len(parts8)) // each 20ms
 	stop := make(chan struct{})
-	fifths, flowErr := pr.flow(k.topic, parts8, per, total, stop)
+	fifths, flowErr, acks := pr.flow(k.topic, parts8, per, total, stop)
 	defer func() {
 		select {
 		case <-stop:
@@ -441,9 +477,58 @@ func rollingRestart(t *testing.T, w rolling, total, rate int) stalls {
 	}
 	files := checkOffsetFilesOf(t, offsetFiles(t, out), parts8, int64(n))
 	st := gaps(t, out, ownersOf(t, procs), rollFrom, rollTo)
-	t.Logf("%s: %d records in %d files, 0 lost, 0 twice; rolling restart %v, longest without a delivery %v (partition %s)",
-		w.name, n*len(parts8), files, rollTo.Sub(rollFrom).Round(time.Millisecond), st.longest().Round(time.Millisecond), st.part)
+	st.waits = waits(t, out, acks, rollFrom, rollTo)
+	t.Logf("%s: %d records in %d files, 0 lost, 0 twice; rolling restart %v, longest without a delivery %v (partition %s), longest a record waited %v (partition %d)",
+		w.name, n*len(parts8), files, rollTo.Sub(rollFrom).Round(time.Millisecond), st.longest().Round(time.Millisecond), st.part,
+		st.waits.longest.Round(time.Millisecond), st.waits.part)
 	return st
+}
+
+// recordWaits are how long records waited to be delivered: from the broker's
+// acknowledgement of a batch's first record to its file's modification
+// time. Unlike the gaps between files, they hold no time in which nothing
+// was produced to consume (a producer held up by the broker stops every
+// partition's files).
+type recordWaits struct {
+	longest, median time.Duration
+	part            int32 // of the longest
+}
+
+// waits measures the waits of the batch files written during [from, to].
+func waits(t *testing.T, out string, a acked, from, to time.Time) recordWaits {
+	t.Helper()
+	var rw recordWaits
+	var all []time.Duration
+	for p := range a {
+		entries, err := os.ReadDir(filepath.Join(out, strconv.Itoa(int(p))))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range entries {
+			f, _, _ := strings.Cut(e.Name(), "-")
+			first, err := strconv.ParseInt(f, 10, 64)
+			if err != nil {
+				continue // not a batch file
+			}
+			info, err := e.Info()
+			if err != nil {
+				t.Fatal(err)
+			}
+			acked, ok := a.when(p, first)
+			if m := info.ModTime(); ok && !m.Before(from) && !m.After(to) {
+				w := m.Sub(acked)
+				all = append(all, w)
+				if w > rw.longest {
+					rw.longest, rw.part = w, p
+				}
+			}
+		}
+	}
+	if len(all) > 0 {
+		slices.Sort(all)
+		rw.median = all[len(all)/2]
+	}
+	return rw
 }
 
 // stalls are the times partitions went without a delivery: those read by
@@ -452,6 +537,7 @@ func rollingRestart(t *testing.T, w rolling, total, rate int) stalls {
 type stalls struct {
 	moved, kept stallCount
 	part        string // the partition of the longest
+	waits       recordWaits
 }
 
 type stallCount struct {

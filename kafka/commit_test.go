@@ -47,21 +47,8 @@ func TestKafkaCooperativeFinalCommitWaitsForGeneration(t *testing.T) {
 	// moves the group to the next.
 	refused := make(chan struct{})
 	c.ControlKey(int16(kmsg.OffsetCommit), func(r kmsg.Request) (kmsg.Response, error, bool) {
-		req := r.(*kmsg.OffsetCommitRequest)
-		resp := req.ResponseKind().(*kmsg.OffsetCommitResponse)
-		for _, rt := range req.Topics {
-			st := kmsg.NewOffsetCommitResponseTopic()
-			st.Topic = rt.Topic
-			for _, rp := range rt.Partitions {
-				sp := kmsg.NewOffsetCommitResponseTopicPartition()
-				sp.Partition = rp.Partition
-				sp.ErrorCode = kerr.IllegalGeneration.Code
-				st.Partitions = append(st.Partitions, sp)
-			}
-			resp.Topics = append(resp.Topics, st)
-		}
 		close(refused)
-		return resp, nil, true
+		return kafkatest.RefuseCommit(r, kerr.IllegalGeneration.Code), nil, true
 	})
 	closed := make(chan error, 1)
 	go func() { closed <- k.Close() }()
