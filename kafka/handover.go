@@ -30,10 +30,8 @@ func (t *tracker) withdraw(seq int64, b metaLister) []int {
 		}
 		st.taken[j] = true
 		st.above = max(st.above, st.pending[j].Offset+1)
-		if len(held) == 0 || held[len(held)-1] != st {
-			if !slices.Contains(held, st) {
-				held = append(held, st)
-			}
+		if !slices.Contains(held, st) {
+			held = append(held, st)
 		}
 	})
 	if len(held) > 0 {
