@@ -311,9 +311,10 @@ type rolling struct {
 // one file; without, every record is delivered, and the duplicates are
 // counted. The longest time a partition went without a delivery during the
 // restarts is logged for each way, for the partitions that moved to
-// another process and for those their reader kept, and the longest a
-// record waited to be delivered; not asserted: they are measurements, and
-// a loaded machine stretches them.
+// another process and for those their reader kept, the longest a record
+// waited to be delivered, and the longest a partition held a record and
+// delivered nothing; not asserted: they are measurements, and a loaded
+// machine stretches them.
 func TestKafkaRollingRestart(t *testing.T) {
 	total, rate := rollingScale(t)
 	ways := []rolling{
@@ -336,8 +337,9 @@ func TestKafkaRollingRestart(t *testing.T) {
 	}
 	for _, w := range ways[:3] {
 		g := gaps[w.name]
-		t.Logf("%-12s longest a record waited to be delivered %v (median %v)", w.name,
-			g.waits.longest.Round(time.Millisecond), g.waits.median.Round(time.Millisecond))
+		t.Logf("%-12s longest a record waited to be delivered %v (median %v); longest a partition held a record and delivered nothing %v (partition %d)", w.name,
+			g.waits.longest.Round(time.Millisecond), g.waits.median.Round(time.Millisecond),
+			g.waits.idle.Round(time.Millisecond), g.waits.idlePart)
 	}
 }
 
@@ -492,6 +494,11 @@ func rollingRestart(t *testing.T, w rolling, total, rate int) stalls {
 type recordWaits struct {
 	longest, median time.Duration
 	part            int32 // of the longest
+	// idle is the longest a partition held an acknowledged record and
+	// delivered nothing: a gap between two files, counted from the later
+	// batch's first acknowledgement if that came after the earlier file.
+	idle     time.Duration
+	idlePart int32
 }
 
 // waits measures the waits of the batch files written during [from, to].
@@ -499,11 +506,16 @@ func waits(t *testing.T, out string, a acked, from, to time.Time) recordWaits {
 	t.Helper()
 	var rw recordWaits
 	var all []time.Duration
+	type file struct {
+		acked, written time.Time
+		ok             bool // acked is known: flow produced its first record
+	}
 	for p := range a {
 		entries, err := os.ReadDir(filepath.Join(out, strconv.Itoa(int(p))))
 		if err != nil {
 			t.Fatal(err)
 		}
+		var files []file
 		for _, e := range entries {
 			f, _, _ := strings.Cut(e.Name(), "-")
 			first, err := strconv.ParseInt(f, 10, 64)
@@ -515,11 +527,21 @@ func waits(t *testing.T, out string, a acked, from, to time.Time) recordWaits {
 				t.Fatal(err)
 			}
 			acked, ok := a.when(p, first)
-			if m := info.ModTime(); ok && !m.Before(from) && !m.After(to) {
-				w := m.Sub(acked)
-				all = append(all, w)
-				if w > rw.longest {
-					rw.longest, rw.part = w, p
+			files = append(files, file{acked, info.ModTime(), ok})
+		}
+		slices.SortFunc(files, func(x, y file) int { return x.written.Compare(y.written) })
+		for i, f := range files {
+			if !f.ok || f.written.Before(from) || f.written.After(to) {
+				continue
+			}
+			w := f.written.Sub(f.acked)
+			all = append(all, w)
+			if w > rw.longest {
+				rw.longest, rw.part = w, p
+			}
+			if i > 0 {
+				if idle := f.written.Sub(later(files[i-1].written, f.acked)); idle > rw.idle {
+					rw.idle, rw.idlePart = idle, p
 				}
 			}
 		}
@@ -529,6 +551,13 @@ func waits(t *testing.T, out string, a acked, from, to time.Time) recordWaits {
 		rw.median = all[len(all)/2]
 	}
 	return rw
+}
+
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }
 
 // stalls are the times partitions went without a delivery: those read by
