@@ -238,6 +238,7 @@ var crashSeed = flag.Uint64("crash-seed", 0, "seed of TestKafkaRepeatedCrashes's
 // after the last commit a run made; TestKafkaCrashResume bounds them
 // exactly, with a kill at a moment it controls.
 func TestKafkaRepeatedCrashes(t *testing.T) {
+	t.Parallel() // it waits on session timeouts, as the other kill tests do
 	const perPartition, n = 5000, 50
 	s := *crashSeed
 	if s == 0 {
@@ -336,6 +337,7 @@ func TestKafkaRepeatedCrashes(t *testing.T) {
 // record delivered, the end committed, and each record delivered at most
 // once per assignment that read it.
 func TestKafkaBrokerRestartMidDrain(t *testing.T) {
+	t.Parallel() // it waits on its own broker's restart and on session timeouts
 	for _, tc := range []struct {
 		name string
 		wait string // what batchpipe says before the broker comes back

@@ -31,9 +31,7 @@ var exactlySeed = flag.Uint64("exactly-seed", 0, "seed of TestKafkaExactlyOnceKi
 // record is in exactly one file, and each partition's files follow one
 // another.
 func TestKafkaExactlyOnceKills(t *testing.T) {
-	// Its restarts wait on session timeouts: in parallel with
-	// TestKafkaOutageSinkCatchesUp, which waits out its outages.
-	t.Parallel()
+	t.Parallel() // it waits on session timeouts, as the other kill tests do
 	const perPartition = 50000
 	s := *exactlySeed
 	if s == 0 {
@@ -84,6 +82,7 @@ func TestKafkaExactlyOnceKills(t *testing.T) {
 // Two members share the partitions; one is killed. The survivor takes its
 // partitions over and forms the batches the dead one had cut again.
 func TestKafkaExactlyOnceTwoMembers(t *testing.T) {
+	t.Parallel() // it waits on session timeouts, as the other kill tests do
 	const perPartition = 20000
 	k := newKafka(t, 4)
 	addr := k.addr
@@ -133,6 +132,7 @@ func TestKafkaExactlyOnceUsage(t *testing.T) {
 // one it has seen. Across kill -9s a key must always come with the same
 // body, and the bodies it kept hold every record once.
 func TestKafkaExactlyOnceIdempotentHTTP(t *testing.T) {
+	t.Parallel() // it waits on session timeouts, as the other kill tests do
 	const perPartition = 5000
 	k := newKafka(t, 4)
 	addr := k.addr

@@ -408,6 +408,7 @@ func (f *fifo) stream(lines chan<- string, done chan<- error) {
 // on; every record is delivered, and a final drain finishes with the end
 // committed.
 func TestKafkaGroupThreeMembersOneKilled(t *testing.T) {
+	t.Parallel() // it waits on session timeouts, as the other kill tests do
 	if realKafka == nil {
 		// Members whose batches wait on an unread pipe hold each
 		// rebalance for the in-flight wait; kfake then keeps a join
@@ -514,6 +515,7 @@ func groupState(t *testing.T, admin sarama.ClusterAdmin, group string) (string, 
 // broker has them as members, the rebalance is not over): a drain then
 // finishes within the session timeout and 30 s, exit 0, the end committed.
 func TestKafkaKillsWhileJoining(t *testing.T) {
+	t.Parallel() // it waits on session timeouts, as the other kill tests do
 	if realKafka == nil {
 		// A member killed in the middle of a join stays in kfake's
 		// group for good.

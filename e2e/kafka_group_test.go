@@ -116,6 +116,7 @@ func TestKafkaGroupJoinsDeliverOnce(t *testing.T) {
 // good: kfake cannot play that part; TestConnReadTimeoutOutlastsJoins
 // checks the read timeout.)
 func TestKafkaJoinsAfterKills(t *testing.T) {
+	t.Parallel() // it waits on session timeouts, as the other kill tests do
 	k := newKafka(t, 4)
 	addr := k.addr
 	newProducer(t, addr).produce(k.topic, parts4, 2500)
@@ -227,6 +228,7 @@ func TestKafkaGroupWaitSaysWhy(t *testing.T) {
 // holds no partitions when it gives up: the lag still counts every record
 // not delivered.
 func TestKafkaBrokerLostAfterSession(t *testing.T) {
+	t.Parallel() // it waits on its own broker and on session timeouts
 	k := ownKafka(t, 4)
 	addr := k.addr
 	newProducer(t, addr).produce(k.topic, parts4, 50000)

@@ -19,8 +19,8 @@ import (
 // dropped every seed broker for good ("client has run out of available
 // brokers to talk to"), and the run failed.
 func TestKafkaOutageSinkCatchesUp(t *testing.T) {
-	// It waits out its outages: in parallel with TestKafkaExactlyOnceKills,
-	// whose restarts wait on session timeouts.
+	// It waits out its outages: in parallel with the tests that wait on
+	// session timeouts; make test runs it in a process of its own.
 	t.Parallel()
 	k := ownKafka(t, 4)
 	outages := []time.Duration{60 * time.Second, 120 * time.Second}

@@ -77,6 +77,7 @@ func TestKafkaTxnSinkKills(t *testing.T) {
 // them while batches are in transactions), and the output holds each
 // record once.
 func TestKafkaTxnSinkTwoMembers(t *testing.T) {
+	t.Parallel() // it waits on session timeouts, as the other kill tests do
 	const perPartition = 50000
 	k := newKafka(t, 4)
 	out := k.name("copy")

@@ -167,6 +167,7 @@ func TestPartitionByUsage(t *testing.T) {
 // than may be open) through kill -9s: nothing lost, and no commit passes a
 // record not delivered.
 func TestKafkaPartitionByKills(t *testing.T) {
+	t.Parallel() // it waits on session timeouts, as the other kill tests do
 	const perPartition = 5000
 	k := newKafka(t, 4)
 	addr := k.addr
