@@ -364,7 +364,8 @@ func rollingRestart(t *testing.T, w rolling, total, rate int) stalls {
 	if w.exactly {
 		args = append(args, "--exactly-once")
 	}
-	var procs []*proc // every process, in the order started
+	var procs []*proc     // every process, in the order started
+	var stops []time.Time // each restart's SIGTERM
 	member := func(m int) *proc {
 		a := slices.Clone(args)
 		if w.static {
@@ -410,6 +411,7 @@ func rollingRestart(t *testing.T, w rolling, total, rate int) stalls {
 		// group's: a member learns of a rebalance at its next one.
 		<-time.After(rand.N(time.Second))
 		stopping := time.Now()
+		stops = append(stops, stopping)
 		members[m].signal(syscall.SIGTERM)
 		if code := members[m].wait(); code != 143 {
 			t.Fatalf("member %d: exit %d, want 143:\n%s", m, code, members[m].stderr())
@@ -480,6 +482,16 @@ func rollingRestart(t *testing.T, w rolling, total, rate int) stalls {
 	files := checkOffsetFilesOf(t, offsetFiles(t, out), parts8, int64(n))
 	st := gaps(t, out, ownersOf(t, procs), rollFrom, rollTo)
 	st.waits = waits(t, out, acks, rollFrom, rollTo)
+	// Whether the longest stall is a restart's or the machine's: a
+	// restart stalls its own partitions, the machine every one.
+	near := 0 // the restart whose SIGTERM is nearest
+	for i, s := range stops {
+		if st.began.Sub(s).Abs() < st.began.Sub(stops[near]).Abs() {
+			near = i
+		}
+	}
+	t.Logf("%s: the longest stall began %v from restart %d's SIGTERM; %d of %d partitions delivered nothing through it",
+		w.name, st.began.Sub(stops[near]).Round(time.Millisecond), near, st.together, len(parts8))
 	t.Logf("%s: %d records in %d files, 0 lost, 0 twice; rolling restart %v, longest without a delivery %v (partition %s), longest a record waited %v (partition %d)",
 		w.name, n*len(parts8), files, rollTo.Sub(rollFrom).Round(time.Millisecond), st.longest().Round(time.Millisecond), st.part,
 		st.waits.longest.Round(time.Millisecond), st.waits.part)
@@ -565,7 +577,9 @@ func later(a, b time.Time) time.Time {
 // (kept).
 type stalls struct {
 	moved, kept stallCount
-	part        string // the partition of the longest
+	part        string    // the partition of the longest
+	began       time.Time // the longest's
+	together    int       // partitions that delivered nothing through the longest
 	waits       recordWaits
 }
 
@@ -662,6 +676,7 @@ func gaps(t *testing.T, out string, o owners, from, to time.Time) stalls {
 	if err != nil {
 		t.Fatal(err)
 	}
+	written := map[string][]time.Time{}
 	for _, d := range dirs {
 		entries, err := os.ReadDir(filepath.Join(out, d.Name()))
 		if err != nil {
@@ -676,19 +691,30 @@ func gaps(t *testing.T, out string, o owners, from, to time.Time) stalls {
 			times = append(times, info.ModTime())
 		}
 		slices.SortFunc(times, func(a, b time.Time) int { return a.Compare(b) })
+		written[d.Name()] = times
 		for i := 1; i < len(times); i++ {
 			if times[i].Before(from) || times[i].After(to) {
 				continue
 			}
 			g := times[i].Sub(times[i-1])
 			if g > st.longest() {
-				st.part = d.Name()
+				st.part, st.began = d.Name(), times[i-1]
 			}
 			if o.at(d.Name(), times[i-1]) != o.at(d.Name(), times[i]) {
 				st.moved.add(g)
 			} else {
 				st.kept.add(g)
 			}
+		}
+	}
+	end := st.began.Add(st.longest())
+	for _, times := range written {
+		i, _ := slices.BinarySearchFunc(times, st.began, func(a, b time.Time) int { return a.Compare(b) })
+		for i < len(times) && !times[i].After(st.began) {
+			i++
+		}
+		if i == len(times) || !times[i].Before(end) {
+			st.together++
 		}
 	}
 	return st
