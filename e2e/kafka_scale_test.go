@@ -490,8 +490,12 @@ func rollingRestart(t *testing.T, w rolling, total, rate int) stalls {
 			near = i
 		}
 	}
-	t.Logf("%s: the longest stall began %v from restart %d's SIGTERM; %d of %d partitions delivered nothing through it",
-		w.name, st.began.Sub(stops[near]).Round(time.Millisecond), near, st.together, len(parts8))
+	d, when := st.began.Sub(stops[near]).Round(time.Millisecond), "after"
+	if d < 0 {
+		d, when = -d, "before"
+	}
+	t.Logf("%s: the longest stall began %v %s restart %d's SIGTERM; %d of %d partitions delivered nothing through it",
+		w.name, d, when, near, st.together, len(parts8))
 	t.Logf("%s: %d records in %d files, 0 lost, 0 twice; rolling restart %v, longest without a delivery %v (partition %s), longest a record waited %v (partition %d)",
 		w.name, n*len(parts8), files, rollTo.Sub(rollFrom).Round(time.Millisecond), st.longest().Round(time.Millisecond), st.part,
 		st.waits.longest.Round(time.Millisecond), st.waits.part)
@@ -709,10 +713,7 @@ func gaps(t *testing.T, out string, o owners, from, to time.Time) stalls {
 	}
 	end := st.began.Add(st.longest())
 	for _, times := range written {
-		i, _ := slices.BinarySearchFunc(times, st.began, func(a, b time.Time) int { return a.Compare(b) })
-		for i < len(times) && !times[i].After(st.began) {
-			i++
-		}
+		i := sort.Search(len(times), func(i int) bool { return times[i].After(st.began) }) // its next file
 		if i == len(times) || !times[i].Before(end) {
 			st.together++
 		}
