@@ -11,16 +11,9 @@ LDFLAGS := -X github.com/batchpipe/batchpipe/cmd.version=$(VERSION)
 # budget in seconds can fail a run that found nothing: Go's fuzzing
 # coordinator races its own deadline ("context deadline exceeded",
 # golang/go#75804, fixed for Go 1.27).
-FUZZ_TARGETS := \
-	sources:FuzzFraming:200000 \
-	batcher:FuzzBlocksBatchLikeRecords:80000 \
-	batcher:FuzzKeyedBlocksBatchLikeRecords:80000 \
-	batcher:FuzzJSONFind:250000 \
-	kafka:FuzzJSONString:25000 \
-	kafka:FuzzRoundTrip:40000 \
-	sinks:FuzzFormat:8000 \
-	parquet:FuzzParse:15000
-FUZZTIME ?=
+define fuzz-target
+	$(GO) test -run '^$$' -fuzz '^$(2)$$' -fuzztime $(or $(FUZZTIME),$(3)x) ./$(1)
+endef
 
 build:
 	$(GO) build -ldflags '$(LDFLAGS)' -o bin/batchpipe .
@@ -119,8 +112,11 @@ memlong: build
 	./testdata/memlong.sh bin/batchpipe $(MEMLONG_SECONDS)
 
 fuzz:
-	@set -e; for t in $(FUZZ_TARGETS); do \
-		pkg=$${t%%:*}; rest=$${t#*:}; name=$${rest%%:*}; n=$${rest#*:}; \
-		cmd="$(GO) test -run ^\$$ -fuzz ^$$name\$$ -fuzztime $${FUZZTIME:-$${n}x} ./$$pkg"; \
-		echo "$$cmd"; $$cmd; \
-	done
+	$(call fuzz-target,sources,FuzzFraming,200000)
+	$(call fuzz-target,batcher,FuzzBlocksBatchLikeRecords,80000)
+	$(call fuzz-target,batcher,FuzzKeyedBlocksBatchLikeRecords,80000)
+	$(call fuzz-target,batcher,FuzzJSONFind,250000)
+	$(call fuzz-target,kafka,FuzzJSONString,25000)
+	$(call fuzz-target,kafka,FuzzRoundTrip,40000)
+	$(call fuzz-target,sinks,FuzzFormat,8000)
+	$(call fuzz-target,parquet,FuzzParse,15000)
