@@ -59,15 +59,23 @@ func TestKafkaStaticMemberRestartsWithoutRebalance(t *testing.T) {
 	a, b := member("a"), member("b", "--stats-file", stats)
 	a.waitForLines("a share of two partitions", func(l []string) bool { return assignedCount(l) == 2 })
 	b.waitForLines("a share of two partitions", func(l []string) bool { return assignedCount(l) == 2 })
-	before := a.stderr()
-	aLine := assignedLine(strings.Split(before, "\n"))
+	aLine := assignedLine(strings.Split(a.stderr(), "\n"))
 	gen, _ := logValue(aLine, "generation")
+	// b may have shown a share of two in an earlier generation.
+	b.waitForLines("generation "+gen, func(l []string) bool {
+		g, _ := logValue(assignedLine(l), "generation")
+		return g == gen
+	})
 	bLines := len(strings.Split(b.stderr(), "\n"))
 	// The other member's rebalances so far: it may have joined alone and
-	// rebalanced once when a joined.
+	// rebalanced once when a joined. Its stats are those of the generation
+	// its log names.
 	b.signal(syscall.SIGUSR2)
 	b.waitFor("stats file written")
-	_, rebalances := groupStats(t, stats)
+	g0, rebalances := groupStats(t, stats)
+	if fmt.Sprint(g0) != gen {
+		t.Fatalf("the other member's stats say generation %d after its log said %s", g0, gen)
+	}
 
 	a.signal(syscall.SIGKILL)
 	a.wait()

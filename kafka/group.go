@@ -216,6 +216,9 @@ func (h groupHandler) Setup(sess sarama.ConsumerGroupSession) error {
 	k := h.k
 	k.mu.Lock()
 	defer k.mu.Unlock()
+	// Noted before assignLocked logs "assigned", so that the stats read
+	// after that line show this generation.
+	k.noteGeneration(sess.GenerationID())
 	if _, err := k.assignLocked(sess, sess.Claims(), true); err != nil {
 		return err
 	}
@@ -223,7 +226,6 @@ func (h groupHandler) Setup(sess sarama.ConsumerGroupSession) error {
 	k.sess = sess
 	k.memberID = sess.MemberID()
 	k.sessions.Add(1)
-	k.noteGeneration(sess.GenerationID())
 	if !k.pausedAt.IsZero() {
 		k.pausedNs.Add(int64(time.Since(k.pausedAt)))
 		k.pausedAt = time.Time{}
@@ -349,8 +351,8 @@ func (k *Source) consumeCoop(sess sarama.ConsumerGroupSession, claim sarama.Cons
 	st := k.track.live(tp.topic, tp.part)
 	if st == nil {
 		k.mu.Lock()
-		states, err := k.assignLocked(sess, map[string][]int32{tp.topic: {tp.part}}, false)
 		k.noteGeneration(sess.GenerationID())
+		states, err := k.assignLocked(sess, map[string][]int32{tp.topic: {tp.part}}, false)
 		k.mu.Unlock()
 		if err != nil {
 			// Returning ends the session: the next one sets it up again.
