@@ -5,9 +5,12 @@
 package kafka
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -216,10 +219,9 @@ func (h groupHandler) Setup(sess sarama.ConsumerGroupSession) error {
 	k := h.k
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	// Noted before assignLocked logs "assigned", so that the stats read
-	// after that line show this generation.
 	k.noteGeneration(sess.GenerationID())
-	if _, err := k.assignLocked(sess, sess.Claims(), true); err != nil {
+	states, err := k.assignLocked(sess, sess.Claims(), true)
+	if err != nil {
 		return err
 	}
 	k.track.activate()
@@ -230,6 +232,7 @@ func (h groupHandler) Setup(sess sarama.ConsumerGroupSession) error {
 		k.pausedNs.Add(int64(time.Since(k.pausedAt)))
 		k.pausedAt = time.Time{}
 	}
+	k.logAssigned(sess.GenerationID(), states)
 	k.changed()
 	return nil
 }
@@ -242,7 +245,6 @@ func (k *Source) assignLocked(sess sarama.ConsumerGroupSession, claims map[strin
 	if err != nil {
 		return nil, err
 	}
-	var assigned []string
 	states := make(map[topicPartition]*partState)
 	for _, topic := range sortedKeys(claims) {
 		for _, p := range claims[topic] {
@@ -288,15 +290,28 @@ func (k *Source) assignLocked(sess sarama.ConsumerGroupSession, claims map[strin
 				end = e
 			}
 			states[tp] = k.track.assign(topic, p, start, end, hwm)
-			assigned = append(assigned, partName(topic, p, start, end))
 		}
 	}
 	if err := k.loadCuts(states); err != nil {
 		return nil, err
 	}
-	k.log.Debug("kafka: assigned", "group", k.cfg.Group, "generation", sess.GenerationID(),
-		"count", len(assigned), "partitions", strings.Join(assigned, " "))
 	return states, nil
+}
+
+// logAssigned says which partitions an assignment of generation gen gave
+// this member, once what the stats file, metrics and status line show of
+// it is in place: its generation, its partitions, no lag of those given up
+// and the pause it ended. Tests read them right after this line.
+func (k *Source) logAssigned(gen int32, states map[topicPartition]*partState) {
+	sts := slices.SortedFunc(maps.Values(states), func(a, b *partState) int {
+		return cmp.Or(strings.Compare(a.tp.topic, b.tp.topic), cmp.Compare(a.tp.part, b.tp.part))
+	})
+	names := make([]string, len(sts))
+	for i, st := range sts {
+		names[i] = partName(st.tp.topic, st.tp.part, st.start, st.end)
+	}
+	k.log.Debug("kafka: assigned", "group", k.cfg.Group, "generation", gen,
+		"count", len(names), "partitions", strings.Join(names, " "))
 }
 
 // Cleanup hands the partitions over without a record delivered twice: no
@@ -353,6 +368,9 @@ func (k *Source) consumeCoop(sess sarama.ConsumerGroupSession, claim sarama.Cons
 		k.mu.Lock()
 		k.noteGeneration(sess.GenerationID())
 		states, err := k.assignLocked(sess, map[string][]int32{tp.topic: {tp.part}}, false)
+		if err == nil {
+			k.logAssigned(sess.GenerationID(), states)
+		}
 		k.mu.Unlock()
 		if err != nil {
 			// Returning ends the session: the next one sets it up again.
