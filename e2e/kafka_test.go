@@ -113,14 +113,17 @@ func TestKafkaEmptyPartitions(t *testing.T) {
 }
 
 // A topic produced to while it is drained: the records produced after the
-// end offsets were captured are not read.
+// end offsets were captured are not read. Alone, each partition's end is
+// captured and logged in turn: the records come once all four are; in a
+// group, all are captured before the assignment.
 func TestKafkaUntilEndStopsAtCapturedEnd(t *testing.T) {
 	for _, mode := range []struct {
 		name, ready string
+		lines       int
 		args        []string
 	}{
-		{"plain", "kafka: reading", nil},
-		{"group", "kafka: assigned", []string{"--group"}},
+		{"plain", "kafka: reading", len(parts4), nil},
+		{"group", "kafka: assigned", 1, []string{"--group"}},
 	} {
 		t.Run(mode.name, func(t *testing.T) {
 			k := newKafka(t, 4)
@@ -133,7 +136,9 @@ func TestKafkaUntilEndStopsAtCapturedEnd(t *testing.T) {
 				args = append(args, "--group", k.group)
 			}
 			p := start(t, append(args, "file", f.path)...)
-			p.waitFor(mode.ready)
+			p.waitForLines(fmt.Sprintf("%d lines %q", mode.lines, mode.ready), func(lines []string) bool {
+				return strings.Count(strings.Join(lines, "\n"), mode.ready) >= mode.lines
+			})
 			pr.produce(k.topic, parts4, 1000) // after the end offsets were captured
 			lines := f.readWhile(p)
 			if code := p.wait(); code != 0 {
