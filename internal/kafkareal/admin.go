@@ -21,7 +21,10 @@ func client(addr string) (sarama.Client, error) {
 }
 
 // CreateTopic creates topic with the configs given (name, value, name,
-// value...), and returns once every partition has a leader.
+// value...), and returns once every partition's leader serves it. The
+// metadata names a leader before the leader has the partition: until then
+// it refuses requests for it as not its leader, and on a loaded machine
+// for longer than a producer's retries last.
 func CreateTopic(ctx context.Context, addr, topic string, parts int32, configs ...string) error {
 	cl, err := client(addr)
 	if err != nil {
@@ -48,7 +51,17 @@ func CreateTopic(ctx context.Context, addr, topic string, parts int32, configs .
 			return false, nil
 		}
 		for _, p := range ps {
-			if l, err := cl.Leader(topic, p); err != nil || l == nil {
+			l, err := cl.Leader(topic, p)
+			if err != nil || l == nil {
+				return false, nil
+			}
+			req := &sarama.OffsetRequest{Version: 1}
+			req.AddBlock(topic, p, sarama.OffsetNewest, 1)
+			resp, err := l.GetAvailableOffsets(req)
+			if err != nil {
+				return false, nil
+			}
+			if b := resp.GetBlock(topic, p); b == nil || b.Err != sarama.ErrNoError {
 				return false, nil
 			}
 		}
