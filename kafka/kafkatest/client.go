@@ -1,6 +1,10 @@
 package kafkatest
 
 import (
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
 	"testing"
 
 	"github.com/IBM/sarama"
@@ -57,7 +61,7 @@ func Send(t testing.TB, p sarama.SyncProducer, msgs []*sarama.ProducerMessage) {
 	for len(msgs) > 0 {
 		n := min(len(msgs), 5000)
 		if err := p.SendMessages(msgs[:n]); err != nil {
-			t.Fatal(err)
+			t.Fatal(sendError(err))
 		}
 		msgs = msgs[n:]
 	}
@@ -90,4 +94,23 @@ func GroupOffset(t testing.TB, addr, group, topic string, part int32) int64 {
 		t.Fatalf("offset fetch of %s %s/%d: %v, no block", group, topic, part, resp.Err)
 	}
 	return b.Offset
+}
+
+// sendError says why messages were not delivered, per partition and
+// error: sarama's own error only counts them.
+func sendError(err error) error {
+	var perrs sarama.ProducerErrors
+	if !errors.As(err, &perrs) {
+		return err
+	}
+	why := make(map[string]int)
+	for _, pe := range perrs {
+		why[fmt.Sprintf("%s[%d]: %v", pe.Msg.Topic, pe.Msg.Partition, pe.Err)]++
+	}
+	lines := make([]string, 0, len(why))
+	for w, n := range why {
+		lines = append(lines, fmt.Sprintf("%s (%d messages)", w, n))
+	}
+	slices.Sort(lines)
+	return fmt.Errorf("%w:\n%s", err, strings.Join(lines, "\n"))
 }
