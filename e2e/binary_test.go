@@ -152,10 +152,29 @@ func (p *proc) waitFor(want string) string {
 // describes the line in failures.
 func (p *proc) waitLine(what string, ok func(string) bool) string {
 	p.t.Helper()
+	return p.waitLineFrom(0, what, ok)
+}
+
+// lineCount returns how many stderr lines were read so far, for waitSince.
+func (p *proc) lineCount() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.lines)
+}
+
+// waitSince is waitFor for a line after the first n: one said before (by
+// an earlier group session, say) does not count.
+func (p *proc) waitSince(n int, want string) string {
+	p.t.Helper()
+	return p.waitLineFrom(n, want, func(line string) bool { return strings.Contains(line, want) })
+}
+
+// waitLineFrom is waitLine for the lines after the first seen.
+func (p *proc) waitLineFrom(seen int, what string, ok func(string) bool) string {
+	p.t.Helper()
 	want := what
 	timeout := time.NewTimer(time.Minute)
 	defer timeout.Stop()
-	seen := 0
 	for {
 		p.mu.Lock()
 		lines, next := p.lines, p.newLn

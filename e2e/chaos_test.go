@@ -355,9 +355,10 @@ func TestKafkaBrokerRestartMidDrain(t *testing.T) {
 			p := start(t, "-v", "--kafka-brokers", addr, "--topic", k.topic, "--group", k.group, "--until-end", "-n", "100",
 				"--commit-interval", "20ms", "--kafka-session-timeout", "1s", "--kafka-rebalance-timeout", "2s", "--kafka-timeout", "30s", "file", f.path)
 			first := f.read(3000) // the pipe holds the rest back: the drain is under way
+			said := p.lineCount()
 			k.stop()
 			if tc.wait != "" {
-				p.waitFor(tc.wait)
+				p.waitSince(said, tc.wait) // not a revoke of a session before
 			}
 			k.restart() // the same data, the same port
 			lines := append(first, f.readWhile(p)...)
