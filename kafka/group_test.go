@@ -29,11 +29,11 @@ func TestKafkaAssignedLineFollowsState(t *testing.T) {
 	logged := make(chan struct{}, 1)
 	a := stalledMember(t, c, "a", logged)
 	waitLogged(t, logged, 30*time.Second, "A assigned both partitions", func() bool {
-		return a.covers(2, a)
+		return coveredBy(2, a)
 	})
 	b := stalledMember(t, c, "b", logged)
 	waitLogged(t, logged, 30*time.Second, "A and B assigned a partition each", func() bool {
-		return a.covers(2, a, b)
+		return coveredBy(2, a, b)
 	})
 	b.stop()
 	a.stop()
@@ -109,9 +109,9 @@ func (l *lineCheck) errs() []string {
 	return slices.Clone(l.problems)
 }
 
-// covers reports whether, in one generation, the members were assigned n
-// partitions in all.
-func (*lineCheck) covers(n int, members ...*lineCheck) bool {
+// coveredBy reports whether, in one generation, the members were assigned
+// n partitions in all.
+func coveredBy(n int, members ...*lineCheck) bool {
 	sum, seen := make(map[string]int), make(map[string]int)
 	for _, m := range members {
 		m.mu.Lock()
