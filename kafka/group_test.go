@@ -29,11 +29,11 @@ func TestKafkaAssignedLineFollowsState(t *testing.T) {
 	logged := make(chan struct{}, 1)
 	a := stalledMember(t, c, "a", logged)
 	waitLogged(t, logged, 30*time.Second, "A assigned both partitions", func() bool {
-		return coveredBy(2, a)
+		return covered(2, a.logLines)
 	})
 	b := stalledMember(t, c, "b", logged)
 	waitLogged(t, logged, 30*time.Second, "A and B assigned a partition each", func() bool {
-		return coveredBy(2, a, b)
+		return covered(2, a.logLines, b.logLines)
 	})
 	b.stop()
 	a.stop()
@@ -45,88 +45,67 @@ func TestKafkaAssignedLineFollowsState(t *testing.T) {
 }
 
 // lineCheck is a member's logger: at each "kafka: assigned" line it reads
-// the member's state and notes where it differs from the line.
+// the member's state and notes where it differs from the line, then keeps
+// the line.
 type lineCheck struct {
+	*logLines
 	src  atomic.Pointer[Source]
-	more chan struct{} // buffer of one: a line was written
 	stop func()
 
 	mu       sync.Mutex
-	assigned map[string]int // partitions per generation
 	problems []string
 }
 
-func (l *lineCheck) Enabled(context.Context, slog.Level) bool { return true }
-func (l *lineCheck) WithAttrs([]slog.Attr) slog.Handler       { return l }
-func (l *lineCheck) WithGroup(string) slog.Handler            { return l }
+func (l *lineCheck) WithAttrs([]slog.Attr) slog.Handler { return l }
+func (l *lineCheck) WithGroup(string) slog.Handler      { return l }
 
-func (l *lineCheck) Handle(_ context.Context, r slog.Record) error {
+func (l *lineCheck) Handle(ctx context.Context, r slog.Record) error {
 	if k := l.src.Load(); k != nil && r.Message == "kafka: assigned" {
-		attrs := make(map[string]string)
-		r.Attrs(func(a slog.Attr) bool {
-			attrs[a.Key] = a.Value.String()
-			return true
-		})
-		var parts []string
-		for p := range strings.FieldsSeq(attrs["partitions"]) {
-			parts = append(parts, p[:strings.IndexByte(p, ':')])
-		}
-		var lagged []string
-		for _, pl := range k.PartitionLag() {
-			lagged = append(lagged, fmt.Sprintf("%s[%d]", pl.Topic, pl.Partition))
-		}
-		g := k.GroupState()
-		var problems []string
-		if gen := fmt.Sprint(g.Generation); gen != attrs["generation"] {
-			problems = append(problems, "generation "+gen)
-		}
-		if !slices.Equal(g.Partitions, parts) {
-			problems = append(problems, fmt.Sprintf("partitions %v", g.Partitions))
-		}
-		if !slices.Equal(lagged, parts) {
-			problems = append(problems, fmt.Sprintf("lag of %v", lagged))
-		}
-		if g.Rebalances > 0 && g.Paused == 0 {
-			problems = append(problems, fmt.Sprintf("%d rebalances and no pause", g.Rebalances))
-		}
+		l.check(k, r)
+	}
+	return l.logLines.Handle(ctx, r)
+}
+
+// check compares k's state with the assigned line r.
+func (l *lineCheck) check(k *Source, r slog.Record) {
+	attrs := make(map[string]string)
+	r.Attrs(func(a slog.Attr) bool {
+		attrs[a.Key] = a.Value.String()
+		return true
+	})
+	var parts []string
+	for p := range strings.FieldsSeq(attrs["partitions"]) {
+		parts = append(parts, p[:strings.IndexByte(p, ':')])
+	}
+	var lagged []string
+	for _, pl := range k.PartitionLag() {
+		lagged = append(lagged, fmt.Sprintf("%s[%d]", pl.Topic, pl.Partition))
+	}
+	g := k.GroupState()
+	var problems []string
+	if gen := fmt.Sprint(g.Generation); gen != attrs["generation"] {
+		problems = append(problems, "generation "+gen)
+	}
+	if !slices.Equal(g.Partitions, parts) {
+		problems = append(problems, fmt.Sprintf("partitions %v", g.Partitions))
+	}
+	if !slices.Equal(lagged, parts) {
+		problems = append(problems, fmt.Sprintf("lag of %v", lagged))
+	}
+	if g.Rebalances > 0 && g.Paused == 0 {
+		problems = append(problems, fmt.Sprintf("%d rebalances and no pause", g.Rebalances))
+	}
+	if problems != nil {
 		l.mu.Lock()
-		l.assigned[attrs["generation"]] = len(parts)
-		if problems != nil {
-			l.problems = append(l.problems, fmt.Sprintf("at %q %v: %s", r.Message, attrs, strings.Join(problems, ", ")))
-		}
+		l.problems = append(l.problems, fmt.Sprintf("at %q %v: %s", r.Message, attrs, strings.Join(problems, ", ")))
 		l.mu.Unlock()
 	}
-	select {
-	case l.more <- struct{}{}:
-	default:
-	}
-	return nil
 }
 
 func (l *lineCheck) errs() []string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return slices.Clone(l.problems)
-}
-
-// coveredBy reports whether, in one generation, the members were assigned
-// n partitions in all.
-func coveredBy(n int, members ...*lineCheck) bool {
-	sum, seen := make(map[string]int), make(map[string]int)
-	for _, m := range members {
-		m.mu.Lock()
-		for gen, count := range m.assigned {
-			sum[gen] += count
-			seen[gen]++
-		}
-		m.mu.Unlock()
-	}
-	for gen, s := range sum {
-		if s == n && seen[gen] == len(members) {
-			return true
-		}
-	}
-	return false
 }
 
 // stalledMember starts a member of group "g" on topic "t" whose client id
@@ -139,7 +118,7 @@ func stalledMember(t *testing.T, c brokers, id string, logged chan struct{}) *li
 	if err != nil {
 		t.Fatal(err)
 	}
-	l := &lineCheck{more: logged, assigned: make(map[string]int)}
+	l := &lineCheck{logLines: &logLines{more: logged}}
 	k, err := OpenSource(client, SourceConfig{Topics: []string{"t"}, Group: "g", Logger: slog.New(l)})
 	if err != nil {
 		client.Close()

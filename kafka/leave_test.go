@@ -62,12 +62,12 @@ func TestKafkaMemberStoppedWhileJoiningLeaves(t *testing.T) {
 	a := joinGroup(t, c, "a", hold, logged)
 	members = append(members, a)
 	waitLogged(t, logged, 30*time.Second, "A assigned both partitions", func() bool {
-		return covered(2, a)
+		return covered(2, a.logs)
 	})
 	b := joinGroup(t, c, "b", &collect{}, logged)
 	members = append(members, b)
 	waitLogged(t, logged, 30*time.Second, "A and B assigned a partition each", func() bool {
-		return covered(2, a, b)
+		return covered(2, a.logs, b.logs)
 	})
 
 	// A holds a batch: at the next rebalance it rejoins only once the
@@ -94,7 +94,7 @@ func TestKafkaMemberStoppedWhileJoiningLeaves(t *testing.T) {
 	close(hold.release)
 	start := time.Now()
 	waitLogged(t, logged, 15*time.Second, "A and C assigned both partitions", func() bool {
-		return covered(2, a, cm)
+		return covered(2, a.logs, cm.logs)
 	})
 	t.Logf("A and C got both partitions %v after A's batch was let go", time.Since(start).Round(time.Millisecond))
 	if !b.logs.has("kafka: left the group while joining") {
@@ -102,13 +102,13 @@ func TestKafkaMemberStoppedWhileJoiningLeaves(t *testing.T) {
 	}
 }
 
-// covered reports whether, in one generation, the members were assigned
-// n partitions in all.
-func covered(n int, members ...*groupMember) bool {
+// covered reports whether, in one generation, the members whose logs are
+// given were assigned n partitions in all.
+func covered(n int, members ...*logLines) bool {
 	sum := make(map[string]int)
 	seen := make(map[string]int)
 	for _, m := range members {
-		for gen, count := range m.logs.assigned() {
+		for gen, count := range m.assigned() {
 			sum[gen] += count
 			seen[gen]++
 		}
